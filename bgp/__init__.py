@@ -1,0 +1,3 @@
+"""Route health injection: the ExaBGP driver."""
+
+__all__: list[str] = []

@@ -1,0 +1,5 @@
+"""Typed configuration model of xdplb, its loading and validation."""
+
+from config._errors import XdplbError
+
+__all__ = ["XdplbError"]

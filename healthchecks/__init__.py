@@ -1,0 +1,3 @@
+"""Health checkers (HTTP, HTTPS, TCP, DNS) and their scheduler."""
+
+__all__: list[str] = []
