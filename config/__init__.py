@@ -1,5 +1,18 @@
 """Typed configuration model of xdplb, its loading and validation."""
 
 from config._errors import XdplbError
+from config.bgp import BgpConfig, BgpPeer, RouteAttributes
+from config.checks import Check, CheckTiming, DnsCheck, HttpCheck, TcpCheck, parse_status_codes
 
-__all__ = ["XdplbError"]
+__all__ = [
+    "BgpConfig",
+    "BgpPeer",
+    "Check",
+    "CheckTiming",
+    "DnsCheck",
+    "HttpCheck",
+    "RouteAttributes",
+    "TcpCheck",
+    "XdplbError",
+    "parse_status_codes",
+]

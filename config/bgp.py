@@ -1,0 +1,77 @@
+"""BGP settings: the local speaker, its peers, and the attributes announced with a VIP."""
+
+import ipaddress
+import re
+from typing import Annotated
+
+from pydantic import Field, field_validator
+
+from config._base import XdplbModel
+
+__all__ = ["BgpConfig", "BgpPeer", "RouteAttributes"]
+
+Asn = Annotated[int, Field(ge=1, le=4294967295)]
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_COMMUNITY = re.compile(r"^\d{1,5}:\d{1,5}$")
+_LARGE_COMMUNITY = re.compile(r"^\d{1,10}:\d{1,10}:\d{1,10}$")
+
+
+class RouteAttributes(XdplbModel):
+    """Path attributes of an announced VIP prefix; unset fields are not sent."""
+
+    next_hop: IpAddress | None = Field(None, description="default: self (the session's local address)")
+    med: int | None = Field(None, ge=0, le=4294967295)
+    local_preference: int | None = Field(None, ge=0, le=4294967295, description="sent on iBGP sessions only")
+    communities: tuple[str, ...] = Field((), description='standard communities, "65000:100"')
+    large_communities: tuple[str, ...] = Field((), description='large communities, "65000:1:2"')
+
+    @field_validator("communities")
+    @classmethod
+    def _communities(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for value in values:
+            if not _COMMUNITY.match(value) or any(int(part) > 65535 for part in value.split(":")):
+                raise ValueError(f"bad community {value!r}: expected ASN16:VALUE16 such as 65000:100")
+        return values
+
+    @field_validator("large_communities")
+    @classmethod
+    def _large_communities(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for value in values:
+            if not _LARGE_COMMUNITY.match(value) or any(int(part) > 4294967295 for part in value.split(":")):
+                raise ValueError(f"bad large community {value!r}: expected A:B:C, each a 32-bit number")
+        return values
+
+    def merged(self, override: "RouteAttributes | None") -> "RouteAttributes":
+        """These attributes with every field that ``override`` sets explicitly taken from it."""
+        if override is None:
+            return self
+        return self.model_copy(update={name: getattr(override, name) for name in override.model_fields_set})
+
+
+class BgpPeer(XdplbModel):
+    """One BGP neighbour."""
+
+    address: IpAddress
+    peer_as: Asn
+    local_as: Asn | None = Field(None, description="default: bgp.local_as")
+    local_address: IpAddress | None = Field(None, description="source address of the session; default: kernel's choice")
+    port: int = Field(179, ge=1, le=65535)
+    hold_time: int = Field(30, description="seconds; 0 or 3..65535")
+    password: str | None = Field(None, description="TCP MD5 signature password")
+    passive: bool = False
+
+    @field_validator("hold_time")
+    @classmethod
+    def _hold_time(cls, value: int) -> int:
+        if value != 0 and not 3 <= value <= 65535:
+            raise ValueError("hold time must be 0 or between 3 and 65535 seconds")
+        return value
+
+
+class BgpConfig(XdplbModel):
+    """The local BGP speaker."""
+
+    local_as: Asn
+    router_id: ipaddress.IPv4Address
+    peers: tuple[BgpPeer, ...] = ()
+    attributes: RouteAttributes = Field(default_factory=RouteAttributes, description="defaults for every VIP")
