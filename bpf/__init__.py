@@ -1,5 +1,45 @@
-"""The XDP data plane: the C program, its bcc loader, map layouts and the packet test harness."""
+"""The XDP data plane: the C program, its bcc loader, map layouts and the packet test harness.
 
+>>> plane = DataPlane(DataPlaneSettings(flow_table_size=4096))            # doctest: +SKIP
+>>> plane.setup(); plane.attach("eth0")                                    # doctest: +SKIP
+'native'
+>>> plane.set_service(Service(ServiceKey(ip_address("192.0.2.100"), 80, "tcp"),
+...                           (Backend(ip_address("198.18.0.11")), Backend(ip_address("198.18.0.12"), weight=2))))
+...                                                                         # doctest: +SKIP
+"""
+
+from bpf._counters import BackendCounters, Counters, GlobalCounters, ServiceCounters
 from bpf._kernel_source import KernelHeadersError, ensure_kernel_source
+from bpf._test_run import TestRun, XdpVerdict, prog_test_run
+from bpf.dataplane import AttachMode, DataPlane, DataPlaneSettings
+from bpf.errors import DataPlaneError
+from bpf.maglev import DEFAULT_TABLE_SIZE, is_prime, maglev_table
+from bpf.neighbours import IPAddress, NeighbourTable
+from bpf.service import Backend, BackendStatus, Protocol, Service, ServiceKey, ServiceStatus
 
-__all__ = ["KernelHeadersError", "ensure_kernel_source"]
+__all__ = [
+    "DEFAULT_TABLE_SIZE",
+    "AttachMode",
+    "Backend",
+    "BackendCounters",
+    "BackendStatus",
+    "Counters",
+    "DataPlane",
+    "DataPlaneError",
+    "DataPlaneSettings",
+    "GlobalCounters",
+    "IPAddress",
+    "KernelHeadersError",
+    "NeighbourTable",
+    "Protocol",
+    "Service",
+    "ServiceCounters",
+    "ServiceKey",
+    "ServiceStatus",
+    "TestRun",
+    "XdpVerdict",
+    "ensure_kernel_source",
+    "is_prime",
+    "maglev_table",
+    "prog_test_run",
+]

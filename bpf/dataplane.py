@@ -1,0 +1,424 @@
+"""The ``DataPlane``: load the XDP program with bcc, attach it, and program services into its maps.
+
+A service update is atomic for the program: backend slots and a new Maglev table are written first, then the
+service entry that points at them is replaced in one map update; the previous table stays allocated until the
+update after, so a packet that read the old entry still reads a whole table. Removed backends' slots get a new
+generation, so flows that pointed at them select again; freed slots are reused oldest first.
+"""
+
+import ctypes
+import ipaddress
+import logging
+import os
+import socket
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from pyroute2 import IPRoute
+
+from bpf import _abi
+from bpf._counters import Counters, read_counters
+from bpf._kernel_source import ensure_kernel_source
+from bpf.errors import DataPlaneError
+from bpf.maglev import maglev_table
+from bpf.neighbours import IPAddress, NeighbourTable
+from bpf.service import PROTO_NUMBERS, BackendStatus, Service, ServiceKey, ServiceStatus
+
+__all__ = ["AttachMode", "DataPlane", "DataPlaneSettings"]
+
+log = logging.getLogger(__name__)
+
+AttachMode = Literal["auto", "native", "generic"]
+_XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
+_XDP_FLAGS = {"generic": 1 << 1, "native": 1 << 2}
+
+
+@dataclass(frozen=True)
+class DataPlaneSettings:
+    """Sizes fixed when the program is loaded (C ``#define``s of ``xdplb.h``)."""
+
+    flow_table_size: int = 65536
+    max_services: int = 4096
+    max_backends: int = 16384
+    maglev_slab_size: int = 1 << 20
+    new_flow_rate_limit: int = 125000
+    hash_seed: int = 0
+
+    def cflags(self) -> list[str]:
+        """Compiler flags that set these sizes."""
+        return [
+            f"-DFLOW_TABLE_SIZE={self.flow_table_size}",
+            f"-DMAX_SERVICES={self.max_services}",
+            f"-DMAX_BACKENDS={self.max_backends}",
+            f"-DMAGLEV_SLAB_SIZE={self.maglev_slab_size}",
+            f"-DNEW_FLOW_RATE_LIMIT={self.new_flow_rate_limit}",
+            f"-DHASH_SEED={self.hash_seed & 0xFFFFFFFF}U",
+        ]
+
+
+@dataclass
+class _Region:
+    offset: int
+    size: int
+
+
+@dataclass
+class _ProgrammedService:
+    spec: Service
+    service_id: int
+    slots: dict[IPAddress, int] = field(default_factory=dict)
+    table: list[int] = field(default_factory=list)  # backend slots, as written
+    region: _Region | None = None
+    retired: _Region | None = None  # the table before `region`, kept for readers still on it
+    status: ServiceStatus | None = None
+
+
+class _SlabAllocator:
+    """First-fit allocation of Maglev tables in the shared slab."""
+
+    def __init__(self, size: int) -> None:
+        self._free = [_Region(0, size)]
+
+    def allocate(self, size: int) -> _Region:
+        for index, hole in enumerate(self._free):
+            if hole.size >= size:
+                region = _Region(hole.offset, size)
+                hole.offset += size
+                hole.size -= size
+                if hole.size == 0:
+                    del self._free[index]
+                return region
+        raise DataPlaneError(f"Maglev slab full: no room for a table of {size} entries (raise maglev_slab_size)")
+
+    def release(self, region: _Region) -> None:
+        self._free.append(_Region(region.offset, region.size))
+        self._free.sort(key=lambda hole: hole.offset)
+        merged: list[_Region] = []
+        for hole in self._free:
+            if merged and merged[-1].offset + merged[-1].size == hole.offset:
+                merged[-1].size += hole.size
+            else:
+                merged.append(hole)
+        self._free = merged
+
+
+class DataPlane:
+    """The XDP program and its maps. Lifecycle: ``setup()`` → ``attach()``/``set_service()`` → ``cleanup()``.
+
+    All calls are synchronous map and netlink operations in the network namespace that ``setup()`` ran in;
+    ``setup()`` compiles the program (seconds), so an asyncio caller runs it in a thread.
+    """
+
+    def __init__(self, settings: DataPlaneSettings | None = None) -> None:
+        self.settings = settings or DataPlaneSettings()
+        self._bpf: Any = None
+        self._fn: Any = None
+        self._attached: dict[str, int] = {}  # ifname -> XDP flags used
+        self._services: dict[ServiceKey, _ProgrammedService] = {}
+        self._free_ids = deque(range(self.settings.max_services))
+        self._free_slots = deque(range(1, self.settings.max_backends))  # slot 0 is never used
+        self._generations: dict[int, int] = {}
+        self._slab = _SlabAllocator(self.settings.maglev_slab_size)
+        self._macs: dict[IPAddress, str | None] = {}
+        self._neighbours: NeighbourTable | None = None
+
+    # lifecycle
+
+    def setup(self) -> None:
+        """Compile and load the program (needs root and kernel headers)."""
+        if self._bpf is not None:
+            return
+        from bcc import BPF  # imported late: bcc is only on Debian's python, and only needed here
+
+        ensure_kernel_source()
+        cflags = [f"-I{_abi.HEADER.parent}", "-w", *self.settings.cflags()]
+        try:
+            self._bpf = BPF(src_file=str(_abi.PROGRAM).encode(), cflags=cflags)
+            self._fn = self._bpf.load_func(b"xdplb", BPF.XDP)
+        except Exception as error:
+            raise DataPlaneError(f"loading the XDP program failed: {error}") from error
+        self._neighbours = NeighbourTable()
+        log.info("event=dataplane_loaded flow_table_size=%d prog_fd=%d", self.settings.flow_table_size, self.prog_fd)
+
+    def cleanup(self) -> None:
+        """Detach from every interface and release the program; safe after a partial setup, and twice."""
+        for ifname in list(self._attached):
+            try:
+                self.detach(ifname)
+            except DataPlaneError as error:
+                log.warning("event=detach_failed interface=%s error=%s", ifname, error)
+        if self._neighbours is not None:
+            self._neighbours.close()
+            self._neighbours = None
+        if self._bpf is not None:
+            self._bpf.cleanup()
+            self._bpf = None
+            self._fn = None
+
+    @property
+    def prog_fd(self) -> int:
+        """File descriptor of the loaded program (for BPF_PROG_TEST_RUN)."""
+        return int(self._loaded()[1].fd)
+
+    def _loaded(self) -> tuple[Any, Any]:
+        if self._bpf is None:
+            raise DataPlaneError("the data plane is not loaded: call setup() first")
+        return self._bpf, self._fn
+
+    def table(self, name: str) -> Any:
+        """A bcc map by name (tests and metrics read them directly)."""
+        return self._loaded()[0][name.encode()]
+
+    # interfaces
+
+    def attach(self, ifname: str, mode: AttachMode = "auto") -> str:
+        """Attach to ``ifname``; ``auto`` tries native mode and falls back to generic. Returns the mode used."""
+        from bcc import BPF
+
+        _, fn = self._loaded()
+        modes = ["native", "generic"] if mode == "auto" else [mode]
+        for index, candidate in enumerate(modes):
+            flags = _XDP_FLAGS[candidate]
+            try:
+                BPF.attach_xdp(ifname, fn, flags)
+            except Exception as error:
+                if index + 1 < len(modes):
+                    log.warning("event=xdp_native_failed interface=%s error=%s fallback=generic", ifname, error)
+                    continue
+                raise DataPlaneError(f"attaching XDP to {ifname} in {candidate} mode failed: {error}") from error
+            self._attached[ifname] = flags
+            self._set_interface_mac(ifname)
+            log.info("event=xdp_attached interface=%s mode=%s", ifname, candidate)
+            return candidate
+        raise AssertionError("unreachable")
+
+    def detach(self, ifname: str) -> None:
+        """Detach from ``ifname`` (in the mode it was attached with)."""
+        from bcc import BPF
+
+        flags = self._attached.pop(ifname, None)
+        if flags is None:
+            return
+        try:
+            BPF.remove_xdp(ifname, flags)
+        except Exception as error:
+            raise DataPlaneError(f"detaching XDP from {ifname} failed: {error}") from error
+        log.info("event=xdp_detached interface=%s", ifname)
+
+    @property
+    def attached(self) -> Mapping[str, str]:
+        """Interfaces the program is attached to, with the mode."""
+        names = {flags: name for name, flags in _XDP_FLAGS.items()}
+        return {ifname: names[flags] for ifname, flags in self._attached.items()}
+
+    def _set_interface_mac(self, ifname: str) -> None:
+        with IPRoute() as ipr:
+            (link,) = ipr.get_links(ifname=ifname)
+            ifindex, mac = link["index"], link.get_attr("IFLA_ADDRESS")
+        self.set_interface_mac(ifindex, mac)
+
+    def set_interface_mac(self, ifindex: int, mac: str) -> None:
+        """Source MAC for frames forwarded out of ``ifindex`` (done by ``attach``)."""
+        interfaces = self.table("interfaces")
+        value = interfaces.Leaf()
+        value.mac[:] = list(bytes.fromhex(mac.replace(":", "")))
+        interfaces[interfaces.Key(ifindex)] = value
+
+    # services
+
+    def set_service(self, service: Service) -> ServiceStatus:
+        """Create or replace a service with its backends, weights and options, in one atomic step for readers.
+
+        Idempotent: the same ``service`` again writes nothing. Backends whose MAC is unknown are kept out of the
+        table (see the returned status) and come in once ``refresh_neighbours()`` finds them.
+        """
+        self._loaded()
+        service.validate()
+        programmed = self._services.get(service.key)
+        if programmed is None:
+            if not self._free_ids:
+                raise DataPlaneError(f"too many services (max_services={self.settings.max_services})")
+            programmed = _ProgrammedService(spec=service, service_id=self._free_ids.popleft())
+            self._zero_stats("service_stats", programmed.service_id)
+            self._services[service.key] = programmed
+            self._vip_refcount(service.key.vip, +1)
+            log.info("event=service_added service=%s", service.key)
+        self._macs.update({b.address: None for b in service.backends if b.address not in self._macs})
+        programmed.spec = service
+        return self._program(programmed)
+
+    def remove_service(self, key: ServiceKey) -> None:
+        """Stop balancing ``key``: its packets go to the kernel again and its backends' flows end."""
+        programmed = self._services.pop(key, None)
+        if programmed is None:
+            return
+        skey = self._service_key(key)
+        services = self.table(_family_map("services", key.vip))
+        del services[skey]
+        self._vip_refcount(key.vip, -1)
+        for slot in programmed.slots.values():
+            self._retire_slot(slot)
+        for region in (programmed.region, programmed.retired):
+            if region is not None:
+                self._slab.release(region)
+        self._free_ids.append(programmed.service_id)
+        log.info("event=service_removed service=%s", key)
+
+    @property
+    def services(self) -> Mapping[ServiceKey, ServiceStatus]:
+        """Status of every programmed service."""
+        return {key: p.status for key, p in self._services.items() if p.status is not None}
+
+    def refresh_neighbours(self, *, probe: bool = True) -> dict[IPAddress, str | None]:
+        """Re-read backend MACs from the kernel; re-program services whose backends changed; probe unknown ones.
+
+        Returns the MACs that changed (None: lost). Call it periodically (every second or so).
+        """
+        self._loaded()
+        assert self._neighbours is not None
+        wanted = {b.address for p in self._services.values() for b in p.spec.backends if b.mac is None}
+        found = self._neighbours.lookup(wanted)
+        changed = {address: mac for address, mac in found.items() if self._macs.get(address) != mac}
+        self._macs.update(changed)
+        for address, mac in changed.items():
+            log.info("event=backend_mac backend=%s mac=%s", address, mac or "unresolved")
+        if changed:
+            for programmed in self._services.values():
+                if any(b.address in changed for b in programmed.spec.backends):
+                    self._program(programmed)
+        if probe:
+            self._neighbours.probe([address for address, mac in found.items() if mac is None])
+        return changed
+
+    def _program(self, programmed: _ProgrammedService) -> ServiceStatus:
+        service = programmed.spec
+        backends_map = self.table("backends")
+        wanted = {b.address: b for b in service.backends}
+        for address in [a for a in programmed.slots if a not in wanted]:
+            self._retire_slot(programmed.slots.pop(address))
+        statuses = []
+        candidates: list[tuple[str, int]] = []
+        candidate_slots: list[int] = []
+        for backend in service.backends:
+            mac = backend.mac or self._macs.get(backend.address)
+            slot = programmed.slots.get(backend.address)
+            if slot is None:
+                slot = self._new_slot()
+                programmed.slots[backend.address] = slot
+            value = backends_map.Leaf()
+            if mac is not None:
+                value.mac[:] = list(bytes.fromhex(mac.replace(":", "")))
+                value.flags = _abi.BACKEND_USABLE
+            value.vlan = backend.vlan
+            value.generation = self._generations[slot]
+            key = backends_map.Key(slot)
+            if bytes(backends_map[key]) != bytes(value):
+                backends_map[key] = value
+            if mac is not None and backend.weight > 0:
+                candidates.append((str(backend.address), backend.weight))
+                candidate_slots.append(slot)
+            reason = "active" if mac and backend.weight else ("draining (weight 0)" if mac else "no MAC (neighbour unresolved)")
+            statuses.append((backend, mac, slot, reason))
+
+        table = [candidate_slots[i] for i in maglev_table(candidates, service.table_size)] if candidates else []
+        if table != programmed.table or programmed.region is None or programmed.status is None:
+            region = self._write_table(table) if table else None
+            flags = _abi.SERVICE_STICKY if service.sticky else 0
+            services = self.table(_family_map("services", service.key.vip))
+            value = services.Leaf(programmed.service_id, flags, region.offset if region else 0, len(table))
+            services[self._service_key(service.key)] = value  # the atomic switch for readers
+            if programmed.retired is not None:
+                self._slab.release(programmed.retired)
+            programmed.retired, programmed.region, programmed.table = programmed.region, region, table
+            log.info("event=service_programmed service=%s backends=%d table_size=%d", service.key, len(candidates), len(table))
+        counts = {slot: 0 for slot in programmed.slots.values()}
+        for slot in table:
+            counts[slot] += 1
+        programmed.status = ServiceStatus(
+            key=service.key,
+            service_id=programmed.service_id,
+            table_size=len(table),
+            backends=tuple(
+                BackendStatus(b.address, b.weight, mac, slot, counts[slot], reason) for b, mac, slot, reason in statuses
+            ),
+        )
+        return programmed.status
+
+    def _write_table(self, table: list[int]) -> _Region:
+        region = self._slab.allocate(len(table))
+        slab = self.table("maglev_slab")
+        keys = (slab.Key * len(table))(*range(region.offset, region.offset + len(table)))
+        values = (slab.Leaf * len(table))(*table)
+        try:
+            slab.items_update_batch(keys, values)
+        except Exception:  # kernels without batch ops on arrays
+            for offset, slot in enumerate(table):
+                slab[slab.Key(region.offset + offset)] = slab.Leaf(slot)
+        return region
+
+    def _new_slot(self) -> int:
+        if not self._free_slots:
+            raise DataPlaneError(f"too many backends (max_backends={self.settings.max_backends})")
+        slot = self._free_slots.popleft()
+        self._generations[slot] = self._generations.get(slot, 0) + 1
+        self._zero_stats("backend_stats", slot)
+        return slot
+
+    def _retire_slot(self, slot: int) -> None:
+        self._generations[slot] += 1
+        backends_map = self.table("backends")
+        backends_map[backends_map.Key(slot)] = backends_map.Leaf(generation=self._generations[slot])
+        self._free_slots.append(slot)
+
+    def _zero_stats(self, name: str, index: int) -> None:
+        stats = self.table(name)
+        stats[stats.Key(index)] = stats.Leaf(*([stats.sLeaf()] * len(stats.Leaf())))
+
+    def _service_key(self, key: ServiceKey) -> Any:
+        services = self.table(_family_map("services", key.vip))
+        skey = services.Key()
+        if key.vip.version == 4:
+            skey.addr = int.from_bytes(key.vip.packed, "little")
+        else:
+            skey.addr[:] = list(key.vip.packed)
+        skey.port = socket.htons(key.port)
+        skey.proto = PROTO_NUMBERS[key.proto]
+        return skey
+
+    def _vip_refcount(self, vip: IPAddress, delta: int) -> None:
+        addrs = self.table(_family_map("vip_addrs", vip))
+        key = addrs.Key()
+        if vip.version == 4:
+            key.value = int.from_bytes(vip.packed, "little")
+        else:
+            ctypes.memmove(ctypes.addressof(key), vip.packed, 16)
+        count = addrs.get(key)
+        total = (count.value if count is not None else 0) + delta
+        if total > 0:
+            addrs[key] = addrs.Leaf(total)
+        elif count is not None:
+            del addrs[key]
+
+    # counters
+
+    def read_counters(self) -> Counters:
+        """Sum the per-CPU counters: global, per service and per backend."""
+        return read_counters(
+            self.table,
+            {key: p.service_id for key, p in self._services.items()},
+            {(key, address): slot for key, p in self._services.items() for address, slot in p.slots.items()},
+        )
+
+    def flow_table_entries(self) -> dict[int, int]:
+        """Entries in the flow tables, by IP version."""
+        return {4: _count(self.table("flows_v4")), 6: _count(self.table("flows_v6"))}
+
+
+def _count(table: Any) -> int:
+    return sum(1 for _ in table.keys())
+
+
+def _family_map(prefix: str, vip: IPAddress) -> str:
+    return f"{prefix}_v{vip.version}"

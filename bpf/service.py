@@ -1,0 +1,87 @@
+"""What the data plane is asked to serve: services and their backends, and how it serves them."""
+
+import socket
+from dataclasses import dataclass
+from typing import Literal
+
+from bpf.errors import DataPlaneError
+from bpf.maglev import DEFAULT_TABLE_SIZE, is_prime
+from bpf.neighbours import IPAddress
+
+__all__ = ["PROTO_NUMBERS", "Backend", "BackendStatus", "Protocol", "Service", "ServiceKey", "ServiceStatus"]
+
+Protocol = Literal["tcp", "udp"]
+PROTO_NUMBERS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
+
+
+@dataclass(frozen=True, order=True)
+class ServiceKey:
+    """What a service listens on: ``192.0.2.100:80/tcp``."""
+
+    vip: IPAddress
+    port: int
+    proto: Protocol
+
+    def __str__(self) -> str:
+        host = f"[{self.vip}]" if self.vip.version == 6 else str(self.vip)
+        return f"{host}:{self.port}/{self.proto}"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A real server of a service. ``weight`` 0 drains it; ``mac`` pins the MAC instead of the neighbour table."""
+
+    address: IPAddress
+    weight: int = 1
+    vlan: int = 0
+    mac: str | None = None
+
+
+@dataclass(frozen=True)
+class Service:
+    """A virtual service and its backends, as one unit of update."""
+
+    key: ServiceKey
+    backends: tuple[Backend, ...] = ()
+    sticky: bool = False
+    table_size: int = DEFAULT_TABLE_SIZE
+
+    def validate(self) -> None:
+        """Raise DataPlaneError naming the service if any field is out of range."""
+        key = self.key
+        if not 0 < key.port < 65536:
+            raise DataPlaneError(f"{key}: port out of range")
+        if key.proto not in PROTO_NUMBERS:
+            raise DataPlaneError(f"{key}: protocol must be tcp or udp")
+        if not is_prime(self.table_size):
+            raise DataPlaneError(f"{key}: Maglev table size {self.table_size} is not prime")
+        addresses = [b.address for b in self.backends]
+        if len(set(addresses)) != len(addresses):
+            raise DataPlaneError(f"{key}: a backend address appears twice")
+        for backend in self.backends:
+            if not 0 <= backend.weight <= 65535:
+                raise DataPlaneError(f"{key}: backend {backend.address} weight out of range 0..65535")
+            if not 0 <= backend.vlan <= 4094:
+                raise DataPlaneError(f"{key}: backend {backend.address} VLAN out of range 0..4094")
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    """How the data plane uses one backend right now."""
+
+    address: IPAddress
+    weight: int
+    mac: str | None
+    slot: int
+    table_entries: int
+    reason: str  # "active", "draining (weight 0)" or "no MAC (neighbour unresolved)"
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """How the data plane serves one service right now."""
+
+    key: ServiceKey
+    service_id: int
+    table_size: int  # 0 when no backend takes new flows
+    backends: tuple[BackendStatus, ...]

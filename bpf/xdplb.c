@@ -1,0 +1,397 @@
+/* xdplb XDP program: layer-2 Direct Server Return with weighted Maglev and a flow table.
+ *
+ * A frame for a configured VIP:port:proto is sent back out of the interface it came in on (XDP_TX) with the
+ * destination MAC of the chosen backend, the interface's own source MAC and, where the backend has one, its VLAN
+ * tag. Everything else goes to the kernel untouched (XDP_PASS). bpf/README.md describes the maps and the choices
+ * made for fragments, IP options and floods.
+ */
+#include <uapi/linux/bpf.h>
+#include <linux/in.h>
+#include <linux/if_ether.h>
+#include <linux/if_vlan.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+
+#include "xdplb.h"
+
+/* (VIP, port, proto) -> service. */
+BPF_HASH(services_v4, struct service_key_v4, struct service, MAX_SERVICES);
+BPF_HASH(services_v6, struct service_key_v6, struct service, MAX_SERVICES);
+/* VIP address -> number of services on it; consulted only for fragments and malformed packets. */
+BPF_HASH(vip_addrs_v4, __be32, __u32, MAX_SERVICES);
+BPF_HASH(vip_addrs_v6, struct in6_addr, __u32, MAX_SERVICES);
+/* Every service's Maglev table, back to back: entry = backend slot. */
+BPF_ARRAY(maglev_slab, __u32, MAGLEV_SLAB_SIZE);
+/* Backend slot -> L2 next hop. */
+BPF_ARRAY(backends, struct backend, MAX_BACKENDS);
+/* Established flows: shared by all CPUs for lookups, with per-CPU LRU lists so a CPU only evicts what it inserted. */
+BPF_F_TABLE("lru_hash", struct flow_key_v4, struct flow, flows_v4, FLOW_TABLE_SIZE, BPF_F_NO_COMMON_LRU);
+BPF_F_TABLE("lru_hash", struct flow_key_v6, struct flow, flows_v6, FLOW_TABLE_SIZE, BPF_F_NO_COMMON_LRU);
+/* Ingress ifindex -> interface MAC. */
+BPF_HASH(interfaces, __u32, struct interface, 256);
+/* Counters. */
+BPF_PERCPU_ARRAY(global_stats, struct global_stats, 1);
+BPF_PERCPU_ARRAY(service_stats, struct service_stats, MAX_SERVICES);
+BPF_PERCPU_ARRAY(backend_stats, struct backend_stats, MAX_BACKENDS);
+BPF_PERCPU_ARRAY(flood_guards, struct flood_guard, 1);
+
+#define IP_MF 0x2000
+#define IP_OFFSET 0x1fff
+#define TCP_FLAG_SYN_ONLY(th) ((th)->syn && !(th)->ack)
+
+/* The parts of a packet the balancer decision needs. */
+struct packet {
+    void *eth;
+    struct vlan_hdr *vlan;         /* NULL when untagged */
+    __u32 len;
+    __u8 syn;                      /* TCP SYN without ACK: a connection attempt */
+};
+
+static __always_inline __u32 rotl32(__u32 x, __u32 r) { return (x << r) | (x >> (32 - r)); }
+
+/* MurmurHash3 (x86, 32-bit) over whole words; tests/reference/flowhash.py is the same in plain Python. */
+static __always_inline __u32 murmur_mix(__u32 h, __u32 k)
+{
+    k *= 0xcc9e2d51;
+    k = rotl32(k, 15);
+    k *= 0x1b873593;
+    h ^= k;
+    h = rotl32(h, 13);
+    return h * 5 + 0xe6546b64;
+}
+
+static __always_inline __u32 murmur_final(__u32 h, __u32 len)
+{
+    h ^= len;
+    h ^= h >> 16;
+    h *= 0x85ebca6b;
+    h ^= h >> 13;
+    h *= 0xc2b2ae35;
+    h ^= h >> 16;
+    return h;
+}
+
+/* LIMIT is a compile-time bound (the key's size in words) so the loop unrolls; N <= LIMIT words are hashed. */
+static __always_inline __u32 hash_words(const __u32 *words, int n, const int limit)
+{
+    __u32 h = HASH_SEED;
+#pragma unroll
+    for (int i = 0; i < limit; i++) {
+        if (i < n)
+            h = murmur_mix(h, words[i]);
+    }
+    return murmur_final(h, n * 4);
+}
+
+static __always_inline struct global_stats *globals(void)
+{
+    __u32 zero = 0;
+    return global_stats.lookup(&zero);
+}
+
+/* Flood guard: true while this CPU's inserts in the current second stay under NEW_FLOW_RATE_LIMIT. */
+static __always_inline int may_insert(struct global_stats *g)
+{
+    __u32 zero = 0;
+    struct flood_guard *guard = flood_guards.lookup(&zero);
+    if (!guard || NEW_FLOW_RATE_LIMIT == 0)
+        return 1;
+    __u64 now = bpf_ktime_get_ns();
+    if (now - guard->window_start_ns > 1000000000ULL) {
+        guard->window_start_ns = now;
+        guard->inserts = 0;
+    }
+    if (guard->inserts >= NEW_FLOW_RATE_LIMIT) {
+        if (g)
+            g->flood_guard_skips++;
+        return 0;
+    }
+    guard->inserts++;
+    return 1;
+}
+
+static __always_inline struct backend *usable(__u32 slot, __u32 generation)
+{
+    struct backend *b = backends.lookup(&slot);
+    if (b && (b->flags & BACKEND_USABLE) && b->generation == generation)
+        return b;
+    return NULL;
+}
+
+static __always_inline struct backend *maglev_pick(struct service *svc, __u32 hash, __u32 *slot)
+{
+    if (svc->table_size == 0)
+        return NULL;
+    __u32 index = svc->table_offset + hash % svc->table_size;
+    __u32 *entry = maglev_slab.lookup(&index);
+    if (!entry)
+        return NULL;
+    *slot = *entry;
+    struct backend *b = backends.lookup(slot);
+    if (b && (b->flags & BACKEND_USABLE))
+        return b;
+    return NULL;
+}
+
+/* Rewrite the frame towards the backend and count it; returns the XDP verdict. */
+static __always_inline int forward(struct xdp_md *ctx, struct packet *pkt, struct service *svc,
+                                   struct backend *b, __u32 slot, int new_flow, struct global_stats *g)
+{
+    __u8 src[6];
+    __u32 ifindex = ctx->ingress_ifindex;
+    struct interface *iface = interfaces.lookup(&ifindex);
+    struct ethhdr *eth = pkt->eth;
+    if (iface)
+        __builtin_memcpy(src, iface->mac, 6);
+    else
+        __builtin_memcpy(src, eth->h_dest, 6);  /* the frame was addressed to this interface */
+
+    if (b->vlan) {
+        if (pkt->vlan) {
+            pkt->vlan->h_vlan_TCI = (pkt->vlan->h_vlan_TCI & bpf_htons(0xf000)) | bpf_htons(b->vlan & 0x0fff);
+        } else {
+            /* Push a tag: grow the head by 4 bytes; the ethertype stays where it is relative to the end. */
+            if (bpf_xdp_adjust_head(ctx, -(int)sizeof(struct vlan_hdr))) {
+                if (g)
+                    g->drop_vlan_push++;
+                return XDP_DROP;
+            }
+            void *data = (void *)(long)ctx->data;
+            void *data_end = (void *)(long)ctx->data_end;
+            if (data + sizeof(struct ethhdr) + sizeof(struct vlan_hdr) > data_end)
+                return XDP_DROP;
+            eth = data;
+            __be16 *tci = data + sizeof(struct ethhdr);  /* TPID at 12, TCI at 14, inner ethertype still at 16 */
+            eth->h_proto = bpf_htons(ETH_P_8021Q);
+            *tci = bpf_htons(b->vlan & 0x0fff);
+        }
+    }
+    __builtin_memcpy(eth->h_dest, b->mac, 6);
+    __builtin_memcpy(eth->h_source, src, 6);
+
+    struct service_stats *ss = service_stats.lookup(&svc->id);
+    if (ss) {
+        ss->packets++;
+        ss->bytes += pkt->len;
+        ss->new_flows += new_flow;
+    }
+    struct backend_stats *bs = backend_stats.lookup(&slot);
+    if (bs) {
+        bs->packets++;
+        bs->bytes += pkt->len;
+        bs->new_flows += new_flow;
+    }
+    if (g) {
+        g->forwarded++;
+        g->forwarded_bytes += pkt->len;
+    }
+    return XDP_TX;
+}
+
+static __always_inline int no_backend(struct service *svc, struct global_stats *g)
+{
+    struct service_stats *ss = service_stats.lookup(&svc->id);
+    if (ss)
+        ss->drop_no_backend++;
+    if (g)
+        g->drop_no_backend++;
+    return XDP_DROP;
+}
+
+/* The decision shared by both families: the flow table entry F (may be NULL) first, then Maglev over the key's
+ * words. Returns the verdict; sets *insert when the caller should store NEW in the family's flow table. */
+static __always_inline int balance(struct xdp_md *ctx, struct packet *pkt, struct service *svc, struct flow *f,
+                                   const __u32 *words, int nwords, int sticky_words, __u8 proto,
+                                   struct flow *new, int *insert, struct global_stats *g)
+{
+    struct backend *b = NULL;
+    __u32 slot = 0;
+    *insert = 0;
+    if (f) {
+        slot = f->backend;
+        b = usable(slot, f->generation);
+    }
+    if (b) {
+        if (g)
+            g->flow_hits++;
+        return forward(ctx, pkt, svc, b, slot, pkt->syn, g);
+    }
+    if (g)
+        g->flow_misses++;
+    __u32 hash = hash_words(words, (svc->flags & SERVICE_STICKY) ? sticky_words : nwords, nwords);
+    b = maglev_pick(svc, hash, &slot);
+    if (!b)
+        return no_backend(svc, g);
+    /* A SYN never creates an entry, so a SYN flood cannot evict established flows; the first ACK does. */
+    if (!pkt->syn && may_insert(g)) {
+        new->backend = slot;
+        new->generation = b->generation;
+        *insert = 1;
+        if (g)
+            g->flow_inserts++;
+    }
+    return forward(ctx, pkt, svc, b, slot, proto == IPPROTO_TCP ? pkt->syn : 1, g);
+}
+
+/* Reads the L4 ports (and TCP flags); returns 0 if the header is truncated. */
+static __always_inline int read_ports(void *l4, void *data_end, __u8 proto, __be16 *sport, __be16 *dport,
+                                      __u8 *syn, __u32 avail)
+{
+    if (proto == IPPROTO_TCP) {
+        struct tcphdr *th = l4;
+        if ((void *)(th + 1) > data_end || avail < sizeof(*th) || th->doff < 5)
+            return 0;
+        *sport = th->source;
+        *dport = th->dest;
+        *syn = TCP_FLAG_SYN_ONLY(th);
+        return 1;
+    }
+    struct udphdr *uh = l4;
+    if ((void *)(uh + 1) > data_end || avail < sizeof(*uh))
+        return 0;
+    *sport = uh->source;
+    *dport = uh->dest;
+    *syn = 0;
+    return 1;
+}
+
+static __always_inline int drop_or_pass_v4(__be32 daddr, struct global_stats *g, int fragment)
+{
+    if (!vip_addrs_v4.lookup(&daddr))
+        return XDP_PASS;
+    if (g) {
+        if (fragment)
+            g->drop_fragment++;
+        else
+            g->drop_malformed++;
+    }
+    return XDP_DROP;
+}
+
+static __always_inline int drop_or_pass_v6(struct in6_addr *daddr, struct global_stats *g, int fragment)
+{
+    struct in6_addr addr = *daddr;
+    if (!vip_addrs_v6.lookup(&addr))
+        return XDP_PASS;
+    if (g) {
+        if (fragment)
+            g->drop_fragment++;
+        else
+            g->drop_malformed++;
+    }
+    return XDP_DROP;
+}
+
+static __always_inline int balance_v4(struct xdp_md *ctx, struct packet pkt, struct iphdr *iph, void *data_end,
+                                      struct global_stats *g)
+{
+    if ((void *)(iph + 1) > data_end)
+        return XDP_PASS;
+    if (iph->protocol != IPPROTO_TCP && iph->protocol != IPPROTO_UDP)
+        return XDP_PASS;
+    if (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+        return drop_or_pass_v4(iph->daddr, g, 1);
+    __u32 ihl = iph->ihl * 4;
+    __u32 total = bpf_ntohs(iph->tot_len);
+    if (ihl < sizeof(*iph) || total < ihl)
+        return drop_or_pass_v4(iph->daddr, g, 0);
+    void *l4 = (void *)iph + ihl;   /* honours IP options */
+    struct flow_key_v4 key = {.saddr = iph->saddr, .daddr = iph->daddr, .proto = iph->protocol};
+    if (!read_ports(l4, data_end, key.proto, &key.sport, &key.dport, &pkt.syn, total - ihl))
+        return drop_or_pass_v4(iph->daddr, g, 0);
+
+    struct service_key_v4 skey = {.addr = key.daddr, .port = key.dport, .proto = key.proto};
+    struct service *svc = services_v4.lookup(&skey);
+    if (!svc)
+        return XDP_PASS;
+    struct flow new;
+    int insert;
+    int verdict = balance(ctx, &pkt, svc, flows_v4.lookup(&key), (const __u32 *)&key, 4, 2, key.proto, &new,
+                          &insert, g);
+    if (insert)
+        flows_v4.update(&key, &new);
+    return verdict;
+}
+
+static __always_inline int balance_v6(struct xdp_md *ctx, struct packet pkt, struct ipv6hdr *ip6, void *data_end,
+                                      struct global_stats *g)
+{
+    if ((void *)(ip6 + 1) > data_end)
+        return XDP_PASS;
+    __u8 nexthdr = ip6->nexthdr;
+    void *l4 = ip6 + 1;
+    __u32 avail = bpf_ntohs(ip6->payload_len);
+#pragma unroll
+    for (int i = 0; i < MAX_IPV6_EXT_HEADERS; i++) {
+        if (nexthdr == IPPROTO_TCP || nexthdr == IPPROTO_UDP)
+            break;
+        if (nexthdr == IPPROTO_FRAGMENT)
+            return drop_or_pass_v6(&ip6->daddr, g, 1);
+        if (nexthdr != IPPROTO_HOPOPTS && nexthdr != IPPROTO_ROUTING && nexthdr != IPPROTO_DSTOPTS)
+            return XDP_PASS;
+        __u8 *ext = l4;
+        if ((void *)(ext + 2) > data_end)
+            return drop_or_pass_v6(&ip6->daddr, g, 0);
+        __u32 len = (ext[1] + 1) * 8;
+        if (len > avail)
+            return drop_or_pass_v6(&ip6->daddr, g, 0);
+        nexthdr = ext[0];
+        l4 += len;
+        avail -= len;
+    }
+    if (nexthdr != IPPROTO_TCP && nexthdr != IPPROTO_UDP)
+        return XDP_PASS;
+    struct flow_key_v6 key = {.proto = nexthdr};
+    __builtin_memcpy(key.saddr, &ip6->saddr, 16);
+    __builtin_memcpy(key.daddr, &ip6->daddr, 16);
+    if (!read_ports(l4, data_end, key.proto, &key.sport, &key.dport, &pkt.syn, avail))
+        return drop_or_pass_v6(&ip6->daddr, g, 0);
+
+    struct service_key_v6 skey = {.port = key.dport, .proto = key.proto};
+    __builtin_memcpy(skey.addr, key.daddr, 16);
+    struct service *svc = services_v6.lookup(&skey);
+    if (!svc)
+        return XDP_PASS;
+    struct flow new;
+    int insert;
+    int verdict = balance(ctx, &pkt, svc, flows_v6.lookup(&key), (const __u32 *)&key, 10, 8, key.proto, &new,
+                          &insert, g);
+    if (insert)
+        flows_v6.update(&key, &new);
+    return verdict;
+}
+
+int xdplb(struct xdp_md *ctx)
+{
+    void *data = (void *)(long)ctx->data;
+    void *data_end = (void *)(long)ctx->data_end;
+    struct global_stats *g = globals();
+    struct packet pkt = {.eth = data, .len = data_end - data};
+    struct ethhdr *eth = data;
+    int verdict = XDP_PASS;
+
+    if (g)
+        g->rx_packets++;
+    if ((void *)(eth + 1) > data_end)
+        goto out;
+    __be16 proto = eth->h_proto;
+    void *l3 = eth + 1;
+    if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
+        struct vlan_hdr *vh = l3;
+        if ((void *)(vh + 1) > data_end)
+            goto out;
+        pkt.vlan = vh;
+        proto = vh->h_vlan_encapsulated_proto;
+        l3 = vh + 1;
+    }
+    if (proto == bpf_htons(ETH_P_IP))
+        verdict = balance_v4(ctx, pkt, l3, data_end, g);
+    else if (proto == bpf_htons(ETH_P_IPV6))
+        verdict = balance_v6(ctx, pkt, l3, data_end, g);
+out:
+    if (verdict == XDP_PASS && g)
+        g->passed++;
+    return verdict;
+}

@@ -1,0 +1,129 @@
+/* xdplb data plane: map layouts, flags and counter slots. This header is the one ABI source: the Python side
+ * reads every key and value layout from it through bcc (table.Key / table.Leaf), and tests check the constants
+ * that Python also needs (bpf/_layout.py). Every size is overridable with -D at load time.
+ */
+#ifndef XDPLB_H
+#define XDPLB_H
+
+#ifndef MAX_SERVICES
+#define MAX_SERVICES 4096          /* (VIP, port, proto) entries per family; also rows of service_stats */
+#endif
+#ifndef MAX_BACKENDS
+#define MAX_BACKENDS 16384         /* backend slots: one per (service, real server) pair */
+#endif
+#ifndef MAGLEV_SLAB_SIZE
+#define MAGLEV_SLAB_SIZE 1048576   /* Maglev entries shared by every service's tables (4 bytes each) */
+#endif
+#ifndef FLOW_TABLE_SIZE
+#define FLOW_TABLE_SIZE 65536      /* flow entries per family, split evenly over the CPUs' LRU lists */
+#endif
+#ifndef NEW_FLOW_RATE_LIMIT
+#define NEW_FLOW_RATE_LIMIT 125000 /* flow-table inserts per CPU per second before the flood guard bypasses them */
+#endif
+#ifndef HASH_SEED
+#define HASH_SEED 0                /* the same on every node, so every node picks the same backend for a flow */
+#endif
+#define MAX_IPV6_EXT_HEADERS 4     /* extension headers walked before giving up (the packet is passed) */
+
+/* service.flags */
+#define SERVICE_STICKY 1           /* select on (saddr, daddr) only: every flow of a client goes to one backend */
+
+/* backend.flags */
+#define BACKEND_USABLE 1           /* MAC known and not removed: flows may go here (draining ones included) */
+
+/* A service: the Maglev table of one (VIP, port, protocol). */
+struct service_key_v4 {
+    __be32 addr;
+    __be16 port;
+    __u8 proto;                    /* IPPROTO_TCP or IPPROTO_UDP */
+    __u8 pad;
+};
+
+struct service_key_v6 {
+    __u8 addr[16];
+    __be16 port;
+    __u8 proto;
+    __u8 pad;
+};
+
+struct service {
+    __u32 id;                      /* row in service_stats */
+    __u32 flags;                   /* SERVICE_* */
+    __u32 table_offset;            /* first entry of this service's Maglev table in maglev_slab */
+    __u32 table_size;              /* prime; 0 when no backend takes new flows (established ones continue) */
+};
+
+/* Where a flow goes: the L2 next hop of one real server for one service. */
+struct backend {
+    __u8 mac[6];                   /* destination MAC written into forwarded frames */
+    __u16 vlan;                    /* VLAN ID to forward on; 0 keeps the frame's own tag (or none) */
+    __u32 generation;              /* changes when the slot is removed or reused: stale flows re-select */
+    __u32 flags;                   /* BACKEND_* */
+};
+
+/* The flow table: which backend an established flow sticks to. Keys are the 5-tuple in network order. */
+struct flow_key_v4 {
+    __be32 saddr;
+    __be32 daddr;
+    __be16 sport;
+    __be16 dport;
+    __u8 proto;
+    __u8 pad[3];
+};
+
+struct flow_key_v6 {
+    __u8 saddr[16];
+    __u8 daddr[16];
+    __be16 sport;
+    __be16 dport;
+    __u8 proto;
+    __u8 pad[3];
+};
+
+struct flow {
+    __u32 backend;                 /* slot in backends */
+    __u32 generation;              /* backends[slot].generation when the flow was placed */
+};
+
+/* Source MAC for forwarded frames, by ingress ifindex. */
+struct interface {
+    __u8 mac[6];
+    __u16 pad;
+};
+
+/* Per-CPU counters, summed by Python. */
+struct global_stats {
+    __u64 rx_packets;              /* every frame the program saw */
+    __u64 passed;                  /* XDP_PASS: not for a configured VIP:port:proto, or unparsable */
+    __u64 forwarded;               /* XDP_TX to a backend */
+    __u64 forwarded_bytes;
+    __u64 flow_hits;               /* flow table lookups that found a usable backend */
+    __u64 flow_misses;             /* selected by Maglev */
+    __u64 flow_inserts;
+    __u64 flood_guard_skips;       /* inserts skipped above NEW_FLOW_RATE_LIMIT */
+    __u64 drop_no_backend;         /* VIP:port:proto with no usable backend for the flow */
+    __u64 drop_malformed;          /* for a VIP address, but headers truncated or inconsistent */
+    __u64 drop_fragment;           /* IP fragment for a VIP address */
+    __u64 drop_vlan_push;          /* no headroom to push the backend's VLAN tag */
+};
+
+struct service_stats {
+    __u64 packets;
+    __u64 bytes;
+    __u64 new_flows;               /* TCP SYNs and UDP flow-table misses */
+    __u64 drop_no_backend;
+};
+
+struct backend_stats {
+    __u64 packets;
+    __u64 bytes;
+    __u64 new_flows;
+};
+
+/* Per-CPU state of the flood guard: inserts in the current one-second window. */
+struct flood_guard {
+    __u64 window_start_ns;
+    __u64 inserts;
+};
+
+#endif

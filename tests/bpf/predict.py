@@ -1,0 +1,45 @@
+"""What the data plane should do with a packet, from the references alone."""
+
+import ipaddress
+from functools import cache
+
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Dot1Q, Ether
+from scapy.packet import Packet
+
+import bpf
+from tests.bpf import world
+from tests.reference import flowhash, maglev
+
+
+@cache
+def _table(spec: bpf.Service) -> tuple[int, ...]:
+    return tuple(maglev.build([(str(b.address), b.weight) for b in spec.backends], spec.table_size))
+
+
+def chosen_real(spec: bpf.Service, packet: Packet) -> world.Real:
+    """The real server the reference Maglev table gives this packet's flow."""
+    ip = packet[IP] if IP in packet else packet[IPv6]
+    l4 = packet[TCP] if TCP in packet else packet[UDP]
+    proto = 6 if TCP in packet else 17
+    h = flowhash.flow_hash(
+        ipaddress.ip_address(ip.src), ipaddress.ip_address(ip.dst), l4.sport, l4.dport, proto, sticky=spec.sticky
+    )
+    table = _table(spec)
+    backend = spec.backends[table[h % len(table)]]
+    return next(r for r in world.REALS.values() if r.address == backend.address)
+
+
+def forwarded(packet: Packet, real: world.Real) -> bytes:
+    """The frame the program should send: backend's MAC, balancer's MAC, the backend's VLAN where it has one."""
+    out = packet.copy()
+    out[Ether].dst = real.mac
+    out[Ether].src = world.LB_MAC
+    if real.vlan:
+        if Dot1Q in out:
+            out[Dot1Q].vlan = real.vlan
+        else:
+            payload = out[Ether].payload
+            out = Ether(dst=real.mac, src=world.LB_MAC) / Dot1Q(vlan=real.vlan, type=out[Ether].type) / payload
+    return bytes(out)

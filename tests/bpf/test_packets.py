@@ -1,0 +1,48 @@
+"""Every fixture case through the real program in the kernel (BPF_PROG_TEST_RUN), frame compared byte for byte."""
+
+from dataclasses import fields
+
+import pytest
+from scapy.layers.l2 import Ether
+
+import bpf
+from tests.bpf import predict, world
+from tests.bpf.fixtures.forwarding import CASES, Case
+
+
+def _global(plane: bpf.DataPlane) -> dict[str, int]:
+    totals = plane.read_counters().totals
+    return {f.name: getattr(totals, f.name) for f in fields(totals)}
+
+
+def _show(frame: bytes) -> str:
+    return Ether(frame).show(dump=True)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.description for c in CASES])
+def test_packet_case(plane: bpf.DataPlane, case: Case) -> None:
+    frame = bytes(case.packet)
+    before = _global(plane)
+    run = bpf.prog_test_run(plane.prog_fd, frame, ingress_ifindex=world.INGRESS_IFINDEX)
+    assert run.verdict == case.verdict
+
+    if case.verdict == "XDP_TX":
+        assert case.service is not None
+        real = predict.chosen_real(world.SERVICES[case.service], case.packet)
+        if case.expect:
+            assert real.name == case.expect
+        expected = predict.forwarded(case.packet, real)
+        assert run.data == expected, f"expected:\n{_show(expected)}\nactual:\n{_show(run.data)}"
+    else:
+        assert run.data == frame, "a passed or dropped frame must be left untouched"
+
+    after = _global(plane)
+    for name, delta in case.counters.items():
+        assert after[name] - before[name] == delta, name
+
+
+def test_counters_mirror_the_c_struct(plane: bpf.DataPlane) -> None:
+    for name, cls in (("global_stats", bpf.GlobalCounters), ("service_stats", bpf.ServiceCounters),
+                      ("backend_stats", bpf.BackendCounters)):
+        leaf = plane.table(name).sLeaf if hasattr(plane.table(name), "sLeaf") else plane.table(name).Leaf
+        assert [n for n, _ in leaf._fields_] == [f.name for f in fields(cls)], name

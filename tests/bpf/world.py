@@ -1,0 +1,66 @@
+"""The world every data-plane test assumes: one balancer interface, a client, backends and services.
+
+Tests run the program with BPF_PROG_TEST_RUN, where the ingress interface is loopback (ifindex 1); the
+balancer's MAC is set for it.
+"""
+
+from dataclasses import dataclass
+from ipaddress import ip_address
+
+import bpf
+
+SETTINGS = bpf.DataPlaneSettings(
+    flow_table_size=256, max_services=64, max_backends=256, maglev_slab_size=65536, new_flow_rate_limit=100000
+)
+INGRESS_IFINDEX = 1
+LB_MAC = "02:00:00:00:00:01"
+CLIENT_MAC = "02:00:00:00:00:02"
+CLIENT4 = ip_address("198.18.0.2")
+CLIENT6 = ip_address("2001:db8::2")
+VIP4 = ip_address("192.0.2.100")
+VIP6 = ip_address("2001:db8:100::100")
+NOT_A_VIP4 = ip_address("192.0.2.200")
+TABLE_SIZE = 251
+
+
+@dataclass(frozen=True)
+class Real:
+    name: str
+    address: bpf.IPAddress
+    mac: str
+    vlan: int = 0
+
+    def backend(self, weight: int = 1) -> bpf.Backend:
+        return bpf.Backend(self.address, weight=weight, vlan=self.vlan, mac=self.mac)
+
+
+B1 = Real("b1", ip_address("198.18.0.11"), "02:00:00:00:00:0b")
+B2 = Real("b2", ip_address("198.18.0.12"), "02:00:00:00:00:0c")
+B3_VLAN = Real("b3", ip_address("198.18.0.13"), "02:00:00:00:00:0d", vlan=100)
+B1_6 = Real("b1v6", ip_address("2001:db8::11"), "02:00:00:00:00:1b")
+B2_6 = Real("b2v6", ip_address("2001:db8::12"), "02:00:00:00:00:1c")
+REALS = {r.name: r for r in (B1, B2, B3_VLAN, B1_6, B2_6)}
+
+
+def service(vip: bpf.IPAddress, port: int, proto: bpf.Protocol, *backends: bpf.Backend, sticky: bool = False) -> bpf.Service:
+    return bpf.Service(bpf.ServiceKey(vip, port, proto), tuple(backends), sticky=sticky, table_size=TABLE_SIZE)
+
+
+SERVICES = {
+    "web4": service(VIP4, 80, "tcp", B1.backend(), B2.backend()),
+    "dns4": service(VIP4, 53, "udp", B1.backend(), B2.backend()),
+    "web6": service(VIP6, 80, "tcp", B1_6.backend(), B2_6.backend()),
+    "dns6": service(VIP6, 53, "udp", B1_6.backend(), B2_6.backend()),
+    "sticky4": service(VIP4, 443, "tcp", B1.backend(), B2.backend(), sticky=True),
+    "vlan4": service(VIP4, 8080, "tcp", B3_VLAN.backend()),
+    "empty4": service(VIP4, 81, "tcp"),
+    "drain4": service(VIP4, 82, "tcp", B1.backend(weight=0), B2.backend()),
+}
+
+
+def program(plane: bpf.DataPlane) -> None:
+    plane.set_interface_mac(INGRESS_IFINDEX, LB_MAC)
+    plane.table("flows_v4").clear()
+    plane.table("flows_v6").clear()
+    for spec in SERVICES.values():
+        plane.set_service(spec)
