@@ -1,0 +1,192 @@
+"""Data-plane behaviour over many packets and across updates, on the real program in the kernel."""
+
+import os
+import random
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from ipaddress import ip_address
+
+import pytest
+
+import bpf
+from tests.bpf import predict, world
+from tests.bpf.traffic import send, tcp, udp
+from tests.bpf.world import B1, B1_6, B2, B2_6, service
+
+
+@contextmanager
+def one_cpu() -> Iterator[None]:
+    """Pin this thread to one CPU: each CPU evicts only the flow entries it inserted."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(before)})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def test_every_choice_equals_the_reference(plane: bpf.DataPlane) -> None:
+    rng = random.Random(7)
+    specs = [
+        service(world.VIP4, 90, "tcp", B1.backend(weight=1), B2.backend(weight=3)),
+        service(world.VIP4, 91, "udp", B1.backend(), B2.backend(weight=2), sticky=True),
+        service(world.VIP6, 90, "tcp", B1_6.backend(weight=5), B2_6.backend(weight=2)),
+    ]
+    for spec in specs:
+        plane.set_service(spec)
+    mismatches = []
+    for n in range(1500):
+        spec = specs[n % len(specs)]
+        vip = spec.key.vip
+        src = ip_address(rng.getrandbits(32)) if vip.version == 4 else ip_address((0x20010DB8 << 96) | rng.getrandbits(64))
+        sport = rng.randrange(1024, 65536)
+        # SYNs and UDP through a sticky table: nothing is inserted, every packet is a Maglev choice.
+        packet = (tcp(sport, spec.key.port, flags="S", src=src, dst=vip) if spec.key.proto == "tcp"
+                  else udp(sport, spec.key.port, src=src, dst=vip))
+        verdict, real = send(plane, packet)
+        expected = predict.chosen_real(spec, packet).name
+        if (verdict, real) != ("XDP_TX", expected):
+            mismatches.append((str(packet.summary()), verdict, real, expected))
+        if spec.key.proto == "udp":
+            plane.table("flows_v4").clear()
+    assert mismatches == []
+
+
+def test_sticky_service_sends_a_client_to_one_backend(plane: bpf.DataPlane) -> None:
+    sticky = {send(plane, tcp(sport, 443, flags="S"))[1] for sport in range(20000, 20064)}
+    spread = {send(plane, tcp(sport, 80, flags="S"))[1] for sport in range(20000, 20064)}
+    assert len(sticky) == 1
+    assert spread == {"b1", "b2"}
+
+
+def _sport_choosing(spec: bpf.Service, name: str, start: int = 30000) -> int:
+    return next(p for p in range(start, start + 1000) if predict.chosen_real(spec, tcp(p, spec.key.port)).name == name)
+
+
+def test_draining_backend_keeps_established_flows_and_takes_no_new_ones(plane: bpf.DataPlane) -> None:
+    both = service(world.VIP4, 92, "tcp", B1.backend(), B2.backend())
+    plane.set_service(both)
+    established = _sport_choosing(both, "b1")
+    assert send(plane, tcp(established, 92)) == ("XDP_TX", "b1")
+
+    status = plane.set_service(service(world.VIP4, 92, "tcp", B1.backend(weight=0), B2.backend()))
+    assert [b.reason for b in status.backends] == ["draining (weight 0)", "active"]
+    assert send(plane, tcp(established, 92)) == ("XDP_TX", "b1"), "established flow follows its entry"
+    newcomer = _sport_choosing(both, "b1", start=established + 1)
+    assert send(plane, tcp(newcomer, 92, flags="S")) == ("XDP_TX", "b2"), "new flows avoid the draining backend"
+    assert send(plane, tcp(newcomer, 92)) == ("XDP_TX", "b2")
+
+
+def test_removed_backend_flows_select_again(plane: bpf.DataPlane) -> None:
+    both = service(world.VIP4, 93, "tcp", B1.backend(), B2.backend())
+    plane.set_service(both)
+    flow = _sport_choosing(both, "b1")
+    assert send(plane, tcp(flow, 93)) == ("XDP_TX", "b1")
+    plane.set_service(service(world.VIP4, 93, "tcp", B2.backend()))
+    assert send(plane, tcp(flow, 93)) == ("XDP_TX", "b2")
+    plane.set_service(service(world.VIP4, 93, "tcp"))
+    assert send(plane, tcp(flow, 93)) == ("XDP_DROP", None)
+    plane.remove_service(both.key)
+    assert send(plane, tcp(flow, 93)) == ("XDP_PASS", None), "a removed service's traffic goes to the kernel"
+
+
+def _has_flow(plane: bpf.DataPlane, sport: int, dport: int) -> bool:
+    flows = plane.table("flows_v4")
+    key = flows.Key(int.from_bytes(world.CLIENT4.packed, "little"), int.from_bytes(world.VIP4.packed, "little"),
+                    int.from_bytes(sport.to_bytes(2, "big"), "little"), int.from_bytes(dport.to_bytes(2, "big"), "little"), 6)
+    return flows.get(key) is not None
+
+
+def test_syn_flood_does_not_evict_established_flows(plane: bpf.DataPlane) -> None:
+    with one_cpu():
+        send(plane, tcp(50000, 80))
+        assert _has_flow(plane, 50000, 80)
+        for n in range(4 * world.SETTINGS.flow_table_size):
+            send(plane, tcp(1024 + n, 80, flags="S", src=ip_address("198.18.1.0") + n))
+        assert _has_flow(plane, 50000, 80), "SYNs create no entries, so they evict none"
+        # The same number of first ACKs does evict it: the table is small enough for this test to fail.
+        for n in range(4 * world.SETTINGS.flow_table_size):
+            send(plane, tcp(1024 + n, 80, src=ip_address("198.18.1.0") + n))
+        assert not _has_flow(plane, 50000, 80)
+
+
+def test_counters_per_service_and_backend(plane: bpf.DataPlane) -> None:
+    spec = world.SERVICES["dns4"]
+    before = plane.read_counters()
+    sent: Counter[str] = Counter()
+    size = len(udp(1, 53))
+    for sport in range(41000, 41040):
+        sent[send(plane, udp(sport, 53))[1] or "none"] += 1
+    after = plane.read_counters()
+    svc_before, svc_after = before.services[spec.key], after.services[spec.key]
+    assert svc_after.packets - svc_before.packets == 40
+    assert svc_after.bytes - svc_before.bytes == 40 * size
+    assert svc_after.new_flows - svc_before.new_flows == 40
+    for real in (B1, B2):
+        delta = after.backends[(spec.key, real.address)].packets - before.backends[(spec.key, real.address)].packets
+        assert delta == sent[real.name]
+    assert plane.flow_table_entries()[4] >= 40
+
+
+def test_set_service_is_idempotent_and_never_rewrites_a_live_table(plane: bpf.DataPlane) -> None:
+    services = plane.table("services_v4")
+    key = plane._service_key(world.SERVICES["web4"].key)  # noqa: SLF001 - reading what the program reads
+    first = bytes(services[key])
+    plane.set_service(world.SERVICES["web4"])
+    assert bytes(services[key]) == first, "same service again: nothing rewritten"
+
+    slab = plane.table("maglev_slab")
+    live = services[key]
+    live_table = [slab[slab.Key(live.table_offset + i)].value for i in range(live.table_size)]
+    plane.set_service(service(world.VIP4, 80, "tcp", B1.backend(), B2.backend(weight=2)))
+    new = services[key]
+    assert new.table_offset != live.table_offset
+    assert [slab[slab.Key(live.table_offset + i)].value for i in range(live.table_size)] == live_table, \
+        "the table readers may still hold is untouched"
+
+
+def test_backend_without_mac_is_kept_out_and_says_why(plane: bpf.DataPlane) -> None:
+    unresolved = bpf.Backend(ip_address("198.18.0.99"))
+    status = plane.set_service(service(world.VIP4, 94, "tcp", unresolved, B2.backend()))
+    assert [(str(b.address), b.reason, b.table_entries) for b in status.backends] == [
+        ("198.18.0.99", "no MAC (neighbour unresolved)", 0), ("198.18.0.12", "active", world.TABLE_SIZE)]
+    assert {send(plane, tcp(p, 94, flags="S"))[1] for p in range(100, 140)} == {"b2"}
+
+
+def test_bad_service_is_refused() -> None:
+    with pytest.raises(bpf.DataPlaneError, match="not prime"):
+        bpf.Service(bpf.ServiceKey(world.VIP4, 80, "tcp"), table_size=1000).validate()
+    with pytest.raises(bpf.DataPlaneError, match="twice"):
+        bpf.Service(bpf.ServiceKey(world.VIP4, 80, "tcp"), (B1.backend(), B1.backend())).validate()
+
+
+def test_live_table_equals_the_reference_slot_for_slot(plane: bpf.DataPlane) -> None:
+    spec = service(world.VIP6, 95, "tcp", B1_6.backend(weight=3), B2_6.backend(weight=4))
+    status = plane.set_service(spec)
+    services, slab = plane.table("services_v6"), plane.table("maglev_slab")
+    value = services[plane._service_key(spec.key)]  # noqa: SLF001
+    slot_to_name = {b.slot: str(b.address) for b in status.backends}
+    live = [slot_to_name[slab[slab.Key(value.table_offset + i)].value] for i in range(value.table_size)]
+    names = [str(b.address) for b in spec.backends]
+    assert live == [names[i] for i in predict._table(spec)]  # noqa: SLF001
+
+
+def test_flood_guard_bypasses_inserts_above_the_rate_limit() -> None:
+    from tests.bpf.conftest import require_bpf
+
+    require_bpf()
+    plane = bpf.DataPlane(bpf.DataPlaneSettings(flow_table_size=256, max_services=8, max_backends=16,
+                                                maglev_slab_size=1024, new_flow_rate_limit=10))
+    plane.setup()
+    try:
+        plane.set_interface_mac(world.INGRESS_IFINDEX, world.LB_MAC)
+        plane.set_service(world.SERVICES["web4"])
+        with one_cpu():
+            verdicts = [send(plane, tcp(2000 + n, 80))[0] for n in range(50)]
+        totals = plane.read_counters().totals
+        assert verdicts == ["XDP_TX"] * 50, "flows above the limit are still forwarded, just not remembered"
+        assert totals.flow_inserts == 10
+        assert totals.flood_guard_skips == 40
+    finally:
+        plane.cleanup()
