@@ -7,13 +7,14 @@ generation, so flows that pointed at them select again; freed slots are reused o
 """
 
 import ctypes
+import math
 import ipaddress
 import logging
 import os
 import socket
 from collections import deque
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pyroute2 import IPRoute
@@ -29,6 +30,7 @@ from bpf.service import PROTO_NUMBERS, BackendStatus, Service, ServiceKey, Servi
 __all__ = ["AttachMode", "DataPlane", "DataPlaneSettings"]
 
 log = logging.getLogger(__name__)
+_FLOW_WAYS = _abi.header_defines()["FLOW_WAYS"]
 
 AttachMode = Literal["auto", "native", "generic"]
 _XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
@@ -45,16 +47,23 @@ class DataPlaneSettings:
     maglev_slab_size: int = 1 << 20
     new_flow_rate_limit: int = 125000
     hash_seed: int = 0
+    max_ifindex: int = 4096
+
+    @property
+    def flow_sets(self) -> int:
+        """Sets of the flow table: ``flow_table_size`` / 4 ways, rounded up to a power of two."""
+        return 1 << max(0, math.ceil(self.flow_table_size / _FLOW_WAYS) - 1).bit_length()
 
     def cflags(self) -> list[str]:
         """Compiler flags that set these sizes."""
         return [
-            f"-DFLOW_TABLE_SIZE={self.flow_table_size}",
+            f"-DFLOW_SETS={self.flow_sets}",
             f"-DMAX_SERVICES={self.max_services}",
             f"-DMAX_BACKENDS={self.max_backends}",
             f"-DMAGLEV_SLAB_SIZE={self.maglev_slab_size}",
             f"-DNEW_FLOW_RATE_LIMIT={self.new_flow_rate_limit}",
             f"-DHASH_SEED={self.hash_seed & 0xFFFFFFFF}U",
+            f"-DMAX_IFINDEX={self.max_ifindex}",
         ]
 
 
@@ -133,7 +142,8 @@ class DataPlane:
         from bcc import BPF  # imported late: bcc is only on Debian's python, and only needed here
 
         ensure_kernel_source()
-        cflags = [f"-I{_abi.HEADER.parent}", "-w", *self.settings.cflags()]
+        flow_seed = int.from_bytes(os.urandom(4), "little")
+        cflags = [f"-I{_abi.HEADER.parent}", "-w", *self.settings.cflags(), f"-DFLOW_SEED={flow_seed}U"]
         try:
             self._bpf = BPF(src_file=str(_abi.PROGRAM).encode(), cflags=cflags)
             self._fn = self._bpf.load_func(b"xdplb", BPF.XDP)
@@ -224,6 +234,10 @@ class DataPlane:
         interfaces = self.table("interfaces")
         value = interfaces.Leaf()
         value.mac[:] = list(bytes.fromhex(mac.replace(":", "")))
+        value.known = 1
+        if ifindex >= self.settings.max_ifindex:
+            log.warning("event=ifindex_beyond_map ifindex=%d max_ifindex=%d source_mac=frame_destination", ifindex, self.settings.max_ifindex)
+            return
         interfaces[interfaces.Key(ifindex)] = value
 
     # services
@@ -313,6 +327,7 @@ class DataPlane:
                 value.flags = _abi.BACKEND_USABLE
             value.vlan = backend.vlan
             value.generation = self._generations[slot]
+            value.service_id = programmed.service_id
             key = backends_map.Key(slot)
             if bytes(backends_map[key]) != bytes(value):
                 backends_map[key] = value
@@ -417,7 +432,12 @@ class DataPlane:
 
 
 def _count(table: Any) -> int:
-    return sum(1 for _ in table.keys())
+    """Entries in use in a flow table: generations start at 1, so 0 marks an empty entry."""
+    try:
+        sets = [value for _, value in table.items_lookup_batch()]
+    except Exception:  # kernels without batch lookups on arrays
+        sets = list(table.values())
+    return sum(1 for flow_set in sets for entry in flow_set.way if entry.flow.generation)
 
 
 def _family_map(prefix: str, vip: IPAddress) -> str:

@@ -26,11 +26,11 @@ BPF_HASH(vip_addrs_v6, struct in6_addr, __u32, MAX_SERVICES);
 BPF_ARRAY(maglev_slab, __u32, MAGLEV_SLAB_SIZE);
 /* Backend slot -> L2 next hop. */
 BPF_ARRAY(backends, struct backend, MAX_BACKENDS);
-/* Established flows: shared by all CPUs for lookups, with per-CPU LRU lists so a CPU only evicts what it inserted. */
-BPF_F_TABLE("lru_hash", struct flow_key_v4, struct flow, flows_v4, FLOW_TABLE_SIZE, BPF_F_NO_COMMON_LRU);
-BPF_F_TABLE("lru_hash", struct flow_key_v6, struct flow, flows_v6, FLOW_TABLE_SIZE, BPF_F_NO_COMMON_LRU);
-/* Ingress ifindex -> interface MAC. */
-BPF_HASH(interfaces, __u32, struct interface, 256);
+/* Established flows: a set-associative cache shared by all CPUs (see flow_set_v4 in xdplb.h). */
+BPF_ARRAY(flows_v4, struct flow_set_v4, FLOW_SETS);
+BPF_ARRAY(flows_v6, struct flow_set_v6, FLOW_SETS);
+/* Ingress ifindex -> interface MAC (an array: ifindexes are small; beyond it the frame's own dst MAC is used). */
+BPF_ARRAY(interfaces, struct interface, MAX_IFINDEX);
 /* Counters. */
 BPF_PERCPU_ARRAY(global_stats, struct global_stats, 1);
 BPF_PERCPU_ARRAY(service_stats, struct service_stats, MAX_SERVICES);
@@ -74,9 +74,9 @@ static __always_inline __u32 murmur_final(__u32 h, __u32 len)
 }
 
 /* LIMIT is a compile-time bound (the key's size in words) so the loop unrolls; N <= LIMIT words are hashed. */
-static __always_inline __u32 hash_words(const __u32 *words, int n, const int limit)
+static __always_inline __u32 hash_words(const __u32 *words, int n, const int limit, __u32 seed)
 {
-    __u32 h = HASH_SEED;
+    __u32 h = seed;
 #pragma unroll
     for (int i = 0; i < limit; i++) {
         if (i < n)
@@ -98,7 +98,7 @@ static __always_inline int may_insert(struct global_stats *g)
     struct flood_guard *guard = flood_guards.lookup(&zero);
     if (!guard || NEW_FLOW_RATE_LIMIT == 0)
         return 1;
-    __u64 now = bpf_ktime_get_ns();
+    __u64 now = bpf_ktime_get_coarse_ns();
     if (now - guard->window_start_ns > 1000000000ULL) {
         guard->window_start_ns = now;
         guard->inserts = 0;
@@ -136,14 +136,14 @@ static __always_inline struct backend *maglev_pick(struct service *svc, __u32 ha
 }
 
 /* Rewrite the frame towards the backend and count it; returns the XDP verdict. */
-static __always_inline int forward(struct xdp_md *ctx, struct packet *pkt, struct service *svc,
-                                   struct backend *b, __u32 slot, int new_flow, struct global_stats *g)
+static __always_inline int forward(struct xdp_md *ctx, struct packet *pkt, struct backend *b, __u32 slot,
+                                   int new_flow, struct global_stats *g)
 {
     __u8 src[6];
     __u32 ifindex = ctx->ingress_ifindex;
     struct interface *iface = interfaces.lookup(&ifindex);
     struct ethhdr *eth = pkt->eth;
-    if (iface)
+    if (iface && iface->known)
         __builtin_memcpy(src, iface->mac, 6);
     else
         __builtin_memcpy(src, eth->h_dest, 6);  /* the frame was addressed to this interface */
@@ -171,7 +171,8 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *pkt, struc
     __builtin_memcpy(eth->h_dest, b->mac, 6);
     __builtin_memcpy(eth->h_source, src, 6);
 
-    struct service_stats *ss = service_stats.lookup(&svc->id);
+    __u32 service_id = b->service_id;
+    struct service_stats *ss = service_stats.lookup(&service_id);
     if (ss) {
         ss->packets++;
         ss->bytes += pkt->len;
@@ -200,28 +201,107 @@ static __always_inline int no_backend(struct service *svc, struct global_stats *
     return XDP_DROP;
 }
 
-/* The decision shared by both families: the flow table entry F (may be NULL) first, then Maglev over the key's
- * words. Returns the verdict; sets *insert when the caller should store NEW in the family's flow table. */
-static __always_inline int balance(struct xdp_md *ctx, struct packet *pkt, struct service *svc, struct flow *f,
-                                   const __u32 *words, int nwords, int sticky_words, __u8 proto,
-                                   struct flow *new, int *insert, struct global_stats *g)
+/* The flow table. A flow's key hashes (with a per-load random seed, so nobody can aim collisions at a flow) to
+ * one set of FLOW_WAYS entries. A hit refreshes the entry's age at most once a second; an insert takes an empty
+ * entry or else the one idle longest: LRU within the set. Entries are written without locks; a check word over
+ * key and value makes an entry torn by two CPUs writing at once read as empty, costing one Maglev lookup. */
+static __always_inline __u32 flow_check(__u32 key_hash, __u32 backend, __u32 generation)
 {
-    struct backend *b = NULL;
+    return key_hash ^ (backend * 0x9e3779b1) ^ generation ^ 0x5bd1e995;
+}
+
+static __always_inline int keys_equal(const __u64 *a, const __u64 *b, const int words64)
+{
+    __u64 diff = 0;
+#pragma unroll
+    for (int i = 0; i < words64; i++)
+        diff |= a[i] ^ b[i];
+    return diff == 0;
+}
+
+#define FLOW_SET_OPS(FAMILY)                                                                                   \
+    static __always_inline struct flow_entry_##FAMILY *flow_find_##FAMILY(                                   \
+        struct flow_set_##FAMILY *set, struct flow_key_##FAMILY *key, __u32 key_hash)                        \
+    {                                                                                                         \
+        _Pragma("unroll") for (int w = 0; w < FLOW_WAYS; w++)                                                 \
+        {                                                                                                     \
+            struct flow_entry_##FAMILY *e = &set->way[w];                                                    \
+            if (keys_equal((const __u64 *)&e->key, (const __u64 *)key, sizeof(*key) / 8) &&                  \
+                e->check == flow_check(key_hash, e->flow.backend, e->flow.generation))                      \
+                return e;                                                                                     \
+        }                                                                                                     \
+        return NULL;                                                                                          \
+    }                                                                                                         \
+    static __always_inline void flow_store_##FAMILY(struct flow_set_##FAMILY *set,                          \
+                                                    struct flow_key_##FAMILY *key, __u32 key_hash,          \
+                                                    struct flow *flow, __u32 now)                           \
+    {                                                                                                         \
+        int victim = 0;                                                                                       \
+        __u32 oldest = 0xffffffff;                                                                            \
+        _Pragma("unroll") for (int w = 0; w < FLOW_WAYS; w++)                                                 \
+        {                                                                                                     \
+            struct flow_entry_##FAMILY *e = &set->way[w];                                                    \
+            __u32 age = e->flow.generation ? e->seen : 0; /* generations start at 1: 0 is an empty entry */ \
+            if (age < oldest) {                                                                               \
+                oldest = age;                                                                                 \
+                victim = w;                                                                                   \
+            }                                                                                                 \
+        }                                                                                                     \
+        struct flow_entry_##FAMILY *e = &set->way[victim & (FLOW_WAYS - 1)];                                 \
+        e->key = *key;                                                                                        \
+        e->flow = *flow;                                                                                      \
+        e->seen = now;                                                                                        \
+        e->check = flow_check(key_hash, flow->backend, flow->generation);                                     \
+    }
+
+static __always_inline __u32 flow_hash_of_v4(struct flow_key_v4 *key)
+{
+    return hash_words((const __u32 *)key, sizeof(*key) / 4, sizeof(*key) / 4, FLOW_SEED);
+}
+
+static __always_inline __u32 flow_hash_of_v6(struct flow_key_v6 *key)
+{
+    return hash_words((const __u32 *)key, sizeof(*key) / 4, sizeof(*key) / 4, FLOW_SEED);
+}
+
+FLOW_SET_OPS(v4)
+FLOW_SET_OPS(v6)
+
+static __always_inline __u32 now_seconds(void)
+{
+    return bpf_ktime_get_coarse_ns() >> 30;  /* ~1.07 s units; a jiffy of resolution is plenty */
+}
+
+/* An established flow: forward along its entry if the backend is still usable. Returns -1 when it is not. */
+static __always_inline int follow_flow(struct xdp_md *ctx, struct packet *pkt, struct flow *f, __u32 *seen,
+                                       struct global_stats *g)
+{
+    if (!f)
+        return -1;
+    __u32 slot = f->backend;
+    struct backend *b = usable(slot, f->generation);
+    if (!b)
+        return -1;
+    __u32 now = now_seconds();
+    if (*seen != now)
+        *seen = now;
+    if (g)
+        g->flow_hits++;
+    return forward(ctx, pkt, b, slot, pkt->syn, g);
+}
+
+/* A flow the table does not know: select by Maglev over the key's words. Sets *insert when the caller should
+ * store NEW in the family's flow table. */
+static __always_inline int select_backend(struct xdp_md *ctx, struct packet *pkt, struct service *svc,
+                                          const __u32 *words, int nwords, int sticky_words, __u8 proto,
+                                          struct flow *new, int *insert, struct global_stats *g)
+{
     __u32 slot = 0;
     *insert = 0;
-    if (f) {
-        slot = f->backend;
-        b = usable(slot, f->generation);
-    }
-    if (b) {
-        if (g)
-            g->flow_hits++;
-        return forward(ctx, pkt, svc, b, slot, pkt->syn, g);
-    }
     if (g)
         g->flow_misses++;
-    __u32 hash = hash_words(words, (svc->flags & SERVICE_STICKY) ? sticky_words : nwords, nwords);
-    b = maglev_pick(svc, hash, &slot);
+    __u32 hash = hash_words(words, (svc->flags & SERVICE_STICKY) ? sticky_words : nwords, nwords, HASH_SEED);
+    struct backend *b = maglev_pick(svc, hash, &slot);
     if (!b)
         return no_backend(svc, g);
     /* A SYN never creates an entry, so a SYN flood cannot evict established flows; the first ACK does. */
@@ -232,7 +312,7 @@ static __always_inline int balance(struct xdp_md *ctx, struct packet *pkt, struc
         if (g)
             g->flow_inserts++;
     }
-    return forward(ctx, pkt, svc, b, slot, proto == IPPROTO_TCP ? pkt->syn : 1, g);
+    return forward(ctx, pkt, b, slot, proto == IPPROTO_TCP ? pkt->syn : 1, g);
 }
 
 /* Reads the L4 ports (and TCP flags); returns 0 if the header is truncated. */
@@ -302,16 +382,26 @@ static __always_inline int balance_v4(struct xdp_md *ctx, struct packet pkt, str
     if (!read_ports(l4, data_end, key.proto, &key.sport, &key.dport, &pkt.syn, total - ihl))
         return drop_or_pass_v4(iph->daddr, g, 0);
 
+    /* Flow table first: an established flow needs no service lookup (a removed service's backends are retired,
+     * so its flows are never followed). */
+    __u32 key_hash = flow_hash_of_v4(&key);
+    __u32 set_index = key_hash & (FLOW_SETS - 1);
+    struct flow_set_v4 *set = flows_v4.lookup(&set_index);
+    if (!set)
+        return XDP_PASS;
+    struct flow_entry_v4 *entry = flow_find_v4(set, &key, key_hash);
+    int verdict = entry ? follow_flow(ctx, &pkt, &entry->flow, &entry->seen, g) : -1;
+    if (verdict >= 0)
+        return verdict;
     struct service_key_v4 skey = {.addr = key.daddr, .port = key.dport, .proto = key.proto};
     struct service *svc = services_v4.lookup(&skey);
     if (!svc)
         return XDP_PASS;
     struct flow new;
     int insert;
-    int verdict = balance(ctx, &pkt, svc, flows_v4.lookup(&key), (const __u32 *)&key, 4, 2, key.proto, &new,
-                          &insert, g);
+    verdict = select_backend(ctx, &pkt, svc, (const __u32 *)&key, 4, 2, key.proto, &new, &insert, g);
     if (insert)
-        flows_v4.update(&key, &new);
+        flow_store_v4(set, &key, key_hash, &new, now_seconds());
     return verdict;
 }
 
@@ -349,6 +439,15 @@ static __always_inline int balance_v6(struct xdp_md *ctx, struct packet pkt, str
     if (!read_ports(l4, data_end, key.proto, &key.sport, &key.dport, &pkt.syn, avail))
         return drop_or_pass_v6(&ip6->daddr, g, 0);
 
+    __u32 key_hash = flow_hash_of_v6(&key);
+    __u32 set_index = key_hash & (FLOW_SETS - 1);
+    struct flow_set_v6 *set = flows_v6.lookup(&set_index);
+    if (!set)
+        return XDP_PASS;
+    struct flow_entry_v6 *entry = flow_find_v6(set, &key, key_hash);
+    int verdict = entry ? follow_flow(ctx, &pkt, &entry->flow, &entry->seen, g) : -1;
+    if (verdict >= 0)
+        return verdict;
     struct service_key_v6 skey = {.port = key.dport, .proto = key.proto};
     __builtin_memcpy(skey.addr, key.daddr, 16);
     struct service *svc = services_v6.lookup(&skey);
@@ -356,10 +455,9 @@ static __always_inline int balance_v6(struct xdp_md *ctx, struct packet pkt, str
         return XDP_PASS;
     struct flow new;
     int insert;
-    int verdict = balance(ctx, &pkt, svc, flows_v6.lookup(&key), (const __u32 *)&key, 10, 8, key.proto, &new,
-                          &insert, g);
+    verdict = select_backend(ctx, &pkt, svc, (const __u32 *)&key, 10, 8, key.proto, &new, &insert, g);
     if (insert)
-        flows_v6.update(&key, &new);
+        flow_store_v6(set, &key, key_hash, &new, now_seconds());
     return verdict;
 }
 

@@ -14,14 +14,21 @@
 #ifndef MAGLEV_SLAB_SIZE
 #define MAGLEV_SLAB_SIZE 1048576   /* Maglev entries shared by every service's tables (4 bytes each) */
 #endif
-#ifndef FLOW_TABLE_SIZE
-#define FLOW_TABLE_SIZE 65536      /* flow entries per family, split evenly over the CPUs' LRU lists */
+#ifndef FLOW_SETS
+#define FLOW_SETS 16384            /* flow-table sets per family, a power of two; entries = FLOW_SETS * FLOW_WAYS */
+#endif
+#define FLOW_WAYS 4                /* entries per set: a flow may live in any of its set's ways */
+#ifndef FLOW_SEED
+#define FLOW_SEED 0                /* flow-table index hash seed; the loader picks a random one */
 #endif
 #ifndef NEW_FLOW_RATE_LIMIT
 #define NEW_FLOW_RATE_LIMIT 125000 /* flow-table inserts per CPU per second before the flood guard bypasses them */
 #endif
 #ifndef HASH_SEED
 #define HASH_SEED 0                /* the same on every node, so every node picks the same backend for a flow */
+#endif
+#ifndef MAX_IFINDEX
+#define MAX_IFINDEX 4096           /* interfaces map size: ingress ifindexes above it use the frame's dst MAC */
 #endif
 #define MAX_IPV6_EXT_HEADERS 4     /* extension headers walked before giving up (the packet is passed) */
 
@@ -59,6 +66,7 @@ struct backend {
     __u16 vlan;                    /* VLAN ID to forward on; 0 keeps the frame's own tag (or none) */
     __u32 generation;              /* changes when the slot is removed or reused: stale flows re-select */
     __u32 flags;                   /* BACKEND_* */
+    __u32 service_id;              /* row in service_stats of the service this slot belongs to */
 };
 
 /* The flow table: which backend an established flow sticks to. Keys are the 5-tuple in network order. */
@@ -85,10 +93,34 @@ struct flow {
     __u32 generation;              /* backends[slot].generation when the flow was placed */
 };
 
+/* One flow-table entry (32 bytes for IPv4, 56 for IPv6) and one set of FLOW_WAYS of them. */
+struct flow_entry_v4 {
+    struct flow_key_v4 key;
+    struct flow flow;
+    __u32 seen;                    /* coarse clock, ~1.07 s units: the least recently seen entry is replaced */
+    __u32 check;                   /* flow_check(key hash, flow): anything else reads as an empty entry */
+};
+
+struct flow_set_v4 {
+    struct flow_entry_v4 way[FLOW_WAYS];
+};
+
+struct flow_entry_v6 {
+    struct flow_key_v6 key;
+    struct flow flow;
+    __u32 seen;
+    __u32 check;
+};
+
+struct flow_set_v6 {
+    struct flow_entry_v6 way[FLOW_WAYS];
+};
+
 /* Source MAC for forwarded frames, by ingress ifindex. */
 struct interface {
     __u8 mac[6];
-    __u16 pad;
+    __u8 known;                    /* 1 once set; an all-zero entry is an interface we do not know */
+    __u8 pad;
 };
 
 /* Per-CPU counters, summed by Python. */

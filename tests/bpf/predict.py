@@ -31,6 +31,11 @@ def chosen_real(spec: bpf.Service, packet: Packet) -> world.Real:
     return next(r for r in world.REALS.values() if r.address == backend.address)
 
 
+def flow_key_bytes(saddr: bpf.IPAddress, daddr: bpf.IPAddress, sport: int, dport: int, proto: int) -> bytes:
+    """The C flow key's bytes for a flow."""
+    return flowhash.flow_key(saddr, daddr, sport, dport, proto)
+
+
 def forwarded(packet: Packet, real: world.Real) -> bytes:
     """The frame the program should send: backend's MAC, balancer's MAC, the backend's VLAN where it has one."""
     out = packet.copy()
