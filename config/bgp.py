@@ -6,12 +6,13 @@ from typing import Annotated
 
 from pydantic import Field, field_validator
 
+from config import _types
 from config._base import XdplbModel
 
 __all__ = ["BgpConfig", "BgpPeer", "RouteAttributes"]
 
 Asn = Annotated[int, Field(ge=1, le=4294967295)]
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IpAddress = _types.IpAddress
 _COMMUNITY = re.compile(r"^\d{1,5}:\d{1,5}$")
 _LARGE_COMMUNITY = re.compile(r"^\d{1,10}:\d{1,10}:\d{1,10}$")
 
