@@ -73,6 +73,11 @@ def _parse_yaml(text: str, source: str) -> tuple[object, yaml.Node | None]:
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
+        if node is not None:
+            # Before constructing: that merges `<<:` keys into the node, where they would look like duplicates.
+            duplicates = list(_duplicate_keys(node, ()))
+            if duplicates:
+                raise ConfigError(source, duplicates)
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as error:
         raise ConfigError(source, [("", _yaml_message(error))]) from None
@@ -80,10 +85,6 @@ def _parse_yaml(text: str, source: str) -> tuple[object, yaml.Node | None]:
         raise ConfigError(source, [("", f"bad YAML: {error}")]) from None
     finally:
         loader.dispose()
-    if node is not None:
-        duplicates = list(_duplicate_keys(node, ()))
-        if duplicates:
-            raise ConfigError(source, duplicates)
     return data, node
 
 

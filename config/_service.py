@@ -4,7 +4,7 @@ import enum
 import ipaddress
 from typing import Literal
 
-from pydantic import AliasChoices, Field, ModelWrapValidatorHandler, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from config import _rules, _types
 from config._base import XdplbModel
@@ -62,7 +62,7 @@ class BackendConfig(XdplbModel):
         return {"address": data} if isinstance(data, str) else data
 
     @model_validator(mode="after")
-    def _rules(self) -> "BackendConfig":
+    def _apply_rules(self) -> "BackendConfig":
         _types.raise_problems("BackendConfig", _rules.verify_policy_or_checks(self))
         return self
 
@@ -71,6 +71,22 @@ def default_service_name(vip: ipaddress.IPv4Address | ipaddress.IPv6Address, por
     """``192.0.2.100:80/tcp``, ``[2001:db8::100]:53/udp``: the name of a service that has none."""
     host = f"[{vip}]" if vip.version == 6 else str(vip)
     return f"{host}:{port}/{protocol}"
+
+
+def _name_from_raw(data: dict[str, object]) -> str | None:
+    """The default name from the document as written (a before-validator: the model is frozen once built)."""
+    vips = data.get("vips", data.get("vip"))
+    first = vips if isinstance(vips, str) else next(iter(vips), None) if isinstance(vips, list | tuple) else None
+    port, protocol = data.get("port"), data.get("protocol", "tcp")
+    if isinstance(port, str) and port.isdigit():
+        port = int(port)
+    if not isinstance(port, int) or isinstance(port, bool) or protocol not in ("tcp", "udp"):
+        return None
+    try:
+        vip = _types.host_address(first)
+    except ValueError:
+        return None
+    return default_service_name(vip, port, str(protocol))
 
 
 class ServiceConfig(XdplbModel):
@@ -118,31 +134,30 @@ class ServiceConfig(XdplbModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _vip_or_vips(cls, data: object) -> object:
-        if isinstance(data, dict) and "vip" in data and "vips" in data:
+    def _vip_and_name(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        if "vip" in data and "vips" in data:
             raise ValueError("give either vip or vips, not both")
+        if not data.get("name"):
+            name = _name_from_raw(data)
+            if name is not None:
+                data = {**data, "name": name}
         return data
 
-    @model_validator(mode="wrap")
-    @classmethod
-    def _default_name(cls, data: object, handler: ModelWrapValidatorHandler["ServiceConfig"]) -> "ServiceConfig":
-        service = handler(data)
-        if service.name:
-            return service
-        return service.model_copy(
-            update={"name": default_service_name(service.vips[0], service.port, service.protocol)}
-        )
+    @model_validator(mode="after")
+    def _apply_rules(self) -> "ServiceConfig":
+        problems = _rules.service_problems(self)
+        if not self.name:  # only when _name_from_raw could not read input that validated anyway
+            problems.append((("name",), "cannot derive a name from the first VIP, port and protocol: set one"))
+        _types.raise_problems("ServiceConfig", problems)
+        return self
 
     @field_validator("table_size")
     @classmethod
     def _prime(cls, value: int) -> int:
         _rules.check_table_size(value)
         return value
-
-    @model_validator(mode="after")
-    def _rules(self) -> "ServiceConfig":
-        _types.raise_problems("ServiceConfig", _rules.service_problems(self))
-        return self
 
     def backend_key(self, backend: BackendConfig) -> str:
         """A stable key of ``backend`` within this service across reloads: ``"web/198.18.0.11"``."""

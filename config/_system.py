@@ -89,7 +89,7 @@ class ApiConfig(XdplbModel):
         return value.strip()
 
     @model_validator(mode="after")
-    def _rules(self) -> "ApiConfig":
+    def _apply_rules(self) -> "ApiConfig":
         _types.raise_problems("ApiConfig", verify_api_token(self))
         return self
 

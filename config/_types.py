@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import BeforeValidator, Field, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-__all__ = ["HostAddress", "IpAddress", "Loc", "Port", "Problem", "raise_problems"]
+__all__ = ["HostAddress", "IpAddress", "Loc", "Port", "Problem", "host_address", "raise_problems"]
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 Loc = tuple[str | int, ...]
@@ -27,7 +27,8 @@ def _ip(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         raise ValueError(f"not an IP address: {value!r}") from None
 
 
-def _host(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+def host_address(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """``value`` as the address of one host; ValueError says why it is not one."""
     if isinstance(value, str) and "/" in value:
         try:
             network = ipaddress.ip_network(value.strip(), strict=False)
@@ -48,7 +49,7 @@ def _host(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 IpAddress = Annotated[ipaddress.IPv4Address | ipaddress.IPv6Address, BeforeValidator(_ip)]
 """An IPv4 or IPv6 address, written as a string."""
 
-HostAddress = Annotated[ipaddress.IPv4Address | ipaddress.IPv6Address, BeforeValidator(_host)]
+HostAddress = Annotated[ipaddress.IPv4Address | ipaddress.IPv6Address, BeforeValidator(host_address)]
 """An address of one host (VIP or backend): not unspecified, multicast or broadcast; ``/32`` or ``/128`` accepted."""
 
 
