@@ -147,9 +147,8 @@ def _validate(data: object, *, source: str, node: yaml.Node | None) -> XdplbConf
 
 
 def _kind(value: object) -> str:
-    return {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(
-        type(value), type(value).__name__
-    )
+    kinds = {list: "a list", dict: "a mapping", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+    return "nothing (null)" if value is None else kinds.get(type(value), type(value).__name__)
 
 
 def _document_loc(loc: Loc, data: object) -> Loc:
@@ -205,10 +204,14 @@ def _message(error: Mapping[str, Any]) -> str:
         return f"unknown {key} {ctx['tag']!r}: expected one of {ctx['expected_tags']}"
     if kind == "union_tag_not_found":
         return f"missing key {ctx['discriminator']}, which says what kind of check this is"
+    value = error.get("input")
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"expected a mapping, got {_kind(value)}"
+    if kind in ("tuple_type", "list_type"):
+        return f"expected a list, got {_kind(value)}"
     message = str(error["msg"])
     message = message[:1].lower() + message[1:]
-    value = error.get("input")
-    if isinstance(value, str | int | float | bool) and kind not in ("model_type", "model_attributes_type"):
+    if isinstance(value, str | int | float | bool):
         message += f", got {value!r}"
     if isinstance(value, bool) and kind in ("literal_error", "enum", "string_type"):
         message += " (YAML reads unquoted yes/no/on/off as booleans: quote the word)"

@@ -111,18 +111,23 @@ def _bare_type(annotation: object) -> str:
 
 def _limits(metadata: list[object]) -> str:
     low = high = None
+    parts = []
     for item in metadata:
-        if isinstance(item, annotated_types.Ge | annotated_types.Gt):
-            low = f"{item.ge}" if isinstance(item, annotated_types.Ge) else f">{item.gt}"
-        elif isinstance(item, annotated_types.Le):
-            high = f"{item.le}"
-        elif isinstance(item, annotated_types.MinLen):
-            low = f"at least {item.min_length}"
-        elif isinstance(item, FieldInfo):
+        if isinstance(item, FieldInfo):
             return _limits(item.metadata)
-    if low is not None and high is not None and not low.startswith(("at", ">")):
+        if isinstance(item, annotated_types.Ge):
+            low = item.ge
+        elif isinstance(item, annotated_types.Le):
+            high = item.le
+        elif isinstance(item, annotated_types.Gt):
+            parts.append(f"> {item.gt}")
+        elif isinstance(item, annotated_types.MinLen):
+            parts.append(f"at least {item.min_length}")
+    if low is not None and high is not None:
         return f"{low}..{high}"
-    return ", ".join(part for part in (low and (low if low.startswith(("at", ">")) else f">= {low}"), high and f"<= {high}") if part)
+    parts += [f">= {low}"] if low is not None else []
+    parts += [f"<= {high}"] if high is not None else []
+    return ", ".join(parts)
 
 
 def _default(field: FieldInfo) -> str:

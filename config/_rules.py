@@ -81,7 +81,8 @@ def verify_unique_backends(service: "ServiceConfig") -> list[Problem]:
 def verify_need(service: "ServiceConfig") -> list[Problem]:
     """``need`` cannot exceed the backends listed, or the VIPs could never be announced."""
     if service.need > len(service.backends):
-        return [(("need",), f"need is {service.need} but the service has {len(service.backends)} backends")]
+        count = len(service.backends)
+        return [(("need",), f"need is {service.need} but the service has {count} backend{'' if count == 1 else 's'}")]
     return []
 
 
@@ -121,7 +122,8 @@ def verify_unique_listeners(config: "XdplbConfig") -> list[Problem]:
             key = (vip, service.port, service.protocol)
             if key in owner and owner[key] != i:
                 j = owner[key]
-                message = f"{vip} port {service.port}/{service.protocol} is already served by services[{j}] ({config.services[j].name})"
+                served = f"{vip} port {service.port}/{service.protocol}"
+                message = f"{served} is already served by services[{j}] ({config.services[j].name})"
                 problems.append((("services", i, "vips", k), message))
             owner.setdefault(key, i)
     return problems
@@ -194,7 +196,11 @@ def verify_next_hop_family(config: "XdplbConfig") -> list[Problem]:
     for i, service in enumerate(config.services):
         override = service.bgp.next_hop if service.bgp is not None else None
         next_hop = override if override is not None else default
-        misses = [f"services[{i}].vips[{k}] {vip}" for k, vip in enumerate(service.vips) if next_hop and vip.version != next_hop.version]
+        misses = [
+            f"services[{i}].vips[{k}] {vip}"
+            for k, vip in enumerate(service.vips)
+            if next_hop is not None and vip.version != next_hop.version
+        ]
         if misses and override is not None:
             message = f"next hop {override} is IPv{override.version} but {misses[0]} is not"
             problems.append((("services", i, "bgp", "next_hop"), message))

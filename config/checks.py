@@ -111,9 +111,13 @@ class DnsCheck(_CheckBase):
 
     type: Literal["dns"] = "dns"
     name: str = Field(".", description="name to query")
-    qtype: Literal["A", "AAAA", "NS", "SOA", "TXT", "CNAME", "MX", "PTR", "SRV"] = Field("SOA", description="query type")
+    qtype: Literal["A", "AAAA", "NS", "SOA", "TXT", "CNAME", "MX", "PTR", "SRV"] = Field(
+        "SOA", description="query type"
+    )
     transport: Literal["udp", "tcp"] = Field("udp", description="query over UDP or TCP")
-    rcode: Literal["NOERROR", "NXDOMAIN", "REFUSED", "SERVFAIL"] = Field("NOERROR", description="response code that passes")
+    rcode: Literal["NOERROR", "NXDOMAIN", "REFUSED", "SERVFAIL"] = Field(
+        "NOERROR", description="response code that passes"
+    )
 
 
 Check = Annotated[HttpCheck | TcpCheck | DnsCheck, Field(discriminator="type")]

@@ -217,3 +217,16 @@ def test_shared_vip_with_equal_route_attributes_is_fine(load: Load) -> None:
 def test_api_off_loopback_with_a_token_is_fine(load: Load) -> None:
     loaded = load("interfaces: [eth0]\napi: {listen: '[::]:9443', token_file: /etc/xdplb/token}")
     assert (str(loaded.api.host), loaded.api.port) == ("::", 9443)
+
+
+@pytest.mark.parametrize(
+    ("document", "path", "message"),
+    [
+        ("interfaces: [eth0]\npolicies: {web: 1}", "policies.web", "expected a mapping, got a number"),
+        ("interfaces: [eth0]\napi: [127.0.0.1:9180]", "api", "expected a mapping, got a list"),
+        ("interfaces: eth0", "interfaces", "expected a list, got a string"),
+        ("interfaces: [eth0]\nservices:", "services", "expected a list, got nothing (null)"),
+    ],
+)
+def test_wrong_shape(document: str, path: str, message: str, problems: Problems) -> None:
+    assert problems(document) == [(path, f"{message} (line {document.count(chr(10)) + 1})")]
