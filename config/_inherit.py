@@ -30,10 +30,25 @@ def written_checks(
 
 
 def resolve_checks(
-    service: "ServiceConfig", backend: "BackendConfig", policies: Mapping[str, "PolicyConfig"]
+    service: "ServiceConfig",
+    backend: "BackendConfig",
+    policies: Mapping[str, "PolicyConfig"],
+    cache: dict[tuple[int, int], tuple[Check, ...]] | None = None,
 ) -> tuple[Check, ...]:
-    """The checks ``backend`` runs, each with its port filled in. Policies must exist (a rule checks that first)."""
+    """The checks ``backend`` runs, each with its port filled in. Policies must exist (a rule checks that first).
+
+    Backends that inherit the same checks on the same port share one resolved tuple through ``cache``.
+    """
     checks = written_checks(service, backend, policies)
     if checks is None:
-        checks = (TcpCheck(),) if service.protocol == "tcp" else ()
-    return tuple(check if check.port is not None else check.model_copy(update={"port": service.port}) for check in checks)
+        checks = _DEFAULT_TCP if service.protocol == "tcp" else ()
+    cache = {} if cache is None else cache
+    key = (id(checks), service.port)
+    if key not in cache:
+        cache[key] = tuple(
+            check if check.port is not None else check.model_copy(update={"port": service.port}) for check in checks
+        )
+    return cache[key]
+
+
+_DEFAULT_TCP: tuple[Check, ...] = (TcpCheck(),)

@@ -46,6 +46,9 @@ def parse_config(text: str, *, source: str) -> XdplbConfig:
         except json.JSONDecodeError as error:
             raise ConfigError(source, [("", f"line {error.lineno}, column {error.colno}: bad JSON: {error.msg}")]) from None
         node = _compose_quietly(text)
+        duplicates = list(_duplicate_keys(node, ())) if node is not None else []
+        if duplicates:  # json.loads keeps the last of two equal keys, like YAML
+            raise ConfigError(source, duplicates)
     else:
         data, node = _parse_yaml(text, source)
     return _validate(data, source=source, node=node)

@@ -37,8 +37,9 @@ class XdplbConfig(XdplbModel):
     @model_validator(mode="after")
     def _resolve(self) -> "XdplbConfig":
         _types.raise_problems("XdplbConfig", _rules.root_problems(self))
+        cache: dict[tuple[int, int], tuple[Check, ...]] = {}
         self._checks = {
-            service.backend_key(backend): _inherit.resolve_checks(service, backend, self.policies)
+            service.backend_key(backend): _inherit.resolve_checks(service, backend, self.policies, cache)
             for service in self.services
             for backend in service.backends
         }

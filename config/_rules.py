@@ -183,6 +183,18 @@ def verify_unique_peers(config: "XdplbConfig") -> list[Problem]:
     ]
 
 
+def verify_peer_families(config: "XdplbConfig") -> list[Problem]:
+    """A BGP session's local address has the family of the neighbour's (one TCP connection)."""
+    if config.bgp is None:
+        return []
+    return [
+        (("bgp", "peers", i, "local_address"), f"IPv{peer.local_address.version} but the peer address "
+         f"{peer.address} is IPv{peer.address.version}")
+        for i, peer in enumerate(config.bgp.peers)
+        if peer.local_address is not None and peer.local_address.version != peer.address.version
+    ]
+
+
 def verify_next_hop_family(config: "XdplbConfig") -> list[Problem]:
     """An explicit next hop has the family of every VIP it is announced with (no RFC 8950 extended next hop).
 
@@ -237,6 +249,7 @@ def root_problems(config: "XdplbConfig") -> list[Problem]:
         verify_known_policies,
         verify_bgp_section,
         verify_unique_peers,
+        verify_peer_families,
         verify_next_hop_family,
         verify_shared_vip_routes,
     )

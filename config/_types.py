@@ -15,6 +15,9 @@ Problem = tuple[Loc, str]
 """Where a cross-field rule found a mistake (relative to the model it checks) and what is wrong."""
 
 
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+
 def _ip(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     # One validator instead of pydantic's IPv4Address | IPv6Address union, which reports two errors per bad value.
     if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
@@ -41,7 +44,7 @@ def host_address(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address
             )
         value = str(network.network_address)
     address = _ip(value)
-    if address.is_unspecified or address.is_multicast or address == ipaddress.IPv4Address("255.255.255.255"):
+    if address.is_unspecified or address.is_multicast or address == _BROADCAST:
         raise ValueError(f"{address} is not a host address (unspecified, multicast or broadcast)")
     return address
 

@@ -140,6 +140,9 @@ CASES = [
     Case("duplicate peer", "interfaces: [eth0]\nbgp: {local_as: 65001, router_id: 192.0.2.1, peers: "
          "[{address: 198.18.0.1, peer_as: 65000}, {address: 198.18.0.1, peer_as: 65002}]}", "bgp.peers[1].address",
          "198.18.0.1 is already peers[0]"),
+    Case("peer local address of another family", "interfaces: [eth0]\nbgp: {local_as: 65001, router_id: 192.0.2.1, "
+         "peers: [{address: 198.18.0.1, peer_as: 65000, local_address: '2001:db8::2'}]}", "bgp.peers[0].local_address",
+         "IPv6 but the peer address 198.18.0.1 is IPv4"),
     Case("default next hop of another family", "interfaces: [eth0]\nbgp: {local_as: 65001, router_id: 192.0.2.1, "
          f"attributes: {{next_hop: '2001:db8::1'}}}}\nservices: [{SERVICE}, {{vip: 192.0.2.101, port: 80, backends: "
          "[198.18.0.11]}]", "bgp.attributes.next_hop",

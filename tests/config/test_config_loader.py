@@ -31,6 +31,14 @@ def test_json_is_accepted_and_errors_get_lines(tmp_path: Path) -> None:
     assert str(caught.value) == f"{path}: services[0].port: input should be greater than or equal to 1, got 0 (line 8)"
 
 
+def test_json_key_given_twice_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "lb.json"
+    path.write_text('{"interfaces": ["eth0"],\n "api": {"listen": "127.0.0.1:1",\n "listen": "127.0.0.1:2"}}')
+    with pytest.raises(config.ConfigError) as caught:
+        config.load_config(path)
+    assert caught.value.problems == (("api", "duplicate key 'listen' (line 3; first at line 2)"),)
+
+
 def test_json_syntax_error_names_line_and_column(tmp_path: Path) -> None:
     path = tmp_path / "lb.json"
     path.write_text('{"interfaces": ["eth0"],\n "services": [}\n')
