@@ -4,7 +4,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from config import _inherit, _rules, _types
 from config._base import XdplbModel
@@ -33,6 +33,12 @@ class XdplbConfig(XdplbModel):
     services: tuple[ServiceConfig, ...] = Field((), description="the load-balanced services")
 
     _checks: dict[str, tuple[Check, ...]] = PrivateAttr(default_factory=dict)
+
+    @field_validator("policies")
+    @classmethod
+    def _policy_names(cls, value: dict[str, PolicyConfig]) -> dict[str, PolicyConfig]:
+        _types.raise_problems("policies", _rules.verify_policy_names(value))
+        return value
 
     @model_validator(mode="after")
     def _resolve(self) -> "XdplbConfig":

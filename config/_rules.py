@@ -7,7 +7,8 @@ unique across services, policies defined) run once every field and service is va
 
 import collections
 import ipaddress
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from config import _inherit
@@ -17,9 +18,10 @@ if TYPE_CHECKING:
     from config._root import XdplbConfig
     from config._service import ServiceConfig
 
-__all__ = ["check_table_size", "root_problems", "service_problems", "verify_policy_or_checks"]
+__all__ = ["check_table_size", "root_problems", "service_problems", "verify_policy_names", "verify_policy_or_checks"]
 
 _MAX_TABLE = 1048573
+_POLICY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class _HasChecks(Protocol):
@@ -97,6 +99,15 @@ def service_problems(service: "ServiceConfig") -> list[Problem]:
     """Every rule about one service on its own."""
     rules = (verify_policy_or_checks, verify_unique_vips, verify_unique_backends, verify_need, verify_table_fits)
     return [problem for rule in rules for problem in rule(service)]
+
+
+def verify_policy_names(policies: Mapping[str, object]) -> list[Problem]:
+    """Policy names are short words, so that `policy: NAME` references read unambiguously."""
+    return [
+        ((name,), f"bad policy name {name!r}: up to 64 letters, digits and _ . -")
+        for name in policies
+        if not _POLICY_NAME.match(name)
+    ]
 
 
 def verify_unique_interfaces(config: "XdplbConfig") -> list[Problem]:

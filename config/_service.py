@@ -2,6 +2,7 @@
 
 import enum
 import ipaddress
+import re
 from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
@@ -13,8 +14,7 @@ from config.checks import Check
 
 __all__ = ["AdminState", "BackendConfig", "PolicyConfig", "ServiceConfig", "default_service_name"]
 
-_NAME = r"^[A-Za-z0-9_.:/@\[\]-]{1,128}$"
-_POLICY_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
+_NAME = re.compile(r"^[A-Za-z0-9_.:/@\[\]-]{1,128}$")
 
 _CHECKS_DESCRIPTION = (
     "health checks as written here; unset means inherit (see Check inheritance). "
@@ -53,7 +53,7 @@ class BackendConfig(XdplbModel):
         description="`enabled`; `drained` (no new flows, existing ones stay); `disabled` (removed, no checks)",
     )
     vlan: int | None = Field(None, ge=1, le=4094, description="802.1Q tag to send its packets with; unset: untagged")
-    policy: str | None = Field(None, pattern=_POLICY_NAME, description="name of a policy whose checks to run")
+    policy: str | None = Field(None, description="name of a policy whose checks to run")
     checks: tuple[Check, ...] | None = Field(None, description=_CHECKS_DESCRIPTION)
 
     @model_validator(mode="before")
@@ -94,7 +94,6 @@ class ServiceConfig(XdplbModel):
 
     name: str = Field(
         "",
-        pattern=rf"{_NAME}|^$",
         description='label in logs, metrics and the API; unique; default "VIP:PORT/PROTOCOL" of the first VIP',
     )
     vips: tuple[_types.HostAddress, ...] = Field(
@@ -123,9 +122,16 @@ class ServiceConfig(XdplbModel):
     bgp: RouteAttributes | None = Field(
         None, description="attributes of this service's VIP routes; fields set here override `bgp.attributes`"
     )
-    policy: str | None = Field(None, pattern=_POLICY_NAME, description="name of a policy whose checks to run")
+    policy: str | None = Field(None, description="name of a policy whose checks to run")
     checks: tuple[Check, ...] | None = Field(None, description=_CHECKS_DESCRIPTION)
     backends: tuple[BackendConfig, ...] = Field((), description="the real servers")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if value and not _NAME.match(value):
+            raise ValueError(f"bad name {value!r}: up to 128 letters, digits and _ . : / @ [ ] - (no spaces)")
+        return value
 
     @field_validator("vips", mode="before")
     @classmethod

@@ -101,7 +101,8 @@ CASES = [
          "backends: [198.18.0.11]}\n- {name: web, vip: 192.0.2.100, port: 443, backends: [198.18.0.11]}",
          "services[1].name", "name 'web' is already used by services[0]"),
     Case("service name with a space", "interfaces: [eth0]\nservices: [{name: my web, vip: 192.0.2.100, port: 80, "
-         "backends: [198.18.0.11]}]", "services[0].name", "should match pattern"),
+         "backends: [198.18.0.11]}]", "services[0].name",
+         "bad name 'my web': up to 128 letters, digits and _ . : / @ [ ] - (no spaces)"),
     Case("unknown service policy", "interfaces: [eth0]\npolicies: {web: {checks: [{type: http}]}}\nservices:\n- "
          "{vip: 192.0.2.100, port: 80, policy: wbe, backends: [198.18.0.11]}", "services[0].policy",
          "unknown policy 'wbe' (defined: web)"),
@@ -233,3 +234,9 @@ def test_api_off_loopback_with_a_token_is_fine(load: Load) -> None:
 )
 def test_wrong_shape(document: str, path: str, message: str, problems: Problems) -> None:
     assert problems(document) == [(path, f"{message} (line {document.count(chr(10)) + 1})")]
+
+
+def test_bad_policy_name_is_reported_at_its_key(problems: Problems) -> None:
+    assert problems("interfaces: [eth0]\npolicies:\n  web: {checks: []}\n  my web: {checks: []}\n") == [
+        ('policies["my web"]', "bad policy name 'my web': up to 64 letters, digits and _ . - (line 4)")
+    ]
