@@ -44,7 +44,8 @@ def parse_config(text: str, *, source: str) -> XdplbConfig:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
-            raise ConfigError(source, [("", f"line {error.lineno}, column {error.colno}: bad JSON: {error.msg}")]) from None
+            where = f"line {error.lineno}, column {error.colno}"
+            raise ConfigError(source, [("", f"{where}: bad JSON: {error.msg}")]) from None
         node = _compose_quietly(text)
         duplicates = list(_duplicate_keys(node, ())) if node is not None else []
         if duplicates:  # json.loads keeps the last of two equal keys, like YAML
