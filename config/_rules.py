@@ -140,6 +140,17 @@ def verify_unique_listeners(config: "XdplbConfig") -> list[Problem]:
     return problems
 
 
+def verify_backends_are_not_vips(config: "XdplbConfig") -> list[Problem]:
+    """A backend cannot be a VIP: its packets would come back to the balancer."""
+    vips = {vip for service in config.services for vip in service.vips}
+    return [
+        (("services", i, "backends", j, "address"), f"{backend.address} is a VIP of this balancer")
+        for i, service in enumerate(config.services)
+        for j, backend in enumerate(service.backends)
+        if backend.address in vips
+    ]
+
+
 def verify_known_policies(config: "XdplbConfig") -> list[Problem]:
     """Every policy named by a service or backend is defined under ``policies``."""
     defined = ", ".join(sorted(config.policies)) or "none"
@@ -257,6 +268,7 @@ def root_problems(config: "XdplbConfig") -> list[Problem]:
         verify_unique_interfaces,
         verify_unique_service_names,
         verify_unique_listeners,
+        verify_backends_are_not_vips,
         verify_known_policies,
         verify_bgp_section,
         verify_unique_peers,

@@ -80,6 +80,9 @@ CASES = [
     Case("duplicate backend", "interfaces: [eth0]\nservices:\n- {vip: 192.0.2.100, port: 80, backends: "
          "[198.18.0.11, {address: 198.18.0.11, weight: 3}]}", "services[0].backends[1].address",
          "198.18.0.11 is already backends[0]"),
+    Case("backend is a VIP", "interfaces: [eth0]\nservices:\n- {vip: 192.0.2.100, port: 80, backends: [198.18.0.11]}"
+         "\n- {vip: 192.0.2.101, port: 80, backends: [198.18.0.11, 192.0.2.100]}", "services[1].backends[1].address",
+         "192.0.2.100 is a VIP of this balancer"),
     Case("weight too large", "interfaces: [eth0]\nservices:\n- {vip: 192.0.2.100, port: 80, backends: "
          "[{address: 198.18.0.11, weight: 65536}]}", "services[0].backends[0].weight", "less than or equal to 65535"),
     Case("negative weight", "interfaces: [eth0]\nservices:\n- {vip: 192.0.2.100, port: 80, backends: "

@@ -127,3 +127,10 @@ def test_interface_and_service_can_be_built_in_python() -> None:
     assert service.name == "192.0.2.1:443/tcp"
     built = config.XdplbConfig(interfaces=(config.InterfaceConfig(name="lo"),), services=(service,))
     assert built.services[0].name == "192.0.2.1:443/tcp"
+
+
+def test_package_docstring_example_runs() -> None:
+    import doctest
+
+    result = doctest.testmod(config, raise_on_error=False)
+    assert (result.attempted, result.failed) == (3, 0)
