@@ -4,11 +4,15 @@ Each case is a record: a document with exactly one mistake, the path it must be 
 message. The document is otherwise valid, so the case also proves the rule reports nothing spurious.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 
-from conftest import Load, Problems
+import config
+
+Load = Callable[..., config.XdplbConfig]  # the `load` fixture of conftest.py
+Problems = Callable[..., list[tuple[str, str]]]  # the `problems` fixture
 
 SERVICE = "{vip: 192.0.2.100, port: 80, backends: [198.18.0.11, 198.18.0.12]}"
 BGP = "bgp: {local_as: 65001, router_id: 192.0.2.1, peers: [{address: 198.18.0.1, peer_as: 65000}]}"

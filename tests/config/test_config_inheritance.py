@@ -1,9 +1,12 @@
 """Which checks a backend runs: backend checks/policy > service checks/policy > a default TCP connect check."""
 
+from collections.abc import Callable
 import pytest
 
 import config
-from conftest import Load, Problems
+
+Load = Callable[..., config.XdplbConfig]  # the `load` fixture of conftest.py
+Problems = Callable[..., list[tuple[str, str]]]  # the `problems` fixture
 
 DOCUMENT = """\
 interfaces: [eth0]

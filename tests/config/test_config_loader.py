@@ -2,12 +2,15 @@
 
 import json
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import config
-from conftest import Load, Problems
+
+Load = Callable[..., config.XdplbConfig]  # the `load` fixture of conftest.py
+Problems = Callable[..., list[tuple[str, str]]]  # the `problems` fixture
 
 VALID = "interfaces: [eth0]\nservices: [{vip: 192.0.2.100, port: 80, backends: [198.18.0.11]}]\n"
 

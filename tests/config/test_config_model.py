@@ -1,12 +1,14 @@
 """The typed model: defaults, shorthands, immutability, derived values (names, keys, route attributes, digest)."""
 
 import ipaddress
+from collections.abc import Callable
 
 import pydantic
 import pytest
 
 import config
-from conftest import Load
+
+Load = Callable[..., config.XdplbConfig]  # the `load` fixture of conftest.py
 
 MINIMAL = "interfaces: [eth0]\nservices: [{vip: 192.0.2.100, port: 80, backends: [198.18.0.11]}]"
 

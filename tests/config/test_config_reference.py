@@ -43,4 +43,4 @@ def _models(annotation: object) -> list[type[pydantic.BaseModel]]:
     if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
         return [annotation]
     found = [m for arg in getattr(annotation, "__args__", ()) for m in _models(arg)]
-    return found + (_models(annotation.__origin__) if hasattr(annotation, "__metadata__") else [])
+    return found + (_models(getattr(annotation, "__origin__")) if hasattr(annotation, "__metadata__") else [])
