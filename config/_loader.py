@@ -40,7 +40,7 @@ def load_config(path: str | os.PathLike[str]) -> XdplbConfig:
 
 def parse_config(text: str, *, source: str) -> XdplbConfig:
     """Validate configuration ``text``; ``source`` names it in errors and says the format (``*.json``: JSON)."""
-    if source.endswith(".json"):
+    if source.lower().endswith(".json"):
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
