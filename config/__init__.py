@@ -1,18 +1,42 @@
-"""Typed configuration model of xdplb, its loading and validation."""
+"""Typed configuration model of xdplb, its loading and validation.
 
-from config._errors import XdplbError
+>>> config = parse_config("interfaces: [eth0]\\nservices: [{vip: 192.0.2.100, port: 80, backends: [198.18.0.11]}]",
+...                       source="example.yaml")
+>>> service = config.services[0]
+>>> service.name, config.resolved_checks(service, service.backends[0])[0].type
+('192.0.2.100:80/tcp', 'tcp')
+"""
+
+from config._errors import ConfigError, XdplbError
+from config._loader import format_path, load_config, parse_config, validate_config
+from config._root import XdplbConfig
+from config._service import AdminState, BackendConfig, PolicyConfig, ServiceConfig
+from config._system import ApiConfig, DataplaneConfig, InterfaceConfig
 from config.bgp import BgpConfig, BgpPeer, RouteAttributes
 from config.checks import Check, CheckTiming, DnsCheck, HttpCheck, TcpCheck, parse_status_codes
 
 __all__ = [
+    "AdminState",
+    "ApiConfig",
+    "BackendConfig",
     "BgpConfig",
     "BgpPeer",
     "Check",
     "CheckTiming",
+    "ConfigError",
+    "DataplaneConfig",
     "DnsCheck",
     "HttpCheck",
+    "InterfaceConfig",
+    "PolicyConfig",
     "RouteAttributes",
+    "ServiceConfig",
     "TcpCheck",
+    "XdplbConfig",
     "XdplbError",
+    "format_path",
+    "load_config",
+    "parse_config",
     "parse_status_codes",
+    "validate_config",
 ]

@@ -6,12 +6,13 @@ from typing import Annotated
 
 from pydantic import Field, field_validator
 
+from config import _types
 from config._base import XdplbModel
 
 __all__ = ["BgpConfig", "BgpPeer", "RouteAttributes"]
 
 Asn = Annotated[int, Field(ge=1, le=4294967295)]
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IpAddress = _types.IpAddress
 _COMMUNITY = re.compile(r"^\d{1,5}:\d{1,5}$")
 _LARGE_COMMUNITY = re.compile(r"^\d{1,10}:\d{1,10}:\d{1,10}$")
 
@@ -20,7 +21,7 @@ class RouteAttributes(XdplbModel):
     """Path attributes of an announced VIP prefix; unset fields are not sent."""
 
     next_hop: IpAddress | None = Field(None, description="default: self (the session's local address)")
-    med: int | None = Field(None, ge=0, le=4294967295)
+    med: int | None = Field(None, ge=0, le=4294967295, description="multi-exit discriminator; lower is preferred")
     local_preference: int | None = Field(None, ge=0, le=4294967295, description="sent on iBGP sessions only")
     communities: tuple[str, ...] = Field((), description='standard communities, "65000:100"')
     large_communities: tuple[str, ...] = Field((), description='large communities, "65000:1:2"')
@@ -51,14 +52,14 @@ class RouteAttributes(XdplbModel):
 class BgpPeer(XdplbModel):
     """One BGP neighbour."""
 
-    address: IpAddress
-    peer_as: Asn
+    address: IpAddress = Field(description="the neighbour's address")
+    peer_as: Asn = Field(description="the neighbour's AS number")
     local_as: Asn | None = Field(None, description="default: bgp.local_as")
     local_address: IpAddress | None = Field(None, description="source address of the session; default: kernel's choice")
-    port: int = Field(179, ge=1, le=65535)
+    port: int = Field(179, ge=1, le=65535, description="TCP port of the neighbour")
     hold_time: int = Field(30, description="seconds; 0 or 3..65535")
     password: str | None = Field(None, description="TCP MD5 signature password")
-    passive: bool = False
+    passive: bool = Field(False, description="wait for the neighbour to connect instead of connecting")
 
     @field_validator("hold_time")
     @classmethod
@@ -71,7 +72,7 @@ class BgpPeer(XdplbModel):
 class BgpConfig(XdplbModel):
     """The local BGP speaker."""
 
-    local_as: Asn
-    router_id: ipaddress.IPv4Address
-    peers: tuple[BgpPeer, ...] = ()
+    local_as: Asn = Field(description="our AS number")
+    router_id: ipaddress.IPv4Address = Field(description="BGP identifier, usually an address of this node")
+    peers: tuple[BgpPeer, ...] = Field((), description="neighbours to announce healthy VIPs to")
     attributes: RouteAttributes = Field(default_factory=RouteAttributes, description="defaults for every VIP")

@@ -54,23 +54,23 @@ class CheckTiming(XdplbModel):
 
 class _CheckBase(XdplbModel):
     port: Port | None = Field(None, description="port to probe; default: the service's port (side-car health port)")
-    timing: CheckTiming = Field(default_factory=CheckTiming)
+    timing: CheckTiming = Field(default_factory=CheckTiming, description="how often the check runs and what flips the state")
 
 
 class HttpCheck(_CheckBase):
     """An HTTP or HTTPS request whose status (and optionally body) must match."""
 
     type: Literal["http", "https"] = "http"
-    method: Literal["GET", "HEAD"] = "GET"
-    path: str = Field("/", pattern=r"^/")
+    method: Literal["GET", "HEAD"] = Field("GET", description="request method")
+    path: str = Field("/", pattern=r"^/", description="request path, with the query string if any")
     host: str | None = Field(None, description="Host header; default: the backend address")
     sni: str | None = Field(None, description="TLS server name; default: host")
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict, description="extra request headers")
     expect_status: str = Field("200-299", description='expected status codes, lists and ranges: "200-299,301"')
     expect_body: str | None = Field(None, description="substring the body must contain")
     expect_body_regex: str | None = Field(None, description="regular expression the body must match")
-    tls_verify: bool = True
-    ca_file: str | None = None
+    tls_verify: bool = Field(True, description="https: verify the certificate chain and name")
+    ca_file: str | None = Field(None, description="https: CA bundle to verify against; default: the system's")
     keepalive: bool = Field(False, description="reuse the connection between checks (proves less)")
     max_body_bytes: int = Field(65536, ge=0, description="read at most this much body")
 
@@ -110,10 +110,14 @@ class DnsCheck(_CheckBase):
     """A DNS query that must get a well-formed answer with the expected rcode."""
 
     type: Literal["dns"] = "dns"
-    name: str = "."
-    qtype: Literal["A", "AAAA", "NS", "SOA", "TXT", "CNAME", "MX", "PTR", "SRV"] = "SOA"
-    transport: Literal["udp", "tcp"] = "udp"
-    rcode: Literal["NOERROR", "NXDOMAIN", "REFUSED", "SERVFAIL"] = "NOERROR"
+    name: str = Field(".", description="name to query")
+    qtype: Literal["A", "AAAA", "NS", "SOA", "TXT", "CNAME", "MX", "PTR", "SRV"] = Field(
+        "SOA", description="query type"
+    )
+    transport: Literal["udp", "tcp"] = Field("udp", description="query over UDP or TCP")
+    rcode: Literal["NOERROR", "NXDOMAIN", "REFUSED", "SERVFAIL"] = Field(
+        "NOERROR", description="response code that passes"
+    )
 
 
 Check = Annotated[HttpCheck | TcpCheck | DnsCheck, Field(discriminator="type")]

@@ -1,0 +1,248 @@
+"""Reading a configuration file: YAML (or JSON) text to a validated ``XdplbConfig`` or one ``ConfigError``.
+
+Parsing and validating are separate steps: YAML syntax errors carry a line and column, validation errors a path in
+the document (``services[3].backends[1].address``), with the line added when the text is at hand.
+"""
+
+import difflib
+import functools
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from config._errors import ConfigError
+from config._root import XdplbConfig
+from config._types import Loc
+
+__all__ = ["format_path", "load_config", "parse_config", "validate_config"]
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+def load_config(path: str | os.PathLike[str]) -> XdplbConfig:
+    """Read and validate the file at ``path``; ``.json`` files are read as JSON, others as YAML."""
+    source = os.fspath(path)
+    try:
+        text = Path(source).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(source, [("", f"cannot read the file: {error.strerror or error}")]) from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(source, [("", f"not UTF-8 text: {error.reason} at byte {error.start}")]) from None
+    return parse_config(text, source=source)
+
+
+def parse_config(text: str, *, source: str) -> XdplbConfig:
+    """Validate configuration ``text``; ``source`` names it in errors and says the format (``*.json``: JSON)."""
+    if source.lower().endswith(".json"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            where = f"line {error.lineno}, column {error.colno}"
+            raise ConfigError(source, [("", f"{where}: bad JSON: {error.msg}")]) from None
+        node = _compose_quietly(text)
+        duplicates = list(_duplicate_keys(node, ())) if node is not None else []
+        if duplicates:  # json.loads keeps the last of two equal keys, like YAML
+            raise ConfigError(source, duplicates)
+    else:
+        data, node = _parse_yaml(text, source)
+    return _validate(data, source=source, node=node)
+
+
+def validate_config(data: object, *, source: str = "<data>") -> XdplbConfig:
+    """Validate an already parsed document (dicts and lists), raising ConfigError rather than pydantic's error."""
+    return _validate(data, source=source, node=None)
+
+
+def format_path(loc: Loc) -> str:
+    """``("services", 3, "backends", 1, "address")`` as ``services[3].backends[1].address``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _PLAIN_KEY.match(part):
+            out += f".{part}" if out else part
+        else:
+            out += f"[{json.dumps(part)}]"
+    return out
+
+
+def _parse_yaml(text: str, source: str) -> tuple[object, yaml.Node | None]:
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            # Before constructing: that merges `<<:` keys into the node, where they would look like duplicates.
+            duplicates = list(_duplicate_keys(node, ()))
+            if duplicates:
+                raise ConfigError(source, duplicates)
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as error:
+        raise ConfigError(source, [("", _yaml_message(error))]) from None
+    except yaml.YAMLError as error:
+        raise ConfigError(source, [("", f"bad YAML: {error}")]) from None
+    finally:
+        loader.dispose()
+    return data, node
+
+
+def _yaml_message(error: yaml.MarkedYAMLError) -> str:
+    mark = error.problem_mark or error.context_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    context = f" ({error.context})" if error.context else ""
+    return f"{where}bad YAML: {error.problem}{context}"
+
+
+def _compose_quietly(text: str) -> yaml.Node | None:
+    """The YAML node tree of JSON text, for line numbers only; None if YAML reads it differently."""
+    loader = _Loader(text)
+    try:
+        node: yaml.Node | None = loader.get_single_node()
+        return node
+    except yaml.YAMLError:
+        return None
+    finally:
+        loader.dispose()
+
+
+def _duplicate_keys(node: yaml.Node, loc: Loc, seen: set[int] | None = None) -> Iterator[tuple[str, str]]:
+    """PyYAML keeps the last of two equal keys silently; here that is an error."""
+    seen = set() if seen is None else seen
+    if id(node) in seen:  # an alias already walked (and recursive documents)
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key, value in node.value:
+            name = str(key.value)
+            if name in first and name != "<<":
+                message = f"duplicate key {name!r} (line {key.start_mark.line + 1}; first at line {first[name]})"
+                yield format_path(loc), message
+            first.setdefault(name, key.start_mark.line + 1)
+            yield from _duplicate_keys(value, (*loc, name), seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            yield from _duplicate_keys(item, (*loc, index), seen)
+
+
+def _validate(data: object, *, source: str, node: yaml.Node | None) -> XdplbConfig:
+    if data is None:
+        raise ConfigError(source, [("", "the document is empty: expected a mapping with at least `interfaces`")])
+    if not isinstance(data, dict):
+        raise ConfigError(source, [("", f"expected a mapping at the top of the document, got {_kind(data)}")])
+    try:
+        return XdplbConfig.model_validate(data)
+    except ValidationError as error:
+        problems: dict[tuple[str, str], None] = {}
+        items = [(item, _document_loc(tuple(item["loc"]), data)) for item in error.errors()]
+        for item, loc in items:
+            if item["type"] == "too_short" and any(other is not item and o[: len(loc)] == loc for other, o in items):
+                continue  # "at least 1 item" because the only item was wrong: that one's error says it all
+            message = _message(item)
+            line = _line(node, loc) if node is not None else None
+            problems[(format_path(loc), f"{message} (line {line})" if line else message)] = None
+        raise ConfigError(source, problems) from None
+
+
+def _kind(value: object) -> str:
+    kinds = {list: "a list", dict: "a mapping", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+    return "nothing (null)" if value is None else kinds.get(type(value), type(value).__name__)
+
+
+def _document_loc(loc: Loc, data: object) -> Loc:
+    """Drop what pydantic adds to a location beyond the document: the tag of a discriminated union."""
+    out: list[str | int] = []
+    node: object = data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif isinstance(node, dict) and node.get("type") == part:
+            continue
+        elif isinstance(part, int) and not isinstance(node, dict | list):
+            continue  # a scalar the model wraps in a list, like `vip: ADDRESS`
+        else:
+            node = None
+        out.append(part)
+    return tuple(out)
+
+
+def _line(node: yaml.Node | None, loc: Loc) -> int | None:
+    """The line of the key (or list item) at ``loc``; of the innermost enclosing one when it is missing."""
+    line = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if str(k.value) == str(part)), None)
+            if match is None:
+                break
+            line, node = match[0].start_mark.line + 1, match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind == "xdplb_rule":
+        return str(ctx["message"])
+    if kind in ("value_error", "assertion_error"):
+        return str(ctx["error"])
+    if kind == "extra_forbidden":
+        key = str(error["loc"][-1])
+        close = difflib.get_close_matches(key, _field_names(), n=1, cutoff=0.7)
+        return "unknown key" + (f"; did you mean {close[0]!r}?" if close else "")
+    if kind == "missing":
+        return "required, but missing"
+    if kind == "union_tag_invalid":
+        key = str(ctx["discriminator"]).strip("'")
+        return f"unknown {key} {ctx['tag']!r}: expected one of {ctx['expected_tags']}"
+    if kind == "union_tag_not_found":
+        return f"missing key {ctx['discriminator']}, which says what kind of check this is"
+    value = error.get("input")
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"expected a mapping, got {_kind(value)}"
+    if kind in ("tuple_type", "list_type"):
+        return f"expected a list, got {_kind(value)}"
+    message = str(error["msg"])
+    message = message[:1].lower() + message[1:]
+    if isinstance(value, str | int | float | bool):
+        message += f", got {value!r}"
+    if isinstance(value, bool) and kind in ("literal_error", "enum", "string_type"):
+        message += " (YAML reads unquoted yes/no/on/off as booleans: quote the word)"
+    return message
+
+
+@functools.cache
+def _field_names() -> tuple[str, ...]:
+    names: set[str] = set()
+    pending: list[type[BaseModel]] = [XdplbConfig]
+    done: set[type[BaseModel]] = set()
+    while pending:
+        model = pending.pop()
+        if model in done:
+            continue
+        done.add(model)
+        for name, field in model.model_fields.items():
+            names.add(name)
+            pending.extend(_models_in(field.annotation))
+    return tuple(sorted(names | {"vip"}))
+
+
+def _models_in(annotation: object) -> Iterator[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+    for argument in getattr(annotation, "__args__", ()):
+        yield from _models_in(argument)
+    origin = getattr(annotation, "__origin__", None)
+    if origin is not None and getattr(annotation, "__metadata__", None) is not None:
+        yield from _models_in(origin)

@@ -1,0 +1,79 @@
+"""The whole configuration document, with checks resolved and a digest for the status API."""
+
+import hashlib
+import json
+from collections.abc import Iterator
+
+from pydantic import Field, PrivateAttr, field_validator, model_validator
+
+from config import _inherit, _rules, _types
+from config._base import XdplbModel
+from config._service import BackendConfig, PolicyConfig, ServiceConfig
+from config._system import ApiConfig, DataplaneConfig, InterfaceConfig
+from config.bgp import BgpConfig, RouteAttributes
+from config.checks import Check
+
+__all__ = ["XdplbConfig"]
+
+
+class XdplbConfig(XdplbModel):
+    """The root of the configuration file.
+
+    Derive a changed configuration by validating a document again: ``model_copy(update=...)`` skips validation and
+    keeps the checks resolved for the original.
+    """
+
+    interfaces: tuple[InterfaceConfig, ...] = Field(min_length=1, description="where the XDP program attaches")
+    dataplane: DataplaneConfig = Field(default_factory=DataplaneConfig, description="data-plane sizing and hashing")
+    bgp: BgpConfig | None = Field(None, description="BGP speaker announcing healthy VIPs; unset: nothing is announced")
+    api: ApiConfig = Field(default_factory=ApiConfig, description="JSON API, web console and /metrics")
+    policies: dict[str, PolicyConfig] = Field(
+        default_factory=dict, description="named check sets, referenced as `policy: NAME` by services and backends"
+    )
+    services: tuple[ServiceConfig, ...] = Field((), description="the load-balanced services")
+
+    _checks: dict[str, tuple[Check, ...]] = PrivateAttr(default_factory=dict)
+
+    @field_validator("policies")
+    @classmethod
+    def _policy_names(cls, value: dict[str, PolicyConfig]) -> dict[str, PolicyConfig]:
+        _types.raise_problems("policies", _rules.verify_policy_names(value))
+        return value
+
+    @model_validator(mode="after")
+    def _resolve(self) -> "XdplbConfig":
+        _types.raise_problems("XdplbConfig", _rules.root_problems(self))
+        cache: dict[tuple[int, int], tuple[Check, ...]] = {}
+        self._checks = {
+            service.backend_key(backend): _inherit.resolve_checks(service, backend, self.policies, cache)
+            for service in self.services
+            for backend in service.backends
+        }
+        return self
+
+    def backends(self) -> Iterator[tuple[ServiceConfig, BackendConfig]]:
+        """Every (service, backend) pair, in document order."""
+        for service in self.services:
+            for backend in service.backends:
+                yield service, backend
+
+    def resolved_checks(self, service: ServiceConfig, backend: BackendConfig) -> tuple[Check, ...]:
+        """The checks ``backend`` of ``service`` runs after inheritance, every ``port`` set; ``()`` runs none.
+
+        KeyError if the pair is not part of this configuration.
+        """
+        key = service.backend_key(backend)
+        try:
+            return self._checks[key]
+        except KeyError:
+            raise KeyError(f"backend {key} is not in this configuration") from None
+
+    def route_attributes(self, service: ServiceConfig) -> RouteAttributes:
+        """The attributes ``service``'s VIPs are announced with: ``bgp.attributes`` overridden by ``service.bgp``."""
+        base = self.bgp.attributes if self.bgp is not None else RouteAttributes()
+        return base.merged(service.bgp)
+
+    def digest(self) -> str:
+        """SHA-256 (hex) of the effective configuration, defaults included: the same for files that mean the same."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()

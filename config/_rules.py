@@ -1,0 +1,282 @@
+"""Cross-field rules, one small function each.
+
+A rule takes a validated model and returns its problems as ``(path relative to that model, message)``; the model
+validators raise them all at once, so one run reports every mistake. Rules that need the whole document (names
+unique across services, policies defined) run once every field and service is valid on its own.
+"""
+
+import collections
+import ipaddress
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Protocol
+
+from config import _inherit
+from config._types import Problem
+
+if TYPE_CHECKING:
+    from config._root import XdplbConfig
+    from config._service import ServiceConfig
+
+__all__ = ["check_table_size", "root_problems", "service_problems", "verify_policy_names", "verify_policy_or_checks"]
+
+_MAX_TABLE = 1048573
+_POLICY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class _HasChecks(Protocol):
+    @property
+    def policy(self) -> str | None: ...
+    @property
+    def checks(self) -> object: ...
+
+
+def _is_prime(number: int) -> bool:
+    if number < 2:
+        return False
+    divisor = 2
+    while divisor * divisor <= number:
+        if number % divisor == 0:
+            return False
+        divisor += 1
+    return True
+
+
+def check_table_size(size: int) -> None:
+    """Maglev needs a prime table size; the ValueError names the nearest primes."""
+    if _is_prime(size):
+        return
+    below = next((n for n in range(size - 1, 6, -1) if _is_prime(n)), None)
+    above = next((n for n in range(size + 1, _MAX_TABLE + 1) if _is_prime(n)), None)
+    nearest = " or ".join(str(n) for n in (below, above) if n is not None)
+    raise ValueError(f"table size {size} is not prime (Maglev needs a prime); nearest: {nearest}")
+
+
+def verify_policy_or_checks(owner: _HasChecks) -> list[Problem]:
+    """A service or backend names a policy or lists checks, not both."""
+    if owner.policy is not None and owner.checks is not None:
+        return [(("checks",), "give either policy or checks, not both")]
+    return []
+
+
+def _duplicates(items: Iterable[object]) -> Iterator[tuple[int, int]]:
+    """(index, index of the first equal item) for every item seen before."""
+    first: dict[object, int] = {}
+    for index, item in enumerate(items):
+        if item in first:
+            yield index, first[item]
+        else:
+            first[item] = index
+
+
+def verify_unique_vips(service: "ServiceConfig") -> list[Problem]:
+    """A VIP is listed once per service."""
+    return [(("vips", i), f"{service.vips[i]} is already vips[{j}]") for i, j in _duplicates(service.vips)]
+
+
+def verify_unique_backends(service: "ServiceConfig") -> list[Problem]:
+    """A backend address is listed once per service (it is the backend's identity)."""
+    addresses = [backend.address for backend in service.backends]
+    return [(("backends", i, "address"), f"{addresses[i]} is already backends[{j}]") for i, j in _duplicates(addresses)]
+
+
+def verify_need(service: "ServiceConfig") -> list[Problem]:
+    """``need`` cannot exceed the backends listed, or the VIPs could never be announced."""
+    if service.need > len(service.backends):
+        count = len(service.backends)
+        return [(("need",), f"need is {service.need} but the service has {count} backend{'' if count == 1 else 's'}")]
+    return []
+
+
+def verify_table_fits(service: "ServiceConfig") -> list[Problem]:
+    """Every backend needs at least one slot of the Maglev table."""
+    if service.table_size < len(service.backends):
+        return [(("table_size",), f"table size {service.table_size} is smaller than {len(service.backends)} backends")]
+    return []
+
+
+def service_problems(service: "ServiceConfig") -> list[Problem]:
+    """Every rule about one service on its own."""
+    rules = (verify_policy_or_checks, verify_unique_vips, verify_unique_backends, verify_need, verify_table_fits)
+    return [problem for rule in rules for problem in rule(service)]
+
+
+def verify_policy_names(policies: Mapping[str, object]) -> list[Problem]:
+    """Policy names are short words, so that `policy: NAME` references read unambiguously."""
+    return [
+        ((name,), f"bad policy name {name!r}: up to 64 letters, digits and _ . -")
+        for name in policies
+        if not _POLICY_NAME.match(name)
+    ]
+
+
+def verify_unique_interfaces(config: "XdplbConfig") -> list[Problem]:
+    """An interface is listed once."""
+    names = [interface.name for interface in config.interfaces]
+    return [(("interfaces", i, "name"), f"{names[i]} is already interfaces[{j}]") for i, j in _duplicates(names)]
+
+
+def verify_unique_service_names(config: "XdplbConfig") -> list[Problem]:
+    """Service names identify services in logs, metrics and the API."""
+    names = [service.name for service in config.services]
+    return [
+        (("services", i, "name"), f"name {names[i]!r} is already used by services[{j}]") for i, j in _duplicates(names)
+    ]
+
+
+def verify_unique_listeners(config: "XdplbConfig") -> list[Problem]:
+    """Two services cannot both answer the same VIP, port and protocol."""
+    problems: list[Problem] = []
+    owner: dict[tuple[object, int, str], int] = {}
+    for i, service in enumerate(config.services):
+        for k, vip in enumerate(service.vips):
+            key = (vip, service.port, service.protocol)
+            if key in owner and owner[key] != i:
+                j = owner[key]
+                served = f"{vip} port {service.port}/{service.protocol}"
+                message = f"{served} is already served by services[{j}] ({config.services[j].name})"
+                problems.append((("services", i, "vips", k), message))
+            owner.setdefault(key, i)
+    return problems
+
+
+def verify_backends_are_not_vips(config: "XdplbConfig") -> list[Problem]:
+    """A backend cannot be a VIP: its packets would come back to the balancer."""
+    vips = {vip for service in config.services for vip in service.vips}
+    return [
+        (("services", i, "backends", j, "address"), f"{backend.address} is a VIP of this balancer")
+        for i, service in enumerate(config.services)
+        for j, backend in enumerate(service.backends)
+        if backend.address in vips
+    ]
+
+
+def verify_known_policies(config: "XdplbConfig") -> list[Problem]:
+    """Every policy named by a service or backend is defined under ``policies``."""
+    defined = ", ".join(sorted(config.policies)) or "none"
+    problems: list[Problem] = []
+    for i, service in enumerate(config.services):
+        if service.policy is not None and service.policy not in config.policies:
+            problems.append((("services", i, "policy"), f"unknown policy {service.policy!r} (defined: {defined})"))
+        for j, backend in enumerate(service.backends):
+            if backend.policy is not None and backend.policy not in config.policies:
+                message = f"unknown policy {backend.policy!r} (defined: {defined})"
+                problems.append((("services", i, "backends", j, "policy"), message))
+    return problems
+
+
+def verify_udp_checks(config: "XdplbConfig") -> list[Problem]:
+    """A UDP service gives its checks explicitly: there is no default UDP check. Needs known policies."""
+    problems: list[Problem] = []
+    for i, service in enumerate(config.services):
+        if service.protocol != "udp":
+            continue
+        bare = [
+            j for j, backend in enumerate(service.backends)
+            if _inherit.written_checks(service, backend, config.policies) is None
+        ]
+        if bare:
+            message = (
+                f"udp service without checks for backends {', '.join(map(str, bare))}: there is no default udp check; "
+                "set policy or checks (checks: [] runs none)"
+            )
+            problems.append((("services", i, "checks"), message))
+    return problems
+
+
+def verify_bgp_section(config: "XdplbConfig") -> list[Problem]:
+    """Per-service BGP attributes need the ``bgp`` section that would announce them."""
+    if config.bgp is not None:
+        return []
+    return [
+        (("services", i, "bgp"), "set, but there is no top-level bgp section to announce the VIPs")
+        for i, service in enumerate(config.services)
+        if service.bgp is not None
+    ]
+
+
+def verify_unique_peers(config: "XdplbConfig") -> list[Problem]:
+    """A BGP neighbour is listed once."""
+    if config.bgp is None:
+        return []
+    addresses = [peer.address for peer in config.bgp.peers]
+    return [
+        (("bgp", "peers", i, "address"), f"{addresses[i]} is already peers[{j}]") for i, j in _duplicates(addresses)
+    ]
+
+
+def verify_peer_families(config: "XdplbConfig") -> list[Problem]:
+    """A BGP session's local address has the family of the neighbour's (one TCP connection)."""
+    if config.bgp is None:
+        return []
+    return [
+        (("bgp", "peers", i, "local_address"), f"IPv{peer.local_address.version} but the peer address "
+         f"{peer.address} is IPv{peer.address.version}")
+        for i, peer in enumerate(config.bgp.peers)
+        if peer.local_address is not None and peer.local_address.version != peer.address.version
+    ]
+
+
+def verify_next_hop_family(config: "XdplbConfig") -> list[Problem]:
+    """An explicit next hop has the family of every VIP it is announced with (no RFC 8950 extended next hop).
+
+    One problem per service that overrides the next hop, one in all for the default.
+    """
+    if config.bgp is None:
+        return []
+    problems: list[Problem] = []
+    default = config.bgp.attributes.next_hop
+    default_misses: list[str] = []
+    for i, service in enumerate(config.services):
+        override = service.bgp.next_hop if service.bgp is not None else None
+        next_hop = override if override is not None else default
+        misses = [
+            f"services[{i}].vips[{k}] {vip}"
+            for k, vip in enumerate(service.vips)
+            if next_hop is not None and vip.version != next_hop.version
+        ]
+        if misses and override is not None:
+            message = f"next hop {override} is IPv{override.version} but {misses[0]} is not"
+            problems.append((("services", i, "bgp", "next_hop"), message))
+        elif misses:
+            default_misses += misses
+    if default is not None and default_misses:
+        more = f" (and {len(default_misses) - 1} more)" if len(default_misses) > 1 else ""
+        message = f"next hop {default} is IPv{default.version} but {default_misses[0]} is not{more}"
+        problems.append((("bgp", "attributes", "next_hop"), message))
+    return problems
+
+
+def verify_shared_vip_routes(config: "XdplbConfig") -> list[Problem]:
+    """Services sharing a VIP (on other ports) announce one route, so they must agree on its attributes."""
+    if config.bgp is None:
+        return []
+    first: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, int] = {}
+    problems: list[Problem] = []
+    for i, service in enumerate(config.services):
+        for vip in service.vips:
+            j = first.setdefault(vip, i)
+            if j != i and config.route_attributes(service) != config.route_attributes(config.services[j]):
+                message = f"VIP {vip} is also in services[{j}] ({config.services[j].name}) with other bgp attributes"
+                problems.append((("services", i, "bgp"), message))
+    return list(dict.fromkeys(problems))
+
+
+def root_problems(config: "XdplbConfig") -> list[Problem]:
+    """Every rule about the whole document; udp checks only once policies are known to exist."""
+    rules = (
+        verify_unique_interfaces,
+        verify_unique_service_names,
+        verify_unique_listeners,
+        verify_backends_are_not_vips,
+        verify_known_policies,
+        verify_bgp_section,
+        verify_unique_peers,
+        verify_peer_families,
+        verify_next_hop_family,
+        verify_shared_vip_routes,
+    )
+    problems = [problem for rule in rules for problem in rule(config)]
+    if not verify_known_policies(config):
+        problems += verify_udp_checks(config)
+    return problems

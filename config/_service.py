@@ -1,0 +1,170 @@
+"""A service (VIPs, port, protocol) and its backends, and the named check policies they refer to."""
+
+import enum
+import ipaddress
+import re
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+
+from config import _rules, _types
+from config._base import XdplbModel
+from config.bgp import RouteAttributes
+from config.checks import Check
+
+__all__ = ["AdminState", "BackendConfig", "PolicyConfig", "ServiceConfig", "default_service_name"]
+
+_NAME = re.compile(r"^[A-Za-z0-9_.:/@\[\]-]{1,128}$")
+
+_CHECKS_DESCRIPTION = (
+    "health checks as written here; unset means inherit (see Check inheritance). "
+    "`[]` runs none: the backend counts as healthy while its state is enabled. "
+    "The effective list is `XdplbConfig.resolved_checks(service, backend)`"
+)
+
+
+class AdminState(enum.StrEnum):
+    """What the operator wants of a backend, whatever its health."""
+
+    ENABLED = "enabled"
+    """Takes new flows when healthy."""
+    DRAINED = "drained"
+    """Takes no new flows; flows it already has stay with it. Checks keep running."""
+    DISABLED = "disabled"
+    """Out of the table: its flows move to other backends. Checks do not run."""
+
+
+class PolicyConfig(XdplbModel):
+    """A named set of health checks that services and backends refer to with `policy: NAME`."""
+
+    checks: tuple[Check, ...] = Field(description="the checks; a backend is healthy when all of them pass")
+
+
+class BackendConfig(XdplbModel):
+    """A real server; a plain string ``198.18.0.11`` is short for ``{address: 198.18.0.11}``."""
+
+    address: _types.HostAddress = Field(
+        description="the backend's own address: health checks go to it, and its MAC (learnt by ARP/ND on the "
+        "interface or VLAN) is where packets for the VIP are sent (layer-2 direct server return)"
+    )
+    weight: int = Field(1, ge=0, le=65535, description="share of new flows relative to the other backends; 0 drains")
+    state: AdminState = Field(
+        AdminState.ENABLED,
+        description="`enabled`; `drained` (no new flows, existing ones stay); `disabled` (removed, no checks)",
+    )
+    vlan: int | None = Field(None, ge=1, le=4094, description="802.1Q tag to send its packets with; unset: untagged")
+    policy: str | None = Field(None, description="name of a policy whose checks to run")
+    checks: tuple[Check, ...] | None = Field(None, description=_CHECKS_DESCRIPTION)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: object) -> object:
+        return {"address": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _apply_rules(self) -> "BackendConfig":
+        _types.raise_problems("BackendConfig", _rules.verify_policy_or_checks(self))
+        return self
+
+
+def default_service_name(vip: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int, protocol: str) -> str:
+    """``192.0.2.100:80/tcp``, ``[2001:db8::100]:53/udp``: the name of a service that has none."""
+    host = f"[{vip}]" if vip.version == 6 else str(vip)
+    return f"{host}:{port}/{protocol}"
+
+
+def _name_from_raw(data: dict[str, object]) -> str | None:
+    """The default name from the document as written (a before-validator: the model is frozen once built)."""
+    vips = data.get("vips", data.get("vip"))
+    first = vips if isinstance(vips, str) else next(iter(vips), None) if isinstance(vips, list | tuple) else None
+    port, protocol = data.get("port"), data.get("protocol", "tcp")
+    if isinstance(port, str) and port.isdigit():
+        port = int(port)
+    if not isinstance(port, int) or isinstance(port, bool) or protocol not in ("tcp", "udp"):
+        return None
+    try:
+        vip = _types.host_address(first)
+    except ValueError:
+        return None
+    return default_service_name(vip, port, str(protocol))
+
+
+class ServiceConfig(XdplbModel):
+    """One or more VIPs on one port and protocol, balanced over a set of backends with Maglev hashing."""
+
+    name: str = Field(
+        "",
+        description='label in logs, metrics and the API; unique; default "VIP:PORT/PROTOCOL" of the first VIP',
+    )
+    vips: tuple[_types.HostAddress, ...] = Field(
+        min_length=1,
+        validation_alias=AliasChoices("vips", "vip"),
+        description="addresses clients connect to, each announced as a /32 or /128 (`vip: ADDRESS` for one)",
+    )
+    port: _types.Port = Field(description="destination port")
+    protocol: Literal["tcp", "udp"] = Field("tcp", description="`tcp` or `udp`")
+    sticky: bool = Field(
+        False, description="hash on the client and VIP addresses only, so a client sticks to a backend on every port"
+    )
+    table_size: int = Field(
+        16381,
+        ge=7,
+        le=1048573,
+        description="Maglev lookup table size; must be prime, and about 100 times the backends or more for even "
+        "shares. Memory: 4 bytes x size x 2 (the table is double-buffered), 128 KiB at the default",
+    )
+    need: int = Field(
+        1,
+        ge=0,
+        description="healthy enabled backends needed for the VIPs to be announced over BGP; 0 announces them "
+        "regardless; more than the backends listed is an error",
+    )
+    bgp: RouteAttributes | None = Field(
+        None, description="attributes of this service's VIP routes; fields set here override `bgp.attributes`"
+    )
+    policy: str | None = Field(None, description="name of a policy whose checks to run")
+    checks: tuple[Check, ...] | None = Field(None, description=_CHECKS_DESCRIPTION)
+    backends: tuple[BackendConfig, ...] = Field((), description="the real servers")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if value and not _NAME.match(value):
+            raise ValueError(f"bad name {value!r}: up to 128 letters, digits and _ . : / @ [ ] - (no spaces)")
+        return value
+
+    @field_validator("vips", mode="before")
+    @classmethod
+    def _one_vip(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _vip_and_name(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        if "vip" in data and "vips" in data:
+            raise ValueError("give either vip or vips, not both")
+        if not data.get("name"):
+            name = _name_from_raw(data)
+            if name is not None:
+                data = {**data, "name": name}
+        return data
+
+    @model_validator(mode="after")
+    def _apply_rules(self) -> "ServiceConfig":
+        problems = _rules.service_problems(self)
+        if not self.name:  # only when _name_from_raw could not read input that validated anyway
+            problems.append((("name",), "cannot derive a name from the first VIP, port and protocol: set one"))
+        _types.raise_problems("ServiceConfig", problems)
+        return self
+
+    @field_validator("table_size")
+    @classmethod
+    def _prime(cls, value: int) -> int:
+        _rules.check_table_size(value)
+        return value
+
+    def backend_key(self, backend: BackendConfig) -> str:
+        """A stable key of ``backend`` within this service across reloads: ``"web/198.18.0.11"``."""
+        return f"{self.name}/{backend.address}"

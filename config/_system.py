@@ -1,0 +1,111 @@
+"""Sections about the host itself: the interfaces XDP attaches to, data-plane sizing, and the API listener."""
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from config import _types
+from config._base import XdplbModel
+
+__all__ = ["ApiConfig", "DataplaneConfig", "InterfaceConfig", "parse_listen"]
+
+_IFNAME = re.compile(r"^[^/\s:]{1,15}$")  # the kernel's IFNAMSIZ is 16 with the NUL
+
+
+class InterfaceConfig(XdplbModel):
+    """One interface the XDP program attaches to; a plain string ``eth0`` is short for ``{name: eth0}``."""
+
+    name: str = Field(description="interface name, as `ip link` shows it (at most 15 characters)")
+    mode: Literal["auto", "native", "generic"] = Field(
+        "auto", description="XDP attach mode: `native` (driver), `generic` (skb), or `auto` (native, else generic)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: object) -> object:
+        return {"name": data} if isinstance(data, str) else data
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _IFNAME.match(value) or value in (".", ".."):
+            raise ValueError(f"bad interface name {value!r}: 1 to 15 characters, no '/', ':' or white space")
+        return value
+
+
+class DataplaneConfig(XdplbModel):
+    """Sizing and hashing of the XDP data plane; the same on every node of an anycast group."""
+
+    flow_table_size: int = Field(
+        65536, ge=1024, le=16777216, description="entries of the per-CPU LRU flow table (connections remembered)"
+    )
+    hash_seed: int = Field(
+        0,
+        ge=0,
+        le=4294967295,
+        description="seed of the flow hash; keep it the same on every node so all nodes pick the same backend",
+    )
+    new_flow_rate_limit: int = Field(
+        125000,
+        ge=0,
+        description="new flows per CPU per second inserted into the flow table; above it they are forwarded "
+        "without being remembered (flood guard); 0 means no limit",
+    )
+
+
+def parse_listen(text: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
+    """The address and port of ``"127.0.0.1:9180"`` or ``"[::1]:9180"``; ValueError says what is wrong."""
+    match = re.fullmatch(r"\[([^\]]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})", text.strip())
+    if match is None:
+        hint = "; write an IPv6 address in brackets, [::1]:9180" if text.count(":") > 1 else ""
+        raise ValueError(f"bad listen address {text!r}: expected ADDRESS:PORT such as 127.0.0.1:9180{hint}")
+    host, port = (match[1], match[2]) if match[1] is not None else (match[3], match[4])
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"bad listen address {text!r}: {host!r} is not an IP address (names are not accepted)") from None
+    if not 1 <= int(port) <= 65535:
+        raise ValueError(f"bad listen address {text!r}: port {port} is not in 1..65535")
+    return address, int(port)
+
+
+class ApiConfig(XdplbModel):
+    """The HTTP listener of the JSON API, the web console and Prometheus ``/metrics``."""
+
+    listen: str = Field("127.0.0.1:9180", description="ADDRESS:PORT, IPv6 in brackets: `[::1]:9180`")
+    token_file: Path | None = Field(
+        None,
+        description="file holding the bearer token that write requests must present; "
+        "required when `listen` is not a loopback address",
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _apply_rules(self) -> "ApiConfig":
+        _types.raise_problems("ApiConfig", verify_api_token(self))
+        return self
+
+    @property
+    def host(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        """The address to listen on."""
+        return parse_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        """The TCP port to listen on."""
+        return parse_listen(self.listen)[1]
+
+
+def verify_api_token(api: ApiConfig) -> list[_types.Problem]:
+    """An API reachable from other hosts must require a token."""
+    if api.token_file is None and not api.host.is_loopback:
+        return [(("token_file",), f"required because listen {api.listen} is not a loopback address")]
+    return []

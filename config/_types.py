@@ -1,0 +1,69 @@
+"""Field types shared by the config models, and the way a model validator reports problems at precise paths."""
+
+import ipaddress
+from collections.abc import Iterable
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field, ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+__all__ = ["HostAddress", "IpAddress", "Loc", "Port", "Problem", "host_address", "raise_problems"]
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+Loc = tuple[str | int, ...]
+Problem = tuple[Loc, str]
+"""Where a cross-field rule found a mistake (relative to the model it checks) and what is wrong."""
+
+
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+
+def _ip(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    # One validator instead of pydantic's IPv4Address | IPv6Address union, which reports two errors per bad value.
+    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected an IP address as a string, got {value!r}")
+    try:
+        return ipaddress.ip_address(value.strip())
+    except ValueError:
+        raise ValueError(f"not an IP address: {value!r}") from None
+
+
+def host_address(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """``value`` as the address of one host; ValueError says why it is not one."""
+    if isinstance(value, str) and "/" in value:
+        try:
+            network = ipaddress.ip_network(value.strip(), strict=False)
+        except ValueError:
+            raise ValueError(f"not an IP address: {value!r}") from None
+        if network.num_addresses != 1:
+            raise ValueError(
+                f"{value!r} is a network; give a single address such as {network.network_address} "
+                f"(it is announced as /{network.max_prefixlen})"
+            )
+        value = str(network.network_address)
+    address = _ip(value)
+    if address.is_unspecified or address.is_multicast or address == _BROADCAST:
+        raise ValueError(f"{address} is not a host address (unspecified, multicast or broadcast)")
+    return address
+
+
+IpAddress = Annotated[ipaddress.IPv4Address | ipaddress.IPv6Address, BeforeValidator(_ip)]
+"""An IPv4 or IPv6 address, written as a string."""
+
+HostAddress = Annotated[ipaddress.IPv4Address | ipaddress.IPv6Address, BeforeValidator(host_address)]
+"""An address of one host (VIP or backend): not unspecified, multicast or broadcast; ``/32`` or ``/128`` accepted."""
+
+
+def raise_problems(title: str, problems: Iterable[Problem]) -> None:
+    """Raise one ValidationError carrying every problem at its own path; return if there is none.
+
+    Raised from a model validator, pydantic prefixes each path with where that model sits in the document.
+    """
+    details = [
+        InitErrorDetails(type=PydanticCustomError("xdplb_rule", "{message}", {"message": message}), loc=loc, input=None)
+        for loc, message in problems
+    ]
+    if details:
+        raise ValidationError.from_exception_data(title, details)
