@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import contextlib
 import ipaddress
 import json
@@ -36,16 +37,17 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
-import time
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, Iterator, Sequence, cast
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from pyroute2 import IPRoute, netns
 from pyroute2.ethtool import Ethtool
 
 import config
+from balancer import lab_backend
 
 __all__ = [
     "LAB_V4",
@@ -54,7 +56,6 @@ __all__ = [
     "VIP_V4",
     "VIP_V6",
     "Host",
-    "HttpBackend",
     "Lab",
     "LabError",
     "cleanup_leftovers",
@@ -71,6 +72,7 @@ REGISTRY_DIR = Path("/run/xdplb-lab")
 _NETNS_DIR = Path("/run/netns")
 _ROLE = re.compile(r"^[a-z][a-z0-9]{0,5}$")  # the host's ifname is "<run-id>-<role>", at most 15 characters
 _IFNAMSIZ = 15
+_T = TypeVar("_T")
 
 
 class LabError(config.XdplbError, RuntimeError):
@@ -95,6 +97,27 @@ def _ipr(name: str) -> Any:
     return IPRoute(netns=name, flags=0)
 
 
+def _blocking(func: Callable[[], _T]) -> _T:
+    """Call ``func``; in a thread of its own when this thread runs an event loop, which pyroute2's sync API
+    refuses (the lab is also used from coroutines: the demo, async tests)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return func()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(func).result()
+
+
+def _netlink(name: str, func: Callable[[Any], _T]) -> _T:
+    """Call ``func(ipr)`` with a pyroute2 ``IPRoute`` bound to namespace ``name``."""
+
+    def call() -> _T:
+        with _ipr(name) as ipr:
+            return func(ipr)
+
+    return _blocking(call)
+
+
 def _link_index(ipr: Any, ifname: str) -> int:
     found = ipr.link_lookup(ifname=ifname)
     if not found:
@@ -103,7 +126,10 @@ def _link_index(ipr: Any, ifname: str) -> int:
 
 
 def _in_subnet(address: str, net: ipaddress.IPv4Network | ipaddress.IPv6Network, what: str) -> str:
-    addr = ipaddress.ip_address(address)
+    try:
+        addr = ipaddress.ip_address(address)
+    except ValueError as exc:
+        raise LabError(f"{what} {address!r}: {exc}") from None
     if addr not in net or addr in (net.network_address, net.broadcast_address):
         raise LabError(f"{what} {address} is not a host address of {net}")
     return str(addr)
@@ -145,7 +171,10 @@ class Host:
             yield self
 
     def ipr(self) -> Any:
-        """Return a pyroute2 ``IPRoute`` bound to this namespace; close it (``with``) when done."""
+        """Return a pyroute2 ``IPRoute`` bound to this namespace; close it (``with``) when done.
+
+        pyroute2's sync API refuses a thread running an event loop: there, use ``AsyncIPRoute`` in ``entered()``.
+        """
         return _ipr(self.netns)
 
     def add_route(self, prefix: str, via: str | None = None) -> None:
@@ -158,8 +187,7 @@ class Host:
             if ipaddress.ip_address(via).version != dst.version:
                 raise LabError(f"route {prefix} via {via}: address families differ")
             spec["gateway"] = via
-        with self.ipr() as ipr:
-            ipr.route("replace", **spec)
+        _netlink(self.netns, lambda ipr: ipr.route("replace", **spec))
 
     def add_vip_on_loopback(self, vip: str) -> None:
         """Make this host a DSR backend for ``vip``: the VIP on ``lo``, and no ARP answers or filters about it.
@@ -177,8 +205,8 @@ class Host:
                 self.set_sysctl(f"net.ipv4.conf.{conf}.arp_announce", 2)
             for conf in ("all", "default", "lo", self.ifname):
                 self.set_sysctl(f"net.ipv4.conf.{conf}.rp_filter", 0)
-        with self.ipr() as ipr:
-            ipr.addr("replace", index=_link_index(ipr, "lo"), address=str(addr), prefixlen=addr.max_prefixlen)
+        _netlink(self.netns, lambda ipr: ipr.addr("replace", index=_link_index(ipr, "lo"), address=str(addr),
+                                                  prefixlen=addr.max_prefixlen))
         log.info("event=lab_vip_on_loopback host=%s vip=%s", self.netns, addr)
 
     def set_sysctl(self, name: str, value: int | str) -> None:
@@ -195,18 +223,24 @@ class Host:
 
     def disable_tx_checksum_offload(self) -> None:
         """Turn off tx checksum offload on the veth: native XDP drops the partial checksums it would send."""
-        with self.entered(), contextlib.closing(Ethtool()) as ethtool:
-            features = ethtool.get_features(self.ifname)
-            for key, feature in features.features.items():
-                if key.startswith("tx-checksum") and feature.enable:
-                    feature.enable = False
-            ethtool.set_features(self.ifname, features)
+        def disable() -> None:
+            with self.entered(), contextlib.closing(Ethtool()) as ethtool:
+                features = ethtool.get_features(self.ifname)
+                for key, feature in features.features.items():
+                    if key.startswith("tx-checksum") and feature.enable:
+                        feature.enable = False
+                ethtool.set_features(self.ifname, features)
+
+        _blocking(disable)
 
     def tx_checksum_offload(self) -> bool:
         """Return whether any tx checksum offload is still on for the veth."""
-        with self.entered(), contextlib.closing(Ethtool()) as ethtool:
-            features = ethtool.get_features(self.ifname).features
-            return any(f.enable for key, f in features.items() if key.startswith("tx-checksum"))
+        def enabled() -> bool:
+            with self.entered(), contextlib.closing(Ethtool()) as ethtool:
+                features = ethtool.get_features(self.ifname).features
+                return any(f.enable for key, f in features.items() if key.startswith("tx-checksum"))
+
+        return _blocking(enabled)
 
     def _command(self, argv: Sequence[str]) -> list[str]:
         # nsenter joins the network namespace only; `ip netns exec` would also remount /sys and hide /sys/fs/bpf.
@@ -224,79 +258,21 @@ class Host:
         return proc
 
     def start_http_backend(self, name: str, port: int = 80, *, bind: str | None = None,
-                           timeout: float = 15.0) -> HttpBackend:
-        """Start ``python -m balancer.lab_backend`` here and return once it answers ``/healthz``."""
+                           timeout: float = 15.0) -> lab_backend.HttpBackend:
+        """Start ``python -m balancer.lab_backend`` here and return once it answers ``GET /healthz``."""
         argv = [sys.executable, "-m", "balancer.lab_backend", "--name", name, "--port", str(port)]
         if bind is not None:
             argv += ["--bind", bind]
-        proc = self.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        backend = HttpBackend(self, name=name, port=port, address=bind or self.ipv4, process=proc)
+        stderr = tempfile.TemporaryFile()  # a file, not a pipe nobody reads: errors must never block the server
+        proc = self.popen(argv, stdout=subprocess.DEVNULL, stderr=stderr)
+        backend = lab_backend.HttpBackend(self, name=name, port=port, address=bind or self.ipv4, process=proc,
+                                          stderr=stderr)
         try:
             backend.wait_ready(timeout)
         except BaseException:
             backend.stop()
             raise
         return backend
-
-
-class HttpBackend:
-    """A running ``balancer.lab_backend`` in a lab host; ``stop()`` it or use it as a context manager."""
-
-    def __init__(self, host: Host, *, name: str, port: int, address: str, process: subprocess.Popen[Any]) -> None:
-        self.host = host
-        self.name = name
-        self.port = port
-        self.address = address
-        self.process = process
-
-    def __enter__(self) -> HttpBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def wait_ready(self, timeout: float) -> None:
-        """Poll ``GET /healthz`` from inside the namespace until it answers 200."""
-        deadline = time.monotonic() + timeout
-        request = b"GET /healthz HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n"
-        family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
-        while True:
-            if self.process.poll() is not None:
-                err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
-                raise LabError(f"backend {self.name} in {self.host.netns} exited {self.process.returncode}: {err}")
-            with self.host.entered():
-                sock = socket.socket(family, socket.SOCK_STREAM)
-            with sock:
-                sock.settimeout(1.0)
-                try:
-                    sock.connect((self.address, self.port))
-                    sock.sendall(request)
-                    if sock.recv(64).startswith(b"HTTP/1.1 200"):
-                        return
-                except OSError:
-                    pass
-            if time.monotonic() > deadline:
-                raise LabError(f"backend {self.name} in {self.host.netns} not answering after {timeout:g} s")
-            time.sleep(0.05)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the server (SIGTERM, then SIGKILL after ``timeout``); safe to call twice."""
-        _stop_process(self.process, timeout)
-
-
-def _stop_process(proc: subprocess.Popen[Any], timeout: float) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    for stream in (proc.stdin, proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
 
 
 def _start_time(pid: int) -> int | None:
@@ -333,6 +309,40 @@ def _remove_netns(name: str) -> None:
         netns.remove(name)
 
 
+class _SigtermToExit:
+    """Turns SIGTERM into ``SystemExit`` while a lab of this process is alive, so teardown code runs."""
+
+    def __init__(self) -> None:
+        self.labs: set[int] = set()
+        self.pid = 0
+
+    def acquire(self, lab: int) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may set handlers
+        if not self.labs:
+            if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+                return  # somebody else owns SIGTERM; they must unwind to destroy()
+            signal.signal(signal.SIGTERM, self._handle)
+            self.pid = os.getpid()
+        self.labs.add(lab)
+
+    def release(self, lab: int) -> None:
+        self.labs.discard(lab)
+        if not self.labs and threading.current_thread() is threading.main_thread():
+            if signal.getsignal(signal.SIGTERM) == self._handle:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != self.pid or not self.labs:  # a forked child, or no lab left: die the default way
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise SystemExit(128 + signum)  # unwinds through `with Lab()` and atexit, both call destroy()
+
+
+_SIGTERM = _SigtermToExit()
+
+
 class Lab:
     """The switch namespace with its bridge, and the hosts plugged into it; see the module docstring."""
 
@@ -343,7 +353,6 @@ class Lab:
         self._handle_signals = handle_signals
         self._namespaces: list[str] = []
         self._processes: list[subprocess.Popen[Any]] = []
-        self._previous_sigterm: Any = None
         self._created = False
         self._owner = os.getpid()
 
@@ -385,17 +394,20 @@ class Lab:
         while not self.run_id or self.record_path.exists() or (_NETNS_DIR / self.switch_netns).exists():
             self.run_id = "xl" + secrets.token_hex(3)
         atexit.register(self.destroy)
-        self._install_sigterm()
+        if self._handle_signals:
+            _SIGTERM.acquire(id(self))
         try:
             self._new_netns(self.switch_netns)
-            with _ipr(self.switch_netns) as ipr:
-                ipr.link("add", ifname=self.bridge, kind="bridge", br_stp_state=0, br_forward_delay=0)
-                ipr.link("set", index=_link_index(ipr, self.bridge), state="up")
+            _netlink(self.switch_netns, self._add_bridge)
         except BaseException:
             self.destroy()
             raise
         log.info("event=lab_created run=%s switch=%s", self.run_id, self.switch_netns)
         return self
+
+    def _add_bridge(self, ipr: Any) -> None:
+        ipr.link("add", ifname=self.bridge, kind="bridge", br_stp_state=0, br_forward_delay=0)
+        ipr.link("set", index=_link_index(ipr, self.bridge), state="up")
 
     def add_host(self, role: str, *, ipv4: str, ipv6: str | None = None, mac: str | None = None) -> Host:
         """Add host ``role`` (1-6 of ``[a-z0-9]``, a letter first) with one veth into the bridge.
@@ -419,17 +431,22 @@ class Lab:
         peer: dict[str, Any] = {"ifname": ifname, "net_ns_fd": name}
         if mac is not None:
             peer["address"] = mac
-        with _ipr(self.switch_netns) as ipr:
+
+        def plug(ipr: Any) -> None:  # in the switch namespace
             ipr.link("add", ifname=port, kind="veth", peer=peer)
             ipr.link("set", index=_link_index(ipr, port), master=_link_index(ipr, self.bridge), state="up")
-        with _ipr(name) as ipr:
+
+        def configure(ipr: Any) -> tuple[int, str]:  # in the host namespace
             ipr.link("set", index=_link_index(ipr, "lo"), state="up")
             index = _link_index(ipr, ifname)
             ipr.link("set", index=index, state="up")
             ipr.addr("add", index=index, address=ipv4, prefixlen=LAB_V4.prefixlen)
             if ipv6 is not None:
                 ipr.addr("add", index=index, address=ipv6, prefixlen=LAB_V6.prefixlen)
-            actual_mac = str(ipr.link("get", index=index)[0].get("address"))
+            return index, str(ipr.link("get", index=index)[0].get("address"))
+
+        _netlink(self.switch_netns, plug)
+        index, actual_mac = _netlink(name, configure)
         host = Host(self, name=role, netns=name, ifname=ifname, ifindex=index, mac=actual_mac, ipv4=ipv4, ipv6=ipv6)
         self.hosts[role] = host
         log.info("event=lab_host_added run=%s host=%s ipv4=%s ipv6=%s mac=%s", self.run_id, name, ipv4, ipv6,
@@ -443,7 +460,7 @@ class Lab:
         errors: list[str] = []
         for proc in self._processes:
             try:
-                _stop_process(proc, timeout=3.0)
+                lab_backend.stop_process(proc, timeout=3.0)
             except Exception as exc:  # keep tearing down; reported below
                 errors.append(f"stop pid {proc.pid}: {exc!r}")
         self._processes.clear()
@@ -461,7 +478,7 @@ class Lab:
         self.hosts.clear()
         with contextlib.suppress(FileNotFoundError):
             self.record_path.unlink()
-        self._restore_sigterm()
+        _SIGTERM.release(id(self))
         atexit.unregister(self.destroy)
         self._created = False
         if errors:
@@ -480,27 +497,6 @@ class Lab:
         tmp = self.record_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(record, indent=1) + "\n")
         tmp.replace(self.record_path)
-
-    def _install_sigterm(self) -> None:
-        if not self._handle_signals or threading.current_thread() is not threading.main_thread():
-            return
-        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-            return  # somebody else owns SIGTERM; they must unwind to destroy()
-
-        owner = self._owner
-
-        def _exit(signum: int, frame: FrameType | None) -> None:
-            if os.getpid() != owner:  # a forked child: die as if no handler were installed
-                signal.signal(signum, signal.SIG_DFL)
-                os.kill(os.getpid(), signum)
-            raise SystemExit(128 + signum)  # unwinds through `with Lab()` and atexit, both call destroy()
-
-        self._previous_sigterm = signal.signal(signal.SIGTERM, _exit)
-
-    def _restore_sigterm(self) -> None:
-        if self._previous_sigterm is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._previous_sigterm)
-            self._previous_sigterm = None
 
 
 def _owner_alive(record: dict[str, Any]) -> bool:
