@@ -28,6 +28,7 @@ import atexit
 import concurrent.futures
 import contextlib
 import ipaddress
+import itertools
 import json
 import logging
 import os
@@ -143,14 +144,19 @@ def _sysctl_path(name: str) -> Path:
 
 
 class Host:
-    """One lab host: a namespace with ``lo`` and one veth (``ifname``) plugged into the lab's bridge."""
+    """One lab host: a namespace with ``lo`` and one veth (``ifname``) plugged into the lab's bridge.
+
+    ``port`` is the veth's other end, a bridge port in the switch namespace (``Lab.switch_entered()``): native
+    XDP_TX out of ``ifname`` needs an XDP program (XDP_PASS is enough) on ``port`` (field notes).
+    """
 
     def __init__(self, lab: Lab, *, name: str, netns: str, ifname: str, ifindex: int, mac: str,
-                 ipv4: str, ipv6: str | None) -> None:
+                 ipv4: str, ipv6: str | None, port: str) -> None:
         self._lab = lab
         self.name = name
         self.netns = netns
         self.ifname = ifname
+        self.port = port
         self.ifindex = ifindex
         self.mac = mac
         self.ipv4 = ipv4
@@ -355,6 +361,7 @@ class Lab:
         self._processes: list[subprocess.Popen[Any]] = []
         self._created = False
         self._owner = os.getpid()
+        self._port_numbers = itertools.count()
 
     @property
     def switch_netns(self) -> str:
@@ -365,6 +372,12 @@ class Lab:
     def bridge(self) -> str:
         """Name of the bridge inside the switch namespace."""
         return f"{self.run_id}-br"
+
+    @contextlib.contextmanager
+    def switch_entered(self) -> Iterator[None]:
+        """Like ``Host.entered()``, for the switch namespace (the bridge and every host's ``port``)."""
+        with _joined(self.switch_netns):
+            yield
 
     @property
     def namespaces(self) -> list[str]:
@@ -422,7 +435,7 @@ class Lab:
             raise LabError(f"lab {self.run_id} already has a host {role}")
         ipv4 = _in_subnet(ipv4, LAB_V4, "host address")
         ipv6 = None if ipv6 is None else _in_subnet(ipv6, LAB_V6, "host address")
-        name, ifname, port = f"{self.run_id}-{role}", f"{self.run_id}-{role}", f"{self.run_id}-p{len(self.hosts)}"
+        name, ifname, port = f"{self.run_id}-{role}", f"{self.run_id}-{role}", f"{self.run_id}-p{next(self._port_numbers)}"
         assert len(ifname) <= _IFNAMSIZ and len(port) <= _IFNAMSIZ
         self._new_netns(name)
         # Before the veth exists, so its IPv6 addresses (link-local too) are usable at once.
@@ -447,7 +460,8 @@ class Lab:
 
         _netlink(self.switch_netns, plug)
         index, actual_mac = _netlink(name, configure)
-        host = Host(self, name=role, netns=name, ifname=ifname, ifindex=index, mac=actual_mac, ipv4=ipv4, ipv6=ipv6)
+        host = Host(self, name=role, netns=name, ifname=ifname, ifindex=index, mac=actual_mac, ipv4=ipv4, ipv6=ipv6,
+                    port=port)
         self.hosts[role] = host
         log.info("event=lab_host_added run=%s host=%s ipv4=%s ipv6=%s mac=%s", self.run_id, name, ipv4, ipv6,
                  actual_mac)
