@@ -435,7 +435,8 @@ class Lab:
             raise LabError(f"lab {self.run_id} already has a host {role}")
         ipv4 = _in_subnet(ipv4, LAB_V4, "host address")
         ipv6 = None if ipv6 is None else _in_subnet(ipv6, LAB_V6, "host address")
-        name, ifname, port = f"{self.run_id}-{role}", f"{self.run_id}-{role}", f"{self.run_id}-p{next(self._port_numbers)}"
+        name = ifname = f"{self.run_id}-{role}"  # the namespace and the veth inside it
+        port = f"{self.run_id}-p{next(self._port_numbers)}"
         assert len(ifname) <= _IFNAMSIZ and len(port) <= _IFNAMSIZ
         self._new_netns(name)
         # Before the veth exists, so its IPv6 addresses (link-local too) are usable at once.
@@ -472,6 +473,7 @@ class Lab:
         if not self._created or os.getpid() != self._owner:
             return  # pyroute2 forks helper children: they inherit atexit and signal handlers, never the lab
         errors: list[str] = []
+        left: list[str] = []
         for proc in self._processes:
             try:
                 lab_backend.stop_process(proc, timeout=3.0)
@@ -488,10 +490,14 @@ class Lab:
                 _remove_netns(name)
             except Exception as exc:
                 errors.append(f"remove netns {name}: {exc!r}")
-        self._namespaces.clear()
+                left.append(name)
+        self._namespaces[:] = left
         self.hosts.clear()
-        with contextlib.suppress(FileNotFoundError):
-            self.record_path.unlink()
+        if left:
+            self._write_record()  # what is left stays known to cleanup_leftovers() once this process is gone
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self.record_path.unlink()
         _SIGTERM.release(id(self))
         atexit.unregister(self.destroy)
         self._created = False
@@ -500,6 +506,8 @@ class Lab:
         log.info("event=lab_destroyed run=%s", self.run_id)
 
     def _new_netns(self, name: str) -> None:
+        if (_NETNS_DIR / name).exists():
+            raise LabError(f"namespace {name} exists already and is not ours")
         # Recorded before it exists: a crash between the two leaves a name cleanup_leftovers() knows about.
         self._namespaces.append(name)
         self._write_record()

@@ -48,7 +48,7 @@ def program() -> Any:
     bpf.ensure_kernel_source()
     from bcc import BPF
 
-    return BPF(text=_PROGRAM.replace("BACKEND", _c_mac(B1_MAC)).replace("SELF", _c_mac(LB_MAC)))
+    return BPF(text=_PROGRAM.replace("BACKEND", _c_mac(B1_MAC)).replace("SELF", _c_mac(LB_MAC)).encode())
 
 
 def _get(client: Host) -> str:
