@@ -4,6 +4,7 @@ import errno
 import http.client
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -226,11 +227,13 @@ def _child_lab(registry: Path, mode: str) -> tuple[subprocess.Popen[str], dict[s
     return proc, json.loads(line)
 
 
-def test_sigterm_destroys_the_lab(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_destroys_the_lab(tmp_path: Path, signum: int) -> None:
     proc, made = _child_lab(tmp_path, "wait")
     assert set(made["namespaces"]) <= netns_names()
-    proc.terminate()
+    proc.send_signal(signum)
     proc.communicate(timeout=30)
+    assert proc.returncode != 0
     assert not set(made["namespaces"]) & netns_names()
     assert not Path(str(made["record"])).exists()
     assert not alive(int(made["backend"]))
@@ -260,7 +263,7 @@ def test_cleanup_leftovers_removes_dead_runs_and_leaves_live_ones(tmp_path: Path
 
 
 async def test_forward_localhost_exposes_a_namespace_port(lab: Lab) -> None:
-    host = lab.add_host("lb", ipv4="198.18.0.5")
+    host = lab.add_host("lb", ipv4="198.18.0.5")  # the lab's sync calls also work from a coroutine
     # A silent listener on the same port of our own loopback: a forwarder connecting from here would hang on it.
     decoy = socket.create_server(("127.0.0.1", 0))
     inner_port = decoy.getsockname()[1]
