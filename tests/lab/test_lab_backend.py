@@ -2,6 +2,7 @@
 
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -54,8 +55,13 @@ def test_module_serves_quietly_and_stops_promptly_with_a_stream_open() -> None:
             except OSError:
                 assert proc.poll() is None and time.monotonic() < deadline, "backend did not come up"
                 time.sleep(0.05)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as dropped:  # a client vanishing mid-stream
+            dropped.sendall(b"GET /stream?seconds=600 HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b"b9 0" in dropped.recv(4096) or b"b9 0" in dropped.recv(4096)
+            dropped.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a RST
         stream = urllib.request.urlopen(f"http://127.0.0.1:{port}/stream?seconds=600", timeout=5)
         assert stream.readline() == b"b9 0\n"
+        time.sleep(0.5)  # the server writes into the dropped stream and meets the reset
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0, "an open stream must not hold the shutdown for long"
         stream.close()
