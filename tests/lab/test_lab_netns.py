@@ -208,6 +208,7 @@ _CHILD = """
 import json, os, signal, sys
 from pathlib import Path
 from balancer.lab_netns import Lab
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even if started in the background
 lab = Lab(registry_dir=Path(sys.argv[1])).create()
 backend = lab.add_host("b1", ipv4="198.18.0.11").start_http_backend("b1", 80)
 print(json.dumps({"namespaces": lab.namespaces, "backend": backend.process.pid, "record": str(lab.record_path)}),
@@ -227,7 +228,7 @@ def _child_lab(registry: Path, mode: str) -> tuple[subprocess.Popen[str], dict[s
     return proc, json.loads(line)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_destroys_the_lab(tmp_path: Path, signum: int) -> None:
     proc, made = _child_lab(tmp_path, "wait")
     assert set(made["namespaces"]) <= netns_names()
