@@ -1,0 +1,35 @@
+"""Shared test plumbing: the ``privileged`` marker (root, BPF, network namespaces)."""
+
+import functools
+import os
+import subprocess
+import sys
+
+import pytest
+
+_PROBE = "import ctypes, os; os._exit(0 if ctypes.CDLL(None, use_errno=True).unshare(0x40000000) == 0 else 1)"
+
+
+@functools.cache
+def _privilege_problem() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root"
+    # CLONE_NEWNET in a throwaway child: proves namespaces work here without touching anything.
+    if subprocess.run([sys.executable, "-c", _PROBE], timeout=30).returncode != 0:
+        return "cannot create a network namespace"
+    return None
+
+
+def require_privileges() -> None:
+    """Skip the calling test without root and namespace support; fail instead when ``CI=true``."""
+    problem = _privilege_problem()
+    if problem is None:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true and this test {problem}")
+    pytest.skip(problem)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("privileged") is not None:
+        require_privileges()
