@@ -192,7 +192,7 @@ class DataPlane:
         for index, candidate in enumerate(modes):
             flags = _XDP_FLAGS[candidate]
             try:
-                BPF.attach_xdp(ifname, fn, flags)
+                BPF.attach_xdp(ifname.encode(), fn, flags)
             except Exception as error:
                 if index + 1 < len(modes):
                     log.warning("event=xdp_native_failed interface=%s error=%s fallback=generic", ifname, error)
@@ -212,7 +212,7 @@ class DataPlane:
         if flags is None:
             return
         try:
-            BPF.remove_xdp(ifname, flags)
+            BPF.remove_xdp(ifname.encode(), flags)
         except Exception as error:
             raise DataPlaneError(f"detaching XDP from {ifname} failed: {error}") from error
         log.info("event=xdp_detached interface=%s", ifname)
