@@ -1,0 +1,145 @@
+"""What the daemon reports: one immutable snapshot of services, backends, VIPs, BGP peers and counters.
+
+The core builds a ``Snapshot`` on demand (``Controller.snapshot()``); the JSON API, the console, ``xdplb status``
+and the Prometheus collector all read it, so they always agree.
+"""
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import config
+
+__all__ = [
+    "BackendReport",
+    "Controller",
+    "PeerReport",
+    "ReloadResult",
+    "ServiceReport",
+    "Snapshot",
+    "VipReport",
+    "to_json",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendReport:
+    """One backend of one data-plane service (a service has one per VIP)."""
+
+    key: str  # the config's stable key, "web/198.18.0.11": admin calls name it
+    address: str
+    weight: int  # as configured
+    admin: str  # effective admin state: enabled | drained | disabled
+    admin_override: str | None  # set at run time through the API; None when the file's state applies
+    health: str  # unknown | up | down
+    reason: str  # why, in a few words: "status 503, expected 200-299", "connection refused", "no checks"
+    since: float  # epoch seconds of the last health change
+    last_check_seconds: float | None  # duration of the last check run
+    mac: str | None
+    dataplane: str  # active | draining (weight 0) | no MAC (neighbour unresolved) | removed: down | removed: disabled
+    table_entries: int  # Maglev slots it holds
+    packets: int
+    bytes: int
+    new_flows: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceReport:
+    """One (VIP, port, protocol) of a configured service."""
+
+    name: str
+    vip: str
+    port: int
+    protocol: str
+    sticky: bool
+    need: int
+    healthy: int  # backends taking new flows in the data plane
+    up: bool  # healthy >= need
+    table_size: int  # Maglev entries in use; 0 when no backend takes new flows
+    packets: int
+    bytes: int
+    new_flows: int
+    drop_no_backend: int
+    backends: tuple[BackendReport, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class VipReport:
+    """A VIP's route: announced while every service on it is up and the daemon is ready."""
+
+    vip: str
+    prefix: str
+    announced: bool
+    reason: str  # "all services up", "web: 0 of 1 needed backends healthy", "starting: health not known yet"
+    services: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class PeerReport:
+    """A BGP session as ExaBGP reports it."""
+
+    address: str
+    state: str  # down | connected | established
+    since: float
+    routes_sent: int
+    reason: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """Everything the daemon reports at one moment."""
+
+    version: str  # xdplb's
+    config_digest: str
+    config_source: str
+    started_at: float
+    ready: bool  # data plane attached and every backend's health known (or the start grace over)
+    interfaces: Mapping[str, str]  # attached interface -> XDP mode
+    services: tuple[ServiceReport, ...]
+    vips: tuple[VipReport, ...]
+    peers: tuple[PeerReport, ...]
+    totals: Mapping[str, int]  # the data plane's global counters: rx_packets, passed, forwarded, drop_* ...
+    flow_table_entries: Mapping[str, int]  # "ipv4"/"ipv6" -> entries in use
+    flow_table_size: int
+    reloads: Mapping[str, int]  # "success"/"failure" -> count
+    last_reload_error: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ReloadResult:
+    """What a reload did."""
+
+    ok: bool
+    config_digest: str
+    message: str  # "applied: 1 service added, 2 backends changed" or the validation errors, one per line
+
+
+class Controller(Protocol):
+    """What the HTTP API, the console and the metrics need from the core."""
+
+    def snapshot(self) -> Snapshot:
+        """The current state (cheap: reads maps and in-memory state, no I/O beyond map reads)."""
+
+    @property
+    def running_config(self) -> config.XdplbConfig:
+        """The configuration in force."""
+
+    async def reload(self) -> ReloadResult:
+        """Re-read the config file; apply it as a diff if valid, else keep the running one."""
+
+    async def set_admin(self, backend_key: str, state: config.AdminState | None) -> None:
+        """Override a backend's admin state at run time (None: back to the file's). KeyError if unknown."""
+
+
+def to_json(value: Any) -> Any:
+    """A snapshot (or any part of it) as plain JSON types."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: to_json(getattr(value, field.name)) for field in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(key): to_json(item) for key, item in value.items()}
+    if isinstance(value, tuple | list):
+        return [to_json(item) for item in value]
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value
