@@ -7,17 +7,16 @@ generation, so flows that pointed at them select again; freed slots are reused o
 """
 
 import ctypes
+import fcntl
 import math
-import ipaddress
 import logging
 import os
 import socket
+import struct
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
-
-from pyroute2 import IPRoute
 
 from bpf import _abi
 from bpf._counters import Counters, read_counters
@@ -31,6 +30,7 @@ __all__ = ["AttachMode", "DataPlane", "DataPlaneSettings"]
 
 log = logging.getLogger(__name__)
 _FLOW_WAYS = _abi.header_defines()["FLOW_WAYS"]
+_SIOCGIFHWADDR = 0x8927
 
 AttachMode = Literal["auto", "native", "generic"]
 _XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
@@ -149,7 +149,6 @@ class DataPlane:
             self._fn = self._bpf.load_func(b"xdplb", BPF.XDP)
         except Exception as error:
             raise DataPlaneError(f"loading the XDP program failed: {error}") from error
-        self._neighbours = NeighbourTable()
         log.info("event=dataplane_loaded flow_table_size=%d prog_fd=%d", self.settings.flow_table_size, self.prog_fd)
 
     def cleanup(self) -> None:
@@ -224,10 +223,12 @@ class DataPlane:
         return {ifname: names[flags] for ifname, flags in self._attached.items()}
 
     def _set_interface_mac(self, ifname: str) -> None:
-        with IPRoute() as ipr:
-            (link,) = ipr.get_links(ifname=ifname)
-            ifindex, mac = link["index"], link.get_attr("IFLA_ADDRESS")
-        self.set_interface_mac(ifindex, mac)
+        # ioctls, not netlink or /sys: right in whatever network namespace this thread is in, and safe to call from
+        # a thread that runs an event loop (pyroute2's sync API refuses those).
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            request = struct.pack("256s", ifname.encode()[:15])
+            hwaddr = fcntl.ioctl(sock.fileno(), _SIOCGIFHWADDR, request)[18:24]
+        self.set_interface_mac(socket.if_nametoindex(ifname), hwaddr.hex(":"))
 
     def set_interface_mac(self, ifindex: int, mac: str) -> None:
         """Source MAC for frames forwarded out of ``ifindex`` (done by ``attach``)."""
@@ -285,15 +286,16 @@ class DataPlane:
         """Status of every programmed service."""
         return {key: p.status for key, p in self._services.items() if p.status is not None}
 
-    def refresh_neighbours(self, *, probe: bool = True) -> dict[IPAddress, str | None]:
-        """Re-read backend MACs from the kernel; re-program services whose backends changed; probe unknown ones.
+    def wanted_neighbours(self) -> set[IPAddress]:
+        """Backend addresses whose MAC comes from the neighbour table."""
+        return {b.address for p in self._services.values() for b in p.spec.backends if b.mac is None}
 
-        Returns the MACs that changed (None: lost). Call it periodically (every second or so).
+    def update_macs(self, found: Mapping[IPAddress, str | None]) -> dict[IPAddress, str | None]:
+        """Take backend MACs (None: unknown) and re-program the services whose backends changed.
+
+        Returns the MACs that changed. The daemon reads ``NeighbourTable`` in a worker thread and calls this.
         """
         self._loaded()
-        assert self._neighbours is not None
-        wanted = {b.address for p in self._services.values() for b in p.spec.backends if b.mac is None}
-        found = self._neighbours.lookup(wanted)
         changed = {address: mac for address, mac in found.items() if self._macs.get(address) != mac}
         self._macs.update(changed)
         for address, mac in changed.items():
@@ -302,6 +304,17 @@ class DataPlane:
             for programmed in self._services.values():
                 if any(b.address in changed for b in programmed.spec.backends):
                     self._program(programmed)
+        return changed
+
+    def refresh_neighbours(self, *, probe: bool = True) -> dict[IPAddress, str | None]:
+        """Read backend MACs from the kernel, apply them (``update_macs``) and probe the unknown ones.
+
+        The synchronous convenience for callers without an event loop in this thread.
+        """
+        if self._neighbours is None:
+            self._neighbours = NeighbourTable()
+        found = self._neighbours.lookup(self.wanted_neighbours())
+        changed = self.update_macs(found)
         if probe:
             self._neighbours.probe([address for address, mac in found.items() if mac is None])
         return changed

@@ -40,7 +40,7 @@ class DataplaneConfig(XdplbModel):
     """Sizing and hashing of the XDP data plane; the same on every node of an anycast group."""
 
     flow_table_size: int = Field(
-        65536, ge=1024, le=16777216, description="entries of the per-CPU LRU flow table (connections remembered)"
+        65536, ge=1024, le=16777216, description="flow-table entries (connections remembered; LRU within sets of 4, shared by all CPUs)"
     )
     hash_seed: int = Field(
         0,
