@@ -140,6 +140,7 @@ class BirdLab:
                 "passive on;",
                 "error wait time 1, 2;",
                 "multihop;" if peer.multihop else "direct;",
+                "debug { states, routes, events };",  # to the run's log: the order of withdrawals and closes
             ]
             if peer.hold_time is not None:
                 body.append(f"hold time {peer.hold_time};")

@@ -90,6 +90,9 @@ def announce_command(prefix: Prefix, attributes: RouteAttributes) -> str:
     next_hop = attributes.next_hop
     if next_hop is not None and next_hop.version != prefix.version:
         raise _errors.AttributeMismatchError(f"next-hop {next_hop} is not of the family of {prefix}")
+    if next_hop is not None and (next_hop.is_unspecified or next_hop.is_multicast):
+        # ExaBGP sends these; BIRD then resets the whole session ("Invalid NEXT_HOP").
+        raise _errors.AttributeMismatchError(f"next-hop {next_hop} is not a unicast address")
     parts = [f"announce route {prefix} next-hop {next_hop or 'self'}"]
     if attributes.med is not None:
         parts.append(f"med {attributes.med}")
