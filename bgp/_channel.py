@@ -128,10 +128,10 @@ class ExabgpRun:
                 self._writer.write(text.encode() + b"\n")
                 await self._writer.drain()
                 ok = await asyncio.wait_for(future, timeout)
+            except TimeoutError:  # before OSError, of which it is a subclass
+                raise _errors.ExabgpTimeoutError(text, timeout) from None
             except (ConnectionError, OSError) as error:
                 raise ChannelClosed(f"exabgp is gone; {text!r} not acknowledged") from error
-            except TimeoutError:
-                raise _errors.ExabgpTimeoutError(text, timeout) from None
             finally:
                 self._pending = None
         if not ok:

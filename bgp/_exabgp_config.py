@@ -48,6 +48,9 @@ def environment(base: Mapping[str, str]) -> dict[str, str]:
 
 def render(config: BgpConfig, *, bridge: list[str]) -> str:
     """The ExaBGP configuration for ``config``, with ``bridge`` (argv) as the API process."""
+    addresses = [peer.address for peer in config.peers]
+    if len(set(addresses)) != len(addresses):
+        raise _errors.BgpError(f"peers with the same address: {sorted(map(str, addresses))}")
     lines = [
         f"process {PROCESS_NAME} {{",
         f"    run {shlex.join(bridge)};",

@@ -89,3 +89,10 @@ def test_bad_next_hop_is_refused(next_hop: str) -> None:
     attrs = config.RouteAttributes(next_hop=ipaddress.ip_address(next_hop))
     with pytest.raises(bgp.AttributeMismatchError):
         _exabgp_config.announce_command(ipaddress.ip_network("192.0.2.10/32"), attrs)
+
+
+def test_duplicate_peer_addresses_are_refused() -> None:
+    peer = {"address": "192.0.2.254", "peer_as": 65001}
+    cfg = config.BgpConfig.model_validate({"local_as": 65001, "router_id": "192.0.2.1", "peers": [peer, peer]})
+    with pytest.raises(bgp.BgpError, match="same address"):
+        bgp.Speaker(cfg)

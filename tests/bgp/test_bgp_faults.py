@@ -94,3 +94,48 @@ async def test_rejected_command_surfaces_and_changes_nothing(bird: lab_bird.Bird
         with pytest.raises(bgp.CommandError):
             await speaker.announce(VIP6, config.RouteAttributes())
         assert VIP6 not in speaker.announced
+
+
+async def test_hung_exabgp_times_out_is_restarted_and_gets_the_change(bird: lab_bird.BirdLab) -> None:
+    async with bgp.Speaker(speaker_config(bird), command_timeout=0.5, restart_delay=0.1) as speaker:
+        await wait_for(lambda: speaker.exabgp_pid)
+        pid = speaker.exabgp_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(bgp.ExabgpTimeoutError):
+                await speaker.announce(VIP, config.RouteAttributes(med=5))
+        finally:
+            os.kill(pid, signal.SIGCONT)  # harmless if it was killed, which it should be
+        assert speaker.announced == {VIP: config.RouteAttributes(med=5)}, "kept for the replay"
+        route = await wait_for(lambda: bird.route(VIP), timeout=15)
+        assert route.med == 5
+        assert speaker.restarts == 1
+        await wait_for(lambda: _dead(pid), timeout=2)
+
+
+async def test_restart_backs_off_while_exabgp_keeps_failing(bird: lab_bird.BirdLab, tmp_path: Path) -> None:
+    """ExaBGP runs once, then fails to start twice; the speaker retries with growing delays and recovers."""
+    counter = tmp_path / "runs"
+    wrapper = tmp_path / "exabgp-flaky"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'echo run >> {counter}\n'
+        f'n=$(wc -l < {counter}); if [ "$n" -eq 2 ] || [ "$n" -eq 3 ]; then echo "flaky start $n"; exit 1; fi\n'
+        f'exec {sys.executable} -m exabgp "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    async with bgp.Speaker(speaker_config(bird), exabgp=[str(wrapper)], restart_delay=0.2) as speaker:
+        await speaker.announce(VIP, config.RouteAttributes(med=8))
+        await wait_for(lambda: bird.route(VIP))
+        pid = speaker.exabgp_pid
+        assert pid is not None
+        killed = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        await wait_for(lambda: bird.route(VIP) is None)
+        route = await wait_for(lambda: bird.route(VIP), timeout=15)
+        waited = time.monotonic() - killed
+    assert route.med == 8
+    assert counter.read_text().count("run") == 4
+    assert speaker.restarts == 1
+    assert waited >= 0.2 + 0.4 + 0.8, "three waits, doubling from restart_delay, before the successful start"
