@@ -104,7 +104,7 @@ async def test_killed_exabgp_is_restarted_and_routes_come_back(bird: lab_bird.Bi
     assert (route.med, route.local_pref, route.communities) == (100, 200, ("65000:1", "65000:2"))
     assert (await wait_for(lambda: bird.route(VIP2))).med == 9
     assert bird.route(VIP6) is None
-    assert speaker.restarts == 1
+    await wait_for(lambda: speaker.restarts == 1)  # counted once the replay is acknowledged
     assert speaker.exabgp_pid not in (None, pid)
 
 
