@@ -161,7 +161,9 @@ class BirdLab:
         deadline = time.monotonic() + 5.0
         while True:
             if self._process.poll() is not None:
-                raise BirdError(f"bird exited with {self._process.returncode}: {self.log_path.read_text()[-2000:]}")
+                error = BirdError(f"bird exited with {self._process.returncode}: {self.log()[-2000:]}")
+                self.stop()
+                raise error
             if self.socket.exists():
                 try:
                     self.birdc("show", "status")

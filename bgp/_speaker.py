@@ -42,6 +42,8 @@ class Speaker:
     If this process dies, ExaBGP dies with it (PDEATHSIG) and the peers drop the routes.
 
     While ExaBGP is restarting, ``announce``/``withdraw`` record the change and the replay applies it.
+    ExaBGP's config and the API socket live in a fresh private directory under ``runtime_dir`` (default: the
+    system's temporary directory), removed by ``stop()``; a SIGKILLed daemon leaves it behind.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class Speaker:
         max_restart_delay: float = 30.0,
         drain_timeout: float = 2.0,
         on_peer_change: Callable[[_peers.PeerState], None] | None = None,
+        runtime_dir: Path | None = None,
     ) -> None:
         self._config = config
         self._exabgp = tuple(exabgp)
@@ -64,6 +67,7 @@ class Speaker:
         self._max_restart_delay = max_restart_delay
         self._drain_timeout = drain_timeout
         self._on_peer_change = on_peer_change
+        self._runtime_dir = runtime_dir
         self._announced: dict[Prefix, RouteAttributes] = {}
         self._peers = _peers.PeerTable((peer.address for peer in config.peers), self._peer_changed)
         self._watchers: set[asyncio.Queue[_peers.PeerState]] = set()
@@ -118,7 +122,7 @@ class Speaker:
             raise _errors.SpeakerStateError(f"start() on a speaker that is {self._state}; make a new Speaker")
         self._state = "starting"
         try:
-            self._workdir = Path(tempfile.mkdtemp(prefix="xdplb-bgp-"))
+            self._workdir = Path(tempfile.mkdtemp(prefix="xdplb-bgp-", dir=self._runtime_dir))
             socket_path = self._workdir / "api.sock"
             self._server = await asyncio.start_unix_server(self._bridge_connected, path=os.fspath(socket_path))
             bridge = [sys.executable, os.fspath(_BRIDGE), os.fspath(socket_path)]

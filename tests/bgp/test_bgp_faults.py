@@ -27,10 +27,24 @@ def _dead(pid: int) -> bool:
         return True
 
 
-async def test_sigkill_of_the_controller_withdraws_within_a_second(bird: lab_bird.BirdLab) -> None:
+def _running_with(text: str) -> list[int]:
+    """Live processes whose command line mentions ``text``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and not _dead(int(proc.name)):
+            try:
+                if text in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+    return found
+
+
+async def test_sigkill_of_the_controller_withdraws_within_a_second(bird: lab_bird.BirdLab, tmp_path: Path) -> None:
     controller = await asyncio.create_subprocess_exec(
         sys.executable,
         str(Path(__file__).with_name("bgp_controller.py")),
+        str(tmp_path),
         speaker_config(bird).model_dump_json(),
         str(VIP),
         str(VIP6),
@@ -45,11 +59,13 @@ async def test_sigkill_of_the_controller_withdraws_within_a_second(bird: lab_bir
         assert await asyncio.wait_for(controller.stdout.readline(), 30) == b"ready\n"
         await wait_for(lambda: bird.route(VIP) and bird.route(VIP6))
         assert bird.route(VIP).med == 42  # type: ignore[union-attr]
+        assert len(_running_with(str(tmp_path))) == 3, "controller, ExaBGP and the bridge"
         killed = time.monotonic()
         controller.kill()
         await wait_for(lambda: not bird.routes(), timeout=1.0, interval=0.002)
         elapsed = time.monotonic() - killed
         await wait_for(lambda: _dead(exabgp_pid), timeout=2.0)
+        await wait_for(lambda: not _running_with(str(tmp_path)), timeout=2.0)  # the bridge too: no orphans
     finally:
         if controller.returncode is None:
             controller.kill()
