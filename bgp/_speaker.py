@@ -37,7 +37,8 @@ class Speaker:
     """Announces and withdraws VIP prefixes to the configured peers; nothing is announced until asked.
 
     ``start()`` runs ExaBGP; if it exits it is restarted with back-off (``restart_delay`` doubling up to
-    ``max_restart_delay``) and the announced set is replayed. ``stop()`` withdraws every route, waits (up to
+    ``max_restart_delay``, back to ``restart_delay`` once a run outlived ``max_restart_delay``) and the announced
+    set is replayed. ``stop()`` withdraws every route, waits (up to
     ``drain_timeout``) until ExaBGP reports the withdrawals sent to every established peer, then closes the sessions.
     If this process dies, ExaBGP dies with it (PDEATHSIG) and the peers drop the routes.
 
@@ -74,14 +75,14 @@ class Speaker:
         self._sent_changed = asyncio.Event()
         self._lock = asyncio.Lock()
         self._stopped = asyncio.Event()
+        self._stop_done = asyncio.Event()
         self._state = "new"
         self._run: _channel.ExabgpRun | None = None
         self._workdir: Path | None = None
         self._server: asyncio.AbstractServer | None = None
         self._connections: _channel.Connections = asyncio.Queue()
         self._supervisor: asyncio.Task[None] | None = None
-        self.restarts = 0
-        """How many times ExaBGP has been restarted since ``start``."""
+        self._restarts = 0
         # Rendering checks the peers (passwords, families) before anything runs.
         _exabgp_config.render(config, bridge=["bridge"])
 
@@ -89,6 +90,11 @@ class Speaker:
     def announced(self) -> Mapping[Prefix, RouteAttributes]:
         """The prefixes currently announced (or to be replayed), with their attributes; read-only."""
         return types.MappingProxyType(self._announced)
+
+    @property
+    def restarts(self) -> int:
+        """How many times ExaBGP has been restarted (and the announced set replayed) since ``start``."""
+        return self._restarts
 
     @property
     def exabgp_pid(self) -> int | None:
@@ -129,9 +135,11 @@ class Speaker:
             config_path = self._workdir / "exabgp.conf"
             config_path.write_text(_exabgp_config.render(self._config, bridge=bridge))
             self._run = await self._spawn()
-        except BaseException:
+        except BaseException as error:
             await self._cleanup()
             self._state = "stopped"
+            if isinstance(error, OSError):
+                raise _errors.BgpError(f"cannot set up ExaBGP's directory or API socket: {error}") from error
             raise
         self._supervisor = asyncio.create_task(self._supervise(), name="bgp-exabgp-supervisor")
         self._state = "running"
@@ -142,30 +150,37 @@ class Speaker:
         if self._state in ("new", "stopped"):
             self._state = "stopped"
             return
+        if self._state == "stopping":  # a concurrent stop(): wait for the first one
+            await self._stop_done.wait()
+            return
         self._state = "stopping"
-        self._stopped.set()
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            await asyncio.gather(self._supervisor, return_exceptions=True)
-        async with self._lock:
-            run, self._run = self._run, None
-            withdrawn = len(self._announced)
-            if run is not None and run.alive:
-                for prefix in list(self._announced):
-                    try:
-                        await run.command(_exabgp_config.withdraw_command(prefix), timeout=self._command_timeout)
-                    except _errors.BgpError as error:
-                        log.warning("event=bgp_stop_withdraw_failed prefix=%s error=%s", prefix, error)
-                        break
+        withdrawn = len(self._announced)
+        try:
+            self._stopped.set()
+            if self._supervisor is not None:
+                self._supervisor.cancel()
+                await asyncio.gather(self._supervisor, return_exceptions=True)
+            async with self._lock:
+                run = self._run
+                if run is not None and run.alive:
+                    for prefix in list(self._announced):
+                        try:
+                            await run.command(_exabgp_config.withdraw_command(prefix), timeout=self._command_timeout)
+                        except _errors.BgpError as error:
+                            log.warning("event=bgp_stop_withdraw_failed prefix=%s error=%s", prefix, error)
+                            break
+                    self._announced.clear()
+                    await self._drain()
+                    await run.shutdown(timeout=self._command_timeout)
+                elif run is not None:
+                    await run.wait_ended()
+                self._run = None
                 self._announced.clear()
-                await self._drain()
-                await run.shutdown(timeout=self._command_timeout)
-            elif run is not None:
-                await run.wait_ended()
-            self._announced.clear()
-        await self._cleanup()
-        self._peers.all_down("stopped")
-        self._state = "stopped"
+            self._peers.all_down("stopped")
+        finally:
+            await self._cleanup()  # kills ExaBGP if the above did not get to stop it
+            self._state = "stopped"
+            self._stop_done.set()
         log.info("event=bgp_stopped withdrawn=%d", withdrawn)
 
     async def __aenter__(self) -> "Speaker":
@@ -249,7 +264,7 @@ class Speaker:
             code = await run.wait_ended()
             self._run = None
             self._peers.all_down("exabgp exited")
-            if time.monotonic() - run.started > 10 * self._max_restart_delay:
+            if time.monotonic() - run.started > self._max_restart_delay:  # it had been up a while: start over
                 delay = self._restart_delay
             log.warning(
                 "event=exabgp_exited pid=%d returncode=%s restart_in=%gs last_output=%r",
@@ -273,7 +288,7 @@ class Speaker:
                             await new.wait_ended()
                         self._run = None
                         continue
-                self.restarts += 1
+                self._restarts += 1
                 log.info("event=exabgp_restarted pid=%d replayed=%d", new.process.pid, len(self._announced))
                 break
 

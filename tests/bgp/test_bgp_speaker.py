@@ -115,7 +115,7 @@ async def test_clean_stop_withdraws_before_closing(bird: lab_bird.BirdLab) -> No
     await speaker.announce(VIP, ATTRS)
     await speaker.announce(VIP6, config.RouteAttributes())
     await wait_for(lambda: bird.route(VIP) and bird.route(VIP6))
-    await speaker.stop()
+    await asyncio.gather(speaker.stop(), speaker.stop())  # a second, concurrent stop waits for the first
     assert bird.routes() == [], "gone as soon as stop() returns"
     assert speaker.announced == {}
     log = bird.log()
