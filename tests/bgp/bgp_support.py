@@ -61,7 +61,7 @@ def speaker_config(lab: lab_bird.BirdLab) -> config.BgpConfig:
         router_id=ipaddress.IPv4Address("192.0.2.1"),
         peers=(
             config.BgpPeer(address=BIRD_V4, peer_as=LOCAL_AS, local_address=SPEAKER_V4, port=lab.port, hold_time=9),
-            config.BgpPeer(address=BIRD_V6, peer_as=EBGP_AS, local_address=SPEAKER_V6, port=lab.port),
+            config.BgpPeer(address=BIRD_V6, peer_as=EBGP_AS, local_address=SPEAKER_V6, port=lab.port, hold_time=15),
         ),
     )
 

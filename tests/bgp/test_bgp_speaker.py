@@ -3,6 +3,7 @@
 import asyncio
 import ipaddress
 import os
+import re
 import signal
 
 import pytest
@@ -26,6 +27,10 @@ async def test_fresh_start_establishes_and_announces_nothing(bird: lab_bird.Bird
             lambda: (p := bird.protocols()) and p["xdplb4"].bgp_state == p["xdplb6"].bgp_state == "Established" and p
         )
         assert protocols["xdplb4"].state == "up"
+        detail = bird.birdc("show", "protocols", "all", "xdplb6")
+        assert re.search(r"Hold timer:\s+[\d.]+/15\n", detail), "our hold time (15) is below BIRD's (240)"
+        assert "Neighbor AS:      4200000001" in detail
+        assert "Graceful restart" not in detail.split("Neighbor capabilities")[1], "GR would keep routes on death"
         await wait_for(lambda: established(speaker))
         await asyncio.sleep(0.3)  # give a wrongly configured static route time to show up
         assert bird.routes() == []
