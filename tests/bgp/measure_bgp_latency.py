@@ -7,7 +7,9 @@ the change; ``birdc`` itself takes about 2 ms a call, which bounds the resolutio
 
 import asyncio
 import ipaddress
+import logging
 import os
+import signal
 import statistics
 import sys
 import time
@@ -40,7 +42,8 @@ def _summary(name: str, values: list[float]) -> str:
 
 async def main(rounds: int) -> None:
     with lab_bird.BirdLab(peers=bgp_support.bird_peers()) as bird:
-        async with bgp.Speaker(bgp_support.speaker_config(bird)) as speaker:
+        cfg = bgp_support.speaker_config(bird)
+        async with bgp.Speaker(cfg, restart_delay=0.5, max_restart_delay=0.5) as speaker:
             await _until(lambda: bgp_support.established(speaker) and bgp_support.bird_established(bird))
             announce, withdraw = [], []
             for i in range(rounds):
@@ -51,8 +54,21 @@ async def main(rounds: int) -> None:
                 start = time.monotonic()
                 await speaker.withdraw(prefix)
                 withdraw.append(await _until(lambda: bird.route(prefix) is None) - start)
+            gone, back = [], []
+            prefix = ipaddress.ip_network("192.0.2.41/32")
+            await speaker.announce(prefix, config.RouteAttributes())
+            for _ in range(max(3, rounds // 20)):
+                await _until(lambda: bird.route(prefix))
+                pid = speaker.exabgp_pid
+                assert pid is not None
+                start = time.monotonic()
+                os.kill(pid, signal.SIGKILL)
+                gone.append(await _until(lambda: bird.route(prefix) is None) - start)
+                back.append(await _until(lambda: bird.route(prefix)) - start)
         print(_summary("announce->visible", announce))
         print(_summary("withdraw->gone", withdraw))
+        print(_summary("exabgp SIGKILL->gone", gone))
+        print(_summary("exabgp SIGKILL->back (restart_delay=0.5s, replay)", back))
         kills = []
         for _ in range(max(3, rounds // 10)):
             prefix = "192.0.2.40/32"
@@ -74,4 +90,5 @@ async def main(rounds: int) -> None:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.ERROR)  # the expected exabgp_exited warnings would interleave
     asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 50))
