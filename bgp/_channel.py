@@ -59,7 +59,9 @@ class ExabgpRun:
         self._output = output
         self._output_task = output_task
         self._lock = asyncio.Lock()
-        self._pending: asyncio.Future[bool] | None = None
+        # One future per command sent, oldest first: ExaBGP acks in order, so even the ack of a command whose
+        # caller was cancelled is matched to it and not to the next command.
+        self._acks: collections.deque[asyncio.Future[bool]] = collections.deque()
         self._closed = asyncio.Event()
         self._reader_task = asyncio.create_task(self._read(reader), name=f"exabgp-{process.pid}-api")
 
@@ -95,6 +97,7 @@ class ExabgpRun:
             done, _ = await asyncio.wait({connected, exited}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         except BaseException:
             connected.cancel()
+            output_task.cancel()
             await _kill(process)
             raise
         finally:
@@ -123,19 +126,21 @@ class ExabgpRun:
         async with self._lock:
             if not self.alive:
                 raise ChannelClosed(f"exabgp is gone; {text!r} not sent")
-            future = self._pending = asyncio.get_running_loop().create_future()
+            future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            self._acks.append(future)
             try:
-                self._writer.write(text.encode() + b"\n")
-                await self._writer.drain()
-                ok = await asyncio.wait_for(future, timeout)
+                ok = await asyncio.wait_for(self._exchange(text, future), timeout)
             except TimeoutError:  # before OSError, of which it is a subclass
                 raise _errors.ExabgpTimeoutError(text, timeout) from None
             except (ConnectionError, OSError) as error:
                 raise ChannelClosed(f"exabgp is gone; {text!r} not acknowledged") from error
-            finally:
-                self._pending = None
         if not ok:
             raise _errors.CommandError(text)
+
+    async def _exchange(self, text: str, ack: "asyncio.Future[bool]") -> bool:
+        self._writer.write(text.encode() + b"\n")
+        await self._writer.drain()
+        return await ack
 
     async def wait_ended(self) -> int:
         """Wait until ExaBGP exits or its bridge disconnects (then ExaBGP is made to exit); its return code."""
@@ -187,10 +192,10 @@ class ExabgpRun:
             while line := await reader.readline():
                 text = line.decode(errors="replace").strip()
                 if text in ("done", "error"):
-                    if self._pending is not None and not self._pending.done():
-                        self._pending.set_result(text == "done")
-                    else:
+                    if not self._acks:
                         log.warning("event=exabgp_unexpected_ack ack=%s", text)
+                    elif not (ack := self._acks.popleft()).done():
+                        ack.set_result(text == "done")
                 elif text.startswith("{"):
                     try:
                         message = json.loads(text)
@@ -204,8 +209,9 @@ class ExabgpRun:
             log.debug("event=exabgp_bridge_error error=%s", error)
         finally:
             self._closed.set()
-            if self._pending is not None and not self._pending.done():
-                self._pending.set_exception(ChannelClosed("exabgp closed the API channel"))
+            while self._acks:
+                if not (ack := self._acks.popleft()).done():
+                    ack.set_exception(ChannelClosed("exabgp closed the API channel"))
 
 
 async def _relay_output(pid: int, stream: asyncio.StreamReader, tail: collections.deque[str]) -> None:
