@@ -1,0 +1,230 @@
+"""One run of ExaBGP: the child process, the bridge connection, acknowledged commands and JSON events.
+
+ExaBGP is started in its own session (a terminal's Ctrl-C must not reach it before routes are withdrawn) with
+PR_SET_PDEATHSIG = SIGKILL, so that it dies, and the kernel closes its sessions, whenever this process dies, SIGKILL
+included. PDEATHSIG follows the thread that forked: spawn from the event loop's thread only.
+"""
+
+import asyncio
+import collections
+import ctypes
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from bgp import _errors
+
+__all__ = ["ChannelClosed", "Connections", "ExabgpRun"]
+
+log = logging.getLogger(__name__)
+
+Connections = asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class ChannelClosed(_errors.BgpError):
+    """ExaBGP or its bridge went away before answering."""
+
+
+def _die_with(parent: int) -> Callable[[], None]:
+    def preexec() -> None:
+        if _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0 or os.getppid() != parent:
+            os._exit(127)
+
+    return preexec
+
+
+class ExabgpRun:
+    """A started ExaBGP whose bridge has connected; one command in flight at a time."""
+
+    def __init__(
+        self,
+        process: asyncio.subprocess.Process,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        on_event: Callable[[Mapping[str, Any]], None],
+        output: collections.deque[str],
+        output_task: "asyncio.Task[None]",
+    ) -> None:
+        self.process = process
+        self.started = time.monotonic()
+        self._writer = writer
+        self._on_event = on_event
+        self._output = output
+        self._output_task = output_task
+        self._lock = asyncio.Lock()
+        # One future per command sent, oldest first: ExaBGP acks in order, so even the ack of a command whose
+        # caller was cancelled is matched to it and not to the next command.
+        self._acks: collections.deque[asyncio.Future[bool]] = collections.deque()
+        self._closed = asyncio.Event()
+        self._reader_task = asyncio.create_task(self._read(reader), name=f"exabgp-{process.pid}-api")
+
+    @classmethod
+    async def spawn(
+        cls,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        connections: Connections,
+        on_event: Callable[[Mapping[str, Any]], None],
+        timeout: float,
+    ) -> "ExabgpRun":
+        """Start ExaBGP and wait until its bridge connects; BgpError (with ExaBGP's last output) if it does not."""
+        while not connections.empty():  # a late bridge of an earlier, abandoned run
+            connections.get_nowait()[1].close()
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=dict(env),
+            start_new_session=True,
+            preexec_fn=_die_with(os.getpid()),
+        )
+        log.info("event=exabgp_started pid=%d", process.pid)
+        output: collections.deque[str] = collections.deque(maxlen=20)
+        assert process.stdout is not None
+        output_task = asyncio.create_task(_relay_output(process.pid, process.stdout, output))
+        connected = asyncio.ensure_future(connections.get())
+        exited = asyncio.ensure_future(process.wait())
+        try:
+            done, _ = await asyncio.wait({connected, exited}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            connected.cancel()
+            output_task.cancel()
+            await _kill(process)
+            raise
+        finally:
+            exited.cancel()
+        if connected not in done:
+            connected.cancel()
+            await _kill(process)
+            await output_task
+            how = f"exited with {process.returncode}" if exited in done else f"did not connect within {timeout:g}s"
+            raise _errors.BgpError(f"exabgp {how}; its last output: {' | '.join(output) or '(none)'}")
+        reader, writer = connected.result()
+        return cls(process, reader, writer, on_event=on_event, output=output, output_task=output_task)
+
+    @property
+    def alive(self) -> bool:
+        """Whether commands can still be sent."""
+        return not self._closed.is_set() and self.process.returncode is None
+
+    @property
+    def last_output(self) -> str:
+        """ExaBGP's last lines of output, for error messages."""
+        return " | ".join(self._output)
+
+    async def command(self, text: str, *, timeout: float) -> None:
+        """Send one command and wait for its ack: CommandError on ``error``, ExabgpTimeoutError if none comes."""
+        async with self._lock:
+            if not self.alive:
+                raise ChannelClosed(f"exabgp is gone; {text!r} not sent")
+            future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            self._acks.append(future)
+            try:
+                ok = await asyncio.wait_for(self._exchange(text, future), timeout)
+            except TimeoutError:  # before OSError, of which it is a subclass
+                raise _errors.ExabgpTimeoutError(text, timeout) from None
+            except (ConnectionError, OSError) as error:
+                raise ChannelClosed(f"exabgp is gone; {text!r} not acknowledged") from error
+        if not ok:
+            raise _errors.CommandError(text)
+
+    async def _exchange(self, text: str, ack: "asyncio.Future[bool]") -> bool:
+        self._writer.write(text.encode() + b"\n")
+        await self._writer.drain()
+        return await ack
+
+    async def wait_ended(self) -> int:
+        """Wait until ExaBGP exits or its bridge disconnects (then ExaBGP is made to exit); its return code."""
+        exited = asyncio.ensure_future(self.process.wait())
+        closed = asyncio.ensure_future(self._closed.wait())
+        try:
+            await asyncio.wait({exited, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            exited.cancel()
+            closed.cancel()
+        if self.process.returncode is None:  # the bridge died; api.terminate should end ExaBGP, make sure
+            try:
+                await asyncio.wait_for(asyncio.shield(self.process.wait()), 2.0)
+            except TimeoutError:
+                await _kill(self.process)
+        await self._finish()
+        assert self.process.returncode is not None
+        return self.process.returncode
+
+    async def shutdown(self, *, timeout: float) -> int:
+        """Ask ExaBGP to close its sessions and exit; terminate, then kill it if it does not."""
+        if self.alive:
+            try:
+                await self.command("shutdown", timeout=timeout)
+            except _errors.BgpError as error:
+                log.debug("event=exabgp_shutdown_unacknowledged error=%s", error)
+        self._writer.close()
+        try:
+            await asyncio.wait_for(asyncio.shield(self.process.wait()), timeout)
+        except TimeoutError:
+            log.warning("event=exabgp_shutdown_timeout pid=%d timeout=%gs", self.process.pid, timeout)
+            await _kill(self.process)
+        await self._finish()
+        assert self.process.returncode is not None
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """Kill ExaBGP at once (the peers see the TCP session close)."""
+        if self.process.returncode is None:
+            self.process.kill()
+
+    async def _finish(self) -> None:
+        self._writer.close()
+        self._reader_task.cancel()
+        await asyncio.gather(self._reader_task, self._output_task, return_exceptions=True)
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while line := await reader.readline():
+                text = line.decode(errors="replace").strip()
+                if text in ("done", "error"):
+                    if not self._acks:
+                        log.warning("event=exabgp_unexpected_ack ack=%s", text)
+                    elif not (ack := self._acks.popleft()).done():
+                        ack.set_result(text == "done")
+                elif text.startswith("{"):
+                    try:
+                        message = json.loads(text)
+                    except ValueError:
+                        log.warning("event=exabgp_bad_json line=%r", text[:200])
+                        continue
+                    self._on_event(message)
+                elif text:
+                    log.debug("event=exabgp_api_line line=%r", text[:200])
+        except (ConnectionError, OSError) as error:
+            log.debug("event=exabgp_bridge_error error=%s", error)
+        finally:
+            self._closed.set()
+            while self._acks:
+                if not (ack := self._acks.popleft()).done():
+                    ack.set_exception(ChannelClosed("exabgp closed the API channel"))
+
+
+async def _relay_output(pid: int, stream: asyncio.StreamReader, tail: collections.deque[str]) -> None:
+    while line := await stream.readline():
+        text = line.decode(errors="replace").rstrip()
+        tail.append(text)
+        log.debug("event=exabgp_output pid=%d line=%r", pid, text)
+
+
+async def _kill(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        try:
+            process.kill()
+        except ProcessLookupError:
+            pass
+    await process.wait()

@@ -1,0 +1,34 @@
+"""Errors of the BGP driver."""
+
+from config import XdplbError
+
+__all__ = ["AttributeMismatchError", "BgpError", "CommandError", "ExabgpTimeoutError", "SpeakerStateError"]
+
+
+class BgpError(XdplbError):
+    """Base class of every error the BGP driver raises."""
+
+
+class CommandError(BgpError):
+    """ExaBGP answered ``error`` to a command; the announced set is left as it was before the call."""
+
+    def __init__(self, command: str) -> None:
+        super().__init__(f"exabgp rejected command {command!r}")
+        self.command = command
+
+
+class ExabgpTimeoutError(BgpError, TimeoutError):
+    """ExaBGP did not acknowledge a command in time (hung); the driver restarts it. Retrying makes sense."""
+
+    def __init__(self, command: str, timeout: float) -> None:
+        super().__init__(f"exabgp did not acknowledge {command!r} within {timeout:g}s; restarting it")
+        self.command = command
+        self.timeout = timeout
+
+
+class SpeakerStateError(BgpError, RuntimeError):
+    """A call made in the wrong lifecycle state, such as ``announce`` before ``start``."""
+
+
+class AttributeMismatchError(BgpError, ValueError):
+    """Route attributes that cannot go with the prefix, such as an IPv4 next-hop for an IPv6 prefix."""

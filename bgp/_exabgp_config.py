@@ -1,0 +1,113 @@
+"""What ExaBGP is given: its configuration file, its environment, and the API commands it is sent.
+
+Pure functions, no I/O. Each VIP prefix goes to the peers of its own address family: an IPv4 peer carries
+``ipv4 unicast``, an IPv6 peer ``ipv6 unicast``, so that ``next-hop self`` is always an address of the session.
+"""
+
+import ipaddress
+import os
+import pwd
+import re
+import shlex
+from collections.abc import Mapping
+
+from bgp import _errors
+from config import BgpConfig, BgpPeer, RouteAttributes
+
+__all__ = ["PROCESS_NAME", "announce_command", "environment", "render", "withdraw_command"]
+
+Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+PROCESS_NAME = "xdplb"
+# ExaBGP's tokeniser has no escapes inside a quoted string.
+_BAD_PASSWORD = re.compile(r"[\"'\\\n\r]")
+
+
+def environment(base: Mapping[str, str]) -> dict[str, str]:
+    """``base`` with the settings ExaBGP must run with under xdplb."""
+    env = {key: value for key, value in base.items() if not key.lower().startswith("exabgp")}
+    env.update(
+        {
+            # As root ExaBGP would setuid to `nobody`, which also clears PR_SET_PDEATHSIG (field notes).
+            "exabgp_daemon_user": pwd.getpwuid(os.getuid()).pw_name,
+            "exabgp_daemon_drop": "false",
+            "exabgp_daemon_daemonize": "false",
+            "exabgp_api_ack": "true",
+            "exabgp_api_encoder": "json",
+            # The bridge is never respawned: its death ends ExaBGP, and the supervisor restarts the pair.
+            "exabgp_api_respawn": "false",
+            "exabgp_api_terminate": "true",
+            "exabgp_api_cli": "false",
+            "exabgp_tcp_bind": "",
+            "exabgp_log_destination": "stdout",
+            "exabgp_log_statistics": "false",
+        }
+    )
+    return env
+
+
+def render(config: BgpConfig, *, bridge: list[str]) -> str:
+    """The ExaBGP configuration for ``config``, with ``bridge`` (argv) as the API process."""
+    addresses = [peer.address for peer in config.peers]
+    if len(set(addresses)) != len(addresses):
+        raise _errors.BgpError(f"peers with the same address: {sorted(map(str, addresses))}")
+    lines = [
+        f"process {PROCESS_NAME} {{",
+        f"    run {shlex.join(bridge)};",
+        "    encoder json;",
+        "}",
+    ]
+    for peer in config.peers:
+        lines += _neighbor(config, peer)
+    return "\n".join(lines) + "\n"
+
+
+def _neighbor(config: BgpConfig, peer: BgpPeer) -> list[str]:
+    if peer.passive:
+        raise _errors.BgpError(f"peer {peer.address}: passive sessions are not supported by the ExaBGP driver")
+    family = "ipv4" if peer.address.version == 4 else "ipv6"
+    if peer.local_address is not None and peer.local_address.version != peer.address.version:
+        raise _errors.BgpError(f"peer {peer.address}: local address {peer.local_address} is of another family")
+    body = [
+        f"router-id {config.router_id};",
+        f"local-as {peer.local_as or config.local_as};",
+        f"peer-as {peer.peer_as};",
+        f"connect {peer.port};",
+        f"hold-time {peer.hold_time};",
+    ]
+    if peer.local_address is not None:
+        body.append(f"local-address {peer.local_address};")
+    if peer.password is not None:
+        if not peer.password or _BAD_PASSWORD.search(peer.password):
+            raise _errors.BgpError(f"peer {peer.address}: the MD5 password must be non-empty, without quotes or backslashes")
+        body.append(f'md5-password "{peer.password}";')
+    body += [
+        f"family {{ {family} unicast; }}",
+        f"api {{ processes [ {PROCESS_NAME} ]; neighbor-changes; send {{ parsed; update; }} }}",
+    ]
+    return [f"neighbor {peer.address} {{", *(f"    {line}" for line in body), "}"]
+
+
+def announce_command(prefix: Prefix, attributes: RouteAttributes) -> str:
+    """The API command announcing ``prefix`` with ``attributes`` to every peer of its family."""
+    next_hop = attributes.next_hop
+    if next_hop is not None and next_hop.version != prefix.version:
+        raise _errors.AttributeMismatchError(f"next-hop {next_hop} is not of the family of {prefix}")
+    if next_hop is not None and (next_hop.is_unspecified or next_hop.is_multicast):
+        # ExaBGP sends these; BIRD then resets the whole session ("Invalid NEXT_HOP").
+        raise _errors.AttributeMismatchError(f"next-hop {next_hop} is not a unicast address")
+    parts = [f"announce route {prefix} next-hop {next_hop or 'self'}"]
+    if attributes.med is not None:
+        parts.append(f"med {attributes.med}")
+    if attributes.local_preference is not None:
+        parts.append(f"local-preference {attributes.local_preference}")
+    if attributes.communities:
+        parts.append(f"community [ {' '.join(attributes.communities)} ]")
+    if attributes.large_communities:
+        parts.append(f"large-community [ {' '.join(attributes.large_communities)} ]")
+    return " ".join(parts)
+
+
+def withdraw_command(prefix: Prefix) -> str:
+    """The API command withdrawing ``prefix`` from every peer."""
+    return f"withdraw route {prefix}"

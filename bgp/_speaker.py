@@ -1,0 +1,351 @@
+"""The BGP speaker: VIP routes announced through a supervised ExaBGP child.
+
+Example (needs a peer to reach Established; announcing works either way)::
+
+    async with bgp.Speaker(config.BgpConfig(local_as=65001, router_id="192.0.2.1", peers=[...])) as speaker:
+        await speaker.announce(ipaddress.ip_network("192.0.2.10/32"), config.RouteAttributes(med=10))
+        speaker.peers()   # {IPv4Address('192.0.2.254'): PeerState(state=<PeerStatus.ESTABLISHED ...>, routes_sent=1)}
+        await speaker.withdraw(ipaddress.ip_network("192.0.2.10/32"))
+"""
+
+import asyncio
+import ipaddress
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+import types
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from bgp import _channel, _errors, _events, _exabgp_config, _peers
+from config import BgpConfig, RouteAttributes
+
+__all__ = ["Speaker"]
+
+log = logging.getLogger(__name__)
+
+Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_BRIDGE = Path(__file__).with_name("_bridge.py")
+
+
+class Speaker:
+    """Announces and withdraws VIP prefixes to the configured peers; nothing is announced until asked.
+
+    ``start()`` runs ExaBGP; if it exits it is restarted with back-off (``restart_delay`` doubling up to
+    ``max_restart_delay``, back to ``restart_delay`` once a run outlived ``max_restart_delay``) and the announced
+    set is replayed. ``stop()`` withdraws every route, waits (up to
+    ``drain_timeout``) until ExaBGP reports the withdrawals sent to every established peer, then closes the sessions.
+    If this process dies, ExaBGP dies with it (PDEATHSIG) and the peers drop the routes.
+
+    While ExaBGP is restarting, ``announce``/``withdraw`` record the change and the replay applies it.
+    ExaBGP's config and the API socket live in a fresh private directory under ``runtime_dir`` (default: the
+    system's temporary directory), removed by ``stop()``; a SIGKILLed daemon leaves it behind.
+    """
+
+    def __init__(
+        self,
+        config: BgpConfig,
+        *,
+        exabgp: Sequence[str] = (sys.executable, "-m", "exabgp"),
+        command_timeout: float = 5.0,
+        start_timeout: float = 20.0,
+        restart_delay: float = 0.5,
+        max_restart_delay: float = 30.0,
+        drain_timeout: float = 2.0,
+        on_peer_change: Callable[[_peers.PeerState], None] | None = None,
+        runtime_dir: Path | None = None,
+    ) -> None:
+        self._config = config
+        self._exabgp = tuple(exabgp)
+        self._command_timeout = command_timeout
+        self._start_timeout = start_timeout
+        self._restart_delay = restart_delay
+        self._max_restart_delay = max_restart_delay
+        self._drain_timeout = drain_timeout
+        self._on_peer_change = on_peer_change
+        self._runtime_dir = runtime_dir
+        self._announced: dict[Prefix, RouteAttributes] = {}
+        self._peers = _peers.PeerTable((peer.address for peer in config.peers), self._peer_changed)
+        self._watchers: set[asyncio.Queue[_peers.PeerState]] = set()
+        self._sent_changed = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._stopped = asyncio.Event()
+        self._stop_done = asyncio.Event()
+        self._state = "new"
+        self._run: _channel.ExabgpRun | None = None
+        self._workdir: Path | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._connections: _channel.Connections = asyncio.Queue()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._restarts = 0
+        # Rendering checks the peers (passwords, families) before anything runs.
+        _exabgp_config.render(config, bridge=["bridge"])
+
+    @property
+    def announced(self) -> Mapping[Prefix, RouteAttributes]:
+        """The prefixes currently announced (or to be replayed), with their attributes; read-only."""
+        return types.MappingProxyType(self._announced)
+
+    @property
+    def restarts(self) -> int:
+        """How many times ExaBGP has been restarted (and the announced set replayed) since ``start``."""
+        return self._restarts
+
+    @property
+    def exabgp_pid(self) -> int | None:
+        """The running ExaBGP's process id, or None while it is (re)starting or stopped."""
+        return self._run.process.pid if self._run is not None and self._run.alive else None
+
+    def peers(self) -> Mapping[IpAddress, _peers.PeerState]:
+        """Every configured peer's session state, keyed by peer address."""
+        return self._peers.snapshot()
+
+    async def watch_peers(self) -> AsyncIterator[_peers.PeerState]:
+        """Yield each peer state change from now on, until the speaker stops."""
+        queue: asyncio.Queue[_peers.PeerState] = asyncio.Queue()
+        self._watchers.add(queue)
+        stopped = asyncio.ensure_future(self._stopped.wait())
+        try:
+            while not self._stopped.is_set():
+                got = asyncio.ensure_future(queue.get())
+                await asyncio.wait({got, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                if not got.done():
+                    got.cancel()
+                    return
+                yield got.result()
+        finally:
+            stopped.cancel()
+            self._watchers.discard(queue)
+
+    async def start(self) -> None:
+        """Start ExaBGP with no routes; BgpError if it does not come up."""
+        if self._state != "new":
+            raise _errors.SpeakerStateError(f"start() on a speaker that is {self._state}; make a new Speaker")
+        self._state = "starting"
+        try:
+            self._workdir = Path(tempfile.mkdtemp(prefix="xdplb-bgp-", dir=self._runtime_dir))
+            socket_path = self._workdir / "api.sock"
+            self._server = await asyncio.start_unix_server(self._bridge_connected, path=os.fspath(socket_path))
+            bridge = [sys.executable, os.fspath(_BRIDGE), os.fspath(socket_path)]
+            config_path = self._workdir / "exabgp.conf"
+            config_path.write_text(_exabgp_config.render(self._config, bridge=bridge))
+            self._run = await self._spawn()
+        except BaseException as error:
+            await self._cleanup()
+            self._state = "stopped"
+            if isinstance(error, OSError):
+                raise _errors.BgpError(f"cannot set up ExaBGP's directory or API socket: {error}") from error
+            raise
+        self._supervisor = asyncio.create_task(self._supervise(), name="bgp-exabgp-supervisor")
+        self._state = "running"
+        log.info("event=bgp_started peers=%d workdir=%s", len(self._config.peers), self._workdir)
+
+    async def stop(self) -> None:
+        """Withdraw every route, let the withdrawals reach the peers, close the sessions, stop ExaBGP. Idempotent."""
+        if self._state in ("new", "stopped"):
+            self._state = "stopped"
+            return
+        if self._state == "stopping":  # a concurrent stop(): wait for the first one
+            await self._stop_done.wait()
+            return
+        self._state = "stopping"
+        withdrawn = len(self._announced)
+        try:
+            self._stopped.set()
+            if self._supervisor is not None:
+                self._supervisor.cancel()
+                await asyncio.gather(self._supervisor, return_exceptions=True)
+            async with self._lock:
+                run = self._run
+                if run is not None and run.alive:
+                    for prefix in list(self._announced):
+                        try:
+                            await run.command(_exabgp_config.withdraw_command(prefix), timeout=self._command_timeout)
+                        except _errors.BgpError as error:
+                            log.warning("event=bgp_stop_withdraw_failed prefix=%s error=%s", prefix, error)
+                            break
+                    self._announced.clear()
+                    await self._drain()
+                    await run.shutdown(timeout=self._command_timeout)
+                elif run is not None:
+                    await run.wait_ended()
+                self._run = None
+                self._announced.clear()
+            self._peers.all_down("stopped")
+        finally:
+            await self._cleanup()  # kills ExaBGP if the above did not get to stop it
+            self._state = "stopped"
+            self._stop_done.set()
+        log.info("event=bgp_stopped withdrawn=%d", withdrawn)
+
+    async def __aenter__(self) -> "Speaker":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def announce(self, prefix: Prefix, attributes: RouteAttributes) -> None:
+        """Announce ``prefix`` with ``attributes`` (replacing earlier ones); a no-op if already so announced.
+
+        Raises CommandError if ExaBGP rejects it (nothing changes), ExabgpTimeoutError if ExaBGP hangs (it is
+        restarted and the replay carries the change), AttributeMismatchError for a next-hop of another family.
+        """
+        command = _exabgp_config.announce_command(prefix, attributes)
+        async with self._lock:
+            self._require_running("announce")
+            previous = self._announced.get(prefix)
+            if previous == attributes:
+                return
+            self._announced[prefix] = attributes
+            try:
+                await self._send(command)
+            except _errors.CommandError:
+                if previous is None:
+                    del self._announced[prefix]
+                else:
+                    self._announced[prefix] = previous
+                raise
+        log.info("event=bgp_announced prefix=%s med=%s", prefix, attributes.med)
+
+    async def withdraw(self, prefix: Prefix) -> None:
+        """Withdraw ``prefix`` from every peer; a no-op if it is not announced."""
+        async with self._lock:
+            self._require_running("withdraw")
+            previous = self._announced.pop(prefix, None)
+            if previous is None:
+                return
+            try:
+                await self._send(_exabgp_config.withdraw_command(prefix))
+            except _errors.CommandError:
+                self._announced[prefix] = previous
+                raise
+        log.info("event=bgp_withdrawn prefix=%s", prefix)
+
+    async def _send(self, command: str) -> None:
+        run = self._run
+        if run is None or not run.alive:
+            log.info("event=bgp_command_deferred reason=exabgp_restarting command=%r", command)
+            return
+        try:
+            await run.command(command, timeout=self._command_timeout)
+        except _channel.ChannelClosed:
+            log.info("event=bgp_command_deferred reason=exabgp_exited command=%r", command)
+        except _errors.ExabgpTimeoutError:
+            log.error("event=exabgp_hung pid=%d command=%r", run.process.pid, command)
+            run.kill()
+            raise
+
+    def _require_running(self, call: str) -> None:
+        if self._state != "running":
+            raise _errors.SpeakerStateError(f"{call}() on a speaker that is {self._state}; call start() first")
+
+    async def _spawn(self) -> _channel.ExabgpRun:
+        assert self._workdir is not None
+        argv = [*self._exabgp, "server", os.fspath(self._workdir / "exabgp.conf")]
+        return await _channel.ExabgpRun.spawn(
+            argv,
+            env=_exabgp_config.environment(os.environ),
+            connections=self._connections,
+            on_event=self._event,
+            timeout=self._start_timeout,
+        )
+
+    async def _supervise(self) -> None:
+        delay = self._restart_delay
+        while True:
+            run = self._run
+            assert run is not None
+            code = await run.wait_ended()
+            self._run = None
+            self._peers.all_down("exabgp exited")
+            if time.monotonic() - run.started > self._max_restart_delay:  # it had been up a while: start over
+                delay = self._restart_delay
+            log.warning(
+                "event=exabgp_exited pid=%d returncode=%s restart_in=%gs last_output=%r",
+                run.process.pid,
+                code,
+                delay,
+                run.last_output[-300:],
+            )
+            while True:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._max_restart_delay)
+                async with self._lock:
+                    new: _channel.ExabgpRun | None = None
+                    try:
+                        new = self._run = await self._spawn()
+                        await self._replay(new)
+                    except _errors.BgpError as error:
+                        log.error("event=exabgp_restart_failed error=%s next_try_in=%gs", error, delay)
+                        if new is not None:
+                            new.kill()
+                            await new.wait_ended()
+                        self._run = None
+                        continue
+                self._restarts += 1
+                log.info("event=exabgp_restarted pid=%d replayed=%d", new.process.pid, len(self._announced))
+                break
+
+    async def _replay(self, run: _channel.ExabgpRun) -> None:
+        for prefix, attributes in self._announced.items():
+            await run.command(_exabgp_config.announce_command(prefix, attributes), timeout=self._command_timeout)
+
+    async def _drain(self) -> None:
+        """Wait until no established peer carries a route from us, or ``drain_timeout`` passes."""
+        deadline = time.monotonic() + self._drain_timeout
+        while True:
+            carrying = [
+                address
+                for address, state in self._peers.snapshot().items()
+                if state.state is _peers.PeerStatus.ESTABLISHED and self._peers.sent(address)
+            ]
+            remaining = deadline - time.monotonic()
+            if not carrying:
+                return
+            if remaining <= 0:
+                log.warning("event=bgp_drain_timeout peers=%s", ",".join(map(str, carrying)))
+                return
+            self._sent_changed.clear()
+            try:
+                await asyncio.wait_for(self._sent_changed.wait(), remaining)
+            except TimeoutError:
+                pass
+
+    def _event(self, message: Mapping[str, Any]) -> None:
+        event = _events.parse(message)
+        if event is None:
+            return
+        self._peers.apply(event)
+        if isinstance(event, _events.SentUpdate):
+            self._sent_changed.set()
+
+    def _peer_changed(self, state: _peers.PeerState) -> None:
+        log.info("event=bgp_peer_state peer=%s state=%s routes_sent=%d reason=%s",
+                 state.address, state.state.value, state.routes_sent, state.reason)
+        self._sent_changed.set()
+        for queue in self._watchers:
+            queue.put_nowait(state)
+        if self._on_peer_change is not None:
+            self._on_peer_change(state)
+
+    async def _bridge_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._connections.put((reader, writer))
+
+    async def _cleanup(self) -> None:
+        if self._run is not None:
+            self._run.kill()
+            await self._run.wait_ended()
+            self._run = None
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None

@@ -1,0 +1,98 @@
+"""The ExaBGP config, environment and commands the speaker generates (no processes)."""
+
+import ipaddress
+
+import pytest
+
+import bgp
+import config
+from bgp import _exabgp_config
+
+
+def _config(**peer: object) -> config.BgpConfig:
+    base: dict[str, object] = {"address": "192.0.2.254", "peer_as": 4200000000}
+    return config.BgpConfig.model_validate(
+        {"local_as": 4200000001, "router_id": "192.0.2.1", "peers": [{**base, **peer}]}
+    )
+
+
+def test_neighbor_block_carries_every_peer_setting() -> None:
+    text = _exabgp_config.render(
+        _config(local_address="192.0.2.1", port=1179, hold_time=9, password="s3cret word", local_as=65010),
+        bridge=["/usr/bin/python3", "/x/_bridge.py", "/tmp/d/api.sock"],
+    )
+    assert "run /usr/bin/python3 /x/_bridge.py /tmp/d/api.sock;" in text
+    assert "neighbor 192.0.2.254 {" in text
+    for line in (
+        "router-id 192.0.2.1;",
+        "local-as 65010;",
+        "peer-as 4200000000;",
+        "connect 1179;",
+        "hold-time 9;",
+        "local-address 192.0.2.1;",
+        'md5-password "s3cret word";',
+        "family { ipv4 unicast; }",
+        "api { processes [ xdplb ]; neighbor-changes; send { parsed; update; } }",
+    ):
+        assert f"    {line}" in text
+    assert "announce" not in text and " route " not in text, "no static route: nothing before the core asks"
+
+
+def test_ipv6_peer_gets_ipv6_family_and_default_local_as() -> None:
+    text = _exabgp_config.render(_config(address="2001:db8::1"), bridge=["b"])
+    assert "family { ipv6 unicast; }" in text
+    assert "local-as 4200000001;" in text
+    assert "local-address" not in text
+
+
+@pytest.mark.parametrize(
+    ("peer", "match"),
+    [
+        ({"password": 'a"b'}, "MD5 password"),
+        ({"local_address": "2001:db8::2"}, "another family"),
+        ({"passive": True}, "passive"),
+    ],
+)
+def test_unusable_peer_is_refused(peer: dict[str, object], match: str) -> None:
+    with pytest.raises(bgp.BgpError, match=match):
+        bgp.Speaker(_config(**peer))
+
+
+def test_environment_keeps_pdeathsig_working_and_acks_on() -> None:
+    env = _exabgp_config.environment({"PATH": "/bin", "exabgp_api_ack": "false", "exabgp.daemon.user": "nobody"})
+    assert env["PATH"] == "/bin"
+    assert env["exabgp_api_ack"] == "true"
+    assert env["exabgp_daemon_drop"] == "false"
+    assert env["exabgp_api_encoder"] == "json"
+    assert "exabgp.daemon.user" not in env, "the caller's ExaBGP settings do not leak in"
+    assert env["exabgp_daemon_user"] not in ("", "nobody")
+
+
+def test_announce_command_has_every_attribute() -> None:
+    attrs = config.RouteAttributes(
+        med=10, local_preference=300, communities=("65000:1", "65000:2"), large_communities=("65000:1:2",)
+    )
+    assert _exabgp_config.announce_command(ipaddress.ip_network("192.0.2.10/32"), attrs) == (
+        "announce route 192.0.2.10/32 next-hop self med 10 local-preference 300"
+        " community [ 65000:1 65000:2 ] large-community [ 65000:1:2 ]"
+    )
+    bare = config.RouteAttributes(next_hop=ipaddress.ip_address("2001:db8::1"))
+    assert (
+        _exabgp_config.announce_command(ipaddress.ip_network("2001:db8::10/128"), bare)
+        == "announce route 2001:db8::10/128 next-hop 2001:db8::1"
+    )
+    assert _exabgp_config.withdraw_command(ipaddress.ip_network("192.0.2.10/32")) == "withdraw route 192.0.2.10/32"
+
+
+@pytest.mark.parametrize("next_hop", ["2001:db8::1", "0.0.0.0", "224.0.0.1"])
+def test_bad_next_hop_is_refused(next_hop: str) -> None:
+    attrs = config.RouteAttributes(next_hop=ipaddress.ip_address(next_hop))
+    with pytest.raises(bgp.AttributeMismatchError):
+        _exabgp_config.announce_command(ipaddress.ip_network("192.0.2.10/32"), attrs)
+
+
+def test_duplicate_peer_addresses_are_refused() -> None:
+    peer = {"address": "192.0.2.254", "peer_as": 65001}
+    cfg = config.BgpConfig.model_validate({"local_as": 65001, "router_id": "192.0.2.1", "peers": [peer, peer]})
+    with pytest.raises(bgp.BgpError, match="same address"):
+        bgp.Speaker(cfg)
