@@ -21,6 +21,8 @@ class GlobalCounters:
     flow_hits: int = 0
     flow_misses: int = 0
     flow_inserts: int = 0
+    flow_entries_v4: int = 0
+    flow_entries_v6: int = 0
     flood_guard_skips: int = 0
     drop_no_backend: int = 0
     drop_malformed: int = 0

@@ -440,7 +440,24 @@ class DataPlane:
         )
 
     def flow_table_entries(self) -> dict[int, int]:
-        """Entries in the flow tables, by IP version."""
+        """Flow-table entries in use, by IP version (from counters: cheap enough for every scrape)."""
+        totals = self.read_counters().totals
+        size = self.settings.flow_sets * _FLOW_WAYS
+        return {4: min(totals.flow_entries_v4, size), 6: min(totals.flow_entries_v6, size)}
+
+    def clear_flows(self) -> None:
+        """Forget every established flow (each then follows its Maglev choice again) and reset the occupancy."""
+        for family in (4, 6):
+            self.table(f"flows_v{family}").clear()
+        stats = self.table("global_stats")
+        key = stats.Key(0)
+        rows = stats[key]
+        for row in rows:
+            row.flow_entries_v4 = row.flow_entries_v6 = 0
+        stats[key] = rows
+
+    def count_flow_entries(self) -> dict[int, int]:
+        """Flow-table entries in use, by IP version, by reading every entry (slow; for tests and checks)."""
         return {4: _count(self.table("flows_v4")), 6: _count(self.table("flows_v6"))}
 
 

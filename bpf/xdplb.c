@@ -234,7 +234,7 @@ static __always_inline int keys_equal(const __u64 *a, const __u64 *b, const int 
     }                                                                                                         \
     static __always_inline void flow_store_##FAMILY(struct flow_set_##FAMILY *set,                          \
                                                     struct flow_key_##FAMILY *key, __u32 key_hash,          \
-                                                    struct flow *flow, __u32 now)                           \
+                                                    struct flow *flow, __u32 now, struct global_stats *g)   \
     {                                                                                                         \
         int victim = 0;                                                                                       \
         __u32 oldest = 0xffffffff;                                                                            \
@@ -248,6 +248,8 @@ static __always_inline int keys_equal(const __u64 *a, const __u64 *b, const int 
             }                                                                                                 \
         }                                                                                                     \
         struct flow_entry_##FAMILY *e = &set->way[victim & (FLOW_WAYS - 1)];                                 \
+        if (g && !e->flow.generation)                                                                         \
+            g->flow_entries_##FAMILY++;                                                                       \
         e->key = *key;                                                                                        \
         e->flow = *flow;                                                                                      \
         e->seen = now;                                                                                        \
@@ -401,7 +403,7 @@ static __always_inline int balance_v4(struct xdp_md *ctx, struct packet pkt, str
     int insert;
     verdict = select_backend(ctx, &pkt, svc, (const __u32 *)&key, 4, 2, key.proto, &new, &insert, g);
     if (insert)
-        flow_store_v4(set, &key, key_hash, &new, now_seconds());
+        flow_store_v4(set, &key, key_hash, &new, now_seconds(), g);
     return verdict;
 }
 
@@ -457,7 +459,7 @@ static __always_inline int balance_v6(struct xdp_md *ctx, struct packet pkt, str
     int insert;
     verdict = select_backend(ctx, &pkt, svc, (const __u32 *)&key, 10, 8, key.proto, &new, &insert, g);
     if (insert)
-        flow_store_v6(set, &key, key_hash, &new, now_seconds());
+        flow_store_v6(set, &key, key_hash, &new, now_seconds(), g);
     return verdict;
 }
 

@@ -132,6 +132,8 @@ struct global_stats {
     __u64 flow_hits;               /* flow table lookups that found a usable backend */
     __u64 flow_misses;             /* selected by Maglev */
     __u64 flow_inserts;
+    __u64 flow_entries_v4;         /* inserts that filled an empty IPv4 entry: the table's occupancy */
+    __u64 flow_entries_v6;
     __u64 flood_guard_skips;       /* inserts skipped above NEW_FLOW_RATE_LIMIT */
     __u64 drop_no_backend;         /* VIP:port:proto with no usable backend for the flow */
     __u64 drop_malformed;          /* for a VIP address, but headers truncated or inconsistent */

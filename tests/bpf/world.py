@@ -60,7 +60,6 @@ SERVICES = {
 
 def program(plane: bpf.DataPlane) -> None:
     plane.set_interface_mac(INGRESS_IFINDEX, LB_MAC)
-    plane.table("flows_v4").clear()
-    plane.table("flows_v6").clear()
+    plane.clear_flows()
     for spec in SERVICES.values():
         plane.set_service(spec)

@@ -1,0 +1,113 @@
+"""Desired state, computed without I/O: what the data plane should hold and which VIPs BGP should carry.
+
+Inputs are the configuration, each backend's health (absent: the backend runs no checks) and the run-time admin
+overrides. A backend that is down or disabled leaves its service (its flows move elsewhere); a drained one stays
+with weight 0 (established flows continue, no new ones). A service is up when at least ``need`` of its backends
+take new flows in the data plane (healthy, enabled, weighted and with a known MAC); a VIP is announced when the
+daemon is ready and every service on it is up.
+"""
+
+import dataclasses
+import ipaddress
+from collections.abc import Mapping
+
+import bpf
+import config
+
+__all__ = ["Health", "Route", "admin_state", "dataplane_services", "health_targets", "routes"]
+
+Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclasses.dataclass(frozen=True)
+class Health:
+    """What the checks say about one backend."""
+
+    state: str  # "up" | "down" | "unknown"
+    reason: str
+    since: float
+    last_check_seconds: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Route:
+    """A VIP's desired route: announced or not, and why."""
+
+    prefix: Prefix
+    announce: bool
+    attributes: config.RouteAttributes
+    reason: str
+    services: tuple[str, ...]
+
+
+def admin_state(
+    service: config.ServiceConfig, backend: config.BackendConfig, overrides: Mapping[str, config.AdminState]
+) -> config.AdminState:
+    """The backend's admin state: a run-time override if one is set, else the file's."""
+    return overrides.get(service.backend_key(backend), backend.state)
+
+
+def health_targets(
+    cfg: config.XdplbConfig, overrides: Mapping[str, config.AdminState]
+) -> dict[str, tuple[config.ServiceConfig, config.BackendConfig, tuple[config.Check, ...]]]:
+    """Backends that run checks, by key, with their resolved checks."""
+    out = {}
+    for service, backend in cfg.backends():
+        checks = cfg.resolved_checks(service, backend)
+        if checks:
+            out[service.backend_key(backend)] = (service, backend, checks)
+    return out
+
+
+def _is_up(health: Health | None) -> bool:
+    return health is None or health.state == "up"  # None: no checks, healthy while enabled
+
+
+def dataplane_services(
+    cfg: config.XdplbConfig, health: Mapping[str, Health], overrides: Mapping[str, config.AdminState]
+) -> dict[bpf.ServiceKey, bpf.Service]:
+    """One data-plane service per (VIP, port, protocol), with the backends that should be in it."""
+    out = {}
+    for service in cfg.services:
+        members = []
+        for backend in service.backends:
+            key = service.backend_key(backend)
+            admin = admin_state(service, backend, overrides)
+            if admin is config.AdminState.DISABLED or not _is_up(health.get(key)):
+                continue
+            weight = 0 if admin is config.AdminState.DRAINED else backend.weight
+            members.append(bpf.Backend(backend.address, weight=weight, vlan=backend.vlan or 0))
+        for vip in service.vips:
+            service_key = bpf.ServiceKey(vip, service.port, service.protocol)
+            out[service_key] = bpf.Service(
+                service_key, tuple(members), sticky=service.sticky, table_size=service.table_size
+            )
+    return out
+
+
+def healthy_count(status: bpf.ServiceStatus | None) -> int:
+    """Backends taking new flows in the data plane."""
+    return 0 if status is None else sum(1 for b in status.backends if b.reason == "active")
+
+
+def routes(
+    cfg: config.XdplbConfig, programmed: Mapping[bpf.ServiceKey, bpf.ServiceStatus], *, ready: bool, why_not_ready: str
+) -> dict[Prefix, Route]:
+    """Every VIP's route, announced when ``ready`` and each of its services has ``need`` healthy backends."""
+    by_vip: dict[bpf.IPAddress, list[config.ServiceConfig]] = {}
+    for service in cfg.services:
+        for vip in service.vips:
+            by_vip.setdefault(vip, []).append(service)
+    out = {}
+    for vip, services in by_vip.items():
+        prefix = ipaddress.ip_network(vip)
+        short = []
+        for service in services:
+            healthy = healthy_count(programmed.get(bpf.ServiceKey(vip, service.port, service.protocol)))
+            if healthy < service.need:
+                short.append(f"{service.name}: {healthy} of {service.need} needed backends healthy")
+        announce = ready and not short
+        reason = "; ".join(short) if short else ("all services up" if ready else why_not_ready)
+        # config makes services that share a VIP agree on its attributes
+        out[prefix] = Route(prefix, announce, cfg.route_attributes(services[0]), reason, tuple(s.name for s in services))
+    return out
