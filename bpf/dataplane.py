@@ -54,6 +54,11 @@ class DataPlaneSettings:
         """Sets of the flow table: ``flow_table_size`` / 4 ways, rounded up to a power of two."""
         return 1 << max(0, math.ceil(self.flow_table_size / _FLOW_WAYS) - 1).bit_length()
 
+    @property
+    def flow_table_capacity(self) -> int:
+        """Flow-table entries per IP version, after rounding ``flow_table_size`` up to whole sets."""
+        return self.flow_sets * _FLOW_WAYS
+
     def cflags(self) -> list[str]:
         """Compiler flags that set these sizes."""
         return [
@@ -442,7 +447,7 @@ class DataPlane:
     def flow_table_entries(self) -> dict[int, int]:
         """Flow-table entries in use, by IP version (from counters: cheap enough for every scrape)."""
         totals = self.read_counters().totals
-        size = self.settings.flow_sets * _FLOW_WAYS
+        size = self.settings.flow_table_capacity
         return {4: min(totals.flow_entries_v4, size), 6: min(totals.flow_entries_v6, size)}
 
     def clear_flows(self) -> None:

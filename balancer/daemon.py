@@ -1,0 +1,425 @@
+"""The xdplb daemon: config in, health checks, data plane and BGP driven to match, status out.
+
+Lifecycle: ``setup()`` loads the config and the XDP program and attaches it; ``start()`` starts the health
+checks, the BGP speaker and the HTTP API; ``serve()`` runs the root tasks until the stop trigger fires;
+``cleanup()`` withdraws every route, waits ``drain_seconds``, stops everything and detaches XDP. ``run()`` does
+all four. Cleanup is safe after a partial setup and runs once.
+"""
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import bgp
+import bpf
+import config
+import healthchecks
+from balancer import desired, reconciler, snapshot, status
+
+__all__ = ["Daemon", "DaemonError", "default_api"]
+
+log = logging.getLogger(__name__)
+
+NEIGHBOUR_INTERVAL = 1.0
+RECONCILE_INTERVAL = 5.0
+
+
+class DaemonError(config.XdplbError, RuntimeError):
+    """The daemon was used out of order or could not start."""
+
+
+def _version() -> str:
+    try:
+        return metadata.version("xdplb")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _plane_settings(cfg: config.XdplbConfig) -> bpf.DataPlaneSettings:
+    return bpf.DataPlaneSettings(
+        flow_table_size=cfg.dataplane.flow_table_size,
+        hash_seed=cfg.dataplane.hash_seed,
+        new_flow_rate_limit=cfg.dataplane.new_flow_rate_limit,
+    )
+
+
+def _targets(cfg: config.XdplbConfig, overrides: Mapping[str, config.AdminState]) -> list[healthchecks.Target]:
+    return [
+        healthchecks.Target(
+            key=key,
+            address=backend.address,
+            port=service.port,
+            checks=checks,
+            admin=healthchecks.AdminState(desired.admin_state(service, backend, overrides).value),
+        )
+        for key, (service, backend, checks) in desired.health_targets(cfg, overrides).items()
+    ]
+
+
+def _health(state: healthchecks.BackendHealth) -> desired.Health:
+    last = state.last_result
+    return desired.Health(state.state.value, state.reason, state.since, last.duration if last is not None else None)
+
+
+class Daemon:
+    """Implements ``status.Controller`` for the API; one instance per run.
+
+    ``stop`` is the stop trigger (signals set it in ``run()``); ``start_grace`` bounds the wait for every backend's
+    first health verdict before VIPs may be announced; ``api_factory`` builds the HTTP API (None: no API).
+    """
+
+    def __init__(
+        self,
+        config_path: Path,
+        *,
+        stop: asyncio.Event | None = None,
+        start_grace: float = 10.0,
+        drain_seconds: float = 1.0,
+        speaker_factory: Callable[[config.BgpConfig], bgp.Speaker] = bgp.Speaker,
+        api_factory: Callable[["Daemon"], Any] | None = None,
+        on_health_change: Callable[[healthchecks.HealthChange], None] | None = None,
+        on_check: Callable[[healthchecks.CheckRun], None] | None = None,
+    ) -> None:
+        self.config_path = config_path
+        self.stop_trigger = stop or asyncio.Event()
+        self.start_grace = start_grace
+        self.drain_seconds = drain_seconds
+        self._speaker_factory = speaker_factory
+        self._api_factory = api_factory
+        self._on_health_change = on_health_change
+        self._on_check = on_check
+        self._config: config.XdplbConfig | None = None
+        self._plane: bpf.DataPlane | None = None
+        self._neighbours: bpf.NeighbourTable | None = None
+        self._scheduler: healthchecks.Scheduler | None = None
+        self._speaker: bgp.Speaker | None = None
+        self._reconciler: reconciler.Reconciler | None = None
+        self._api: Any = None
+        self._overrides: dict[str, config.AdminState] = {}
+        self._dirty = asyncio.Event()
+        self._ready = False
+        self._started_at = time.time()
+        self._reloads = {"success": 0, "failure": 0}
+        self._last_reload_error: str | None = None
+        self._cleaned = False
+        self.ready_event = asyncio.Event()  # set once VIPs may be announced (tests wait on it)
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # lifecycle
+
+    async def run(self) -> None:
+        """Set up, start, serve until stopped (SIGTERM/SIGINT, or the stop trigger), clean up."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._signalled, signum)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload(), "reload"))
+        try:
+            await self.setup()
+            await self.start()
+            await self.serve()
+        finally:
+            await self.cleanup()
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(signum)
+
+    def _signalled(self, signum: int) -> None:
+        log.info("event=stopping reason=signal signal=%s", signal.Signals(signum).name)
+        self.stop_trigger.set()
+
+    async def setup(self) -> None:
+        """Load and validate the config, load the XDP program (seconds: clang runs) and attach it."""
+        self._config = config.load_config(self.config_path)
+        plane = bpf.DataPlane(_plane_settings(self._config))
+        self._plane = plane
+        await asyncio.to_thread(plane.setup)
+        self._neighbours = await asyncio.to_thread(bpf.NeighbourTable)
+        for interface in self._config.interfaces:
+            plane.attach(interface.name, interface.mode)
+        self._reconciler = reconciler.Reconciler(plane, None)
+        await self._converge()  # services in the maps (backends join as health and MACs come), nothing announced
+
+    async def start(self) -> None:
+        """Start health checks, the BGP speaker (announcing nothing yet) and the API."""
+        cfg = self._require_config()
+        self._scheduler = healthchecks.Scheduler(on_check=self._on_check)
+        self._scheduler.update(_targets(cfg, self._overrides))
+        self._scheduler.start()
+        if cfg.bgp is not None:
+            self._speaker = self._speaker_factory(cfg.bgp)
+            await self._speaker.start()
+        assert self._reconciler is not None
+        self._reconciler.speaker = self._speaker
+        if self._api_factory is not None:
+            self._api = self._api_factory(self)
+        if self._api is not None:
+            await self._api.setup()
+            await self._api.start()
+        self._started_at = time.time()
+        log.info("event=started config=%s services=%d", self.config_path, len(cfg.services))
+
+    async def serve(self) -> None:
+        """Run the root tasks until the stop trigger fires or one of them fails."""
+        assert self._scheduler is not None
+        events = self._scheduler.events()
+        try:
+            async with asyncio.TaskGroup() as group:
+                for name, coro in (
+                    ("reconcile", self._reconcile_loop()),
+                    ("health-events", self._health_events(events)),
+                    ("neighbours", self._neighbour_loop()),
+                    ("readiness", self._readiness()),
+                ):
+                    group.create_task(self._guard(name, coro), name=name)
+                await self.stop_trigger.wait()
+                raise _Stop
+        except* _Stop:
+            pass
+        finally:
+            events.close()
+
+    async def cleanup(self) -> None:
+        """Withdraw routes, drain, stop checks, API and ExaBGP, detach XDP. Safe after a partial setup."""
+        if self._cleaned:
+            return
+        self._cleaned = True
+        errors: list[BaseException] = []
+
+        async def step(name: str, action: Callable[[], Awaitable[Any]]) -> None:
+            try:
+                await action()
+            except Exception as error:  # keep going: the rest must still be released
+                errors.append(error)
+                log.error("event=cleanup_failed step=%s error=%s", name, error)
+
+        if self._speaker is not None:
+            speaker = self._speaker
+            await step("bgp", speaker.stop)  # withdraws every route before closing the sessions
+            if self.drain_seconds > 0 and self._plane is not None and self._plane.attached:
+                log.info("event=draining seconds=%.1f", self.drain_seconds)
+                await asyncio.sleep(self.drain_seconds)
+        if self._api is not None:
+            await step("api", self._api.cleanup)
+        if self._scheduler is not None:
+            await step("healthchecks", self._scheduler.stop)
+        if self._neighbours is not None:
+            neighbours = self._neighbours
+            await step("neighbours", lambda: asyncio.to_thread(neighbours.close))
+        if self._plane is not None:
+            plane = self._plane
+            await step("dataplane", lambda: asyncio.to_thread(plane.cleanup))
+        log.info("event=stopped errors=%d", len(errors))
+
+    # status.Controller
+
+    @property
+    def running_config(self) -> config.XdplbConfig:
+        """The configuration in force."""
+        return self._require_config()
+
+    @property
+    def ready(self) -> bool:
+        """Whether VIPs may be announced: attached, and every backend's first verdict in (or the grace over)."""
+        return self._ready
+
+    def snapshot(self) -> status.Snapshot:
+        """The current state, for the API, the console and the metrics."""
+        cfg = self._require_config()
+        assert self._plane is not None and self._reconciler is not None
+        return snapshot.build_snapshot(
+            version=_version(),
+            cfg=cfg,
+            config_source=str(self.config_path),
+            started_at=self._started_at,
+            ready=self._ready,
+            health=self._health(),
+            overrides=self._overrides,
+            plane=self._plane,
+            routes=self._reconciler.routes,
+            speaker=self._speaker,
+            reloads=self._reloads,
+            last_reload_error=self._last_reload_error,
+        )
+
+    async def reload(self) -> status.ReloadResult:
+        """Re-read the config file; apply it as a diff if valid, else keep the running config."""
+        old = self._require_config()
+        try:
+            new = await asyncio.to_thread(config.load_config, self.config_path)
+        except (config.ConfigError, OSError) as error:
+            self._reloads["failure"] += 1
+            self._last_reload_error = str(error)
+            log.error("event=reload_rejected config=%s error=%s", self.config_path, str(error).replace("\n", "; "))
+            return status.ReloadResult(False, old.digest(), str(error))
+        changes = await self._apply_config(old, new)
+        self._reloads["success"] += 1
+        self._last_reload_error = None
+        message = "applied: " + ("; ".join(changes) if changes else "no change")
+        log.info("event=reload_applied config=%s changes=%s", self.config_path, "; ".join(changes) or "none")
+        return status.ReloadResult(True, new.digest(), message)
+
+    async def set_admin(self, backend_key: str, state: config.AdminState | None) -> None:
+        """Override a backend's admin state at run time (None: back to the file's). KeyError if unknown."""
+        cfg = self._require_config()
+        if backend_key not in {service.backend_key(backend) for service, backend in cfg.backends()}:
+            raise KeyError(backend_key)
+        if state is None:
+            self._overrides.pop(backend_key, None)
+        else:
+            self._overrides[backend_key] = state
+        log.info("event=admin_override backend=%s state=%s", backend_key, state.value if state else "file")
+        if self._scheduler is not None:
+            self._scheduler.update(_targets(cfg, self._overrides))
+        await self._converge()
+
+    # internals
+
+    def _require_config(self) -> config.XdplbConfig:
+        if self._config is None:
+            raise DaemonError("the daemon is not set up: call setup() first")
+        return self._config
+
+    def _health(self) -> dict[str, desired.Health]:
+        if self._scheduler is None:
+            return {}
+        return {key: _health(state) for key, state in self._scheduler.states().items()}
+
+    async def _converge(self) -> None:
+        assert self._reconciler is not None
+        await self._reconciler.converge(
+            self._require_config(),
+            self._health(),
+            self._overrides,
+            ready=self._ready,
+            why_not_ready="starting: waiting for the first health verdicts",
+        )
+
+    async def _apply_config(self, old: config.XdplbConfig, new: config.XdplbConfig) -> list[str]:
+        changes = _describe_changes(old, new)
+        plane = self._plane
+        assert plane is not None
+        if new.dataplane != old.dataplane:
+            changes.append("dataplane sizing changed: takes effect at the next restart")
+        old_ifaces = {i.name: i for i in old.interfaces}
+        new_ifaces = {i.name: i for i in new.interfaces}
+        for name in old_ifaces.keys() - new_ifaces.keys():
+            plane.detach(name)
+        for name, interface in new_ifaces.items():
+            if old_ifaces.get(name) != interface:
+                plane.detach(name)
+                plane.attach(name, interface.mode)
+        self._config = new
+        keys = {service.backend_key(backend) for service, backend in new.backends()}
+        self._overrides = {key: state for key, state in self._overrides.items() if key in keys}
+        if new.bgp != old.bgp:
+            changes.append("bgp changed: speaker restarted")
+            if self._speaker is not None:
+                await self._speaker.stop()
+            self._speaker = None
+            if new.bgp is not None:
+                self._speaker = self._speaker_factory(new.bgp)
+                await self._speaker.start()
+            assert self._reconciler is not None
+            self._reconciler.speaker = self._speaker
+        if self._scheduler is not None:
+            self._scheduler.update(_targets(new, self._overrides))
+        await self._converge()
+        return changes
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._dirty.wait(), RECONCILE_INTERVAL)
+            except TimeoutError:
+                pass
+            self._dirty.clear()
+            await self._converge()
+
+    async def _health_events(self, events: healthchecks.EventStream) -> None:
+        async for change in events:
+            log.info(
+                "event=backend_health backend=%s from=%s to=%s reason=%s",
+                change.key, change.old.value, change.new.value, change.reason,
+            )  # fmt: skip
+            if self._on_health_change is not None:
+                self._on_health_change(change)
+            self._dirty.set()
+
+    async def _neighbour_loop(self) -> None:
+        plane, neighbours = self._plane, self._neighbours
+        assert plane is not None and neighbours is not None
+        while True:
+            wanted = plane.wanted_neighbours()
+            found = await asyncio.to_thread(neighbours.lookup, wanted)
+            if plane.update_macs(found):
+                self._dirty.set()
+            unknown = [address for address, mac in found.items() if mac is None]
+            if unknown:
+                await asyncio.to_thread(neighbours.probe, unknown)
+            await asyncio.sleep(NEIGHBOUR_INTERVAL)
+
+    async def _readiness(self) -> None:
+        """Ready once every checked backend has a verdict, or after ``start_grace`` seconds."""
+        deadline = time.monotonic() + self.start_grace
+        while time.monotonic() < deadline:
+            states = self._health()
+            if all(h.state != "unknown" for key, h in states.items() if self._is_enabled(key)):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            log.warning("event=start_grace_over seconds=%.1f unknown_backends_treated_as_down", self.start_grace)
+        self._ready = True
+        self.ready_event.set()
+        log.info("event=ready")
+        self._dirty.set()
+
+    def _is_enabled(self, key: str) -> bool:
+        return self._overrides.get(key) is not config.AdminState.DISABLED
+
+    async def _guard(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("event=task_crashed task=%s", name)
+            log.info("event=stopping reason=task_crashed task=%s", name)
+            raise
+        if not self.stop_trigger.is_set():
+            log.error("event=task_finished_unexpectedly task=%s", name)
+            self.stop_trigger.set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def default_api(daemon: "Daemon") -> Any:
+    """The HTTP API (JSON status, admin, console, /metrics) on the config's listen address; None until built."""
+    return None
+
+
+class _Stop(Exception):
+    """Raised inside the root task group to end it when the stop trigger fires."""
+
+
+def _describe_changes(old: config.XdplbConfig, new: config.XdplbConfig) -> list[str]:
+    old_services = {s.name: s for s in old.services}
+    new_services = {s.name: s for s in new.services}
+    changes = [f"service {name} added" for name in new_services.keys() - old_services.keys()]
+    changes += [f"service {name} removed" for name in old_services.keys() - new_services.keys()]
+    for name in old_services.keys() & new_services.keys():
+        before, after = old_services[name], new_services[name]
+        if before != after:
+            old_backends = {b.address: b for b in before.backends}
+            new_backends = {b.address: b for b in after.backends}
+            parts = [f"+{a}" for a in new_backends.keys() - old_backends.keys()]
+            parts += [f"-{a}" for a in old_backends.keys() - new_backends.keys()]
+            parts += [f"~{a}" for a in old_backends.keys() & new_backends.keys() if old_backends[a] != new_backends[a]]
+            changes.append(f"service {name} changed" + (f" ({' '.join(sorted(parts))})" if parts else ""))
+    return sorted(changes)
