@@ -4,6 +4,7 @@ import asyncio
 import ipaddress
 import random
 import struct
+import typing
 
 import config
 from healthchecks import _dns_wire, _failure
@@ -19,13 +20,13 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.ignored = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        transport.sendto(self.query)
+        # Not an isinstance check: the default loop's datagram transport does not subclass DatagramTransport.
+        typing.cast(asyncio.DatagramTransport, transport).sendto(self.query)
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
         if self.waiter.done():
             return
-        if len(data) >= 2 and int.from_bytes(data[:2], "big") != self.ident:
+        if len(data) >= 12 and int.from_bytes(data[:2], "big") != self.ident:
             self.ignored += 1  # a late or spoofed reply: keep waiting for ours
             return
         self.waiter.set_result(data)
@@ -103,8 +104,8 @@ class DnsChecker:
                 reason += f" ({udp.ignored} replies with a wrong id ignored)"
             return False, reason
         finally:
-            if isinstance(transport, (asyncio.Transport, asyncio.DatagramTransport)):
-                transport.abort()
+            if transport is not None:
+                typing.cast(asyncio.DatagramTransport, transport).abort()
         try:
             reply = _dns_wire.parse_reply(data, ident=ident, name=check.name, qtype=check.qtype)
         except _dns_wire.BadDnsMessage as error:

@@ -71,13 +71,13 @@ class AiohttpChecker:
         except aiohttp.ServerDisconnectedError:
             return False, "connection closed before a complete response"
         except aiohttp.ClientResponseError as error:
-            return False, f"bad response: {error.message}"
+            return False, _failure.one_line(f"bad response: {error.message}")
         except aiohttp.ClientPayloadError as error:
-            return False, f"bad response body: {error}"
+            return False, _failure.one_line(f"bad response: body: {error}")
         except (OSError, TimeoutError) as error:
             return False, _failure.describe_error(error, timeout=spec.timeout, phase=progress["phase"])
         except aiohttp.ClientError as error:
-            return False, f"{type(error).__name__}: {error}"
+            return False, _failure.one_line(f"{type(error).__name__}: {error}")
 
     async def close(self) -> None:
         """Close the session and its connections."""

@@ -3,7 +3,7 @@
 import errno
 import ssl
 
-__all__ = ["Verdict", "describe_error"]
+__all__ = ["Verdict", "describe_error", "one_line"]
 
 Verdict = tuple[bool, str]
 """What a checker's ``run()`` returns: (passed, reason)."""
@@ -43,3 +43,9 @@ def describe_error(error: BaseException, *, timeout: float, phase: str) -> str:
             return f"connection closed {phase}"
         return f"{error.strerror or error} {phase}".strip()
     return f"{type(error).__name__}: {error}"
+
+
+def one_line(text: str, limit: int = 160) -> str:
+    """``text`` with runs of whitespace (newlines too) collapsed, cut to ``limit`` characters, for a reason."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

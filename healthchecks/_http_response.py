@@ -59,7 +59,7 @@ class ResponseReader:
             self.done = True
             return
         if not self._in_body:
-            raise BadResponse("connection closed before a complete response" if self._buf else "empty response")
+            raise BadResponse("connection closed before a complete response")
         if self._want_body:
             # The body the check looks at is incomplete, but what arrived is all there will be.
             self.truncated = True
@@ -70,18 +70,18 @@ class ResponseReader:
     def _read_head(self) -> None:
         while True:
             if len(self._buf) >= 5 and not self._buf.startswith(b"HTTP/"):
-                raise BadResponse(f"not an HTTP response: {bytes(self._buf[:16])!r}")
+                raise BadResponse(f"bad response: not HTTP: {bytes(self._buf[:16])!r}")
             end = self._buf.find(b"\r\n\r\n")
             if end < 0:
                 if len(self._buf) > MAX_HEAD_BYTES:
-                    raise BadResponse(f"response head larger than {MAX_HEAD_BYTES} bytes")
+                    raise BadResponse(f"bad response: head larger than {MAX_HEAD_BYTES} bytes")
                 return
             head = bytes(self._buf[: end + 2])
             del self._buf[: end + 4]
             match = _STATUS_LINE.match(head)
             if match is None:
                 line = head.split(b"\n", 1)[0]
-                raise BadResponse(f"bad status line {line[:64]!r}")
+                raise BadResponse(f"bad response: bad status line {line[:64]!r}")
             status = int(match[1])
             if 100 <= status < 200 and status != 101:
                 continue  # an interim response (100 Continue); the real one follows
@@ -103,9 +103,9 @@ class ResponseReader:
                 try:
                     length = int(value.strip())
                 except ValueError:
-                    raise BadResponse(f"bad Content-Length {value.strip()[:32]!r}") from None
+                    raise BadResponse(f"bad response: bad Content-Length {value.strip()[:32]!r}") from None
                 if length < 0:
-                    raise BadResponse("negative Content-Length")
+                    raise BadResponse("bad response: negative Content-Length")
             elif name == b"transfer-encoding":
                 chunked = b"chunked" in value.lower()
             elif name == b"connection":
@@ -167,7 +167,7 @@ class ResponseReader:
                 match = _CHUNK_SIZE.match(self._buf)
                 if match is None:
                     if len(self._buf) > 64 or (self._buf and not self._buf[:1].isalnum()):
-                        raise BadResponse("bad chunked encoding")
+                        raise BadResponse("bad response: bad chunked encoding")
                     return
                 self._left = int(match[1], 16)
                 del self._buf[: match.end()]
@@ -187,14 +187,14 @@ class ResponseReader:
                 if len(self._buf) < 2:
                     return
                 if self._buf[:2] != b"\r\n":
-                    raise BadResponse("bad chunked encoding")
+                    raise BadResponse("bad response: bad chunked encoding")
                 del self._buf[:2]
                 self._chunk_state = "size"
             else:
                 end = self._buf.find(b"\r\n")
                 if end < 0:
                     if len(self._buf) > MAX_HEAD_BYTES:
-                        raise BadResponse("chunked trailer too large")
+                        raise BadResponse("bad response: chunked trailer too large")
                     return
                 del self._buf[: end + 2]
                 if end == 0:
