@@ -1,0 +1,218 @@
+"""One target at run time: a task per check, each check's rise/fall state, and the backend's ANDed state."""
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+
+import config
+from healthchecks import _checker, _clock, _health, _rise_fall
+
+__all__ = ["Backend"]
+
+log = logging.getLogger(__name__)
+
+_UNKNOWN, _UP, _DOWN = _health.HealthState.UNKNOWN, _health.HealthState.UP, _health.HealthState.DOWN
+
+# How long past its own timeout a checker may run before the scheduler gives up on it: checkers end themselves
+# at the timeout, so this only catches a bug, and turns it into a failure instead of a hung check.
+_GRACE = 1.0
+
+
+class _Slot:
+    """One check of a backend: its checker, its state machine and its last result."""
+
+    __slots__ = ("check", "label", "checker", "machine", "last_result", "task")
+
+    def __init__(self, check: config.Check, label: str, checker: _checker.Checker, state: _health.HealthState) -> None:
+        self.check = check
+        self.label = label
+        self.checker = checker
+        self.machine = _rise_fall.RiseFall(check.timing, state)
+        self.last_result: _health.CheckResult | None = None
+        self.task: asyncio.Task[None] | None = None
+
+
+class Backend:
+    """Runs the checks of one ``Target`` and turns their results into ``HealthChange``s through ``publish``."""
+
+    def __init__(
+        self,
+        target: _health.Target,
+        *,
+        clock: _clock.Clock,
+        rng: random.Random,
+        http_engine: _checker.HttpEngine,
+        publish: Callable[[_health.HealthChange], None],
+        on_check: Callable[[_health.CheckRun], None] | None,
+    ) -> None:
+        self.target = target
+        self._clock = clock
+        self._rng = rng
+        self._http_engine = http_engine
+        self._publish = publish
+        self._on_check = on_check
+        self.state = _UNKNOWN
+        self.since = clock.wall()
+        self.reason = "not checked yet"
+        self.last_result: _health.CheckResult | None = None
+        self._slots: list[_Slot] = []
+        self._build_slots(_UNKNOWN)
+
+    def _build_slots(self, state: _health.HealthState) -> None:
+        target = self.target
+        self._slots = [
+            _Slot(
+                check,
+                _checker.describe_check(check, target.port),
+                _checker.make_checker(check, target.address, target.port, http_engine=self._http_engine),
+                state,
+            )
+            for check in target.checks
+        ]
+
+    # lifecycle
+
+    def start(self) -> None:
+        """Start a task per check, unless the target is disabled."""
+        if self.target.admin is _health.AdminState.DISABLED:
+            return
+        for index, slot in enumerate(self._slots):
+            if slot.task is None:
+                slot.task = asyncio.get_running_loop().create_task(
+                    self._run(index, slot), name=f"healthcheck {self.target.key} {slot.label}"
+                )
+                slot.task.add_done_callback(self._task_ended)
+
+    def stop(self) -> list[asyncio.Task[None]]:
+        """Cancel the check tasks; the returned tasks finish the cancellation and close the checkers."""
+        ending = []
+        for slot in self._slots:
+            if slot.task is not None:
+                slot.task.cancel()
+                ending.append(slot.task)
+                slot.task = None
+        closing = asyncio.get_running_loop().create_task(self._close_checkers(list(self._slots), ending))
+        return [closing]
+
+    async def _close_checkers(self, slots: list[_Slot], ending: list[asyncio.Task[None]]) -> None:
+        await asyncio.gather(*ending, return_exceptions=True)
+        for slot in slots:
+            try:
+                await slot.checker.close()
+            except Exception:
+                log.exception("event=checker_close_failed backend=%s check=%s", self.target.key, slot.label)
+
+    def replace(self, target: _health.Target, *, started: bool) -> list[asyncio.Task[None]]:
+        """Take a new spec for the same key: restart the checks only if they changed, keep the state."""
+        old, self.target = self.target, target
+        ending: list[asyncio.Task[None]] = []
+        if (old.address, old.port, old.checks) != (target.address, target.port, target.checks):
+            ending = self.stop()
+            # The new checks start from the backend's state, so a reload neither drops nor admits it by itself.
+            self._build_slots(self.state)
+        if old.admin is not target.admin:
+            self._admin_changed(old.admin)
+            if target.admin is _health.AdminState.DISABLED and not ending:
+                ending = self.stop()
+                self._build_slots(_UNKNOWN)
+        if started:
+            self.start()
+        return ending
+
+    def _admin_changed(self, old: _health.AdminState) -> None:
+        admin = self.target.admin
+        if admin is _health.AdminState.DISABLED:
+            self._set_state(_UNKNOWN, f"admin {admin.value}")
+        elif old is _health.AdminState.DISABLED:
+            self._build_slots(_UNKNOWN)
+            self._set_state(_UNKNOWN, f"admin {admin.value}", force=True)
+        else:
+            self._set_state(self.state, f"admin {admin.value}", force=True)
+
+    def _task_ended(self, task: "asyncio.Task[None]") -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        log.error("event=healthcheck_task_ended backend=%s task=%s error=%r", self.target.key, task.get_name(), error)
+
+    # checking
+
+    async def _run(self, index: int, slot: _Slot) -> None:
+        clock = self._clock
+        timing = slot.check.timing
+        due = clock.monotonic() + self._rng.uniform(0.0, timing.jitter * slot.machine.next_interval())
+        limit = timing.timeout + _GRACE
+        while True:
+            await clock.sleep_until(due)
+            started = clock.monotonic()
+            begun = time.perf_counter()
+            try:
+                async with asyncio.timeout(limit):
+                    ok, reason = await slot.checker.run()
+            except TimeoutError:
+                ok, reason = False, f"check did not end within {limit:g}s"
+                log.error("event=checker_hung backend=%s check=%s", self.target.key, slot.label)
+            except Exception as error:  # a bug in a checker must not stop the checks
+                log.exception("event=checker_failed backend=%s check=%s", self.target.key, slot.label)
+                ok, reason = False, f"internal error: {type(error).__name__}: {error}"
+            result = _health.CheckResult(ok, reason, time.perf_counter() - begun, clock.wall())
+            self._record(slot, result)
+            if self._on_check is not None:
+                try:
+                    self._on_check(_health.CheckRun(self.target.key, index, result, started - due))
+                except Exception:
+                    log.exception("event=on_check_failed backend=%s", self.target.key)
+            due = max(started + slot.machine.next_interval(), clock.monotonic())
+
+    def _record(self, slot: _Slot, result: _health.CheckResult) -> None:
+        slot.last_result = result
+        self.last_result = result
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "event=check_result backend=%s check=%s ok=%s reason=%r duration=%.4f",
+                self.target.key, slot.label, result.ok, result.reason, result.duration,
+            )  # fmt: skip
+        if not slot.machine.feed(result.ok):
+            return
+        states = [s.machine.state for s in self._slots]
+        if _DOWN in states:
+            new = _DOWN
+        elif _UNKNOWN in states:
+            new = _UNKNOWN
+        else:
+            new = _UP
+        if new is self.state:
+            return
+        if new is _DOWN:
+            reason = f"{slot.label}: {result.reason}"
+        else:
+            reason = "; ".join(f"{s.label}: {s.last_result.reason}" for s in self._slots if s.last_result)
+        self._set_state(new, reason)
+
+    def _set_state(self, new: _health.HealthState, reason: str, *, force: bool = False) -> None:
+        old = self.state
+        if new is old and not force:
+            return
+        now = self._clock.wall()
+        self.state, self.reason = new, reason
+        if new is not old:
+            self.since = now
+            log.info(
+                "event=backend_%s backend=%s old=%s reason=%r", new.value, self.target.key, old.value, reason
+            )
+        else:
+            log.info("event=backend_admin backend=%s admin=%s", self.target.key, self.target.admin.value)
+        self._publish(_health.HealthChange(self.target.key, old, new, reason, now, self.target.admin))
+
+    def snapshot(self) -> _health.BackendHealth:
+        """The backend's health as the core sees it."""
+        return _health.BackendHealth(
+            state=self.state,
+            since=self.since,
+            reason=self.reason,
+            last_result=self.last_result,
+            admin=self.target.admin,
+            checks=tuple(_health.CheckHealth(s.check, s.machine.state, s.last_result) for s in self._slots),
+        )

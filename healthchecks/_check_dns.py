@@ -1,0 +1,118 @@
+"""The DNS check: one query over UDP or TCP; it passes on a well-formed answer with the expected rcode."""
+
+import asyncio
+import ipaddress
+import random
+import struct
+import typing
+
+import config
+from healthchecks import _dns_wire, _failure
+
+__all__ = ["DnsChecker"]
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    """Waits for the first well-formed reply to our query; replies with another id are ignored (and counted)."""
+
+    def __init__(self, query: bytes, check: config.DnsCheck, ident: int, waiter: asyncio.Future[bytes]) -> None:
+        self.query, self.check, self.ident, self.waiter = query, check, ident, waiter
+        self.ignored = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Not an isinstance check: the default loop's datagram transport does not subclass DatagramTransport.
+        typing.cast(asyncio.DatagramTransport, transport).sendto(self.query)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        if self.waiter.done():
+            return
+        if len(data) >= 12 and int.from_bytes(data[:2], "big") != self.ident:
+            self.ignored += 1  # a late or spoofed reply: keep waiting for ours
+            return
+        self.waiter.set_result(data)
+
+    def error_received(self, exc: Exception) -> None:
+        if not self.waiter.done():
+            self.waiter.set_exception(exc)
+
+
+class _TcpProtocol(asyncio.Protocol):
+    """Reads one length-prefixed DNS message (RFC 1035 4.2.2)."""
+
+    def __init__(self, waiter: asyncio.Future[bytes]) -> None:
+        self.waiter = waiter
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if len(self.buf) >= 2 and len(self.buf) >= 2 + int.from_bytes(self.buf[:2], "big") and not self.waiter.done():
+            self.waiter.set_result(bytes(self.buf[2 : 2 + int.from_bytes(self.buf[:2], "big")]))
+
+    def eof_received(self) -> bool:
+        self.connection_lost(None)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.waiter.done():
+            self.waiter.set_exception(exc or ConnectionResetError(f"connection closed after {len(self.buf)} bytes"))
+
+
+class DnsChecker:
+    """Runs one DNS check against one backend; ``run()`` never raises and never outlives the timeout."""
+
+    def __init__(
+        self, check: config.DnsCheck, address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int
+    ) -> None:
+        self._check = check
+        self._address = str(address)
+        self._port = port
+        self._timeout = check.timing.timeout
+        _dns_wire.encode_name(check.name)  # a bad name fails here, when the check is set up
+
+    async def run(self) -> _failure.Verdict:
+        loop = asyncio.get_running_loop()
+        check = self._check
+        ident = random.getrandbits(16)
+        query = _dns_wire.build_query(check.name, check.qtype, ident)
+        waiter: asyncio.Future[bytes] = loop.create_future()
+        transport: asyncio.BaseTransport | None = None
+        udp: _UdpProtocol | None = None
+        phase = "connecting" if check.transport == "tcp" else "waiting for the reply"
+        try:
+            async with asyncio.timeout(self._timeout):
+                if check.transport == "udp":
+                    udp = _UdpProtocol(query, check, ident, waiter)
+                    transport, _ = await loop.create_datagram_endpoint(
+                        lambda: udp, remote_addr=(self._address, self._port)
+                    )
+                else:
+                    transport, _ = await loop.create_connection(
+                        lambda: _TcpProtocol(waiter), self._address, self._port
+                    )
+                    assert isinstance(transport, asyncio.Transport)
+                    transport.write(struct.pack("!H", len(query)) + query)
+                    phase = "waiting for the reply"
+                data = await waiter
+        except (OSError, TimeoutError) as error:
+            reason = _failure.describe_error(error, timeout=self._timeout, phase=phase)
+            if udp is not None and udp.ignored:
+                reason += f" ({udp.ignored} replies with a wrong id ignored)"
+            return False, reason
+        finally:
+            if transport is not None:
+                typing.cast(asyncio.DatagramTransport, transport).abort()
+        try:
+            reply = _dns_wire.parse_reply(data, ident=ident, name=check.name, qtype=check.qtype)
+        except _dns_wire.BadDnsMessage as error:
+            return False, f"bad DNS reply: {error}"
+        if reply.rcode != check.rcode:
+            return False, f"rcode {reply.rcode}, expected {check.rcode}"
+        return True, f"rcode {reply.rcode}, {reply.answers} answers"
+
+    async def close(self) -> None:
+        """Nothing is kept between checks."""

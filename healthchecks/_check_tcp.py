@@ -1,0 +1,95 @@
+"""The TCP check: connect, optionally send bytes, optionally expect the reply to start with a prefix."""
+
+import asyncio
+import ipaddress
+
+import config
+from healthchecks import _failure
+
+__all__ = ["TcpChecker", "unescape"]
+
+
+def unescape(text: str) -> bytes:
+    r"""The bytes of ``text`` with backslash escapes applied: ``"PING\r\n"`` → ``b"PING\r\n"``.
+
+    >>> unescape(r"PING\r\n")
+    b'PING\r\n'
+    """
+    return text.encode("utf-8").decode("unicode_escape").encode("latin-1")
+
+
+class _PrefixProtocol(asyncio.Protocol):
+    """Collects up to ``want`` bytes and resolves ``waiter`` when it has them or the peer closes."""
+
+    def __init__(self, want: int, waiter: asyncio.Future[None]) -> None:
+        self.want = want
+        self.waiter = waiter
+        self.data = bytearray()
+        self.transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+        if len(self.data) >= self.want and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def eof_received(self) -> bool:
+        if not self.waiter.done():
+            self.waiter.set_result(None)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.waiter.done():
+            if exc is None:
+                self.waiter.set_result(None)
+            else:
+                self.waiter.set_exception(exc)
+
+
+class TcpChecker:
+    """Runs one TCP check against one backend; ``run()`` never raises and never outlives the timeout."""
+
+    def __init__(
+        self, check: config.TcpCheck, address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int
+    ) -> None:
+        self._address = str(address)
+        self._port = port
+        self._timeout = check.timing.timeout
+        self._send = unescape(check.send) if check.send else b""
+        self._expect = unescape(check.expect) if check.expect else b""
+
+    async def run(self) -> _failure.Verdict:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        protocol = _PrefixProtocol(len(self._expect), waiter)
+        phase = "connecting"
+        try:
+            async with asyncio.timeout(self._timeout):
+                await loop.create_connection(lambda: protocol, self._address, self._port)
+                if not self._expect:
+                    if self._send:
+                        assert isinstance(protocol.transport, asyncio.Transport)
+                        protocol.transport.write(self._send)
+                    return True, "connected"
+                phase = "waiting for the reply"
+                if self._send:
+                    assert isinstance(protocol.transport, asyncio.Transport)
+                    protocol.transport.write(self._send)
+                await waiter
+        except (OSError, TimeoutError) as error:
+            return False, _failure.describe_error(error, timeout=self._timeout, phase=phase)
+        finally:
+            if protocol.transport is not None:
+                assert isinstance(protocol.transport, asyncio.Transport)
+                protocol.transport.abort()
+        reply = bytes(protocol.data[: len(self._expect)])
+        if reply == self._expect:
+            return True, "reply matches"
+        if not reply:
+            return False, "connection closed without a reply"
+        return False, f"reply {reply[:32]!r} does not start with {self._expect[:32]!r}"
+
+    async def close(self) -> None:
+        """Nothing is kept between checks."""

@@ -1,0 +1,50 @@
+"""Picking the checker for a check: one object per (check, backend), reused for every run."""
+
+import ipaddress
+from typing import Literal, Protocol
+
+import config
+from healthchecks import _check_dns, _check_http, _check_http_aiohttp, _check_tcp, _failure
+
+__all__ = ["Checker", "HttpEngine", "describe_check", "make_checker"]
+
+HttpEngine = Literal["lean", "aiohttp"]
+"""Which HTTP client runs HTTP(S) checks: ``"lean"`` (asyncio protocol, the default) or ``"aiohttp"``."""
+
+
+class Checker(Protocol):
+    """Runs one check against one backend, again and again."""
+
+    async def run(self) -> _failure.Verdict:
+        """One check: (passed, reason). Never raises for anything the backend does, and ends within the timeout."""
+
+    async def close(self) -> None:
+        """Release what the checker keeps between runs (a kept-alive connection, a client session)."""
+
+
+def make_checker(
+    check: config.Check,
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+    service_port: int,
+    *,
+    http_engine: HttpEngine = "lean",
+) -> Checker:
+    """The checker for ``check`` on ``address``, at the check's own port or else the service port."""
+    port = check.port or service_port
+    if isinstance(check, config.HttpCheck):
+        if http_engine == "aiohttp":
+            return _check_http_aiohttp.AiohttpChecker(check, address, port)
+        return _check_http.LeanHttpChecker(check, address, port)
+    if isinstance(check, config.TcpCheck):
+        return _check_tcp.TcpChecker(check, address, port)
+    return _check_dns.DnsChecker(check, address, port)
+
+
+def describe_check(check: config.Check, service_port: int) -> str:
+    """A short label for reasons and logs: ``"http :8080/health"``, ``"dns/udp :53"``."""
+    port = check.port or service_port
+    if isinstance(check, config.HttpCheck):
+        return f"{check.type} :{port}{check.path}"
+    if isinstance(check, config.DnsCheck):
+        return f"dns/{check.transport} :{port}"
+    return f"tcp :{port}"

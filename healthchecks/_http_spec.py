@@ -1,0 +1,66 @@
+"""What an HTTP check sends and how it judges the answer, shared by the lean and the aiohttp checkers."""
+
+import ipaddress
+import re
+import ssl
+
+import config
+from healthchecks import _errors, _failure, _tls
+
+__all__ = ["HttpSpec"]
+
+USER_AGENT = "xdplb-healthcheck"
+
+
+class HttpSpec:
+    """The request and the expectations of one HTTP(S) check against one address and port."""
+
+    def __init__(
+        self, check: config.HttpCheck, address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int
+    ) -> None:
+        self.check = check
+        self.address = str(address)
+        self.port = port
+        self.timeout = check.timing.timeout
+        self.tls = check.type == "https"
+        literal = f"[{address}]" if address.version == 6 else self.address
+        default_port = 443 if self.tls else 80
+        self.host = check.host or (literal if port == default_port else f"{literal}:{port}")
+        self.url = f"{'https' if self.tls else 'http'}://{literal}:{port}{check.path}"
+        self.ssl: ssl.SSLContext | None = None
+        self.server_hostname: str | None = None
+        if self.tls:
+            self.ssl = _tls.client_context(verify=check.tls_verify, ca_file=check.ca_file)
+            self.server_hostname = check.sni or check.host or self.address
+        for name, value in check.headers.items():
+            if _UNSAFE.search(name) or _UNSAFE.search(value) or not name:
+                raise _errors.HealthCheckConfigError(f"header {name!r}: names and values may not hold CR, LF or NUL")
+        overridden = {name.lower() for name in check.headers}
+        defaults = {"Host": self.host, "User-Agent": USER_AGENT}
+        self.headers = {k: v for k, v in defaults.items() if k.lower() not in overridden} | dict(check.headers)
+        self._ranges = config.parse_status_codes(check.expect_status)
+        self._regex = re.compile(check.expect_body_regex.encode()) if check.expect_body_regex else None
+        self._substring = check.expect_body.encode() if check.expect_body else None
+        self.want_body = check.method != "HEAD" and (self._regex is not None or self._substring is not None)
+
+    def request(self, *, keepalive: bool) -> bytes:
+        """The request bytes for the lean checker."""
+        lines = [f"{self.check.method} {self.check.path} HTTP/1.1"]
+        lines += [f"{name}: {value}" for name, value in self.headers.items()]
+        if not any(name.lower() == "connection" for name in self.headers):
+            lines.append("Connection: keep-alive" if keepalive else "Connection: close")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def judge(self, status: int, body: bytes, *, truncated: bool) -> _failure.Verdict:
+        """Whether ``status`` and ``body`` pass, and why (``"status 503, expected 200-299"``)."""
+        if not any(low <= status <= high for low, high in self._ranges):
+            return False, f"status {status}, expected {self.check.expect_status}"
+        where = f" (first {len(body)} bytes)" if truncated else ""
+        if self._substring is not None and self._substring not in body:
+            return False, f"body mismatch: no {self.check.expect_body!r}{where}"
+        if self._regex is not None and self._regex.search(body) is None:
+            return False, f"body mismatch: no match for /{self.check.expect_body_regex}/{where}"
+        return True, f"status {status}"
+
+
+_UNSAFE = re.compile(r"[\r\n\0]")
