@@ -102,6 +102,7 @@ class Daemon:
         self._api: Any = None
         self._overrides: dict[str, config.AdminState] = {}
         self._dirty = asyncio.Event()
+        self._look_for_macs = asyncio.Event()
         self._ready = False
         self._started_at = time.time()
         self._reloads = {"success": 0, "failure": 0}
@@ -112,19 +113,25 @@ class Daemon:
 
     # lifecycle
 
-    async def run(self) -> None:
-        """Set up, start, serve until stopped (SIGTERM/SIGINT, or the stop trigger), clean up."""
+    async def run(self, *, handle_signals: bool = True) -> None:
+        """Set up, start, serve until stopped (SIGTERM/SIGINT, or the stop trigger), clean up.
+
+        With ``handle_signals`` (main thread only) SIGTERM and SIGINT stop the daemon and SIGHUP reloads.
+        """
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self._signalled, signum)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload(), "reload"))
+        signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP) if handle_signals else ()
+        for signum in signals:
+            if signum == signal.SIGHUP:
+                loop.add_signal_handler(signum, lambda: self._spawn(self.reload(), "reload"))
+            else:
+                loop.add_signal_handler(signum, self._signalled, signum)
         try:
             await self.setup()
             await self.start()
             await self.serve()
         finally:
             await self.cleanup()
-            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            for signum in signals:
                 loop.remove_signal_handler(signum)
 
     def _signalled(self, signum: int) -> None:
@@ -168,13 +175,13 @@ class Daemon:
         events = self._scheduler.events()
         try:
             async with asyncio.TaskGroup() as group:
-                for name, coro in (
-                    ("reconcile", self._reconcile_loop()),
-                    ("health-events", self._health_events(events)),
-                    ("neighbours", self._neighbour_loop()),
-                    ("readiness", self._readiness()),
+                for name, coro, forever in (
+                    ("reconcile", self._reconcile_loop(), True),
+                    ("health-events", self._health_events(events), True),
+                    ("neighbours", self._neighbour_loop(), True),
+                    ("readiness", self._readiness(), False),
                 ):
-                    group.create_task(self._guard(name, coro), name=name)
+                    group.create_task(self._guard(name, coro, forever=forever), name=name)
                 await self.stop_trigger.wait()
                 raise _Stop
         except* _Stop:
@@ -348,6 +355,7 @@ class Daemon:
             if self._on_health_change is not None:
                 self._on_health_change(change)
             self._dirty.set()
+            self._look_for_macs.set()  # a backend just answered: its neighbour entry is fresh
 
     async def _neighbour_loop(self) -> None:
         plane, neighbours = self._plane, self._neighbours
@@ -360,7 +368,11 @@ class Daemon:
             unknown = [address for address, mac in found.items() if mac is None]
             if unknown:
                 await asyncio.to_thread(neighbours.probe, unknown)
-            await asyncio.sleep(NEIGHBOUR_INTERVAL)
+            try:
+                await asyncio.wait_for(self._look_for_macs.wait(), NEIGHBOUR_INTERVAL)
+            except TimeoutError:
+                pass
+            self._look_for_macs.clear()
 
     async def _readiness(self) -> None:
         """Ready once every checked backend has a verdict, or after ``start_grace`` seconds."""
@@ -380,7 +392,8 @@ class Daemon:
     def _is_enabled(self, key: str) -> bool:
         return self._overrides.get(key) is not config.AdminState.DISABLED
 
-    async def _guard(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
+    async def _guard(self, name: str, coro: Coroutine[Any, Any, None], *, forever: bool) -> None:
+        """Log a root task's crash at once (it then stops the daemon), and a return of one meant to run forever."""
         try:
             await coro
         except asyncio.CancelledError:
@@ -389,7 +402,7 @@ class Daemon:
             log.exception("event=task_crashed task=%s", name)
             log.info("event=stopping reason=task_crashed task=%s", name)
             raise
-        if not self.stop_trigger.is_set():
+        if forever and not self.stop_trigger.is_set():
             log.error("event=task_finished_unexpectedly task=%s", name)
             self.stop_trigger.set()
 

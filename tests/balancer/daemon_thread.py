@@ -1,0 +1,65 @@
+"""Run the real daemon on its own event loop in a thread that lives in a lab host's network namespace."""
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from balancer import daemon, status
+from balancer.lab_netns import Host
+
+T = TypeVar("T")
+
+
+class DaemonThread:
+    """``start()`` runs ``Daemon.run()`` inside ``host``'s namespace; ``call()`` runs code on the daemon's loop."""
+
+    def __init__(self, host: Host, config_path: Path, **options: Any) -> None:
+        self.host = host
+        self.config_path = config_path
+        self.options = options
+        self.daemon: daemon.Daemon | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.error: BaseException | None = None
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="xdplb-daemon", daemon=True)
+
+    def _main(self) -> None:
+        with self.host.entered():
+            loop = asyncio.new_event_loop()
+            self.loop = loop
+            try:
+                self.daemon = daemon.Daemon(self.config_path, **self.options)
+                self._started.set()
+                loop.run_until_complete(self.daemon.run(handle_signals=False))
+            except BaseException as error:
+                self.error = error
+            finally:
+                self._started.set()
+                loop.close()
+
+    def start(self, *, ready_timeout: float = 60.0) -> None:
+        self._thread.start()
+        self._started.wait(30)
+        self.call(lambda d: asyncio.wait_for(d.ready_event.wait(), ready_timeout), timeout=ready_timeout + 5)
+
+    def call(self, make: Callable[[daemon.Daemon], Coroutine[Any, Any, T]], *, timeout: float = 30.0) -> T:
+        assert self.loop is not None and self.daemon is not None
+        if self.error is not None:
+            raise self.error
+        future = asyncio.run_coroutine_threadsafe(make(self.daemon), self.loop)
+        return future.result(timeout)
+
+    def snapshot(self) -> status.Snapshot:
+        async def take(d: daemon.Daemon) -> status.Snapshot:
+            return d.snapshot()
+
+        return self.call(take)
+
+    def stop(self, *, timeout: float = 30.0) -> None:
+        if self.loop is not None and self.daemon is not None and self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self.daemon.stop_trigger.set)
+        self._thread.join(timeout)
+        if self.error is not None:
+            raise self.error

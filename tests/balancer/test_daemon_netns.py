@@ -1,0 +1,200 @@
+"""The real daemon in namespaces: real XDP data plane, real HTTP backends, real ExaBGP and a BIRD router.
+
+One lab, one story: start (nothing announced until health is known), traffic spreads, a backend dies, another is
+drained through the admin call while a connection to it stays open, reloads (good and broken), stop.
+"""
+
+import http.client
+import ipaddress
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import config
+from balancer.lab_bird import BirdLab, BirdPeer
+from balancer.lab_netns import Host, Lab
+from tests.balancer.daemon_thread import DaemonThread
+from tests.bpf.conftest import require_bpf
+
+pytestmark = pytest.mark.privileged
+
+VIP, VIP2 = "192.0.2.100", "192.0.2.101"
+LOCAL_AS, ROUTER_AS = 65001, 65000
+
+
+def _get(client: Host, vip: str, path: str = "/") -> str:
+    with client.entered():
+        conn = http.client.HTTPConnection(vip, 80, timeout=5)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            assert response.status == 200
+            return response.read().decode().strip()
+        finally:
+            conn.close()
+
+
+def _wait(what: str, predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def _config(lb: Host, router: Host, backends: list[Host], *, second_vip: bool = False) -> str:
+    members = "\n".join(f"      - address: {b.ipv4}" for b in backends)
+    text = f"""
+interfaces:
+  - name: {lb.ifname}
+    mode: generic
+dataplane: {{flow_table_size: 4096}}
+bgp:
+  local_as: {LOCAL_AS}
+  router_id: {lb.ipv4}
+  peers:
+    - {{address: {router.ipv4}, peer_as: {ROUTER_AS}, local_address: {lb.ipv4}, hold_time: 9}}
+  attributes: {{med: 50, communities: ["65001:100"]}}
+api: {{listen: "127.0.0.1:9180"}}  # inside the lb namespace
+policies:
+  web:
+    checks:
+      - {{type: http, path: /healthz, timing: {{interval: 0.3, timeout: 0.25, rise: 1, fall: 2}}}}
+services:
+  - name: web
+    vip: {VIP}
+    port: 80
+    policy: web
+    table_size: 1021
+    backends:
+{members}
+"""
+    if second_vip:
+        text += f"""  - name: web2
+    vip: {VIP2}
+    port: 80
+    policy: web
+    table_size: 1021
+    backends:
+{members}
+"""
+    return text
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    require_bpf()
+    with Lab() as lab:
+        yield lab
+
+
+def test_daemon_end_to_end(lab: Lab, tmp_path: Path) -> None:
+    client = lab.add_host("client", ipv4="198.18.0.2")
+    router = lab.add_host("router", ipv4="198.18.0.1")
+    lb = lab.add_host("lb", ipv4="198.18.0.5")
+    backends = [lab.add_host(f"b{i}", ipv4=f"198.18.0.{10 + i}") for i in (1, 2, 3)]
+    servers = {}
+    for host in backends:
+        for vip in (VIP, VIP2):
+            host.add_vip_on_loopback(vip)
+        servers[host.name] = host.start_http_backend(host.name, 80)
+    for vip in (VIP, VIP2):
+        client.add_route(f"{vip}/32", via=lb.ipv4)
+    path = tmp_path / "xdplb.yaml"
+    path.write_text(_config(lb, router, backends))
+    config.load_config(path)  # the test's own config is valid
+
+    peer = BirdPeer(name="xdplb", address=ipaddress.ip_address(lb.ipv4), peer_as=LOCAL_AS, local_as=ROUTER_AS,
+                    local_address=ipaddress.ip_address(router.ipv4), multihop=False)
+    with BirdLab(peers=[peer], netns=router.netns, router_id=router.ipv4) as bird:
+        runner = DaemonThread(lb, path, start_grace=10.0, drain_seconds=0.2)
+        runner.start()
+        try:
+            _run_story(runner, bird, client, servers)
+        finally:
+            runner.stop()
+        assert bird.route(f"{VIP}/32") is None, "a clean stop withdraws the routes"
+
+
+def _run_story(runner: DaemonThread, bird: BirdLab, client: Host, servers: dict) -> None:
+    # Ready means every backend has a verdict: all three are up, and only then is the VIP announced.
+    assert runner.snapshot().ready
+    _wait("every backend active", lambda: [(b.health, b.dataplane) for b in runner.snapshot().services[0].backends]
+          == [("up", "active")] * 3, timeout=5)
+    _wait("the VIP in BIRD", lambda: bird.route(f"{VIP}/32") is not None)
+    route = bird.route(f"{VIP}/32")
+    assert route is not None and (route.med, route.communities) == (50, ("65001:100",))
+
+    answers = Counter(_get(client, VIP) for _ in range(30))
+    assert set(answers) == {"b1", "b2", "b3"}, answers
+    counted = {b.address: b.new_flows for b in runner.snapshot().services[0].backends}
+    assert sum(counted.values()) >= 30
+
+    # b3's server dies: down within fall x interval + timeout + margin, and its share goes to the others.
+    servers["b3"].stop()
+    _wait("b3 down", lambda: runner.snapshot().services[0].backends[2].health == "down", timeout=5)
+    b3 = runner.snapshot().services[0].backends[2]
+    assert b3.dataplane == "removed: down" and "refused" in b3.reason, b3
+    assert set(_get(client, VIP) for _ in range(20)) == {"b1", "b2"}
+
+    # Drain b1 through the admin call while a connection to b1 is open: it completes, new ones avoid b1.
+    conn, response, first = _open_stream_to(client, "b1")
+    runner.call(lambda d: d.set_admin("web/198.18.0.11", config.AdminState.DRAINED))
+    b1 = runner.snapshot().services[0].backends[0]
+    assert (b1.admin, b1.admin_override, b1.dataplane, b1.table_entries) == ("drained", "drained",
+                                                                             "draining (weight 0)", 0)
+    assert set(_get(client, VIP) for _ in range(20)) == {"b2"}
+    with client.entered():
+        body = first + response.read().decode()
+        conn.close()
+    assert body.count("\n") >= 5 and body.startswith("b1"), "the drained backend's open connection completed"
+    runner.call(lambda d: d.set_admin("web/198.18.0.11", None))
+    assert runner.snapshot().services[0].backends[0].admin_override is None
+
+    # A reload adding a second VIP: forwarded and announced; unchanged backends keep their state.
+    since_before = runner.snapshot().services[0].backends[1].since
+    path = runner.config_path
+    path.write_text(_config_with_second_vip(path.read_text()))
+    result = runner.call(lambda d: d.reload())
+    assert result.ok and "service web2 added" in result.message, result
+    _wait("the second VIP in BIRD", lambda: bird.route(f"{VIP2}/32") is not None)
+    assert set(_get(client, VIP2) for _ in range(20)) <= {"b1", "b2"}
+    assert runner.snapshot().services[0].backends[1].since == since_before
+
+    # A broken config is rejected with the reason; the running one stays and traffic is unaffected.
+    digest = runner.snapshot().config_digest
+    path.write_text(path.read_text().replace("port: 80", "port: 80000", 1))
+    result = runner.call(lambda d: d.reload())
+    assert not result.ok and "services[0].port" in result.message, result
+    snap = runner.snapshot()
+    assert snap.config_digest == digest and snap.reloads == {"success": 1, "failure": 1}
+    assert _get(client, VIP) in {"b1", "b2"}
+
+    # Every backend down: the route goes from BIRD; one back: it returns.
+    servers["b1"].stop()
+    servers["b2"].stop()
+    _wait("the VIP withdrawn", lambda: bird.route(f"{VIP}/32") is None, timeout=5)
+    vip = next(v for v in runner.snapshot().vips if v.vip == VIP)
+    assert not vip.announced and "0 of 1" in vip.reason
+
+
+def _config_with_second_vip(text: str) -> str:
+    web = text[text.index("  - name: web\n"):]
+    return text + web.replace("  - name: web\n", "  - name: web2\n").replace(f"vip: {VIP}", f"vip: {VIP2}")
+
+
+def _open_stream_to(client: Host, backend: str) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, str]:
+    """A streaming request that landed on ``backend``, its first line read (tries new connections until one does)."""
+    for _ in range(50):
+        with client.entered():
+            conn = http.client.HTTPConnection(VIP, 80, timeout=10)
+            conn.request("GET", "/stream?seconds=1")
+            response = conn.getresponse()
+            first = response.readline().decode()
+            if first.startswith(backend):
+                return conn, response, first
+            conn.close()
+    raise AssertionError(f"no connection landed on {backend}")
