@@ -1,0 +1,373 @@
+"""The demo topology in namespaces, shared by ``xdplb demo`` and the end-to-end tests.
+
+One lab bridge (``balancer.lab_netns``) joins::
+
+    client 198.18.0.2 --VIP via--> router 198.18.0.1 (BIRD, ECMP into its own kernel)
+                                      |--> xdplb node 198.18.0.5 (and .6)  -- XDP, L2 DSR -->  backends .11 .12 .13
+    backends (VIP on lo, HTTP answering their name) --reply straight--> client
+
+Each xdplb node is the real ``xdplb run`` as a child process in its namespace, with
+``config/examples/demo.yaml`` rewritten for the run (interface name, addresses). Run files live in
+``/run/xdplb-demo/<run-id>/``; ``cleanup_demo_leftovers()`` removes those of dead runs (and their lab namespaces).
+
+    with DemoLab(nodes=1) as demo:
+        node = demo.start_node(0)
+        node.wait_ready()
+        demo.bird.route("192.0.2.100/32")
+"""
+
+from __future__ import annotations
+
+import copy
+import http.client
+import ipaddress
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import config
+from balancer import lab_backend, lab_bird, lab_netns
+
+__all__ = [
+    "BACKEND_IPS",
+    "CLIENT_IP",
+    "DEMO_CONFIG",
+    "NODE_IPS",
+    "ROUTER_IP",
+    "WORKDIR_ROOT",
+    "DemoError",
+    "DemoLab",
+    "NodeProcess",
+    "cleanup_demo_leftovers",
+]
+
+log = logging.getLogger(__name__)
+
+DEMO_CONFIG = Path(config.__file__).parent / "examples" / "demo.yaml"
+"""The configuration every demo node runs, with the run's interface and addresses substituted."""
+WORKDIR_ROOT = Path("/run/xdplb-demo")
+ROUTER_IP = "198.18.0.1"
+CLIENT_IP = "198.18.0.2"
+NODE_IPS = ("198.18.0.5", "198.18.0.6")
+BACKEND_IPS = tuple(f"198.18.0.{11 + i}" for i in range(8))
+API_PORT = 9180  # the daemon's API inside its namespace (demo.yaml's api.listen)
+# `xdplb run` exactly as the console script runs it, except that importing uvloop fails, so it keeps asyncio's
+# own loop: under uvloop the HTTP health checker asserts its transport is an asyncio.Transport (uvloop's is not),
+# so no backend ever comes up. tests/e2e/test_e2e_uvloop.py shows it; drop this once that test passes.
+_RUN_WITHOUT_UVLOOP = "import sys; sys.modules['uvloop'] = None; from balancer import cli; sys.exit(cli.main())"
+
+
+class DemoError(config.XdplbError, RuntimeError):
+    """The demo lab could not be built or a node misbehaved."""
+
+
+class NodeProcess:
+    """One ``xdplb run`` child in a node's namespace; talks to its API from inside that namespace."""
+
+    def __init__(self, host: lab_netns.Host, *, config_path: Path, log_path: Path,
+                 process: subprocess.Popen[Any]) -> None:
+        self.host = host
+        self.config_path = config_path
+        self.log_path = log_path
+        self.process = process
+
+    @property
+    def pid(self) -> int:
+        """The daemon's process id (``nsenter`` execs it)."""
+        return self.process.pid
+
+    def log(self) -> str:
+        """What the daemon logged so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def request(self, method: str, path: str, *, timeout: float = 5.0) -> tuple[int, Any]:
+        """One API call; returns (HTTP status, decoded JSON or text). Raises OSError when nothing answers."""
+        conn = http.client.HTTPConnection("127.0.0.1", API_PORT, timeout=timeout)
+        with self.host.entered():
+            conn.connect()  # the socket belongs to the node's namespace from here on
+        try:
+            conn.request(method, path, headers={"Content-Length": "0"} if method == "POST" else {})
+            response = conn.getresponse()
+            body = response.read().decode(errors="replace")
+        finally:
+            conn.close()
+        if response.getheader("Content-Type", "").startswith("application/json"):
+            return response.status, json.loads(body)
+        return response.status, body
+
+    def status(self) -> dict[str, Any]:
+        """``GET /api/v1/status``."""
+        code, body = self.request("GET", "/api/v1/status")
+        if code != 200 or not isinstance(body, dict):
+            raise DemoError(f"status API answered {code}: {body!r}")
+        return body
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait until ``/healthz`` answers 200 (data plane attached, every backend's first verdict in)."""
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise DemoError(f"xdplb exited with {self.process.returncode}; log:\n{self.log()[-3000:]}")
+            try:
+                code, last = self.request("GET", "/healthz", timeout=1.0)
+                if code == 200:
+                    return
+            except OSError as error:
+                last = error
+            time.sleep(0.1)
+        raise DemoError(f"xdplb not ready within {timeout:g} s (last: {last!r}); log:\n{self.log()[-3000:]}")
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM (a clean stop: routes withdrawn, XDP detached), wait; SIGKILL after ``timeout``."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                lab_backend.stop_process(self.process, 1.0)
+        return self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL the daemon alone (its ExaBGP child dies with it: PDEATHSIG)."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+
+class DemoLab:
+    """Client, router with BIRD, ``nodes`` xdplb node namespaces and ``backends`` web servers; see the module doc.
+
+    ``create()`` (or ``with``) builds everything but starts no xdplb node: call ``start_node(i)``.
+    """
+
+    def __init__(self, *, nodes: int = 1, backends: int = 3, template: Path = DEMO_CONFIG,
+                 workdir_root: Path = WORKDIR_ROOT, handle_signals: bool = True) -> None:
+        if not 1 <= nodes <= len(NODE_IPS) or not 1 <= backends <= len(BACKEND_IPS):
+            raise DemoError(f"1-{len(NODE_IPS)} nodes and 1-{len(BACKEND_IPS)} backends")
+        self.template: dict[str, Any] = yaml.safe_load(template.read_text())
+        self.lab = lab_netns.Lab(handle_signals=handle_signals)
+        self.workdir_root = workdir_root
+        self.workdir = workdir_root  # set per run in create()
+        self._node_count = nodes
+        self._backend_count = backends
+        self.nodes: list[lab_netns.Host] = []
+        self.backends: list[lab_netns.Host] = []
+        self.servers: dict[str, lab_backend.HttpBackend | None] = {}
+        self.processes: list[NodeProcess | None] = [None] * nodes
+        self._bird: lab_bird.BirdLab | None = None
+        self._client: lab_netns.Host | None = None
+        self._router: lab_netns.Host | None = None
+
+    # topology
+
+    @property
+    def vips(self) -> list[str]:
+        """Every VIP of the template's services."""
+        return [str(service["vip"]) for service in self.template["services"]]
+
+    @property
+    def local_as(self) -> int:
+        return int(self.template["bgp"]["local_as"])
+
+    @property
+    def router_as(self) -> int:
+        return int(self.template["bgp"]["peers"][0]["peer_as"])
+
+    @property
+    def client(self) -> lab_netns.Host:
+        if self._client is None:
+            raise DemoError("call create() first")
+        return self._client
+
+    @property
+    def router(self) -> lab_netns.Host:
+        if self._router is None:
+            raise DemoError("call create() first")
+        return self._router
+
+    @property
+    def bird(self) -> lab_bird.BirdLab:
+        if self._bird is None:
+            raise DemoError("call create() first")
+        return self._bird
+
+    def __enter__(self) -> DemoLab:
+        return self.create()
+
+    def __exit__(self, *exc: object) -> None:
+        self.destroy()
+
+    def create(self) -> DemoLab:
+        """Build the lab; on failure undo what was done and raise."""
+        try:
+            self._create()
+        except BaseException:
+            self.destroy()
+            raise
+        return self
+
+    def _create(self) -> None:
+        lab = self.lab.create()
+        self.workdir = self.workdir_root / lab.run_id
+        self.workdir.mkdir(parents=True, exist_ok=False)  # after the lab's record: a dead run's dir is known dead
+        self._router = router = lab.add_host("router", ipv4=ROUTER_IP)
+        self._client = client = lab.add_host("client", ipv4=CLIENT_IP)
+        self.nodes = [lab.add_host(f"lb{i + 1}", ipv4=NODE_IPS[i]) for i in range(self._node_count)]
+        self.backends = [lab.add_host(f"b{i + 1}", ipv4=BACKEND_IPS[i]) for i in range(self._backend_count)]
+        router.set_sysctl("net.ipv4.ip_forward", 1)
+        for conf in ("all", "default", router.ifname):
+            router.set_sysctl(f"net.ipv4.conf.{conf}.send_redirects", 0)  # it routes back out the same port
+        for vip in self.vips:
+            client.add_route(f"{vip}/32", via=ROUTER_IP)
+            for backend in self.backends:
+                backend.add_vip_on_loopback(vip)
+        peers = [
+            lab_bird.BirdPeer(name=f"xdplb{i + 1}", address=ipaddress.ip_address(node.ipv4), peer_as=self.local_as,
+                              local_as=self.router_as, local_address=ipaddress.ip_address(ROUTER_IP), multihop=False)
+            for i, node in enumerate(self.nodes)
+        ]
+        self._bird = lab_bird.BirdLab(peers=peers, netns=router.netns, router_id=ROUTER_IP, kernel_merge_paths=True)
+        self._write_run_record()
+        self._bird.start()
+        for backend in self.backends:
+            self.start_backend(backend.name)
+        log.info("event=demo_lab_created run=%s nodes=%d backends=%d", lab.run_id, len(self.nodes), len(self.backends))
+
+    def _write_run_record(self) -> None:
+        record = {"run_id": self.lab.run_id, "bird_workdir": str(self.bird.workdir)}
+        (self.workdir / "run.json").write_text(json.dumps(record) + "\n")
+
+    def destroy(self) -> None:
+        """Stop the nodes cleanly, then BIRD, then remove the namespaces and the run directory. Idempotent."""
+        errors: list[str] = []
+        for index, node in enumerate(self.processes):
+            if node is not None:
+                try:
+                    node.stop()
+                except Exception as error:  # keep tearing down
+                    errors.append(f"node {index}: {error!r}")
+        self.processes = [None] * len(self.processes)
+        for name, server in list(self.servers.items()):
+            if server is not None:
+                server.stop()
+            self.servers[name] = None
+        if self._bird is not None:
+            self._bird.stop()
+        try:
+            self.lab.destroy()
+        except lab_netns.LabError as error:
+            errors.append(str(error))
+        if self.workdir != self.workdir_root:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        if errors:
+            raise DemoError("demo lab teardown: " + "; ".join(errors))
+
+    # backends
+
+    def backend(self, name: str) -> lab_netns.Host:
+        """The backend host ``name`` (b1, b2, ...)."""
+        for host in self.backends:
+            if host.name == name:
+                return host
+        raise DemoError(f"no backend {name}")
+
+    def start_backend(self, name: str) -> lab_backend.HttpBackend:
+        """Start (again) backend ``name``'s web server on port 80; returns once it answers."""
+        if self.servers.get(name) is not None:
+            raise DemoError(f"backend {name} is running")
+        server = self.backend(name).start_http_backend(name, 80)
+        self.servers[name] = server
+        return server
+
+    def stop_backend(self, name: str) -> None:
+        """Stop backend ``name``'s web server (its host stays: health checks get connection refused)."""
+        server = self.servers.get(name)
+        if server is not None:
+            server.stop()
+        self.servers[name] = None
+
+    # nodes
+
+    def node_config(self, index: int) -> dict[str, Any]:
+        """The template rewritten for node ``index``: its interface, its address as router id and BGP source, and
+        the lab router as its peer."""
+        node = self.nodes[index]
+        data = copy.deepcopy(self.template)
+        data["interfaces"][0]["name"] = node.ifname
+        data["bgp"]["router_id"] = node.ipv4
+        peer = data["bgp"]["peers"][0]
+        peer.update(address=ROUTER_IP, local_address=node.ipv4, port=self.bird.port)
+        return data
+
+    def write_config(self, index: int, data: dict[str, Any]) -> Path:
+        """Write node ``index``'s config file (the one ``start_node`` and a reload read) and return its path."""
+        path = self.workdir / f"lb{index + 1}.yaml"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+        tmp.replace(path)
+        return path
+
+    def start_node(self, index: int, *, data: dict[str, Any] | None = None, drain_seconds: float = 1.0,
+                   start_grace: float = 10.0, log_level: str = "INFO", uvloop: bool = False) -> NodeProcess:
+        """Run ``xdplb run`` in node ``index``'s namespace (not waiting for it: see ``NodeProcess.wait_ready``).
+
+        ``uvloop=False`` runs it on asyncio's own loop (see ``_RUN_WITHOUT_UVLOOP``)."""
+        current = self.processes[index]
+        if current is not None and current.process.poll() is None:
+            raise DemoError(f"node {index} is running")
+        path = self.write_config(index, data if data is not None else self.node_config(index))
+        log_path = self.workdir / f"lb{index + 1}.log"
+        launcher = ["-m", "balancer.cli"] if uvloop else ["-c", _RUN_WITHOUT_UVLOOP]
+        argv = [sys.executable, *launcher, "run", str(path), "--drain-seconds", str(drain_seconds),
+                "--start-grace", str(start_grace), "--log-level", log_level]
+        with open(log_path, "ab") as out:
+            process = self.nodes[index].popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        node = NodeProcess(self.nodes[index], config_path=path, log_path=log_path, process=process)
+        self.processes[index] = node
+        return node
+
+    # the router's view
+
+    def announced_by(self, vip: str) -> set[str]:
+        """The next hops BIRD has for ``vip``/32 (one per node announcing it)."""
+        prefix = f"{vip}/32"
+        return {str(route.next_hop) for route in self.bird.routes(prefix) if route.prefix == ipaddress.ip_network(prefix)}
+
+    def kernel_route(self, vip: str) -> str:
+        """``ip route show VIP`` in the router's namespace: what BIRD installed in its kernel."""
+        done = self.router.run(["ip", "route", "show", f"{vip}/32"], capture_output=True, text=True, timeout=10)
+        return str(done.stdout).strip()
+
+
+def cleanup_demo_leftovers(workdir_root: Path = WORKDIR_ROOT) -> list[str]:
+    """Remove what dead demo runs left: their lab namespaces (``lab_netns.cleanup_leftovers``), their BIRD
+    directories and run directories. A run whose lab record still exists belongs to a live process: left alone.
+    Returns the names removed."""
+    removed = lab_netns.cleanup_leftovers()
+    if not workdir_root.is_dir():
+        return removed
+    for path in sorted(workdir_root.glob("xl*")):
+        if (lab_netns.REGISTRY_DIR / f"{path.name}.json").exists():
+            continue  # its owner is alive (cleanup_leftovers just removed the records of dead ones)
+        try:
+            bird_dir = Path(json.loads((path / "run.json").read_text())["bird_workdir"])
+        except (OSError, ValueError, KeyError):
+            bird_dir = None
+        if bird_dir is not None and bird_dir.name.startswith("xdplb-bird-") and bird_dir.is_dir():
+            shutil.rmtree(bird_dir, ignore_errors=True)
+            removed.append(str(bird_dir))
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(str(path))
+    if removed:
+        log.info("event=demo_leftovers_removed removed=%s", removed)
+    return removed
