@@ -156,11 +156,7 @@ class Daemon:
         self._scheduler = healthchecks.Scheduler(on_check=self._on_check)
         self._scheduler.update(_targets(cfg, self._overrides))
         self._scheduler.start()
-        if cfg.bgp is not None:
-            self._speaker = self._speaker_factory(cfg.bgp)
-            await self._speaker.start()
-        assert self._reconciler is not None
-        self._reconciler.speaker = self._speaker
+        await self._start_speaker(cfg.bgp)
         if self._api_factory is not None:
             self._api = self._api_factory(self)
         if self._api is not None:
@@ -326,16 +322,19 @@ class Daemon:
             changes.append("bgp changed: speaker restarted")
             if self._speaker is not None:
                 await self._speaker.stop()
-            self._speaker = None
-            if new.bgp is not None:
-                self._speaker = self._speaker_factory(new.bgp)
-                await self._speaker.start()
-            assert self._reconciler is not None
-            self._reconciler.speaker = self._speaker
+            await self._start_speaker(new.bgp)
         if self._scheduler is not None:
             self._scheduler.update(_targets(new, self._overrides))
         await self._converge()
         return changes
+
+    async def _start_speaker(self, bgp_config: config.BgpConfig | None) -> None:
+        """A started speaker for ``bgp_config`` (None: no BGP), announcing nothing until the next pass."""
+        self._speaker = None if bgp_config is None else self._speaker_factory(bgp_config)
+        if self._speaker is not None:
+            await self._speaker.start()
+        assert self._reconciler is not None
+        self._reconciler.speaker = self._speaker
 
     async def _reconcile_loop(self) -> None:
         while True:
