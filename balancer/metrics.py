@@ -17,12 +17,14 @@ byte-for-byte reproducible, which ``tests/api/golden/metrics.txt`` relies on. A 
     xdplb_vip_announced{vip="192.0.2.100"} 1.0
 """
 
+import bisect
+import itertools
 import logging
 from collections.abc import Iterator
 from importlib import metadata
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 import config
@@ -221,6 +223,36 @@ class _SnapshotCollector(Collector):
         yield routes
 
 
+class _EventCollector(Collector):
+    """Check durations and health transitions, kept as plain counts (no ``_created`` series, stable order)."""
+
+    def __init__(self) -> None:
+        # (service, backend, check, result) -> per-bucket counts (non-cumulative, +Inf last), sum
+        self.checks: dict[tuple[str, str, str, str], tuple[list[int], list[float]]] = {}
+        self.transitions: dict[tuple[str, str, str], int] = {}
+
+    def observe(self, labels: tuple[str, str, str, str], seconds: float) -> None:
+        counts, total = self.checks.setdefault(labels, ([0] * (len(CHECK_BUCKETS) + 1), [0.0]))
+        counts[bisect.bisect_left(CHECK_BUCKETS, seconds)] += 1
+        total[0] += seconds
+
+    def collect(self) -> Iterator[HistogramMetricFamily | CounterMetricFamily]:
+        checks = HistogramMetricFamily("xdplb_healthcheck_duration_seconds",
+                                       "Duration of one health check run, connect to verdict.",
+                                       labels=["service", "backend", "check", "result"])
+        for labels, (counts, total) in sorted(self.checks.items()):
+            cumulative = list(itertools.accumulate(counts))
+            buckets = [(str(bound), float(n)) for bound, n in zip(CHECK_BUCKETS, cumulative)]
+            checks.add_metric(list(labels), [*buckets, ("+Inf", float(cumulative[-1]))], total[0])
+        yield checks
+        transitions = CounterMetricFamily("xdplb_backend_state_transitions",
+                                          "Health state changes of a backend, by the state entered.",
+                                          labels=["service", "backend", "state"])
+        for key, count in sorted(self.transitions.items()):
+            transitions.add_metric(list(key), float(count))
+        yield transitions
+
+
 class Metrics:
     """Every xdplb metric, in a registry of its own.
 
@@ -231,34 +263,28 @@ class Metrics:
 
     def __init__(self, controller: status.Controller, *, version: str | None = None) -> None:
         self._controller = controller
-        self.registry = CollectorRegistry(auto_describe=False)
+        self._version = version if version is not None else _installed_version()
         self._addresses: tuple[config.XdplbConfig | None, dict[str, str]] = (None, {})
-        build = Gauge("xdplb_build_info", "Version of xdplb; always 1.", ["version"], registry=self.registry)
-        build.labels(version=version if version is not None else _installed_version()).set(1)
-        self._checks = Histogram(
-            "xdplb_healthcheck_duration_seconds",
-            "Duration of one health check run, connect to verdict.",
-            ["service", "backend", "check", "result"],
-            buckets=CHECK_BUCKETS,
-            registry=self.registry,
-        )
-        self._transitions = Counter(
-            "xdplb_backend_state_transitions",
-            "Health state changes of a backend, by the state entered.",
-            ["service", "backend", "state"],
-            registry=self.registry,
-        )
+        self._events = _EventCollector()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+        self.registry.register(self._events)
         self.registry.register(_SnapshotCollector(controller))
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """``xdplb_build_info`` (the registry calls this on every scrape)."""
+        build = GaugeMetricFamily("xdplb_build_info", "Version of xdplb; always 1.", labels=["version"])
+        build.add_metric([self._version], 1.0)
+        yield build
 
     def observe_check(self, backend_key: str, service: str, check_type: str, seconds: float, ok: bool) -> None:
         """Record one check run of ``backend_key`` (``ServiceConfig.backend_key``) that took ``seconds``."""
-        result = "ok" if ok else "fail"
-        self._checks.labels(service=service, backend=self._address(backend_key), check=check_type,
-                            result=result).observe(seconds)
+        self._events.observe((service, self._address(backend_key), check_type, "ok" if ok else "fail"), seconds)
 
     def health_transition(self, service: str, backend: str, to_state: str) -> None:
         """Count a health change of ``backend`` (its address) of ``service`` into ``to_state`` (up, down)."""
-        self._transitions.labels(service=service, backend=backend, state=to_state).inc()
+        key = (service, backend, to_state)
+        self._events.transitions[key] = self._events.transitions.get(key, 0) + 1
 
     def render(self) -> bytes:
         """The text exposition format (what ``GET /metrics`` serves)."""
