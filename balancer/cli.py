@@ -1,11 +1,13 @@
 """The ``xdplb`` command line."""
 
 import argparse
+import json
 import sys
 from importlib import metadata
 from typing import Sequence
 
 import config
+from balancer import status_table
 
 __all__ = ["main"]
 
@@ -25,6 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="run the namespace demo lab (coming with the lab issue)")
     check = sub.add_parser("check", help="validate a configuration file without touching the system")
     check.add_argument("config", metavar="CONFIG", help="YAML (or .json) configuration file")
+    show = sub.add_parser("status", help="show VIPs, services, backends and BGP peers of a running daemon")
+    where = show.add_mutually_exclusive_group()
+    where.add_argument("--api", metavar="URL", help=f"base URL of the daemon's API (default {status_table.DEFAULT_URL})")
+    where.add_argument("--config", metavar="CONFIG", help="take the API address from this configuration's api.listen")
+    show.add_argument("--rate", metavar="SECONDS", type=float, default=0.0,
+                      help="sample twice, SECONDS apart, and show packets per second instead of totals")
+    show.add_argument("--json", action="store_true", help="print the status JSON as the API returns it")
     return parser
 
 
@@ -41,6 +50,23 @@ def _check(path: str) -> int:
     return 0
 
 
+def _status(api: str | None, config_path: str | None, rate: float, as_json: bool) -> int:
+    """``xdplb status``: 0 and the tables on stdout, or 1 and why on stderr."""
+    if api is None and config_path is not None:
+        try:
+            api = status_table.api_url(config.load_config(config_path))
+        except config.ConfigError as error:
+            print(error, file=sys.stderr)
+            return 1
+    try:
+        latest, earlier = status_table.sample(api or status_table.DEFAULT_URL, rate_seconds=rate)
+    except status_table.StatusUnavailable as error:
+        print(f"xdplb status: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(latest, indent=2) if as_json else status_table.render(latest, earlier), end="\n" if as_json else "")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``xdplb`` console script."""
     parser = build_parser()
@@ -50,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "check":
         return _check(args.config)
+    if args.command == "status":
+        return _status(args.api, args.config, args.rate, args.json)
     parser.print_help()
     return 2
 

@@ -66,6 +66,7 @@ function renderVips(status) {
     el("div", {class: "muted"}, v.services.join(", ")))));
 }
 
+const NUMERIC = new Set([5, 7, 8, 9, 10]);
 const ACTIONS = [["drain", "drain"], ["enable", "enable"], ["disable", "disable"], ["reset", "reset"]];
 
 function renderServices(status, now) {
@@ -73,11 +74,11 @@ function renderServices(status, now) {
   box.replaceChildren(...status.services.map(s => {
     const key = serviceKey(s);
     const head = el("tr", {}, ...["backend", "health", "reason", "since", "admin", "weight", "data plane",
-      "pkt/s", "bit/s", "flows/s", "slots", ""].map((h, i) => el("th", {class: i >= 5 && i <= 10 ? "num" : ""}, h)));
+      "pkt/s", "bit/s", "flows/s", "slots", ""].map((h, i) => el("th", {class: NUMERIC.has(i) ? "num" : ""}, h)));
     const rows = s.backends.map(b => {
       const bkey = key + "|" + b.address;
       const admin = el("td", {}, badge(b.admin));
-      if (b.admin_override) admin.append(" ", el("span", {class: "override", title: "set through the API"}, "override"));
+      if (b.admin_override) admin.append(" ", el("span", {class: "override", title: "set through the API; reset returns to the file's state"}, "api"));
       const buttons = el("td", {}, ...ACTIONS.map(([action, label]) =>
         el("button", {type: "button", "data-key": b.key, "data-action": action, title: action + " " + b.key}, label)));
       const bits = rate(bkey, "bytes", b, now);
@@ -88,21 +89,23 @@ function renderServices(status, now) {
         el("td", {}, ago(b.since, now)),
         admin,
         el("td", {class: "num"}, b.weight),
-        el("td", {class: "num"}, badge(b.dataplane, b.dataplane.split(":")[0])),
+        el("td", {}, badge(b.dataplane, b.dataplane.split(":")[0])),
         el("td", {class: "num"}, si(rate(bkey, "packets", b, now), "")),
         el("td", {class: "num"}, si(bits === null ? null : bits * 8, "")),
         el("td", {class: "num"}, si(rate(bkey, "new_flows", b, now), "")),
         el("td", {class: "num"}, b.table_entries),
         buttons);
     });
+    const where = (s.vip.includes(":") ? "[" + s.vip + "]" : s.vip) + ":" + s.port + "/" + s.protocol;
     const title = el("div", {class: "title"},
       el("span", {class: "name"}, s.name),
-      el("span", {class: "mono"}, (s.vip.includes(":") ? "[" + s.vip + "]" : s.vip) + ":" + s.port + "/" + s.protocol),
+      s.name === where ? null : el("span", {class: "mono"}, where),
       badge(s.up ? "up" : "down"),
       el("span", {}, s.healthy + " of " + s.backends.length + " backends take flows (need " + s.need + ")"),
       el("span", {class: "muted"}, si(rate(key, "packets", s, now), "pkt/s") + " · " +
         si(rate(key, "new_flows", s, now), "flows/s") + " · no-backend drops " + s.drop_no_backend));
-    return el("div", {class: "service"}, title, el("table", {}, el("thead", {}, head), el("tbody", {}, ...rows)));
+    return el("div", {class: "service"}, title,
+      el("table", {class: "backends"}, el("thead", {}, head), el("tbody", {}, ...rows)));
   }));
 }
 

@@ -1,7 +1,8 @@
 """Run the real API on loopback around a fake controller, for tests and for looking at the console by hand.
 
-``python -m tests.api.serving [PORT]`` serves the fake on 127.0.0.1 with counters that grow every second (the
-console then shows rates); stop it with Ctrl-C.
+``python -m tests.api.serving [PORT] [per-snapshot]`` serves the fake on 127.0.0.1 with counters that grow every
+second (the console then shows rates), or on every snapshot with ``per-snapshot`` (for a headless browser's
+virtual time); stop it with Ctrl-C.
 """
 
 import asyncio
@@ -12,7 +13,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from balancer import api, metrics
+from balancer import api, metrics, status
 from tests.api.fake_controller import FakeController
 
 
@@ -49,8 +50,14 @@ async def serve_pretending(controller: FakeController, listen_host: str) -> Asyn
         await runner.cleanup()
 
 
-async def _main(port: int) -> None:
-    controller = FakeController()
+class _Ticking(FakeController):
+    def snapshot(self) -> status.Snapshot:
+        self.tick += 1
+        return super().snapshot()
+
+
+async def _main(port: int, per_snapshot: bool) -> None:
+    controller = _Ticking() if per_snapshot else FakeController()
     collected = metrics.Metrics(controller)
     server = api.ApiServer(controller, metrics=collected, host=ipaddress.ip_address("127.0.0.1"), port=port)
     await server.setup()
@@ -59,11 +66,12 @@ async def _main(port: int) -> None:
     try:
         while True:
             await asyncio.sleep(1)
-            controller.tick += 1
+            if not per_snapshot:
+                controller.tick += 1
     finally:
         await server.cleanup()
 
 
 if __name__ == "__main__":
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_main(int(sys.argv[1]) if len(sys.argv) > 1 else 9180))
+        asyncio.run(_main(int(sys.argv[1]) if len(sys.argv) > 1 else 9180, sys.argv[2:3] == ["per-snapshot"]))
