@@ -107,6 +107,10 @@ class _SnapshotCollector(Collector):
         for result in sorted({"failure", "success", *snapshot.reloads}):
             reloads.add_metric([result], float(snapshot.reloads.get(result, 0)))
         yield reloads
+        successful = GaugeMetricFamily("xdplb_config_last_reload_successful",
+                                       "1 unless the last reload failed (the previous config then stays in force).")
+        successful.add_metric([], 0.0 if snapshot.last_reload_error else 1.0)
+        yield successful
         if snapshot.last_reload_success is not None:
             last = GaugeMetricFamily("xdplb_config_last_reload_success_timestamp_seconds",
                                      "When a configuration was last applied, in seconds since the epoch.")
