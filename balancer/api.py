@@ -59,6 +59,8 @@ _SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 
+_ACCESS_LOG_FORMAT = 'event=http_request remote=%a request="%r" status=%s bytes=%b seconds=%Tf'
+
 
 class ApiError(config.XdplbError, RuntimeError):
     """The API server was used out of order (``start()`` before ``setup()``)."""
@@ -120,7 +122,11 @@ def _authorize(request: web.Request) -> None:
 
 async def _reload(request: web.Request) -> web.Response:
     _authorize(request)
-    result = await request.app[CONTROLLER].reload()
+    controller = request.app[CONTROLLER]
+    try:
+        result = await controller.reload()
+    except config.XdplbError as error:  # the core should return a failed result; a raised error means the same
+        result = status.ReloadResult(ok=False, config_digest=controller.running_config.digest(), message=str(error))
     log.info("event=api_reload ok=%s digest=%s remote=%s", result.ok, result.config_digest, request.remote)
     return web.json_response(status.to_json(result), status=200 if result.ok else 400)
 
@@ -217,7 +223,8 @@ class ApiServer:
         if self._runner is not None:
             raise ApiError("setup() was already called; call cleanup() first")
         app = make_app(self._controller, metrics=self._metrics, listen_host=self.host)
-        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=self._shutdown_timeout)
+        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=self._shutdown_timeout,
+                               access_log_format=_ACCESS_LOG_FORMAT)
         await runner.setup()
         self._runner = runner
 

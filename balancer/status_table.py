@@ -43,6 +43,8 @@ def api_url(running: config.XdplbConfig) -> str:
 
 def fetch_status(base_url: str, *, timeout: float = 5.0) -> dict[str, Any]:
     """GET ``/api/v1/status`` from ``base_url``; StatusUnavailable says why it failed."""
+    if "://" not in base_url:
+        base_url = f"http://{base_url}"
     url = base_url.rstrip("/") + "/api/v1/status"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:

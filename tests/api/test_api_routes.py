@@ -1,6 +1,8 @@
 """Every route of the API, served for real on loopback around a fake controller."""
 
 import json
+import logging
+import re
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -249,3 +251,29 @@ async def test_serves_on_ipv6_loopback(controller: FakeController, http: aiohttp
                 assert response.status == 200  # [::1] is loopback: open without a token
     except OSError as error:  # no IPv6 on this host
         pytest.skip(f"no ::1: {error}")
+
+
+async def test_reload_raising_a_config_error_is_a_400_too(controller: FakeController, base_url: str,
+                                                          http: aiohttp.ClientSession) -> None:
+    async def refuse() -> status.ReloadResult:
+        raise config.ConfigError("xdplb.yaml", [("services[0].port", "not a port")])
+
+    controller.reload = refuse  # type: ignore[method-assign]
+    async with http.post(f"{base_url}/api/v1/reload") as response:
+        assert response.status == 400
+        body = await response.json()
+    assert body == {"ok": False, "config_digest": controller.running_config.digest(),
+                    "message": "xdplb.yaml: services[0].port: not a port"}
+
+
+async def test_requests_are_logged_as_key_value_events(controller: FakeController, http: aiohttp.ClientSession,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO):
+        async with serving.serve(controller) as (base_url, _):
+            async with http.get(f"{base_url}/healthz") as response:
+                assert response.status == 200
+            async with http.post(f"{base_url}/api/v1/backends/web/198.18.0.11/drain") as response:
+                assert response.status == 200
+    assert re.search(r'event=http_request remote=127\.0\.0\.1 request="GET /healthz HTTP/1\.1" status=200 ', caplog.text)
+    assert "event=api_admin backend=web/198.18.0.11 action=drain remote=127.0.0.1" in caplog.text
+    assert "event=api_listening host=127.0.0.1 port=" in caplog.text

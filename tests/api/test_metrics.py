@@ -182,3 +182,20 @@ async def test_failing_snapshot_still_serves_the_static_metrics(http: aiohttp.Cl
     names = {family.name for family in text_string_to_metric_families(text)}
     assert "xdplb_build_info" in names and "xdplb_backend_up" not in names
     assert "event=metrics_snapshot_failed" in caplog.text
+
+
+async def test_openmetrics_is_served_when_asked_and_parses(controller: FakeController,
+                                                           http: aiohttp.ClientSession) -> None:
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+
+    async with serving.serve(controller) as (base_url, collected):
+        _feed_events(collected)
+        headers = {"Accept": "application/openmetrics-text; version=1.0.0"}
+        async with http.get(f"{base_url}/metrics", headers=headers) as response:
+            assert response.status == 200
+            assert response.content_type == "application/openmetrics-text"
+            text = await response.text()
+    assert text.endswith("# EOF\n")
+    families = {family.name: family for family in parse_openmetrics(text)}
+    assert families["xdplb_service_packets"].type == "counter"
+    assert families["xdplb_healthcheck_duration_seconds"].type == "histogram"

@@ -79,6 +79,8 @@ async def test_address_taken_from_the_config_file(controller: FakeController, ba
     path.write_text(f'interfaces: [eth0]\napi: {{listen: "127.0.0.1:{port}"}}\n')
     code, out, _ = await _run(["status", "--config", str(path)], capsys)
     assert code == 0 and out.startswith("xdplb 0.1.0")
+    code, out, _ = await _run(["status", "--api", f"127.0.0.1:{port}"], capsys)  # scheme optional
+    assert code == 0 and out.startswith("xdplb 0.1.0")
     path.write_text("interfaces: [eth0]\napi: {listen: nowhere}\n")
     code, _, err = await _run(["status", "--config", str(path)], capsys)
     assert code == 1 and "api.listen" in err
