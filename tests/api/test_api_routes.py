@@ -1,5 +1,6 @@
 """Every route of the API, served for real on loopback around a fake controller."""
 
+import errno
 import json
 import logging
 import re
@@ -8,6 +9,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import aiohttp
+import yarl
 import pytest
 
 import config
@@ -114,7 +116,7 @@ async def test_keys_with_slashes_brackets_and_colons_route(controller: FakeContr
                                                            http: aiohttp.ClientSession, encode: bool) -> None:
     key = "[2001:db8::53]:53/udp/2001:db8::21"
     path = quote(key, safe="") if encode else key
-    url = aiohttp.client.URL(f"{base_url}/api/v1/backends/{path}/drain", encoded=True)
+    url = yarl.URL(f"{base_url}/api/v1/backends/{path}/drain", encoded=True)
     async with http.post(url) as response:
         assert response.status == 200, await response.text()
     assert controller.admin_calls == [(key, config.AdminState.DRAINED)]
@@ -277,3 +279,15 @@ async def test_requests_are_logged_as_key_value_events(controller: FakeControlle
     assert re.search(r'event=http_request remote=127\.0\.0\.1 request="GET /healthz HTTP/1\.1" status=200 ', caplog.text)
     assert "event=api_admin backend=web/198.18.0.11 action=drain remote=127.0.0.1" in caplog.text
     assert "event=api_listening host=127.0.0.1 port=" in caplog.text
+
+
+async def test_busy_port_fails_start_with_the_os_error_and_cleans_up(controller: FakeController) -> None:
+    async with serving.serve(controller) as (base_url, _):
+        port = int(base_url.rsplit(":", 1)[1])
+        server = api.ApiServer(controller, metrics=metrics.Metrics(controller), port=port)
+        await server.setup()
+        with pytest.raises(OSError) as raised:
+            await server.start()
+        assert raised.value.errno == errno.EADDRINUSE
+        assert not server.ready.is_set()
+        await server.cleanup()

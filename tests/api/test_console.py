@@ -4,6 +4,7 @@ import re
 from html.parser import HTMLParser
 
 import aiohttp
+import yarl
 
 from balancer import api
 
@@ -48,6 +49,6 @@ def test_console_script_polls_the_status_and_calls_the_admin_routes() -> None:
 
 
 async def test_static_route_does_not_escape_its_directory(base_url: str, http: aiohttp.ClientSession) -> None:
-    url = aiohttp.client.URL(f"{base_url}/static/..%2fapi.py", encoded=True)
+    url = yarl.URL(f"{base_url}/static/..%2fapi.py", encoded=True)
     async with http.get(url) as response:
         assert response.status in (403, 404)

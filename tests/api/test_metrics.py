@@ -15,6 +15,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
 from balancer import metrics, status
@@ -186,8 +187,6 @@ async def test_failing_snapshot_still_serves_the_static_metrics(http: aiohttp.Cl
 
 async def test_openmetrics_is_served_when_asked_and_parses(controller: FakeController,
                                                            http: aiohttp.ClientSession) -> None:
-    from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
-
     async with serving.serve(controller) as (base_url, collected):
         _feed_events(collected)
         headers = {"Accept": "application/openmetrics-text; version=1.0.0"}
@@ -196,6 +195,6 @@ async def test_openmetrics_is_served_when_asked_and_parses(controller: FakeContr
             assert response.content_type == "application/openmetrics-text"
             text = await response.text()
     assert text.endswith("# EOF\n")
-    families = {family.name: family for family in parse_openmetrics(text)}
+    families = {family.name: family for family in parse_openmetrics(text)}  # type: ignore[no-untyped-call]
     assert families["xdplb_service_packets"].type == "counter"
     assert families["xdplb_healthcheck_duration_seconds"].type == "histogram"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import config
-from balancer import cli, status
+from balancer import cli, status, status_table
 from tests.api import fake_controller, serving
 from tests.api.fake_controller import FakeController
 
@@ -87,10 +87,10 @@ async def test_address_taken_from_the_config_file(controller: FakeController, ba
 
 
 def test_wildcard_listen_is_reached_over_loopback() -> None:
-    assert cli.status_table.api_url(fake_controller.load(listen="0.0.0.0:9180", token_file="t")) == \
+    assert status_table.api_url(fake_controller.load(listen="0.0.0.0:9180", token_file="t")) == \
         "http://127.0.0.1:9180"
-    assert cli.status_table.api_url(fake_controller.load(listen="[::]:9181", token_file="t")) == "http://[::1]:9181"
-    assert cli.status_table.api_url(fake_controller.load(listen="[::1]:9182")) == "http://[::1]:9182"
+    assert status_table.api_url(fake_controller.load(listen="[::]:9181", token_file="t")) == "http://[::1]:9181"
+    assert status_table.api_url(fake_controller.load(listen="[::1]:9182")) == "http://[::1]:9182"
 
 
 async def test_console_script_end_to_end(base_url: str) -> None:
