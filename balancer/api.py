@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from prometheus_client.aiohttp import make_aiohttp_handler
 
 import config
 from balancer import api_auth, metrics, status
@@ -43,6 +42,7 @@ STATIC_DIR = Path(__file__).with_name("static")
 """The console's files (package data)."""
 
 _LOOPBACK = web.AppKey("loopback", bool)
+_METRICS = web.AppKey("metrics", metrics.Metrics)
 _ACTIONS: dict[str, config.AdminState | None] = {
     "drain": config.AdminState.DRAINED,
     "disable": config.AdminState.DISABLED,
@@ -146,6 +146,13 @@ async def _admin(request: web.Request) -> web.Response:
     return web.json_response({"key": key, "action": action, "admin": admin, "admin_override": override})
 
 
+async def _metrics(request: web.Request) -> web.Response:
+    body, content_type = await request.app[_METRICS].exposition(",".join(request.headers.getall("Accept", [])))
+    response = web.Response(body=body, headers={"Content-Type": content_type})
+    response.enable_compression()
+    return response
+
+
 async def _console(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "index.html")
 
@@ -181,7 +188,8 @@ def make_app(
     app.router.add_get("/api/v1/config", _config)
     app.router.add_post("/api/v1/reload", _reload)
     app.router.add_post("/api/v1/backends/{key:.+}/{action:drain|disable|enable|reset}", _admin)
-    app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
+    app[_METRICS] = metrics
+    app.router.add_get("/metrics", _metrics)
     app.router.add_get("/", _console)
     app.router.add_static("/static", STATIC_DIR)
     return app

@@ -74,4 +74,5 @@ def authorize(request: web.Request, *, api: config.ApiConfig, loopback: bool) ->
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
         log.warning("event=api_refused reason=token remote=%s", request.remote)
-        raise _refuse(web.HTTPUnauthorized, "missing or wrong bearer token", **{"WWW-Authenticate": 'Bearer realm="xdplb"'})
+        challenge = {"WWW-Authenticate": 'Bearer realm="xdplb"'}
+        raise _refuse(web.HTTPUnauthorized, "missing or wrong bearer token", **challenge)

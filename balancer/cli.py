@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("config", metavar="CONFIG", help="YAML (or .json) configuration file")
     show = sub.add_parser("status", help="show VIPs, services, backends and BGP peers of a running daemon")
     where = show.add_mutually_exclusive_group()
-    where.add_argument("--api", metavar="URL", help=f"base URL of the daemon's API (default {status_table.DEFAULT_URL})")
+    where.add_argument("--api", metavar="URL",
+                       help=f"base URL of the daemon's API (default {status_table.DEFAULT_URL})")
     where.add_argument("--config", metavar="CONFIG", help="take the API address from this configuration's api.listen")
     show.add_argument("--rate", metavar="SECONDS", type=float, default=0.0,
                       help="sample twice, SECONDS apart, and show packets per second instead of totals")
@@ -63,7 +64,10 @@ def _status(api: str | None, config_path: str | None, rate: float, as_json: bool
     except status_table.StatusUnavailable as error:
         print(f"xdplb status: {error}", file=sys.stderr)
         return 1
-    print(json.dumps(latest, indent=2) if as_json else status_table.render(latest, earlier), end="\n" if as_json else "")
+    if as_json:
+        print(json.dumps(latest, indent=2))
+    else:
+        print(status_table.render(latest, earlier), end="")
     return 0
 
 

@@ -276,7 +276,8 @@ async def test_requests_are_logged_as_key_value_events(controller: FakeControlle
                 assert response.status == 200
             async with http.post(f"{base_url}/api/v1/backends/web/198.18.0.11/drain") as response:
                 assert response.status == 200
-    assert re.search(r'event=http_request remote=127\.0\.0\.1 request="GET /healthz HTTP/1\.1" status=200 ', caplog.text)
+    request = r'event=http_request remote=127\.0\.0\.1 request="GET /healthz HTTP/1\.1" status=200 '
+    assert re.search(request, caplog.text)
     assert "event=api_admin backend=web/198.18.0.11 action=drain remote=127.0.0.1" in caplog.text
     assert "event=api_listening host=127.0.0.1 port=" in caplog.text
 

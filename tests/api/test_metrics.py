@@ -11,6 +11,7 @@ import logging
 import os
 import random
 import re
+import threading
 from pathlib import Path
 
 import aiohttp
@@ -198,3 +199,20 @@ async def test_openmetrics_is_served_when_asked_and_parses(controller: FakeContr
     families = {family.name: family for family in parse_openmetrics(text)}  # type: ignore[no-untyped-call]
     assert families["xdplb_service_packets"].type == "counter"
     assert families["xdplb_healthcheck_duration_seconds"].type == "histogram"
+
+
+class _ThreadRecording(FakeController):
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[int] = []
+
+    def snapshot(self) -> status.Snapshot:
+        self.threads.append(threading.get_ident())
+        return super().snapshot()
+
+
+async def test_scrape_reads_the_snapshot_once_on_the_event_loop(http: aiohttp.ClientSession) -> None:
+    controller = _ThreadRecording()
+    text = await _scrape(controller, http)
+    assert controller.threads == [threading.get_ident()]  # the loop's thread; encoding ran elsewhere
+    assert _sample(text, "xdplb_healthcheck_duration_seconds_count", backend="198.18.0.11", result="ok") == 2
