@@ -66,8 +66,13 @@ def _status(api: str | None, config_path: str | None, rate: float, as_json: bool
         return 1
     if as_json:
         print(json.dumps(latest, indent=2))
-    else:
-        print(status_table.render(latest, earlier), end="")
+        return 0
+    try:
+        table = status_table.render(latest, earlier)
+    except (KeyError, TypeError, ValueError) as error:  # another version's API: say so rather than a traceback
+        print(f"xdplb status: unexpected status format ({error!r}); try --json", file=sys.stderr)
+        return 1
+    print(table, end="")
     return 0
 
 
