@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -9,6 +10,7 @@ from importlib import metadata
 from pathlib import Path
 
 import config
+from balancer import status_table
 
 __all__ = ["main"]
 
@@ -35,6 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--start-grace", type=float, default=10.0,
                      help="seconds to wait for every backend's first health verdict before announcing (default 10)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    show = sub.add_parser("status", help="show VIPs, services, backends and BGP peers of a running daemon")
+    where = show.add_mutually_exclusive_group()
+    where.add_argument("--api", metavar="URL",
+                       help=f"base URL of the daemon's API (default {status_table.DEFAULT_URL})")
+    where.add_argument("--config", metavar="CONFIG", help="take the API address from this configuration's api.listen")
+    show.add_argument("--rate", metavar="SECONDS", type=float, default=0.0,
+                      help="sample twice, SECONDS apart, and show packets per second instead of totals")
+    show.add_argument("--json", action="store_true", help="print the status JSON as the API returns it")
     return parser
 
 
@@ -88,6 +98,31 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
+def _status(api: str | None, config_path: str | None, rate: float, as_json: bool) -> int:
+    """``xdplb status``: 0 and the tables on stdout, or 1 and why on stderr."""
+    if api is None and config_path is not None:
+        try:
+            api = status_table.api_url(config.load_config(config_path))
+        except config.ConfigError as error:
+            print(error, file=sys.stderr)
+            return 1
+    try:
+        latest, earlier = status_table.sample(api or status_table.DEFAULT_URL, rate_seconds=rate)
+    except status_table.StatusUnavailable as error:
+        print(f"xdplb status: {error}", file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps(latest, indent=2))
+        return 0
+    try:
+        table = status_table.render(latest, earlier)
+    except (KeyError, TypeError, ValueError) as error:  # another version's API: say so rather than a traceback
+        print(f"xdplb status: unexpected status format ({error!r}); try --json", file=sys.stderr)
+        return 1
+    print(table, end="")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``xdplb`` console script."""
     parser = build_parser()
@@ -99,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check(args.config)
     if args.command == "run":
         return _run(args)
+    if args.command == "status":
+        return _status(args.api, args.config, args.rate, args.json)
     parser.print_help()
     return 2
 

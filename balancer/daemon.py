@@ -19,7 +19,7 @@ import bgp
 import bpf
 import config
 import healthchecks
-from balancer import desired, reconciler, snapshot, status
+from balancer import api, desired, metrics, reconciler, snapshot, status
 
 __all__ = ["Daemon", "DaemonError", "default_api"]
 
@@ -82,8 +82,6 @@ class Daemon:
         drain_seconds: float = 1.0,
         speaker_factory: Callable[[config.BgpConfig], bgp.Speaker] = bgp.Speaker,
         api_factory: Callable[["Daemon"], Any] | None = None,
-        on_health_change: Callable[[healthchecks.HealthChange], None] | None = None,
-        on_check: Callable[[healthchecks.CheckRun], None] | None = None,
     ) -> None:
         self.config_path = config_path
         self.stop_trigger = stop or asyncio.Event()
@@ -91,8 +89,8 @@ class Daemon:
         self.drain_seconds = drain_seconds
         self._speaker_factory = speaker_factory
         self._api_factory = api_factory
-        self._on_health_change = on_health_change
-        self._on_check = on_check
+        self.metrics = metrics.Metrics(self, version=_version())
+        self._members: dict[str, tuple[str, str, tuple[str, ...]]] = {}  # backend key -> service, address, check types
         self._config: config.XdplbConfig | None = None
         self._plane: bpf.DataPlane | None = None
         self._neighbours: bpf.NeighbourTable | None = None
@@ -107,6 +105,7 @@ class Daemon:
         self._started_at = time.time()
         self._reloads = {"success": 0, "failure": 0}
         self._last_reload_error: str | None = None
+        self._last_reload_success: float | None = None
         self._cleaned = False
         self.ready_event = asyncio.Event()  # set once VIPs may be announced (tests wait on it)
         self._background: set[asyncio.Task[Any]] = set()
@@ -141,6 +140,7 @@ class Daemon:
     async def setup(self) -> None:
         """Load and validate the config, load the XDP program (seconds: clang runs) and attach it."""
         self._config = config.load_config(self.config_path)
+        self._last_reload_success = time.time()
         plane = bpf.DataPlane(_plane_settings(self._config))
         self._plane = plane
         await asyncio.to_thread(plane.setup)
@@ -153,14 +153,10 @@ class Daemon:
     async def start(self) -> None:
         """Start health checks, the BGP speaker (announcing nothing yet) and the API."""
         cfg = self._require_config()
-        self._scheduler = healthchecks.Scheduler(on_check=self._on_check)
-        self._scheduler.update(_targets(cfg, self._overrides))
+        self._scheduler = healthchecks.Scheduler(on_check=self._observe_check)
+        self._update_targets(cfg)
         self._scheduler.start()
-        if cfg.bgp is not None:
-            self._speaker = self._speaker_factory(cfg.bgp)
-            await self._speaker.start()
-        assert self._reconciler is not None
-        self._reconciler.speaker = self._speaker
+        await self._start_speaker(cfg.bgp)
         if self._api_factory is not None:
             self._api = self._api_factory(self)
         if self._api is not None:
@@ -250,6 +246,7 @@ class Daemon:
             speaker=self._speaker,
             reloads=self._reloads,
             last_reload_error=self._last_reload_error,
+            last_reload_success=self._last_reload_success,
         )
 
     async def reload(self) -> status.ReloadResult:
@@ -265,6 +262,7 @@ class Daemon:
         changes = await self._apply_config(old, new)
         self._reloads["success"] += 1
         self._last_reload_error = None
+        self._last_reload_success = time.time()
         message = "applied: " + ("; ".join(changes) if changes else "no change")
         log.info("event=reload_applied config=%s changes=%s", self.config_path, "; ".join(changes) or "none")
         return status.ReloadResult(True, new.digest(), message)
@@ -279,11 +277,25 @@ class Daemon:
         else:
             self._overrides[backend_key] = state
         log.info("event=admin_override backend=%s state=%s", backend_key, state.value if state else "file")
-        if self._scheduler is not None:
-            self._scheduler.update(_targets(cfg, self._overrides))
+        self._update_targets(cfg)
         await self._converge()
 
     # internals
+
+    def _update_targets(self, cfg: config.XdplbConfig) -> None:
+        """Hand the checked set to the scheduler (a diff: unchanged backends keep their state)."""
+        targets = desired.health_targets(cfg, self._overrides)
+        self._members = {
+            key: (service.name, str(backend.address), tuple(check.type for check in checks))
+            for key, (service, backend, checks) in targets.items()
+        }
+        if self._scheduler is not None:
+            self._scheduler.update(_targets(cfg, self._overrides))
+
+    def _observe_check(self, run: healthchecks.CheckRun) -> None:
+        member = self._members.get(run.key)
+        if member is not None and run.check < len(member[2]):
+            self.metrics.observe_check(run.key, member[0], member[2][run.check], run.result.duration, run.result.ok)
 
     def _require_config(self) -> config.XdplbConfig:
         if self._config is None:
@@ -326,16 +338,18 @@ class Daemon:
             changes.append("bgp changed: speaker restarted")
             if self._speaker is not None:
                 await self._speaker.stop()
-            self._speaker = None
-            if new.bgp is not None:
-                self._speaker = self._speaker_factory(new.bgp)
-                await self._speaker.start()
-            assert self._reconciler is not None
-            self._reconciler.speaker = self._speaker
-        if self._scheduler is not None:
-            self._scheduler.update(_targets(new, self._overrides))
+            await self._start_speaker(new.bgp)
+        self._update_targets(new)
         await self._converge()
         return changes
+
+    async def _start_speaker(self, bgp_config: config.BgpConfig | None) -> None:
+        """A started speaker for ``bgp_config`` (None: no BGP), announcing nothing until the next pass."""
+        self._speaker = None if bgp_config is None else self._speaker_factory(bgp_config)
+        if self._speaker is not None:
+            await self._speaker.start()
+        assert self._reconciler is not None
+        self._reconciler.speaker = self._speaker
 
     async def _reconcile_loop(self) -> None:
         while True:
@@ -352,8 +366,9 @@ class Daemon:
                 "event=backend_health backend=%s from=%s to=%s reason=%s",
                 change.key, change.old.value, change.new.value, change.reason,
             )  # fmt: skip
-            if self._on_health_change is not None:
-                self._on_health_change(change)
+            member = self._members.get(change.key)
+            if member is not None and change.new is not healthchecks.HealthState.UNKNOWN:
+                self.metrics.health_transition(member[0], member[1], change.new.value)
             self._dirty.set()
             self._look_for_macs.set()  # a backend just answered: its neighbour entry is fresh
 
@@ -412,9 +427,9 @@ class Daemon:
         task.add_done_callback(self._background.discard)
 
 
-def default_api(daemon: "Daemon") -> Any:
-    """The HTTP API (JSON status, admin, console, /metrics) on the config's listen address; None until built."""
-    return None
+def default_api(daemon: "Daemon") -> api.ApiServer:
+    """The HTTP API (JSON status, admin, console, /metrics) on the config's listen address."""
+    return api.ApiServer(daemon, metrics=daemon.metrics)
 
 
 class _Stop(Exception):

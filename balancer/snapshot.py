@@ -61,6 +61,7 @@ def build_snapshot(
     speaker: bgp.Speaker | None,
     reloads: Mapping[str, int],
     last_reload_error: str | None,
+    last_reload_success: float | None,
 ) -> status.Snapshot:
     """Everything at this moment; reads the counter maps, nothing else outside memory."""
     counters = plane.read_counters()
@@ -138,4 +139,5 @@ def build_snapshot(
         flow_table_size=plane.settings.flow_table_capacity,
         reloads=dict(reloads),
         last_reload_error=last_reload_error,
+        last_reload_success=last_reload_success,
     )

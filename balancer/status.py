@@ -104,6 +104,7 @@ class Snapshot:
     flow_table_size: int
     reloads: Mapping[str, int]  # "success"/"failure" -> count
     last_reload_error: str | None
+    last_reload_success: float | None = None  # epoch seconds of the last config applied (start-up counts)
 
 
 @dataclasses.dataclass(frozen=True)

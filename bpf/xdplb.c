@@ -339,9 +339,10 @@ static __always_inline int read_ports(void *l4, void *data_end, __u8 proto, __be
     return 1;
 }
 
-static __always_inline int drop_or_pass_v4(__be32 daddr, struct global_stats *g, int fragment)
+/* A fragment or malformed packet: dropped and counted if it is for a VIP address, else left to the kernel. */
+static __always_inline int drop_if_vip(int is_vip, struct global_stats *g, int fragment)
 {
-    if (!vip_addrs_v4.lookup(&daddr))
+    if (!is_vip)
         return XDP_PASS;
     if (g) {
         if (fragment)
@@ -352,18 +353,15 @@ static __always_inline int drop_or_pass_v4(__be32 daddr, struct global_stats *g,
     return XDP_DROP;
 }
 
+static __always_inline int drop_or_pass_v4(__be32 daddr, struct global_stats *g, int fragment)
+{
+    return drop_if_vip(vip_addrs_v4.lookup(&daddr) != NULL, g, fragment);
+}
+
 static __always_inline int drop_or_pass_v6(struct in6_addr *daddr, struct global_stats *g, int fragment)
 {
     struct in6_addr addr = *daddr;
-    if (!vip_addrs_v6.lookup(&addr))
-        return XDP_PASS;
-    if (g) {
-        if (fragment)
-            g->drop_fragment++;
-        else
-            g->drop_malformed++;
-    }
-    return XDP_DROP;
+    return drop_if_vip(vip_addrs_v6.lookup(&addr) != NULL, g, fragment);
 }
 
 static __always_inline int balance_v4(struct xdp_md *ctx, struct packet pkt, struct iphdr *iph, void *data_end,

@@ -74,6 +74,14 @@ class XdplbConfig(XdplbModel):
         return base.merged(service.bgp)
 
     def digest(self) -> str:
-        """SHA-256 (hex) of the effective configuration, defaults included: the same for files that mean the same."""
-        text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """SHA-256 (hex) of the effective configuration, defaults included: the same for files that mean the same.
+
+        BGP passwords count only as set or unset: the digest is shown to anyone who can read the status API.
+        """
+        document = self.model_dump(mode="json")
+        for peer in (document.get("bgp") or {}).get("peers", ()):
+            # The digest is public (status API, metrics): a password must not be guessable offline from it.
+            if peer.get("password") is not None:
+                peer["password"] = "<set>"
+        text = json.dumps(document, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()

@@ -6,7 +6,9 @@ drained through the admin call while a connection to it stays open, reloads (goo
 
 import http.client
 import ipaddress
+import json
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import config
+from balancer import daemon
 from balancer.lab_bird import BirdLab, BirdPeer
 from balancer.lab_netns import Host, Lab
 from tests.balancer.daemon_thread import DaemonThread
@@ -110,16 +113,34 @@ def test_daemon_end_to_end(lab: Lab, tmp_path: Path) -> None:
     peer = BirdPeer(name="xdplb", address=ipaddress.ip_address(lb.ipv4), peer_as=LOCAL_AS, local_as=ROUTER_AS,
                     local_address=ipaddress.ip_address(router.ipv4), multihop=False)
     with BirdLab(peers=[peer], netns=router.netns, router_id=router.ipv4) as bird:
-        runner = DaemonThread(lb, path, start_grace=10.0, drain_seconds=0.2)
+        runner = DaemonThread(lb, path, start_grace=10.0, drain_seconds=0.2, api_factory=daemon.default_api)
         runner.start()
         try:
-            _run_story(runner, bird, client, servers)
+            _run_story(runner, bird, client, servers, lb)
         finally:
             runner.stop()
         assert bird.route(f"{VIP}/32") is None, "a clean stop withdraws the routes"
 
 
-def _run_story(runner: DaemonThread, bird: BirdLab, client: Host, servers: dict) -> None:
+def _api(lb: Host, path: str, *, post: bool = False) -> tuple[int, bytes]:
+    """A call to the daemon's HTTP API, which listens on 127.0.0.1:9180 inside the balancer's namespace."""
+    request = urllib.request.Request(f"http://127.0.0.1:9180{path}", method="POST" if post else "GET")
+    with lb.entered():
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no sample {name} {labels}")
+
+
+def _run_story(runner: DaemonThread, bird: BirdLab, client: Host, servers: dict, lb: Host) -> None:
     # Ready means every backend has a verdict: all three are up, and only then is the VIP announced.
     assert runner.snapshot().ready
     _wait("every backend active", lambda: [(b.health, b.dataplane) for b in runner.snapshot().services[0].backends]
@@ -130,8 +151,18 @@ def _run_story(runner: DaemonThread, bird: BirdLab, client: Host, servers: dict)
 
     answers = Counter(_get(client, VIP) for _ in range(30))
     assert set(answers) == {"b1", "b2", "b3"}, answers
-    counted = {b.address: b.new_flows for b in runner.snapshot().services[0].backends}
-    assert sum(counted.values()) >= 30
+    code, body = _api(lb, "/api/v1/status")
+    assert code == 200
+    reported = json.loads(body)
+    new_flows = {b["address"]: b["new_flows"] for b in reported["services"][0]["backends"]}
+    assert new_flows == {f"198.18.0.1{i}": answers[f"b{i}"] for i in (1, 2, 3)}, "one SYN per request, per backend"
+    assert reported["vips"][0]["announced"] and reported["peers"][0]["state"] == "established"
+    code, body = _api(lb, "/metrics")
+    metrics = body.decode()
+    assert _metric(metrics, "xdplb_vip_announced", vip=VIP) == 1
+    assert _metric(metrics, "xdplb_backend_new_flows_total", backend="198.18.0.12") == answers["b2"]
+    assert _metric(metrics, "xdplb_bgp_session_up", peer="198.18.0.1") == 1
+    assert _metric(metrics, "xdplb_healthcheck_duration_seconds_count", backend="198.18.0.11", result="ok") >= 1
 
     # b3's server dies: down within fall x interval + timeout + margin, and its share goes to the others.
     servers["b3"].stop()
@@ -142,7 +173,7 @@ def _run_story(runner: DaemonThread, bird: BirdLab, client: Host, servers: dict)
 
     # Drain b1 through the admin call while a connection to b1 is open: it completes, new ones avoid b1.
     conn, response, first = _open_stream_to(client, "b1")
-    runner.call(lambda d: d.set_admin("web/198.18.0.11", config.AdminState.DRAINED))
+    assert _api(lb, "/api/v1/backends/web/198.18.0.11/drain", post=True)[0] == 200
     b1 = runner.snapshot().services[0].backends[0]
     assert (b1.admin, b1.admin_override, b1.dataplane, b1.table_entries) == ("drained", "drained",
                                                                              "draining (weight 0)", 0)
@@ -151,15 +182,16 @@ def _run_story(runner: DaemonThread, bird: BirdLab, client: Host, servers: dict)
         body = first + response.read().decode()
         conn.close()
     assert body.count("\n") >= 5 and body.startswith("b1"), "the drained backend's open connection completed"
-    runner.call(lambda d: d.set_admin("web/198.18.0.11", None))
+    assert _api(lb, "/api/v1/backends/web/198.18.0.11/reset", post=True)[0] == 200
     assert runner.snapshot().services[0].backends[0].admin_override is None
+    assert _api(lb, "/api/v1/backends/web/198.18.0.99/drain", post=True)[0] == 404
 
     # A reload adding a second VIP: forwarded and announced; unchanged backends keep their state.
     since_before = runner.snapshot().services[0].backends[1].since
     path = runner.config_path
     path.write_text(_config_with_second_vip(path.read_text()))
-    result = runner.call(lambda d: d.reload())
-    assert result.ok and "service web2 added" in result.message, result
+    code, body = _api(lb, "/api/v1/reload", post=True)
+    assert code == 200 and "service web2 added" in body.decode(), body
     _wait("the second VIP in BIRD", lambda: bird.route(f"{VIP2}/32") is not None)
     assert set(_get(client, VIP2) for _ in range(20)) <= {"b1", "b2"}
     assert runner.snapshot().services[0].backends[1].since == since_before
@@ -167,8 +199,8 @@ def _run_story(runner: DaemonThread, bird: BirdLab, client: Host, servers: dict)
     # A broken config is rejected with the reason; the running one stays and traffic is unaffected.
     digest = runner.snapshot().config_digest
     path.write_text(path.read_text().replace("port: 80", "port: 80000", 1))
-    result = runner.call(lambda d: d.reload())
-    assert not result.ok and "services[0].port" in result.message, result
+    code, body = _api(lb, "/api/v1/reload", post=True)
+    assert code == 400 and "services[0].port" in body.decode(), body
     snap = runner.snapshot()
     assert snap.config_digest == digest and snap.reloads == {"success": 1, "failure": 1}
     assert _get(client, VIP) in {"b1", "b2"}

@@ -136,3 +136,13 @@ def test_package_docstring_example_runs() -> None:
 
     result = doctest.testmod(config, raise_on_error=False)
     assert (result.attempted, result.failed) == (3, 0)
+
+
+def test_digest_does_not_depend_on_a_password_value() -> None:
+    import config as cfg_module
+
+    text = "interfaces: [eth0]\nbgp: {local_as: 65001, router_id: 192.0.2.1, peers: [{address: 192.0.2.2, peer_as: 65000%s}]}\n"
+    plain = cfg_module.parse_config(text % "", source="a.yaml").digest()
+    secret1 = cfg_module.parse_config(text % ", password: hunter2", source="a.yaml").digest()
+    secret2 = cfg_module.parse_config(text % ", password: correct-horse", source="a.yaml").digest()
+    assert secret1 == secret2 != plain

@@ -1,0 +1,268 @@
+"""The HTTP API of the daemon: JSON status and config, admin calls, Prometheus ``/metrics`` and the web console.
+
+Routes (JSON unless said otherwise; errors are ``{"error": "..."}``):
+
+========================================  =====================================================================
+``GET /healthz``                          200 ``ok`` once the daemon is ready (``Snapshot.ready``), 503 before
+``GET /api/v1/status``                    the snapshot (``status.to_json``) plus ``time``, the server's clock
+``GET /api/v1/config``                    ``{"digest", "source", "config"}``: the running config, secrets redacted
+``POST /api/v1/reload``                   re-read the file: 200 and the ``ReloadResult``, or 400 and the result
+                                          whose ``message`` lists the errors (the running config stays)
+``POST /api/v1/backends/KEY/ACTION``      ACTION ``drain|disable|enable`` overrides the admin state of the backend
+                                          KEY (``web/198.18.0.11``, may be percent-encoded), ``reset`` returns to
+                                          the file's state; 200 and the backend, 404 for an unknown KEY
+``GET /metrics``                          Prometheus exposition (``balancer.metrics``)
+``GET /``, ``GET /static/*``              the console: one page polling ``/api/v1/status`` every 2 s
+========================================  =====================================================================
+
+Admin POSTs are guarded as ``balancer.api_auth`` describes (bearer token, or loopback only). ``ApiServer`` runs
+the app with the house lifecycle ``setup()`` → ``start()`` → ``cleanup()``; aiohttp never owns signals.
+"""
+
+import asyncio
+import ipaddress
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+import config
+from balancer import api_auth, metrics, status
+
+__all__ = ["CONTROLLER", "STATIC_DIR", "ApiError", "ApiServer", "make_app", "redact"]
+
+log = logging.getLogger(__name__)
+
+CONTROLLER = web.AppKey[status.Controller]("controller")
+"""The core, injected into every handler."""
+STATIC_DIR = Path(__file__).with_name("static")
+"""The console's files (package data)."""
+
+_LOOPBACK = web.AppKey("loopback", bool)
+_METRICS = web.AppKey("metrics", metrics.Metrics)
+_ACTIONS: dict[str, config.AdminState | None] = {
+    "drain": config.AdminState.DRAINED,
+    "disable": config.AdminState.DISABLED,
+    "enable": config.AdminState.ENABLED,
+    "reset": None,
+}
+_REDACTED = "<redacted>"
+_SECRET_WORDS = ("auth", "cookie", "key", "password", "secret", "session", "token")
+# The console talks only to this server: a browser refuses anything else the page might try to load.
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; "
+    "form-action 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+_ACCESS_LOG_FORMAT = 'event=http_request remote=%a request="%r" status=%s bytes=%b seconds=%Tf'
+
+
+class ApiError(config.XdplbError, RuntimeError):
+    """The API server was used out of order (``start()`` before ``setup()``)."""
+
+
+def redact(value: Any) -> Any:
+    """A JSON config dump with secrets replaced: BGP ``password`` and check headers whose name suggests a secret.
+
+    >>> redact({"peers": [{"password": "s3cret"}], "headers": {"Host": "a", "X-Api-Key": "k"}})
+    {'peers': [{'password': '<redacted>'}], 'headers': {'Host': 'a', 'X-Api-Key': '<redacted>'}}
+    """
+    if isinstance(value, list):
+        return [redact(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    result: dict[str, Any] = {}
+    for key, item in value.items():
+        if key == "password" and item is not None:
+            result[key] = _REDACTED
+        elif key == "headers" and isinstance(item, dict):
+            result[key] = {
+                name: _REDACTED if any(word in name.lower() for word in _SECRET_WORDS) else header
+                for name, header in item.items()
+            }
+        else:
+            result[key] = redact(item)
+    return result
+
+
+def _error(status_class: type[web.HTTPError], message: str) -> web.HTTPError:
+    return status_class(text=json.dumps({"error": message}), content_type="application/json")
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    if request.app[CONTROLLER].snapshot().ready:
+        return web.Response(text="ok\n")
+    return web.Response(status=503, text="starting\n")
+
+
+async def _status(request: web.Request) -> web.Response:
+    body = status.to_json(request.app[CONTROLLER].snapshot())
+    body["time"] = time.time()
+    return web.json_response(body)
+
+
+async def _config(request: web.Request) -> web.Response:
+    controller = request.app[CONTROLLER]
+    running = controller.running_config
+    return web.json_response({
+        "digest": running.digest(),
+        "source": controller.snapshot().config_source,
+        "config": redact(running.model_dump(mode="json")),
+    })
+
+
+def _authorize(request: web.Request) -> None:
+    api_auth.authorize(request, api=request.app[CONTROLLER].running_config.api, loopback=request.app[_LOOPBACK])
+
+
+async def _reload(request: web.Request) -> web.Response:
+    _authorize(request)
+    controller = request.app[CONTROLLER]
+    try:
+        result = await controller.reload()
+    except config.XdplbError as error:  # the core should return a failed result; a raised error means the same
+        result = status.ReloadResult(ok=False, config_digest=controller.running_config.digest(), message=str(error))
+    log.info("event=api_reload ok=%s digest=%s remote=%s", result.ok, result.config_digest, request.remote)
+    return web.json_response(status.to_json(result), status=200 if result.ok else 400)
+
+
+async def _admin(request: web.Request) -> web.Response:
+    _authorize(request)
+    controller = request.app[CONTROLLER]
+    key, action = request.match_info["key"], request.match_info["action"]
+    try:
+        await controller.set_admin(key, _ACTIONS[action])
+    except KeyError:
+        raise _error(web.HTTPNotFound, f"no backend {key!r}") from None
+    log.info("event=api_admin backend=%s action=%s remote=%s", key, action, request.remote)
+    reports = [b for s in controller.snapshot().services for b in s.backends if b.key == key]
+    admin = reports[0].admin if reports else None
+    override = reports[0].admin_override if reports else None
+    return web.json_response({"key": key, "action": action, "admin": admin, "admin_override": override})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body, content_type = await request.app[_METRICS].exposition(",".join(request.headers.getall("Accept", [])))
+    response = web.Response(body=body, headers={"Content-Type": content_type})
+    response.enable_compression()
+    return response
+
+
+async def _console(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "index.html")
+
+
+@web.middleware
+async def _security_headers(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+    except web.HTTPException as exception:
+        exception.headers.update(_SECURITY_HEADERS)
+        raise
+    response.headers.update(_SECURITY_HEADERS)
+    return response
+
+
+def make_app(
+    controller: status.Controller,
+    *,
+    metrics: metrics.Metrics,
+    listen_host: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None,
+) -> web.Application:
+    """The aiohttp application serving ``controller``.
+
+    ``listen_host`` is where it will be bound (default: the running config's ``api.host``); it decides whether
+    admin requests without a token are allowed (only on loopback).
+    """
+    host = listen_host if listen_host is not None else controller.running_config.api.host
+    app = web.Application(middlewares=[_security_headers])
+    app[CONTROLLER] = controller
+    app[_LOOPBACK] = host.is_loopback
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/api/v1/status", _status)
+    app.router.add_get("/api/v1/config", _config)
+    app.router.add_post("/api/v1/reload", _reload)
+    app.router.add_post("/api/v1/backends/{key:.+}/{action:drain|disable|enable|reset}", _admin)
+    app[_METRICS] = metrics
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/", _console)
+    app.router.add_static("/static", STATIC_DIR)
+    return app
+
+
+class ApiServer:
+    """The API on ``host:port`` (default: the running config's ``api.listen``); ``port=0`` picks a free one.
+
+    ``ready`` is set once the socket listens, and ``port`` is then the bound port::
+
+        server = ApiServer(controller, metrics=metrics.Metrics(controller))
+        await server.setup()
+        await server.start()
+        ...
+        await server.cleanup()   # safe after a partial setup, and twice
+    """
+
+    def __init__(
+        self,
+        controller: status.Controller,
+        *,
+        metrics: metrics.Metrics,
+        host: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None,
+        port: int | None = None,
+        shutdown_timeout: float = 5.0,
+    ) -> None:
+        api = controller.running_config.api
+        self._controller = controller
+        self._metrics = metrics
+        self.host = host if host is not None else api.host
+        self.port = port if port is not None else api.port
+        self._shutdown_timeout = shutdown_timeout
+        self._runner: web.AppRunner | None = None
+        self._started = False
+        self.ready = asyncio.Event()
+
+    async def setup(self) -> None:
+        """Build the application and its runner (no socket yet)."""
+        if self._runner is not None:
+            raise ApiError("setup() was already called; call cleanup() first")
+        app = make_app(self._controller, metrics=self._metrics, listen_host=self.host)
+        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=self._shutdown_timeout,
+                               access_log_format=_ACCESS_LOG_FORMAT)
+        await runner.setup()
+        self._runner = runner
+
+    async def start(self) -> None:
+        """Listen; ``ready`` is set when this returns."""
+        if self._runner is None:
+            raise ApiError("call setup() before start()")
+        if self._started:
+            raise ApiError("start() was already called")
+        site = web.TCPSite(self._runner, str(self.host), self.port, reuse_address=True)
+        await site.start()
+        self._started = True
+        for address in self._runner.addresses:
+            if isinstance(address, tuple):
+                self.port = address[1]
+                break
+        log.info("event=api_listening host=%s port=%s", self.host, self.port)
+        self.ready.set()
+
+    @property
+    def url(self) -> str:
+        """``http://HOST:PORT`` of the listener (IPv6 in brackets)."""
+        host = f"[{self.host}]" if self.host.version == 6 else str(self.host)
+        return f"http://{host}:{self.port}"
+
+    async def cleanup(self) -> None:
+        """Stop listening and finish in-flight requests (up to ``shutdown_timeout``); idempotent."""
+        runner, self._runner = self._runner, None
+        self.ready.clear()
+        self._started = False
+        if runner is not None:
+            await asyncio.shield(runner.cleanup())
+            log.info("event=api_stopped host=%s port=%s", self.host, self.port)
