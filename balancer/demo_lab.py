@@ -272,6 +272,26 @@ class DemoLab:
         if errors:
             raise DemoError("demo lab teardown: " + "; ".join(errors))
 
+    def add_vip(self, vip: str) -> None:
+        """Make ``vip`` usable beyond the template's: on every backend's ``lo``, routed by the client via the router."""
+        self.client.add_route(f"{vip}/32", via=ROUTER_IP)
+        for backend in self.backends:
+            backend.add_vip_on_loopback(vip)
+
+    def add_client_addresses(self, count: int, first: int = 100) -> list[str]:
+        """Give the client ``count`` more addresses (198.18.0.``first`` up), as many clients behind one port."""
+        addresses = [f"198.18.0.{first + i}" for i in range(count)]
+        if not addresses or first < 20 or first + count > 250:
+            raise DemoError("client addresses must lie within 198.18.0.20-249")
+
+        def add(ipr: Any) -> None:
+            for address in addresses:
+                ipr.addr("replace", index=self.client.ifindex, address=address, prefixlen=24)
+
+        with self.client.ipr() as ipr:
+            add(ipr)
+        return addresses
+
     # backends
 
     def backend(self, name: str) -> lab_netns.Host:

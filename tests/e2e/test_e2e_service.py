@@ -145,9 +145,9 @@ def test_backend_dies_its_share_moves_and_open_connections_elsewhere_continue(up
     failed = [r for r in prober.replies if not r.complete]
     after = [r for r in prober.replies if r.started > killed]
     assert len(after) > 20
-    last_failure = max((r.started + r.seconds for r in failed), default=killed) - killed
-    assert last_failure < down_after + 0.5, (last_failure, down_after)
-    assert all(r.complete for r in after if r.started > killed + down_after + 0.5)
+    # Failover: from the kill to the start of the last new connection that failed; none started later may fail.
+    last_failure = max((r.started for r in failed), default=killed) - killed
+    assert last_failure < down_after + 0.5, (last_failure, down_after, [(r.started - killed, r.error) for r in failed])
     record("failover (backend killed -> no new connection fails)",
            f"{last_failure:.2f} s; down in the status API after {down_after:.2f} s (bound {DOWN_WITHIN:.2f} s); "
            f"{len(failed)} of {len(after)} new connections failed meanwhile")
@@ -249,6 +249,9 @@ def test_reload_adds_a_second_vip_and_a_broken_config_changes_nothing(up: World)
     code, result = up.reload(two)
     assert code == 200 and result["ok"] and "service web2 added" in result["message"], result
     wait_for("the second VIP in BIRD", lambda: demo.announced_by(VIP2) == {demo_lab.NODE_IPS[0]}, UP_WITHIN)
+    # Its backends are new health targets: announced once `need` (1) of them is up, all active a check later.
+    wait_for("web2's backends active", lambda: all(b["dataplane"] == "active" for b in backends_by_name(
+        demo, up.status(), service=1).values()), UP_WITHIN)
     replies = up.fetch(60, VIP2)
     assert all(r.complete for r in replies) and set(_spread(replies)) == {"b1", "b2", "b3"}
 
