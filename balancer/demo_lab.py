@@ -59,7 +59,6 @@ ROUTER_IP = "198.18.0.1"
 CLIENT_IP = "198.18.0.2"
 NODE_IPS = ("198.18.0.5", "198.18.0.6")
 BACKEND_IPS = tuple(f"198.18.0.{11 + i}" for i in range(8))
-API_PORT = 9180  # the daemon's API inside its namespace (demo.yaml's api.listen)
 # `xdplb run` exactly as the console script runs it, except that importing uvloop fails, so it keeps asyncio's
 # own loop: under uvloop the HTTP health checker asserts its transport is an asyncio.Transport (uvloop's is not),
 # so no backend ever comes up. tests/e2e/test_e2e_uvloop.py shows it; drop this once that test passes.
@@ -73,9 +72,10 @@ class DemoError(config.XdplbError, RuntimeError):
 class NodeProcess:
     """One ``xdplb run`` child in a node's namespace; talks to its API from inside that namespace."""
 
-    def __init__(self, host: lab_netns.Host, *, config_path: Path, log_path: Path,
-                 process: subprocess.Popen[Any]) -> None:
+    def __init__(self, host: lab_netns.Host, *, config_path: Path, log_path: Path, process: subprocess.Popen[Any],
+                 api: tuple[str, int]) -> None:
         self.host = host
+        self.api = api  # the API's listen address inside the node's namespace
         self.config_path = config_path
         self.log_path = log_path
         self.process = process
@@ -91,7 +91,7 @@ class NodeProcess:
 
     def request(self, method: str, path: str, *, timeout: float = 5.0) -> tuple[int, Any]:
         """One API call; returns (HTTP status, decoded JSON or text). Raises OSError when nothing answers."""
-        conn = http.client.HTTPConnection("127.0.0.1", API_PORT, timeout=timeout)
+        conn = http.client.HTTPConnection(*self.api, timeout=timeout)
         with self.host.entered():
             conn.connect()  # the socket belongs to the node's namespace from here on
         try:
@@ -167,6 +167,7 @@ class DemoLab:
         self._bird: lab_bird.BirdLab | None = None
         self._client: lab_netns.Host | None = None
         self._router: lab_netns.Host | None = None
+        self._owner = os.getpid()
 
     # topology
 
@@ -249,6 +250,8 @@ class DemoLab:
 
     def destroy(self) -> None:
         """Stop the nodes cleanly, then BIRD, then remove the namespaces and the run directory. Idempotent."""
+        if os.getpid() != self._owner:
+            return  # a forked child (pyroute2 forks helpers) never owns the lab
         errors: list[str] = []
         for index, node in enumerate(self.processes):
             if node is not None:
@@ -345,14 +348,17 @@ class DemoLab:
         current = self.processes[index]
         if current is not None and current.process.poll() is None:
             raise DemoError(f"node {index} is running")
-        path = self.write_config(index, data if data is not None else self.node_config(index))
+        data = data if data is not None else self.node_config(index)
+        path = self.write_config(index, data)
+        api_host, _, api_port = str(data["api"]["listen"]).rpartition(":")
         log_path = self.workdir / f"lb{index + 1}.log"
         launcher = ["-m", "balancer.cli"] if uvloop else ["-c", _RUN_WITHOUT_UVLOOP]
         argv = [sys.executable, *launcher, "run", str(path), "--drain-seconds", str(drain_seconds),
                 "--start-grace", str(start_grace), "--log-level", log_level]
         with open(log_path, "ab") as out:
             process = self.nodes[index].popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-        node = NodeProcess(self.nodes[index], config_path=path, log_path=log_path, process=process)
+        node = NodeProcess(self.nodes[index], config_path=path, log_path=log_path, process=process,
+                           api=(api_host.strip("[]"), int(api_port)))
         self.processes[index] = node
         return node
 

@@ -1,0 +1,136 @@
+"""``xdplb demo`` as ``make demo`` runs it: what it prints works, ``--duration`` and SIGTERM leave nothing behind,
+and after a crash the next run removes the dead run's leftovers and nobody else's."""
+
+import json
+import os
+import re
+import selectors
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from balancer import demo_lab, lab_netns
+from tests.e2e.support import require_e2e
+
+pytestmark = pytest.mark.privileged
+
+UP_LINE = re.compile(r"xdplb demo lab (xl[0-9a-f]{6}) is up")
+
+
+def _start(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "balancer.cli", "demo", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _read_until(proc: subprocess.Popen[bytes], pattern: str, timeout: float = 90.0) -> str:
+    """The demo's output up to (at least) the first match of ``pattern``."""
+    assert proc.stdout is not None
+    data, deadline = b"", time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while not re.search(pattern, data.decode(errors="replace")):
+            if time.monotonic() > deadline or not sel.select(max(0.0, deadline - time.monotonic())):
+                raise AssertionError(f"no {pattern!r} in the demo's output within {timeout:g} s:\n{data.decode()}")
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                raise AssertionError(f"the demo exited ({proc.wait()}) before {pattern!r}:\n{data.decode()}")
+            data += chunk
+    return data.decode(errors="replace")
+
+
+def _rest(proc: subprocess.Popen[bytes]) -> str:
+    return proc.communicate(timeout=60)[0].decode(errors="replace")
+
+
+def _match(pattern: str, text: str) -> str:
+    found = re.search(pattern, text)
+    assert found is not None, f"no {pattern!r} in:\n{text}"
+    return found[1]
+
+
+def _run_id(text: str) -> str:
+    return _match(UP_LINE.pattern, text)
+
+
+def _leftovers(run_id: str) -> list[str]:
+    names = [p.name for p in Path("/run/netns").glob(f"{run_id}-*")]
+    paths = [lab_netns.REGISTRY_DIR / f"{run_id}.json", demo_lab.WORKDIR_ROOT / run_id]
+    return names + [str(p) for p in paths if p.exists()]
+
+
+def _command(text: str, marker: str) -> list[str]:
+    line = next(line for line in text.splitlines() if marker in line)
+    return shlex.split(line.split("#")[0])
+
+
+def test_demo_prints_what_works_and_leaves_nothing_after_its_duration() -> None:
+    require_e2e()
+    proc = _start("--duration", "6")
+    try:
+        text = _read_until(proc, r"\d\d:\d\d:\d\d .*backends up 3/3")
+        run_id = _run_id(text)
+        console = _match(r"console +(http://127\.0\.0\.1:\d+/)", text)
+        metrics = urllib.request.urlopen(console + "metrics", timeout=5).read().decode()
+        assert "xdplb_" in metrics
+        assert b"<html" in urllib.request.urlopen(console, timeout=5).read()
+        fetch = _command(text, "-client ")
+        assert fetch[:4] == ["ip", "netns", "exec", f"{run_id}-client"]
+        answers = {subprocess.run(fetch, capture_output=True, text=True, timeout=10).stdout.strip() for _ in range(12)}
+        assert answers <= {"b1", "b2", "b3"} and len(answers) >= 2, answers
+        route = subprocess.run(_command(text, "ip route show"), capture_output=True, text=True, timeout=10).stdout
+        assert "via 198.18.0.5" in route
+        rest = _rest(proc)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, text + rest
+    assert "s are over" in rest
+    assert _leftovers(run_id) == []
+
+
+def test_demo_stops_cleanly_on_sigterm() -> None:
+    require_e2e()
+    proc = _start()
+    try:
+        text = _read_until(proc, r"Ctrl-C removes everything")
+        run_id = _run_id(text)
+        proc.send_signal(signal.SIGTERM)
+        rest = _rest(proc)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0 and "stopped; everything it made is removed" in rest, rest
+    assert _leftovers(run_id) == []
+
+
+def test_after_a_crash_the_next_run_removes_that_runs_leftovers_only() -> None:
+    require_e2e()
+    proc = _start()
+    with lab_netns.Lab() as alive:  # another run, alive: its namespaces must survive the cleanup
+        alive.add_host("other", ipv4="198.18.0.77")
+        try:
+            text = _read_until(proc, r"Ctrl-C removes everything")
+            run_id = _run_id(text)
+            os.kill(proc.pid, signal.SIGKILL)  # the demo alone: its daemon, BIRD and backends live on
+            proc.wait()
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        left = _leftovers(run_id)
+        assert f"{run_id}-lb1" in left and str(demo_lab.WORKDIR_ROOT / run_id) in left, left
+        bird_dir = Path(json.loads((demo_lab.WORKDIR_ROOT / run_id / "run.json").read_text())["bird_workdir"])
+        assert bird_dir.is_dir()
+        removed = demo_lab.cleanup_demo_leftovers()
+        assert f"{run_id}-lb1" in removed
+        assert _leftovers(run_id) == [] and not bird_dir.exists()
+        assert all(Path("/run/netns", name).exists() for name in alive.namespaces)
+        assert not any(alive.run_id in name for name in removed)
