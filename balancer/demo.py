@@ -160,9 +160,11 @@ def _instructions(demo: demo_lab.DemoLab, node: demo_lab.NodeProcess, port: int)
         f"  for i in $(seq 30); do {fetch}; done | sort | uniq -c     # traffic spreads",
         f"  kill {b2.process.pid}     # stops {b2.name}'s web server: watch it go down",
         f"  {restart}     # starts it again",
+        f"  kill {' '.join(str(server.process.pid) for server in demo.servers.values() if server is not None)}"
+        "     # stops every backend: the route leaves the router",
         f"  ip netns exec {router} ip route show {vip}     # the route BIRD installed on the router",
         f"  curl -s -X POST {base}/api/v1/backends/web%2F{b2.host.ipv4}/drain     # drain (then .../reset)",
-        "Stop every backend and the route leaves the router. Daemon log: " + str(node.log_path),
+        f"Daemon log: {node.log_path}",
         "Ctrl-C removes everything this demo made.",
     ])
 

@@ -15,10 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from balancer import demo_lab, lab_netns
+from balancer import cli, demo, demo_lab, lab_netns
 from tests.e2e.support import require_e2e
-
-pytestmark = pytest.mark.privileged
 
 UP_LINE = re.compile(r"xdplb demo lab (xl[0-9a-f]{6}) is up")
 
@@ -69,6 +67,7 @@ def _command(text: str, marker: str) -> list[str]:
     return shlex.split(line.split("#")[0])
 
 
+@pytest.mark.privileged
 def test_demo_prints_what_works_and_leaves_nothing_after_its_duration() -> None:
     require_e2e()
     proc = _start("--duration", "6")
@@ -95,13 +94,15 @@ def test_demo_prints_what_works_and_leaves_nothing_after_its_duration() -> None:
     assert _leftovers(run_id) == []
 
 
-def test_demo_stops_cleanly_on_sigterm() -> None:
+@pytest.mark.privileged
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_demo_stops_cleanly_on_a_signal(signum: signal.Signals) -> None:
     require_e2e()
     proc = _start()
     try:
         text = _read_until(proc, r"Ctrl-C removes everything")
         run_id = _run_id(text)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         rest = _rest(proc)
     finally:
         if proc.poll() is None:
@@ -111,6 +112,7 @@ def test_demo_stops_cleanly_on_sigterm() -> None:
     assert _leftovers(run_id) == []
 
 
+@pytest.mark.privileged
 def test_after_a_crash_the_next_run_removes_that_runs_leftovers_only() -> None:
     require_e2e()
     proc = _start()
@@ -134,3 +136,27 @@ def test_after_a_crash_the_next_run_removes_that_runs_leftovers_only() -> None:
         assert _leftovers(run_id) == [] and not bird_dir.exists()
         assert all(Path("/run/netns", name).exists() for name in alive.namespaces)
         assert not any(alive.run_id in name for name in removed)
+
+
+def test_help_says_how_to_run_for_a_set_time(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["demo", "--help"])
+    assert exit_info.value.code == 0
+    shown = capsys.readouterr().out
+    assert "--duration SECONDS" in shown and "removes everything it made" in shown
+
+
+def test_status_line_shows_routes_backends_and_rate() -> None:
+    line = demo.StatusLine({"198.18.0.11": "b1", "198.18.0.12": "b2"})
+
+    def status(packets: int, b2: str) -> dict[str, object]:
+        backends = [{"address": "198.18.0.11", "health": "up"}, {"address": "198.18.0.12", "health": b2}]
+        return {"vips": [{"vip": "192.0.2.100", "announced": True, "reason": "all services up"}],
+                "services": [{"name": "web", "packets": packets, "backends": backends}]}
+
+    first = line.render(status(100, "up"), {"192.0.2.100": {"198.18.0.5"}}, now=10.0)
+    assert "192.0.2.100 announced" in first and "via 198.18.0.5" in first and "up 2/2 (b1 b2)" in first
+    assert "pps" not in first  # no rate from a single sample
+    second = line.render(status(300, "down"), {"192.0.2.100": set()}, now=12.0)
+    assert "up 1/2 (b1)" in second and "100 pps" in second and "192.0.2.100 NOT routed" in second
+    assert "API not answering" in line.render(None, {"192.0.2.100": set()}, now=14.0)
