@@ -93,7 +93,9 @@ class Backend:
                 slot.task.cancel()
                 ending.append(slot.task)
                 slot.task = None
-        closing = asyncio.get_running_loop().create_task(self._close_checkers(list(self._slots), ending))
+        closing = asyncio.get_running_loop().create_task(
+            self._close_checkers(list(self._slots), ending), name=f"healthcheck close {self.target.key}"
+        )
         return [closing]
 
     async def _close_checkers(self, slots: list[_Slot], ending: list[asyncio.Task[None]]) -> None:

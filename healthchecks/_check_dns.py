@@ -20,7 +20,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.ignored = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # Not an isinstance check: the default loop's datagram transport does not subclass DatagramTransport.
+        # A cast, not isinstance: uvloop's and the default loop's transports do not all subclass asyncio's classes.
         typing.cast(asyncio.DatagramTransport, transport).sendto(self.query)
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
@@ -45,8 +45,7 @@ class _TcpProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = typing.cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -94,7 +93,6 @@ class DnsChecker:
                     transport, _ = await loop.create_connection(
                         lambda: _TcpProtocol(waiter), self._address, self._port
                     )
-                    assert isinstance(transport, asyncio.Transport)
                     transport.write(struct.pack("!H", len(query)) + query)
                     phase = "waiting for the reply"
                 data = await waiter

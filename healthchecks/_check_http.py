@@ -7,6 +7,7 @@ as HAProxy does for its checks), so thousands of checks a second do not exhaust 
 
 import asyncio
 import ipaddress
+import typing
 
 import config
 from healthchecks import _failure, _http_response, _http_spec
@@ -24,8 +25,8 @@ class _ResponseProtocol(asyncio.Protocol):
         self.usable = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A cast, not isinstance: uvloop's and the default loop's transports do not all subclass asyncio's classes.
+        self.transport = typing.cast(asyncio.Transport, transport)
 
     def expect(self, reader: _http_response.ResponseReader, waiter: asyncio.Future[None]) -> None:
         self.reader, self.waiter = reader, waiter

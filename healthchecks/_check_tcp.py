@@ -2,6 +2,7 @@
 
 import asyncio
 import ipaddress
+import typing
 
 import config
 from healthchecks import _failure
@@ -25,10 +26,11 @@ class _PrefixProtocol(asyncio.Protocol):
         self.want = want
         self.waiter = waiter
         self.data = bytearray()
-        self.transport: asyncio.BaseTransport | None = None
+        self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
+        # A cast, not isinstance: uvloop's and the default loop's transports do not all subclass asyncio's classes.
+        self.transport = typing.cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.data += data
@@ -69,20 +71,17 @@ class TcpChecker:
             async with asyncio.timeout(self._timeout):
                 await loop.create_connection(lambda: protocol, self._address, self._port)
                 if not self._expect:
-                    if self._send:
-                        assert isinstance(protocol.transport, asyncio.Transport)
+                    if self._send and protocol.transport is not None:
                         protocol.transport.write(self._send)
                     return True, "connected"
                 phase = "waiting for the reply"
-                if self._send:
-                    assert isinstance(protocol.transport, asyncio.Transport)
+                if self._send and protocol.transport is not None:
                     protocol.transport.write(self._send)
                 await waiter
         except (OSError, TimeoutError) as error:
             return False, _failure.describe_error(error, timeout=self._timeout, phase=phase)
         finally:
             if protocol.transport is not None:
-                assert isinstance(protocol.transport, asyncio.Transport)
                 protocol.transport.abort()
         reply = bytes(protocol.data[: len(self._expect)])
         if reply == self._expect:
