@@ -36,8 +36,8 @@ __all__ = [
     "HttpEngine",
     "LoopClock",
     "ManualClock",
+    "Scheduler",
     "SchedulerStateError",
     "Target",
     "probe",
-    "Scheduler",
 ]

@@ -219,3 +219,29 @@ async def test_refused_connection(engine: healthchecks.HttpEngine) -> None:
 async def test_header_with_line_break_is_rejected_up_front(engine: healthchecks.HttpEngine) -> None:
     with pytest.raises(healthchecks.HealthCheckConfigError):
         await probe(http(headers={"X-Evil": "a\r\nInjected: yes"}), 80, engine)
+
+
+async def test_ipv6_loopback_with_bracketed_host_header(engine: healthchecks.HttpEngine) -> None:
+    import ipaddress
+
+    from aiohttp import web
+
+    seen: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.headers["Host"])
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "::1", 0)
+    await site.start()
+    try:
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        result = await healthchecks.probe(http(), ipaddress.IPv6Address("::1"), port, http_engine=engine)
+    finally:
+        await runner.cleanup()
+    assert (result.ok, result.reason) == (True, "status 200")
+    assert seen == [f"[::1]:{port}"]

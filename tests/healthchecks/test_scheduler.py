@@ -226,3 +226,52 @@ async def test_lifecycle_preconditions() -> None:
         scheduler.update([])
     await scheduler.stop()  # twice is fine
     assert [change async for change in scheduler.events()] == []
+
+
+async def test_target_without_checks_is_up_at_once(harness: Harness) -> None:
+    harness.scheduler.update([healthchecks.Target(key="bare", address=LOOPBACK, port=80, checks=())])
+    health = harness.scheduler.states()["bare"]
+    assert (health.state, health.reason, health.weight_factor) == (UP, "no checks configured", 1.0)
+    assert [(c.old, c.new) for c in harness.changes] == [(UNKNOWN, UP)]
+
+
+async def test_target_disabled_from_the_start_is_never_checked(harness: Harness, flip_server: Any) -> None:
+    harness.scheduler.update([http_target("off", flip_server.port, admin=healthchecks.AdminState.DISABLED)])
+    harness.clock.advance(100)
+    await asyncio.sleep(0.05)
+    health = harness.scheduler.states()["off"]
+    assert (health.state, health.reason) == (UNKNOWN, "admin disabled")
+    assert flip_server.connections == 0 and harness.runs.empty() and harness.changes == []
+
+
+async def test_a_failing_subscriber_or_hook_does_not_stop_checks(flip_server: Any) -> None:
+    clock = healthchecks.ManualClock(start=0.0)
+    calls: list[str] = []
+
+    def bad_hook(run: healthchecks.CheckRun) -> None:
+        calls.append("hook")
+        raise RuntimeError("hook bug")
+
+    def bad_callback(change: healthchecks.HealthChange) -> None:
+        calls.append("callback")
+        raise RuntimeError("callback bug")
+
+    async with healthchecks.Scheduler(clock=clock, on_check=bad_hook) as scheduler:
+        scheduler.subscribe(bad_callback)
+        first, second = scheduler.events(), scheduler.events()
+        scheduler.update([http_target("web", flip_server.port)])
+        for status in (200, 503, 503, 503):
+            flip_server.status = status
+            before = len(calls)
+            async with asyncio.timeout(5):
+                while len(calls) == before or clock.sleeping() == 0:
+                    await asyncio.sleep(0.01)
+            clock.advance(clock.next_deadline() - clock.monotonic())  # type: ignore[operator]
+        async with asyncio.timeout(5):
+            while scheduler.states()["web"].state is not DOWN:
+                await asyncio.sleep(0.01)
+        second.close()
+    assert calls.count("callback") == 2 and calls.count("hook") >= 4
+    changes = [(c.old, c.new) async for c in first]
+    assert changes == [(UNKNOWN, UP), (UP, DOWN)]
+    assert [(c.old, c.new) async for c in second] == [(UNKNOWN, UP), (UP, DOWN)]  # closed, but keeps what it had
