@@ -188,8 +188,8 @@ def main() -> None:
     try:
         assert server.stdout is not None
         ports = json.loads(server.stdout.readline())
-        common = ["--backends", str(args.backends), "--interval", str(args.interval), "--timeout", str(args.timeout),
-                  "--duration", str(args.duration), "--warmup", str(args.warmup), "--max-checks", str(args.max_checks)]  # fmt: skip
+        common = [f"--{name.replace('_', '-')}={getattr(args, name)}"
+                  for name in ("backends", "interval", "timeout", "duration", "warmup", "max_checks")]  # fmt: skip
         print(
             f"# {args.backends} HTTP backends over {len(ports)} loopback ports, a check each every {args.interval}s "
             f"(offered {args.backends / args.interval:.0f} checks/s), {args.duration}s measured per variant",
@@ -218,7 +218,7 @@ def main() -> None:
     for column in columns:
         print(f"{column:24}" + "".join(f"{str(r[column]):>17}" for r in results.values()))
     print("# lag: from a check's due time to its start. The servers always answer 200, so failures (timeouts) mean")
-    print("# the checking process could not keep up; a timed-out check is rescheduled from its end, so its lag hides it.")
+    print("# the checking process could not keep up; a timed-out check is rescheduled from its end, so lag hides it.")
     for variant, figures in results.items():
         if figures["failure_reasons"]:
             print(f"# {variant} failure reasons: {figures['failure_reasons']}")

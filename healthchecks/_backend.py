@@ -98,6 +98,8 @@ class Backend:
                 slot.task.cancel()
                 ending.append(slot.task)
                 slot.task = None
+        if not ending:
+            return []  # checkers that never ran hold no connection or session
         closing = asyncio.get_running_loop().create_task(
             self._close_checkers(list(self._slots), ending), name=f"healthcheck close {self.target.key}"
         )

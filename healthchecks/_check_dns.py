@@ -7,7 +7,7 @@ import struct
 import typing
 
 import config
-from healthchecks import _dns_wire, _failure
+from healthchecks import _dns_wire, _errors, _failure
 
 __all__ = ["DnsChecker"]
 
@@ -71,7 +71,10 @@ class DnsChecker:
         self._address = str(address)
         self._port = port
         self._timeout = check.timing.timeout
-        _dns_wire.encode_name(check.name)  # a bad name fails here, when the check is set up
+        try:
+            _dns_wire.encode_name(check.name)  # a bad name fails here, when the check is set up
+        except ValueError as error:
+            raise _errors.HealthCheckConfigError(f"dns check: {error}") from None
 
     async def run(self) -> _failure.Verdict:
         loop = asyncio.get_running_loop()

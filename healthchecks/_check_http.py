@@ -120,7 +120,8 @@ class LeanHttpChecker:
 
     def _take_idle(self) -> _ResponseProtocol | None:
         protocol, self._idle = self._idle, None
-        if protocol is not None and not protocol.usable:
+        transport = protocol.transport if protocol is not None else None
+        if protocol is not None and (not protocol.usable or transport is None or transport.is_closing()):
             self._drop(protocol)
             return None
         return protocol
@@ -135,7 +136,10 @@ class LeanHttpChecker:
 
     async def _exchange(self, protocol: _ResponseProtocol) -> _http_response.ResponseReader:
         reader = _http_response.ResponseReader(
-            head_only=self._head_only, want_body=self._spec.want_body, keepalive=self._keepalive, max_body=self._max_body
+            head_only=self._head_only,
+            want_body=self._spec.want_body,
+            keepalive=self._keepalive,
+            max_body=self._max_body,
         )
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         protocol.expect(reader, waiter)

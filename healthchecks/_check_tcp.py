@@ -5,7 +5,7 @@ import ipaddress
 import typing
 
 import config
-from healthchecks import _failure
+from healthchecks import _errors, _failure
 
 __all__ = ["TcpChecker", "unescape"]
 
@@ -59,8 +59,11 @@ class TcpChecker:
         self._address = str(address)
         self._port = port
         self._timeout = check.timing.timeout
-        self._send = unescape(check.send) if check.send else b""
-        self._expect = unescape(check.expect) if check.expect else b""
+        try:
+            self._send = unescape(check.send) if check.send else b""
+            self._expect = unescape(check.expect) if check.expect else b""
+        except (UnicodeDecodeError, UnicodeEncodeError) as error:
+            raise _errors.HealthCheckConfigError(f"tcp check send/expect: bad escape: {error.reason}") from None
 
     async def run(self) -> _failure.Verdict:
         loop = asyncio.get_running_loop()

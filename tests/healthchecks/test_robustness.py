@@ -50,8 +50,9 @@ async def test_bad_backends_go_down_with_reasons_while_a_good_one_stays_up(raw_s
     assert down["reset"].endswith("connection reset")
     good_runs = [run for run in runs if run.key == "good"]
     assert len(good_runs) >= 4
-    assert max(run.lag for run in good_runs) < 0.2  # the slow ones did not hold it up
-    assert all(run.result.duration < 0.25 + 0.5 for run in runs)
+    assert all(run.result.ok for run in good_runs)
+    assert max(run.lag for run in good_runs) < 0.25  # less than one timeout of the slow ones: they did not hold it up
+    assert all(run.result.duration < 0.25 + 1.0 for run in runs)
 
 
 def cycling(behaviours: list[Callable[..., Any]]) -> Callable[..., Any]:
@@ -79,8 +80,8 @@ async def test_many_flapping_cycles_leak_no_fds_or_tasks_and_lose_no_events(
     timing = {"interval": 0.03, "timeout": 0.03, "rise": 1, "fall": 1}
     targets = [target(f"http{i}", server.port, {"timing": timing, "keepalive": i % 2 == 1}) for i in range(16)]
     targets += [target(f"tls{i}", tls_server.port, {"type": "https", "timing": timing}) for i in range(4)]
-    targets += [target(f"tcp{i}", server.port, {"type": "tcp", "send": "GET / HTTP/1.0\\r\\n\\r\\n",
-                                                "expect": "HTTP/1.1 200", "timing": timing}) for i in range(4)]  # fmt: skip
+    tcp = {"type": "tcp", "send": "GET / HTTP/1.0\\r\\n\\r\\n", "expect": "HTTP/1.1 200", "timing": timing}
+    targets += [target(f"tcp{i}", server.port, tcp) for i in range(4)]
     by_callback: list[healthchecks.HealthChange] = []
     count = 0
     done = asyncio.Event()

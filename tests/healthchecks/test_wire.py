@@ -37,7 +37,8 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
 @given(cuts=st.lists(st.integers(min_value=0, max_value=len(CHUNKED)), max_size=12))
 def test_chunked_response_in_any_split_reads_the_same(cuts: list[int]) -> None:
     reader = read(split(CHUNKED, cuts))
-    assert (reader.status, bytes(reader.body), reader.reusable, reader.truncated) == (200, b"service is alive", True, False)
+    assert (reader.status, bytes(reader.body)) == (200, b"service is alive")
+    assert (reader.reusable, reader.truncated) == (True, False)
 
 
 @settings(max_examples=100, deadline=None)
