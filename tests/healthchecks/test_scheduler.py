@@ -275,3 +275,21 @@ async def test_a_failing_subscriber_or_hook_does_not_stop_checks(flip_server: An
     changes = [(c.old, c.new) async for c in first]
     assert changes == [(UNKNOWN, UP), (UP, DOWN)]
     assert [(c.old, c.new) async for c in second] == [(UNKNOWN, UP), (UP, DOWN)]  # closed, but keeps what it had
+
+
+def test_update_before_start_needs_no_event_loop() -> None:
+    scheduler = healthchecks.Scheduler()
+    scheduler.update([http_target("a", 80), healthchecks.Target(key="bare", address=LOOPBACK, port=80, checks=())])
+    scheduler.update([http_target("a", 81)])  # replaced and removed before anything ran
+    assert {key: health.state for key, health in scheduler.states().items()} == {"a": UNKNOWN}
+
+
+async def test_targets_given_before_start_are_checked_once_started(flip_server: Any) -> None:
+    scheduler = healthchecks.Scheduler()
+    scheduler.update([http_target("a", flip_server.port, interval=0.2, timeout=0.2)])
+    await asyncio.sleep(0.1)
+    assert flip_server.connections == 0
+    async with scheduler:
+        async with asyncio.timeout(5):
+            while scheduler.states()["a"].state is not UP:
+                await asyncio.sleep(0.02)
