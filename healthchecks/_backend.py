@@ -18,6 +18,7 @@ _UNKNOWN, _UP, _DOWN = _health.HealthState.UNKNOWN, _health.HealthState.UP, _hea
 # How long past its own timeout a checker may run before the scheduler gives up on it: checkers end themselves
 # at the timeout, so this only catches a bug, and turns it into a failure instead of a hung check.
 _GRACE = 1.0
+_NO_CHECKS = "no checks configured"
 
 
 class _Slot:
@@ -59,6 +60,10 @@ class Backend:
         self.last_result: _health.CheckResult | None = None
         self._slots: list[_Slot] = []
         self._build_slots(_UNKNOWN)
+        if target.admin is _health.AdminState.DISABLED:
+            self.reason = f"admin {target.admin.value}"
+        elif not self._slots:
+            self._set_state(_UP, _NO_CHECKS)
 
     def _build_slots(self, state: _health.HealthState) -> None:
         target = self.target
@@ -93,7 +98,11 @@ class Backend:
                 slot.task.cancel()
                 ending.append(slot.task)
                 slot.task = None
-        closing = asyncio.get_running_loop().create_task(self._close_checkers(list(self._slots), ending))
+        if not ending:
+            return []  # checkers that never ran hold no connection or session
+        closing = asyncio.get_running_loop().create_task(
+            self._close_checkers(list(self._slots), ending), name=f"healthcheck close {self.target.key}"
+        )
         return [closing]
 
     async def _close_checkers(self, slots: list[_Slot], ending: list[asyncio.Task[None]]) -> None:
@@ -107,29 +116,32 @@ class Backend:
     def replace(self, target: _health.Target, *, started: bool) -> list[asyncio.Task[None]]:
         """Take a new spec for the same key: restart the checks only if they changed, keep the state."""
         old, self.target = self.target, target
+        disabled = target.admin is _health.AdminState.DISABLED
+        checks_changed = (old.address, old.port, old.checks) != (target.address, target.port, target.checks)
+        admin_changed = old.admin is not target.admin
         ending: list[asyncio.Task[None]] = []
-        if (old.address, old.port, old.checks) != (target.address, target.port, target.checks):
+        if checks_changed or (disabled and admin_changed):
             ending = self.stop()
-            # The new checks start from the backend's state, so a reload neither drops nor admits it by itself.
-            self._build_slots(self.state)
-        if old.admin is not target.admin:
-            self._admin_changed(old.admin)
-            if target.admin is _health.AdminState.DISABLED and not ending:
-                ending = self.stop()
+        reason = f"admin {target.admin.value}"
+        if disabled:
+            if checks_changed or admin_changed:
                 self._build_slots(_UNKNOWN)
+            if admin_changed:
+                self._set_state(_UNKNOWN, reason)
+        elif admin_changed and old.admin is _health.AdminState.DISABLED:
+            self._build_slots(_UNKNOWN)
+            self._set_state(_UNKNOWN if self._slots else _UP, reason, force=True)
+        else:
+            if checks_changed:
+                # The new checks start from the backend's state, so a reload neither drops nor admits it by itself.
+                self._build_slots(self.state)
+            if admin_changed:
+                self._set_state(self.state, reason, force=True)
+            if not self._slots:
+                self._set_state(_UP, _NO_CHECKS)
         if started:
             self.start()
         return ending
-
-    def _admin_changed(self, old: _health.AdminState) -> None:
-        admin = self.target.admin
-        if admin is _health.AdminState.DISABLED:
-            self._set_state(_UNKNOWN, f"admin {admin.value}")
-        elif old is _health.AdminState.DISABLED:
-            self._build_slots(_UNKNOWN)
-            self._set_state(_UNKNOWN, f"admin {admin.value}", force=True)
-        else:
-            self._set_state(self.state, f"admin {admin.value}", force=True)
 
     def _task_ended(self, task: "asyncio.Task[None]") -> None:
         if task.cancelled():

@@ -7,7 +7,7 @@ import struct
 import typing
 
 import config
-from healthchecks import _dns_wire, _failure
+from healthchecks import _dns_wire, _errors, _failure
 
 __all__ = ["DnsChecker"]
 
@@ -20,7 +20,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.ignored = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # Not an isinstance check: the default loop's datagram transport does not subclass DatagramTransport.
+        # A cast, not isinstance: uvloop's and the default loop's transports do not all subclass asyncio's classes.
         typing.cast(asyncio.DatagramTransport, transport).sendto(self.query)
 
     def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
@@ -45,8 +45,7 @@ class _TcpProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = typing.cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -72,7 +71,10 @@ class DnsChecker:
         self._address = str(address)
         self._port = port
         self._timeout = check.timing.timeout
-        _dns_wire.encode_name(check.name)  # a bad name fails here, when the check is set up
+        try:
+            _dns_wire.encode_name(check.name)  # a bad name fails here, when the check is set up
+        except ValueError as error:
+            raise _errors.HealthCheckConfigError(f"dns check: {error}") from None
 
     async def run(self) -> _failure.Verdict:
         loop = asyncio.get_running_loop()
@@ -94,7 +96,6 @@ class DnsChecker:
                     transport, _ = await loop.create_connection(
                         lambda: _TcpProtocol(waiter), self._address, self._port
                     )
-                    assert isinstance(transport, asyncio.Transport)
                     transport.write(struct.pack("!H", len(query)) + query)
                     phase = "waiting for the reply"
                 data = await waiter

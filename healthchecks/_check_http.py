@@ -7,6 +7,7 @@ as HAProxy does for its checks), so thousands of checks a second do not exhaust 
 
 import asyncio
 import ipaddress
+import typing
 
 import config
 from healthchecks import _failure, _http_response, _http_spec
@@ -24,8 +25,8 @@ class _ResponseProtocol(asyncio.Protocol):
         self.usable = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A cast, not isinstance: uvloop's and the default loop's transports do not all subclass asyncio's classes.
+        self.transport = typing.cast(asyncio.Transport, transport)
 
     def expect(self, reader: _http_response.ResponseReader, waiter: asyncio.Future[None]) -> None:
         self.reader, self.waiter = reader, waiter
@@ -119,7 +120,8 @@ class LeanHttpChecker:
 
     def _take_idle(self) -> _ResponseProtocol | None:
         protocol, self._idle = self._idle, None
-        if protocol is not None and not protocol.usable:
+        transport = protocol.transport if protocol is not None else None
+        if protocol is not None and (not protocol.usable or transport is None or transport.is_closing()):
             self._drop(protocol)
             return None
         return protocol
@@ -134,7 +136,10 @@ class LeanHttpChecker:
 
     async def _exchange(self, protocol: _ResponseProtocol) -> _http_response.ResponseReader:
         reader = _http_response.ResponseReader(
-            head_only=self._head_only, want_body=self._spec.want_body, keepalive=self._keepalive, max_body=self._max_body
+            head_only=self._head_only,
+            want_body=self._spec.want_body,
+            keepalive=self._keepalive,
+            max_body=self._max_body,
         )
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         protocol.expect(reader, waiter)

@@ -2,9 +2,10 @@
 
 import asyncio
 import ipaddress
+import typing
 
 import config
-from healthchecks import _failure
+from healthchecks import _errors, _failure
 
 __all__ = ["TcpChecker", "unescape"]
 
@@ -25,10 +26,11 @@ class _PrefixProtocol(asyncio.Protocol):
         self.want = want
         self.waiter = waiter
         self.data = bytearray()
-        self.transport: asyncio.BaseTransport | None = None
+        self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
+        # A cast, not isinstance: uvloop's and the default loop's transports do not all subclass asyncio's classes.
+        self.transport = typing.cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.data += data
@@ -57,8 +59,11 @@ class TcpChecker:
         self._address = str(address)
         self._port = port
         self._timeout = check.timing.timeout
-        self._send = unescape(check.send) if check.send else b""
-        self._expect = unescape(check.expect) if check.expect else b""
+        try:
+            self._send = unescape(check.send) if check.send else b""
+            self._expect = unescape(check.expect) if check.expect else b""
+        except (UnicodeDecodeError, UnicodeEncodeError) as error:
+            raise _errors.HealthCheckConfigError(f"tcp check send/expect: bad escape: {error.reason}") from None
 
     async def run(self) -> _failure.Verdict:
         loop = asyncio.get_running_loop()
@@ -69,20 +74,17 @@ class TcpChecker:
             async with asyncio.timeout(self._timeout):
                 await loop.create_connection(lambda: protocol, self._address, self._port)
                 if not self._expect:
-                    if self._send:
-                        assert isinstance(protocol.transport, asyncio.Transport)
+                    if self._send and protocol.transport is not None:
                         protocol.transport.write(self._send)
                     return True, "connected"
                 phase = "waiting for the reply"
-                if self._send:
-                    assert isinstance(protocol.transport, asyncio.Transport)
+                if self._send and protocol.transport is not None:
                     protocol.transport.write(self._send)
                 await waiter
         except (OSError, TimeoutError) as error:
             return False, _failure.describe_error(error, timeout=self._timeout, phase=phase)
         finally:
             if protocol.transport is not None:
-                assert isinstance(protocol.transport, asyncio.Transport)
                 protocol.transport.abort()
         reply = bytes(protocol.data[: len(self._expect)])
         if reply == self._expect:

@@ -77,6 +77,10 @@ class ManualClock:
             if not future.done():
                 future.set_result(None)
 
+    def sleeping(self) -> int:
+        """How many tasks are asleep on this clock."""
+        return sum(1 for _, _, future in self._sleepers if not future.done())
+
     def next_deadline(self) -> float | None:
         """The earliest deadline anyone sleeps until, or None."""
         while self._sleepers and self._sleepers[0][2].done():

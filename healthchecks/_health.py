@@ -43,7 +43,8 @@ class Target:
     """One backend to check, as the core wants it.
 
     ``key`` is the core's unique id for it; ``port`` is the service port, probed by every check that names no
-    port of its own. All checks must pass for the backend to be up.
+    port of its own. All checks must pass for the backend to be up; with no checks it is always up (as HAProxy's
+    servers without ``check``).
 
     >>> import ipaddress, config
     >>> Target(key="web-1", address=ipaddress.ip_address("127.0.0.1"), port=8080, checks=(config.TcpCheck(),))
@@ -60,8 +61,6 @@ class Target:
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:
             raise ValueError(f"target {self.key}: port {self.port} out of range 1-65535")
-        if not self.checks:
-            raise ValueError(f"target {self.key}: at least one check is needed")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

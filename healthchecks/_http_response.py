@@ -128,6 +128,7 @@ class ResponseReader:
     def _finish(self, *, reusable: bool) -> None:
         self.done = True
         self.reusable = reusable and self._keepalive
+        self.truncated = self._want_body and self._consumed > len(self.body)
 
     def _take(self, count: int) -> None:
         """Consume ``count`` body bytes from the buffer, keeping what the check may look at."""
@@ -166,7 +167,7 @@ class ResponseReader:
             if self._chunk_state == "size":
                 match = _CHUNK_SIZE.match(self._buf)
                 if match is None:
-                    if len(self._buf) > 64 or (self._buf and not self._buf[:1].isalnum()):
+                    if len(self._buf) > 64 or b"\n" in self._buf:
                         raise BadResponse("bad response: bad chunked encoding")
                     return
                 self._left = int(match[1], 16)

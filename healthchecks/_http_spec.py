@@ -32,9 +32,15 @@ class HttpSpec:
         if self.tls:
             self.ssl = _tls.client_context(verify=check.tls_verify, ca_file=check.ca_file)
             self.server_hostname = check.sni or check.host or self.address
+        if _UNSAFE.search(check.path) or " " in check.path:
+            raise _errors.HealthCheckConfigError(f"path {check.path!r}: no spaces, CR, LF or NUL (percent-encode them)")
+        if _UNSAFE.search(self.host) or " " in self.host:
+            raise _errors.HealthCheckConfigError(f"host {self.host!r}: no spaces, CR, LF or NUL")
         for name, value in check.headers.items():
-            if _UNSAFE.search(name) or _UNSAFE.search(value) or not name:
-                raise _errors.HealthCheckConfigError(f"header {name!r}: names and values may not hold CR, LF or NUL")
+            if _UNSAFE.search(name) or _UNSAFE.search(value) or not name or ":" in name or " " in name:
+                raise _errors.HealthCheckConfigError(
+                    f"header {name!r}: a name without ':' or spaces, and no CR, LF or NUL in name or value"
+                )
         overridden = {name.lower() for name in check.headers}
         defaults = {"Host": self.host, "User-Agent": USER_AGENT}
         self.headers = {k: v for k, v in defaults.items() if k.lower() not in overridden} | dict(check.headers)

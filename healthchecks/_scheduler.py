@@ -13,6 +13,9 @@ __all__ = ["Scheduler"]
 
 log = logging.getLogger(__name__)
 
+# How long stop() waits for check tasks to end and connections to close before it gives up on them.
+_STOP_GRACE = 10.0
+
 
 class Scheduler:
     """Checks a changing set of targets; ``update`` applies the wanted set as a diff.
@@ -76,7 +79,11 @@ class Scheduler:
         self._stopped = True
         for backend in self._backends.values():
             self._ending.update(backend.stop())
-        await asyncio.gather(*self._ending, return_exceptions=True)
+        if self._ending:
+            _, hung = await asyncio.wait(self._ending, timeout=_STOP_GRACE)
+            for task in hung:
+                log.error("event=healthcheck_stop_hung task=%s grace=%gs", task.get_name(), _STOP_GRACE)
+                task.cancel()
         self._ending.clear()
         self._hub.close()
         log.info("event=healthchecks_stopped targets=%d", len(self._backends))

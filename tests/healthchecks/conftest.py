@@ -1,9 +1,18 @@
+import asyncio
 import pathlib
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+import uvloop
 
 import hc_servers
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Every async test here runs on the default loop and on uvloop: their transports differ in small ways."""
+    return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
 
 
 @pytest.fixture(scope="session")

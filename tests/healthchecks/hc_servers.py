@@ -42,7 +42,7 @@ class HttpApp:
         site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=ssl_context)
         await site.start()
         server = site._server
-        assert isinstance(server, asyncio.base_events.Server)
+        assert server is not None and server.sockets
         self.port = server.sockets[0].getsockname()[1]
         return self
 
@@ -127,7 +127,7 @@ class RawServer:
             result = self.behaviour(reader, writer)
             if asyncio.iscoroutine(result):
                 await result
-        except (ConnectionError, asyncio.CancelledError):
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass
         finally:
             self.open -= 1

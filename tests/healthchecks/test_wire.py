@@ -1,0 +1,128 @@
+"""The HTTP response reader and the DNS wire parser on their own: splits, framing, malformed input."""
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from healthchecks import _dns_wire, _http_response
+
+CHUNKED = (
+    b"HTTP/1.1 100 Continue\r\n\r\n"
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"7;ext=1\r\nservice\r\n1\r\n \r\n8\r\nis alive\r\n0\r\nX-Trailer: 1\r\n\r\n"
+)
+LENGTH = b"HTTP/1.0 503 Service Unavailable\r\ncontent-length: 11\r\n\r\nmaintenance"
+
+
+def read(data: list[bytes], **options: object) -> _http_response.ResponseReader:
+    kwargs = {"head_only": False, "want_body": True, "keepalive": True, "max_body": 1000} | options
+    reader = _http_response.ResponseReader(**kwargs)  # type: ignore[arg-type]
+    for piece in data:
+        reader.feed(piece)
+        if reader.done:
+            break
+    else:
+        reader.feed_eof()
+    return reader
+
+
+def split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({min(c, len(data)) for c in cuts})
+    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)])]
+
+
+@settings(max_examples=200, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=len(CHUNKED)), max_size=12))
+def test_chunked_response_in_any_split_reads_the_same(cuts: list[int]) -> None:
+    reader = read(split(CHUNKED, cuts))
+    assert (reader.status, bytes(reader.body)) == (200, b"service is alive")
+    assert (reader.reusable, reader.truncated) == (True, False)
+
+
+@settings(max_examples=100, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=len(LENGTH)), max_size=8))
+def test_content_length_response_in_any_split_reads_the_same(cuts: list[int]) -> None:
+    reader = read(split(LENGTH, cuts))
+    assert (reader.status, bytes(reader.body), reader.reusable) == (503, b"maintenance", True)
+
+
+def test_body_limit_truncates_and_forbids_reuse() -> None:
+    reader = read([LENGTH], max_body=4)
+    # The whole response arrived, so the connection could carry the next check, but the check saw 4 bytes.
+    assert (bytes(reader.body), reader.truncated, reader.reusable) == (b"main", True, True)
+    big = _http_response.ResponseReader(head_only=False, want_body=True, keepalive=True, max_body=4)
+    big.feed(LENGTH[:-4])  # the head and 7 of 11 body bytes: the check stops reading, the rest stays unread
+    assert (big.done, bytes(big.body), big.truncated, big.reusable) == (True, b"main", True, False)
+
+
+def test_status_only_check_stops_after_the_head() -> None:
+    reader = read([b"HTTP/1.1 204 No Content\r\n\r\n"], want_body=False, keepalive=False)
+    assert (reader.done, reader.status, reader.reusable) == (True, 204, False)
+    endless = _http_response.ResponseReader(head_only=False, want_body=False, keepalive=False, max_body=10)
+    endless.feed(b"HTTP/1.1 200 OK\r\n\r\nand a body without length that never ends")
+    assert endless.done and endless.status == 200
+
+
+def test_connection_close_forbids_reuse_and_eof_ends_an_unframed_body() -> None:
+    assert not read([b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"]).reusable
+    reader = read([b"HTTP/1.1 200 OK\r\n\r\nuntil the end"])
+    assert (bytes(reader.body), reader.reusable) == (b"until the end", False)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"SSH-2.0-OpenSSH_9.2\r\n", "bad response: not HTTP: b'SSH-2.0-OpenSSH_'"),
+        (b"HTTP/2 200\r\n\r\n", "bad response: bad status line b'HTTP/2 200\\r'"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", "bad response: bad Content-Length b'x'"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "bad response: bad chunked encoding"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", "connection closed in the middle of the body"),
+        (b"HTTP/1.1 2", "connection closed before a complete response"),
+        (b"", "connection closed before a complete response"),
+    ],
+)
+def test_malformed_responses_have_reasons(data: bytes, reason: str) -> None:
+    with pytest.raises(_http_response.BadResponse) as error:
+        read([data], want_body=False)
+    assert str(error.value) == reason
+
+
+def test_dns_query_and_reply_round_trip() -> None:
+    query = _dns_wire.build_query("Example.ORG.", "MX", 0x1234)
+    assert query[12:] == b"\x07Example\x03ORG\x00\x00\x0f\x00\x01"
+    reply = bytearray(query)
+    reply[2:4] = struct.pack("!H", 0x8183)  # a reply, NXDOMAIN
+    parsed = _dns_wire.parse_reply(bytes(reply), ident=0x1234, name="example.org", qtype="MX")
+    assert (parsed.rcode, parsed.answers, parsed.truncated) == ("NXDOMAIN", 0, False)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda r: r[:10], "reply of 10 bytes is shorter than a DNS header"),
+        (lambda r: r[:2] + b"\x01\x00" + r[4:], "message is a query, not a reply"),
+        (lambda r: r[:2] + b"\x90\x00" + r[4:], "reply opcode 2, expected 0 (QUERY)"),
+        (lambda r: r[:15], "name runs past the end of the reply"),
+        (lambda r: r[:19], "reply ends inside the question"),
+        # An answer whose name points at itself: a loop a naive parser never leaves.
+        (lambda r: r[:6] + b"\x00\x01" + r[8:] + b"\xc0\x15", "too many compression pointers in a name"),
+        (lambda r: r[:12] + b"\x40" + r[13:], "bad label type 0x40"),
+    ],
+)
+def test_dns_malformed_replies(mutate: object, reason: str) -> None:
+    query = _dns_wire.build_query("a.b", "A", 7)
+    reply = query[:2] + b"\x81\x80" + query[4:]
+    assert _dns_wire.parse_reply(reply, ident=7, name="a.b", qtype="A").rcode == "NOERROR"
+    with pytest.raises(_dns_wire.BadDnsMessage) as error:
+        _dns_wire.parse_reply(mutate(reply), ident=7, name="a.b", qtype="A")  # type: ignore[operator]
+    assert str(error.value) == reason
+
+
+def test_dns_names_are_checked() -> None:
+    assert _dns_wire.encode_name(".") == b"\x00"
+    with pytest.raises(ValueError, match="bad DNS label"):
+        _dns_wire.encode_name("a..b")
+    with pytest.raises(ValueError, match="bad DNS label"):
+        _dns_wire.encode_name("x" * 64 + ".org")
