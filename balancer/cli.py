@@ -30,12 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", help="run the balancer in a lab of network namespaces (root): client, BIRD router, backends",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Build a lab in network namespaces made for this run (a client, a router running BIRD, one "
-        "xdplb node, three web backends), run `xdplb run` there with config/examples/demo.yaml, print the console "
-        "and /metrics URLs (on this machine's 127.0.0.1, from port 9180 up) and the commands to try, then a status "
-        "line every 2 s.\nCtrl-C or SIGTERM stops it and removes everything it made; leftovers of a crashed "
-        "earlier run are removed first.",
-        epilog="For scripts: `xdplb demo --duration 30` runs 30 s, cleans up and exits 0 (1 if the daemon failed).",
+        description="Build a lab in network namespaces made for this run: a client, a router running BIRD, one xdplb\n"
+        "node and three web backends. Run `xdplb run` there with config/examples/demo.yaml, print the console and\n"
+        "/metrics URLs (on this machine's 127.0.0.1, the first free port from 9180 up) and the commands to try,\n"
+        "then a status line every 2 s. Ctrl-C or SIGTERM stops it and removes everything it made; leftovers of\n"
+        "an earlier run that crashed are removed first. Needs root.",
+        epilog="For scripts: `xdplb demo --duration 30` runs 30 s, removes everything it made and exits 0\n"
+        "(1 if the daemon failed).",
     )
     demo.add_argument("--duration", metavar="SECONDS", type=float, default=None,
                       help="run this many seconds, then clean up and exit (default: until Ctrl-C or SIGTERM)")
