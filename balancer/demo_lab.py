@@ -59,10 +59,6 @@ ROUTER_IP = "198.18.0.1"
 CLIENT_IP = "198.18.0.2"
 NODE_IPS = ("198.18.0.5", "198.18.0.6")
 BACKEND_IPS = tuple(f"198.18.0.{11 + i}" for i in range(8))
-# `xdplb run` exactly as the console script runs it, except that importing uvloop fails, so it keeps asyncio's
-# own loop: under uvloop the HTTP health checker asserts its transport is an asyncio.Transport (uvloop's is not),
-# so no backend ever comes up. tests/e2e/test_e2e_uvloop.py shows it; drop this once that test passes.
-_RUN_WITHOUT_UVLOOP = "import sys; sys.modules['uvloop'] = None; from balancer import cli; sys.exit(cli.main())"
 
 
 class DemoError(config.XdplbError, RuntimeError):
@@ -341,10 +337,8 @@ class DemoLab:
         return path
 
     def start_node(self, index: int, *, data: dict[str, Any] | None = None, drain_seconds: float = 1.0,
-                   start_grace: float = 10.0, log_level: str = "INFO", uvloop: bool = False) -> NodeProcess:
-        """Run ``xdplb run`` in node ``index``'s namespace (not waiting for it: see ``NodeProcess.wait_ready``).
-
-        ``uvloop=False`` runs it on asyncio's own loop (see ``_RUN_WITHOUT_UVLOOP``)."""
+                   start_grace: float = 10.0, log_level: str = "INFO") -> NodeProcess:
+        """Run ``xdplb run`` in node ``index``'s namespace (not waiting for it: see ``NodeProcess.wait_ready``)."""
         current = self.processes[index]
         if current is not None and current.process.poll() is None:
             raise DemoError(f"node {index} is running")
@@ -352,8 +346,7 @@ class DemoLab:
         path = self.write_config(index, data)
         api_host, _, api_port = str(data["api"]["listen"]).rpartition(":")
         log_path = self.workdir / f"lb{index + 1}.log"
-        launcher = ["-m", "balancer.cli"] if uvloop else ["-c", _RUN_WITHOUT_UVLOOP]
-        argv = [sys.executable, *launcher, "run", str(path), "--drain-seconds", str(drain_seconds),
+        argv = [sys.executable, "-m", "balancer.cli", "run", str(path), "--drain-seconds", str(drain_seconds),
                 "--start-grace", str(start_grace), "--log-level", log_level]
         with open(log_path, "ab") as out:
             process = self.nodes[index].popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
