@@ -85,6 +85,11 @@ class NodeProcess:
         """What the daemon logged so far."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def errors(self) -> list[str]:
+        """Log lines at level ERROR or CRITICAL, and the first line of every traceback."""
+        return [line for line in self.log().splitlines()
+                if "level=ERROR" in line or "level=CRITICAL" in line or line.startswith("Traceback")]
+
     def request(self, method: str, path: str, *, timeout: float = 5.0) -> tuple[int, Any]:
         """One API call; returns (HTTP status, decoded JSON or text). Raises OSError when nothing answers."""
         conn = http.client.HTTPConnection(*self.api, timeout=timeout)

@@ -94,4 +94,5 @@ def test_two_nodes_share_clients_pick_the_same_backends_and_survive_a_node_loss(
     assert sum(b["new_flows"] for b in survivor.values()) > 0
     replies = traffic.fetch_many(demo.client, VIP, 2 * CLIENTS, sources=sources)
     assert all(r.complete for r in replies)
+    assert not nodes[0].errors() and not nodes[1].errors(), nodes[0].errors() + nodes[1].errors()
 
