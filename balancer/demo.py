@@ -63,7 +63,9 @@ class StatusLine:
         parts = [f"{clock}  {vips}", f"router: {routes}"]
         packets = 0
         for service in status["services"]:
-            up = [self._names.get(b["address"], b["address"]) for b in service["backends"] if b["health"] == "up"]
+            up = [self._names.get(b["address"], b["address"]) + ("" if b.get("admin", "enabled") == "enabled"
+                                                                  else f"[{b['admin']}]")
+                  for b in service["backends"] if b["health"] == "up"]
             parts.append(f"{service['name']} backends up {len(up)}/{len(service['backends'])}"
                          + (f" ({' '.join(up)})" if up else ""))
             packets += int(service["packets"])

@@ -150,12 +150,13 @@ def test_status_line_shows_routes_backends_and_rate() -> None:
     line = demo.StatusLine({"198.18.0.11": "b1", "198.18.0.12": "b2"})
 
     def status(packets: int, b2: str) -> dict[str, object]:
-        backends = [{"address": "198.18.0.11", "health": "up"}, {"address": "198.18.0.12", "health": b2}]
+        backends = [{"address": "198.18.0.11", "health": "up", "admin": "enabled"},
+                    {"address": "198.18.0.12", "health": b2, "admin": "drained"}]
         return {"vips": [{"vip": "192.0.2.100", "announced": True, "reason": "all services up"}],
                 "services": [{"name": "web", "packets": packets, "backends": backends}]}
 
     first = line.render(status(100, "up"), {"192.0.2.100": {"198.18.0.5"}}, now=10.0)
-    assert "192.0.2.100 announced" in first and "via 198.18.0.5" in first and "up 2/2 (b1 b2)" in first
+    assert "192.0.2.100 announced" in first and "via 198.18.0.5" in first and "up 2/2 (b1 b2[drained])" in first
     assert "pps" not in first  # no rate from a single sample
     second = line.render(status(300, "down"), {"192.0.2.100": set()}, now=12.0)
     assert "up 1/2 (b1)" in second and "100 pps" in second and "192.0.2.100 NOT routed" in second
