@@ -151,6 +151,7 @@ def _instructions(demo: demo_lab.DemoLab, node: demo_lab.NodeProcess, port: int)
     restart = (f"ip netns exec {b2.host.netns} {sys.executable} -m balancer.lab_backend --name {b2.name} "
                f"--port 80 &")
     backends = " ".join(f"{host.name}={host.ipv4}" for host in demo.backends)
+    service = demo.template["services"][0]["name"]
     return "\n".join([
         f"xdplb demo lab {demo.lab.run_id} is up: client {demo.client.ipv4}, router {demo.router.ipv4} (BIRD, "
         f"AS {demo.router_as}), xdplb {node.host.ipv4} (AS {demo.local_as}), backends {backends}",
@@ -165,7 +166,7 @@ def _instructions(demo: demo_lab.DemoLab, node: demo_lab.NodeProcess, port: int)
         f"  kill {' '.join(str(server.process.pid) for server in demo.servers.values() if server is not None)}"
         "     # stops every backend: the route leaves the router",
         f"  ip netns exec {router} ip route show {vip}     # the route BIRD installed on the router",
-        f"  curl -s -X POST {base}/api/v1/backends/web%2F{b2.host.ipv4}/drain     # drain (then .../reset)",
+        f"  curl -s -X POST {base}/api/v1/backends/{service}%2F{b2.host.ipv4}/drain     # drain (then .../reset)",
         f"Daemon log: {node.log_path}",
         "Ctrl-C removes everything this demo made.",
     ])
@@ -182,6 +183,9 @@ def run_demo(options: DemoOptions, out: TextIO) -> int:
         except (KeyboardInterrupt, _Stopped):
             out.write("\nxdplb demo: stopped; everything it made is removed\n")
             return 0
+        except config.XdplbError as error:  # the lab could not be built, or xdplb failed to start
+            out.write(f"xdplb demo: {error}\nxdplb demo: everything it made is removed\n")
+            return 1
 
 
 def _run(options: DemoOptions, out: TextIO) -> int:
@@ -220,7 +224,11 @@ def _watch(demo: demo_lab.DemoLab, node: demo_lab.NodeProcess, options: DemoOpti
             status: dict[str, Any] | None = node.status()
         except (OSError, demo_lab.DemoError):
             status = None
-        routes = {vip: demo.announced_by(vip) for vip in demo.vips}
+        try:
+            routes = {vip: demo.announced_by(vip) for vip in demo.vips}
+        except config.XdplbError as error:
+            out.write(f"xdplb demo: the router's BIRD failed: {error}\n")
+            return 1
         out.write(line.render(status, routes, time.monotonic()) + "\n")
         out.flush()
         pause = STATUS_EVERY if end is None else min(STATUS_EVERY, max(0.0, end - time.monotonic()))
