@@ -55,7 +55,7 @@ def _targets(cfg: config.XdplbConfig, overrides: Mapping[str, config.AdminState]
             address=backend.address,
             port=service.port,
             checks=checks,
-            admin=healthchecks.AdminState(desired.admin_state(service, backend, overrides).value),
+            admin=desired.admin_state(service, backend, overrides),
         )
         for key, (service, backend, checks) in desired.health_targets(cfg, overrides).items()
     ]
