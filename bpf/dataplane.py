@@ -84,6 +84,7 @@ class _ProgrammedService:
     service_id: int
     slots: dict[IPAddress, int] = field(default_factory=dict)
     table: list[int] = field(default_factory=list)  # backend slots, as written
+    inputs: tuple[object, ...] | None = None  # what `table` and the service entry were built from
     region: _Region | None = None
     retired: _Region | None = None  # the table before `region`, kept for readers still on it
     status: ServiceStatus | None = None
@@ -355,8 +356,11 @@ class DataPlane:
             reason = "active" if mac and backend.weight else ("draining (weight 0)" if mac else "no MAC (neighbour unresolved)")
             statuses.append((backend, mac, slot, reason))
 
-        table = [candidate_slots[i] for i in maglev_table(candidates, service.table_size)] if candidates else []
-        if table != programmed.table or programmed.region is None or programmed.status is None:
+        # Building a table costs milliseconds: only when what it is built from changed.
+        inputs = (tuple(candidates), tuple(candidate_slots), service.table_size, service.sticky)
+        if inputs != programmed.inputs:
+            programmed.inputs = inputs
+            table = [candidate_slots[i] for i in maglev_table(candidates, service.table_size)] if candidates else []
             region = self._write_table(table) if table else None
             flags = _abi.SERVICE_STICKY if service.sticky else 0
             services = self.table(_family_map("services", service.key.vip))
@@ -367,12 +371,12 @@ class DataPlane:
             programmed.retired, programmed.region, programmed.table = programmed.region, region, table
             log.info("event=service_programmed service=%s backends=%d table_size=%d", service.key, len(candidates), len(table))
         counts = {slot: 0 for slot in programmed.slots.values()}
-        for slot in table:
+        for slot in programmed.table:
             counts[slot] += 1
         programmed.status = ServiceStatus(
             key=service.key,
             service_id=programmed.service_id,
-            table_size=len(table),
+            table_size=len(programmed.table),
             backends=tuple(
                 BackendStatus(b.address, b.weight, mac, slot, counts[slot], reason) for b, mac, slot, reason in statuses
             ),
