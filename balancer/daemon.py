@@ -19,7 +19,7 @@ import bgp
 import bpf
 import config
 import healthchecks
-from balancer import api, desired, metrics, reconciler, snapshot, status
+from balancer import api, desired, metrics, reconciler, reload_diff, snapshot, status
 
 __all__ = ["Daemon", "DaemonError", "default_api"]
 
@@ -318,7 +318,7 @@ class Daemon:
         )
 
     async def _apply_config(self, old: config.XdplbConfig, new: config.XdplbConfig) -> list[str]:
-        changes = _describe_changes(old, new)
+        changes = reload_diff.describe_changes(old, new)
         plane = self._plane
         assert plane is not None
         if new.dataplane != old.dataplane:
@@ -434,20 +434,3 @@ def default_api(daemon: "Daemon") -> api.ApiServer:
 
 class _Stop(Exception):
     """Raised inside the root task group to end it when the stop trigger fires."""
-
-
-def _describe_changes(old: config.XdplbConfig, new: config.XdplbConfig) -> list[str]:
-    old_services = {s.name: s for s in old.services}
-    new_services = {s.name: s for s in new.services}
-    changes = [f"service {name} added" for name in new_services.keys() - old_services.keys()]
-    changes += [f"service {name} removed" for name in old_services.keys() - new_services.keys()]
-    for name in old_services.keys() & new_services.keys():
-        before, after = old_services[name], new_services[name]
-        if before != after:
-            old_backends = {b.address: b for b in before.backends}
-            new_backends = {b.address: b for b in after.backends}
-            parts = [f"+{a}" for a in new_backends.keys() - old_backends.keys()]
-            parts += [f"-{a}" for a in old_backends.keys() - new_backends.keys()]
-            parts += [f"~{a}" for a in old_backends.keys() & new_backends.keys() if old_backends[a] != new_backends[a]]
-            changes.append(f"service {name} changed" + (f" ({' '.join(sorted(parts))})" if parts else ""))
-    return sorted(changes)

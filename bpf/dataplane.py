@@ -21,6 +21,7 @@ from typing import Any, Literal
 from bpf import _abi
 from bpf._counters import Counters, read_counters
 from bpf._kernel_source import ensure_kernel_source
+from bpf._slab import Region, SlabAllocator
 from bpf.errors import DataPlaneError
 from bpf.maglev import maglev_table
 from bpf.neighbours import IPAddress, NeighbourTable
@@ -73,50 +74,15 @@ class DataPlaneSettings:
 
 
 @dataclass
-class _Region:
-    offset: int
-    size: int
-
-
-@dataclass
 class _ProgrammedService:
     spec: Service
     service_id: int
     slots: dict[IPAddress, int] = field(default_factory=dict)
     table: list[int] = field(default_factory=list)  # backend slots, as written
     inputs: tuple[object, ...] | None = None  # what `table` and the service entry were built from
-    region: _Region | None = None
-    retired: _Region | None = None  # the table before `region`, kept for readers still on it
+    region: Region | None = None
+    retired: Region | None = None  # the table before `region`, kept for readers still on it
     status: ServiceStatus | None = None
-
-
-class _SlabAllocator:
-    """First-fit allocation of Maglev tables in the shared slab."""
-
-    def __init__(self, size: int) -> None:
-        self._free = [_Region(0, size)]
-
-    def allocate(self, size: int) -> _Region:
-        for index, hole in enumerate(self._free):
-            if hole.size >= size:
-                region = _Region(hole.offset, size)
-                hole.offset += size
-                hole.size -= size
-                if hole.size == 0:
-                    del self._free[index]
-                return region
-        raise DataPlaneError(f"Maglev slab full: no room for a table of {size} entries (raise maglev_slab_size)")
-
-    def release(self, region: _Region) -> None:
-        self._free.append(_Region(region.offset, region.size))
-        self._free.sort(key=lambda hole: hole.offset)
-        merged: list[_Region] = []
-        for hole in self._free:
-            if merged and merged[-1].offset + merged[-1].size == hole.offset:
-                merged[-1].size += hole.size
-            else:
-                merged.append(hole)
-        self._free = merged
 
 
 class DataPlane:
@@ -135,7 +101,7 @@ class DataPlane:
         self._free_ids = deque(range(self.settings.max_services))
         self._free_slots = deque(range(1, self.settings.max_backends))  # slot 0 is never used
         self._generations: dict[int, int] = {}
-        self._slab = _SlabAllocator(self.settings.maglev_slab_size)
+        self._slab = SlabAllocator(self.settings.maglev_slab_size)
         self._macs: dict[IPAddress, str | None] = {}
         self._neighbours: NeighbourTable | None = None
 
@@ -383,7 +349,7 @@ class DataPlane:
         )
         return programmed.status
 
-    def _write_table(self, table: list[int]) -> _Region:
+    def _write_table(self, table: list[int]) -> Region:
         region = self._slab.allocate(len(table))
         slab = self.table("maglev_slab")
         keys = (slab.Key * len(table))(*range(region.offset, region.offset + len(table)))
