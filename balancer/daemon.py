@@ -255,17 +255,23 @@ class Daemon:
         try:
             new = await asyncio.to_thread(config.load_config, self.config_path)
         except (config.ConfigError, OSError) as error:
-            self._reloads["failure"] += 1
-            self._last_reload_error = str(error)
-            log.error("event=reload_rejected config=%s error=%s", self.config_path, str(error).replace("\n", "; "))
-            return status.ReloadResult(False, old.digest(), str(error))
-        changes = await self._apply_config(old, new)
+            return self._reload_failed(old, str(error))
+        try:
+            changes = await self._apply_config(old, new)
+        except healthchecks.HealthCheckConfigError as error:  # refused before anything changed
+            return self._reload_failed(old, f"{self.config_path}: {error}")
         self._reloads["success"] += 1
         self._last_reload_error = None
         self._last_reload_success = time.time()
         message = "applied: " + ("; ".join(changes) if changes else "no change")
         log.info("event=reload_applied config=%s changes=%s", self.config_path, "; ".join(changes) or "none")
         return status.ReloadResult(True, new.digest(), message)
+
+    def _reload_failed(self, running: config.XdplbConfig, error: str) -> status.ReloadResult:
+        self._reloads["failure"] += 1
+        self._last_reload_error = error
+        log.error("event=reload_rejected config=%s error=%s", self.config_path, error.replace("\n", "; "))
+        return status.ReloadResult(False, running.digest(), error)
 
     async def set_admin(self, backend_key: str, state: config.AdminState | None) -> None:
         """Override a backend's admin state at run time (None: back to the file's). KeyError if unknown."""
@@ -283,14 +289,16 @@ class Daemon:
     # internals
 
     def _update_targets(self, cfg: config.XdplbConfig) -> None:
-        """Hand the checked set to the scheduler (a diff: unchanged backends keep their state)."""
-        targets = desired.health_targets(cfg, self._overrides)
-        self._members = {
-            key: (service.name, str(backend.address), tuple(check.type for check in checks))
-            for key, (service, backend, checks) in targets.items()
-        }
+        """Hand the checked set to the scheduler (a diff: unchanged backends keep their state).
+
+        HealthCheckConfigError if a check cannot be sent; nothing has changed then.
+        """
         if self._scheduler is not None:
             self._scheduler.update(_targets(cfg, self._overrides))
+        self._members = {
+            key: (service.name, str(backend.address), tuple(check.type for check in checks))
+            for key, (service, backend, checks) in desired.health_targets(cfg, self._overrides).items()
+        }
 
     def _observe_check(self, run: healthchecks.CheckRun) -> None:
         member = self._members.get(run.key)
@@ -319,6 +327,13 @@ class Daemon:
 
     async def _apply_config(self, old: config.XdplbConfig, new: config.XdplbConfig) -> list[str]:
         changes = reload_diff.describe_changes(old, new)
+        keys = {service.backend_key(backend) for service, backend in new.backends()}
+        kept, self._overrides = self._overrides, {k: v for k, v in self._overrides.items() if k in keys}
+        try:
+            self._update_targets(new)  # first: the scheduler refuses checks it cannot send before changing anything
+        except healthchecks.HealthCheckConfigError:
+            self._overrides = kept
+            raise
         plane = self._plane
         assert plane is not None
         if new.dataplane != old.dataplane:
@@ -332,14 +347,11 @@ class Daemon:
                 plane.detach(name)
                 plane.attach(name, interface.mode)
         self._config = new
-        keys = {service.backend_key(backend) for service, backend in new.backends()}
-        self._overrides = {key: state for key, state in self._overrides.items() if key in keys}
         if new.bgp != old.bgp:
             changes.append("bgp changed: speaker restarted")
             if self._speaker is not None:
                 await self._speaker.stop()
             await self._start_speaker(new.bgp)
-        self._update_targets(new)
         await self._converge()
         return changes
 

@@ -198,12 +198,18 @@ def _run_story(runner: DaemonThread, bird: BirdLab, client: Host, servers: dict,
 
     # A broken config is rejected with the reason; the running one stays and traffic is unaffected.
     digest = runner.snapshot().config_digest
-    path.write_text(path.read_text().replace("port: 80", "port: 80000", 1))
+    good = path.read_text()
+    path.write_text(good.replace("port: 80", "port: 80000", 1))
     code, body = _api(lb, "/api/v1/reload", post=True)
     assert code == 400 and "services[0].port" in body.decode(), body
     snap = runner.snapshot()
     assert snap.config_digest == digest and snap.reloads == {"success": 1, "failure": 1}
     assert _get(client, VIP) in {"b1", "b2"}
+    # Valid to the schema, but a check the checker cannot send: refused too, before anything changed.
+    path.write_text(good.replace("      - {type: http,", "      - {type: dns, name: a..b, port: 53}\n      - {type: http,"))
+    code, body = _api(lb, "/api/v1/reload", post=True)
+    assert code == 400 and "a..b" in body.decode(), body
+    assert runner.snapshot().config_digest == digest
 
     # Every backend down: the route goes from BIRD; one back: it returns.
     servers["b1"].stop()
