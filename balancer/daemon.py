@@ -225,6 +225,11 @@ class Daemon:
         return self._require_config()
 
     @property
+    def dataplane(self) -> bpf.DataPlane | None:
+        """The loaded data plane (None before ``setup()``): its maps, for tests and diagnostics."""
+        return self._plane
+
+    @property
     def ready(self) -> bool:
         """Whether VIPs may be announced: attached, and every backend's first verdict in (or the grace over)."""
         return self._ready

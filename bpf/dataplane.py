@@ -278,6 +278,17 @@ class DataPlane:
                     self._program(programmed)
         return changed
 
+    def read_table(self, key: ServiceKey) -> list[IPAddress]:
+        """The Maglev table of ``key`` as the program reads it from the kernel maps: a backend address per entry."""
+        programmed = self._services.get(key)
+        services = self.table(_family_map("services", key.vip))
+        entry = services.get(self._service_key(key))
+        if programmed is None or entry is None:
+            return []
+        by_slot = {slot: address for address, slot in programmed.slots.items()}
+        slab = self.table("maglev_slab")
+        return [by_slot[slab[slab.Key(entry.table_offset + i)].value] for i in range(entry.table_size)]
+
     def refresh_neighbours(self, *, probe: bool = True) -> dict[IPAddress, str | None]:
         """Read backend MACs from the kernel, apply them (``update_macs``) and probe the unknown ones.
 

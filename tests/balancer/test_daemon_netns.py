@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import bpf
 import config
 from balancer import daemon
 from balancer.lab_bird import BirdLab, BirdPeer
@@ -178,6 +179,7 @@ def _run_story(runner: DaemonThread, bird: BirdLab, client: Host, servers: dict,
     assert (b1.admin, b1.admin_override, b1.dataplane, b1.table_entries) == ("drained", "drained",
                                                                              "draining (weight 0)", 0)
     assert set(_get(client, VIP) for _ in range(20)) == {"b2"}
+    assert runner.call(_slots_in_kernel_table) == {"198.18.0.12"}, "the kernel's Maglev table holds b2 only"
     with client.entered():
         body = first + response.read().decode()
         conn.close()
@@ -217,6 +219,12 @@ def _run_story(runner: DaemonThread, bird: BirdLab, client: Host, servers: dict,
     _wait("the VIP withdrawn", lambda: bird.route(f"{VIP}/32") is None, timeout=5)
     vip = next(v for v in runner.snapshot().vips if v.vip == VIP)
     assert not vip.announced and "0 of 1" in vip.reason
+
+
+async def _slots_in_kernel_table(d: daemon.Daemon) -> set[str]:
+    """Backend addresses in the live Maglev table of VIP:80/tcp, read from the kernel maps."""
+    assert d.dataplane is not None
+    return {str(a) for a in d.dataplane.read_table(bpf.ServiceKey(ipaddress.ip_address(VIP), 80, "tcp"))}
 
 
 def _config_with_second_vip(text: str) -> str:
