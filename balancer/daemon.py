@@ -19,7 +19,7 @@ import bgp
 import bpf
 import config
 import healthchecks
-from balancer import api, desired, metrics, reconciler, snapshot, status
+from balancer import api, desired, metrics, reconciler, reload_diff, snapshot, status
 
 __all__ = ["Daemon", "DaemonError", "default_api"]
 
@@ -55,7 +55,7 @@ def _targets(cfg: config.XdplbConfig, overrides: Mapping[str, config.AdminState]
             address=backend.address,
             port=service.port,
             checks=checks,
-            admin=healthchecks.AdminState(desired.admin_state(service, backend, overrides).value),
+            admin=desired.admin_state(service, backend, overrides),
         )
         for key, (service, backend, checks) in desired.health_targets(cfg, overrides).items()
     ]
@@ -225,6 +225,11 @@ class Daemon:
         return self._require_config()
 
     @property
+    def dataplane(self) -> bpf.DataPlane | None:
+        """The loaded data plane (None before ``setup()``): its maps, for tests and diagnostics."""
+        return self._plane
+
+    @property
     def ready(self) -> bool:
         """Whether VIPs may be announced: attached, and every backend's first verdict in (or the grace over)."""
         return self._ready
@@ -255,17 +260,23 @@ class Daemon:
         try:
             new = await asyncio.to_thread(config.load_config, self.config_path)
         except (config.ConfigError, OSError) as error:
-            self._reloads["failure"] += 1
-            self._last_reload_error = str(error)
-            log.error("event=reload_rejected config=%s error=%s", self.config_path, str(error).replace("\n", "; "))
-            return status.ReloadResult(False, old.digest(), str(error))
-        changes = await self._apply_config(old, new)
+            return self._reload_failed(old, str(error))
+        try:
+            changes = await self._apply_config(old, new)
+        except healthchecks.HealthCheckConfigError as error:  # refused before anything changed
+            return self._reload_failed(old, f"{self.config_path}: {error}")
         self._reloads["success"] += 1
         self._last_reload_error = None
         self._last_reload_success = time.time()
         message = "applied: " + ("; ".join(changes) if changes else "no change")
         log.info("event=reload_applied config=%s changes=%s", self.config_path, "; ".join(changes) or "none")
         return status.ReloadResult(True, new.digest(), message)
+
+    def _reload_failed(self, running: config.XdplbConfig, error: str) -> status.ReloadResult:
+        self._reloads["failure"] += 1
+        self._last_reload_error = error
+        log.error("event=reload_rejected config=%s error=%s", self.config_path, error.replace("\n", "; "))
+        return status.ReloadResult(False, running.digest(), error)
 
     async def set_admin(self, backend_key: str, state: config.AdminState | None) -> None:
         """Override a backend's admin state at run time (None: back to the file's). KeyError if unknown."""
@@ -283,14 +294,16 @@ class Daemon:
     # internals
 
     def _update_targets(self, cfg: config.XdplbConfig) -> None:
-        """Hand the checked set to the scheduler (a diff: unchanged backends keep their state)."""
-        targets = desired.health_targets(cfg, self._overrides)
-        self._members = {
-            key: (service.name, str(backend.address), tuple(check.type for check in checks))
-            for key, (service, backend, checks) in targets.items()
-        }
+        """Hand the checked set to the scheduler (a diff: unchanged backends keep their state).
+
+        HealthCheckConfigError if a check cannot be sent; nothing has changed then.
+        """
         if self._scheduler is not None:
             self._scheduler.update(_targets(cfg, self._overrides))
+        self._members = {
+            key: (service.name, str(backend.address), tuple(check.type for check in checks))
+            for key, (service, backend, checks) in desired.health_targets(cfg, self._overrides).items()
+        }
 
     def _observe_check(self, run: healthchecks.CheckRun) -> None:
         member = self._members.get(run.key)
@@ -318,7 +331,14 @@ class Daemon:
         )
 
     async def _apply_config(self, old: config.XdplbConfig, new: config.XdplbConfig) -> list[str]:
-        changes = _describe_changes(old, new)
+        changes = reload_diff.describe_changes(old, new)
+        keys = {service.backend_key(backend) for service, backend in new.backends()}
+        kept, self._overrides = self._overrides, {k: v for k, v in self._overrides.items() if k in keys}
+        try:
+            self._update_targets(new)  # first: the scheduler refuses checks it cannot send before changing anything
+        except healthchecks.HealthCheckConfigError:
+            self._overrides = kept
+            raise
         plane = self._plane
         assert plane is not None
         if new.dataplane != old.dataplane:
@@ -332,14 +352,11 @@ class Daemon:
                 plane.detach(name)
                 plane.attach(name, interface.mode)
         self._config = new
-        keys = {service.backend_key(backend) for service, backend in new.backends()}
-        self._overrides = {key: state for key, state in self._overrides.items() if key in keys}
         if new.bgp != old.bgp:
             changes.append("bgp changed: speaker restarted")
             if self._speaker is not None:
                 await self._speaker.stop()
             await self._start_speaker(new.bgp)
-        self._update_targets(new)
         await self._converge()
         return changes
 
@@ -434,20 +451,3 @@ def default_api(daemon: "Daemon") -> api.ApiServer:
 
 class _Stop(Exception):
     """Raised inside the root task group to end it when the stop trigger fires."""
-
-
-def _describe_changes(old: config.XdplbConfig, new: config.XdplbConfig) -> list[str]:
-    old_services = {s.name: s for s in old.services}
-    new_services = {s.name: s for s in new.services}
-    changes = [f"service {name} added" for name in new_services.keys() - old_services.keys()]
-    changes += [f"service {name} removed" for name in old_services.keys() - new_services.keys()]
-    for name in old_services.keys() & new_services.keys():
-        before, after = old_services[name], new_services[name]
-        if before != after:
-            old_backends = {b.address: b for b in before.backends}
-            new_backends = {b.address: b for b in after.backends}
-            parts = [f"+{a}" for a in new_backends.keys() - old_backends.keys()]
-            parts += [f"-{a}" for a in old_backends.keys() - new_backends.keys()]
-            parts += [f"~{a}" for a in old_backends.keys() & new_backends.keys() if old_backends[a] != new_backends[a]]
-            changes.append(f"service {name} changed" + (f" ({' '.join(sorted(parts))})" if parts else ""))
-    return sorted(changes)

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from bpf import _abi
 from bpf._counters import Counters, read_counters
 from bpf._kernel_source import ensure_kernel_source
+from bpf._slab import Region, SlabAllocator
 from bpf.errors import DataPlaneError
 from bpf.maglev import maglev_table
 from bpf.neighbours import IPAddress, NeighbourTable
@@ -73,49 +74,15 @@ class DataPlaneSettings:
 
 
 @dataclass
-class _Region:
-    offset: int
-    size: int
-
-
-@dataclass
 class _ProgrammedService:
     spec: Service
     service_id: int
     slots: dict[IPAddress, int] = field(default_factory=dict)
     table: list[int] = field(default_factory=list)  # backend slots, as written
-    region: _Region | None = None
-    retired: _Region | None = None  # the table before `region`, kept for readers still on it
+    inputs: tuple[object, ...] | None = None  # what `table` and the service entry were built from
+    region: Region | None = None
+    retired: Region | None = None  # the table before `region`, kept for readers still on it
     status: ServiceStatus | None = None
-
-
-class _SlabAllocator:
-    """First-fit allocation of Maglev tables in the shared slab."""
-
-    def __init__(self, size: int) -> None:
-        self._free = [_Region(0, size)]
-
-    def allocate(self, size: int) -> _Region:
-        for index, hole in enumerate(self._free):
-            if hole.size >= size:
-                region = _Region(hole.offset, size)
-                hole.offset += size
-                hole.size -= size
-                if hole.size == 0:
-                    del self._free[index]
-                return region
-        raise DataPlaneError(f"Maglev slab full: no room for a table of {size} entries (raise maglev_slab_size)")
-
-    def release(self, region: _Region) -> None:
-        self._free.append(_Region(region.offset, region.size))
-        self._free.sort(key=lambda hole: hole.offset)
-        merged: list[_Region] = []
-        for hole in self._free:
-            if merged and merged[-1].offset + merged[-1].size == hole.offset:
-                merged[-1].size += hole.size
-            else:
-                merged.append(hole)
-        self._free = merged
 
 
 class DataPlane:
@@ -134,7 +101,7 @@ class DataPlane:
         self._free_ids = deque(range(self.settings.max_services))
         self._free_slots = deque(range(1, self.settings.max_backends))  # slot 0 is never used
         self._generations: dict[int, int] = {}
-        self._slab = _SlabAllocator(self.settings.maglev_slab_size)
+        self._slab = SlabAllocator(self.settings.maglev_slab_size)
         self._macs: dict[IPAddress, str | None] = {}
         self._neighbours: NeighbourTable | None = None
 
@@ -311,6 +278,17 @@ class DataPlane:
                     self._program(programmed)
         return changed
 
+    def read_table(self, key: ServiceKey) -> list[IPAddress]:
+        """The Maglev table of ``key`` as the program reads it from the kernel maps: a backend address per entry."""
+        programmed = self._services.get(key)
+        services = self.table(_family_map("services", key.vip))
+        entry = services.get(self._service_key(key))
+        if programmed is None or entry is None:
+            return []
+        by_slot = {slot: address for address, slot in programmed.slots.items()}
+        slab = self.table("maglev_slab")
+        return [by_slot[slab[slab.Key(entry.table_offset + i)].value] for i in range(entry.table_size)]
+
     def refresh_neighbours(self, *, probe: bool = True) -> dict[IPAddress, str | None]:
         """Read backend MACs from the kernel, apply them (``update_macs``) and probe the unknown ones.
 
@@ -355,8 +333,11 @@ class DataPlane:
             reason = "active" if mac and backend.weight else ("draining (weight 0)" if mac else "no MAC (neighbour unresolved)")
             statuses.append((backend, mac, slot, reason))
 
-        table = [candidate_slots[i] for i in maglev_table(candidates, service.table_size)] if candidates else []
-        if table != programmed.table or programmed.region is None or programmed.status is None:
+        # Building a table costs milliseconds: only when what it is built from changed.
+        inputs = (tuple(candidates), tuple(candidate_slots), service.table_size, service.sticky)
+        if inputs != programmed.inputs:
+            programmed.inputs = inputs
+            table = [candidate_slots[i] for i in maglev_table(candidates, service.table_size)] if candidates else []
             region = self._write_table(table) if table else None
             flags = _abi.SERVICE_STICKY if service.sticky else 0
             services = self.table(_family_map("services", service.key.vip))
@@ -367,19 +348,19 @@ class DataPlane:
             programmed.retired, programmed.region, programmed.table = programmed.region, region, table
             log.info("event=service_programmed service=%s backends=%d table_size=%d", service.key, len(candidates), len(table))
         counts = {slot: 0 for slot in programmed.slots.values()}
-        for slot in table:
+        for slot in programmed.table:
             counts[slot] += 1
         programmed.status = ServiceStatus(
             key=service.key,
             service_id=programmed.service_id,
-            table_size=len(table),
+            table_size=len(programmed.table),
             backends=tuple(
                 BackendStatus(b.address, b.weight, mac, slot, counts[slot], reason) for b, mac, slot, reason in statuses
             ),
         )
         return programmed.status
 
-    def _write_table(self, table: list[int]) -> _Region:
+    def _write_table(self, table: list[int]) -> Region:
         region = self._slab.allocate(len(table))
         slab = self.table("maglev_slab")
         keys = (slab.Key * len(table))(*range(region.offset, region.offset + len(table)))

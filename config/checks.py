@@ -27,6 +27,8 @@ def parse_status_codes(text: str) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
+_UNSAFE = re.compile(r"[\s\x00]")
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _STATUS_ITEM = re.compile(r"^\s*([1-5]\d\d)\s*(?:-\s*([1-5]\d\d)\s*)?$")
 
 
@@ -47,8 +49,10 @@ class CheckTiming(XdplbModel):
 
     @model_validator(mode="after")
     def _timeout_fits(self) -> "CheckTiming":
-        if self.timeout > self.interval:
-            raise ValueError(f"timeout {self.timeout}s is longer than interval {self.interval}s")
+        for name in ("interval", "fast_interval", "down_interval"):
+            every = getattr(self, name)
+            if every is not None and self.timeout > every:
+                raise ValueError(f"timeout {self.timeout}s is longer than {name} {every}s")
         return self
 
 
@@ -73,6 +77,23 @@ class HttpCheck(_CheckBase):
     ca_file: str | None = Field(None, description="https: CA bundle to verify against; default: the system's")
     keepalive: bool = Field(False, description="reuse the connection between checks (proves less)")
     max_body_bytes: int = Field(65536, ge=0, description="read at most this much body")
+
+    @field_validator("path", "host", "sni")
+    @classmethod
+    def _no_request_injection(cls, value: str | None) -> str | None:
+        if value is not None and _UNSAFE.search(value):
+            raise ValueError(f"{value!r}: no spaces, CR, LF or NUL (percent-encode them in a path)")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _header_fields(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not _TOKEN.match(name):
+                raise ValueError(f"bad header name {name!r}: letters, digits and !#$%&'*+-.^_`|~ only")
+            if "\r" in text or "\n" in text or "\0" in text:
+                raise ValueError(f"header {name}: the value may not contain CR, LF or NUL")
+        return value
 
     @field_validator("expect_status", mode="before")
     @classmethod

@@ -26,16 +26,9 @@ class HealthState(enum.Enum):
     DOWN = "down"
 
 
-class AdminState(enum.Enum):
-    """What the operator says, on top of health.
-
-    ``DRAINED`` keeps the backend checked and its existing flows, but gives it no new traffic (weight 0).
-    ``DISABLED`` removes it from the pool and pauses its checks (its health reads ``UNKNOWN``).
-    """
-
-    ENABLED = "enabled"
-    DRAINED = "drained"
-    DISABLED = "disabled"
+AdminState = config.AdminState
+"""What the operator says, on top of health: the config's own enum (``DRAINED`` keeps checking, ``DISABLED``
+pauses the checks and reads ``UNKNOWN``)."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

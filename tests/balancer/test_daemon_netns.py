@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import bpf
 import config
 from balancer import daemon
 from balancer.lab_bird import BirdLab, BirdPeer
@@ -178,6 +179,7 @@ def _run_story(runner: DaemonThread, bird: BirdLab, client: Host, servers: dict,
     assert (b1.admin, b1.admin_override, b1.dataplane, b1.table_entries) == ("drained", "drained",
                                                                              "draining (weight 0)", 0)
     assert set(_get(client, VIP) for _ in range(20)) == {"b2"}
+    assert runner.call(_slots_in_kernel_table) == {"198.18.0.12"}, "the kernel's Maglev table holds b2 only"
     with client.entered():
         body = first + response.read().decode()
         conn.close()
@@ -198,12 +200,18 @@ def _run_story(runner: DaemonThread, bird: BirdLab, client: Host, servers: dict,
 
     # A broken config is rejected with the reason; the running one stays and traffic is unaffected.
     digest = runner.snapshot().config_digest
-    path.write_text(path.read_text().replace("port: 80", "port: 80000", 1))
+    good = path.read_text()
+    path.write_text(good.replace("port: 80", "port: 80000", 1))
     code, body = _api(lb, "/api/v1/reload", post=True)
     assert code == 400 and "services[0].port" in body.decode(), body
     snap = runner.snapshot()
     assert snap.config_digest == digest and snap.reloads == {"success": 1, "failure": 1}
     assert _get(client, VIP) in {"b1", "b2"}
+    # Valid to the schema, but a check the checker cannot send: refused too, before anything changed.
+    path.write_text(good.replace("      - {type: http,", "      - {type: dns, name: a..b, port: 53}\n      - {type: http,"))
+    code, body = _api(lb, "/api/v1/reload", post=True)
+    assert code == 400 and "a..b" in body.decode(), body
+    assert runner.snapshot().config_digest == digest
 
     # Every backend down: the route goes from BIRD; one back: it returns.
     servers["b1"].stop()
@@ -211,6 +219,12 @@ def _run_story(runner: DaemonThread, bird: BirdLab, client: Host, servers: dict,
     _wait("the VIP withdrawn", lambda: bird.route(f"{VIP}/32") is None, timeout=5)
     vip = next(v for v in runner.snapshot().vips if v.vip == VIP)
     assert not vip.announced and "0 of 1" in vip.reason
+
+
+async def _slots_in_kernel_table(d: daemon.Daemon) -> set[str]:
+    """Backend addresses in the live Maglev table of VIP:80/tcp, read from the kernel maps."""
+    assert d.dataplane is not None
+    return {str(a) for a in d.dataplane.read_table(bpf.ServiceKey(ipaddress.ip_address(VIP), 80, "tcp"))}
 
 
 def _config_with_second_vip(text: str) -> str:

@@ -4,7 +4,7 @@ import ipaddress
 
 import bpf
 import config
-from balancer import daemon, desired
+from balancer import desired, reload_diff
 
 CONFIG = """
 interfaces: [eth0]
@@ -104,6 +104,6 @@ def test_reload_diff_names_what_changed() -> None:
     new = CONFIG.replace("{address: 198.18.0.12, weight: 3}", "{address: 198.18.0.12, weight: 4}").replace(
         "      - {address: 198.18.0.14, state: disabled}\n", "      - 198.18.0.15\n")
     new += "  - {name: extra, vip: 192.0.2.101, port: 443, backends: [198.18.0.31]}\n"
-    changes = daemon._describe_changes(cfg(), cfg(new))  # noqa: SLF001
+    changes = reload_diff.describe_changes(cfg(), cfg(new))
     assert changes == ["service extra added", "service web changed (+198.18.0.15 -198.18.0.14 ~198.18.0.12)"]
-    assert daemon._describe_changes(cfg(), cfg()) == []  # noqa: SLF001
+    assert reload_diff.describe_changes(cfg(), cfg()) == []

@@ -64,13 +64,15 @@ async def test_sigkill_of_the_controller_withdraws_within_a_second(bird: lab_bir
         controller.kill()
         await wait_for(lambda: not bird.routes(), timeout=1.0, interval=0.002)
         elapsed = time.monotonic() - killed
+        await wait_for(lambda: _dead(controller.pid), timeout=2.0)
         await wait_for(lambda: _dead(exabgp_pid), timeout=2.0)
         await wait_for(lambda: not _running_with(str(tmp_path)), timeout=2.0)  # the bridge too: no orphans
     finally:
         if controller.returncode is None:
             controller.kill()
         await controller.wait()
-    assert controller.returncode == -signal.SIGKILL
+    # Not asserting the return code: asyncio reports 255 when something else in this long-lived test process
+    # reaped the pid first (seen once in CI); that the controller died is checked above from /proc.
     print(f"sigkill_withdraw_seconds={elapsed:.4f}")
 
 

@@ -14,7 +14,7 @@ from tests.reference import flowhash, maglev
 
 
 @cache
-def _table(spec: bpf.Service) -> tuple[int, ...]:
+def reference_table(spec: bpf.Service) -> tuple[int, ...]:
     return tuple(maglev.build([(str(b.address), b.weight) for b in spec.backends], spec.table_size))
 
 
@@ -26,7 +26,7 @@ def chosen_real(spec: bpf.Service, packet: Packet) -> world.Real:
     h = flowhash.flow_hash(
         ipaddress.ip_address(ip.src), ipaddress.ip_address(ip.dst), l4.sport, l4.dport, proto, sticky=spec.sticky
     )
-    table = _table(spec)
+    table = reference_table(spec)
     backend = spec.backends[table[h % len(table)]]
     return next(r for r in world.REALS.values() if r.address == backend.address)
 

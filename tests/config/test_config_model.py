@@ -146,3 +146,16 @@ def test_digest_does_not_depend_on_a_password_value() -> None:
     secret1 = cfg_module.parse_config(text % ", password: hunter2", source="a.yaml").digest()
     secret2 = cfg_module.parse_config(text % ", password: correct-horse", source="a.yaml").digest()
     assert secret1 == secret2 != plain
+
+
+def test_http_check_fields_cannot_inject_into_the_request() -> None:
+    import pydantic
+    import pytest
+
+    import config as cfg_module
+
+    for bad in ({"path": "/a b"}, {"path": "/a\r\nX-Evil: 1"}, {"host": "a\nb"}, {"headers": {"X Bad": "1"}},
+                {"headers": {"X-Ok": "1\r\nX-Evil: 2"}}, {"timing": {"interval": 2, "timeout": 1, "fast_interval": 0.5}}):
+        with pytest.raises(pydantic.ValidationError):
+            cfg_module.HttpCheck(**bad)
+    assert cfg_module.HttpCheck(path="/healthz?x=1", headers={"X-Probe": "xdplb 1"}).path == "/healthz?x=1"

@@ -219,7 +219,9 @@ async def test_refused_connection(engine: healthchecks.HttpEngine) -> None:
 
 async def test_header_with_line_break_is_rejected_up_front(engine: healthchecks.HttpEngine) -> None:
     with pytest.raises(healthchecks.HealthCheckConfigError):
-        await probe(http(headers={"X-Evil": "a\r\nInjected: yes"}), 80, engine)
+        # config refuses it too; built unvalidated, it proves the checker defends itself as well
+        unvalidated = http().model_copy(update={"headers": {"X-Evil": "a\r\nInjected: yes"}})
+        await probe(unvalidated, 80, engine)
 
 
 async def test_ipv6_loopback_with_bracketed_host_header(engine: healthchecks.HttpEngine) -> None:

@@ -211,7 +211,7 @@ async def test_update_rejects_duplicates_and_bad_checks_without_changing_anythin
     target = http_target("a", 80)
     with pytest.raises(ValueError, match="duplicate"):
         harness.scheduler.update([target, target])
-    bad = config.HttpCheck.model_validate({"headers": {"X": "a\nb"}, "timing": TIMING})
+    bad = config.HttpCheck.model_construct(headers={"X": "a\nb"}, timing=config.CheckTiming.model_validate(TIMING))
     with pytest.raises(healthchecks.HealthCheckConfigError):
         harness.scheduler.update([target, healthchecks.Target(key="b", address=LOOPBACK, port=80, checks=(bad,))])
     assert dict(harness.scheduler.states()) == {}
