@@ -92,6 +92,8 @@ def test_demo_prints_what_works_and_leaves_nothing_after_its_duration() -> None:
     assert proc.returncode == 0, text + rest
     assert "s are over" in rest
     assert _leftovers(run_id) == []
+    with pytest.raises(OSError):  # the console relay is gone with it
+        urllib.request.urlopen(console, timeout=2)
 
 
 @pytest.mark.privileged
