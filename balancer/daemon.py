@@ -101,6 +101,7 @@ class Daemon:
         self._overrides: dict[str, config.AdminState] = {}
         self._dirty = asyncio.Event()
         self._look_for_macs = asyncio.Event()
+        self._first_seen: dict[str, float] = {}  # service name -> when it first appeared (monotonic)
         self._ready = False
         self._started_at = time.time()
         self._reloads = {"success": 0, "failure": 0}
@@ -322,13 +323,26 @@ class Daemon:
 
     async def _converge(self) -> None:
         assert self._reconciler is not None
+        cfg, health = self._require_config(), self._health()
+        now = time.monotonic()
+        for service in cfg.services:
+            self._first_seen.setdefault(service.name, now)
+        settling = {
+            name
+            for name in desired.unsettled_services(cfg, health, self._overrides)
+            if now - self._first_seen[name] < self.start_grace
+        }
         await self._reconciler.converge(
-            self._require_config(),
-            self._health(),
+            cfg,
+            health,
             self._overrides,
             ready=self._ready,
             why_not_ready="starting: waiting for the first health verdicts",
+            settling=settling,
         )
+        if settling:  # verdicts arrive as health events; this pass is for a grace that runs out first
+            expires = min(self._first_seen[name] for name in settling) + self.start_grace - now
+            asyncio.get_running_loop().call_later(max(expires, 0.0), self._dirty.set)
 
     async def _apply_config(self, old: config.XdplbConfig, new: config.XdplbConfig) -> list[str]:
         changes = reload_diff.describe_changes(old, new)
@@ -410,8 +424,7 @@ class Daemon:
         """Ready once every checked backend has a verdict, or after ``start_grace`` seconds."""
         deadline = time.monotonic() + self.start_grace
         while time.monotonic() < deadline:
-            states = self._health()
-            if all(h.state != "unknown" for key, h in states.items() if self._is_enabled(key)):
+            if not desired.unsettled_services(self._require_config(), self._health(), self._overrides):
                 break
             await asyncio.sleep(0.05)
         else:
@@ -420,9 +433,6 @@ class Daemon:
         self.ready_event.set()
         log.info("event=ready")
         self._dirty.set()
-
-    def _is_enabled(self, key: str) -> bool:
-        return self._overrides.get(key) is not config.AdminState.DISABLED
 
     async def _guard(self, name: str, coro: Coroutine[Any, Any, None], *, forever: bool) -> None:
         """Log a root task's crash at once (it then stops the daemon), and a return of one meant to run forever."""

@@ -9,12 +9,20 @@ daemon is ready and every service on it is up.
 
 import dataclasses
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 
 import bpf
 import config
 
-__all__ = ["Health", "Route", "admin_state", "dataplane_services", "health_targets", "routes"]
+__all__ = [
+    "Health",
+    "Route",
+    "admin_state",
+    "dataplane_services",
+    "health_targets",
+    "routes",
+    "unsettled_services",
+]
 
 Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -90,10 +98,35 @@ def healthy_count(status: bpf.ServiceStatus | None) -> int:
     return 0 if status is None else sum(1 for b in status.backends if b.reason == "active")
 
 
+def unsettled_services(
+    cfg: config.XdplbConfig, health: Mapping[str, Health], overrides: Mapping[str, config.AdminState]
+) -> set[str]:
+    """Services with an enabled, checked backend that has no verdict yet: announcing them now could flap."""
+    out = set()
+    for service, backend in cfg.backends():
+        key = service.backend_key(backend)
+        verdict = health.get(key)
+        if (
+            verdict is not None
+            and verdict.state == "unknown"
+            and admin_state(service, backend, overrides) is not config.AdminState.DISABLED
+        ):
+            out.add(service.name)
+    return out
+
+
 def routes(
-    cfg: config.XdplbConfig, programmed: Mapping[bpf.ServiceKey, bpf.ServiceStatus], *, ready: bool, why_not_ready: str
+    cfg: config.XdplbConfig,
+    programmed: Mapping[bpf.ServiceKey, bpf.ServiceStatus],
+    *,
+    ready: bool,
+    why_not_ready: str,
+    settling: Set[str] = frozenset(),
 ) -> dict[Prefix, Route]:
-    """Every VIP's route, announced when ``ready`` and each of its services has ``need`` healthy backends."""
+    """Every VIP's route, announced when ``ready`` and each of its services has ``need`` healthy backends.
+
+    Services in ``settling`` (added by a reload, backends' first verdicts still due) hold their VIPs back too.
+    """
     by_vip: dict[bpf.IPAddress, list[config.ServiceConfig]] = {}
     for service in cfg.services:
         for vip in service.vips:
@@ -104,7 +137,9 @@ def routes(
         short = []
         for service in services:
             healthy = healthy_count(programmed.get(bpf.ServiceKey(vip, service.port, service.protocol)))
-            if healthy < service.need:
+            if service.name in settling:
+                short.append(f"{service.name}: waiting for the first health verdicts")
+            elif healthy < service.need:
                 short.append(f"{service.name}: {healthy} of {service.need} needed backends healthy")
         announce = ready and not short
         reason = "; ".join(short) if short else ("all services up" if ready else why_not_ready)

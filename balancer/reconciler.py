@@ -5,7 +5,7 @@ calls, so a pass after any event, or on a timer, is always right to run. Each ch
 """
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 
 import bgp
 import bpf
@@ -34,6 +34,7 @@ class Reconciler:
         *,
         ready: bool,
         why_not_ready: str = "starting",
+        settling: Set[str] = frozenset(),
     ) -> None:
         """One pass: data plane first (so routes reflect what it really serves), then BGP."""
         errors: dict[str, str] = {}
@@ -47,7 +48,7 @@ class Reconciler:
                 errors[str(key)] = str(error)
                 log.error("event=service_program_failed service=%s error=%s", key, error)
 
-        routes = desired.routes(cfg, self.plane.services, ready=ready, why_not_ready=why_not_ready)
+        routes = desired.routes(cfg, self.plane.services, ready=ready, why_not_ready=why_not_ready, settling=settling)
         for prefix, route in routes.items():
             before = self.routes.get(prefix)
             if before is None or before.announce != route.announce or before.reason != route.reason:

@@ -107,3 +107,16 @@ def test_reload_diff_names_what_changed() -> None:
     changes = reload_diff.describe_changes(cfg(), cfg(new))
     assert changes == ["service extra added", "service web changed (+198.18.0.15 -198.18.0.14 ~198.18.0.12)"]
     assert reload_diff.describe_changes(cfg(), cfg()) == []
+
+
+def test_services_wait_for_their_backends_first_verdicts() -> None:
+    health = {"web/198.18.0.11": desired.Health("unknown", "", 0.0), "web/198.18.0.12": desired.Health("up", "", 0.0),
+              "web/198.18.0.13": desired.Health("up", "", 0.0), "web/198.18.0.14": desired.Health("unknown", "", 0.0)}
+    assert desired.unsettled_services(cfg(), health, {}) == {"web"}
+    assert desired.unsettled_services(cfg(), health, {"web/198.18.0.11": config.AdminState.DISABLED}) == set(), \
+        "a disabled backend runs no checks: nobody waits for it (198.18.0.14 is disabled in the file)"
+    programmed = {WEB4: status(WEB4, "active", "active"), WEB6: status(WEB6, "active", "active"),
+                  DNS: status(DNS, "active")}
+    routes = desired.routes(cfg(), programmed, ready=True, why_not_ready="", settling={"web"})
+    v4 = routes[ipaddress.ip_network("192.0.2.100/32")]
+    assert (v4.announce, v4.reason) == (False, "web: waiting for the first health verdicts")
