@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import struct
+import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -116,12 +117,17 @@ class DataPlane:
         ensure_kernel_source()
         flow_seed = int.from_bytes(os.urandom(4), "little")
         cflags = [f"-I{_abi.HEADER.parent}", "-w", *self.settings.cflags(), f"-DFLOW_SEED={flow_seed}U"]
+        log.info("event=dataplane_compiling program=%s note=takes_a_few_seconds", _abi.PROGRAM)
+        started = time.monotonic()
         try:
             self._bpf = BPF(src_file=str(_abi.PROGRAM).encode(), cflags=cflags)
             self._fn = self._bpf.load_func(b"xdplb", BPF.XDP)
         except Exception as error:
             raise DataPlaneError(f"loading the XDP program failed: {error}") from error
-        log.info("event=dataplane_loaded flow_table_size=%d prog_fd=%d", self.settings.flow_table_size, self.prog_fd)
+        log.info(
+            "event=dataplane_loaded seconds=%.1f flow_table_entries=%d prog_fd=%d",
+            time.monotonic() - started, self.settings.flow_table_capacity, self.prog_fd,
+        )  # fmt: skip
 
     def cleanup(self) -> None:
         """Detach from every interface and release the program; safe after a partial setup, and twice."""
