@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="on stop, seconds between withdrawing the routes and detaching XDP (default 1)")
     run.add_argument("--start-grace", type=float, default=10.0,
                      help="seconds to wait for every backend's first health verdict before announcing (default 10)")
+    run.add_argument("--state-file", metavar="PATH",
+                     help="where admin overrides (drain/disable/enable via the API) survive restarts; default "
+                          "/var/lib/xdplb/overrides-<hash of the config path>.json; 'none' keeps them in memory only")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     show = sub.add_parser("status", help="show VIPs, services, backends and BGP peers of a running daemon")
     where = show.add_mutually_exclusive_group()
@@ -86,7 +89,7 @@ def configure_logging(level: str) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     """``xdplb run CONFIG``: the daemon, until SIGTERM or SIGINT."""
-    from balancer import daemon  # the daemon pulls in bcc: only for this command
+    from balancer import daemon, overrides  # the daemon pulls in bcc: only for this command
 
     configure_logging(args.log_level)
     try:
@@ -94,8 +97,13 @@ def _run(args: argparse.Namespace) -> int:
     except config.ConfigError as error:
         print(error, file=sys.stderr)
         return 1
-    runner = daemon.Daemon(Path(args.config), start_grace=args.start_grace, drain_seconds=args.drain_seconds,
-                           api_factory=daemon.default_api)
+    config_path = Path(args.config)
+    if args.state_file == "none":
+        state_file = None
+    else:
+        state_file = Path(args.state_file) if args.state_file else overrides.default_path(config_path)
+    runner = daemon.Daemon(config_path, start_grace=args.start_grace, drain_seconds=args.drain_seconds,
+                           api_factory=daemon.default_api, state_file=state_file)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as loop:
             loop.run(runner.run())

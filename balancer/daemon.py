@@ -19,7 +19,7 @@ import bgp
 import bpf
 import config
 import healthchecks
-from balancer import api, desired, metrics, reconciler, reload_diff, snapshot, status
+from balancer import api, desired, metrics, overrides, reconciler, reload_diff, snapshot, status
 
 __all__ = ["Daemon", "DaemonError", "default_api"]
 
@@ -82,6 +82,7 @@ class Daemon:
         drain_seconds: float = 1.0,
         speaker_factory: Callable[[config.BgpConfig], bgp.Speaker] = bgp.Speaker,
         api_factory: Callable[["Daemon"], Any] | None = None,
+        state_file: Path | None = None,
     ) -> None:
         self.config_path = config_path
         self.stop_trigger = stop or asyncio.Event()
@@ -89,6 +90,7 @@ class Daemon:
         self.drain_seconds = drain_seconds
         self._speaker_factory = speaker_factory
         self._api_factory = api_factory
+        self.state_file = state_file  # admin overrides survive restarts here; None: kept in memory only
         self.metrics = metrics.Metrics(self, version=_version())
         self._members: dict[str, tuple[str, str, tuple[str, ...]]] = {}  # backend key -> service, address, check types
         self._config: config.XdplbConfig | None = None
@@ -142,6 +144,9 @@ class Daemon:
         """Load and validate the config, load the XDP program (seconds: clang runs) and attach it."""
         self._config = config.load_config(self.config_path)
         self._last_reload_success = time.time()
+        if self.state_file is not None:
+            keys = (service.backend_key(backend) for service, backend in self._config.backends())
+            self._overrides = overrides.load(self.state_file, keys)
         plane = bpf.DataPlane(_plane_settings(self._config))
         self._plane = plane
         await asyncio.to_thread(plane.setup)
@@ -289,10 +294,15 @@ class Daemon:
         else:
             self._overrides[backend_key] = state
         log.info("event=admin_override backend=%s state=%s", backend_key, state.value if state else "file")
+        self._save_overrides()
         self._update_targets(cfg)
         await self._converge()
 
     # internals
+
+    def _save_overrides(self) -> None:
+        if self.state_file is not None:
+            overrides.save(self.state_file, self._overrides)
 
     def _update_targets(self, cfg: config.XdplbConfig) -> None:
         """Hand the checked set to the scheduler (a diff: unchanged backends keep their state).
@@ -366,6 +376,8 @@ class Daemon:
                 plane.detach(name)
                 plane.attach(name, interface.mode)
         self._config = new
+        if kept != self._overrides:
+            self._save_overrides()
         if new.bgp != old.bgp:
             changes.append("bgp changed: speaker restarted")
             if self._speaker is not None:
@@ -385,7 +397,8 @@ class Daemon:
     async def _reconcile_loop(self) -> None:
         while True:
             try:
-                await asyncio.wait_for(self._dirty.wait(), RECONCILE_INTERVAL)
+                async with asyncio.timeout(RECONCILE_INTERVAL):  # not wait_for: on 3.11 it can swallow a cancel
+                    await self._dirty.wait()
             except TimeoutError:
                 pass
             self._dirty.clear()
@@ -415,7 +428,8 @@ class Daemon:
             if unknown:
                 await asyncio.to_thread(neighbours.probe, unknown)
             try:
-                await asyncio.wait_for(self._look_for_macs.wait(), NEIGHBOUR_INTERVAL)
+                async with asyncio.timeout(NEIGHBOUR_INTERVAL):
+                    await self._look_for_macs.wait()
             except TimeoutError:
                 pass
             self._look_for_macs.clear()

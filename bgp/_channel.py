@@ -129,7 +129,8 @@ class ExabgpRun:
             future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
             self._acks.append(future)
             try:
-                ok = await asyncio.wait_for(self._exchange(text, future), timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: on 3.11 it can swallow a cancel
+                    ok = await self._exchange(text, future)
             except TimeoutError:  # before OSError, of which it is a subclass
                 raise _errors.ExabgpTimeoutError(text, timeout) from None
             except (ConnectionError, OSError) as error:
@@ -153,7 +154,8 @@ class ExabgpRun:
             closed.cancel()
         if self.process.returncode is None:  # the bridge died; api.terminate should end ExaBGP, make sure
             try:
-                await asyncio.wait_for(asyncio.shield(self.process.wait()), 2.0)
+                async with asyncio.timeout(2.0):
+                    await asyncio.shield(self.process.wait())
             except TimeoutError:
                 await _kill(self.process)
         await self._finish()
@@ -169,7 +171,8 @@ class ExabgpRun:
                 log.debug("event=exabgp_shutdown_unacknowledged error=%s", error)
         self._writer.close()
         try:
-            await asyncio.wait_for(asyncio.shield(self.process.wait()), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self.process.wait())
         except TimeoutError:
             log.warning("event=exabgp_shutdown_timeout pid=%d timeout=%gs", self.process.pid, timeout)
             await _kill(self.process)

@@ -313,7 +313,8 @@ class Speaker:
                 return
             self._sent_changed.clear()
             try:
-                await asyncio.wait_for(self._sent_changed.wait(), remaining)
+                async with asyncio.timeout(remaining):  # not wait_for: on 3.11 it can swallow a cancel
+                    await self._sent_changed.wait()
             except TimeoutError:
                 pass
 

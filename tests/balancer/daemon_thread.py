@@ -2,6 +2,7 @@
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,9 +41,17 @@ class DaemonThread:
                 loop.close()
 
     def start(self, *, ready_timeout: float = 60.0) -> None:
+        """Start the thread and wait until the daemon is ready; the daemon's own error if it died instead."""
         self._thread.start()
         self._started.wait(30)
-        self.call(lambda d: asyncio.wait_for(d.ready_event.wait(), ready_timeout), timeout=ready_timeout + 5)
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            if self.error is not None or not self._thread.is_alive():
+                raise RuntimeError(f"the daemon stopped before it was ready: {self.error!r}") from self.error
+            if self.daemon is not None and self.daemon.ready_event.is_set():
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"the daemon was not ready within {ready_timeout} s")
 
     def call(self, make: Callable[[daemon.Daemon], Coroutine[Any, Any, T]], *, timeout: float = 30.0) -> T:
         assert self.loop is not None and self.daemon is not None

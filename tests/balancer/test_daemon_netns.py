@@ -49,20 +49,24 @@ def _wait(what: str, predicate: Callable[[], bool], timeout: float = 20.0) -> No
         time.sleep(0.1)
 
 
-def _config(lb: Host, router: Host, backends: list[Host], *, second_vip: bool = False) -> str:
+def _config(lb: Host, router: Host | None, backends: list[Host], *, second_vip: bool = False) -> str:
+    """The test's config; no ``bgp`` section without a ``router``."""
     members = "\n".join(f"      - address: {b.ipv4}" for b in backends)
     text = f"""
 interfaces:
   - name: {lb.ifname}
     mode: generic
 dataplane: {{flow_table_size: 4096}}
-bgp:
+"""
+    if router is not None:
+        text += f"""bgp:
   local_as: {LOCAL_AS}
   router_id: {lb.ipv4}
   peers:
     - {{address: {router.ipv4}, peer_as: {ROUTER_AS}, local_address: {lb.ipv4}, hold_time: 9}}
   attributes: {{med: 50, communities: ["65001:100"]}}
-api: {{listen: "127.0.0.1:9180"}}  # inside the lb namespace
+"""
+    text += f"""api: {{listen: "127.0.0.1:9180"}}  # inside the lb namespace
 policies:
   web:
     checks:
@@ -244,3 +248,34 @@ def _open_stream_to(client: Host, backend: str) -> tuple[http.client.HTTPConnect
                 return conn, response, first
             conn.close()
     raise AssertionError(f"no connection landed on {backend}")
+
+
+def test_admin_overrides_survive_a_restart(lab: Lab, tmp_path: Path) -> None:
+    client = lab.add_host("client", ipv4="198.18.0.2")
+    lb = lab.add_host("lb", ipv4="198.18.0.5")
+    backends = [lab.add_host(f"b{i}", ipv4=f"198.18.0.{10 + i}") for i in (1, 2)]
+    for host in backends:
+        host.add_vip_on_loopback(VIP)
+        host.start_http_backend(host.name, 80)
+    client.add_route(f"{VIP}/32", via=lb.ipv4)
+    path = tmp_path / "xdplb.yaml"
+    path.write_text(_config(lb, None, backends))
+    state = tmp_path / "overrides.json"
+
+    first = DaemonThread(lb, path, start_grace=10.0, drain_seconds=0, api_factory=daemon.default_api,
+                         state_file=state)
+    first.start()
+    try:
+        assert _api(lb, "/api/v1/backends/web/198.18.0.11/drain", post=True)[0] == 200
+    finally:
+        first.stop()
+    second = DaemonThread(lb, path, start_grace=10.0, drain_seconds=0, api_factory=daemon.default_api,
+                          state_file=state)
+    second.start()
+    try:
+        b1 = second.snapshot().services[0].backends[0]
+        assert (b1.admin, b1.admin_override) == ("drained", "drained"), "the drain outlived the restart"
+        _wait("b2 active", lambda: second.snapshot().services[0].backends[1].dataplane == "active", timeout=5)
+        assert {_get(client, VIP) for _ in range(10)} == {"b2"}
+    finally:
+        second.stop()
