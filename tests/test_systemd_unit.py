@@ -1,0 +1,28 @@
+"""The shipped systemd unit calls the CLI with arguments it accepts."""
+
+import shlex
+from pathlib import Path
+
+from balancer import cli
+
+UNIT = Path(__file__).resolve().parent.parent / "deploy" / "systemd" / "xdplb.service"
+
+
+def _commands(key: str) -> list[list[str]]:
+    return [shlex.split(line.split("=", 1)[1]) for line in UNIT.read_text().splitlines() if line.startswith(key + "=")]
+
+
+def test_exec_lines_parse_with_the_real_cli() -> None:
+    commands = _commands("ExecStartPre") + _commands("ExecStart")
+    assert [argv[1] for argv in commands] == ["check", "run"]
+    for argv in commands:
+        assert argv[0].endswith("/xdplb")
+        args = cli.build_parser().parse_args(argv[1:])
+        assert args.config == "/etc/xdplb/xdplb.yaml"
+    run = cli.build_parser().parse_args(_commands("ExecStart")[0][1:])
+    assert run.state_file == "/var/lib/xdplb/overrides.json"
+
+
+def test_reload_and_stop_use_the_signals_the_daemon_handles() -> None:
+    assert _commands("ExecReload") == [["/bin/kill", "-HUP", "$MAINPID"]]
+    assert "KillSignal=SIGTERM" in UNIT.read_text().splitlines()
