@@ -197,6 +197,8 @@ class _SnapshotCollector(Collector):
         families["xdplb_dropped_packets"] = CounterMetricFamily(
             "xdplb_dropped_packets", _TOTALS_HELP["xdplb_dropped_packets"], labels=["reason"])
         for key, value in sorted(snapshot.totals.items()):
+            if key.startswith("flow_entries_"):
+                continue  # occupancy, not a count of events: xdplb_flow_table_entries below
             if key in _TOTALS:
                 add(*_TOTALS[key], value)
             elif key.startswith("drop_"):

@@ -28,6 +28,7 @@ class GlobalCounters:
     drop_malformed: int = 0
     drop_fragment: int = 0
     drop_vlan_push: int = 0
+    icmp_too_big_forwarded: int = 0
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@
  * made for fragments, IP options and floods.
  */
 #include <uapi/linux/bpf.h>
+#include <linux/icmp.h>
+#include <linux/icmpv6.h>
 #include <linux/in.h>
 #include <linux/if_ether.h>
 #include <linux/if_vlan.h>
@@ -47,6 +49,7 @@ struct packet {
     struct vlan_hdr *vlan;         /* NULL when untagged */
     __u32 len;
     __u8 syn;                      /* TCP SYN without ACK: a connection attempt */
+    __u8 icmp;                     /* an ICMP error about the flow: forwarded, never a new flow or an entry */
 };
 
 static __always_inline __u32 rotl32(__u32 x, __u32 r) { return (x << r) | (x >> (32 - r)); }
@@ -187,6 +190,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *pkt, struc
     if (g) {
         g->forwarded++;
         g->forwarded_bytes += pkt->len;
+        g->icmp_too_big_forwarded += pkt->icmp;
     }
     return XDP_TX;
 }
@@ -307,14 +311,14 @@ static __always_inline int select_backend(struct xdp_md *ctx, struct packet *pkt
     if (!b)
         return no_backend(svc, g);
     /* A SYN never creates an entry, so a SYN flood cannot evict established flows; the first ACK does. */
-    if (!pkt->syn && may_insert(g)) {
+    if (!pkt->syn && !pkt->icmp && may_insert(g)) {
         new->backend = slot;
         new->generation = b->generation;
         *insert = 1;
         if (g)
             g->flow_inserts++;
     }
-    return forward(ctx, pkt, b, slot, proto == IPPROTO_TCP ? pkt->syn : 1, g);
+    return forward(ctx, pkt, b, slot, pkt->icmp ? 0 : (proto == IPPROTO_TCP ? pkt->syn : 1), g);
 }
 
 /* Reads the L4 ports (and TCP flags); returns 0 if the header is truncated. */
@@ -364,15 +368,68 @@ static __always_inline int drop_or_pass_v6(struct in6_addr *daddr, struct global
     return drop_if_vip(vip_addrs_v6.lookup(&addr) != NULL, g, fragment);
 }
 
+static __always_inline int balance_flow_v4(struct xdp_md *ctx, struct packet *pkt, struct flow_key_v4 *key,
+                                           struct global_stats *g);
+static __always_inline int balance_flow_v6(struct xdp_md *ctx, struct packet *pkt, struct flow_key_v6 *key,
+                                           struct global_stats *g);
+
+/* ICMP "fragmentation needed" / ICMPv6 "packet too big" about a backend's reply (VIP -> client) reaches the
+ * balancer, since the VIP routes here: send it to the backend that owns the client's flow, so path MTU discovery
+ * works through DSR. The quoted header, reversed, is that flow. */
+static __always_inline int too_big_v4(struct xdp_md *ctx, struct packet pkt, struct iphdr *iph, void *data_end,
+                                      struct global_stats *g)
+{
+    struct icmphdr *icmp = (void *)iph + iph->ihl * 4;
+    if (iph->ihl < 5 || (void *)(icmp + 1) > data_end)
+        return XDP_PASS;
+    if (icmp->type != ICMP_DEST_UNREACH || icmp->code != ICMP_FRAG_NEEDED)
+        return XDP_PASS;
+    struct iphdr *inner = (void *)(icmp + 1);
+    if ((void *)(inner + 1) > data_end || inner->ihl < 5 || inner->saddr != iph->daddr)
+        return XDP_PASS;
+    if (inner->protocol != IPPROTO_TCP && inner->protocol != IPPROTO_UDP)
+        return XDP_PASS;
+    __be16 *ports = (void *)inner + inner->ihl * 4;
+    if ((void *)(ports + 2) > data_end)
+        return XDP_PASS;
+    struct flow_key_v4 key = {.saddr = inner->daddr, .daddr = inner->saddr, .sport = ports[1], .dport = ports[0],
+                              .proto = inner->protocol};
+    pkt.icmp = 1;
+    return balance_flow_v4(ctx, &pkt, &key, g);
+}
+
+static __always_inline int too_big_v6(struct xdp_md *ctx, struct packet pkt, struct ipv6hdr *ip6, void *icmp6,
+                                      void *data_end, struct global_stats *g)
+{
+    __u8 *type = icmp6;
+    struct ipv6hdr *inner = icmp6 + 8;  /* type, code, checksum, MTU */
+    if ((void *)(inner + 1) > data_end || type[0] != ICMPV6_PKT_TOOBIG)
+        return XDP_PASS;
+    if (inner->nexthdr != IPPROTO_TCP && inner->nexthdr != IPPROTO_UDP)
+        return XDP_PASS;
+    __be16 *ports = (void *)(inner + 1);
+    if ((void *)(ports + 2) > data_end)
+        return XDP_PASS;
+    struct flow_key_v6 key = {.sport = ports[1], .dport = ports[0], .proto = inner->nexthdr};
+    __builtin_memcpy(key.saddr, &inner->daddr, 16);
+    __builtin_memcpy(key.daddr, &inner->saddr, 16);
+    if (!keys_equal((const __u64 *)key.daddr, (const __u64 *)&ip6->daddr, 2))
+        return XDP_PASS;
+    pkt.icmp = 1;
+    return balance_flow_v6(ctx, &pkt, &key, g);
+}
+
 static __always_inline int balance_v4(struct xdp_md *ctx, struct packet pkt, struct iphdr *iph, void *data_end,
                                       struct global_stats *g)
 {
     if ((void *)(iph + 1) > data_end)
         return XDP_PASS;
-    if (iph->protocol != IPPROTO_TCP && iph->protocol != IPPROTO_UDP)
+    if (iph->protocol != IPPROTO_TCP && iph->protocol != IPPROTO_UDP && iph->protocol != IPPROTO_ICMP)
         return XDP_PASS;
     if (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET))
         return drop_or_pass_v4(iph->daddr, g, 1);
+    if (iph->protocol == IPPROTO_ICMP)
+        return too_big_v4(ctx, pkt, iph, data_end, g);
     __u32 ihl = iph->ihl * 4;
     __u32 total = bpf_ntohs(iph->tot_len);
     if (ihl < sizeof(*iph) || total < ihl)
@@ -382,26 +439,32 @@ static __always_inline int balance_v4(struct xdp_md *ctx, struct packet pkt, str
     if (!read_ports(l4, data_end, key.proto, &key.sport, &key.dport, &pkt.syn, total - ihl))
         return drop_or_pass_v4(iph->daddr, g, 0);
 
-    /* Flow table first: an established flow needs no service lookup (a removed service's backends are retired,
-     * so its flows are never followed). */
-    __u32 key_hash = flow_hash_of_v4(&key);
+    return balance_flow_v4(ctx, &pkt, &key, g);
+}
+
+/* Where the flow KEY goes. Flow table first: an established flow needs no service lookup (a removed service's
+ * backends are retired, so its flows are never followed). */
+static __always_inline int balance_flow_v4(struct xdp_md *ctx, struct packet *pkt, struct flow_key_v4 *key,
+                                           struct global_stats *g)
+{
+    __u32 key_hash = flow_hash_of_v4(key);
     __u32 set_index = key_hash & (FLOW_SETS - 1);
     struct flow_set_v4 *set = flows_v4.lookup(&set_index);
     if (!set)
         return XDP_PASS;
-    struct flow_entry_v4 *entry = flow_find_v4(set, &key, key_hash);
-    int verdict = entry ? follow_flow(ctx, &pkt, &entry->flow, &entry->seen, g) : -1;
+    struct flow_entry_v4 *entry = flow_find_v4(set, key, key_hash);
+    int verdict = entry ? follow_flow(ctx, pkt, &entry->flow, &entry->seen, g) : -1;
     if (verdict >= 0)
         return verdict;
-    struct service_key_v4 skey = {.addr = key.daddr, .port = key.dport, .proto = key.proto};
+    struct service_key_v4 skey = {.addr = key->daddr, .port = key->dport, .proto = key->proto};
     struct service *svc = services_v4.lookup(&skey);
     if (!svc)
         return XDP_PASS;
     struct flow new;
     int insert;
-    verdict = select_backend(ctx, &pkt, svc, (const __u32 *)&key, 4, 2, key.proto, &new, &insert, g);
+    verdict = select_backend(ctx, pkt, svc, (const __u32 *)key, 4, 2, key->proto, &new, &insert, g);
     if (insert)
-        flow_store_v4(set, &key, key_hash, &new, now_seconds(), g);
+        flow_store_v4(set, key, key_hash, &new, now_seconds(), g);
     return verdict;
 }
 
@@ -415,7 +478,7 @@ static __always_inline int balance_v6(struct xdp_md *ctx, struct packet pkt, str
     __u32 avail = bpf_ntohs(ip6->payload_len);
 #pragma unroll
     for (int i = 0; i < MAX_IPV6_EXT_HEADERS; i++) {
-        if (nexthdr == IPPROTO_TCP || nexthdr == IPPROTO_UDP)
+        if (nexthdr == IPPROTO_TCP || nexthdr == IPPROTO_UDP || nexthdr == IPPROTO_ICMPV6)
             break;
         if (nexthdr == IPPROTO_FRAGMENT)
             return drop_or_pass_v6(&ip6->daddr, g, 1);
@@ -431,6 +494,8 @@ static __always_inline int balance_v6(struct xdp_md *ctx, struct packet pkt, str
         l4 += len;
         avail -= len;
     }
+    if (nexthdr == IPPROTO_ICMPV6)
+        return too_big_v6(ctx, pkt, ip6, l4, data_end, g);
     if (nexthdr != IPPROTO_TCP && nexthdr != IPPROTO_UDP)
         return XDP_PASS;
     struct flow_key_v6 key = {.proto = nexthdr};
@@ -439,25 +504,31 @@ static __always_inline int balance_v6(struct xdp_md *ctx, struct packet pkt, str
     if (!read_ports(l4, data_end, key.proto, &key.sport, &key.dport, &pkt.syn, avail))
         return drop_or_pass_v6(&ip6->daddr, g, 0);
 
-    __u32 key_hash = flow_hash_of_v6(&key);
+    return balance_flow_v6(ctx, &pkt, &key, g);
+}
+
+static __always_inline int balance_flow_v6(struct xdp_md *ctx, struct packet *pkt, struct flow_key_v6 *key,
+                                           struct global_stats *g)
+{
+    __u32 key_hash = flow_hash_of_v6(key);
     __u32 set_index = key_hash & (FLOW_SETS - 1);
     struct flow_set_v6 *set = flows_v6.lookup(&set_index);
     if (!set)
         return XDP_PASS;
-    struct flow_entry_v6 *entry = flow_find_v6(set, &key, key_hash);
-    int verdict = entry ? follow_flow(ctx, &pkt, &entry->flow, &entry->seen, g) : -1;
+    struct flow_entry_v6 *entry = flow_find_v6(set, key, key_hash);
+    int verdict = entry ? follow_flow(ctx, pkt, &entry->flow, &entry->seen, g) : -1;
     if (verdict >= 0)
         return verdict;
-    struct service_key_v6 skey = {.port = key.dport, .proto = key.proto};
-    __builtin_memcpy(skey.addr, key.daddr, 16);
+    struct service_key_v6 skey = {.port = key->dport, .proto = key->proto};
+    __builtin_memcpy(skey.addr, key->daddr, 16);
     struct service *svc = services_v6.lookup(&skey);
     if (!svc)
         return XDP_PASS;
     struct flow new;
     int insert;
-    verdict = select_backend(ctx, &pkt, svc, (const __u32 *)&key, 10, 8, key.proto, &new, &insert, g);
+    verdict = select_backend(ctx, pkt, svc, (const __u32 *)key, 10, 8, key->proto, &new, &insert, g);
     if (insert)
-        flow_store_v6(set, &key, key_hash, &new, now_seconds(), g);
+        flow_store_v6(set, key, key_hash, &new, now_seconds(), g);
     return verdict;
 }
 

@@ -139,6 +139,7 @@ struct global_stats {
     __u64 drop_malformed;          /* for a VIP address, but headers truncated or inconsistent */
     __u64 drop_fragment;           /* IP fragment for a VIP address */
     __u64 drop_vlan_push;          /* no headroom to push the backend's VLAN tag */
+    __u64 icmp_too_big_forwarded;  /* ICMP frag-needed / ICMPv6 packet-too-big sent to the flow's backend */
 };
 
 struct service_stats {

@@ -28,7 +28,7 @@ def test_packet_case(plane: bpf.DataPlane, case: Case) -> None:
 
     if case.verdict == "XDP_TX":
         assert case.service is not None
-        real = predict.chosen_real(world.SERVICES[case.service], case.packet)
+        real = predict.chosen_real(world.SERVICES[case.service], case.flow or case.packet)
         if case.expect:
             assert real.name == case.expect
         expected = predict.forwarded(case.packet, real)

@@ -20,6 +20,8 @@ CLIENT6 = ip_address("2001:db8::2")
 VIP4 = ip_address("192.0.2.100")
 VIP6 = ip_address("2001:db8:100::100")
 NOT_A_VIP4 = ip_address("192.0.2.200")
+ROUTER4 = ip_address("198.18.0.1")  # sends ICMP errors about backends' replies
+ROUTER6 = ip_address("2001:db8::1")
 TABLE_SIZE = 251
 
 
