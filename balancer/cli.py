@@ -6,26 +6,19 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from pathlib import Path
 
 import config
-from balancer import status_table
+from balancer import status_table, version
 
 __all__ = ["main"]
 
-
-def _version() -> str:
-    try:
-        return metadata.version("xdplb")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="xdplb", description="XDP layer-4 load balancer with BGP route health injection.")
-    parser.add_argument("--version", action="version", version=f"xdplb {_version()}")
+    parser.add_argument("--version", action="version", version=f"xdplb {version.installed_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = sub.add_parser(
         "demo", help="run the balancer in a lab of network namespaces (root): client, BIRD router, backends",

@@ -11,7 +11,6 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import bgp
 import bpf
 import config
 import healthchecks
-from balancer import api, desired, metrics, overrides, reconciler, reload_diff, snapshot, status
+from balancer import api, desired, metrics, overrides, reconciler, reload_diff, snapshot, status, version
 
 __all__ = ["Daemon", "DaemonError", "default_api"]
 
@@ -33,12 +32,6 @@ class DaemonError(config.XdplbError, RuntimeError):
     """The daemon was used out of order or could not start."""
 
 
-def _version() -> str:
-    try:
-        return metadata.version("xdplb")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
 
 def _plane_settings(cfg: config.XdplbConfig) -> bpf.DataPlaneSettings:
     return bpf.DataPlaneSettings(
@@ -48,16 +41,16 @@ def _plane_settings(cfg: config.XdplbConfig) -> bpf.DataPlaneSettings:
     )
 
 
-def _targets(cfg: config.XdplbConfig, overrides: Mapping[str, config.AdminState]) -> list[healthchecks.Target]:
+def _targets(cfg: config.XdplbConfig, admin: Mapping[str, config.AdminState]) -> list[healthchecks.Target]:
     return [
         healthchecks.Target(
             key=key,
             address=backend.address,
             port=service.port,
             checks=checks,
-            admin=desired.admin_state(service, backend, overrides),
+            admin=desired.admin_state(service, backend, admin),
         )
-        for key, (service, backend, checks) in desired.health_targets(cfg, overrides).items()
+        for key, (service, backend, checks) in desired.health_targets(cfg, admin).items()
     ]
 
 
@@ -91,7 +84,7 @@ class Daemon:
         self._speaker_factory = speaker_factory
         self._api_factory = api_factory
         self.state_file = state_file  # admin overrides survive restarts here; None: kept in memory only
-        self.metrics = metrics.Metrics(self, version=_version())
+        self.metrics = metrics.Metrics(self, version=version.installed_version())
         self._members: dict[str, tuple[str, str, tuple[str, ...]]] = {}  # backend key -> service, address, check types
         self._config: config.XdplbConfig | None = None
         self._plane: bpf.DataPlane | None = None
@@ -245,7 +238,7 @@ class Daemon:
         cfg = self._require_config()
         assert self._plane is not None and self._reconciler is not None
         return snapshot.build_snapshot(
-            version=_version(),
+            version=version.installed_version(),
             cfg=cfg,
             config_source=str(self.config_path),
             started_at=self._started_at,

@@ -24,7 +24,6 @@ import dataclasses
 import itertools
 import logging
 from collections.abc import Iterator
-from importlib import metadata
 
 from prometheus_client import CollectorRegistry, exposition, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -32,6 +31,7 @@ from prometheus_client.registry import Collector
 
 import config
 from balancer import status
+from balancer import version as build
 
 __all__ = ["CHECK_BUCKETS", "Metrics"]
 
@@ -282,7 +282,7 @@ class Metrics:
 
     def __init__(self, controller: status.Controller, *, version: str | None = None) -> None:
         self._controller = controller
-        self._version = version if version is not None else _installed_version()
+        self._version = version if version is not None else build.installed_version()
         self._addresses: tuple[config.XdplbConfig | None, dict[str, str]] = (None, {})
         self._events = _EventCollector()
         self.registry = CollectorRegistry(auto_describe=False)
@@ -351,9 +351,3 @@ def _read_snapshot(controller: status.Controller) -> status.Snapshot | None:
         log.exception("event=metrics_snapshot_failed")
         return None
 
-
-def _installed_version() -> str:
-    try:
-        return metadata.version("xdplb")
-    except metadata.PackageNotFoundError:
-        return "unknown"
