@@ -169,6 +169,10 @@ class Backend:
             except Exception as error:  # a bug in a checker must not stop the checks
                 log.exception("event=checker_failed backend=%s check=%s", self.target.key, slot.label)
                 ok, reason = False, f"internal error: {type(error).__name__}: {error}"
+            if slot.task is not asyncio.current_task():
+                # stop() cancelled this task, but a library turned the cancellation into a result (aiohttp's
+                # timeout does, often, when the two race): end here rather than check on, unstoppable.
+                return
             result = _health.CheckResult(ok, reason, time.perf_counter() - begun, clock.wall())
             self._record(slot, result)
             if self._on_check is not None:

@@ -293,3 +293,39 @@ async def test_targets_given_before_start_are_checked_once_started(flip_server: 
         async with asyncio.timeout(5):
             while scheduler.states()["a"].state is not UP:
                 await asyncio.sleep(0.02)
+
+
+class _SwallowsCancellation:
+    """Behaves as aiohttp's client does when a cancel races its timeout: the cancel comes back as a failed check."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    async def run(self) -> tuple[bool, str]:
+        self.runs += 1
+        try:
+            await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            return False, "timeout"
+        return True, "ok"
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_stop_ends_a_checker_that_swallows_its_cancellation(monkeypatch: pytest.MonkeyPatch) -> None:
+    checker = _SwallowsCancellation()
+    monkeypatch.setattr("healthchecks._checker.make_checker", lambda *args, **kwargs: checker)
+    timing = {"interval": 0.02, "timeout": 0.01, "rise": 1, "fall": 1, "jitter": 0}
+    scheduler = healthchecks.Scheduler()
+    scheduler.update([http_target("a", 80, **timing)])
+    scheduler.start()
+    tasks_before = len(asyncio.all_tasks())
+    while checker.runs < 3:
+        await asyncio.sleep(0.005)
+    async with asyncio.timeout(2):
+        await scheduler.stop()
+    runs_at_stop = checker.runs
+    await asyncio.sleep(0.1)
+    assert checker.runs == runs_at_stop, "the check loop ended with stop()"
+    assert len(asyncio.all_tasks()) < tasks_before
