@@ -3,7 +3,7 @@ localhost, the commands to try, and a line of live status every two seconds unti
 ``--duration`` seconds; then everything it made is removed.
 
 The lab's namespaces are private to the run; this machine's interfaces, routes and sysctls are not touched. The
-console is relayed from the node's namespace to 127.0.0.1 here by ``lab_netns.forward_localhost``.
+console is relayed from the node's namespace to 127.0.0.1 here by ``lab_forward.forward_localhost``.
 """
 
 import asyncio
@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import Any, TextIO
 
 import config
-from balancer import demo_lab, lab_netns
+from balancer import demo_lab, lab_forward, lab_netns
 
 __all__ = ["DemoOptions", "StatusLine", "run_demo"]
 
@@ -117,7 +117,7 @@ class _Forwarder:
     def open(self, host: lab_netns.Host, target: int, first_port: int, tries: int = 20) -> int:
         """Relay the first free port from ``first_port`` up to ``target`` in ``host``; returns the port."""
         for port in range(first_port, first_port + tries):
-            future = asyncio.run_coroutine_threadsafe(lab_netns.forward_localhost(port, host, target), self.loop)
+            future = asyncio.run_coroutine_threadsafe(lab_forward.forward_localhost(port, host, target), self.loop)
             try:
                 self._server = future.result(10)
                 return port

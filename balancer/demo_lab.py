@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 
 import config
-from balancer import lab_backend, lab_bird, lab_netns
+from balancer import lab_backend, lab_bird, lab_netns, lab_registry
 
 __all__ = [
     "BACKEND_IPS",
@@ -374,14 +374,14 @@ class DemoLab:
 
 
 def cleanup_demo_leftovers(workdir_root: Path = WORKDIR_ROOT) -> list[str]:
-    """Remove what dead demo runs left: their lab namespaces (``lab_netns.cleanup_leftovers``), their BIRD
+    """Remove what dead demo runs left: their lab namespaces (``lab_registry.cleanup_leftovers``), their BIRD
     directories and run directories. A run whose lab record still exists belongs to a live process: left alone.
     Returns the names removed."""
-    removed = lab_netns.cleanup_leftovers()
+    removed = lab_registry.cleanup_leftovers()
     if not workdir_root.is_dir():
         return removed
     for path in sorted(workdir_root.glob("xl*")):
-        if (lab_netns.REGISTRY_DIR / f"{path.name}.json").exists():
+        if (lab_registry.REGISTRY_DIR / f"{path.name}.json").exists():
             continue  # its owner is alive (cleanup_leftovers just removed the records of dead ones)
         try:
             bird_dir = Path(json.loads((path / "run.json").read_text())["bird_workdir"])

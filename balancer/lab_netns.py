@@ -16,9 +16,10 @@ Nothing is ever created in the caller's namespace: the veths are made in the swi
 placed straight into the host namespace, so removing the namespaces removes every interface.
 ``destroy()`` runs on leaving the ``with`` block (also on an exception), at exit, and on SIGTERM (which is turned
 into ``SystemExit``); SIGINT unwinds as ``KeyboardInterrupt``. Each run records its owner pid and its names in
-``/run/xdplb-lab/<run-id>.json``; ``cleanup_leftovers()`` removes what dead runs left, and nothing else.
+``/run/xdplb-lab/<run-id>.json``; ``lab_registry.cleanup_leftovers()`` removes what dead runs left, and nothing
+else.
 
-``forward_localhost()`` exposes a TCP port of a lab host on the caller's 127.0.0.1 (for a browser).
+``lab_forward.forward_localhost()`` exposes a TCP port of a lab host on the caller's 127.0.0.1 (for a browser).
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,19 +48,16 @@ from pyroute2 import IPRoute, netns
 from pyroute2.ethtool import Ethtool
 
 import config
-from balancer import lab_backend
+from balancer import lab_backend, lab_registry
 
 __all__ = [
     "LAB_V4",
     "LAB_V6",
-    "REGISTRY_DIR",
     "VIP_V4",
     "VIP_V6",
     "Host",
     "Lab",
     "LabError",
-    "cleanup_leftovers",
-    "forward_localhost",
 ]
 
 log = logging.getLogger(__name__)
@@ -69,8 +66,6 @@ LAB_V4 = ipaddress.IPv4Network("198.18.0.0/24")
 LAB_V6 = ipaddress.IPv6Network("2001:db8::/64")
 VIP_V4 = ipaddress.IPv4Network("192.0.2.0/24")
 VIP_V6 = ipaddress.IPv6Network("2001:db8:100::/64")
-REGISTRY_DIR = Path("/run/xdplb-lab")
-_NETNS_DIR = Path("/run/netns")
 _ROLE = re.compile(r"^[a-z][a-z0-9]{0,5}$")  # the host's ifname is "<run-id>-<role>", at most 15 characters
 _IFNAMSIZ = 15
 _T = TypeVar("_T")
@@ -250,7 +245,7 @@ class Host:
 
     def _command(self, argv: Sequence[str]) -> list[str]:
         # nsenter joins the network namespace only; `ip netns exec` would also remount /sys and hide /sys/fs/bpf.
-        return ["nsenter", f"--net={_NETNS_DIR / self.netns}", "--", *argv]
+        return ["nsenter", f"--net={lab_registry.NETNS_DIR / self.netns}", "--", *argv]
 
     def run(self, argv: Sequence[str], *, check: bool = True, timeout: float = 60.0,
             **kwargs: Any) -> subprocess.CompletedProcess[Any]:
@@ -279,40 +274,6 @@ class Host:
             backend.stop()
             raise
         return backend
-
-
-def _start_time(pid: int) -> int | None:
-    """The process start time in clock ticks (tells a live owner from a reused pid), or None if gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rpartition(")")[2].split()[19])
-
-
-def _kill_netns_processes(name: str) -> list[int]:
-    """SIGKILL every other process whose network namespace is lab namespace ``name``."""
-    try:
-        target = os.stat(_NETNS_DIR / name)
-    except FileNotFoundError:
-        return []
-    killed = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            st = os.stat(entry / "ns" / "net")
-            if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
-                os.kill(int(entry.name), signal.SIGKILL)
-                killed.append(int(entry.name))
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-    return killed
-
-
-def _remove_netns(name: str) -> None:
-    if (_NETNS_DIR / name).exists():
-        netns.remove(name)
 
 
 class _SigtermToExit:
@@ -352,7 +313,7 @@ _SIGTERM = _SigtermToExit()
 class Lab:
     """The switch namespace with its bridge, and the hosts plugged into it; see the module docstring."""
 
-    def __init__(self, *, registry_dir: Path = REGISTRY_DIR, handle_signals: bool = True) -> None:
+    def __init__(self, *, registry_dir: Path = lab_registry.REGISTRY_DIR, handle_signals: bool = True) -> None:
         self.registry_dir = registry_dir
         self.run_id = ""
         self.hosts: dict[str, Host] = {}
@@ -404,7 +365,7 @@ class Lab:
         self._created = True
         self._owner = os.getpid()
         self.registry_dir.mkdir(parents=True, exist_ok=True)
-        while not self.run_id or self.record_path.exists() or (_NETNS_DIR / self.switch_netns).exists():
+        while not self.run_id or self.record_path.exists() or (lab_registry.NETNS_DIR / self.switch_netns).exists():
             self.run_id = "xl" + secrets.token_hex(3)
         atexit.register(self.destroy)
         if self._handle_signals:
@@ -484,10 +445,10 @@ class Lab:
         # outside our control still holds a host namespace open.
         for name in reversed(self._namespaces):
             try:
-                killed = _kill_netns_processes(name)
+                killed = lab_registry.kill_netns_processes(name)
                 if killed:
                     log.warning("event=lab_killed_processes netns=%s pids=%s", name, killed)
-                _remove_netns(name)
+                lab_registry.remove_netns(name)
             except Exception as exc:
                 errors.append(f"remove netns {name}: {exc!r}")
                 left.append(name)
@@ -506,7 +467,7 @@ class Lab:
         log.info("event=lab_destroyed run=%s", self.run_id)
 
     def _new_netns(self, name: str) -> None:
-        if (_NETNS_DIR / name).exists():
+        if (lab_registry.NETNS_DIR / name).exists():
             raise LabError(f"namespace {name} exists already and is not ours")
         # Recorded before it exists: a crash between the two leaves a name cleanup_leftovers() knows about.
         self._namespaces.append(name)
@@ -514,86 +475,8 @@ class Lab:
         netns.create(name)
 
     def _write_record(self) -> None:
-        record = {"run_id": self.run_id, "pid": os.getpid(), "start_time": _start_time(os.getpid()),
+        record = {"run_id": self.run_id, "pid": os.getpid(), "start_time": lab_registry.start_time(os.getpid()),
                   "namespaces": self._namespaces}
         tmp = self.record_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(record, indent=1) + "\n")
         tmp.replace(self.record_path)
-
-
-def _owner_alive(record: dict[str, Any]) -> bool:
-    pid = record.get("pid")
-    return isinstance(pid, int) and _start_time(pid) is not None and _start_time(pid) == record.get("start_time")
-
-
-def cleanup_leftovers(registry_dir: Path = REGISTRY_DIR) -> list[str]:
-    """Remove the namespaces (and their processes) of lab runs whose owner process is gone.
-
-    Only names listed in a dead run's record, and starting with its run id, are touched; runs whose owner is
-    alive are left alone. Returns the namespaces removed.
-    """
-    removed: list[str] = []
-    for path in sorted(registry_dir.glob("xl*.json")):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            log.warning("event=lab_record_unreadable path=%s error=%r", path, exc)
-            continue
-        if _owner_alive(record):
-            continue
-        run_id = str(record.get("run_id", ""))
-        for name in reversed(record.get("namespaces", [])):
-            if not isinstance(name, str) or not run_id or not name.startswith(run_id + "-"):
-                log.warning("event=lab_record_foreign_name path=%s name=%r", path, name)
-                continue
-            if (_NETNS_DIR / name).exists():
-                _kill_netns_processes(name)
-                _remove_netns(name)
-                removed.append(name)
-        path.unlink()
-        log.info("event=lab_leftovers_removed run=%s pid=%s namespaces=%s", run_id, record.get("pid"), removed)
-    return removed
-
-
-async def forward_localhost(port: int, host: Host, host_port: int, *,
-                            address: str = "127.0.0.1") -> asyncio.Server:
-    """Accept on 127.0.0.1:``port`` here and relay each connection to ``address``:``host_port`` inside ``host``.
-
-    This is how a browser on the machine reaches the console or /metrics of a daemon inside the lab; it runs in
-    the calling process's event loop, no root-namespace interface or route is touched. ``port=0`` picks a free
-    port (``server.sockets[0].getsockname()[1]``). Close it with ``server.close(); await server.wait_closed()``.
-
-        server = await forward_localhost(8080, lab.hosts["lb"], 9100)
-    """
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    loop = asyncio.get_running_loop()
-
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-            if writer.can_write_eof():
-                writer.write_eof()
-        except OSError:
-            writer.close()
-
-    async def relay(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        with host.entered():  # no await inside: only the socket's creation needs the namespace
-            sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        try:
-            await loop.sock_connect(sock, (address, host_port))
-            inner_reader, inner_writer = await asyncio.open_connection(sock=sock)
-        except OSError as exc:
-            log.warning("event=lab_forward_failed netns=%s target=%s:%d error=%r", host.netns, address, host_port, exc)
-            sock.close()
-            client_writer.close()
-            return
-        try:
-            await asyncio.gather(pipe(client_reader, inner_writer), pipe(inner_reader, client_writer))
-        finally:
-            inner_writer.close()
-            client_writer.close()
-
-    return await asyncio.start_server(relay, "127.0.0.1", port)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from balancer import cli, demo, demo_lab, lab_netns
+from balancer import cli, demo, demo_lab, lab_netns, lab_registry
 from tests.e2e.support import require_e2e
 
 UP_LINE = re.compile(r"xdplb demo lab (xl[0-9a-f]{6}) is up")
@@ -58,7 +58,7 @@ def _run_id(text: str) -> str:
 
 def _leftovers(run_id: str) -> list[str]:
     names = [p.name for p in Path("/run/netns").glob(f"{run_id}-*")]
-    paths = [lab_netns.REGISTRY_DIR / f"{run_id}.json", demo_lab.WORKDIR_ROOT / run_id]
+    paths = [lab_registry.REGISTRY_DIR / f"{run_id}.json", demo_lab.WORKDIR_ROOT / run_id]
     return names + [str(p) for p in paths if p.exists()]
 
 

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from pyroute2 import IPRoute
 
-from balancer import lab_backend, lab_netns
+from balancer import lab_backend, lab_forward, lab_netns, lab_registry
 from balancer.lab_netns import Host, Lab, LabError
 
 pytestmark = pytest.mark.privileged
@@ -250,12 +250,12 @@ def test_cleanup_leftovers_removes_dead_runs_and_leaves_live_ones(tmp_path: Path
         # A dead run whose record names somebody else's namespace: that name must survive.
         forged = tmp_path / "xl000000.json"
         forged.write_text(json.dumps({"run_id": "xl000000", "pid": proc.pid, "namespaces": [live.switch_netns]}))
-        removed = lab_netns.cleanup_leftovers(tmp_path)
+        removed = lab_registry.cleanup_leftovers(tmp_path)
         assert sorted(removed) == sorted(dead["namespaces"])
         assert not set(dead["namespaces"]) & netns_names()
         assert not Path(str(dead["record"])).exists() and not forged.exists()
         assert set(live.namespaces) <= netns_names() and live.record_path.exists()
-        assert lab_netns.cleanup_leftovers(tmp_path) == []
+        assert lab_registry.cleanup_leftovers(tmp_path) == []
     for _ in range(100):
         if not alive(int(dead["backend"])):
             break
@@ -269,7 +269,7 @@ async def test_forward_localhost_exposes_a_namespace_port(lab: Lab) -> None:
     decoy = socket.create_server(("127.0.0.1", 0))
     inner_port = decoy.getsockname()[1]
     host.start_http_backend("lb", inner_port, bind="127.0.0.1")
-    server = await lab_netns.forward_localhost(0, host, inner_port)
+    server = await lab_forward.forward_localhost(0, host, inner_port)
     port = server.sockets[0].getsockname()[1]
     try:
         async with aiohttp.ClientSession() as session:
