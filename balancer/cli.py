@@ -69,7 +69,9 @@ def _check(path: str) -> int:
         return 1
     backends = sum(len(service.backends) for service in loaded.services)
     vips = len({vip for service in loaded.services for vip in service.vips})
-    print(f"OK: {len(loaded.services)} services, {backends} backends, {vips} VIPs")
+    entries = sum(len(service.vips) * service.table_size for service in loaded.services)
+    memory = loaded.dataplane.memory_bytes(entries) / (1 << 20)
+    print(f"OK: {len(loaded.services)} services, {backends} backends, {vips} VIPs; data plane about {memory:.0f} MiB")
     return 0
 
 

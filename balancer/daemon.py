@@ -7,10 +7,12 @@ all four. Cleanup is safe after a partial setup and runs once.
 """
 
 import asyncio
+import dataclasses
 import logging
 import signal
+import socket
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +20,16 @@ import bgp
 import bpf
 import config
 import healthchecks
-from balancer import api, desired, metrics, overrides, reconciler, reload_diff, snapshot, status, version
+from balancer import api, desired, metrics, neighbours, overrides, reconciler, reload_diff, snapshot, status, version
 
 __all__ = ["Daemon", "DaemonError", "default_api"]
 
 log = logging.getLogger(__name__)
 
-NEIGHBOUR_INTERVAL = 1.0
-RECONCILE_INTERVAL = 5.0
+PROBE_INTERVAL = 1.0  # seconds between probes of backends whose MAC is unknown
+RECONCILE_INTERVAL = 30.0  # a full pass this often, whatever the events said (it writes only differences)
+RETRY_INTERVAL = 1.0  # a service whose update failed is tried again after this
+DEBOUNCE = 0.02  # events this close together make one pass
 
 
 class DaemonError(config.XdplbError, RuntimeError):
@@ -38,6 +42,8 @@ def _plane_settings(cfg: config.XdplbConfig) -> bpf.DataPlaneSettings:
         flow_table_size=cfg.dataplane.flow_table_size,
         hash_seed=cfg.dataplane.hash_seed,
         new_flow_rate_limit=cfg.dataplane.new_flow_rate_limit,
+        max_services=cfg.dataplane.max_services,
+        max_backends=cfg.dataplane.max_backends,
     )
 
 
@@ -54,9 +60,7 @@ def _targets(cfg: config.XdplbConfig, admin: Mapping[str, config.AdminState]) ->
     ]
 
 
-def _health(state: healthchecks.BackendHealth) -> desired.Health:
-    last = state.last_result
-    return desired.Health(state.state.value, state.reason, state.since, last.duration if last is not None else None)
+_NO_VERDICT = "no verdict yet"
 
 
 class Daemon:
@@ -88,14 +92,21 @@ class Daemon:
         self._members: dict[str, tuple[str, str, tuple[str, ...]]] = {}  # backend key -> service, address, check types
         self._config: config.XdplbConfig | None = None
         self._plane: bpf.DataPlane | None = None
-        self._neighbours: bpf.NeighbourTable | None = None
+        self._neighbours: neighbours.NeighbourWatcher | None = None
         self._scheduler: healthchecks.Scheduler | None = None
+        self._events: healthchecks.EventStream | None = None
         self._speaker: bgp.Speaker | None = None
         self._reconciler: reconciler.Reconciler | None = None
         self._api: Any = None
         self._overrides: dict[str, config.AdminState] = {}
         self._dirty = asyncio.Event()
-        self._look_for_macs = asyncio.Event()
+        self._changed: set[str] | None = set()  # services to look at in the next pass (None: all)
+        self._health: dict[str, desired.Health] = {}  # by backend key, kept from health events
+        self._durations: dict[str, float] = {}  # last check duration, by backend key
+        self._unknown: set[str] = set()  # checked, enabled backends with no verdict yet
+        self._settled = asyncio.Event()  # set when _unknown empties
+        self._macs: dict[bpf.IPAddress, str | None] = {}
+        self._services_of: dict[bpf.IPAddress, set[str]] = {}  # backend address -> names of its services
         self._first_seen: dict[str, float] = {}  # service name -> when it first appeared (monotonic)
         self._ready = False
         self._started_at = time.time()
@@ -143,17 +154,22 @@ class Daemon:
         plane = bpf.DataPlane(_plane_settings(self._config))
         self._plane = plane
         await asyncio.to_thread(plane.setup)
-        self._neighbours = await asyncio.to_thread(bpf.NeighbourTable)
         for interface in self._config.interfaces:
             plane.attach(interface.name, interface.mode)
+        ifindexes = [socket.if_nametoindex(interface.name) for interface in self._config.interfaces]
+        self._neighbours = neighbours.NeighbourWatcher(self._macs_changed, interfaces=ifindexes)
+        await self._neighbours.start()
+        _warn_about_neighbour_limits(self._config)
         self._reconciler = reconciler.Reconciler(plane, None)
-        await self._converge()  # services in the maps (backends join as health and MACs come), nothing announced
+        self._update_targets(self._config)
+        await self._converge()  # services without checks in the maps (the rest join on verdicts), nothing announced
 
     async def start(self) -> None:
         """Start health checks, the BGP speaker (announcing nothing yet) and the API."""
         cfg = self._require_config()
         self._scheduler = healthchecks.Scheduler(on_check=self._observe_check)
         self._update_targets(cfg)
+        self._events = self._scheduler.events()  # before the first check: every verdict arrives as an event
         self._scheduler.start()
         await self._start_speaker(cfg.bgp)
         if self._api_factory is not None:
@@ -166,14 +182,14 @@ class Daemon:
 
     async def serve(self) -> None:
         """Run the root tasks until the stop trigger fires or one of them fails."""
-        assert self._scheduler is not None
-        events = self._scheduler.events()
+        assert self._events is not None
+        events = self._events
         try:
             async with asyncio.TaskGroup() as group:
                 for name, coro, forever in (
                     ("reconcile", self._reconcile_loop(), True),
                     ("health-events", self._health_events(events), True),
-                    ("neighbours", self._neighbour_loop(), True),
+                    ("neighbours", self._probe_loop(), True),
                     ("readiness", self._readiness(), False),
                 ):
                     group.create_task(self._guard(name, coro, forever=forever), name=name)
@@ -209,8 +225,10 @@ class Daemon:
         if self._scheduler is not None:
             await step("healthchecks", self._scheduler.stop)
         if self._neighbours is not None:
-            neighbours = self._neighbours
-            await step("neighbours", lambda: asyncio.to_thread(neighbours.close))
+            watcher = self._neighbours
+            await step("neighbours", lambda: asyncio.to_thread(watcher.close))
+        if self._reconciler is not None:
+            self._reconciler.close()
         if self._plane is not None:
             plane = self._plane
             await step("dataplane", lambda: asyncio.to_thread(plane.cleanup))
@@ -243,7 +261,7 @@ class Daemon:
             config_source=str(self.config_path),
             started_at=self._started_at,
             ready=self._ready,
-            health=self._health(),
+            health=self._health_view(),
             overrides=self._overrides,
             plane=self._plane,
             routes=self._reconciler.routes,
@@ -289,6 +307,7 @@ class Daemon:
         log.info("event=admin_override backend=%s state=%s", backend_key, state.value if state else "file")
         self._save_overrides()
         self._update_targets(cfg)
+        self._mark({backend_key.partition("/")[0]})
         await self._converge()
 
     # internals
@@ -298,54 +317,103 @@ class Daemon:
             overrides.save(self.state_file, self._overrides)
 
     def _update_targets(self, cfg: config.XdplbConfig) -> None:
-        """Hand the checked set to the scheduler (a diff: unchanged backends keep their state).
+        """Hand the checked set to the scheduler (a diff: unchanged backends keep their state), and follow it.
 
         HealthCheckConfigError if a check cannot be sent; nothing has changed then.
         """
+        targets = desired.health_targets(cfg, self._overrides)
         if self._scheduler is not None:
             self._scheduler.update(_targets(cfg, self._overrides))
         self._members = {
             key: (service.name, str(backend.address), tuple(check.type for check in checks))
-            for key, (service, backend, checks) in desired.health_targets(cfg, self._overrides).items()
+            for key, (service, backend, checks) in targets.items()
         }
+        now = time.time()
+        self._health = {key: self._health.get(key) or desired.Health("unknown", _NO_VERDICT, now) for key in targets}
+        self._durations = {key: value for key, value in self._durations.items() if key in targets}
+        self._unknown = {
+            key
+            for key, (service, backend, _) in targets.items()
+            if self._health[key].state == "unknown"
+            and desired.admin_state(service, backend, self._overrides) is not config.AdminState.DISABLED
+        }
+        self._set_settled()
+        services_of: dict[bpf.IPAddress, set[str]] = {}
+        for service, backend in cfg.backends():
+            services_of.setdefault(backend.address, set()).add(service.name)
+        self._services_of = services_of
+        if self._neighbours is not None:
+            found = self._neighbours.watch(services_of)
+            self._macs = {address: self._macs.get(address) for address in services_of} | found
+
+    def _set_settled(self) -> None:
+        if self._unknown:
+            self._settled.clear()
+        else:
+            self._settled.set()
 
     def _observe_check(self, run: healthchecks.CheckRun) -> None:
         member = self._members.get(run.key)
-        if member is not None and run.check < len(member[2]):
-            self.metrics.observe_check(run.key, member[0], member[2][run.check], run.result.duration, run.result.ok)
+        if member is not None:
+            self._durations[run.key] = run.result.duration
+            if run.check < len(member[2]):
+                self.metrics.observe_check(run.key, member[0], member[2][run.check], run.result.duration, run.result.ok)
 
     def _require_config(self) -> config.XdplbConfig:
         if self._config is None:
             raise DaemonError("the daemon is not set up: call setup() first")
         return self._config
 
-    def _health(self) -> dict[str, desired.Health]:
-        if self._scheduler is None:
-            return {}
-        return {key: _health(state) for key, state in self._scheduler.states().items()}
+    def _health_view(self) -> dict[str, desired.Health]:
+        """Health with each backend's last check duration, for the status."""
+        durations = self._durations
+        return {
+            key: dataclasses.replace(health, last_check_seconds=durations.get(key))
+            for key, health in self._health.items()
+        }
+
+    def _mark(self, services: Iterable[str] | None) -> None:
+        """Look at these services in the next pass (None: all of them)."""
+        if services is None:
+            self._changed = None
+        elif self._changed is not None:
+            self._changed.update(services)
+        self._dirty.set()
+
+    def _macs_changed(self, changed: Mapping[bpf.IPAddress, str | None]) -> None:
+        """The neighbour watcher's report: record the facts; the next pass programs them."""
+        self._macs.update(changed)
+        names: set[str] = set()
+        for address in changed:
+            names.update(self._services_of.get(address, ()))
+        self._mark(names)
 
     async def _converge(self) -> None:
+        """One reconciler pass over the services marked since the last one."""
         assert self._reconciler is not None
-        cfg, health = self._require_config(), self._health()
+        cfg = self._require_config()
+        changed, self._changed = self._changed, set()
         now = time.monotonic()
         for service in cfg.services:
             self._first_seen.setdefault(service.name, now)
-        settling = {
-            name
-            for name in desired.unsettled_services(cfg, health, self._overrides)
-            if now - self._first_seen[name] < self.start_grace
-        }
-        await self._reconciler.converge(
+        unsettled = {self._members[key][0] for key in self._unknown if key in self._members}
+        settling = {name for name in unsettled if now - self._first_seen[name] < self.start_grace}
+        failed = await self._reconciler.converge(
             cfg,
-            health,
+            self._health,
             self._overrides,
+            self._macs,
             ready=self._ready,
             why_not_ready="starting: waiting for the first health verdicts",
             settling=settling,
+            changed=changed,
         )
+        loop = asyncio.get_running_loop()
+        if failed:  # data-plane errors: counted and logged by the reconciler; try those services again
+            loop.call_later(RETRY_INTERVAL, self._mark, failed)
         if settling:  # verdicts arrive as health events; this pass is for a grace that runs out first
             expires = min(self._first_seen[name] for name in settling) + self.start_grace - now
-            asyncio.get_running_loop().call_later(max(expires, 0.0), self._dirty.set)
+            loop.call_later(max(expires, 0.0), self._mark, settling)
 
     async def _apply_config(self, old: config.XdplbConfig, new: config.XdplbConfig) -> list[str]:
         changes = reload_diff.describe_changes(old, new)
@@ -376,6 +444,11 @@ class Daemon:
             if self._speaker is not None:
                 await self._speaker.stop()
             await self._start_speaker(new.bgp)
+        old_services = {service.name: service for service in old.services}
+        self._mark(
+            {service.name for service in new.services if old_services.pop(service.name, None) != service}
+            | old_services.keys()
+        )
         await self._converge()
         return changes
 
@@ -392,8 +465,9 @@ class Daemon:
             try:
                 async with asyncio.timeout(RECONCILE_INTERVAL):  # not wait_for: on 3.11 it can swallow a cancel
                     await self._dirty.wait()
+                await asyncio.sleep(DEBOUNCE)  # let a burst of events make one pass
             except TimeoutError:
-                pass
+                self._mark(None)
             self._dirty.clear()
             await self._converge()
 
@@ -404,42 +478,39 @@ class Daemon:
                 change.key, change.old.value, change.new.value, change.reason,
             )  # fmt: skip
             member = self._members.get(change.key)
-            if member is not None and change.new is not healthchecks.HealthState.UNKNOWN:
+            if member is None:  # a target a reload removed
+                continue
+            self._health[change.key] = desired.Health(change.new.value, change.reason, change.at)
+            if change.new is healthchecks.HealthState.UNKNOWN:
+                if change.admin is not config.AdminState.DISABLED:
+                    self._unknown.add(change.key)
+            else:
+                self._unknown.discard(change.key)
                 self.metrics.health_transition(member[0], member[1], change.new.value)
-            self._dirty.set()
-            self._look_for_macs.set()  # a backend just answered: its neighbour entry is fresh
+            self._set_settled()
+            self._mark((member[0],))
 
-    async def _neighbour_loop(self) -> None:
-        plane, neighbours = self._plane, self._neighbours
-        assert plane is not None and neighbours is not None
+    async def _probe_loop(self) -> None:
+        """Probe backends whose MAC is unknown, so the kernel resolves them; the answers come as events."""
+        watcher = self._neighbours
+        assert watcher is not None
         while True:
-            wanted = plane.wanted_neighbours()
-            found = await asyncio.to_thread(neighbours.lookup, wanted)
-            if plane.update_macs(found):
-                self._dirty.set()
-            unknown = [address for address, mac in found.items() if mac is None]
-            if unknown:
-                await asyncio.to_thread(neighbours.probe, unknown)
-            try:
-                async with asyncio.timeout(NEIGHBOUR_INTERVAL):
-                    await self._look_for_macs.wait()
-            except TimeoutError:
-                pass
-            self._look_for_macs.clear()
+            unresolved = watcher.unresolved()
+            if unresolved:
+                await asyncio.to_thread(watcher.probe, unresolved)
+            await asyncio.sleep(PROBE_INTERVAL)
 
     async def _readiness(self) -> None:
         """Ready once every checked backend has a verdict, or after ``start_grace`` seconds."""
-        deadline = time.monotonic() + self.start_grace
-        while time.monotonic() < deadline:
-            if not desired.unsettled_services(self._require_config(), self._health(), self._overrides):
-                break
-            await asyncio.sleep(0.05)
-        else:
+        try:
+            async with asyncio.timeout(self.start_grace):
+                await self._settled.wait()
+        except TimeoutError:
             log.warning("event=start_grace_over seconds=%.1f unknown_backends_treated_as_down", self.start_grace)
         self._ready = True
         self.ready_event.set()
         log.info("event=ready")
-        self._dirty.set()
+        self._mark(None)
 
     async def _guard(self, name: str, coro: Coroutine[Any, Any, None], *, forever: bool) -> None:
         """Log a root task's crash at once (it then stops the daemon), and a return of one meant to run forever."""
@@ -464,6 +535,21 @@ class Daemon:
 def default_api(daemon: "Daemon") -> api.ApiServer:
     """The HTTP API (JSON status, admin, console, /metrics) on the config's listen address."""
     return api.ApiServer(daemon, metrics=daemon.metrics)
+
+
+def _warn_about_neighbour_limits(cfg: config.XdplbConfig) -> None:
+    """Say which sysctls to raise when the backends outnumber what the kernel's neighbour table keeps."""
+    for family in (4, 6):
+        backends = {backend.address for _, backend in cfg.backends() if backend.address.version == family}
+        limits = neighbours.neighbour_table_limits(family)
+        thresh3 = limits.get("gc_thresh3")
+        if thresh3 is not None and len(backends) > thresh3 // 2:
+            name = "ipv4" if family == 4 else "ipv6"
+            log.warning(
+                "event=neighbour_table_too_small family=ipv%d backends=%d gc_thresh3=%d "
+                "raise=net.%s.neigh.default.gc_thresh1,gc_thresh2,gc_thresh3 suggested=%d,%d,%d",
+                family, len(backends), thresh3, name, len(backends), 2 * len(backends), 4 * len(backends),
+            )  # fmt: skip
 
 
 class _Stop(Exception):

@@ -30,6 +30,8 @@ FIRST_CONSOLE_PORT = 9180
 STATUS_EVERY = 2.0
 
 
+_IN_SERVICE = ("active", "draining (weight 0)")  # up, and the data plane has it: traffic works
+
 class _Stopped(Exception):
     """SIGTERM arrived: unwind like Ctrl-C does."""
 
@@ -65,7 +67,7 @@ class StatusLine:
         for service in status["services"]:
             up = [self._names.get(b["address"], b["address"]) + ("" if b.get("admin", "enabled") == "enabled"
                                                                   else f"[{b['admin']}]")
-                  for b in service["backends"] if b["health"] == "up"]
+                  for b in service["backends"] if b["health"] == "up" and b["dataplane"] in _IN_SERVICE]
             parts.append(f"{service['name']} backends up {len(up)}/{len(service['backends'])}"
                          + (f" ({' '.join(up)})" if up else ""))
             packets += int(service["packets"])

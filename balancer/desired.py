@@ -21,6 +21,7 @@ __all__ = [
     "dataplane_services",
     "health_targets",
     "routes",
+    "service_keys",
     "unsettled_services",
 ]
 
@@ -68,15 +69,32 @@ def health_targets(
 
 
 def _is_up(health: Health | None) -> bool:
-    return health is None or health.state == "up"  # None: no checks, healthy while enabled
+    return health is None or health.state == "up"  # None: no checks, healthy while enabled; "unknown" is not up
+
+
+def service_keys(cfg: config.XdplbConfig) -> set[bpf.ServiceKey]:
+    """Every (VIP, port, protocol) the config serves."""
+    return {bpf.ServiceKey(vip, service.port, service.protocol) for service in cfg.services for vip in service.vips}
 
 
 def dataplane_services(
-    cfg: config.XdplbConfig, health: Mapping[str, Health], overrides: Mapping[str, config.AdminState]
-) -> dict[bpf.ServiceKey, bpf.Service]:
-    """One data-plane service per (VIP, port, protocol), with the backends that should be in it."""
-    out = {}
+    cfg: config.XdplbConfig,
+    health: Mapping[str, Health],
+    overrides: Mapping[str, config.AdminState],
+    macs: Mapping[bpf.IPAddress, str | None],
+    *,
+    only: Set[str] | None = None,
+    skip: Set[str] = frozenset(),
+) -> list[tuple[str, bpf.Service]]:
+    """(service name, data-plane service) per (VIP, port, protocol), with the backends that should be in it.
+
+    ``only``: just these services (None: all); ``skip``: not these. A backend's MAC comes from ``macs`` (absent or
+    None: unresolved, so it takes no new flows).
+    """
+    out = []
     for service in cfg.services:
+        if (only is not None and service.name not in only) or service.name in skip:
+            continue
         members = []
         for backend in service.backends:
             key = service.backend_key(backend)
@@ -84,12 +102,13 @@ def dataplane_services(
             if admin is config.AdminState.DISABLED or not _is_up(health.get(key)):
                 continue
             weight = 0 if admin is config.AdminState.DRAINED else backend.weight
-            members.append(bpf.Backend(backend.address, weight=weight, vlan=backend.vlan or 0))
+            mac = macs.get(backend.address)
+            members.append(bpf.Backend(backend.address, weight=weight, vlan=backend.vlan or 0, mac=mac))
         for vip in service.vips:
             service_key = bpf.ServiceKey(vip, service.port, service.protocol)
-            out[service_key] = bpf.Service(
+            out.append((service.name, bpf.Service(
                 service_key, tuple(members), sticky=service.sticky, table_size=service.table_size
-            )
+            )))  # fmt: skip
     return out
 
 

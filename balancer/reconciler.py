@@ -1,77 +1,171 @@
 """Converge the actual state (data-plane maps, BGP announcements) to the desired one.
 
-Level-triggered: every pass recomputes the whole desired state and applies the difference through idempotent
-calls, so a pass after any event, or on a timer, is always right to run. Each change is logged once.
+The reconciler is the only writer of the data plane and of the routes, and runs one pass at a time. A pass is
+given the services that changed since the last one (or None: all of them), so its work is in proportion to what
+changed; the data plane skips a service whose desired state equals what it holds. Maglev tables are built off
+the event loop, in a worker process, before the map writes that use them. Each change is logged once; a
+data-plane error is logged, counted and reported back, so the caller retries that service.
 """
 
+import asyncio
+import concurrent.futures
 import logging
-from collections.abc import Mapping, Set
+import multiprocessing
+import os
+import time
+from collections.abc import Iterable, Mapping, Set
 
 import bgp
 import bpf
 import config
 from balancer import desired
+from bpf import maglev
 
 __all__ = ["Reconciler"]
 
 log = logging.getLogger(__name__)
 
+_SLICE = 0.01  # seconds of map writes between two yields to the event loop
+_BUILD_CHUNK = 64  # tables built ahead at once: well inside the cache, so none is evicted before it is used
+_IN_THREAD = 4  # this few tables are built in a thread: quicker than a round trip to the worker process
+
 
 class Reconciler:
     """Applies desired state to a loaded ``DataPlane`` and, if there is one, a started ``bgp.Speaker``."""
 
-    def __init__(self, plane: bpf.DataPlane, speaker: bgp.Speaker | None) -> None:
+    def __init__(self, plane: bpf.DataPlane, speaker: bgp.Speaker | None, *, build_workers: int | None = None) -> None:
         self.plane = plane
         self.speaker = speaker
         self.routes: dict[desired.Prefix, desired.Route] = {}
-        self.errors: dict[str, str] = {}  # what the last pass could not apply, by object
+        self.errors: dict[str, str] = {}  # what could not be applied, by object, until it is
+        self.dataplane_errors = 0  # data-plane updates that failed, since start
+        self.passes = 0
+        self.last_pass_seconds = 0.0
+        self._lock = asyncio.Lock()
+        self._workers = build_workers if build_workers is not None else max(1, (os.cpu_count() or 2) - 1)
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    def close(self) -> None:
+        """Stop the table-building worker process."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     async def converge(
         self,
         cfg: config.XdplbConfig,
         health: Mapping[str, desired.Health],
         overrides: Mapping[str, config.AdminState],
+        macs: Mapping[bpf.IPAddress, str | None],
         *,
         ready: bool,
         why_not_ready: str = "starting",
         settling: Set[str] = frozenset(),
-    ) -> None:
-        """One pass: data plane first (so routes reflect what it really serves), then BGP."""
-        errors: dict[str, str] = {}
-        wanted = desired.dataplane_services(cfg, health, overrides)
-        for key in [key for key in self.plane.services if key not in wanted]:
+        changed: Set[str] | None = None,
+    ) -> set[str]:
+        """One pass: data plane first (so routes reflect what it really serves), then BGP.
+
+        ``changed``: names of the services to look at (None: all). Services in ``settling`` (backends' first
+        verdicts still due) keep what the data plane has. Returns the names of services that failed to apply.
+        """
+        async with self._lock:
+            started = time.monotonic()
+            failed = await self._apply_dataplane(cfg, health, overrides, macs, settling, changed)
+            routes = desired.routes(
+                cfg, self.plane.services, ready=ready, why_not_ready=why_not_ready, settling=settling
+            )
+            for prefix, route in routes.items():
+                before = self.routes.get(prefix)
+                if before is None or before.announce != route.announce or before.reason != route.reason:
+                    log.info("event=vip_%s vip=%s reason=%s", "up" if route.announce else "down", prefix, route.reason)
+            self.routes = routes
+            if self.speaker is not None:
+                await self._apply_routes(routes)
+            self.passes += 1
+            self.last_pass_seconds = time.monotonic() - started
+            return failed
+
+    async def _apply_dataplane(
+        self,
+        cfg: config.XdplbConfig,
+        health: Mapping[str, desired.Health],
+        overrides: Mapping[str, config.AdminState],
+        macs: Mapping[bpf.IPAddress, str | None],
+        settling: Set[str],
+        changed: Set[str] | None,
+    ) -> set[str]:
+        names = None if changed is None else changed - settling
+        wanted = desired.dataplane_services(cfg, health, overrides, macs, only=names, skip=settling)
+        configured = desired.service_keys(cfg)
+        failed: set[str] = set()
+        for key in [key for key in self.plane.services if key not in configured]:
             self.plane.remove_service(key)
-        for key, service in wanted.items():
-            try:
-                self.plane.set_service(service)
-            except bpf.DataPlaneError as error:
-                errors[str(key)] = str(error)
-                log.error("event=service_program_failed service=%s error=%s", key, error)
+            self.errors.pop(str(key), None)
+        todo = [(name, service) for name, service in wanted if self.plane.needs_update(service)]
+        for start in range(0, len(todo), _BUILD_CHUNK):
+            chunk = todo[start : start + _BUILD_CHUNK]
+            await self._build_tables(service for _, service in chunk)
+            slice_started = time.monotonic()
+            for name, service in chunk:
+                try:
+                    self.plane.set_service(service)
+                    self.errors.pop(str(service.key), None)
+                except bpf.DataPlaneError as error:
+                    self.dataplane_errors += 1
+                    failed.add(name)
+                    self.errors[str(service.key)] = str(error)
+                    log.error("event=service_program_failed service=%s vip=%s error=%s", name, service.key, error)
+                if time.monotonic() - slice_started > _SLICE:
+                    await asyncio.sleep(0)
+                    slice_started = time.monotonic()
+        return failed
 
-        routes = desired.routes(cfg, self.plane.services, ready=ready, why_not_ready=why_not_ready, settling=settling)
-        for prefix, route in routes.items():
-            before = self.routes.get(prefix)
-            if before is None or before.announce != route.announce or before.reason != route.reason:
-                log.info("event=vip_%s vip=%s reason=%s", "up" if route.announce else "down", prefix, route.reason)
-        self.routes = routes
-        if self.speaker is not None:
-            await self._apply_routes(routes, errors)
-        self.errors = errors
+    async def _build_tables(self, services: Iterable[bpf.Service]) -> None:
+        """Build the Maglev tables these services need and the cache lacks, in the worker process."""
+        keys = [key for key in (self.plane.table_key(service) for service in services) if key is not None]
+        missing = self.plane.maglev.missing(keys)
+        if not missing:
+            return
+        if len(missing) <= _IN_THREAD:
+            tables = await asyncio.to_thread(lambda: [maglev.build(key) for key in missing])
+            for key, table in zip(missing, tables, strict=True):
+                self.plane.maglev.add(key, table)
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            pool = self._executor()
+            tables = await asyncio.gather(*(loop.run_in_executor(pool, maglev.build, key) for key in missing))
+        except Exception as error:  # a broken pool (worker killed): build in a thread, make a new pool next time
+            log.error("event=maglev_worker_failed error=%r fallback=thread", error)
+            self.close()
+            tables = await asyncio.to_thread(lambda: [maglev.build(key) for key in missing])
+        for key, table in zip(missing, tables, strict=True):
+            self.plane.maglev.add(key, table)
 
-    async def _apply_routes(self, routes: Mapping[desired.Prefix, desired.Route], errors: dict[str, str]) -> None:
+    def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
+        if self._pool is None:
+            # spawn, not fork: this process has threads (bcc, netlink, the default executor)
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                self._workers, mp_context=multiprocessing.get_context("spawn")
+            )
+        return self._pool
+
+    async def _apply_routes(self, routes: Mapping[desired.Prefix, desired.Route]) -> None:
         assert self.speaker is not None
         for prefix in list(self.speaker.announced):
             route = routes.get(prefix)
             if route is None or not route.announce:
                 try:
                     await self.speaker.withdraw(prefix)
+                    self.errors.pop(str(prefix), None)
                 except bgp.BgpError as error:
-                    errors[str(prefix)] = str(error)
+                    self.errors[str(prefix)] = str(error)
                     log.error("event=bgp_withdraw_failed vip=%s error=%s", prefix, error)
         for prefix, route in routes.items():
             if route.announce and self.speaker.announced.get(prefix) != route.attributes:
                 try:
                     await self.speaker.announce(prefix, route.attributes)
+                    self.errors.pop(str(prefix), None)
                 except bgp.BgpError as error:
-                    errors[str(prefix)] = str(error)
+                    self.errors[str(prefix)] = str(error)
                     log.error("event=bgp_announce_failed vip=%s error=%s", prefix, error)

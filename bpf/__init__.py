@@ -13,9 +13,8 @@ from bpf._kernel_source import KernelHeadersError, ensure_kernel_source
 from bpf._test_run import TestRun, XdpVerdict, prog_test_run
 from bpf.dataplane import AttachMode, DataPlane, DataPlaneSettings
 from bpf.errors import DataPlaneError
-from bpf.maglev import DEFAULT_TABLE_SIZE, is_prime, maglev_table
-from bpf.neighbours import IPAddress, NeighbourTable
-from bpf.service import Backend, BackendStatus, Protocol, Service, ServiceKey, ServiceStatus
+from bpf.maglev import DEFAULT_TABLE_SIZE, MaglevCache, is_prime, maglev_table
+from bpf.service import Backend, BackendStatus, IPAddress, Protocol, Service, ServiceKey, ServiceStatus
 
 __all__ = [
     "DEFAULT_TABLE_SIZE",
@@ -30,7 +29,7 @@ __all__ = [
     "GlobalCounters",
     "IPAddress",
     "KernelHeadersError",
-    "NeighbourTable",
+    "MaglevCache",
     "Protocol",
     "Service",
     "ServiceCounters",

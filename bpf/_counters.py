@@ -4,8 +4,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
-from bpf.neighbours import IPAddress
-from bpf.service import ServiceKey
+from bpf.service import IPAddress, ServiceKey
 
 __all__ = ["BackendCounters", "Counters", "GlobalCounters", "ServiceCounters", "read_counters"]
 

@@ -1,9 +1,10 @@
 """The ``DataPlane``: load the XDP program with bcc, attach it, and program services into its maps.
 
-A service update is atomic for the program: backend slots and a new Maglev table are written first, then the
-service entry that points at them is replaced in one map update; the previous table stays allocated until the
-update after, so a packet that read the old entry still reads a whole table. Removed backends' slots get a new
-generation, so flows that pointed at them select again; freed slots are reused oldest first.
+A service update is atomic for the program: new backend slots and a new Maglev table (a map of its own) are
+written first, then the service entry that points at them is replaced in one map update; the replaced table stays
+readable for a grace period (``_tables``). Only then do removed backends' slots get a new generation, so flows
+that pointed at them select again; freed slots are reused oldest first. An update that fails part way leaves the
+service as it was: the previous table keeps serving, with the slots it points at.
 """
 
 import ctypes
@@ -22,10 +23,10 @@ from typing import Any, Literal
 from bpf import _abi
 from bpf._counters import Counters, read_counters
 from bpf._kernel_source import ensure_kernel_source
-from bpf._slab import Region, SlabAllocator
+from bpf._tables import KernelMaps, MapOps, TableStore
 from bpf.errors import DataPlaneError
-from bpf.maglev import maglev_table
-from bpf.neighbours import IPAddress, NeighbourTable
+from bpf.maglev import MaglevCache, TableKey
+from bpf.service import IPAddress
 from bpf.service import PROTO_NUMBERS, BackendStatus, Service, ServiceKey, ServiceStatus
 
 __all__ = ["AttachMode", "DataPlane", "DataPlaneSettings"]
@@ -46,7 +47,6 @@ class DataPlaneSettings:
     flow_table_size: int = 65536
     max_services: int = 4096
     max_backends: int = 16384
-    maglev_slab_size: int = 1 << 20
     new_flow_rate_limit: int = 125000
     hash_seed: int = 0
     max_ifindex: int = 4096
@@ -55,6 +55,11 @@ class DataPlaneSettings:
     def flow_sets(self) -> int:
         """Sets of the flow table: ``flow_table_size`` / 4 ways, rounded up to a power of two."""
         return 1 << max(0, math.ceil(self.flow_table_size / _FLOW_WAYS) - 1).bit_length()
+
+    @property
+    def max_tables(self) -> int:
+        """Maglev table ids: a service's live table and the one it is replacing."""
+        return 2 * self.max_services
 
     @property
     def flow_table_capacity(self) -> int:
@@ -67,7 +72,7 @@ class DataPlaneSettings:
             f"-DFLOW_SETS={self.flow_sets}",
             f"-DMAX_SERVICES={self.max_services}",
             f"-DMAX_BACKENDS={self.max_backends}",
-            f"-DMAGLEV_SLAB_SIZE={self.maglev_slab_size}",
+            f"-DMAX_TABLES={self.max_tables}",
             f"-DNEW_FLOW_RATE_LIMIT={self.new_flow_rate_limit}",
             f"-DHASH_SEED={self.hash_seed & 0xFFFFFFFF}U",
             f"-DMAX_IFINDEX={self.max_ifindex}",
@@ -79,10 +84,9 @@ class _ProgrammedService:
     spec: Service
     service_id: int
     slots: dict[IPAddress, int] = field(default_factory=dict)
-    table: list[int] = field(default_factory=list)  # backend slots, as written
-    inputs: tuple[object, ...] | None = None  # what `table` and the service entry were built from
-    region: Region | None = None
-    retired: Region | None = None  # the table before `region`, kept for readers still on it
+    entries: dict[int, int] = field(default_factory=dict)  # backend slot -> its entries in the live table
+    inputs: tuple[object, ...] | None = None  # what the live table and the service entry were built from
+    table_id: int | None = None  # the live table (None: no backend takes new flows)
     status: ServiceStatus | None = None
 
 
@@ -93,8 +97,12 @@ class DataPlane:
     ``setup()`` compiles the program (seconds), so an asyncio caller runs it in a thread.
     """
 
-    def __init__(self, settings: DataPlaneSettings | None = None) -> None:
+    def __init__(
+        self, settings: DataPlaneSettings | None = None, *, maglev: MaglevCache | None = None,
+        table_ops: MapOps | None = None,
+    ) -> None:
         self.settings = settings or DataPlaneSettings()
+        self.maglev = maglev or MaglevCache()  # the reconciler fills it off the event loop before set_service
         self._bpf: Any = None
         self._fn: Any = None
         self._attached: dict[str, int] = {}  # ifname -> XDP flags used
@@ -102,9 +110,8 @@ class DataPlane:
         self._free_ids = deque(range(self.settings.max_services))
         self._free_slots = deque(range(1, self.settings.max_backends))  # slot 0 is never used
         self._generations: dict[int, int] = {}
-        self._slab = SlabAllocator(self.settings.maglev_slab_size)
-        self._macs: dict[IPAddress, str | None] = {}
-        self._neighbours: NeighbourTable | None = None
+        self._table_ops = table_ops
+        self._tables: TableStore | None = None
 
     # lifecycle
 
@@ -124,6 +131,8 @@ class DataPlane:
             self._fn = self._bpf.load_func(b"xdplb", BPF.XDP)
         except Exception as error:
             raise DataPlaneError(f"loading the XDP program failed: {error}") from error
+        ops = self._table_ops or KernelMaps(self._bpf[b"maglev_tables"])
+        self._tables = TableStore(ops, self.settings.max_tables)
         log.info(
             "event=dataplane_loaded seconds=%.1f flow_table_entries=%d prog_fd=%d",
             time.monotonic() - started, self.settings.flow_table_capacity, self.prog_fd,
@@ -136,9 +145,6 @@ class DataPlane:
                 self.detach(ifname)
             except DataPlaneError as error:
                 log.warning("event=detach_failed interface=%s error=%s", ifname, error)
-        if self._neighbours is not None:
-            self._neighbours.close()
-            self._neighbours = None
         if self._bpf is not None:
             self._bpf.cleanup()
             self._bpf = None
@@ -225,11 +231,15 @@ class DataPlane:
         """Create or replace a service with its backends, weights and options, in one atomic step for readers.
 
         Idempotent: the same ``service`` again writes nothing. Backends whose MAC is unknown are kept out of the
-        table (see the returned status) and come in once ``refresh_neighbours()`` finds them.
+        table (see the returned status) and come in when a later call gives their MAC. DataPlaneError if the
+        update cannot be made; the service then serves as before (a new one is not added).
         """
         self._loaded()
         service.validate()
         programmed = self._services.get(service.key)
+        if programmed is not None and programmed.spec == service and programmed.status is not None:
+            return programmed.status
+        added = programmed is None
         if programmed is None:
             if not self._free_ids:
                 raise DataPlaneError(f"too many services (max_services={self.settings.max_services})")
@@ -237,25 +247,33 @@ class DataPlane:
             self._zero_stats("service_stats", programmed.service_id)
             self._services[service.key] = programmed
             self._vip_refcount(service.key.vip, +1)
+        previous, programmed.spec = programmed.spec, service
+        try:
+            status = self._program(programmed)
+        except DataPlaneError:
+            programmed.spec = previous
+            if added:
+                self.remove_service(service.key)
+            raise
+        if added:
             log.info("event=service_added service=%s", service.key)
-        self._macs.update({b.address: None for b in service.backends if b.address not in self._macs})
-        programmed.spec = service
-        return self._program(programmed)
+        return status
 
     def remove_service(self, key: ServiceKey) -> None:
         """Stop balancing ``key``: its packets go to the kernel again and its backends' flows end."""
         programmed = self._services.pop(key, None)
         if programmed is None:
             return
-        skey = self._service_key(key)
         services = self.table(_family_map("services", key.vip))
-        del services[skey]
+        try:
+            del services[self._service_key(key)]
+        except KeyError:  # an add that failed before its entry was written
+            pass
         self._vip_refcount(key.vip, -1)
         for slot in programmed.slots.values():
             self._retire_slot(slot)
-        for region in (programmed.region, programmed.retired):
-            if region is not None:
-                self._slab.release(region)
+        if programmed.table_id is not None:
+            self._table_store().retire(programmed.table_id)
         self._free_ids.append(programmed.service_id)
         log.info("event=service_removed service=%s", key)
 
@@ -264,119 +282,117 @@ class DataPlane:
         """Status of every programmed service."""
         return {key: p.status for key, p in self._services.items() if p.status is not None}
 
-    def wanted_neighbours(self) -> set[IPAddress]:
-        """Backend addresses whose MAC comes from the neighbour table."""
-        return {b.address for p in self._services.values() for b in p.spec.backends if b.mac is None}
+    def needs_update(self, service: Service) -> bool:
+        """Whether ``set_service(service)`` would change anything (cheap: no map is read)."""
+        programmed = self._services.get(service.key)
+        return programmed is None or programmed.spec != service or programmed.status is None
 
-    def update_macs(self, found: Mapping[IPAddress, str | None]) -> dict[IPAddress, str | None]:
-        """Take backend MACs (None: unknown) and re-program the services whose backends changed.
-
-        Returns the MACs that changed. The daemon reads ``NeighbourTable`` in a worker thread and calls this.
-        """
-        self._loaded()
-        changed = {address: mac for address, mac in found.items() if self._macs.get(address) != mac}
-        self._macs.update(changed)
-        for address, mac in changed.items():
-            log.info("event=backend_mac backend=%s mac=%s", address, mac or "unresolved")
-        if changed:
-            for programmed in self._services.values():
-                if any(b.address in changed for b in programmed.spec.backends):
-                    self._program(programmed)
-        return changed
+    def table_key(self, service: Service) -> TableKey | None:
+        """The ``maglev`` cache key of the table ``service`` needs (None: no backend takes new flows)."""
+        candidates = [(str(b.address), b.weight) for b in service.backends if b.mac is not None and b.weight > 0]
+        return self.maglev.key(candidates, service.table_size) if candidates else None
 
     def read_table(self, key: ServiceKey) -> list[IPAddress]:
         """The Maglev table of ``key`` as the program reads it from the kernel maps: a backend address per entry."""
         programmed = self._services.get(key)
         services = self.table(_family_map("services", key.vip))
         entry = services.get(self._service_key(key))
-        if programmed is None or entry is None:
+        if programmed is None or entry is None or entry.table_size == 0:
             return []
         by_slot = {slot: address for address, slot in programmed.slots.items()}
-        slab = self.table("maglev_slab")
-        return [by_slot[slab[slab.Key(entry.table_offset + i)].value] for i in range(entry.table_size)]
+        return [by_slot[slot] for slot in self._table_store().read(entry.table_id)]
 
-    def refresh_neighbours(self, *, probe: bool = True) -> dict[IPAddress, str | None]:
-        """Read backend MACs from the kernel, apply them (``update_macs``) and probe the unknown ones.
-
-        The synchronous convenience for callers without an event loop in this thread.
-        """
-        if self._neighbours is None:
-            self._neighbours = NeighbourTable()
-        found = self._neighbours.lookup(self.wanted_neighbours())
-        changed = self.update_macs(found)
-        if probe:
-            self._neighbours.probe([address for address, mac in found.items() if mac is None])
-        return changed
+    def _table_store(self) -> TableStore:
+        if self._tables is None:
+            raise DataPlaneError("the data plane is not loaded: call setup() first")
+        return self._tables
 
     def _program(self, programmed: _ProgrammedService) -> ServiceStatus:
         service = programmed.spec
         backends_map = self.table("backends")
-        wanted = {b.address: b for b in service.backends}
-        for address in [a for a in programmed.slots if a not in wanted]:
-            self._retire_slot(programmed.slots.pop(address))
+        wanted = {b.address for b in service.backends}
+        added: list[IPAddress] = []
         statuses = []
         candidates: list[tuple[str, int]] = []
         candidate_slots: list[int] = []
-        for backend in service.backends:
-            mac = backend.mac or self._macs.get(backend.address)
-            slot = programmed.slots.get(backend.address)
-            if slot is None:
-                slot = self._new_slot()
-                programmed.slots[backend.address] = slot
-            value = backends_map.Leaf()
-            if mac is not None:
-                value.mac[:] = list(bytes.fromhex(mac.replace(":", "")))
-                value.flags = _abi.BACKEND_USABLE
-            value.vlan = backend.vlan
-            value.generation = self._generations[slot]
-            value.service_id = programmed.service_id
-            key = backends_map.Key(slot)
-            if bytes(backends_map[key]) != bytes(value):
-                backends_map[key] = value
-            if mac is not None and backend.weight > 0:
-                candidates.append((str(backend.address), backend.weight))
-                candidate_slots.append(slot)
-            reason = "active" if mac and backend.weight else ("draining (weight 0)" if mac else "no MAC (neighbour unresolved)")
-            statuses.append((backend, mac, slot, reason))
+        try:
+            for backend in service.backends:
+                mac = backend.mac
+                slot = programmed.slots.get(backend.address)
+                if slot is None:
+                    slot = self._new_slot()
+                    programmed.slots[backend.address] = slot
+                    added.append(backend.address)
+                value = backends_map.Leaf()
+                if mac is not None:
+                    value.mac[:] = list(bytes.fromhex(mac.replace(":", "")))
+                    value.flags = _abi.BACKEND_USABLE
+                value.vlan = backend.vlan
+                value.generation = self._generations[slot]
+                value.service_id = programmed.service_id
+                key = backends_map.Key(slot)
+                if bytes(backends_map[key]) != bytes(value):
+                    backends_map[key] = value
+                if mac is not None and backend.weight > 0:
+                    candidates.append((str(backend.address), backend.weight))
+                    candidate_slots.append(slot)
+                reason = "active" if mac and backend.weight else ("draining (weight 0)" if mac else "no MAC (neighbour unresolved)")
+                statuses.append((backend, mac, slot, reason))
 
-        # Building a table costs milliseconds: only when what it is built from changed.
-        inputs = (tuple(candidates), tuple(candidate_slots), service.table_size, service.sticky)
-        if inputs != programmed.inputs:
-            programmed.inputs = inputs
-            table = [candidate_slots[i] for i in maglev_table(candidates, service.table_size)] if candidates else []
-            region = self._write_table(table) if table else None
-            flags = _abi.SERVICE_STICKY if service.sticky else 0
-            services = self.table(_family_map("services", service.key.vip))
-            value = services.Leaf(programmed.service_id, flags, region.offset if region else 0, len(table))
-            services[self._service_key(service.key)] = value  # the atomic switch for readers
-            if programmed.retired is not None:
-                self._slab.release(programmed.retired)
-            programmed.retired, programmed.region, programmed.table = programmed.region, region, table
-            log.info("event=service_programmed service=%s backends=%d table_size=%d", service.key, len(candidates), len(table))
-        counts = {slot: 0 for slot in programmed.slots.values()}
-        for slot in programmed.table:
-            counts[slot] += 1
+            # Building a table costs milliseconds: only when what it is built from changed.
+            inputs = (tuple(candidates), tuple(candidate_slots), service.table_size, service.sticky)
+            if inputs != programmed.inputs:
+                self._switch_table(programmed, candidates, candidate_slots, inputs)
+        except DataPlaneError:
+            for address in added:
+                self._retire_slot(programmed.slots.pop(address))
+            raise
+        except Exception as error:  # bcc raises bare Exceptions for map updates
+            for address in added:
+                self._retire_slot(programmed.slots.pop(address))
+            raise DataPlaneError(f"{service.key}: map update failed: {error}") from error
+        for address in [a for a in programmed.slots if a not in wanted]:  # only now: the live table no longer uses them
+            self._retire_slot(programmed.slots.pop(address))
         programmed.status = ServiceStatus(
             key=service.key,
             service_id=programmed.service_id,
-            table_size=len(programmed.table),
+            table_size=sum(programmed.entries.values()),
             backends=tuple(
-                BackendStatus(b.address, b.weight, mac, slot, counts[slot], reason) for b, mac, slot, reason in statuses
+                BackendStatus(b.address, b.weight, mac, slot, programmed.entries.get(slot, 0), reason)
+                for b, mac, slot, reason in statuses
             ),
         )
         return programmed.status
 
-    def _write_table(self, table: list[int]) -> Region:
-        region = self._slab.allocate(len(table))
-        slab = self.table("maglev_slab")
-        keys = (slab.Key * len(table))(*range(region.offset, region.offset + len(table)))
-        values = (slab.Leaf * len(table))(*table)
+    def _switch_table(
+        self,
+        programmed: _ProgrammedService,
+        candidates: list[tuple[str, int]],
+        candidate_slots: list[int],
+        inputs: tuple[object, ...],
+    ) -> None:
+        """Write the table for ``candidates`` and point the service entry at it (the atomic switch for readers)."""
+        service = programmed.spec
+        indexes = self.maglev.table(candidates, service.table_size) if candidates else []
+        table = [candidate_slots[i] for i in indexes]
+        table_id = self._table_store().write(table) if table else None
+        flags = _abi.SERVICE_STICKY if service.sticky else 0
+        services = self.table(_family_map("services", service.key.vip))
+        value = services.Leaf(programmed.service_id, flags, table_id or 0, len(table))
         try:
-            slab.items_update_batch(keys, values)
-        except Exception:  # kernels without batch ops on arrays
-            for offset, slot in enumerate(table):
-                slab[slab.Key(region.offset + offset)] = slab.Leaf(slot)
-        return region
+            services[self._service_key(service.key)] = value
+        except Exception:
+            if table_id is not None:
+                self._table_store().retire(table_id)
+            raise
+        if programmed.table_id is not None:
+            self._table_store().retire(programmed.table_id)
+        programmed.table_id, programmed.inputs = table_id, inputs
+        entries: dict[int, int] = {}
+        for slot in table:
+            entries[slot] = entries.get(slot, 0) + 1
+        programmed.entries = entries
+        log.info("event=service_programmed service=%s backends=%d table_size=%d", service.key, len(candidates), len(table))
 
     def _new_slot(self) -> int:
         if not self._free_slots:

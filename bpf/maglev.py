@@ -10,11 +10,15 @@ table from the same backends, and removing a backend moves little more than that
 [3, 4]
 """
 
+from __future__ import annotations
+
 import hashlib
 import math
-from collections.abc import Sequence
+from array import array
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 
-__all__ = ["DEFAULT_TABLE_SIZE", "is_prime", "maglev_table", "permutation_seed"]
+__all__ = ["DEFAULT_TABLE_SIZE", "MaglevCache", "TableKey", "build", "is_prime", "maglev_table", "permutation_seed"]
 
 DEFAULT_TABLE_SIZE = 16381
 """Prime; 64 KiB per table version. Larger tables spread many backends more evenly (M >> 100 N keeps it within 1%)."""
@@ -51,21 +55,73 @@ def maglev_table(backends: Sequence[tuple[str, int]], size: int = DEFAULT_TABLE_
     if not live:
         return []
     divisor = math.gcd(*(weight for _, weight in live))
-    turns = [(index, weight // divisor, *permutation_seed(backends[index][0], size)) for index, weight in live]
+    # Per backend: [index, turns per round, next slot of its permutation, skip]. Walking the permutation by adding
+    # ``skip`` (mod size) is the same as computing ``(offset + j * skip) % size``, at half the cost.
+    walkers = [[index, weight // divisor, *permutation_seed(backends[index][0], size)] for index, weight in live]
     entry = [-1] * size
-    position = [0] * len(turns)
     filled = 0
     while True:
-        for k, (index, weight, offset, skip) in enumerate(turns):
-            j = position[k]
+        for walker in walkers:
+            index, weight, slot, skip = walker
             for _ in range(weight):
-                slot = (offset + j * skip) % size
                 while entry[slot] >= 0:
-                    j += 1
-                    slot = (offset + j * skip) % size
+                    slot += skip
+                    if slot >= size:
+                        slot -= size
                 entry[slot] = index
-                j += 1
+                slot += skip
+                if slot >= size:
+                    slot -= size
                 filled += 1
                 if filled == size:
                     return entry
-            position[k] = j
+            walker[2] = slot
+
+
+TableKey = tuple[tuple[tuple[str, int], ...], int]  # (backends with weights, size)
+
+
+class MaglevCache:
+    """Tables by their inputs (backends with weights, size), so services with the same backends share one build.
+
+    ``table()`` builds what is missing in the calling thread; a caller with an event loop builds ahead with
+    ``missing()`` and ``add()`` (in a process pool, for instance). Holds at most ``capacity`` tables, least
+    recently used first out, as compact arrays (2 bytes an entry).
+    """
+
+    def __init__(self, capacity: int = 256) -> None:
+        self._tables: OrderedDict[TableKey, array[int]] = OrderedDict()
+        self.capacity = capacity
+        self.builds = 0
+
+    def key(self, backends: Sequence[tuple[str, int]], size: int) -> TableKey:
+        """The cache key of a table."""
+        return tuple(backends), size
+
+    def missing(self, wanted: Iterable[TableKey]) -> list[TableKey]:
+        """The keys of ``wanted`` not built yet, each once."""
+        return list(dict.fromkeys(key for key in wanted if key not in self._tables))
+
+    def add(self, key: TableKey, table: Sequence[int]) -> None:
+        """Keep a table built elsewhere."""
+        self._tables[key] = table if isinstance(table, array) else array("H", table)
+        self._tables.move_to_end(key)
+        while len(self._tables) > self.capacity:
+            self._tables.popitem(last=False)
+
+    def table(self, backends: Sequence[tuple[str, int]], size: int) -> array[int]:
+        """The table of ``backends`` (name, weight) at ``size``: cached, or built now."""
+        key = self.key(backends, size)
+        table = self._tables.get(key)
+        if table is None:
+            table = build(key)
+            self.add(key, table)
+        else:
+            self._tables.move_to_end(key)
+        return table
+
+
+def build(key: TableKey) -> array[int]:
+    """Build the table of a cache key (a plain function of its argument: it runs in a process pool too)."""
+    backends, size = key
+    return array("H", maglev_table(backends, size))

@@ -1,14 +1,16 @@
 """What the data plane is asked to serve: services and their backends, and how it serves them."""
 
+import ipaddress
 import socket
 from dataclasses import dataclass
 from typing import Literal
 
 from bpf.errors import DataPlaneError
 from bpf.maglev import DEFAULT_TABLE_SIZE, is_prime
-from bpf.neighbours import IPAddress
 
-__all__ = ["PROTO_NUMBERS", "Backend", "BackendStatus", "Protocol", "Service", "ServiceKey", "ServiceStatus"]
+__all__ = ["PROTO_NUMBERS", "Backend", "BackendStatus", "IPAddress", "Protocol", "Service", "ServiceKey", "ServiceStatus"]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 Protocol = Literal["tcp", "udp"]
 PROTO_NUMBERS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
@@ -29,7 +31,7 @@ class ServiceKey:
 
 @dataclass(frozen=True)
 class Backend:
-    """A real server of a service. ``weight`` 0 drains it; ``mac`` pins the MAC instead of the neighbour table."""
+    """A real server of a service. ``weight`` 0 drains it; ``mac`` None keeps it out until its MAC is known."""
 
     address: IPAddress
     weight: int = 1

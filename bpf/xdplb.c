@@ -24,8 +24,10 @@ BPF_HASH(services_v6, struct service_key_v6, struct service, MAX_SERVICES);
 /* VIP address -> number of services on it; consulted only for fragments and malformed packets. */
 BPF_HASH(vip_addrs_v4, __be32, __u32, MAX_SERVICES);
 BPF_HASH(vip_addrs_v6, struct in6_addr, __u32, MAX_SERVICES);
-/* Every service's Maglev table, back to back: entry = backend slot. */
-BPF_ARRAY(maglev_slab, __u32, MAGLEV_SLAB_SIZE);
+/* Maglev tables: table id -> an array of backend slots, one per table entry. Each table is its own map, made by
+ * the loader at the service's table size (BPF_F_INNER_MAP lets sizes differ from the 1-entry template). */
+BPF_F_TABLE("array", __u32, __u32, maglev_template, 1, BPF_F_INNER_MAP);
+BPF_ARRAY_OF_MAPS(maglev_tables, "maglev_template", MAX_TABLES);
 /* Backend slot -> L2 next hop. */
 BPF_ARRAY(backends, struct backend, MAX_BACKENDS);
 /* Established flows: a set-associative cache shared by all CPUs (see flow_set_v4 in xdplb.h). */
@@ -127,8 +129,12 @@ static __always_inline struct backend *maglev_pick(struct service *svc, __u32 ha
 {
     if (svc->table_size == 0)
         return NULL;
-    __u32 index = svc->table_offset + hash % svc->table_size;
-    __u32 *entry = maglev_slab.lookup(&index);
+    __u32 table_id = svc->table_id;
+    void *table = maglev_tables.lookup(&table_id);
+    if (!table)
+        return NULL;
+    __u32 index = hash % svc->table_size;
+    __u32 *entry = bpf_map_lookup_elem(table, &index);
     if (!entry)
         return NULL;
     *slot = *entry;

@@ -11,8 +11,8 @@
 #ifndef MAX_BACKENDS
 #define MAX_BACKENDS 16384         /* backend slots: one per (service, real server) pair */
 #endif
-#ifndef MAGLEV_SLAB_SIZE
-#define MAGLEV_SLAB_SIZE 1048576   /* Maglev entries shared by every service's tables (4 bytes each) */
+#ifndef MAX_TABLES
+#define MAX_TABLES 8192            /* Maglev table ids: two per service (the live one, and the one it replaced) */
 #endif
 #ifndef FLOW_SETS
 #define FLOW_SETS 16384            /* flow-table sets per family, a power of two; entries = FLOW_SETS * FLOW_WAYS */
@@ -56,7 +56,7 @@ struct service_key_v6 {
 struct service {
     __u32 id;                      /* row in service_stats */
     __u32 flags;                   /* SERVICE_* */
-    __u32 table_offset;            /* first entry of this service's Maglev table in maglev_slab */
+    __u32 table_id;                /* row of maglev_tables holding this service's Maglev table */
     __u32 table_size;              /* prime; 0 when no backend takes new flows (established ones continue) */
 };
 

@@ -262,6 +262,21 @@ def verify_shared_vip_routes(config: "XdplbConfig") -> list[Problem]:
     return list(dict.fromkeys(problems))
 
 
+def verify_dataplane_limits(config: "XdplbConfig") -> list[Problem]:
+    """The data plane holds every (VIP, port, protocol) and a slot for each of its backends, within its sizes."""
+    limits = config.dataplane
+    services = sum(len(service.vips) for service in config.services)
+    slots = sum(len(service.vips) * len(service.backends) for service in config.services)
+    problems: list[Problem] = []
+    if services > limits.max_services:
+        problems.append((("dataplane", "max_services"), f"the services need {services} data-plane services "
+                         f"(one per VIP, port and protocol) but max_services is {limits.max_services}"))
+    if slots > limits.max_backends - 1:
+        problems.append((("dataplane", "max_backends"), f"the services need {slots} backend slots (one per VIP, "
+                         f"port, protocol and backend) but max_backends is {limits.max_backends} (one is kept unused)"))
+    return problems
+
+
 def root_problems(config: "XdplbConfig") -> list[Problem]:
     """Every rule about the whole document; udp checks only once policies are known to exist."""
     rules = (
@@ -275,6 +290,7 @@ def root_problems(config: "XdplbConfig") -> list[Problem]:
         verify_peer_families,
         verify_next_hop_family,
         verify_shared_vip_routes,
+        verify_dataplane_limits,
     )
     problems = [problem for rule in rules for problem in rule(config)]
     if not verify_known_policies(config):

@@ -1,6 +1,7 @@
 """Sections about the host itself: the interfaces XDP attaches to, data-plane sizing, and the API listener."""
 
 import ipaddress
+import os
 import re
 from pathlib import Path
 from typing import Literal
@@ -54,6 +55,24 @@ class DataplaneConfig(XdplbModel):
         description="new flows per CPU per second inserted into the flow table; above it they are forwarded "
         "without being remembered (flood guard); 0 means no limit",
     )
+    max_services: int = Field(
+        4096, ge=1, le=65536, description="data-plane services, one per (VIP, port, protocol); sizes the maps"
+    )
+    max_backends: int = Field(
+        16384,
+        ge=2,
+        le=1048576,
+        description="backend slots, one per (VIP, port, protocol) and real server, plus one kept unused",
+    )
+
+    def memory_bytes(self, tables: int) -> int:
+        """Kernel memory the maps need, in bytes, for ``tables`` Maglev entries in use (each 4 bytes, twice while
+        a table is being replaced), with the flow table, backends and per-CPU counters at these sizes."""
+        cpus = os.cpu_count() or 1
+        flows = self.flow_table_size * (32 + 56)  # an IPv4 and an IPv6 entry per flow-table row
+        backends = self.max_backends * (24 + 24 * cpus)  # entry and per-CPU counters
+        services = self.max_services * (2 * 64 + 32 * cpus)  # v4/v6 hash entries and per-CPU counters
+        return 2 * 4 * tables + flows + backends + services
 
 
 def parse_listen(text: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:

@@ -33,3 +33,15 @@ def require_privileges() -> None:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("privileged") is not None:
         require_privileges()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _resource_tracker_in_the_root_namespace() -> None:
+    """Start multiprocessing's resource tracker from the main thread, in the host namespace.
+
+    Daemons under test run in threads inside lab namespaces, and their Maglev worker pool would otherwise start
+    the (process-wide) tracker there, where removing the lab kills it.
+    """
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()

@@ -171,7 +171,8 @@ def _run_story(runner: DaemonThread, bird: BirdLab, client: Host, servers: dict,
 
     # b3's server dies: down within fall x interval + timeout + margin, and its share goes to the others.
     servers["b3"].stop()
-    _wait("b3 down", lambda: runner.snapshot().services[0].backends[2].health == "down", timeout=5)
+    _wait("b3 down and out of the data plane (the next pass, tens of ms after the verdict)",
+          lambda: runner.snapshot().services[0].backends[2].dataplane == "removed: down", timeout=5)
     b3 = runner.snapshot().services[0].backends[2]
     assert b3.dataplane == "removed: down" and "refused" in b3.reason, b3
     assert set(_get(client, VIP) for _ in range(20)) == {"b1", "b2"}

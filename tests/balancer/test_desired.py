@@ -42,6 +42,14 @@ WEB6 = bpf.ServiceKey(ipaddress.ip_address("2001:db8:100::100"), 80, "tcp")
 DNS = bpf.ServiceKey(ipaddress.ip_address("192.0.2.100"), 53, "udp")
 
 
+def dataplane(
+    config_: config.XdplbConfig, health: dict[str, desired.Health], overrides: dict[str, config.AdminState]
+) -> dict[bpf.ServiceKey, bpf.Service]:
+    """The desired data plane by service key, every backend's MAC known."""
+    macs = {backend.address: "02:00:00:00:00:01" for _, backend in config_.backends()}
+    return {service.key: service for _, service in desired.dataplane_services(config_, health, overrides, macs)}
+
+
 def members(services: dict[bpf.ServiceKey, bpf.Service], key: bpf.ServiceKey) -> list[tuple[str, int, int]]:
     return [(str(b.address), b.weight, b.vlan) for b in services[key].backends]
 
@@ -49,14 +57,14 @@ def members(services: dict[bpf.ServiceKey, bpf.Service], key: bpf.ServiceKey) ->
 def test_only_healthy_enabled_backends_are_in_the_data_plane_and_drained_ones_weigh_nothing() -> None:
     health = up("web/198.18.0.11", "web/198.18.0.13", "web/198.18.0.14") | {
         "web/198.18.0.12": desired.Health("down", "connection refused", 0.0)}
-    services = desired.dataplane_services(cfg(), health, {})
+    services = dataplane(cfg(), health, {})
     assert members(services, WEB4) == [("198.18.0.11", 1, 0), ("198.18.0.13", 0, 0)]
     assert members(services, WEB6) == members(services, WEB4), "every VIP of a service gets the same backends"
     assert members(services, DNS) == [("198.18.0.21", 1, 0), ("198.18.0.22", 1, 7)], "no checks: healthy while enabled"
 
 
 def test_unknown_health_keeps_a_backend_out() -> None:
-    services = desired.dataplane_services(cfg(), {"web/198.18.0.11": desired.Health("unknown", "", 0.0)}, {})
+    services = dataplane(cfg(), {"web/198.18.0.11": desired.Health("unknown", "", 0.0)}, {})
     assert [str(b.address) for b in services[WEB4].backends] == ["198.18.0.12", "198.18.0.13"]
 
 
@@ -64,7 +72,7 @@ def test_admin_overrides_beat_the_file() -> None:
     overrides = {"web/198.18.0.11": config.AdminState.DRAINED, "web/198.18.0.13": config.AdminState.ENABLED,
                  "dns/198.18.0.21": config.AdminState.DISABLED}
     health = up("web/198.18.0.11", "web/198.18.0.12", "web/198.18.0.13", "web/198.18.0.14")
-    services = desired.dataplane_services(cfg(), health, overrides)
+    services = dataplane(cfg(), health, overrides)
     assert members(services, WEB4) == [("198.18.0.11", 0, 0), ("198.18.0.12", 3, 0), ("198.18.0.13", 1, 0)]
     assert members(services, DNS) == [("198.18.0.22", 1, 7)]
 

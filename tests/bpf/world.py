@@ -10,7 +10,7 @@ from ipaddress import ip_address
 import bpf
 
 SETTINGS = bpf.DataPlaneSettings(
-    flow_table_size=256, max_services=64, max_backends=256, maglev_slab_size=65536, new_flow_rate_limit=100000
+    flow_table_size=256, max_services=64, max_backends=256, new_flow_rate_limit=100000
 )
 INGRESS_IFINDEX = 1
 LB_MAC = "02:00:00:00:00:01"

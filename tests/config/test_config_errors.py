@@ -41,6 +41,12 @@ CASES = [
          "'auto', 'native' or 'generic', got 'offload'"),
     Case("flow table too small", "interfaces: [eth0]\ndataplane: {flow_table_size: 10}",
          "dataplane.flow_table_size", "greater than or equal to 1024, got 10"),
+    Case("more services than the data plane holds", "interfaces: [eth0]\ndataplane: {max_services: 1}\nservices:\n"
+         "- {vips: [192.0.2.100, 192.0.2.101], port: 80, backends: [198.18.0.11]}", "dataplane.max_services",
+         "the services need 2 data-plane services (one per VIP, port and protocol) but max_services is 1"),
+    Case("more backend slots than the data plane holds", "interfaces: [eth0]\ndataplane: {max_backends: 2}\n"
+         f"services: [{SERVICE}]", "dataplane.max_backends",
+         "the services need 2 backend slots (one per VIP, port, protocol and backend) but max_backends is 2"),
     Case("missing port", "interfaces: [eth0]\nservices: [{vip: 192.0.2.100}]", "services[0].port",
          "required, but missing"),
     Case("port out of range", "interfaces: [eth0]\nservices: [{vip: 192.0.2.100, port: 65536}]", "services[0].port",

@@ -151,9 +151,10 @@ def test_help_says_how_to_run_for_a_set_time(capsys: pytest.CaptureFixture[str])
 def test_status_line_shows_routes_backends_and_rate() -> None:
     line = demo.StatusLine({"198.18.0.11": "b1", "198.18.0.12": "b2"})
 
-    def status(packets: int, b2: str) -> dict[str, object]:
-        backends = [{"address": "198.18.0.11", "health": "up", "admin": "enabled"},
-                    {"address": "198.18.0.12", "health": b2, "admin": "drained"}]
+    def status(packets: int, b2: str, b1_dataplane: str = "active") -> dict[str, object]:
+        b2_dataplane = "draining (weight 0)" if b2 == "up" else "removed: down"
+        backends = [{"address": "198.18.0.11", "health": "up", "admin": "enabled", "dataplane": b1_dataplane},
+                    {"address": "198.18.0.12", "health": b2, "admin": "drained", "dataplane": b2_dataplane}]
         return {"vips": [{"vip": "192.0.2.100", "announced": True, "reason": "all services up"}],
                 "services": [{"name": "web", "packets": packets, "backends": backends}]}
 
@@ -163,3 +164,5 @@ def test_status_line_shows_routes_backends_and_rate() -> None:
     second = line.render(status(300, "down"), {"192.0.2.100": set()}, now=12.0)
     assert "up 1/2 (b1)" in second and "100 pps" in second and "192.0.2.100 NOT routed" in second
     assert "API not answering" in line.render(None, {"192.0.2.100": set()}, now=14.0)
+    not_yet = line.render(status(300, "down", b1_dataplane="no MAC (neighbour unresolved)"), {}, now=16.0)
+    assert "up 0/2" in not_yet, "healthy but not in the data plane yet: traffic would not reach it"

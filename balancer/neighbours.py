@@ -1,0 +1,217 @@
+"""Backend MAC addresses from the kernel's neighbour table (ARP / NDP), kept up to date by netlink events.
+
+``NeighbourWatcher`` reads the table once at start and then follows ``RTMGRP_NEIGH`` events in a thread of its
+own, so its cost is in proportion to what changes, never to the table's size, and none of it runs on the event
+loop. It keeps every neighbour per (interface, address); a backend's MAC is the usable entry on one of the
+balancer's interfaces (any interface when none is given). A backend with no usable entry (none yet, FAILED,
+deleted) is unresolved, and ``probe()`` sends it one small datagram so the kernel resolves it; answers then arrive
+as events. The kernel refreshes entries by itself while health checks talk to the backends.
+
+Works in the network namespace of the thread that calls ``start()``.
+"""
+
+import asyncio
+import ipaddress
+import logging
+import select
+import socket
+import threading
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.rtnl import RTM_DELNEIGH, RTM_NEWNEIGH, RTMGRP_NEIGH
+from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+
+import bpf
+
+__all__ = ["NeighbourWatcher", "neighbour_table_limits"]
+
+log = logging.getLogger(__name__)
+
+IPAddress = bpf.IPAddress
+MacChanges = dict[IPAddress, str | None]
+
+# NUD states with a usable link-layer address (include/uapi/linux/neighbour.h).
+_NUD_REACHABLE, _NUD_STALE, _NUD_DELAY, _NUD_PROBE, _NUD_NOARP, _NUD_PERMANENT = 0x02, 0x04, 0x08, 0x10, 0x40, 0x80
+_USABLE = _NUD_REACHABLE | _NUD_STALE | _NUD_DELAY | _NUD_PROBE | _NUD_NOARP | _NUD_PERMANENT
+_DISCARD_PORT = 9
+_RECV_BUFFER = 4 << 20  # room for a burst of events (a whole subnet resolving at once)
+_STOP_POLL = 0.2  # how often the reader thread looks at its stop flag
+
+
+class NeighbourWatcher:
+    """Follows the kernel's neighbour table and reports MAC changes of the addresses that matter.
+
+    ``on_change`` is called on the event loop that ran ``start()``, with the changed MACs (None: unresolved) of
+    watched addresses only. ``interfaces`` are the ifindexes whose entries count (empty: all).
+    """
+
+    def __init__(self, on_change: Callable[[MacChanges], None], *, interfaces: Collection[int] = ()) -> None:
+        self._on_change = on_change
+        self._interfaces = frozenset(interfaces)
+        self._entries: dict[IPAddress, dict[int, str]] = {}  # address -> ifindex -> usable MAC (reader thread)
+        self._watched: frozenset[IPAddress] = frozenset()
+        self._macs: dict[IPAddress, str | None] = {}  # what was last reported, per watched address (loop)
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._socket: socket.socket | None = None
+        self._stopping = threading.Event()
+        self._loaded = threading.Event()
+        self.events = 0  # netlink messages read, dump included
+
+    async def start(self) -> None:
+        """Subscribe to events, then read the table once (in the reader thread); returns when that read is done."""
+        self._loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RECV_BUFFER)
+        sock.bind((0, RTMGRP_NEIGH))  # first: no change between the dump and the subscription is lost
+        self._socket = sock
+        self._thread = threading.Thread(target=self._read_events, name="xdplb-neighbours", daemon=True)
+        self._thread.start()
+        await asyncio.to_thread(self._loaded.wait)
+
+    def close(self) -> None:
+        """Stop the reader thread and release the sockets."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2 * _STOP_POLL + 1)
+            self._thread = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    def watch(self, addresses: Iterable[IPAddress]) -> MacChanges:
+        """Set the addresses whose MACs matter; returns the MAC of each newly watched one (None: unresolved)."""
+        with self._lock:
+            wanted = frozenset(addresses)
+            new = wanted - self._watched
+            self._watched = wanted
+            found = {address: self._usable(address) for address in new}
+        for address in [a for a in self._macs if a not in wanted]:
+            del self._macs[address]
+        self._macs.update(found)
+        return found
+
+    def mac(self, address: IPAddress) -> str | None:
+        """The MAC last reported for a watched address."""
+        return self._macs.get(address)
+
+    def unresolved(self) -> list[IPAddress]:
+        """Watched addresses with no usable entry."""
+        return [address for address, mac in self._macs.items() if mac is None]
+
+    def probe(self, addresses: Iterable[IPAddress]) -> None:
+        """Make the kernel resolve these addresses: one empty datagram to each one's discard port.
+
+        Call it from a worker thread for many addresses: a send costs a few microseconds.
+        """
+        sockets: dict[int, socket.socket] = {}
+        try:
+            for address in addresses:
+                family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+                sock = sockets.get(family)
+                if sock is None:
+                    sock = sockets[family] = socket.socket(family, socket.SOCK_DGRAM)
+                    sock.setblocking(False)
+                try:
+                    sock.sendto(b"", (str(address), _DISCARD_PORT))
+                except OSError as error:  # unreachable right now: the next probe tries again
+                    log.debug("event=neighbour_probe_failed backend=%s error=%s", address, error)
+        finally:
+            for sock in sockets.values():
+                sock.close()
+
+    # reader thread
+
+    def _read_events(self) -> None:
+        try:
+            self._dump()
+        except Exception as error:  # events still come; a backend missed here resolves at its next probe
+            log.error("event=neighbour_dump_failed error=%s", error)
+        finally:
+            self._loaded.set()
+        marshal = MarshalRtnl()
+        sock = self._socket
+        assert sock is not None
+        while not self._stopping.is_set():
+            try:
+                readable, _, _ = select.select([sock], [], [], _STOP_POLL)
+                if not readable:
+                    continue
+                data = sock.recv(1 << 16)
+            except OSError as error:
+                if self._stopping.is_set():
+                    return
+                # ENOBUFS: events were lost; read the table again so nothing stays stale.
+                log.warning("event=neighbour_events_lost error=%s action=reread_table", error)
+                self._dump()
+                continue
+            self._apply(marshal.parse(data))
+
+    def _dump(self) -> None:
+        with IPRoute() as ipr:  # made in this thread: pyroute2's sync API refuses a thread with a running loop
+            messages = [*ipr.get_neighbours(family=socket.AF_INET), *ipr.get_neighbours(family=socket.AF_INET6)]
+        self._apply(messages, replace=True)
+
+    def _apply(self, messages: Iterable[Any], *, replace: bool = False) -> None:
+        changed: set[IPAddress] = set()
+        with self._lock:
+            if replace:
+                changed.update(self._entries)
+                self._entries = {}
+            for message in messages:
+                self.events += 1
+                kind = message["header"]["type"]
+                if kind not in (RTM_NEWNEIGH, RTM_DELNEIGH):
+                    continue
+                dst, mac = message.get_attr("NDA_DST"), message.get_attr("NDA_LLADDR")
+                if dst is None:
+                    continue
+                address = ipaddress.ip_address(dst)
+                ifindex = message["ifindex"]
+                by_interface = self._entries.setdefault(address, {})
+                if kind == RTM_NEWNEIGH and mac is not None and message["state"] & _USABLE:
+                    by_interface[ifindex] = mac
+                else:
+                    by_interface.pop(ifindex, None)
+                if not by_interface:
+                    del self._entries[address]
+                changed.add(address)
+            report = {address: self._usable(address) for address in changed & self._watched}
+        if report and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._report, report)
+
+    def _usable(self, address: IPAddress) -> str | None:
+        by_interface = self._entries.get(address, {})
+        for ifindex, mac in sorted(by_interface.items()):
+            if not self._interfaces or ifindex in self._interfaces:
+                return mac
+        return None
+
+    # event loop
+
+    def _report(self, found: Mapping[IPAddress, str | None]) -> None:
+        changed = {
+            address: mac for address, mac in found.items() if address in self._macs and self._macs[address] != mac
+        }
+        if not changed:
+            return
+        self._macs.update(changed)
+        for address, mac in changed.items():
+            log.info("event=backend_mac backend=%s mac=%s", address, mac or "unresolved")
+        self._on_change(changed)
+
+
+def neighbour_table_limits(family: int = 4) -> dict[str, int]:
+    """The kernel's neighbour-table garbage-collection thresholds (``gc_thresh1..3``) for IPv4 or IPv6."""
+    name = "ipv4" if family == 4 else "ipv6"
+    out = {}
+    for key in ("gc_thresh1", "gc_thresh2", "gc_thresh3"):
+        try:
+            with open(f"/proc/sys/net/{name}/neigh/default/{key}") as file:
+                out[key] = int(file.read())
+        except (OSError, ValueError):
+            continue
+    return out

@@ -1,0 +1,175 @@
+"""Maglev tables in the kernel: one array map per table, found by the program through ``maglev_tables``.
+
+A table is written whole into a map of its own before any service entry points at it, so readers only ever see
+complete tables; replacing a service's table is then one update of its service entry. The table it replaced
+keeps its id (and so stays readable) for ``grace`` seconds, far longer than any packet holds a service entry,
+and is released after. There are two ids per service, so a service can always have its live table and the one
+being replaced: a config that fits ``max_services`` can never run out of table ids, and memory is the sum of
+the live tables (4 bytes per entry) plus the ones being replaced.
+
+Creating or filling a table can fail (out of memory); then nothing that readers see has changed.
+"""
+
+import ctypes
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from bpf.errors import DataPlaneError
+
+__all__ = ["KernelMaps", "MapOps", "TableStore"]
+
+_BPF_MAP_TYPE_ARRAY = 2
+_BPF_F_INNER_MAP = 1 << 12  # as on the template: the kernel wants equal flags, and then allows any size
+
+
+class MapOps(Protocol):
+    """The map operations the store needs: the kernel's, or a test's that can fail on purpose."""
+
+    def create(self, entries: int) -> int:
+        """A new array map of ``entries`` u32 values; its fd. OSError if the kernel refuses."""
+
+    def fill(self, fd: int, values: Sequence[int]) -> None:
+        """Write ``values`` at indexes 0.. of the map ``fd``. OSError if the kernel refuses."""
+
+    def install(self, table_id: int, fd: int) -> None:
+        """Point ``maglev_tables[table_id]`` at the map ``fd``. OSError if the kernel refuses."""
+
+    def uninstall(self, table_id: int) -> None:
+        """Empty ``maglev_tables[table_id]``; the kernel frees the map once no reader holds it."""
+
+    def read(self, table_id: int) -> list[int]:
+        """The values of the table at ``table_id`` ([] if none)."""
+
+    def close(self, fd: int) -> None:
+        """Release our reference to a map (the outer map keeps its own)."""
+
+
+class TableStore:
+    """Allocates table ids, writes tables and releases replaced ones after ``grace`` seconds."""
+
+    def __init__(
+        self, ops: MapOps, capacity: int, *, grace: float = 1.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._ops = ops
+        self._free = deque(range(capacity))
+        self._retired: deque[tuple[float, int]] = deque()  # (when, table id), oldest first
+        self._grace = grace
+        self._clock = clock
+        self.capacity = capacity
+
+    @property
+    def in_use(self) -> int:
+        """Table ids taken, live or retired."""
+        return self.capacity - len(self._free)
+
+    def write(self, table: Sequence[int]) -> int:
+        """Write ``table`` into a new map under a free id, and return the id. DataPlaneError if it cannot be done.
+
+        On failure no id is taken and nothing a reader sees has changed.
+        """
+        self.release_due()
+        if not self._free:
+            self.release_due(force=True)
+        if not self._free:
+            raise DataPlaneError(f"no free Maglev table id ({self.capacity} in use)")
+        table_id = self._free.popleft()
+        fd = -1
+        try:
+            fd = self._ops.create(len(table))
+            self._ops.fill(fd, table)
+            self._ops.install(table_id, fd)
+        except OSError as error:
+            self._free.appendleft(table_id)
+            raise DataPlaneError(f"writing a Maglev table of {len(table)} entries failed: {error}") from error
+        finally:
+            if fd >= 0:
+                self._ops.close(fd)
+        return table_id
+
+    def retire(self, table_id: int) -> None:
+        """No service points at ``table_id`` any more; free it once packets that read the old entry are done."""
+        self._retired.append((self._clock(), table_id))
+
+    def release_due(self, *, force: bool = False) -> None:
+        """Free retired tables older than the grace (all of them with ``force``)."""
+        now = self._clock()
+        while self._retired and (force or now - self._retired[0][0] >= self._grace):
+            _, table_id = self._retired.popleft()
+            self._ops.uninstall(table_id)
+            self._free.append(table_id)
+
+    def read(self, table_id: int) -> list[int]:
+        """The table under ``table_id`` as the program reads it."""
+        return self._ops.read(table_id)
+
+
+class KernelMaps:
+    """``MapOps`` on real maps through libbcc; ``outer`` is the bcc table of ``maglev_tables``."""
+
+    def __init__(self, outer: object) -> None:
+        from bcc.libbcc import lib  # Debian's python3-bpfcc: only where BPF runs
+
+        self._lib = lib
+        self._outer = outer
+        lib.bcc_create_map.restype = ctypes.c_int
+        lib.bcc_create_map.argtypes = [ctypes.c_int, ctypes.c_char_p] + [ctypes.c_int] * 4
+        self._libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
+        self._libbpf.bpf_map_get_fd_by_id.restype = ctypes.c_int
+        self._libbpf.bpf_map_get_fd_by_id.argtypes = [ctypes.c_uint32]
+
+    def create(self, entries: int) -> int:
+        fd = int(self._lib.bcc_create_map(_BPF_MAP_TYPE_ARRAY, b"maglev_table", 4, 4, entries, _BPF_F_INNER_MAP))
+        if fd < 0:
+            raise OSError(-fd, os.strerror(-fd))
+        return fd
+
+    def fill(self, fd: int, values: Sequence[int]) -> None:
+        count = len(values)
+        keys = (ctypes.c_uint32 * count)(*range(count))
+        leaves = (ctypes.c_uint32 * count)(*values)
+        done = ctypes.c_uint32(count)
+        if self._lib.bpf_update_batch(fd, keys, leaves, ctypes.byref(done)) == 0:
+            return
+        for index in range(count):  # kernels without batch updates of arrays
+            key, leaf = ctypes.c_uint32(index), ctypes.c_uint32(values[index])
+            if self._lib.bpf_update_elem(fd, ctypes.byref(key), ctypes.byref(leaf), 0) < 0:
+                errno = ctypes.get_errno()
+                raise OSError(errno, os.strerror(errno))
+
+    def install(self, table_id: int, fd: int) -> None:
+        key, value = ctypes.c_uint32(table_id), ctypes.c_uint32(fd)
+        if self._lib.bpf_update_elem(self._fd, ctypes.byref(key), ctypes.byref(value), 0) < 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, os.strerror(errno))
+
+    def uninstall(self, table_id: int) -> None:
+        key = ctypes.c_uint32(table_id)
+        self._lib.bpf_delete_elem(self._fd, ctypes.byref(key))
+
+    def read(self, table_id: int) -> list[int]:
+        key, map_id = ctypes.c_uint32(table_id), ctypes.c_uint32()
+        if self._lib.bpf_lookup_elem(self._fd, ctypes.byref(key), ctypes.byref(map_id)) < 0:
+            return []
+        fd = self._libbpf.bpf_map_get_fd_by_id(map_id.value)
+        if fd < 0:
+            return []
+        try:
+            values = []
+            value = ctypes.c_uint32()
+            index = ctypes.c_uint32(0)
+            while self._lib.bpf_lookup_elem(fd, ctypes.byref(index), ctypes.byref(value)) == 0:
+                values.append(value.value)
+                index.value += 1
+            return values
+        finally:
+            os.close(fd)
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
+    @property
+    def _fd(self) -> int:
+        return int(self._outer.map_fd)  # type: ignore[attr-defined]
