@@ -202,7 +202,7 @@ class Speaker:
                 await self._writer.close()
                 if run.alive:
                     await self._drain()
-                    await run.shutdown(timeout=self._command_timeout)
+                    await run.shutdown(timeout=self._command_timeout, closed=self._sessions_down)
             elif run is not None:
                 await run.wait_ended()
             self._run = None
@@ -332,6 +332,12 @@ class Speaker:
                     await self._sent_changed.wait()
             except TimeoutError:
                 pass
+
+    async def _sessions_down(self) -> None:
+        """Return once ExaBGP reports every session down."""
+        while any(state.state is not _peers.PeerStatus.DOWN for state in self._peers.snapshot().values()):
+            self._sent_changed.clear()
+            await self._sent_changed.wait()
 
     def _event(self, message: Mapping[str, Any]) -> None:
         event = _events.parse(message)
