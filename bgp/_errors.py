@@ -21,7 +21,7 @@ class ExabgpTimeoutError(BgpError, TimeoutError):
     """ExaBGP stopped acknowledging commands (hung); the driver restarts it and replays. Retrying makes sense."""
 
     def __init__(self, command: str, timeout: float) -> None:
-        super().__init__(f"exabgp did not acknowledge {command!r} within {timeout:g}s; restarting it")
+        super().__init__(f"exabgp acknowledged nothing for {timeout:g}s while {command[:200]!r} waited; restarting it")
         self.command = command
         self.timeout = timeout
 
