@@ -3,7 +3,7 @@
 Each round starts a fresh BIRD (IPv4 iBGP and IPv6 eBGP sessions on loopback, as in ``tests/bgp``) and a fresh
 ``bgp.Speaker``, waits until both sessions are Established on both sides, and then times:
 
-- ``announce``: from handing the speaker the N routes until ``birdc show route count`` shows all N;
+- ``announce``: from handing the speaker the N routes (``set_routes``) until ``birdc show route count`` shows all N;
 - ``stop``: ``await speaker.stop()`` (withdraw every route, wait until ExaBGP reports them sent, close the sessions,
   end ExaBGP), and until BIRD shows none (it shows none as soon as ``stop()`` returns).
 
@@ -100,8 +100,7 @@ async def _round(routes: int, busy: float) -> dict[str, float]:
             await _until(lambda: _established(speaker, bird), timeout=30)
             hog = asyncio.create_task(_hog(busy)) if busy else None
             start = time.monotonic()
-            for prefix in prefixes:
-                await speaker.announce(prefix, attributes)
+            speaker.set_routes(dict.fromkeys(prefixes, attributes))
             handed = time.monotonic()
             visible = await _until(lambda: _route_count(bird) == routes)
             stop_start = time.monotonic()
@@ -137,7 +136,7 @@ def main() -> None:
             print(f"{'  round ' + str(i):<12}" + "".join(f"{figures[c] * 1000:>18.1f}ms" for c in columns))
         medians[load] = {c: statistics.median(r[c] for r in rounds) for c in columns}
         print(f"{'  median':<12}" + "".join(f"{medians[load][c] * 1000:>18.1f}ms" for c in columns))
-    print("# announce_call: until the speaker call(s) returned; announce_visible: until BIRD shows every route;")
+    print("# announce_call: until set_routes() returned; announce_visible: until BIRD shows every route;")
     print("# stop: speaker.stop() (withdraw all, drain, close); withdrawn_gone: until BIRD shows none.")
     print(f"# busy: the loop blocked {args.busy_ms:g} ms, then free {args.busy_ms:g} ms, over and over.")
     summary: dict[str, object] = {"routes": args.routes, "rounds": args.rounds}
