@@ -297,7 +297,7 @@ class Speaker:
         self._writer.attach(new)
         try:
             replayed = await self._writer.flush()
-        except _errors.ExabgpTimeoutError:  # the writer killed it
+        except _errors.BgpError:  # hung (the writer killed it), or the writer failed
             replayed = False
         if not replayed:
             log.error("event=exabgp_restart_failed error=replay_not_acknowledged pid=%d next_try_in=%gs",
