@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DEBIAN_PACKAGES := python3 python3-venv python3-bpfcc libbpfcc libbpf1 linux-headers-amd64 bird2 iproute2 tcpdump prometheus curl
 PYTEST_ARGS ?=
 
-.PHONY: install test lint demo bench-dataplane bench-healthchecks clean
+.PHONY: install test lint demo bench-dataplane bench-healthchecks bench-bgp clean
 
 install: $(VENV)/.installed
 
@@ -41,6 +41,9 @@ bench-dataplane: install
 
 bench-healthchecks: install
 	$(PY) benchmarks/bench_healthchecks.py
+
+bench-bgp: install
+	$(PY) benchmarks/bench_bgp.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

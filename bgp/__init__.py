@@ -4,10 +4,15 @@ The core's interface::
 
     speaker = bgp.Speaker(bgp_config)          # config.BgpConfig; checks peers (BgpError) but runs nothing
     await speaker.start()                      # ExaBGP up with no routes; sessions come up on their own
-    await speaker.announce(prefix, attrs)      # ipaddress.IPv4Network/IPv6Network, config.RouteAttributes;
-                                               # idempotent, replaces the attributes of an announced prefix
+    speaker.set_routes({prefix: attrs, ...})   # the complete set wanted now (absent: withdrawn); not a coroutine:
+                                               # records it and returns at once, the speaker's writer task sends
+                                               # the difference to ExaBGP, batched; idempotent
+    speaker.announced                          # Mapping[prefix, RouteAttributes]: the set wanted, read-only
+    speaker.pending()                          # frozenset of prefixes ExaBGP has not acknowledged yet
+    speaker.rejected                           # Mapping[prefix, CommandError]: changes ExaBGP refused
+    await speaker.flush()                      # wait until ExaBGP acknowledged the set (False: it is restarting)
+    await speaker.announce(prefix, attrs)      # one route, waiting for ExaBGP (raises CommandError if refused)
     await speaker.withdraw(prefix)             # idempotent
-    speaker.announced                          # Mapping[prefix, RouteAttributes], read-only
     speaker.peers()                            # Mapping[peer address, PeerState(state, since, routes_sent, reason)]
     async for state in speaker.watch_peers():  # each PeerState change, until stop(); or on_peer_change=callback
         ...
@@ -16,16 +21,21 @@ The core's interface::
 ``Speaker`` is also an async context manager. Attributes are used as given: merge the VIP's overrides into the
 defaults first (``bgp_config.attributes.merged(vip_attributes)``). A prefix goes to every peer of its address
 family (IPv4 peers carry ipv4 unicast, IPv6 peers ipv6 unicast); ``next_hop`` unset means the session's own
-address. Nothing is announced until ``announce`` is called.
+address. Nothing is announced until ``set_routes`` or ``announce`` is called.
+
+Prefixes and attributes are ``ipaddress.IPv4Network``/``IPv6Network`` and ``config.RouteAttributes``. Routes that
+share a family and attributes go to ExaBGP in one command (``announce attributes ... nlri P1 P2 ...``), several
+commands in flight at once; withdrawing everything is one ``clear adj-rib out``.
 
 Errors, all ``BgpError`` (a ``config.XdplbError``): ``CommandError`` (ExaBGP answered ``error``; nothing changed),
-``ExabgpTimeoutError`` (no ack: ExaBGP is restarted and the change replayed; also a ``TimeoutError``),
+``ExabgpTimeoutError`` (ExaBGP acknowledged nothing for ``command_timeout`` seconds of our loop's attention: it is
+restarted and the wanted set replayed; also a ``TimeoutError``),
 ``AttributeMismatchError`` (e.g. an IPv4 next-hop for an IPv6 prefix; also a ``ValueError``), and
 ``SpeakerStateError`` (a call before ``start``/after ``stop``; also a ``RuntimeError``).
 
 Faults: ExaBGP runs with PDEATHSIG and behind a bridge that shuts it down when this process's end of the API socket
 closes, so routes never outlive the daemon (SIGKILL included). If ExaBGP exits it is restarted with doubling
-back-off and the announced set is replayed; a peer that reconnects gets the current set from ExaBGP.
+back-off and the wanted set is replayed; a peer that reconnects gets the current set from ExaBGP.
 """
 
 from bgp._errors import AttributeMismatchError, BgpError, CommandError, ExabgpTimeoutError, SpeakerStateError

@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from bgp import _errors
@@ -40,7 +40,7 @@ def _die_with(parent: int) -> Callable[[], None]:
 
 
 class ExabgpRun:
-    """A started ExaBGP whose bridge has connected; one command in flight at a time."""
+    """A started ExaBGP whose bridge has connected; one batch of pipelined commands in flight at a time."""
 
     def __init__(
         self,
@@ -123,25 +123,56 @@ class ExabgpRun:
 
     async def command(self, text: str, *, timeout: float) -> None:
         """Send one command and wait for its ack: CommandError on ``error``, ExabgpTimeoutError if none comes."""
-        async with self._lock:
-            if not self.alive:
-                raise ChannelClosed(f"exabgp is gone; {text!r} not sent")
-            future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-            self._acks.append(future)
-            try:
-                async with asyncio.timeout(timeout):  # not wait_for: on 3.11 it can swallow a cancel
-                    ok = await self._exchange(text, future)
-            except TimeoutError:  # before OSError, of which it is a subclass
-                raise _errors.ExabgpTimeoutError(text, timeout) from None
-            except (ConnectionError, OSError) as error:
-                raise ChannelClosed(f"exabgp is gone; {text!r} not acknowledged") from error
+        (ok,) = await self.commands([text], timeout=timeout)
         if not ok:
             raise _errors.CommandError(text)
 
-    async def _exchange(self, text: str, ack: "asyncio.Future[bool]") -> bool:
-        self._writer.write(text.encode() + b"\n")
-        await self._writer.drain()
-        return await ack
+    async def commands(self, texts: Sequence[str], *, timeout: float) -> list[bool]:
+        """Send ``texts`` at once (pipelined) and wait for their acks, in order: True for ``done``, False for ``error``.
+
+        ExaBGP acks its commands in order, so any number can be in flight. ExabgpTimeoutError when ExaBGP stops
+        making progress: commands are waiting and no ack came for ``timeout`` seconds, counted from the later of the
+        last ack and the write, and only while this event loop was there to see it. A stall of our own loop counts
+        for at most ``2 * tick`` (so a busy daemon never blames ExaBGP for its own slowness); a hung ExaBGP still
+        fails after ``timeout`` seconds. ChannelClosed if ExaBGP goes away first.
+        """
+        async with self._lock:
+            if not self.alive:
+                raise ChannelClosed(f"exabgp is gone; {len(texts)} command(s) not sent, the first {texts[0]!r}")
+            loop = asyncio.get_running_loop()
+            futures = [loop.create_future() for _ in texts]
+            self._acks.extend(futures)
+            try:
+                self._writer.write(b"".join(text.encode() + b"\n" for text in texts))
+                try:
+                    async with asyncio.timeout(timeout):  # the bridge stopped reading: ExaBGP is stuck too
+                        await self._writer.drain()
+                except TimeoutError:  # before OSError, of which it is a subclass
+                    raise _errors.ExabgpTimeoutError(texts[0], timeout) from None
+                return [await self._progress(future, text, timeout) for future, text in zip(futures, texts)]
+            except _errors.ExabgpTimeoutError:  # a TimeoutError, hence an OSError: not a closed channel
+                raise
+            except (ConnectionError, OSError) as error:
+                raise ChannelClosed(f"exabgp is gone; {texts[0]!r} and what followed not acknowledged") from error
+            finally:
+                for future in futures:  # left behind by an error or a cancel: their acks, if any, are skipped
+                    if future.done() and not future.cancelled():
+                        future.exception()  # retrieved, so asyncio does not warn about it
+                    future.cancel()
+
+    async def _progress(self, ack: "asyncio.Future[bool]", text: str, timeout: float) -> bool:
+        """Wait for ``ack``, judging ExaBGP hung after ``timeout`` seconds of its silence that this loop witnessed."""
+        tick = min(max(timeout / 10, 0.01), 0.25)
+        silent = 0.0
+        last = time.monotonic()
+        while not ack.done():
+            await asyncio.wait({ack}, timeout=tick)  # not wait_for: it would cancel the ack on timeout
+            now = time.monotonic()
+            silent += min(now - last, 2 * tick)
+            last = now
+            if not ack.done() and silent >= timeout:
+                raise _errors.ExabgpTimeoutError(text, timeout)
+        return ack.result()
 
     async def wait_ended(self) -> int:
         """Wait until ExaBGP exits or its bridge disconnects (then ExaBGP is made to exit); its return code."""
@@ -162,19 +193,35 @@ class ExabgpRun:
         assert self.process.returncode is not None
         return self.process.returncode
 
-    async def shutdown(self, *, timeout: float) -> int:
-        """Ask ExaBGP to close its sessions and exit; terminate, then kill it if it does not."""
+    async def shutdown(self, *, timeout: float, closed: Callable[[], Awaitable[object]] | None = None) -> int:
+        """Ask ExaBGP to close its sessions and exit; kill it if it has not exited after ``timeout``.
+
+        Once its sessions are closed ExaBGP still takes about 0.3 s to end its helper and itself, with nothing left
+        to tell the peers: when ``closed`` (a coroutine function that returns once every session is down) returns
+        first, ExaBGP is killed then.
+        """
+        acknowledged = False
         if self.alive:
             try:
                 await self.command("shutdown", timeout=timeout)
+                acknowledged = True
             except _errors.BgpError as error:
                 log.debug("event=exabgp_shutdown_unacknowledged error=%s", error)
-        self._writer.close()
+        exited = asyncio.ensure_future(asyncio.shield(self.process.wait()))
+        waits: set[asyncio.Future[Any]] = {exited}
+        if closed is not None and acknowledged:
+            waits.add(asyncio.ensure_future(closed()))
         try:
-            async with asyncio.timeout(timeout):
-                await asyncio.shield(self.process.wait())
-        except TimeoutError:
-            log.warning("event=exabgp_shutdown_timeout pid=%d timeout=%gs", self.process.pid, timeout)
+            done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+        self._writer.close()
+        if self.process.returncode is None:
+            if done:
+                log.debug("event=exabgp_killed pid=%d reason=sessions_closed", self.process.pid)
+            else:
+                log.warning("event=exabgp_shutdown_timeout pid=%d timeout=%gs", self.process.pid, timeout)
             await _kill(self.process)
         await self._finish()
         assert self.process.returncode is not None

@@ -18,10 +18,10 @@ class CommandError(BgpError):
 
 
 class ExabgpTimeoutError(BgpError, TimeoutError):
-    """ExaBGP did not acknowledge a command in time (hung); the driver restarts it. Retrying makes sense."""
+    """ExaBGP stopped acknowledging commands (hung); the driver restarts it and replays. Retrying makes sense."""
 
     def __init__(self, command: str, timeout: float) -> None:
-        super().__init__(f"exabgp did not acknowledge {command!r} within {timeout:g}s; restarting it")
+        super().__init__(f"exabgp acknowledged nothing for {timeout:g}s while {command[:200]!r} waited; restarting it")
         self.command = command
         self.timeout = timeout
 

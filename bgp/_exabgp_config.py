@@ -9,16 +9,27 @@ import os
 import pwd
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from bgp import _errors
 from config import BgpConfig, BgpPeer, RouteAttributes
 
-__all__ = ["PROCESS_NAME", "announce_command", "environment", "render", "withdraw_command"]
+__all__ = [
+    "PROCESS_NAME",
+    "WITHDRAW_ALL",
+    "announce_command",
+    "check_attributes",
+    "environment",
+    "render",
+    "withdraw_command",
+]
 
 Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 PROCESS_NAME = "xdplb"
+# Withdraws every route from every peer, keeping the sessions: one command however many routes (field notes).
+WITHDRAW_ALL = "clear adj-rib out"
 # ExaBGP's tokeniser has no escapes inside a quoted string.
 _BAD_PASSWORD = re.compile(r"[\"'\\\n\r]")
 
@@ -88,15 +99,25 @@ def _neighbor(config: BgpConfig, peer: BgpPeer) -> list[str]:
     return [f"neighbor {peer.address} {{", *(f"    {line}" for line in body), "}"]
 
 
-def announce_command(prefix: Prefix, attributes: RouteAttributes) -> str:
-    """The API command announcing ``prefix`` with ``attributes`` to every peer of its family."""
+def check_attributes(prefix: Prefix, attributes: RouteAttributes) -> None:
+    """AttributeMismatchError if ``attributes`` cannot go with ``prefix`` (a next-hop of another family, or one
+    that is not a unicast address)."""
     next_hop = attributes.next_hop
     if next_hop is not None and next_hop.version != prefix.version:
         raise _errors.AttributeMismatchError(f"next-hop {next_hop} is not of the family of {prefix}")
     if next_hop is not None and (next_hop.is_unspecified or next_hop.is_multicast):
         # ExaBGP sends these; BIRD then resets the whole session ("Invalid NEXT_HOP").
         raise _errors.AttributeMismatchError(f"next-hop {next_hop} is not a unicast address")
-    parts = [f"announce route {prefix} next-hop {next_hop or 'self'}"]
+
+
+def announce_command(peers: Sequence[IpAddress], prefixes: Sequence[Prefix], attributes: RouteAttributes) -> str:
+    """One API command announcing ``prefixes`` (one family, checked with ``check_attributes``) to ``peers``.
+
+    ExaBGP parses the attributes once for every prefix of the command, about twice as fast as a command each::
+
+        neighbor 127.0.0.1 announce attributes next-hop self med 10 nlri 192.0.2.10/32 192.0.2.11/32
+    """
+    parts = [f"{_selector(peers)} announce attributes next-hop {attributes.next_hop or 'self'}"]
     if attributes.med is not None:
         parts.append(f"med {attributes.med}")
     if attributes.local_preference is not None:
@@ -105,9 +126,17 @@ def announce_command(prefix: Prefix, attributes: RouteAttributes) -> str:
         parts.append(f"community [ {' '.join(attributes.communities)} ]")
     if attributes.large_communities:
         parts.append(f"large-community [ {' '.join(attributes.large_communities)} ]")
+    parts.append(f"nlri {' '.join(map(str, prefixes))}")
     return " ".join(parts)
 
 
-def withdraw_command(prefix: Prefix) -> str:
-    """The API command withdrawing ``prefix`` from every peer."""
-    return f"withdraw route {prefix}"
+def withdraw_command(peers: Sequence[IpAddress], prefixes: Sequence[Prefix]) -> str:
+    """One API command withdrawing ``prefixes`` (one family) from ``peers``."""
+    return f"{_selector(peers)} withdraw attributes nlri {' '.join(map(str, prefixes))}"
+
+
+def _selector(peers: Sequence[IpAddress]) -> str:
+    # Only the sessions of the prefixes' family: ExaBGP otherwise logs an error per prefix for every other peer.
+    if not peers:
+        raise ValueError("a command needs at least one peer")
+    return " , ".join(f"neighbor {peer}" for peer in peers)

@@ -3,9 +3,10 @@
 Example (needs a peer to reach Established; announcing works either way)::
 
     async with bgp.Speaker(config.BgpConfig(local_as=65001, router_id="192.0.2.1", peers=[...])) as speaker:
-        await speaker.announce(ipaddress.ip_network("192.0.2.10/32"), config.RouteAttributes(med=10))
+        speaker.set_routes({ipaddress.ip_network("192.0.2.10/32"): config.RouteAttributes(med=10)})  # at once
+        await speaker.flush()   # True once ExaBGP acknowledged it
         speaker.peers()   # {IPv4Address('192.0.2.254'): PeerState(state=<PeerStatus.ESTABLISHED ...>, routes_sent=1)}
-        await speaker.withdraw(ipaddress.ip_network("192.0.2.10/32"))
+        speaker.set_routes({})  # withdraw everything
 """
 
 import asyncio
@@ -16,12 +17,11 @@ import shutil
 import sys
 import tempfile
 import time
-import types
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bgp import _channel, _errors, _events, _exabgp_config, _peers
+from bgp import _channel, _errors, _events, _exabgp_config, _peers, _writer
 from config import BgpConfig, RouteAttributes
 
 __all__ = ["Speaker"]
@@ -36,13 +36,17 @@ _BRIDGE = Path(__file__).with_name("_bridge.py")
 class Speaker:
     """Announces and withdraws VIP prefixes to the configured peers; nothing is announced until asked.
 
-    ``start()`` runs ExaBGP; if it exits it is restarted with back-off (``restart_delay`` doubling up to
-    ``max_restart_delay``, back to ``restart_delay`` once a run outlived ``max_restart_delay``) and the announced
-    set is replayed. ``stop()`` withdraws every route, waits (up to
-    ``drain_timeout``) until ExaBGP reports the withdrawals sent to every established peer, then closes the sessions.
-    If this process dies, ExaBGP dies with it (PDEATHSIG) and the peers drop the routes.
+    ``set_routes`` records the complete set of routes wanted and returns at once; one writer task inside the speaker
+    sends ExaBGP the difference, batched and pipelined, so no caller ever waits on ExaBGP (``flush`` waits, if
+    wanted). ExaBGP is judged hung when commands wait and it acknowledges none for ``command_timeout`` seconds that
+    this event loop was awake to see (a busy loop is not blamed on ExaBGP); it is then killed and restarted.
 
-    While ExaBGP is restarting, ``announce``/``withdraw`` record the change and the replay applies it.
+    ``start()`` runs ExaBGP; if it exits it is restarted with back-off (``restart_delay`` doubling up to
+    ``max_restart_delay``, back to ``restart_delay`` once a run outlived ``max_restart_delay``) and the wanted set
+    is replayed the same batched way. ``stop()`` withdraws every route, waits (up to ``drain_timeout``) until
+    ExaBGP reports the withdrawals sent to every established peer, then closes the sessions. If this process dies,
+    ExaBGP dies with it (PDEATHSIG) and the peers drop the routes.
+
     ExaBGP's config and the API socket live in a fresh private directory under ``runtime_dir`` (default: the
     system's temporary directory), removed by ``stop()``; a SIGKILLed daemon leaves it behind.
     """
@@ -69,11 +73,13 @@ class Speaker:
         self._drain_timeout = drain_timeout
         self._on_peer_change = on_peer_change
         self._runtime_dir = runtime_dir
-        self._announced: dict[Prefix, RouteAttributes] = {}
+        families: dict[int, list[IpAddress]] = {}
+        for peer in config.peers:
+            families.setdefault(peer.address.version, []).append(peer.address)
+        self._writer = _writer.RouteWriter(peers=families, command_timeout=command_timeout)
         self._peers = _peers.PeerTable((peer.address for peer in config.peers), self._peer_changed)
         self._watchers: set[asyncio.Queue[_peers.PeerState]] = set()
         self._sent_changed = asyncio.Event()
-        self._lock = asyncio.Lock()
         self._stopped = asyncio.Event()
         self._stop_done = asyncio.Event()
         self._state = "new"
@@ -88,8 +94,32 @@ class Speaker:
 
     @property
     def announced(self) -> Mapping[Prefix, RouteAttributes]:
-        """The prefixes currently announced (or to be replayed), with their attributes; read-only."""
-        return types.MappingProxyType(self._announced)
+        """The routes wanted: announced, or being sent (``pending()``), or to be replayed; read-only."""
+        return self._writer.wanted
+
+    @property
+    def rejected(self) -> Mapping[Prefix, _errors.CommandError]:
+        """Wanted changes that ExaBGP refused (``error``); not retried until they change or ExaBGP restarts."""
+        return self._writer.rejected
+
+    def pending(self) -> frozenset[Prefix]:
+        """Prefixes whose wanted state ExaBGP has not acknowledged yet (empty: in sync; rejected ones excepted)."""
+        return self._writer.pending()
+
+    def set_routes(self, routes: Mapping[Prefix, RouteAttributes]) -> None:
+        """Want exactly ``routes`` announced (a prefix absent is withdrawn); returns at once, without I/O.
+
+        Idempotent: the same set again sends nothing. The writer task sends the difference in the background.
+        AttributeMismatchError, and nothing changes, if an entry is bad; SpeakerStateError outside start()..stop().
+        """
+        self._require_running("set_routes")
+        self._writer.set_routes(routes)
+
+    async def flush(self) -> bool:
+        """Wait until ExaBGP acknowledged the routes wanted at the call: True; False if ExaBGP is down (restarting:
+        the replay will send them). ExabgpTimeoutError if ExaBGP hung meanwhile (it is restarted). Rejections do not
+        raise here: see ``rejected``."""
+        return await self._writer.flush()
 
     @property
     def restarts(self) -> int:
@@ -141,6 +171,8 @@ class Speaker:
             if isinstance(error, OSError):
                 raise _errors.BgpError(f"cannot set up ExaBGP's directory or API socket: {error}") from error
             raise
+        self._writer.attach(self._run)
+        self._writer.start()
         self._supervisor = asyncio.create_task(self._supervise(), name="bgp-exabgp-supervisor")
         self._state = "running"
         log.info("event=bgp_started peers=%d workdir=%s", len(self._config.peers), self._workdir)
@@ -154,30 +186,29 @@ class Speaker:
             await self._stop_done.wait()
             return
         self._state = "stopping"
-        withdrawn = len(self._announced)
+        withdrawn = len(self._writer.wanted)
         try:
             self._stopped.set()
             if self._supervisor is not None:
                 self._supervisor.cancel()
                 await asyncio.gather(self._supervisor, return_exceptions=True)
-            async with self._lock:
-                run = self._run
-                if run is not None and run.alive:
-                    for prefix in list(self._announced):
-                        try:
-                            await run.command(_exabgp_config.withdraw_command(prefix), timeout=self._command_timeout)
-                        except _errors.BgpError as error:
-                            log.warning("event=bgp_stop_withdraw_failed prefix=%s error=%s", prefix, error)
-                            break
-                    self._announced.clear()
+            run = self._run
+            self._writer.set_routes({})  # one `clear adj-rib out`, whatever the number of routes
+            if run is not None and run.alive:
+                try:
+                    await self._writer.flush()  # bounded: a hung ExaBGP is killed after command_timeout
+                except _errors.BgpError as error:
+                    log.warning("event=bgp_stop_withdraw_failed routes=%d error=%s", withdrawn, error)
+                await self._writer.close()
+                if run.alive:
                     await self._drain()
-                    await run.shutdown(timeout=self._command_timeout)
-                elif run is not None:
-                    await run.wait_ended()
-                self._run = None
-                self._announced.clear()
+                    await run.shutdown(timeout=self._command_timeout, closed=self._sessions_down)
+            elif run is not None:
+                await run.wait_ended()
+            self._run = None
             self._peers.all_down("stopped")
         finally:
+            await self._writer.close()
             await self._cleanup()  # kills ExaBGP if the above did not get to stop it
             self._state = "stopped"
             self._stop_done.set()
@@ -191,55 +222,30 @@ class Speaker:
         await self.stop()
 
     async def announce(self, prefix: Prefix, attributes: RouteAttributes) -> None:
-        """Announce ``prefix`` with ``attributes`` (replacing earlier ones); a no-op if already so announced.
+        """Announce one prefix (replacing its attributes) and wait for ExaBGP; a no-op if already so announced.
 
-        Raises CommandError if ExaBGP rejects it (nothing changes), ExabgpTimeoutError if ExaBGP hangs (it is
+        ``set_routes`` without ``flush`` does not wait; this waits, for callers that change one route at a time.
+        CommandError if ExaBGP rejects it (then nothing changes), ExabgpTimeoutError if ExaBGP hangs (it is
         restarted and the replay carries the change), AttributeMismatchError for a next-hop of another family.
         """
-        command = _exabgp_config.announce_command(prefix, attributes)
-        async with self._lock:
-            self._require_running("announce")
-            previous = self._announced.get(prefix)
-            if previous == attributes:
-                return
-            self._announced[prefix] = attributes
-            try:
-                await self._send(command)
-            except _errors.CommandError:
-                if previous is None:
-                    del self._announced[prefix]
-                else:
-                    self._announced[prefix] = previous
-                raise
-        log.info("event=bgp_announced prefix=%s med=%s", prefix, attributes.med)
+        self._require_running("announce")
+        await self._change(prefix, attributes)
 
     async def withdraw(self, prefix: Prefix) -> None:
-        """Withdraw ``prefix`` from every peer; a no-op if it is not announced."""
-        async with self._lock:
-            self._require_running("withdraw")
-            previous = self._announced.pop(prefix, None)
-            if previous is None:
-                return
-            try:
-                await self._send(_exabgp_config.withdraw_command(prefix))
-            except _errors.CommandError:
-                self._announced[prefix] = previous
-                raise
-        log.info("event=bgp_withdrawn prefix=%s", prefix)
+        """Withdraw ``prefix`` from every peer and wait for ExaBGP; a no-op if it is not announced."""
+        self._require_running("withdraw")
+        await self._change(prefix, None)
 
-    async def _send(self, command: str) -> None:
-        run = self._run
-        if run is None or not run.alive:
-            log.info("event=bgp_command_deferred reason=exabgp_restarting command=%r", command)
+    async def _change(self, prefix: Prefix, attributes: RouteAttributes | None) -> None:
+        previous = self._writer.wanted.get(prefix)
+        if previous == attributes:
             return
-        try:
-            await run.command(command, timeout=self._command_timeout)
-        except _channel.ChannelClosed:
-            log.info("event=bgp_command_deferred reason=exabgp_exited command=%r", command)
-        except _errors.ExabgpTimeoutError:
-            log.error("event=exabgp_hung pid=%d command=%r", run.process.pid, command)
-            run.kill()
-            raise
+        self._writer.set_route(prefix, attributes)
+        await self._writer.flush()
+        error = self._writer.rejected.get(prefix)
+        if error is not None and self._writer.wanted.get(prefix) == attributes:
+            self._writer.set_route(prefix, previous)  # what ExaBGP still holds
+            raise error
 
     def _require_running(self, call: str) -> None:
         if self._state != "running":
@@ -263,6 +269,7 @@ class Speaker:
             assert run is not None
             code = await run.wait_ended()
             self._run = None
+            self._writer.attach(None)
             self._peers.all_down("exabgp exited")
             if time.monotonic() - run.started > self._max_restart_delay:  # it had been up a while: start over
                 delay = self._restart_delay
@@ -276,25 +283,33 @@ class Speaker:
             while True:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_restart_delay)
-                async with self._lock:
-                    new: _channel.ExabgpRun | None = None
-                    try:
-                        new = self._run = await self._spawn()
-                        await self._replay(new)
-                    except _errors.BgpError as error:
-                        log.error("event=exabgp_restart_failed error=%s next_try_in=%gs", error, delay)
-                        if new is not None:
-                            new.kill()
-                            await new.wait_ended()
-                        self._run = None
-                        continue
-                self._restarts += 1
-                log.info("event=exabgp_restarted pid=%d replayed=%d", new.process.pid, len(self._announced))
-                break
+                if await self._restart(next_try_in=delay):
+                    break
 
-    async def _replay(self, run: _channel.ExabgpRun) -> None:
-        for prefix, attributes in self._announced.items():
-            await run.command(_exabgp_config.announce_command(prefix, attributes), timeout=self._command_timeout)
+    async def _restart(self, *, next_try_in: float) -> bool:
+        """Start ExaBGP and replay the wanted set through the writer; whether both worked."""
+        try:
+            new = await self._spawn()
+        except _errors.BgpError as error:
+            log.error("event=exabgp_restart_failed error=%s next_try_in=%gs", error, next_try_in)
+            return False
+        self._run = new
+        self._writer.attach(new)
+        try:
+            replayed = await self._writer.flush()
+        except _errors.BgpError:  # hung (the writer killed it), or the writer failed
+            replayed = False
+        if not replayed:
+            log.error("event=exabgp_restart_failed error=replay_not_acknowledged pid=%d next_try_in=%gs",
+                      new.process.pid, next_try_in)  # fmt: skip
+            new.kill()
+            await new.wait_ended()
+            self._run = None
+            self._writer.attach(None)
+            return False
+        self._restarts += 1
+        log.info("event=exabgp_restarted pid=%d replayed=%d", new.process.pid, len(self._writer.wanted))
+        return True
 
     async def _drain(self) -> None:
         """Wait until no established peer carries a route from us, or ``drain_timeout`` passes."""
@@ -318,6 +333,12 @@ class Speaker:
             except TimeoutError:
                 pass
 
+    async def _sessions_down(self) -> None:
+        """Return once ExaBGP reports every session down."""
+        while any(state.state is not _peers.PeerStatus.DOWN for state in self._peers.snapshot().values()):
+            self._sent_changed.clear()
+            await self._sent_changed.wait()
+
     def _event(self, message: Mapping[str, Any]) -> None:
         event = _events.parse(message)
         if event is None:
@@ -339,6 +360,7 @@ class Speaker:
         await self._connections.put((reader, writer))
 
     async def _cleanup(self) -> None:
+        self._writer.attach(None)
         if self._run is not None:
             self._run.kill()
             await self._run.wait_ended()

@@ -1,5 +1,6 @@
-"""Sits between ExaBGP and the speaker's bridge and garbles every ``announce`` after the first, so ExaBGP answers
-``error`` to it: a way to make a real ExaBGP reject a command the speaker sends.
+"""Sits between ExaBGP and the speaker's bridge and garbles every ``announce`` command after the first (a bad
+prefix ahead of the real ones), so ExaBGP answers ``error`` to it: a way to make a real ExaBGP reject a command the
+speaker sends.
 
 Usage (as ExaBGP's API process): python bgp_reject_filter.py BRIDGE_ARGV...
 """
@@ -23,10 +24,10 @@ def main() -> None:
     threading.Thread(target=down, daemon=True).start()
     announces = 0
     for line in bridge.stdout:  # bridge -> ExaBGP, announcements garbled after the first
-        if line.startswith(b"announce route "):
+        if b" announce attributes " in line:
             announces += 1
             if announces > 1:
-                line = line.replace(b"announce route ", b"announce route not-a-prefix ", 1)
+                line = line.replace(b" nlri ", b" nlri not-a-prefix ", 1)
         sys.stdout.buffer.write(line)
         sys.stdout.buffer.flush()
     bridge.wait()

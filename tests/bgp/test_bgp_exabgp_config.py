@@ -68,27 +68,33 @@ def test_environment_keeps_pdeathsig_working_and_acks_on() -> None:
     assert env["exabgp_daemon_user"] not in ("", "nobody")
 
 
-def test_announce_command_has_every_attribute() -> None:
+def test_announce_command_has_every_attribute_and_names_the_peers() -> None:
     attrs = config.RouteAttributes(
         med=10, local_preference=300, communities=("65000:1", "65000:2"), large_communities=("65000:1:2",)
     )
-    assert _exabgp_config.announce_command(ipaddress.ip_network("192.0.2.10/32"), attrs) == (
-        "announce route 192.0.2.10/32 next-hop self med 10 local-preference 300"
-        " community [ 65000:1 65000:2 ] large-community [ 65000:1:2 ]"
+    peers = [ipaddress.ip_address("192.0.2.254"), ipaddress.ip_address("192.0.2.253")]
+    prefixes = [ipaddress.ip_network("192.0.2.10/32"), ipaddress.ip_network("192.0.2.11/32")]
+    assert _exabgp_config.announce_command(peers, prefixes, attrs) == (
+        "neighbor 192.0.2.254 , neighbor 192.0.2.253 announce attributes next-hop self med 10 local-preference 300"
+        " community [ 65000:1 65000:2 ] large-community [ 65000:1:2 ] nlri 192.0.2.10/32 192.0.2.11/32"
     )
     bare = config.RouteAttributes(next_hop=ipaddress.ip_address("2001:db8::1"))
+    v6 = [ipaddress.ip_address("2001:db8::fe")]
     assert (
-        _exabgp_config.announce_command(ipaddress.ip_network("2001:db8::10/128"), bare)
-        == "announce route 2001:db8::10/128 next-hop 2001:db8::1"
+        _exabgp_config.announce_command(v6, [ipaddress.ip_network("2001:db8::10/128")], bare)
+        == "neighbor 2001:db8::fe announce attributes next-hop 2001:db8::1 nlri 2001:db8::10/128"
     )
-    assert _exabgp_config.withdraw_command(ipaddress.ip_network("192.0.2.10/32")) == "withdraw route 192.0.2.10/32"
+    assert (
+        _exabgp_config.withdraw_command(peers[:1], prefixes)
+        == "neighbor 192.0.2.254 withdraw attributes nlri 192.0.2.10/32 192.0.2.11/32"
+    )
 
 
 @pytest.mark.parametrize("next_hop", ["2001:db8::1", "0.0.0.0", "224.0.0.1"])
 def test_bad_next_hop_is_refused(next_hop: str) -> None:
     attrs = config.RouteAttributes(next_hop=ipaddress.ip_address(next_hop))
     with pytest.raises(bgp.AttributeMismatchError):
-        _exabgp_config.announce_command(ipaddress.ip_network("192.0.2.10/32"), attrs)
+        _exabgp_config.check_attributes(ipaddress.ip_network("192.0.2.10/32"), attrs)
 
 
 def test_duplicate_peer_addresses_are_refused() -> None:

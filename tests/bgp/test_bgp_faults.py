@@ -40,6 +40,19 @@ def _running_with(text: str) -> list[int]:
     return found
 
 
+def _rejecting_exabgp(tmp_path: Path) -> Path:
+    """An ExaBGP whose API process runs ``bgp_reject_filter.py`` in front of the real bridge."""
+    wrapper = tmp_path / "exabgp-rejecting"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        # Rewrite the generated config so the API process runs a filter in front of the bridge.
+        f'conf="$2"; sed -i "s|run \\(.*\\);|run {sys.executable} {Path(__file__).with_name("bgp_reject_filter.py")} \\1;|" "$conf"\n'
+        f'exec {sys.executable} -m exabgp "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    return wrapper
+
+
 async def test_sigkill_of_the_controller_withdraws_within_a_second(bird: lab_bird.BirdLab, tmp_path: Path) -> None:
     controller = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -91,17 +104,9 @@ async def test_next_hop_of_the_wrong_family_is_refused_before_sending(speaker: b
 
 
 async def test_rejected_command_surfaces_and_changes_nothing(bird: lab_bird.BirdLab, tmp_path: Path) -> None:
-    """ExaBGP answers ``error`` to every announcement (a wrapper in front of the real bridge rewrites the prefix to
-    one with host bits set, which ExaBGP rejects); the speaker raises CommandError and keeps its previous state."""
-    wrapper = tmp_path / "exabgp-rejecting"
-    wrapper.write_text(
-        "#!/bin/sh\n"
-        # Rewrite the generated config so the API process runs a filter in front of the bridge.
-        f'conf="$2"; sed -i "s|run \\(.*\\);|run {sys.executable} {Path(__file__).with_name("bgp_reject_filter.py")} \\1;|" "$conf"\n'
-        f'exec {sys.executable} -m exabgp "$@"\n'
-    )
-    wrapper.chmod(0o755)
-    async with bgp.Speaker(speaker_config(bird), exabgp=[str(wrapper)]) as speaker:
+    """ExaBGP answers ``error`` to every announcement after the first (a filter in front of the real bridge garbles
+    them); the speaker raises CommandError and keeps its previous state."""
+    async with bgp.Speaker(speaker_config(bird), exabgp=[str(_rejecting_exabgp(tmp_path))]) as speaker:
         await speaker.announce(VIP, config.RouteAttributes(med=1))  # the filter lets the first one through
         await wait_for(lambda: bird.route(VIP))
         with pytest.raises(bgp.CommandError):
@@ -112,6 +117,28 @@ async def test_rejected_command_surfaces_and_changes_nothing(bird: lab_bird.Bird
         with pytest.raises(bgp.CommandError):
             await speaker.announce(VIP6, config.RouteAttributes())
         assert VIP6 not in speaker.announced
+
+
+async def test_a_rejected_batch_is_resent_one_route_per_command_to_find_the_bad_ones(
+    bird: lab_bird.BirdLab, tmp_path: Path
+) -> None:
+    """Every announce command after the first is refused: the batch of three, then each of them alone. They are
+    reported in ``rejected`` and not retried; the route ExaBGP took stays; changing the wanted set clears them."""
+    async with bgp.Speaker(speaker_config(bird), exabgp=[str(_rejecting_exabgp(tmp_path))]) as speaker:
+        kept = {VIP: config.RouteAttributes(med=1)}
+        speaker.set_routes(kept)
+        assert await speaker.flush()
+        await wait_for(lambda: bird.route(VIP))
+        refused = [ipaddress.ip_network(f"192.0.2.{i}/32") for i in (31, 32, 33)]
+        speaker.set_routes({**kept, **dict.fromkeys(refused, config.RouteAttributes(med=3))})
+        assert await speaker.flush()
+        assert set(speaker.rejected) == set(refused)
+        assert all(isinstance(error, bgp.CommandError) for error in speaker.rejected.values())
+        assert speaker.pending() == frozenset()
+        await asyncio.sleep(0.2)
+        assert [route.prefix for route in bird.routes()] == [VIP]
+        speaker.set_routes(kept)
+        assert speaker.rejected == {}
 
 
 async def test_hung_exabgp_times_out_is_restarted_and_gets_the_change(bird: lab_bird.BirdLab) -> None:
