@@ -80,7 +80,7 @@ class Reconciler:
                     log.info("event=vip_%s vip=%s reason=%s", "up" if route.announce else "down", prefix, route.reason)
             self.routes = routes
             if self.speaker is not None:
-                await self._apply_routes(routes)
+                self._apply_routes(routes)
             self.passes += 1
             self.last_pass_seconds = time.monotonic() - started
             return failed
@@ -150,22 +150,16 @@ class Reconciler:
             )
         return self._pool
 
-    async def _apply_routes(self, routes: Mapping[desired.Prefix, desired.Route]) -> None:
+    def _apply_routes(self, routes: Mapping[desired.Prefix, desired.Route]) -> None:
+        """Hand the speaker the complete set of routes wanted now; it sends the difference on its own time."""
         assert self.speaker is not None
-        for prefix in list(self.speaker.announced):
-            route = routes.get(prefix)
-            if route is None or not route.announce:
-                try:
-                    await self.speaker.withdraw(prefix)
-                    self.errors.pop(str(prefix), None)
-                except bgp.BgpError as error:
-                    self.errors[str(prefix)] = str(error)
-                    log.error("event=bgp_withdraw_failed vip=%s error=%s", prefix, error)
-        for prefix, route in routes.items():
-            if route.announce and self.speaker.announced.get(prefix) != route.attributes:
-                try:
-                    await self.speaker.announce(prefix, route.attributes)
-                    self.errors.pop(str(prefix), None)
-                except bgp.BgpError as error:
-                    self.errors[str(prefix)] = str(error)
-                    log.error("event=bgp_announce_failed vip=%s error=%s", prefix, error)
+        wanted = {prefix: route.attributes for prefix, route in routes.items() if route.announce}
+        for key in [key for key in self.errors if key.startswith("bgp")]:
+            del self.errors[key]
+        try:
+            self.speaker.set_routes(wanted)  # never waits for ExaBGP: a slow peer does not hold up the data plane
+        except bgp.BgpError as error:
+            self.errors["bgp"] = str(error)
+            log.error("event=bgp_set_routes_failed error=%s", error)
+        for prefix, refusal in self.speaker.rejected.items():
+            self.errors[f"bgp {prefix}"] = str(refusal)

@@ -103,11 +103,12 @@ def build_snapshot(
                     backends=backends,
                 )
             )
+    pending = speaker.pending() if speaker is not None else frozenset()
     vips = tuple(
         status.VipReport(
             vip=str(route.prefix.network_address),
             prefix=str(route.prefix),
-            announced=speaker is not None and route.prefix in speaker.announced,
+            announced=speaker is not None and route.prefix in speaker.announced and route.prefix not in pending,
             reason=route.reason if speaker is not None else f"{route.reason} (no BGP configured)",
             services=route.services,
         )
