@@ -53,6 +53,7 @@ _BACKENDS = {
     "198.18.0.21": ("up", "NOERROR", 300),
     "2001:db8::21": ("up", "no checks", 100),
 }
+_SCALED_BACKEND = ("up", "status 200", 100)  # any backend of ``scaled_config``
 
 
 def load(listen: str = "127.0.0.1:9180", token_file: str | None = None) -> config.XdplbConfig:
@@ -149,7 +150,7 @@ class FakeController:
         share = 1 if ":" in vip else 3
         for backend in service.backends:
             key = service.backend_key(backend)
-            health, reason, rate = _BACKENDS[str(backend.address)]
+            health, reason, rate = _BACKENDS.get(str(backend.address), _SCALED_BACKEND)
             admin = self.overrides.get(key, backend.state)
             takes = health == "up" and admin == config.AdminState.ENABLED and backend.weight > 0
             dataplane = "active" if takes else "removed: disabled" if admin == "disabled" else (
@@ -172,3 +173,27 @@ class FakeController:
             packets=packets, bytes=sum(b.bytes for b in backends), new_flows=sum(b.new_flows for b in backends),
             drop_no_backend=2, backends=tuple(backends),
         )
+
+
+def scaled_config(services: int, backends: int) -> config.XdplbConfig:
+    """``services`` services of ``backends`` backends each, four ports per VIP (the issue's 250 VIPs x 4 ports).
+
+    Every backend has its own address and one HTTP check, as in the scale lab.
+    """
+    lines = ["interfaces: [eth0]", 'api: {listen: "127.0.0.1:9180"}', "services:"]
+    for s in range(services):
+        vip = f"10.{s // 4 // 250}.{s // 4 % 250}.1"
+        lines.append(f"  - {{name: s{s}, vip: {vip}, port: {8000 + s % 4}, table_size: 509, "
+                     "checks: [{type: http, path: /}], backends: [")
+        first = s * backends
+        lines += [f"      198.{18 + (first + b) // 62500}.{(first + b) // 250 % 250}.{(first + b) % 250 + 1},"
+                  for b in range(backends)]
+        lines.append("    ]}")
+    return config.parse_config("\n".join(lines) + "\n", source="scaled.yaml")
+
+
+class ScaledController(FakeController):
+    """``FakeController`` over ``scaled_config``: builds its snapshot from scratch on every call, as the core does."""
+
+    def __init__(self, services: int, backends: int) -> None:
+        super().__init__(scaled_config(services, backends))
