@@ -3,7 +3,7 @@
 Routes (JSON unless said otherwise; errors are ``{"error": "..."}``):
 
 ========================================  =====================================================================
-``GET /healthz``                          200 ``ok`` once the daemon is ready (``Snapshot.ready``), 503 before
+``GET /healthz``                          200 ``ok`` once the daemon is ready (``Controller.ready``), 503 before
 ``GET /api/v1/status``                    the snapshot (``status.to_json``) plus ``time``, the server's clock
 ``GET /api/v1/config``                    ``{"digest", "source", "config"}``: the running config, secrets redacted
 ``POST /api/v1/reload``                   re-read the file: 200 and the ``ReloadResult``, or 400 and the result
@@ -95,7 +95,7 @@ def _error(status_class: type[web.HTTPError], message: str) -> web.HTTPError:
 
 
 async def _healthz(request: web.Request) -> web.Response:
-    if request.app[CONTROLLER].snapshot().ready:
+    if request.app[CONTROLLER].ready:  # a flag, not a snapshot: probes come often and must answer at once
         return web.Response(text="ok\n")
     return web.Response(status=503, text="starting\n")
 

@@ -126,6 +126,10 @@ class Controller(Protocol):
     def running_config(self) -> config.XdplbConfig:
         """The configuration in force."""
 
+    @property
+    def ready(self) -> bool:
+        """``Snapshot.ready`` without building a snapshot: ``/healthz`` asks it on every probe, in O(1)."""
+
     async def reload(self) -> ReloadResult:
         """Re-read the config file; apply it as a diff if valid, else keep the running one."""
 

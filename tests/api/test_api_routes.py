@@ -28,6 +28,14 @@ async def test_healthz_says_ok_only_once_ready(controller: FakeController, base_
         assert (response.status, await response.text()) == (200, "ok\n")
 
 
+async def test_healthz_builds_no_snapshot(controller: FakeController, base_url: str,
+                                          http: aiohttp.ClientSession) -> None:
+    for _ in range(3):
+        async with http.get(f"{base_url}/healthz") as response:
+            assert response.status == 200
+    assert controller.snapshots == 0  # answered from Controller.ready: O(1) however many backends
+
+
 async def test_status_is_the_snapshot_as_json_with_the_server_time(controller: FakeController, base_url: str,
                                                                    http: aiohttp.ClientSession) -> None:
     before = time.time()
