@@ -4,8 +4,12 @@
 
 - a collector that calls ``controller.snapshot()`` on each scrape and turns it into gauges and counters (no
   background loop; the snapshot is only read, never changed), and
-- ``xdplb_healthcheck_duration_seconds`` and ``xdplb_backend_state_transitions_total``, which exist only as events
-  (``observe_check``, ``health_transition``), and ``xdplb_build_info``.
+- the series that exist only as events: ``xdplb_healthcheck_duration_seconds`` (a histogram per service and check
+  type), ``xdplb_healthcheck_failures_total`` (per backend and check) from ``observe_check``,
+  ``xdplb_backend_state_transitions_total`` from ``health_transition``; and ``xdplb_build_info``.
+
+Nothing is a histogram per backend: a backend costs a fixed, small number of series (``README-api.md`` gives the
+count, which ``tests/api/test_metrics_scale.py`` checks on a rendered exposition).
 
 Names follow Prometheus conventions: ``xdplb_`` prefix, base units, ``_total`` on counters. Labels are bounded by the
 configuration: ``service``, ``vip``, ``port``, ``proto``, ``backend`` (its address), ``peer``, ``reason``,
@@ -231,43 +235,79 @@ class _SnapshotCollector(Collector):
         yield routes
 
 
-_Checks = dict[tuple[str, str, str, str], tuple[list[int], list[float]]]
-"""(service, backend, check, result) -> (per-bucket counts, not cumulative, +Inf last; [sum of seconds])."""
-_Transitions = dict[tuple[str, str, str], int]
-"""(service, backend, state) -> count."""
+class _Histogram:
+    """Counts per bucket (not cumulative; +Inf last) and their sum: one ``observe`` is a bisect and two adds."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def copy(self) -> "_Histogram":
+        copied = _Histogram(self.bounds)
+        copied.counts, copied.total = list(self.counts), self.total
+        return copied
+
+    def buckets(self) -> list[tuple[str, float]]:
+        """Cumulative ``(le, count)`` pairs, ``+Inf`` last, as ``HistogramMetricFamily.add_metric`` takes them."""
+        cumulative = list(itertools.accumulate(self.counts))
+        return [*((str(b), float(n)) for b, n in zip(self.bounds, cumulative)), ("+Inf", float(cumulative[-1]))]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Events:
+    """A copy of the event-fed series that later events do not change (taken on the loop, read in a thread)."""
+
+    checks: dict[tuple[str, str], _Histogram]  # (service, check type) -> durations
+    failures: dict[tuple[str, str, str], int]  # (service, backend address, check type) -> failed runs
+    transitions: dict[tuple[str, str, str], int]  # (service, backend address, state entered) -> count
 
 
 class _EventCollector(Collector):
-    """Check durations and health transitions, kept as plain counts (no ``_created`` series, stable order)."""
+    """Series fed by events: check durations per service, check failures and health transitions per backend.
+
+    Kept as plain counts (no ``_created`` series, stable order). There is no per-backend histogram: at 10,000
+    backends one was 340,000 series, more than everything else together.
+    """
 
     def __init__(self) -> None:
-        self.checks: _Checks = {}
-        self.transitions: _Transitions = {}
+        self.checks: dict[tuple[str, str], _Histogram] = {}
+        # (backend key, check type) -> [failed runs]; the labels are resolved once, on the first run
+        self.failures: dict[tuple[str, str], tuple[tuple[str, str, str], list[int]]] = {}
+        self.transitions: dict[tuple[str, str, str], int] = {}
 
-    def observe(self, labels: tuple[str, str, str, str], seconds: float) -> None:
-        counts, total = self.checks.setdefault(labels, ([0] * (len(CHECK_BUCKETS) + 1), [0.0]))
-        counts[bisect.bisect_left(CHECK_BUCKETS, seconds)] += 1
-        total[0] += seconds
-
-    def copy(self) -> tuple["_Checks", "_Transitions"]:
-        """A copy of the counts that later events do not change."""
-        return {k: (list(c), list(t)) for k, (c, t) in self.checks.items()}, dict(self.transitions)
+    def copy(self) -> _Events:
+        return _Events(
+            checks={key: histogram.copy() for key, histogram in self.checks.items()},
+            failures={labels: count[0] for labels, count in self.failures.values()},
+            transitions=dict(self.transitions),
+        )
 
     def collect(self) -> Iterator[HistogramMetricFamily | CounterMetricFamily]:
         frame = _FRAME.get()
-        checks_now, transitions_now = (frame.checks, frame.transitions) if frame is not None else self.copy()
+        events = frame.events if frame is not None else self.copy()
         checks = HistogramMetricFamily("xdplb_healthcheck_duration_seconds",
-                                       "Duration of one health check run, connect to verdict.",
-                                       labels=["service", "backend", "check", "result"])
-        for labels, (counts, total) in sorted(checks_now.items()):
-            cumulative = list(itertools.accumulate(counts))
-            buckets = [(str(bound), float(n)) for bound, n in zip(CHECK_BUCKETS, cumulative)]
-            checks.add_metric(list(labels), [*buckets, ("+Inf", float(cumulative[-1]))], total[0])
+                                       "Duration of health check runs of the service's backends, connect to verdict.",
+                                       labels=["service", "check"])
+        for service_check, histogram in sorted(events.checks.items()):
+            checks.add_metric(list(service_check), histogram.buckets(), histogram.total)
         yield checks
+        failures = CounterMetricFamily("xdplb_healthcheck_failures",
+                                       "Failed health check runs of a backend (0 from its first run).",
+                                       labels=["service", "backend", "check"])
+        for backend_check, count in sorted(events.failures.items()):
+            failures.add_metric(list(backend_check), float(count))
+        yield failures
         transitions = CounterMetricFamily("xdplb_backend_state_transitions",
                                           "Health state changes of a backend, by the state entered.",
                                           labels=["service", "backend", "state"])
-        for key, count in sorted(transitions_now.items()):
+        for key, count in sorted(events.transitions.items()):
             transitions.add_metric(list(key), float(count))
         yield transitions
 
@@ -297,8 +337,21 @@ class Metrics:
         yield build
 
     def observe_check(self, backend_key: str, service: str, check_type: str, seconds: float, ok: bool) -> None:
-        """Record one check run of ``backend_key`` (``ServiceConfig.backend_key``) that took ``seconds``."""
-        self._events.observe((service, self._address(backend_key), check_type, "ok" if ok else "fail"), seconds)
+        """Record one check run of ``backend_key`` (``ServiceConfig.backend_key``) that took ``seconds``.
+
+        Called for every run (thousands a second at scale): two dict lookups, a bisect and two adds.
+        """
+        events = self._events
+        histogram = events.checks.get((service, check_type))
+        if histogram is None:
+            histogram = events.checks[(service, check_type)] = _Histogram(CHECK_BUCKETS)
+        histogram.observe(seconds)
+        failures = events.failures.get((backend_key, check_type))
+        if failures is None:
+            labels = (service, self._address(backend_key), check_type)
+            failures = events.failures[(backend_key, check_type)] = (labels, [0])
+        if not ok:
+            failures[1][0] += 1
 
     def health_transition(self, service: str, backend: str, to_state: str) -> None:
         """Count a health change of ``backend`` (its address) of ``service`` into ``to_state`` (up, down)."""
@@ -316,8 +369,7 @@ class Metrics:
         series (about 0.9 s for 140,000 here), runs in a worker thread so health checks keep their timing.
         """
         encoder, content_type = exposition.choose_encoder(accept)
-        checks, transitions = self._events.copy()
-        token = _FRAME.set(_Frame(_read_snapshot(self._controller), checks, transitions))
+        token = _FRAME.set(_Frame(_read_snapshot(self._controller), self._events.copy()))
         try:
             body = await asyncio.to_thread(encoder, self.registry)  # the thread inherits the context: the frame
         finally:
@@ -337,8 +389,7 @@ class _Frame:
     """What one scrape reports, read on the event loop before encoding elsewhere."""
 
     snapshot: status.Snapshot | None  # None: reading it failed
-    checks: _Checks
-    transitions: _Transitions
+    events: _Events
 
 
 _FRAME: contextvars.ContextVar[_Frame | None] = contextvars.ContextVar("xdplb_metrics_frame", default=None)

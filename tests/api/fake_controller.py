@@ -175,15 +175,17 @@ class FakeController:
         )
 
 
-def scaled_config(services: int, backends: int) -> config.XdplbConfig:
-    """``services`` services of ``backends`` backends each, four ports per VIP (the issue's 250 VIPs x 4 ports).
+def scaled_config(services: int, backends: int, *, ports_per_vip: int = 4) -> config.XdplbConfig:
+    """``services`` services of ``backends`` backends each, ``ports_per_vip`` services (ports) on each VIP: the
+    issue's scale lab is 1,000 x 10, as 250 VIPs x 4 ports.
 
     Every backend has its own address and one HTTP check, as in the scale lab.
     """
     lines = ["interfaces: [eth0]", 'api: {listen: "127.0.0.1:9180"}', "services:"]
     for s in range(services):
-        vip = f"10.{s // 4 // 250}.{s // 4 % 250}.1"
-        lines.append(f"  - {{name: s{s}, vip: {vip}, port: {8000 + s % 4}, table_size: 509, "
+        v = s // ports_per_vip
+        vip = f"10.{v // 250}.{v % 250}.1"
+        lines.append(f"  - {{name: s{s}, vip: {vip}, port: {8000 + s % ports_per_vip}, table_size: 509, "
                      "checks: [{type: http, path: /}], backends: [")
         first = s * backends
         lines += [f"      198.{18 + (first + b) // 62500}.{(first + b) // 250 % 250}.{(first + b) % 250 + 1},"
@@ -195,5 +197,5 @@ def scaled_config(services: int, backends: int) -> config.XdplbConfig:
 class ScaledController(FakeController):
     """``FakeController`` over ``scaled_config``: builds its snapshot from scratch on every call, as the core does."""
 
-    def __init__(self, services: int, backends: int) -> None:
-        super().__init__(scaled_config(services, backends))
+    def __init__(self, services: int, backends: int, *, ports_per_vip: int = 4) -> None:
+        super().__init__(scaled_config(services, backends, ports_per_vip=ports_per_vip))

@@ -91,7 +91,7 @@ async def test_every_suggested_family_is_there(controller: FakeController, http:
         "xdplb_packets", "xdplb_flow_table_entries", "xdplb_flow_table_size", "xdplb_vip_announced",
         "xdplb_bgp_session_up", "xdplb_bgp_routes_sent", "xdplb_config_reloads",
         "xdplb_config_last_reload_success_timestamp_seconds", "xdplb_build_info",
-        "xdplb_healthcheck_duration_seconds", "xdplb_backend_state_transitions",
+        "xdplb_healthcheck_duration_seconds", "xdplb_healthcheck_failures", "xdplb_backend_state_transitions",
     }
 
 
@@ -106,12 +106,14 @@ def _sample(text: str, name: str, **labels: str) -> float:
 async def test_events_land_in_histogram_and_counter_with_addresses(controller: FakeController,
                                                                    http: aiohttp.ClientSession) -> None:
     text = await _scrape(controller, http)
-    ok = {"service": "web", "backend": "198.18.0.11", "check": "http", "result": "ok"}
-    assert _sample(text, "xdplb_healthcheck_duration_seconds_count", **ok) == 2
-    assert _sample(text, "xdplb_healthcheck_duration_seconds_sum", **ok) == pytest.approx(0.0073)
-    assert _sample(text, "xdplb_healthcheck_duration_seconds_bucket", **ok, le="0.0025") == 0
-    assert _sample(text, "xdplb_healthcheck_duration_seconds_bucket", **ok, le="0.005") == 2
-    assert _sample(text, "xdplb_healthcheck_duration_seconds_count", backend="198.18.0.12", result="fail") == 1
+    web = {"service": "web", "check": "http"}  # durations per service and check type, not per backend
+    assert _sample(text, "xdplb_healthcheck_duration_seconds_count", **web) == 3
+    assert _sample(text, "xdplb_healthcheck_duration_seconds_sum", **web) == pytest.approx(1.0073)
+    assert _sample(text, "xdplb_healthcheck_duration_seconds_bucket", **web, le="0.0025") == 0
+    assert _sample(text, "xdplb_healthcheck_duration_seconds_bucket", **web, le="0.005") == 2
+    assert _sample(text, "xdplb_healthcheck_duration_seconds_bucket", **web, le="1.0") == 3
+    assert _sample(text, "xdplb_healthcheck_failures_total", **web, backend="198.18.0.12") == 1
+    assert _sample(text, "xdplb_healthcheck_failures_total", **web, backend="198.18.0.11") == 0  # from its first run
     assert _sample(text, "xdplb_backend_state_transitions_total", backend="198.18.0.12", state="down") == 1
 
 
@@ -119,7 +121,7 @@ def test_unknown_backend_key_is_labelled_with_the_key(controller: FakeController
     collected = metrics.Metrics(controller, version="0.1.0")
     collected.observe_check("gone/198.18.0.99", "gone", "tcp", 0.001, ok=False)
     text = collected.render().decode()
-    assert _sample(text, "xdplb_healthcheck_duration_seconds_count", backend="gone/198.18.0.99") == 1
+    assert _sample(text, "xdplb_healthcheck_failures_total", backend="gone/198.18.0.99") == 1
 
 
 def test_scrape_reflects_the_current_snapshot(controller: FakeController) -> None:
@@ -215,4 +217,4 @@ async def test_scrape_reads_the_snapshot_once_on_the_event_loop(http: aiohttp.Cl
     controller = _ThreadRecording()
     text = await _scrape(controller, http)
     assert controller.threads == [threading.get_ident()]  # the loop's thread; encoding ran elsewhere
-    assert _sample(text, "xdplb_healthcheck_duration_seconds_count", backend="198.18.0.11", result="ok") == 2
+    assert _sample(text, "xdplb_healthcheck_duration_seconds_count", service="web", check="http") == 3
