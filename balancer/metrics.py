@@ -34,15 +34,17 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 import config
-from balancer import status
+from balancer import loop_probe, status
 from balancer import version as build
 
-__all__ = ["CHECK_BUCKETS", "Metrics"]
+__all__ = ["CHECK_BUCKETS", "LAG_BUCKETS", "Metrics"]
 
 log = logging.getLogger(__name__)
 
 CHECK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """Seconds: health checks on a LAN take well under a millisecond to a timeout of a few seconds."""
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+"""Seconds a check run starts after it was due: the issue's target is a p99 under 50 ms."""
 
 _SERVICE_LABELS = ("service", "vip", "port", "proto")
 _BACKEND_LABELS = (*_SERVICE_LABELS, "backend")
@@ -267,29 +269,36 @@ class _Events:
     checks: dict[tuple[str, str], _Histogram]  # (service, check type) -> durations
     failures: dict[tuple[str, str, str], int]  # (service, backend address, check type) -> failed runs
     transitions: dict[tuple[str, str, str], int]  # (service, backend address, state entered) -> count
+    lag: _Histogram  # how late check runs started
+    stalls: loop_probe.Stalls
 
 
 class _EventCollector(Collector):
     """Series fed by events: check durations per service, check failures and health transitions per backend.
 
-    Kept as plain counts (no ``_created`` series, stable order). There is no per-backend histogram: at 10,000
-    backends one was 340,000 series, more than everything else together.
+    Also the scheduler's lag and the loop probe's stalls. Kept as plain counts (no ``_created`` series, stable
+    order). There is no per-backend histogram: at 10,000 backends one was 340,000 series, more than everything
+    else together.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, probe: loop_probe.LoopProbe) -> None:
         self.checks: dict[tuple[str, str], _Histogram] = {}
         # (backend key, check type) -> [failed runs]; the labels are resolved once, on the first run
         self.failures: dict[tuple[str, str], tuple[tuple[str, str, str], list[int]]] = {}
         self.transitions: dict[tuple[str, str, str], int] = {}
+        self.lag = _Histogram(LAG_BUCKETS)
+        self.probe = probe
 
     def copy(self) -> _Events:
         return _Events(
             checks={key: histogram.copy() for key, histogram in self.checks.items()},
             failures={labels: count[0] for labels, count in self.failures.values()},
             transitions=dict(self.transitions),
+            lag=self.lag.copy(),
+            stalls=self.probe.read(),
         )
 
-    def collect(self) -> Iterator[HistogramMetricFamily | CounterMetricFamily]:
+    def collect(self) -> Iterator[HistogramMetricFamily | CounterMetricFamily | GaugeMetricFamily]:
         frame = _FRAME.get()
         events = frame.events if frame is not None else self.copy()
         checks = HistogramMetricFamily("xdplb_healthcheck_duration_seconds",
@@ -310,6 +319,20 @@ class _EventCollector(Collector):
         for key, count in sorted(events.transitions.items()):
             transitions.add_metric(list(key), float(count))
         yield transitions
+        lag = HistogramMetricFamily("xdplb_healthcheck_schedule_lag_seconds",
+                                    "How late health check runs started after they were due.")
+        lag.add_metric([], events.lag.buckets(), events.lag.total)
+        yield lag
+        stalls = _Histogram(loop_probe.STALL_BUCKETS)
+        stalls.counts, stalls.total = list(events.stalls.counts), events.stalls.sum
+        stall = HistogramMetricFamily("xdplb_event_loop_stall_seconds",
+                                      "How late the loop probe woke from each short sleep: the event loop was busy.")
+        stall.add_metric([], stalls.buckets(), stalls.total)
+        yield stall
+        stall_max = GaugeMetricFamily("xdplb_event_loop_stall_seconds_max",
+                                      "The longest event-loop stall the probe has seen since start.")
+        stall_max.add_metric([], events.stalls.max)
+        yield stall_max
 
 
 class Metrics:
@@ -317,14 +340,21 @@ class Metrics:
 
     >>> metrics = Metrics(controller, version="0.1.0")          # doctest: +SKIP
     >>> metrics.observe_check("web/198.18.0.11", "web", "http", 0.004, ok=True)  # doctest: +SKIP
+    >>> metrics.observe_schedule_lag(0.0008)                    # doctest: +SKIP
+    >>> metrics.loop_probe.start()                              # doctest: +SKIP
     >>> metrics.render().decode()                               # doctest: +SKIP
+
+    ``loop_probe`` (a new, unstarted ``LoopProbe`` by default) is exported as ``xdplb_event_loop_stall_seconds``
+    and ``_max``; whoever owns the loop starts it and stops it.
     """
 
-    def __init__(self, controller: status.Controller, *, version: str | None = None) -> None:
+    def __init__(self, controller: status.Controller, *, version: str | None = None,
+                 loop_probe: loop_probe.LoopProbe | None = None) -> None:
         self._controller = controller
         self._version = version if version is not None else build.installed_version()
         self._addresses: tuple[config.XdplbConfig | None, dict[str, str]] = (None, {})
-        self._events = _EventCollector()
+        self.loop_probe = loop_probe if loop_probe is not None else _new_probe()
+        self._events = _EventCollector(self.loop_probe)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
         self.registry.register(self._events)
@@ -352,6 +382,10 @@ class Metrics:
             failures = events.failures[(backend_key, check_type)] = (labels, [0])
         if not ok:
             failures[1][0] += 1
+
+    def observe_schedule_lag(self, seconds: float) -> None:
+        """Record how late one check run started after it was due (``healthchecks.CheckRun.lag``): a bisect."""
+        self._events.lag.observe(seconds)
 
     def health_transition(self, service: str, backend: str, to_state: str) -> None:
         """Count a health change of ``backend`` (its address) of ``service`` into ``to_state`` (up, down)."""
@@ -382,6 +416,10 @@ class Metrics:
         if self._addresses[0] is not running:
             self._addresses = (running, {svc.backend_key(b): str(b.address) for svc, b in running.backends()})
         return self._addresses[1].get(backend_key, backend_key)
+
+
+def _new_probe() -> loop_probe.LoopProbe:
+    return loop_probe.LoopProbe()  # the parameter named loop_probe hides the module inside __init__
 
 
 @dataclasses.dataclass(frozen=True)

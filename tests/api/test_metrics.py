@@ -4,6 +4,7 @@ Regenerate the golden file after an intended change with
 ``XDPLB_REGENERATE_GOLDEN=1 .venv/bin/python -m pytest tests/api/test_metrics.py`` and review the diff.
 """
 
+import asyncio
 import copy
 import dataclasses
 import ipaddress
@@ -12,6 +13,7 @@ import os
 import random
 import re
 import threading
+import time
 from pathlib import Path
 
 import aiohttp
@@ -37,6 +39,10 @@ def _feed_events(collected: metrics.Metrics) -> None:
     collected.observe_check("web/198.18.0.11", "web", "http", 0.0042, ok=True)
     collected.observe_check("web/198.18.0.12", "web", "http", 1.0, ok=False)
     collected.health_transition("web", "198.18.0.12", "down")
+    collected.observe_schedule_lag(0.0004)
+    collected.observe_schedule_lag(0.03)
+    collected.loop_probe.observe(0.0007)
+    collected.loop_probe.observe(0.012)
 
 
 async def _scrape(controller: FakeController, http: aiohttp.ClientSession, *, events: bool = True) -> str:
@@ -92,6 +98,8 @@ async def test_every_suggested_family_is_there(controller: FakeController, http:
         "xdplb_bgp_session_up", "xdplb_bgp_routes_sent", "xdplb_config_reloads",
         "xdplb_config_last_reload_success_timestamp_seconds", "xdplb_build_info",
         "xdplb_healthcheck_duration_seconds", "xdplb_healthcheck_failures", "xdplb_backend_state_transitions",
+        "xdplb_healthcheck_schedule_lag_seconds", "xdplb_event_loop_stall_seconds",
+        "xdplb_event_loop_stall_seconds_max",
     }
 
 
@@ -115,6 +123,30 @@ async def test_events_land_in_histogram_and_counter_with_addresses(controller: F
     assert _sample(text, "xdplb_healthcheck_failures_total", **web, backend="198.18.0.12") == 1
     assert _sample(text, "xdplb_healthcheck_failures_total", **web, backend="198.18.0.11") == 0  # from its first run
     assert _sample(text, "xdplb_backend_state_transitions_total", backend="198.18.0.12", state="down") == 1
+
+
+async def test_schedule_lag_and_loop_stalls_are_exported(controller: FakeController,
+                                                          http: aiohttp.ClientSession) -> None:
+    text = await _scrape(controller, http)
+    assert _sample(text, "xdplb_healthcheck_schedule_lag_seconds_count") == 2
+    assert _sample(text, "xdplb_healthcheck_schedule_lag_seconds_bucket", le="0.001") == 1
+    assert _sample(text, "xdplb_healthcheck_schedule_lag_seconds_bucket", le="0.05") == 2
+    assert _sample(text, "xdplb_event_loop_stall_seconds_bucket", le="0.01") == 1
+    assert _sample(text, "xdplb_event_loop_stall_seconds_max") == 0.012
+
+
+async def test_a_running_probe_reports_a_stalled_loop(controller: FakeController) -> None:
+    collected = metrics.Metrics(controller, version="0.1.0")
+    collected.loop_probe.start()
+    try:
+        await asyncio.sleep(0.03)
+        time.sleep(0.15)
+        await asyncio.sleep(0.03)
+    finally:
+        await collected.loop_probe.stop()
+    text = collected.render().decode()
+    assert _sample(text, "xdplb_event_loop_stall_seconds_max") >= 0.13
+    assert _sample(text, "xdplb_event_loop_stall_seconds_count") >= 3
 
 
 def test_unknown_backend_key_is_labelled_with_the_key(controller: FakeController) -> None:
