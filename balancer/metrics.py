@@ -25,16 +25,17 @@ import asyncio
 import bisect
 import contextvars
 import dataclasses
+import functools
 import itertools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, exposition, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 import config
-from balancer import loop_probe, status
+from balancer import loop_probe, snapshot_cache, status
 from balancer import version as build
 
 __all__ = ["CHECK_BUCKETS", "LAG_BUCKETS", "Metrics"]
@@ -345,12 +346,15 @@ class Metrics:
     >>> metrics.render().decode()                               # doctest: +SKIP
 
     ``loop_probe`` (a new, unstarted ``LoopProbe`` by default) is exported as ``xdplb_event_loop_stall_seconds``
-    and ``_max``; whoever owns the loop starts it and stops it.
+    and ``_max``; whoever owns the loop starts it and stops it. ``snapshots`` (default: a ``SnapshotCache`` of
+    ``controller`` with its 1 s interval) serves scrapes, and the API's status from the same snapshots.
     """
 
     def __init__(self, controller: status.Controller, *, version: str | None = None,
-                 loop_probe: loop_probe.LoopProbe | None = None) -> None:
+                 loop_probe: loop_probe.LoopProbe | None = None,
+                 snapshots: snapshot_cache.SnapshotCache | None = None) -> None:
         self._controller = controller
+        self.snapshots = snapshots if snapshots is not None else snapshot_cache.SnapshotCache(controller)
         self._version = version if version is not None else build.installed_version()
         self._addresses: tuple[config.XdplbConfig | None, dict[str, str]] = (None, {})
         self.loop_probe = loop_probe if loop_probe is not None else _new_probe()
@@ -393,22 +397,36 @@ class Metrics:
         self._events.transitions[key] = self._events.transitions.get(key, 0) + 1
 
     def render(self) -> bytes:
-        """The text exposition format, rendered here and now."""
+        """The text exposition format of a snapshot read here and now (no cache; on the caller's thread)."""
         return generate_latest(self.registry)
 
     async def exposition(self, accept: str = "") -> tuple[bytes, str]:
         """``(body, content type)`` for a scrape sending ``Accept: accept`` (text format, or OpenMetrics).
 
-        The snapshot and the event counts are taken on the event loop; the encoding, which grows with the number of
-        series (about 0.9 s for 140,000 here), runs in a worker thread so health checks keep their timing.
+        The snapshot comes from ``snapshots`` (built on the loop, at most once per interval, shared with the status
+        API); the event counts are copied on the loop; the encoding, which grows with the number of series, runs in
+        a worker thread so health checks keep their timing, once per snapshot and format: scrapes within the same
+        interval get the same body (with the events as they were at the first).
         """
         encoder, content_type = exposition.choose_encoder(accept)
-        token = _FRAME.set(_Frame(_read_snapshot(self._controller), self._events.copy()))
         try:
-            body = await asyncio.to_thread(encoder, self.registry)  # the thread inherits the context: the frame
+            taken = await self.snapshots.get()
+        except Exception:  # a scrape must not take the API down; the gap in the series is the signal
+            log.exception("event=metrics_snapshot_failed")
+            return await asyncio.to_thread(self._encode, encoder, _Frame(None, self._events.copy())), content_type
+
+        def prepare() -> Callable[[], bytes]:
+            return functools.partial(self._encode, encoder, _Frame(taken.snapshot, self._events.copy()))
+
+        return await taken.rendered(f"metrics {content_type}", prepare), content_type
+
+    def _encode(self, encoder: Callable[[CollectorRegistry], bytes], frame: "_Frame") -> bytes:
+        """Encode the registry as ``frame`` has it (in a worker thread: the frame is set in this thread's context)."""
+        token = _FRAME.set(frame)
+        try:
+            return encoder(self.registry)
         finally:
             _FRAME.reset(token)
-        return body, content_type
 
     def _address(self, backend_key: str) -> str:
         """The address of a backend key, looked up in the running config (the key itself if not found)."""

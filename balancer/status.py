@@ -1,7 +1,8 @@
 """What the daemon reports: one immutable snapshot of services, backends, VIPs, BGP peers and counters.
 
 The core builds a ``Snapshot`` on demand (``Controller.snapshot()``); the JSON API, the console, ``xdplb status``
-and the Prometheus collector all read it, so they always agree.
+and the Prometheus collector all read it, so they always agree. They read it through one
+``snapshot_cache.SnapshotCache``, which builds at most one per interval.
 """
 
 import dataclasses
@@ -120,7 +121,11 @@ class Controller(Protocol):
     """What the HTTP API, the console and the metrics need from the core."""
 
     def snapshot(self) -> Snapshot:
-        """The current state (cheap: reads maps and in-memory state, no I/O beyond map reads)."""
+        """The current state: reads maps and in-memory state, no I/O beyond map reads. Called on the event loop.
+
+        The result must share nothing that the core changes later (mappings are copies): it is rendered to JSON
+        and to the exposition format in worker threads while the core goes on.
+        """
 
     @property
     def running_config(self) -> config.XdplbConfig:
