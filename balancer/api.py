@@ -161,10 +161,14 @@ async def _admin(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    body, content_type = await request.app[_METRICS].exposition(",".join(request.headers.getall("Accept", [])))
-    response = web.Response(body=body, headers={"Content-Type": content_type})
-    response.enable_compression()
-    return response
+    # Compressed once per snapshot by Metrics, not by aiohttp on every response: Prometheus always asks for gzip.
+    gzip = "gzip" in request.headers.get("Accept-Encoding", "").lower()
+    accept = ",".join(request.headers.getall("Accept", []))
+    body, content_type = await request.app[_METRICS].exposition(accept, gzip=gzip)
+    headers = {"Content-Type": content_type, "Vary": "Accept-Encoding"}
+    if gzip:
+        headers["Content-Encoding"] = "gzip"
+    return web.Response(body=body, headers=headers)
 
 
 async def _console(request: web.Request) -> web.FileResponse:

@@ -6,6 +6,7 @@ Regenerate the golden file after an intended change with
 
 import asyncio
 import copy
+import gzip
 import dataclasses
 import ipaddress
 import logging
@@ -250,3 +251,16 @@ async def test_scrape_reads_the_snapshot_once_on_the_event_loop(http: aiohttp.Cl
     text = await _scrape(controller, http)
     assert controller.threads == [threading.get_ident()]  # the loop's thread; encoding ran elsewhere
     assert _sample(text, "xdplb_healthcheck_duration_seconds_count", service="web", check="http") == 3
+
+
+async def test_gzip_when_asked_and_plain_otherwise(controller: FakeController) -> None:
+    async with serving.serve(controller) as (base_url, collected):
+        _feed_events(collected)
+        async with aiohttp.ClientSession(auto_decompress=False) as raw:
+            async with raw.get(f"{base_url}/metrics", headers={"Accept-Encoding": "gzip"}) as response:
+                assert response.headers["Content-Encoding"] == "gzip"
+                compressed = await response.read()
+            async with raw.get(f"{base_url}/metrics", headers={"Accept-Encoding": "identity"}) as response:
+                assert "Content-Encoding" not in response.headers
+                plain = await response.read()
+    assert gzip.decompress(compressed) == plain == GOLDEN.read_bytes()
