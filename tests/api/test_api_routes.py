@@ -1,5 +1,6 @@
 """Every route of the API, served for real on loopback around a fake controller."""
 
+import dataclasses
 import errno
 import json
 import logging
@@ -300,3 +301,9 @@ async def test_busy_port_fails_start_with_the_os_error_and_cleans_up(controller:
         assert raised.value.errno == errno.EADDRINUSE
         assert not server.ready.is_set()
         await server.cleanup()
+
+
+def test_to_json_is_the_snapshot_as_dataclasses_see_it() -> None:
+    snapshot = fake_controller.ScaledController(3, 4).snapshot()
+    assert json.dumps(status.to_json(snapshot)) == json.dumps(dataclasses.asdict(snapshot))
+    assert status.to_json(config.AdminState.DRAINED) == "drained"
