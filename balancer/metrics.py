@@ -10,7 +10,7 @@ A scrape (``Metrics.exposition``) reports, in this order,
 - the families of the snapshot (``balancer.metrics_snapshot``), from the cache the status API shares
   (``balancer.snapshot_cache``): no background loop, and the snapshot is only read.
 
-It is encoded by ``balancer.metrics_text``, byte for byte what prometheus_client would write, about 15 times
+It is encoded by ``balancer.metrics_text``, byte for byte what prometheus_client would write, about 12 times
 faster; nothing lands in prometheus_client's global registry. Nothing is a histogram per backend: a backend costs a
 fixed, small number of series (``README-api.md`` gives the count, which ``tests/api/test_metrics_scale.py``
 checks on rendered expositions).
