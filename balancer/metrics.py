@@ -180,8 +180,11 @@ class Metrics:
     def observe_check(self, backend_key: str, service: str, check_type: str, seconds: float, ok: bool) -> None:
         """Record one check run of ``backend_key`` (``ServiceConfig.backend_key``) that took ``seconds``.
 
-        Called for every run (thousands a second at scale): two dict lookups, a bisect and two adds.
+        Called for every run (thousands a second at scale): an identity check of the running config, two dict
+        lookups, a bisect and two adds.
         """
+        if self._controller.running_config is not self._addresses[0]:
+            self._follow_config()
         events = self._events
         histogram = events.checks.get((service, check_type))
         if histogram is None:
@@ -240,10 +243,18 @@ class Metrics:
 
     def _address(self, backend_key: str) -> str:
         """The address of a backend key, looked up in the running config (the key itself if not found)."""
-        running = self._controller.running_config
-        if self._addresses[0] is not running:
-            self._addresses = (running, {svc.backend_key(b): str(b.address) for svc, b in running.backends()})
         return self._addresses[1].get(backend_key, backend_key)
+
+    def _follow_config(self) -> None:
+        """Take a new running config: its backends' addresses, and drop the per-backend event series of backends
+        it no longer has (their last values would otherwise stay in every scrape)."""
+        running = self._controller.running_config
+        addresses = {svc.backend_key(b): str(b.address) for svc, b in running.backends()}
+        members = {(svc.name, str(b.address)) for svc, b in running.backends()}
+        events = self._events
+        events.failures = {key: value for key, value in events.failures.items() if key[0] in addresses}
+        events.transitions = {key: n for key, n in events.transitions.items() if (key[0], key[1]) in members}
+        self._addresses = (running, addresses)
 
 
 def _new_probe() -> loop_probe.LoopProbe:

@@ -264,3 +264,22 @@ async def test_gzip_when_asked_and_plain_otherwise(controller: FakeController) -
                 assert "Content-Encoding" not in response.headers
                 plain = await response.read()
     assert gzip.decompress(compressed) == plain == GOLDEN.read_bytes()
+
+
+def test_a_reload_drops_the_event_series_of_removed_backends(controller: FakeController) -> None:
+    collected = metrics.Metrics(controller, version="0.1.0")
+    _feed_events(collected)
+    text = collected.render().decode()
+    assert _sample(text, "xdplb_healthcheck_failures_total", backend="198.18.0.12") == 1
+    running = controller.running_config
+    web = running.services[0]
+    controller._config = running.model_copy(update={"services": (
+        web.model_copy(update={"backends": web.backends[:1]}), *running.services[1:])})
+    collected.observe_check("web/198.18.0.11", "web", "http", 0.001, ok=True)
+    text = collected.render().decode()
+    assert _sample(text, "xdplb_healthcheck_failures_total", backend="198.18.0.11") == 0
+    with pytest.raises(AssertionError, match="no sample"):
+        _sample(text, "xdplb_healthcheck_failures_total", backend="198.18.0.12")
+    with pytest.raises(AssertionError, match="no sample"):
+        _sample(text, "xdplb_backend_state_transitions_total", backend="198.18.0.12")
+    assert _sample(text, "xdplb_healthcheck_duration_seconds_count", service="web") == 4  # per service: kept
