@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DEBIAN_PACKAGES := python3 python3-venv python3-bpfcc libbpfcc libbpf1 linux-headers-amd64 bird2 iproute2 tcpdump prometheus curl
 PYTEST_ARGS ?=
 
-.PHONY: install test lint demo bench-dataplane bench-healthchecks bench-bgp clean
+.PHONY: install test lint demo bench-dataplane bench-healthchecks bench-bgp bench-api clean
 
 install: $(VENV)/.installed
 
@@ -44,6 +44,9 @@ bench-healthchecks: install
 
 bench-bgp: install
 	$(PY) benchmarks/bench_bgp.py
+
+bench-api: install
+	$(PY) benchmarks/bench_api.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

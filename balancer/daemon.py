@@ -177,6 +177,7 @@ class Daemon:
         if self._api is not None:
             await self._api.setup()
             await self._api.start()
+        self.metrics.loop_probe.start()
         self._started_at = time.time()
         log.info("event=started config=%s services=%d", self.config_path, len(cfg.services))
 
@@ -222,6 +223,7 @@ class Daemon:
                 await asyncio.sleep(self.drain_seconds)
         if self._api is not None:
             await step("api", self._api.cleanup)
+        await step("loop-probe", self.metrics.loop_probe.stop)
         if self._scheduler is not None:
             await step("healthchecks", self._scheduler.stop)
         if self._neighbours is not None:
@@ -269,6 +271,7 @@ class Daemon:
             reloads=self._reloads,
             last_reload_error=self._last_reload_error,
             last_reload_success=self._last_reload_success,
+            dataplane_errors=self._reconciler.dataplane_errors,
         )
 
     async def reload(self) -> status.ReloadResult:
@@ -353,6 +356,7 @@ class Daemon:
             self._settled.set()
 
     def _observe_check(self, run: healthchecks.CheckRun) -> None:
+        self.metrics.observe_schedule_lag(run.lag)
         member = self._members.get(run.key)
         if member is not None:
             self._durations[run.key] = run.result.duration

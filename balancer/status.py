@@ -1,7 +1,8 @@
 """What the daemon reports: one immutable snapshot of services, backends, VIPs, BGP peers and counters.
 
 The core builds a ``Snapshot`` on demand (``Controller.snapshot()``); the JSON API, the console, ``xdplb status``
-and the Prometheus collector all read it, so they always agree.
+and the Prometheus collector all read it, so they always agree. They read it through one
+``snapshot_cache.SnapshotCache``, which builds at most one per interval.
 """
 
 import dataclasses
@@ -105,6 +106,7 @@ class Snapshot:
     reloads: Mapping[str, int]  # "success"/"failure" -> count
     last_reload_error: str | None
     last_reload_success: float | None = None  # epoch seconds of the last config applied (start-up counts)
+    dataplane_errors: int = 0  # data-plane updates that failed (each is retried), since start
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,11 +122,19 @@ class Controller(Protocol):
     """What the HTTP API, the console and the metrics need from the core."""
 
     def snapshot(self) -> Snapshot:
-        """The current state (cheap: reads maps and in-memory state, no I/O beyond map reads)."""
+        """The current state: reads maps and in-memory state, no I/O beyond map reads. Called on the event loop.
+
+        The result must share nothing that the core changes later (mappings are copies): it is rendered to JSON
+        and to the exposition format in worker threads while the core goes on.
+        """
 
     @property
     def running_config(self) -> config.XdplbConfig:
         """The configuration in force."""
+
+    @property
+    def ready(self) -> bool:
+        """``Snapshot.ready`` without building a snapshot: ``/healthz`` asks it on every probe, in O(1)."""
 
     async def reload(self) -> ReloadResult:
         """Re-read the config file; apply it as a diff if valid, else keep the running one."""
@@ -134,9 +144,23 @@ class Controller(Protocol):
 
 
 def to_json(value: Any) -> Any:
-    """A snapshot (or any part of it) as plain JSON types."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {field.name: to_json(getattr(value, field.name)) for field in dataclasses.fields(value)}
+    """A snapshot (or any part of it) as plain JSON types.
+
+    Called for a whole snapshot (in a worker thread) once per snapshot; at 10,000 backends every field is visited,
+    so plain values are passed through without a call and each dataclass's field names are looked up once.
+    """
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    names = _FIELDS.get(kind)
+    if names is None and dataclasses.is_dataclass(value) and not isinstance(value, type):
+        names = _FIELDS[kind] = tuple(field.name for field in dataclasses.fields(value))
+    if names is not None:
+        result = {}
+        for name in names:
+            item = getattr(value, name)
+            result[name] = item if type(item) in _PLAIN else to_json(item)
+        return result
     if isinstance(value, Mapping):
         return {str(key): to_json(item) for key, item in value.items()}
     if isinstance(value, tuple | list):
@@ -144,3 +168,7 @@ def to_json(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return value.value
     return value
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+_FIELDS: dict[type, tuple[str, ...]] = {}

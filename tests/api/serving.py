@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from balancer import api, metrics, status
+from balancer import api, metrics, snapshot_cache, status
 from tests.api.fake_controller import FakeController
 
 
@@ -23,9 +23,12 @@ async def serve(
     *,
     host: str = "127.0.0.1",
     version: str = "0.1.0",
+    snapshot_interval: float = 1.0,
 ) -> AsyncIterator[tuple[str, metrics.Metrics]]:
-    """Yield the base URL of an ``ApiServer`` on ``host`` (a free port) and its ``Metrics``."""
-    collected = metrics.Metrics(controller, version=version)
+    """Yield the base URL of an ``ApiServer`` on ``host`` (a free port) and its ``Metrics``, whose snapshots are
+    cached for ``snapshot_interval`` seconds."""
+    cache = snapshot_cache.SnapshotCache(controller, interval=snapshot_interval)
+    collected = metrics.Metrics(controller, version=version, snapshots=cache)
     server = api.ApiServer(controller, metrics=collected, host=ipaddress.ip_address(host), port=0)
     try:
         await server.setup()

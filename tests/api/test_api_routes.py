@@ -1,5 +1,6 @@
 """Every route of the API, served for real on loopback around a fake controller."""
 
+import dataclasses
 import errno
 import json
 import logging
@@ -26,6 +27,14 @@ async def test_healthz_says_ok_only_once_ready(controller: FakeController, base_
     controller.ready = True
     async with http.get(f"{base_url}/healthz") as response:
         assert (response.status, await response.text()) == (200, "ok\n")
+
+
+async def test_healthz_builds_no_snapshot(controller: FakeController, base_url: str,
+                                          http: aiohttp.ClientSession) -> None:
+    for _ in range(3):
+        async with http.get(f"{base_url}/healthz") as response:
+            assert response.status == 200
+    assert controller.snapshots == 0  # answered from Controller.ready: O(1) however many backends
 
 
 async def test_status_is_the_snapshot_as_json_with_the_server_time(controller: FakeController, base_url: str,
@@ -292,3 +301,9 @@ async def test_busy_port_fails_start_with_the_os_error_and_cleans_up(controller:
         assert raised.value.errno == errno.EADDRINUSE
         assert not server.ready.is_set()
         await server.cleanup()
+
+
+def test_to_json_is_the_snapshot_as_dataclasses_see_it() -> None:
+    snapshot = fake_controller.ScaledController(3, 4).snapshot()
+    assert json.dumps(status.to_json(snapshot)) == json.dumps(dataclasses.asdict(snapshot))
+    assert status.to_json(config.AdminState.DRAINED) == "drained"

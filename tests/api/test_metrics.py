@@ -4,7 +4,9 @@ Regenerate the golden file after an intended change with
 ``XDPLB_REGENERATE_GOLDEN=1 .venv/bin/python -m pytest tests/api/test_metrics.py`` and review the diff.
 """
 
+import asyncio
 import copy
+import gzip
 import dataclasses
 import ipaddress
 import logging
@@ -12,6 +14,7 @@ import os
 import random
 import re
 import threading
+import time
 from pathlib import Path
 
 import aiohttp
@@ -37,6 +40,10 @@ def _feed_events(collected: metrics.Metrics) -> None:
     collected.observe_check("web/198.18.0.11", "web", "http", 0.0042, ok=True)
     collected.observe_check("web/198.18.0.12", "web", "http", 1.0, ok=False)
     collected.health_transition("web", "198.18.0.12", "down")
+    collected.observe_schedule_lag(0.0004)
+    collected.observe_schedule_lag(0.03)
+    collected.loop_probe.observe(0.0007)
+    collected.loop_probe.observe(0.012)
 
 
 async def _scrape(controller: FakeController, http: aiohttp.ClientSession, *, events: bool = True) -> str:
@@ -91,7 +98,9 @@ async def test_every_suggested_family_is_there(controller: FakeController, http:
         "xdplb_packets", "xdplb_flow_table_entries", "xdplb_flow_table_size", "xdplb_vip_announced",
         "xdplb_bgp_session_up", "xdplb_bgp_routes_sent", "xdplb_config_reloads",
         "xdplb_config_last_reload_success_timestamp_seconds", "xdplb_build_info",
-        "xdplb_healthcheck_duration_seconds", "xdplb_backend_state_transitions",
+        "xdplb_healthcheck_duration_seconds", "xdplb_healthcheck_failures", "xdplb_backend_state_transitions",
+        "xdplb_healthcheck_schedule_lag_seconds", "xdplb_event_loop_stall_seconds",
+        "xdplb_event_loop_stall_seconds_max",
     }
 
 
@@ -106,20 +115,46 @@ def _sample(text: str, name: str, **labels: str) -> float:
 async def test_events_land_in_histogram_and_counter_with_addresses(controller: FakeController,
                                                                    http: aiohttp.ClientSession) -> None:
     text = await _scrape(controller, http)
-    ok = {"service": "web", "backend": "198.18.0.11", "check": "http", "result": "ok"}
-    assert _sample(text, "xdplb_healthcheck_duration_seconds_count", **ok) == 2
-    assert _sample(text, "xdplb_healthcheck_duration_seconds_sum", **ok) == pytest.approx(0.0073)
-    assert _sample(text, "xdplb_healthcheck_duration_seconds_bucket", **ok, le="0.0025") == 0
-    assert _sample(text, "xdplb_healthcheck_duration_seconds_bucket", **ok, le="0.005") == 2
-    assert _sample(text, "xdplb_healthcheck_duration_seconds_count", backend="198.18.0.12", result="fail") == 1
+    web = {"service": "web", "check": "http"}  # durations per service and check type, not per backend
+    assert _sample(text, "xdplb_healthcheck_duration_seconds_count", **web) == 3
+    assert _sample(text, "xdplb_healthcheck_duration_seconds_sum", **web) == pytest.approx(1.0073)
+    assert _sample(text, "xdplb_healthcheck_duration_seconds_bucket", **web, le="0.0025") == 0
+    assert _sample(text, "xdplb_healthcheck_duration_seconds_bucket", **web, le="0.005") == 2
+    assert _sample(text, "xdplb_healthcheck_duration_seconds_bucket", **web, le="1.0") == 3
+    assert _sample(text, "xdplb_healthcheck_failures_total", **web, backend="198.18.0.12") == 1
+    assert _sample(text, "xdplb_healthcheck_failures_total", **web, backend="198.18.0.11") == 0  # from its first run
     assert _sample(text, "xdplb_backend_state_transitions_total", backend="198.18.0.12", state="down") == 1
+
+
+async def test_schedule_lag_and_loop_stalls_are_exported(controller: FakeController,
+                                                          http: aiohttp.ClientSession) -> None:
+    text = await _scrape(controller, http)
+    assert _sample(text, "xdplb_healthcheck_schedule_lag_seconds_count") == 2
+    assert _sample(text, "xdplb_healthcheck_schedule_lag_seconds_bucket", le="0.001") == 1
+    assert _sample(text, "xdplb_healthcheck_schedule_lag_seconds_bucket", le="0.05") == 2
+    assert _sample(text, "xdplb_event_loop_stall_seconds_bucket", le="0.01") == 1
+    assert _sample(text, "xdplb_event_loop_stall_seconds_max") == 0.012
+
+
+async def test_a_running_probe_reports_a_stalled_loop(controller: FakeController) -> None:
+    collected = metrics.Metrics(controller, version="0.1.0")
+    collected.loop_probe.start()
+    try:
+        await asyncio.sleep(0.03)
+        time.sleep(0.15)
+        await asyncio.sleep(0.03)
+    finally:
+        await collected.loop_probe.stop()
+    text = collected.render().decode()
+    assert _sample(text, "xdplb_event_loop_stall_seconds_max") >= 0.13
+    assert _sample(text, "xdplb_event_loop_stall_seconds_count") >= 3
 
 
 def test_unknown_backend_key_is_labelled_with_the_key(controller: FakeController) -> None:
     collected = metrics.Metrics(controller, version="0.1.0")
     collected.observe_check("gone/198.18.0.99", "gone", "tcp", 0.001, ok=False)
     text = collected.render().decode()
-    assert _sample(text, "xdplb_healthcheck_duration_seconds_count", backend="gone/198.18.0.99") == 1
+    assert _sample(text, "xdplb_healthcheck_failures_total", backend="gone/198.18.0.99") == 1
 
 
 def test_scrape_reflects_the_current_snapshot(controller: FakeController) -> None:
@@ -215,4 +250,36 @@ async def test_scrape_reads_the_snapshot_once_on_the_event_loop(http: aiohttp.Cl
     controller = _ThreadRecording()
     text = await _scrape(controller, http)
     assert controller.threads == [threading.get_ident()]  # the loop's thread; encoding ran elsewhere
-    assert _sample(text, "xdplb_healthcheck_duration_seconds_count", backend="198.18.0.11", result="ok") == 2
+    assert _sample(text, "xdplb_healthcheck_duration_seconds_count", service="web", check="http") == 3
+
+
+async def test_gzip_when_asked_and_plain_otherwise(controller: FakeController) -> None:
+    async with serving.serve(controller) as (base_url, collected):
+        _feed_events(collected)
+        async with aiohttp.ClientSession(auto_decompress=False) as raw:
+            async with raw.get(f"{base_url}/metrics", headers={"Accept-Encoding": "gzip"}) as response:
+                assert response.headers["Content-Encoding"] == "gzip"
+                compressed = await response.read()
+            async with raw.get(f"{base_url}/metrics", headers={"Accept-Encoding": "identity"}) as response:
+                assert "Content-Encoding" not in response.headers
+                plain = await response.read()
+    assert gzip.decompress(compressed) == plain == GOLDEN.read_bytes()
+
+
+def test_a_reload_drops_the_event_series_of_removed_backends(controller: FakeController) -> None:
+    collected = metrics.Metrics(controller, version="0.1.0")
+    _feed_events(collected)
+    text = collected.render().decode()
+    assert _sample(text, "xdplb_healthcheck_failures_total", backend="198.18.0.12") == 1
+    running = controller.running_config
+    web = running.services[0]
+    controller._config = running.model_copy(update={"services": (
+        web.model_copy(update={"backends": web.backends[:1]}), *running.services[1:])})
+    collected.observe_check("web/198.18.0.11", "web", "http", 0.001, ok=True)
+    text = collected.render().decode()
+    assert _sample(text, "xdplb_healthcheck_failures_total", backend="198.18.0.11") == 0
+    with pytest.raises(AssertionError, match="no sample"):
+        _sample(text, "xdplb_healthcheck_failures_total", backend="198.18.0.12")
+    with pytest.raises(AssertionError, match="no sample"):
+        _sample(text, "xdplb_backend_state_transitions_total", backend="198.18.0.12")
+    assert _sample(text, "xdplb_healthcheck_duration_seconds_count", service="web") == 4  # per service: kept

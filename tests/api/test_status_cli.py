@@ -47,7 +47,8 @@ class _Ticking(FakeController):
 
 
 async def test_rate_samples_twice_and_shows_packets_per_second(capsys: pytest.CaptureFixture[str]) -> None:
-    async with serving.serve(_Ticking()) as (base_url, _):
+    # snapshots are cached: two samples 0.2 s apart see two snapshots only with a shorter interval than the 1 s default
+    async with serving.serve(_Ticking(), snapshot_interval=0.1) as (base_url, _):
         code, out, err = await _run(["status", "--api", base_url, "--rate", "0.2"], capsys)
     assert (code, err) == (0, "")
     lines = out.splitlines()

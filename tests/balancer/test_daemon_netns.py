@@ -167,7 +167,8 @@ def _run_story(runner: DaemonThread, bird: BirdLab, client: Host, servers: dict,
     assert _metric(metrics, "xdplb_vip_announced", vip=VIP) == 1
     assert _metric(metrics, "xdplb_backend_new_flows_total", backend="198.18.0.12") == answers["b2"]
     assert _metric(metrics, "xdplb_bgp_session_up", peer="198.18.0.1") == 1
-    assert _metric(metrics, "xdplb_healthcheck_duration_seconds_count", backend="198.18.0.11", result="ok") >= 1
+    assert _metric(metrics, "xdplb_healthcheck_duration_seconds_count", service="web", check="http") >= 1
+    assert _metric(metrics, "xdplb_healthcheck_failures_total", backend="198.18.0.11", check="http") >= 0
 
     # b3's server dies: down within fall x interval + timeout + margin, and its share goes to the others.
     servers["b3"].stop()
