@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DEBIAN_PACKAGES := python3 python3-venv python3-bpfcc libbpfcc libbpf1 linux-headers-amd64 bird2 iproute2 tcpdump prometheus curl
 PYTEST_ARGS ?=
 
-.PHONY: install test lint demo bench-dataplane bench-healthchecks bench-bgp bench-api clean
+.PHONY: install test lint demo bench-dataplane bench-healthchecks bench-bgp bench-api bench-scale clean
 
 install: $(VENV)/.installed
 
@@ -47,6 +47,9 @@ bench-bgp: install
 
 bench-api: install
 	$(PY) benchmarks/bench_api.py
+
+bench-scale: install
+	$(PY) benchmarks/bench_scale.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

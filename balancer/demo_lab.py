@@ -175,7 +175,7 @@ class DemoLab:
     @property
     def vips(self) -> list[str]:
         """Every VIP of the template's services."""
-        return [str(service["vip"]) for service in self.template["services"]]
+        return list(dict.fromkeys(str(service["vip"]) for service in self.template["services"]))
 
     @property
     def local_as(self) -> int:

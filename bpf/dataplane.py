@@ -343,14 +343,12 @@ class DataPlane:
             inputs = (tuple(candidates), tuple(candidate_slots), service.table_size, service.sticky)
             if inputs != programmed.inputs:
                 self._switch_table(programmed, candidates, candidate_slots, inputs)
-        except DataPlaneError:
+        except Exception as error:
             for address in added:
                 self._retire_slot(programmed.slots.pop(address))
-            raise
-        except Exception as error:  # bcc raises bare Exceptions for map updates
-            for address in added:
-                self._retire_slot(programmed.slots.pop(address))
-            raise DataPlaneError(f"{service.key}: map update failed: {error}") from error
+            if isinstance(error, DataPlaneError):
+                raise
+            raise DataPlaneError(f"{service.key}: map update failed: {error}") from error  # bcc raises bare Exceptions
         for address in [a for a in programmed.slots if a not in wanted]:  # only now: the live table no longer uses them
             self._retire_slot(programmed.slots.pop(address))
         programmed.status = ServiceStatus(

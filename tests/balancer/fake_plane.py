@@ -1,0 +1,69 @@
+"""A data plane in memory, behind the part of ``bpf.DataPlane``'s interface the reconciler uses.
+
+It keeps what a real one would report (statuses with the same reasons and Maglev entry counts), records every
+write, and refuses an update on request the way the kernel can (``fail``), so the core's logic and error paths
+run without root. ``tests/balancer/test_reconciler.py`` checks it against the real one.
+"""
+
+from collections.abc import Mapping
+
+import bpf
+
+
+class FakeDataPlane:
+    """``set_service``/``remove_service``/``services``/``needs_update``/``table_key``/``maglev`` as in DataPlane."""
+
+    def __init__(self, max_services: int = 64) -> None:
+        self.maglev = bpf.MaglevCache()
+        self.max_services = max_services
+        self.writes: list[bpf.ServiceKey] = []  # every service update that reached the "maps"
+        self.fail: set[bpf.ServiceKey] = set()  # updates of these raise DataPlaneError until removed from the set
+        self._specs: dict[bpf.ServiceKey, bpf.Service] = {}
+        self._status: dict[bpf.ServiceKey, bpf.ServiceStatus] = {}
+        self._ids: dict[bpf.ServiceKey, int] = {}
+        self._slots: dict[tuple[bpf.ServiceKey, bpf.IPAddress], int] = {}
+
+    @property
+    def services(self) -> Mapping[bpf.ServiceKey, bpf.ServiceStatus]:
+        return dict(self._status)
+
+    def needs_update(self, service: bpf.Service) -> bool:
+        return self._specs.get(service.key) != service
+
+    def table_key(self, service: bpf.Service) -> bpf.maglev.TableKey | None:
+        candidates = [(str(b.address), b.weight) for b in service.backends if b.mac is not None and b.weight > 0]
+        return self.maglev.key(candidates, service.table_size) if candidates else None
+
+    def set_service(self, service: bpf.Service) -> bpf.ServiceStatus:
+        service.validate()
+        if self._specs.get(service.key) == service:
+            return self._status[service.key]
+        if service.key in self.fail:
+            raise bpf.DataPlaneError(f"writing a Maglev table of {service.table_size} entries failed: out of memory")
+        if service.key not in self._ids:
+            if len(self._ids) >= self.max_services:
+                raise bpf.DataPlaneError(f"too many services (max_services={self.max_services})")
+            self._ids[service.key] = len(self._ids)
+        candidates = [b for b in service.backends if b.mac is not None and b.weight > 0]
+        key = self.table_key(service)
+        table = list(self.maglev.table(*key)) if key is not None else []
+        entries = {str(b.address): table.count(i) for i, b in enumerate(candidates)}
+        backends = []
+        for backend in service.backends:
+            slot = self._slots.setdefault((service.key, backend.address), len(self._slots) + 1)
+            reason = (
+                "active" if backend.mac and backend.weight
+                else "draining (weight 0)" if backend.mac else "no MAC (neighbour unresolved)"
+            )  # fmt: skip
+            entry_count = entries.get(str(backend.address), 0)
+            backends.append(bpf.BackendStatus(backend.address, backend.weight, backend.mac, slot, entry_count, reason))
+        self._specs[service.key] = service
+        self._status[service.key] = bpf.ServiceStatus(service.key, self._ids[service.key], len(table), tuple(backends))
+        self.writes.append(service.key)
+        return self._status[service.key]
+
+    def remove_service(self, key: bpf.ServiceKey) -> None:
+        self._specs.pop(key, None)
+        self._status.pop(key, None)
+        self._ids.pop(key, None)
+        self.writes.append(key)
