@@ -229,19 +229,25 @@ def wait_for(what: str, predicate: Callable[[], bool], timeout: float, *, every:
         time.sleep(every)
 
 
-def measure(lab: ScaleLab, *, window: float, settle: float, flap_window: float,
+def measure(lab: ScaleLab, *, window: float, settle: float, flap_window: float, ready_timeout: float = 300.0,
             progress: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
     """Start the node, and measure: start until all up, a steady window, a 1% reload, a check reload, the stop.
 
     Every server stays healthy throughout, so any transition to down is false, and any transition of a backend a
-    reload did not add is a flap. The figures are the keys of ``make bench-scale``'s JSON.
+    reload did not add is a flap. The figures are the keys of ``make bench-scale``'s JSON. A node that never gets
+    every backend up within ``ready_timeout`` gets ``ready_s`` None, the count it reached, the steady-window
+    figures, and no reloads.
     """
     figures: dict[str, Any] = {"services": lab.services, "backends": lab.services * lab.backends}
     started = time.monotonic()
     node = lab.start()
-    wait_for("every backend up and every VIP in BIRD", lab.all_up, timeout=300)
-    figures["ready_s"] = time.monotonic() - started
-    progress(f"ready: every backend up and {len(lab.vips)} VIPs in BIRD after {figures['ready_s']:.1f} s")
+    try:
+        wait_for("every backend up and every VIP in BIRD", lab.all_up, timeout=ready_timeout)
+        figures["ready_s"] = time.monotonic() - started
+        progress(f"ready: every backend up and {len(lab.vips)} VIPs in BIRD after {figures['ready_s']:.1f} s")
+    except demo_lab.DemoError:
+        figures["ready_s"] = None
+        progress(f"NOT ready after {ready_timeout:g} s")
 
     time.sleep(settle)
     _, before = lab.metrics()
@@ -264,6 +270,10 @@ def measure(lab: ScaleLab, *, window: float, settle: float, flap_window: float,
     figures["rss_mb"] = rss_bytes(node.pid) / (1 << 20)
     figures["rss_daemon_mb"] = rss_bytes(node.pid, children=False) / (1 << 20)
     progress(f"steady {elapsed:.0f} s: {figures['false_downs']} false downs, {figures['cpu_cores']:.2f} cores")
+    figures["backends_up"] = int(sample_sum(after, "xdplb_backend_active"))
+    if figures["ready_s"] is None:
+        figures.update(reload_1pct_s=None, reload_checks_s=None, reload_flaps=None)
+        return _stop(lab, figures)
 
     # 1%: the last backend of the first services moves to a spare address
     total = lab.services * lab.backends
@@ -288,8 +298,12 @@ def measure(lab: ScaleLab, *, window: float, settle: float, flap_window: float,
     progress(f"reloads: 1% in {figures['reload_1pct_s']:.2f} s, checks in {figures['reload_checks_s']:.2f} s, "
              f"{figures['reload_flaps']} flaps")
 
+    return _stop(lab, figures)
+
+
+def _stop(lab: ScaleLab, figures: dict[str, Any]) -> dict[str, Any]:
     stop_started = time.monotonic()
-    node.stop(timeout=60)
+    lab.node.stop(timeout=60)
     figures["stop_s"] = time.monotonic() - stop_started
     figures["routes_left_in_bird"] = len(lab.demo.bird.routes())
     return figures

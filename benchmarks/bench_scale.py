@@ -24,20 +24,24 @@ def main() -> int:
     parser.add_argument("--services", type=int, default=1000)
     parser.add_argument("--backends", type=int, default=10, help="per service")
     parser.add_argument("--window", type=float, default=60.0, help="seconds of steady state measured")
+    parser.add_argument("--ready-timeout", type=float, default=300.0, help="seconds allowed to get every backend up")
     args = parser.parse_args()
     total = args.services * args.backends
     with lab_scale.ScaleLab(services=args.services, backends=args.backends, spare=max(1, total // 100)) as lab:
         figures = lab_scale.measure(lab, window=args.window, settle=10.0, flap_window=30.0,
+                                    ready_timeout=args.ready_timeout,
                                     progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(f"{'figure':22} {'measured':>12} {'target':>10}")
     for name, value in figures.items():
         target = TARGETS.get(name)
         mark = ""
-        if target is not None:
+        if target is not None and value is None:
+            mark = "not measured  MISSED"
+        elif target is not None:
             limit, kind = target
             ok = value <= limit if kind == "max" else value == limit
             mark = f"{'<=' if kind == 'max' else '=='} {limit:<7} {'ok' if ok else 'MISSED'}"
-        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+        shown = f"{value:.3f}" if isinstance(value, float) else ("-" if value is None else str(value))
         print(f"{name:22} {shown:>12}   {mark}")
     print(lab_scale.to_json(figures))
     return 0
