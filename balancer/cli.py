@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="on stop, seconds between withdrawing the routes and detaching XDP (default 1)")
     run.add_argument("--start-grace", type=float, default=10.0,
                      help="seconds to wait for every backend's first health verdict before announcing (default 10)")
+    run.add_argument("--check-workers", metavar="N", type=_positive_int, default=None,
+                     help="health-checker processes (default: one per 2,000 checks a second, at most one per CPU, "
+                          "sized from the config at start)")
     run.add_argument("--state-file", metavar="PATH",
                      help="where admin overrides (drain/disable/enable via the API) survive restarts; default "
                           "/var/lib/xdplb/overrides-<hash of the config path>.json; 'none' keeps them in memory only")
@@ -58,6 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="sample twice, SECONDS apart, and show packets per second instead of totals")
     show.add_argument("--json", action="store_true", help="print the status JSON as the API returns it")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def _check(path: str) -> int:
@@ -98,7 +108,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
         state_file = Path(args.state_file) if args.state_file else overrides.default_path(config_path)
     runner = daemon.Daemon(config_path, start_grace=args.start_grace, drain_seconds=args.drain_seconds,
-                           api_factory=daemon.default_api, state_file=state_file)
+                           api_factory=daemon.default_api, state_file=state_file,
+                           check_workers=args.check_workers)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as loop:
             loop.run(runner.run())

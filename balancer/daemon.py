@@ -10,6 +10,8 @@ import asyncio
 import dataclasses
 import gc
 import logging
+import math
+import os
 import signal
 import socket
 import time
@@ -48,7 +50,7 @@ def _plane_settings(cfg: config.XdplbConfig) -> bpf.DataPlaneSettings:
     )
 
 
-def _targets(cfg: config.XdplbConfig, admin: Mapping[str, config.AdminState]) -> list[healthchecks.Target]:
+def _targets(targets: desired.HealthTargets, admin: Mapping[str, config.AdminState]) -> list[healthchecks.Target]:
     return [
         healthchecks.Target(
             key=key,
@@ -57,8 +59,21 @@ def _targets(cfg: config.XdplbConfig, admin: Mapping[str, config.AdminState]) ->
             checks=checks,
             admin=desired.admin_state(service, backend, admin),
         )
-        for key, (service, backend, checks) in desired.health_targets(cfg, admin).items()
+        for key, (service, backend, checks) in targets.items()
     ]
+
+
+_CHECKS_PER_WORKER = 2000.0  # checks per second one checker process is given (it holds about 5,000 on one core)
+
+
+def check_workers(cfg: config.XdplbConfig, cpus: int | None = None) -> int:
+    """How many checker processes ``cfg`` needs: one per 2,000 checks a second, at most one per CPU."""
+    rate = sum(
+        1.0 / check.timing.interval
+        for service, backend in cfg.backends()
+        for check in cfg.resolved_checks(service, backend)
+    )
+    return max(1, min(math.ceil(rate / _CHECKS_PER_WORKER), cpus or os.cpu_count() or 1))
 
 
 _NO_VERDICT = "no verdict yet"
@@ -81,11 +96,13 @@ class Daemon:
         speaker_factory: Callable[[config.BgpConfig], bgp.Speaker] = bgp.Speaker,
         api_factory: Callable[["Daemon"], Any] | None = None,
         state_file: Path | None = None,
+        check_workers: int | None = None,
     ) -> None:
         self.config_path = config_path
         self.stop_trigger = stop or asyncio.Event()
         self.start_grace = start_grace
         self.drain_seconds = drain_seconds
+        self.check_workers = check_workers  # checker processes; None: sized from the config at start
         self._speaker_factory = speaker_factory
         self._api_factory = api_factory
         self.state_file = state_file  # admin overrides survive restarts here; None: kept in memory only
@@ -94,7 +111,7 @@ class Daemon:
         self._config: config.XdplbConfig | None = None
         self._plane: bpf.DataPlane | None = None
         self._neighbours: neighbours.NeighbourWatcher | None = None
-        self._scheduler: healthchecks.Scheduler | None = None
+        self._scheduler: healthchecks.ProcessScheduler | None = None
         self._events: healthchecks.EventStream | None = None
         self._speaker: bgp.Speaker | None = None
         self._reconciler: reconciler.Reconciler | None = None
@@ -168,7 +185,8 @@ class Daemon:
     async def start(self) -> None:
         """Start health checks, the BGP speaker (announcing nothing yet) and the API."""
         cfg = self._require_config()
-        self._scheduler = healthchecks.Scheduler(on_check=self._observe_check)
+        workers = self.check_workers or check_workers(cfg)
+        self._scheduler = healthchecks.ProcessScheduler(workers=workers, on_check=self._observe_check)
         self._update_targets(cfg)
         self._events = self._scheduler.events()  # before the first check: every verdict arrives as an event
         self._scheduler.start()
@@ -332,7 +350,7 @@ class Daemon:
         """
         targets = desired.health_targets(cfg, self._overrides)
         if self._scheduler is not None:
-            self._scheduler.update(_targets(cfg, self._overrides))
+            self._scheduler.update(_targets(targets, self._overrides))
         self._members = {
             key: (service.name, str(backend.address), tuple(check.type for check in checks))
             for key, (service, backend, checks) in targets.items()

@@ -16,6 +16,7 @@ import config
 
 __all__ = [
     "Health",
+    "HealthTargets",
     "Route",
     "admin_state",
     "dataplane_services",
@@ -56,11 +57,13 @@ def admin_state(
     return overrides.get(service.backend_key(backend), backend.state)
 
 
-def health_targets(
-    cfg: config.XdplbConfig, overrides: Mapping[str, config.AdminState]
-) -> dict[str, tuple[config.ServiceConfig, config.BackendConfig, tuple[config.Check, ...]]]:
+HealthTargets = dict[str, tuple[config.ServiceConfig, config.BackendConfig, tuple[config.Check, ...]]]
+"""Backends that run checks, by key: (service, backend, resolved checks)."""
+
+
+def health_targets(cfg: config.XdplbConfig, overrides: Mapping[str, config.AdminState]) -> HealthTargets:
     """Backends that run checks, by key, with their resolved checks."""
-    out = {}
+    out: HealthTargets = {}
     for service, backend in cfg.backends():
         checks = cfg.resolved_checks(service, backend)
         if checks:

@@ -36,6 +36,7 @@ from healthchecks._health import (
     Target,
 )
 from healthchecks._probe import probe
+from healthchecks._process_scheduler import ProcessScheduler
 from healthchecks._scheduler import Scheduler
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "HttpEngine",
     "LoopClock",
     "ManualClock",
+    "ProcessScheduler",
     "Scheduler",
     "SchedulerStateError",
     "Target",

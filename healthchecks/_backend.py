@@ -47,6 +47,7 @@ class Backend:
         http_engine: _checker.HttpEngine,
         publish: Callable[[_health.HealthChange], None],
         on_check: Callable[[_health.CheckRun], None] | None,
+        initial: _health.HealthState = _UNKNOWN,
     ) -> None:
         self.target = target
         self._clock = clock
@@ -54,13 +55,15 @@ class Backend:
         self._http_engine = http_engine
         self._publish = publish
         self._on_check = on_check
-        self.state = _UNKNOWN
+        disabled = target.admin is _health.AdminState.DISABLED
+        # A known state (kept by the core across a checker process restart) stands until the checks decide.
+        self.state = _UNKNOWN if disabled else initial
         self.since = clock.wall()
-        self.reason = "not checked yet"
+        self.reason = "not checked yet" if self.state is _UNKNOWN else "state kept from the previous checker"
         self.last_result: _health.CheckResult | None = None
         self._slots: list[_Slot] = []
-        self._build_slots(_UNKNOWN)
-        if target.admin is _health.AdminState.DISABLED:
+        self._build_slots(self.state)
+        if disabled:
             self.reason = f"admin {target.admin.value}"
         elif not self._slots:
             self._set_state(_UP, _NO_CHECKS)

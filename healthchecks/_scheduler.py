@@ -9,7 +9,7 @@ from typing import Self
 
 from healthchecks import _backend, _checker, _clock, _errors, _events, _health
 
-__all__ = ["Scheduler"]
+__all__ = ["Scheduler", "unique_targets", "verify_targets"]
 
 log = logging.getLogger(__name__)
 
@@ -99,20 +99,18 @@ class Scheduler:
 
     # the wanted set
 
-    def update(self, targets: Iterable[_health.Target]) -> None:
-        """Make the checked set equal to ``targets`` (see the class docstring for what changes)."""
+    def update(
+        self, targets: Iterable[_health.Target], *, initial: Mapping[str, _health.HealthState] | None = None
+    ) -> None:
+        """Make the checked set equal to ``targets`` (see the class docstring for what changes).
+
+        ``initial`` gives a new key the state it starts from instead of ``UNKNOWN`` (no change is published for
+        it): the state a previous checker had reached, which then stands until the checks decide.
+        """
         if self._stopped:
             raise _errors.SchedulerStateError("update() after stop()")
-        wanted: dict[str, _health.Target] = {}
-        for target in targets:
-            if target.key in wanted:
-                raise ValueError(f"duplicate target key {target.key!r}")
-            wanted[target.key] = target
-        for target in wanted.values():
-            current = self._backends.get(target.key)
-            if current is None or current.target.checks != target.checks:
-                for check in target.checks:  # fail before changing anything
-                    _checker.make_checker(check, target.address, target.port, http_engine=self._http_engine)
+        wanted = unique_targets(targets)
+        verify_targets(wanted.values(), self._running_target, self._http_engine)  # fail before changing anything
         for key in [key for key in self._backends if key not in wanted]:
             backend = self._backends.pop(key)
             self._keep(backend.stop())
@@ -131,12 +129,17 @@ class Scheduler:
                     http_engine=self._http_engine,
                     publish=self._hub.publish,
                     on_check=self._on_check,
+                    initial=(initial or {}).get(key, _health.HealthState.UNKNOWN),
                 )
                 self._backends[key] = backend
                 if self._started:
                     backend.start()
             elif existing.target != target:
                 self._keep(existing.replace(target, started=self._started))
+
+    def _running_target(self, key: str) -> _health.Target | None:
+        backend = self._backends.get(key)
+        return None if backend is None else backend.target
 
     def _keep(self, tasks: list[asyncio.Task[None]]) -> None:
         for task in tasks:
@@ -156,3 +159,29 @@ class Scheduler:
     def subscribe(self, callback: Callable[[_health.HealthChange], None]) -> Callable[[], None]:
         """Call ``callback`` with every change from now on (synchronously); returns a function that unsubscribes."""
         return self._hub.subscribe(callback)
+
+
+def unique_targets(targets: Iterable[_health.Target]) -> dict[str, _health.Target]:
+    """``targets`` by key; ValueError on a duplicate key."""
+    wanted: dict[str, _health.Target] = {}
+    for target in targets:
+        if target.key in wanted:
+            raise ValueError(f"duplicate target key {target.key!r}")
+        wanted[target.key] = target
+    return wanted
+
+
+def verify_targets(
+    targets: Iterable[_health.Target],
+    current: Callable[[str], _health.Target | None],
+    http_engine: _checker.HttpEngine,
+) -> None:
+    """Build a checker for every check that is new or changed (``current`` gives a key's running target).
+
+    HealthCheckConfigError if one cannot be sent.
+    """
+    for target in targets:
+        existing = current(target.key)
+        if existing is None or existing.checks != target.checks:
+            for check in target.checks:
+                _checker.make_checker(check, target.address, target.port, http_engine=http_engine)

@@ -1,6 +1,7 @@
 import asyncio
 import pathlib
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 import uvloop
@@ -61,3 +62,13 @@ async def dns() -> AsyncIterator[hc_servers.DnsResponder]:
     responder = await hc_servers.DnsResponder().start()
     yield responder
     await responder.close()
+
+
+@pytest.fixture
+async def flip_server(raw_server: Any) -> Any:
+    """An HTTP server whose answer the test sets: ``server.status = 503``."""
+    holder: dict[str, Any] = {}
+    server = await raw_server(hc_servers.http_status(lambda: holder["server"].status))
+    server.status = 200
+    holder["server"] = server
+    return server

@@ -63,16 +63,6 @@ async def harness() -> AsyncIterator[Harness]:
     await harness.scheduler.stop()
 
 
-@pytest.fixture
-async def flip_server(raw_server: Any) -> Any:
-    """An HTTP server whose answer the test sets: ``server.status = 503``."""
-    holder: dict[str, Any] = {}
-    server = await raw_server(hc_servers.http_status(lambda: holder["server"].status))
-    server.status = 200
-    holder["server"] = server
-    return server
-
-
 def http_target(key: str, port: int, *, path: str = "/", admin: Any = None, **timing: Any) -> healthchecks.Target:
     check = config.HttpCheck.model_validate({"path": path, "timing": {**TIMING, **timing}})
     return healthchecks.Target(
