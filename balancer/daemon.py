@@ -296,6 +296,7 @@ class Daemon:
             last_reload_error=self._last_reload_error,
             last_reload_success=self._last_reload_success,
             dataplane_errors=self._reconciler.dataplane_errors,
+            checker_restarts=self._scheduler.restarts if self._scheduler is not None else 0,
         )
 
     async def reload(self) -> status.ReloadResult:

@@ -90,6 +90,10 @@ def _daemon(snapshot: status.Snapshot) -> Iterator[Family]:
                       "Data-plane updates that failed (logged; the service keeps its previous state and is retried).")
     failures.add("_total", "", snapshot.dataplane_errors)
     yield failures
+    restarts = Family("xdplb_healthcheck_worker_restarts", "counter",
+                      "Health-checker processes restarted after a crash or a hang (their backends keep their state).")
+    restarts.add("_total", "", snapshot.checker_restarts)
+    yield restarts
     successful = Family("xdplb_config_last_reload_successful", "gauge",
                         "1 unless the last reload failed (the previous config then stays in force).")
     successful.add("", "", _flag(not snapshot.last_reload_error))

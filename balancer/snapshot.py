@@ -72,6 +72,7 @@ def build_snapshot(
     last_reload_error: str | None,
     last_reload_success: float | None,
     dataplane_errors: int = 0,
+    checker_restarts: int = 0,
 ) -> status.Snapshot:
     """Everything at this moment; reads the counter maps, nothing else outside memory."""
     counters = plane.read_counters()
@@ -152,4 +153,5 @@ def build_snapshot(
         last_reload_error=last_reload_error,
         last_reload_success=last_reload_success,
         dataplane_errors=dataplane_errors,
+        checker_restarts=checker_restarts,
     )

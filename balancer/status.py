@@ -107,6 +107,7 @@ class Snapshot:
     last_reload_error: str | None
     last_reload_success: float | None = None  # epoch seconds of the last config applied (start-up counts)
     dataplane_errors: int = 0  # data-plane updates that failed (each is retried), since start
+    checker_restarts: int = 0  # health-checker processes restarted after a crash or a hang, since start
 
 
 @dataclasses.dataclass(frozen=True)

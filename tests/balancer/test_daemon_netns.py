@@ -7,6 +7,8 @@ drained through the admin call while a connection to it stays open, reloads (goo
 import http.client
 import ipaddress
 import json
+import os
+import signal
 import time
 import urllib.request
 from collections import Counter
@@ -138,9 +140,23 @@ def _api(lb: Host, path: str, *, post: bool = False) -> tuple[int, bytes]:
             return error.code, error.read()
 
 
+def _checker_pids() -> list[int]:
+    """This process's health-checker children."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and b"healthchecks._worker" in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
 def _metric(text: str, name: str, **labels: str) -> float:
     for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+        if line.startswith((name + "{", name + " ")) and all(f'{k}="{v}"' in line for k, v in labels.items()):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"no sample {name} {labels}")
 
@@ -169,6 +185,18 @@ def _run_story(runner: DaemonThread, bird: BirdLab, client: Host, servers: dict,
     assert _metric(metrics, "xdplb_bgp_session_up", peer="198.18.0.1") == 1
     assert _metric(metrics, "xdplb_healthcheck_duration_seconds_count", service="web", check="http") >= 1
     assert _metric(metrics, "xdplb_healthcheck_failures_total", backend="198.18.0.11", check="http") >= 0
+
+    # The checker process dies: it is restarted and counted, and no backend changes state meanwhile.
+    before = [(b.health, b.since) for b in runner.snapshot().services[0].backends]
+    checkers = _checker_pids()
+    assert checkers, "the daemon checks in worker processes"
+    os.kill(checkers[0], signal.SIGKILL)
+    _wait("the checker restarted", lambda: _metric(_api(lb, "/metrics")[1].decode(),
+                                                   "xdplb_healthcheck_worker_restarts_total") == 1, timeout=10)
+    _wait("checks running again", lambda: set(_checker_pids()) - set(checkers) != set(), timeout=10)
+    time.sleep(1.0)  # some checks of the new process have run
+    assert [(b.health, b.since) for b in runner.snapshot().services[0].backends] == before
+    assert bird.route(f"{VIP}/32") is not None
 
     # b3's server dies: down within fall x interval + timeout + margin, and its share goes to the others.
     servers["b3"].stop()
