@@ -26,6 +26,7 @@ __all__ = ["MAX_BYTES", "MAX_PROBLEMS", "format_path", "load_config", "parse_con
 MAX_BYTES = 16 * 1024 * 1024
 """The largest configuration read: the scale lab's 10,000 backends take well under 1 MiB."""
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _SHOWN_CHARS = 60  # of a refused value, in a message
 MAX_PROBLEMS = 100
 """Problems described in one ConfigError; the rest are counted."""
@@ -112,8 +113,9 @@ def _parse_json(text: str, source: str) -> object:
         raise ConfigError(source, [("", f"bad JSON: {error}")]) from None
     except RecursionError:
         raise ConfigError(source, [("", f"bad JSON: nested more than {_yaml.MAX_DEPTH} levels deep")]) from None
-    if _depth(data) > _yaml.MAX_DEPTH:
-        raise ConfigError(source, [("", f"bad JSON: nested more than {_yaml.MAX_DEPTH} levels deep")])
+    problem = _json_problem(data)
+    if problem:
+        raise ConfigError(source, [("", f"bad JSON: {problem}")])
     return data
 
 
@@ -127,18 +129,21 @@ def _json_constant(text: str) -> float:
     raise ValueError(f"{text} is not a JSON number")
 
 
-def _depth(data: object) -> int:
-    """How deeply lists and dicts nest in ``data`` (0 for a scalar), without recursion."""
-    deepest = 0
+def _json_problem(data: object) -> str | None:
+    """What YAML would have refused in parsed JSON: nesting deeper than YAML's bound, a lone surrogate (``"\\ud800"``:
+    no character, and no encoding takes it). Without recursion."""
     pending: list[tuple[object, int]] = [(data, 0)]
     while pending:
         item, depth = pending.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, depth + 1)
-            if deepest > _yaml.MAX_DEPTH:
-                break
-            pending.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
-    return deepest
+        if isinstance(item, str):
+            if not item.isascii() and _SURROGATE.search(item):
+                return f"{_shown(item)} holds a lone surrogate (\\ud800-\\udfff), which is not a character"
+        elif isinstance(item, dict | list):
+            if depth >= _yaml.MAX_DEPTH:
+                return f"nested more than {_yaml.MAX_DEPTH} levels deep"
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+    return None
 
 
 def _yaml_message(error: yaml.MarkedYAMLError) -> str:

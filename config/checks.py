@@ -115,8 +115,11 @@ class HttpCheck(_CheckBase):
         if value is not None:
             try:
                 re.compile(value)
-            except re.error as error:
+                re.compile(value.encode())  # what the checker matches the body with
+            except (re.error, OverflowError) as error:
                 raise ValueError(f"bad regular expression: {error}") from None
+            except RecursionError:
+                raise ValueError("bad regular expression: nested too deeply") from None
         return value
 
 
