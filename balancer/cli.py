@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import config
-from balancer import status_table, version
+from balancer import preflight, status_table, version
 
 __all__ = ["main"]
 
@@ -71,9 +71,12 @@ def _positive_int(text: str) -> int:
 
 
 def _check(path: str) -> int:
-    """``xdplb check CONFIG``: 0 and a summary on stdout, or 1 and one line per problem on stderr."""
+    """``xdplb check CONFIG``: 0 and a summary on stdout, or 1 and one line per problem on stderr.
+
+    It refuses what the daemon would refuse at start or reload (``preflight``), with the same lines.
+    """
     try:
-        loaded = config.load_config(path)
+        loaded = preflight.load(path)
     except config.ConfigError as error:
         print(error, file=sys.stderr)
         return 1
@@ -98,7 +101,7 @@ def _run(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_level)
     try:
-        config.load_config(args.config)
+        preflight.load(args.config)
     except config.ConfigError as error:
         print(error, file=sys.stderr)
         return 1

@@ -24,6 +24,7 @@ import bpf
 import config
 import healthchecks
 from balancer import api, desired, metrics, neighbours, overrides, reconciler, reload_diff, snapshot, status, version
+from balancer import preflight
 
 __all__ = ["Daemon", "DaemonError", "default_api"]
 
@@ -165,6 +166,7 @@ class Daemon:
     async def setup(self) -> None:
         """Load and validate the config, load the XDP program (seconds: clang runs) and attach it."""
         self._config = config.load_config(self.config_path)
+        preflight.verify(self._config, source=str(self.config_path))  # what `xdplb check` refuses, refused here
         self._last_reload_success = time.time()
         if self.state_file is not None:
             keys = (service.backend_key(backend) for service, backend in self._config.backends())
@@ -304,6 +306,7 @@ class Daemon:
         old = self._require_config()
         try:
             new = await asyncio.to_thread(config.load_config, self.config_path)
+            await asyncio.to_thread(preflight.verify, new, source=str(self.config_path))  # before anything changes
         except (config.ConfigError, OSError) as error:
             return self._reload_failed(old, str(error))
         try:

@@ -2,6 +2,7 @@
 
 The core's interface::
 
+    bgp.verify_config(bgp_config)              # [(path, message)]: what Speaker() would refuse, all of it
     speaker = bgp.Speaker(bgp_config)          # config.BgpConfig; checks peers (BgpError) but runs nothing
     await speaker.start()                      # ExaBGP up with no routes; sessions come up on their own
     speaker.set_routes({prefix: attrs, ...})   # the complete set wanted now (absent: withdrawn); not a coroutine:
@@ -38,9 +39,25 @@ closes, so routes never outlive the daemon (SIGKILL included). If ExaBGP exits i
 back-off and the wanted set is replayed; a peer that reconnects gets the current set from ExaBGP.
 """
 
+import ipaddress
+
+import config
+from bgp import _exabgp_config
 from bgp._errors import AttributeMismatchError, BgpError, CommandError, ExabgpTimeoutError, SpeakerStateError
 from bgp._peers import PeerState, PeerStatus
 from bgp._speaker import Speaker
+
+
+def verify_config(bgp_config: config.BgpConfig) -> list[tuple[tuple[str | int, ...], str]]:
+    """What ``Speaker(bgp_config)`` would refuse, each as (path within the ``bgp`` section, message); ``[]`` if
+    nothing. ``[(("peers", 0, "passive"), "peer 198.18.0.1: passive sessions are not supported ...")]``."""
+    return _exabgp_config.problems(bgp_config)
+
+
+def verify_route(prefix: ipaddress.IPv4Network | ipaddress.IPv6Network, attributes: config.RouteAttributes) -> None:
+    """Return if ``prefix`` can be announced with ``attributes``; else the AttributeMismatchError ``set_routes``
+    would raise."""
+    _exabgp_config.check_attributes(prefix, attributes)
 
 __all__ = [
     "AttributeMismatchError",
@@ -51,4 +68,6 @@ __all__ = [
     "PeerStatus",
     "Speaker",
     "SpeakerStateError",
+    "verify_config",
+    "verify_route",
 ]

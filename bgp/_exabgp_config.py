@@ -20,6 +20,7 @@ __all__ = [
     "announce_command",
     "check_attributes",
     "environment",
+    "problems",
     "render",
     "withdraw_command",
 ]
@@ -57,11 +58,34 @@ def environment(base: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+def problems(config: BgpConfig) -> list[tuple[tuple[str | int, ...], str]]:
+    """What in ``config`` ExaBGP cannot be given, each at its path within the ``bgp`` section; ``[]`` if nothing."""
+    found: list[tuple[tuple[str | int, ...], str]] = []
+    first: dict[IpAddress, int] = {}
+    for index, peer in enumerate(config.peers):
+        where: tuple[str | int, ...] = ("peers", index)
+        if peer.address in first:
+            found.append(((*where, "address"), f"peer {peer.address} is already peers[{first[peer.address]}]"))
+        first.setdefault(peer.address, index)
+        if peer.passive:
+            found.append(((*where, "passive"), f"peer {peer.address}: passive sessions are not supported by the "
+                          "ExaBGP driver"))
+        if peer.local_address is not None and peer.local_address.version != peer.address.version:
+            found.append(((*where, "local_address"), f"peer {peer.address}: local address {peer.local_address} is "
+                          "of another family"))
+        if peer.password is not None and (not peer.password or _BAD_PASSWORD.search(peer.password)):
+            # The password itself is never shown: errors reach logs and the status API.
+            found.append(((*where, "password"), f"peer {peer.address}: the MD5 password must be non-empty, without "
+                          "quotes, backslashes or line breaks"))
+    return found
+
+
 def render(config: BgpConfig, *, bridge: list[str]) -> str:
-    """The ExaBGP configuration for ``config``, with ``bridge`` (argv) as the API process."""
-    addresses = [peer.address for peer in config.peers]
-    if len(set(addresses)) != len(addresses):
-        raise _errors.BgpError(f"peers with the same address: {sorted(map(str, addresses))}")
+    """The ExaBGP configuration for ``config``, with ``bridge`` (argv) as the API process; BgpError naming the first
+    of ``problems(config)`` if there is one."""
+    found = problems(config)
+    if found:
+        raise _errors.BgpError(found[0][1])
     lines = [
         f"process {PROCESS_NAME} {{",
         f"    run {shlex.join(bridge)};",
@@ -74,11 +98,7 @@ def render(config: BgpConfig, *, bridge: list[str]) -> str:
 
 
 def _neighbor(config: BgpConfig, peer: BgpPeer) -> list[str]:
-    if peer.passive:
-        raise _errors.BgpError(f"peer {peer.address}: passive sessions are not supported by the ExaBGP driver")
     family = "ipv4" if peer.address.version == 4 else "ipv6"
-    if peer.local_address is not None and peer.local_address.version != peer.address.version:
-        raise _errors.BgpError(f"peer {peer.address}: local address {peer.local_address} is of another family")
     body = [
         f"router-id {config.router_id};",
         f"local-as {peer.local_as or config.local_as};",
@@ -89,8 +109,6 @@ def _neighbor(config: BgpConfig, peer: BgpPeer) -> list[str]:
     if peer.local_address is not None:
         body.append(f"local-address {peer.local_address};")
     if peer.password is not None:
-        if not peer.password or _BAD_PASSWORD.search(peer.password):
-            raise _errors.BgpError(f"peer {peer.address}: the MD5 password must be non-empty, without quotes or backslashes")
         body.append(f'md5-password "{peer.password}";')
     body += [
         f"family {{ {family} unicast; }}",

@@ -14,7 +14,7 @@ from config.checks import Check, TcpCheck
 if TYPE_CHECKING:
     from config._service import BackendConfig, PolicyConfig, ServiceConfig
 
-__all__ = ["resolve_checks", "written_checks"]
+__all__ = ["resolve_checks", "written_checks", "written_checks_path"]
 
 
 def written_checks(
@@ -26,6 +26,20 @@ def written_checks(
             return owner.checks
         if owner.policy is not None:
             return policies[owner.policy].checks
+    return None
+
+
+def written_checks_path(
+    service: "ServiceConfig", backend: "BackendConfig", service_index: int, backend_index: int
+) -> tuple[str | int, ...] | None:
+    """Where the list ``written_checks`` returns is in the document (``service`` is ``services[service_index]``,
+    ``backend`` its ``backends[backend_index]``); None where it returns None."""
+    owners = ((backend, ("services", service_index, "backends", backend_index)), (service, ("services", service_index)))
+    for owner, path in owners:
+        if owner.checks is not None:
+            return (*path, "checks")
+        if owner.policy is not None:
+            return ("policies", owner.policy, "checks")
     return None
 
 

@@ -4,35 +4,51 @@ Parsing and validating are separate steps: YAML syntax errors carry a line and c
 the document (``services[3].backends[1].address``), with the line added when the text is at hand.
 """
 
+import collections
 import difflib
 import functools
 import json
 import os
 import re
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from config import _yaml
 from config._errors import ConfigError
 from config._root import XdplbConfig
 from config._types import Loc
 
-__all__ = ["format_path", "load_config", "parse_config", "validate_config"]
+__all__ = ["MAX_BYTES", "MAX_PROBLEMS", "format_path", "load_config", "parse_config", "validate_config"]
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+MAX_BYTES = 16 * 1024 * 1024
+"""The largest configuration read: the scale lab's 10,000 backends take well under 1 MiB."""
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SHOWN_CHARS = 60  # of a refused value, in a message
+MAX_PROBLEMS = 100
+"""Problems described in one ConfigError; the rest are counted."""
 
 
 def load_config(path: str | os.PathLike[str]) -> XdplbConfig:
-    """Read and validate the file at ``path``; ``.json`` files are read as JSON, others as YAML."""
+    """Read and validate the file at ``path``; ``.json`` files are read as JSON, others as YAML.
+
+    ConfigError, never another exception, for anything the file holds: see ``config._yaml`` for the bounds.
+    """
     source = os.fspath(path)
     try:
-        text = Path(source).read_text(encoding="utf-8")
+        with open(source, "rb") as file:
+            raw = file.read(MAX_BYTES + 1)  # not stat(): a FIFO or /dev/zero has no size
     except OSError as error:
         raise ConfigError(source, [("", f"cannot read the file: {error.strerror or error}")]) from None
+    except ValueError as error:  # a NUL in the path
+        raise ConfigError(source, [("", f"cannot read the file: {error}")]) from None
+    if len(raw) > MAX_BYTES:
+        raise ConfigError(source, [("", f"the file is larger than {MAX_BYTES >> 20} MiB")])
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         raise ConfigError(source, [("", f"not UTF-8 text: {error.reason} at byte {error.start}")]) from None
     return parse_config(text, source=source)
@@ -40,12 +56,10 @@ def load_config(path: str | os.PathLike[str]) -> XdplbConfig:
 
 def parse_config(text: str, *, source: str) -> XdplbConfig:
     """Validate configuration ``text``; ``source`` names it in errors and says the format (``*.json``: JSON)."""
+    if len(text) > MAX_BYTES:
+        raise ConfigError(source, [("", f"the text is longer than {MAX_BYTES >> 20} Mi characters")])
     if source.lower().endswith(".json"):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as error:
-            where = f"line {error.lineno}, column {error.colno}"
-            raise ConfigError(source, [("", f"{where}: bad JSON: {error.msg}")]) from None
+        data = _parse_json(text, source)
         node = _compose_quietly(text)
         duplicates = list(_duplicate_keys(node, ())) if node is not None else []
         if duplicates:  # json.loads keeps the last of two equal keys, like YAML
@@ -74,41 +88,78 @@ def format_path(loc: Loc) -> str:
 
 
 def _parse_yaml(text: str, source: str) -> tuple[object, yaml.Node | None]:
-    loader = _Loader(text)
     try:
-        node = loader.get_single_node()
-        if node is not None:
-            # Before constructing: that merges `<<:` keys into the node, where they would look like duplicates.
-            duplicates = list(_duplicate_keys(node, ()))
-            if duplicates:
-                raise ConfigError(source, duplicates)
-        data = loader.construct_document(node) if node is not None else None
+        node = _yaml.compose(text)
+        if node is None:
+            return None, None
+        # Before constructing: that merges `<<:` keys into the node, where they would look like duplicates.
+        duplicates = list(_duplicate_keys(node, ()))
+        if duplicates:
+            raise ConfigError(source, duplicates)
+        return _yaml.construct(node), node
     except yaml.MarkedYAMLError as error:
         raise ConfigError(source, [("", _yaml_message(error))]) from None
     except yaml.YAMLError as error:
         raise ConfigError(source, [("", f"bad YAML: {error}")]) from None
-    finally:
-        loader.dispose()
-    return data, node
+
+
+def _parse_json(text: str, source: str) -> object:
+    try:
+        data = json.loads(text, parse_int=_json_int, parse_constant=_json_constant)
+    except json.JSONDecodeError as error:
+        where = f"line {error.lineno}, column {error.colno}"
+        raise ConfigError(source, [("", f"{where}: bad JSON: {error.msg}")]) from None
+    except ValueError as error:  # from the hooks below
+        raise ConfigError(source, [("", f"bad JSON: {error}")]) from None
+    except RecursionError:
+        raise ConfigError(source, [("", f"bad JSON: nested more than {_yaml.MAX_DEPTH} levels deep")]) from None
+    problem = _json_problem(data)
+    if problem:
+        raise ConfigError(source, [("", f"bad JSON: {problem}")])
+    return data
+
+
+def _json_int(text: str) -> int:
+    if len(text.lstrip("-")) > _yaml.MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(text.lstrip('-'))} digits (at most {_yaml.MAX_INT_DIGITS})")
+    return int(text)
+
+
+def _json_constant(text: str) -> float:
+    raise ValueError(f"{text} is not a JSON number")
+
+
+def _json_problem(data: object) -> str | None:
+    """What YAML would have refused in parsed JSON: nesting deeper than YAML's bound, a lone surrogate (``"\\ud800"``:
+    no character, and no encoding takes it). Without recursion."""
+    pending: list[tuple[object, int]] = [(data, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, str):
+            if not item.isascii() and _SURROGATE.search(item):
+                return f"{_shown(item)} holds a lone surrogate (\\ud800-\\udfff), which is not a character"
+        elif isinstance(item, dict | list):
+            if depth >= _yaml.MAX_DEPTH:
+                return f"nested more than {_yaml.MAX_DEPTH} levels deep"
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+    return None
 
 
 def _yaml_message(error: yaml.MarkedYAMLError) -> str:
     mark = error.problem_mark or error.context_mark
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
     context = f" ({error.context})" if error.context else ""
-    return f"{where}bad YAML: {error.problem}{context}"
+    kind = "" if isinstance(error, _yaml.LimitError) else "bad YAML: "
+    return f"{where}{kind}{error.problem}{context}"
 
 
 def _compose_quietly(text: str) -> yaml.Node | None:
     """The YAML node tree of JSON text, for line numbers only; None if YAML reads it differently."""
-    loader = _Loader(text)
     try:
-        node: yaml.Node | None = loader.get_single_node()
-        return node
+        return _yaml.compose(text)
     except yaml.YAMLError:
         return None
-    finally:
-        loader.dispose()
 
 
 def _duplicate_keys(node: yaml.Node, loc: Loc, seen: set[int] | None = None) -> Iterator[tuple[str, str]]:
@@ -139,15 +190,29 @@ def _validate(data: object, *, source: str, node: yaml.Node | None) -> XdplbConf
     try:
         return XdplbConfig.model_validate(data)
     except ValidationError as error:
-        problems: dict[tuple[str, str], None] = {}
-        items = [(item, _document_loc(tuple(item["loc"]), data)) for item in error.errors()]
-        for item, loc in items:
-            if item["type"] == "too_short" and any(other is not item and o[: len(loc)] == loc for other, o in items):
-                continue  # "at least 1 item" because the only item was wrong: that one's error says it all
-            message = _message(item)
-            line = _line(node, loc) if node is not None else None
-            problems[(format_path(loc), f"{message} (line {line})" if line else message)] = None
-        raise ConfigError(source, problems) from None
+        raise ConfigError(source, _problems(error, data, node)) from None
+
+
+def _problems(error: ValidationError, data: object, node: yaml.Node | None) -> list[tuple[str, str]]:
+    """The first ``MAX_PROBLEMS`` of ``error``, each at its path in the document, then how many more there are."""
+    items = error.errors(include_url=False)
+    locs = [tuple(item["loc"]) for item in items]
+    enclosing = collections.Counter(loc[:end] for loc in locs for end in range(len(loc) + 1))
+    problems: dict[tuple[str, str], None] = {}
+    shown = 0
+    for item, raw in zip(items, locs, strict=True):
+        if item["type"] == "too_short" and enclosing[raw] > 1:
+            continue  # "at least 1 item" because the only item was wrong: that one's error says it all
+        shown += 1
+        if shown > MAX_PROBLEMS:
+            continue  # counted, not described: a list of a million wrong items should not take a gigabyte
+        loc = _document_loc(raw, data)
+        message = _message(item)
+        line = _line(node, loc) if node is not None else None
+        problems[(format_path(loc), f"{message} (line {line})" if line else message)] = None
+    if shown > MAX_PROBLEMS:
+        problems[("", f"and {shown - MAX_PROBLEMS} more problems")] = None
+    return list(problems)
 
 
 def _kind(value: object) -> str:
@@ -216,10 +281,20 @@ def _message(error: Mapping[str, Any]) -> str:
     message = str(error["msg"])
     message = message[:1].lower() + message[1:]
     if isinstance(value, str | int | float | bool):
-        message += f", got {value!r}"
+        message += f", got {_shown(value)}"
     if isinstance(value, bool) and kind in ("literal_error", "enum", "string_type"):
-        message += " (YAML reads unquoted yes/no/on/off as booleans: quote the word)"
+        message += " (unquoted true and false are booleans: quote the word)"
+    elif isinstance(value, str) and kind in _WANTED:
+        message += f" ({_WANTED[kind]}, unquoted)"
     return message
+
+
+_WANTED = {"int_type": "a whole number in decimal digits", "float_type": "a number", "bool_type": "true or false"}
+
+
+def _shown(value: str | int | float | bool) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else f"{text[:_SHOWN_CHARS]}... ({len(text)} characters)"
 
 
 @functools.cache

@@ -68,6 +68,14 @@ class XdplbConfig(XdplbModel):
         except KeyError:
             raise KeyError(f"backend {key} is not in this configuration") from None
 
+    def checks_path(self, service_index: int, backend_index: int) -> tuple[str | int, ...] | None:
+        """Where the checks of ``services[service_index].backends[backend_index]`` are written in the document:
+        ``("policies", "web", "checks")``, ``("services", 0, "backends", 2, "checks")``...; None when the backend
+        runs the default check (or none, for UDP). Item ``k`` of ``resolved_checks`` is item ``k`` of that list.
+        """
+        service = self.services[service_index]
+        return _inherit.written_checks_path(service, service.backends[backend_index], service_index, backend_index)
+
     def route_attributes(self, service: ServiceConfig) -> RouteAttributes:
         """The attributes ``service``'s VIPs are announced with: ``bgp.attributes`` overridden by ``service.bgp``."""
         base = self.bgp.attributes if self.bgp is not None else RouteAttributes()

@@ -47,12 +47,16 @@ class BackendConfig(XdplbModel):
         description="the backend's own address: health checks go to it, and its MAC (learnt by ARP/ND on the "
         "interface or VLAN) is where packets for the VIP are sent (layer-2 direct server return)"
     )
-    weight: int = Field(1, ge=0, le=65535, description="share of new flows relative to the other backends; 0 drains")
+    weight: int = Field(
+        1, ge=0, le=65535, strict=True, description="share of new flows relative to the other backends; 0 drains"
+    )
     state: AdminState = Field(
         AdminState.ENABLED,
         description="`enabled`; `drained` (no new flows, existing ones stay); `disabled` (removed, no checks)",
     )
-    vlan: int | None = Field(None, ge=1, le=4094, description="802.1Q tag to send its packets with; unset: untagged")
+    vlan: int | None = Field(
+        None, ge=1, le=4094, strict=True, description="802.1Q tag to send its packets with; unset: untagged"
+    )
     policy: str | None = Field(None, description="name of a policy whose checks to run")
     checks: tuple[Check, ...] | None = Field(None, description=_CHECKS_DESCRIPTION)
 
@@ -104,18 +108,21 @@ class ServiceConfig(XdplbModel):
     port: _types.Port = Field(description="destination port")
     protocol: Literal["tcp", "udp"] = Field("tcp", description="`tcp` or `udp`")
     sticky: bool = Field(
-        False, description="hash on the client and VIP addresses only, so a client sticks to a backend on every port"
+        False, strict=True,
+        description="hash on the client and VIP addresses only, so a client sticks to a backend on every port"
     )
     table_size: int = Field(
         16381,
         ge=7,
         le=1048573,
+        strict=True,
         description="Maglev lookup table size; must be prime, and about 100 times the backends or more for even "
         "shares. Memory: 4 bytes x size x 2 (the table is double-buffered), 128 KiB at the default",
     )
     need: int = Field(
         1,
         ge=0,
+        strict=True,
         description="healthy enabled backends needed for the VIPs to be announced over BGP; 0 announces them "
         "regardless; more than the backends listed is an error",
     )

@@ -41,28 +41,32 @@ class DataplaneConfig(XdplbModel):
     """Sizing and hashing of the XDP data plane; the same on every node of an anycast group."""
 
     flow_table_size: int = Field(
-        65536, ge=1024, le=16777216, description="flow-table entries (connections remembered; LRU within sets of 4, shared by all CPUs)"
+        65536, ge=1024, le=16777216, strict=True,
+        description="flow-table entries (connections remembered; LRU within sets of 4, shared by all CPUs)"
     )
     hash_seed: int = Field(
         0,
         ge=0,
         le=4294967295,
+        strict=True,
         description="seed of the flow hash; keep it the same on every node so all nodes pick the same backend",
     )
     new_flow_rate_limit: int = Field(
         125000,
         ge=0,
+        strict=True,
         description="new flows per CPU per second inserted into the flow table; above it they are forwarded "
         "without being remembered (flood guard); 0 means no limit",
     )
     max_services: int = Field(
-        4096, ge=1, le=65536, description="data-plane services, one per (VIP, port, protocol); sizes the maps"
+        4096, ge=1, le=65536, strict=True,
+        description="data-plane services, one per (VIP, port, protocol); sizes the maps"
     )
     max_backends: int = Field(
         16384,
         ge=2,
         le=1048576,
-        description="backend slots, one per (VIP, port, protocol) and real server, plus one kept unused",
+        strict=True, description="backend slots, one per (VIP, port, protocol) and real server, plus one kept unused",
     )
 
     def memory_bytes(self, tables: int) -> int:
@@ -86,6 +90,10 @@ def parse_listen(text: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Addre
         address = ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(f"bad listen address {text!r}: {host!r} is not an IP address (names are not accepted)") from None
+    try:
+        _types.plain_address(address)
+    except ValueError as error:
+        raise ValueError(f"bad listen address {text!r}: {error}") from None
     if not 1 <= int(port) <= 65535:
         raise ValueError(f"bad listen address {text!r}: port {port} is not in 1..65535")
     return address, int(port)
@@ -100,6 +108,13 @@ class ApiConfig(XdplbModel):
         description="file holding the bearer token that write requests must present; "
         "required when `listen` is not a loopback address",
     )
+
+    @field_validator("token_file", mode="before")
+    @classmethod
+    def _token_file(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("empty: give the path of the token file, or leave token_file unset")
+        return value
 
     @field_validator("listen")
     @classmethod

@@ -7,9 +7,9 @@ from typing import Annotated
 from pydantic import BeforeValidator, Field, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-__all__ = ["HostAddress", "IpAddress", "Loc", "Port", "Problem", "host_address", "raise_problems"]
+__all__ = ["HostAddress", "IpAddress", "Loc", "Port", "Problem", "host_address", "plain_address", "raise_problems"]
 
-Port = Annotated[int, Field(ge=1, le=65535)]
+Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
 Loc = tuple[str | int, ...]
 Problem = tuple[Loc, str]
 """Where a cross-field rule found a mistake (relative to the model it checks) and what is wrong."""
@@ -25,9 +25,26 @@ def _ip(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     if not isinstance(value, str):
         raise ValueError(f"expected an IP address as a string, got {value!r}")
     try:
-        return ipaddress.ip_address(value.strip())
+        address = ipaddress.ip_address(value.strip())
     except ValueError:
         raise ValueError(f"not an IP address: {value!r}") from None
+    return plain_address(address)
+
+
+def plain_address(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """``address`` if it has one spelling; ValueError for an IPv6 zone id or an IPv4-mapped IPv6 address.
+
+    Both name an address that is also written another way (``2001:db8::1%x`` and ``2001:db8::1`` compare unequal),
+    which would slip past the rules that keep VIPs, backends and peers unique.
+    """
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.scope_id is not None:
+            raise ValueError(f"{address}: an IPv6 zone id (%{address.scope_id}) is not accepted")
+        if address.ipv4_mapped is not None:
+            raise ValueError(f"{address} is an IPv4-mapped IPv6 address: write {address.ipv4_mapped}")
+    return address
 
 
 def host_address(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -37,6 +54,7 @@ def host_address(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address
             network = ipaddress.ip_network(value.strip(), strict=False)
         except ValueError:
             raise ValueError(f"not an IP address: {value!r}") from None
+        plain_address(network.network_address)
         if network.num_addresses != 1:
             raise ValueError(
                 f"{value!r} is a network; give a single address such as {network.network_address} "

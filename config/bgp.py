@@ -4,15 +4,30 @@ import ipaddress
 import re
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 
 from config import _types
 from config._base import XdplbModel
 
 __all__ = ["BgpConfig", "BgpPeer", "RouteAttributes"]
 
-Asn = Annotated[int, Field(ge=1, le=4294967295)]
+Asn = Annotated[int, Field(ge=1, le=4294967295, strict=True)]
 IpAddress = _types.IpAddress
+
+
+def _router_id(value: object) -> ipaddress.IPv4Address:
+    if not isinstance(value, str):  # pydantic would take the number 1 as 0.0.0.1
+        raise ValueError(f"expected an IPv4 address as a string, got {value!r}")
+    try:
+        address = ipaddress.IPv4Address(value.strip())
+    except ValueError:
+        raise ValueError(f"not an IPv4 address: {value!r}") from None
+    if address.is_unspecified:
+        raise ValueError("0.0.0.0 is not a BGP identifier (RFC 6286): use a non-zero IPv4 address of this node")
+    return address
+
+
+RouterId = Annotated[ipaddress.IPv4Address, BeforeValidator(_router_id)]
 _COMMUNITY = re.compile(r"^\d{1,5}:\d{1,5}$")
 _LARGE_COMMUNITY = re.compile(r"^\d{1,10}:\d{1,10}:\d{1,10}$")
 
@@ -20,9 +35,15 @@ _LARGE_COMMUNITY = re.compile(r"^\d{1,10}:\d{1,10}:\d{1,10}$")
 class RouteAttributes(XdplbModel):
     """Path attributes of an announced VIP prefix; unset fields are not sent."""
 
-    next_hop: IpAddress | None = Field(None, description="default: self (the session's local address)")
-    med: int | None = Field(None, ge=0, le=4294967295, description="multi-exit discriminator; lower is preferred")
-    local_preference: int | None = Field(None, ge=0, le=4294967295, description="sent on iBGP sessions only")
+    next_hop: _types.HostAddress | None = Field(
+        None, description="default: self (the session's local address); a unicast address"
+    )
+    med: int | None = Field(
+        None, ge=0, le=4294967295, strict=True, description="multi-exit discriminator; lower is preferred"
+    )
+    local_preference: int | None = Field(
+        None, ge=0, le=4294967295, strict=True, description="sent on iBGP sessions only"
+    )
     communities: tuple[str, ...] = Field((), description='standard communities, "65000:100"')
     large_communities: tuple[str, ...] = Field((), description='large communities, "65000:1:2"')
 
@@ -56,10 +77,10 @@ class BgpPeer(XdplbModel):
     peer_as: Asn = Field(description="the neighbour's AS number")
     local_as: Asn | None = Field(None, description="default: bgp.local_as")
     local_address: IpAddress | None = Field(None, description="source address of the session; default: kernel's choice")
-    port: int = Field(179, ge=1, le=65535, description="TCP port of the neighbour")
-    hold_time: int = Field(30, description="seconds; 0 or 3..65535")
+    port: int = Field(179, ge=1, le=65535, strict=True, description="TCP port of the neighbour")
+    hold_time: int = Field(30, strict=True, description="seconds; 0 or 3..65535")
     password: str | None = Field(None, description="TCP MD5 signature password")
-    passive: bool = Field(False, description="wait for the neighbour to connect instead of connecting")
+    passive: bool = Field(False, strict=True, description="wait for the neighbour to connect instead of connecting")
 
     @field_validator("hold_time")
     @classmethod
@@ -73,6 +94,6 @@ class BgpConfig(XdplbModel):
     """The local BGP speaker."""
 
     local_as: Asn = Field(description="our AS number")
-    router_id: ipaddress.IPv4Address = Field(description="BGP identifier, usually an address of this node")
+    router_id: RouterId = Field(description="BGP identifier, usually an address of this node")
     peers: tuple[BgpPeer, ...] = Field((), description="neighbours to announce healthy VIPs to")
     attributes: RouteAttributes = Field(default_factory=RouteAttributes, description="defaults for every VIP")

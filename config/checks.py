@@ -9,8 +9,8 @@ from config._base import XdplbModel
 
 __all__ = ["Check", "CheckTiming", "DnsCheck", "HttpCheck", "TcpCheck", "parse_status_codes"]
 
-Port = Annotated[int, Field(ge=1, le=65535)]
-Seconds = Annotated[float, Field(gt=0, le=3600)]
+Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
+Seconds = Annotated[float, Field(gt=0, le=3600, strict=True)]
 
 
 def parse_status_codes(text: str) -> tuple[tuple[int, int], ...]:
@@ -37,14 +37,15 @@ class CheckTiming(XdplbModel):
 
     interval: Seconds = Field(2.0, description="seconds between checks while the state is steady")
     timeout: Seconds = Field(1.0, description="seconds one check may take, connect to verdict")
-    rise: int = Field(2, ge=1, le=100, description="consecutive passes that bring a backend up")
-    fall: int = Field(3, ge=1, le=100, description="consecutive failures that bring a backend down")
+    rise: int = Field(2, ge=1, le=100, strict=True, description="consecutive passes that bring a backend up")
+    fall: int = Field(3, ge=1, le=100, strict=True, description="consecutive failures that bring a backend down")
     fast_interval: Seconds | None = Field(
         None, description="interval while the state is changing (some results disagree with it); default: interval"
     )
     down_interval: Seconds | None = Field(None, description="interval while down; default: interval")
     jitter: float = Field(
-        1.0, ge=0, le=1, description="random start offset as a fraction of the interval, so checks do not fire together"
+        1.0, ge=0, le=1, strict=True,
+        description="random start offset as a fraction of the interval, so checks do not fire together"
     )
 
     @model_validator(mode="after")
@@ -73,10 +74,10 @@ class HttpCheck(_CheckBase):
     expect_status: str = Field("200-299", description='expected status codes, lists and ranges: "200-299,301"')
     expect_body: str | None = Field(None, description="substring the body must contain")
     expect_body_regex: str | None = Field(None, description="regular expression the body must match")
-    tls_verify: bool = Field(True, description="https: verify the certificate chain and name")
+    tls_verify: bool = Field(True, strict=True, description="https: verify the certificate chain and name")
     ca_file: str | None = Field(None, description="https: CA bundle to verify against; default: the system's")
-    keepalive: bool = Field(False, description="reuse the connection between checks (proves less)")
-    max_body_bytes: int = Field(65536, ge=0, description="read at most this much body")
+    keepalive: bool = Field(False, strict=True, description="reuse the connection between checks (proves less)")
+    max_body_bytes: int = Field(65536, ge=0, strict=True, description="read at most this much body")
 
     @field_validator("path", "host", "sni")
     @classmethod
@@ -114,8 +115,11 @@ class HttpCheck(_CheckBase):
         if value is not None:
             try:
                 re.compile(value)
-            except re.error as error:
+                re.compile(value.encode())  # what the checker matches the body with
+            except (re.error, OverflowError) as error:
                 raise ValueError(f"bad regular expression: {error}") from None
+            except RecursionError:
+                raise ValueError("bad regular expression: nested too deeply") from None
         return value
 
 

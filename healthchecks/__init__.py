@@ -2,7 +2,8 @@
 
 The core describes each backend as a ``Target`` (checks from ``config``), hands the whole set to
 ``Scheduler.update``, and follows ``Scheduler.events()`` (or ``subscribe``, or ``states()``). ``probe`` runs one
-check once (for a CLI or API "check now").
+check once (for a CLI or API "check now"). ``verify_check`` says whether a check can be sent at all
+(``HealthCheckConfigError`` with the ``field`` at fault), as ``Scheduler.update`` would, without sending it.
 
 Semantics, in short:
 
@@ -21,7 +22,7 @@ Semantics, in short:
   checks leave no TIME_WAIT sockets behind. Works on the default event loop and on uvloop.
 """
 
-from healthchecks._checker import HttpEngine
+from healthchecks._checker import HttpEngine, verify_check
 from healthchecks._clock import Clock, LoopClock, ManualClock
 from healthchecks._errors import HealthCheckConfigError, HealthCheckError, SchedulerStateError
 from healthchecks._events import EventStream
@@ -59,4 +60,5 @@ __all__ = [
     "SchedulerStateError",
     "Target",
     "probe",
+    "verify_check",
 ]

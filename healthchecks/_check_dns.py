@@ -74,7 +74,7 @@ class DnsChecker:
         try:
             _dns_wire.encode_name(check.name)  # a bad name fails here, when the check is set up
         except ValueError as error:
-            raise _errors.HealthCheckConfigError(f"dns check: {error}") from None
+            raise _errors.HealthCheckConfigError(f"dns check: {error}", field="name") from None
 
     async def run(self) -> _failure.Verdict:
         loop = asyncio.get_running_loop()

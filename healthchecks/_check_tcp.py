@@ -19,6 +19,14 @@ def unescape(text: str) -> bytes:
     return text.encode("utf-8").decode("unicode_escape").encode("latin-1")
 
 
+def _bytes(text: str | None, field: str) -> bytes:
+    try:
+        return unescape(text) if text else b""
+    except (UnicodeDecodeError, UnicodeEncodeError) as error:
+        message = f"tcp check {field}: bad escape or a character beyond \\xff: {error.reason}"
+        raise _errors.HealthCheckConfigError(message, field=field) from None
+
+
 class _PrefixProtocol(asyncio.Protocol):
     """Collects up to ``want`` bytes and resolves ``waiter`` when it has them or the peer closes."""
 
@@ -59,11 +67,8 @@ class TcpChecker:
         self._address = str(address)
         self._port = port
         self._timeout = check.timing.timeout
-        try:
-            self._send = unescape(check.send) if check.send else b""
-            self._expect = unescape(check.expect) if check.expect else b""
-        except (UnicodeDecodeError, UnicodeEncodeError) as error:
-            raise _errors.HealthCheckConfigError(f"tcp check send/expect: bad escape: {error.reason}") from None
+        self._send = _bytes(check.send, "send")
+        self._expect = _bytes(check.expect, "expect")
 
     async def run(self) -> _failure.Verdict:
         loop = asyncio.get_running_loop()

@@ -6,7 +6,7 @@ from typing import Literal, Protocol
 import config
 from healthchecks import _check_dns, _check_http, _check_http_aiohttp, _check_tcp, _failure
 
-__all__ = ["Checker", "HttpEngine", "describe_check", "make_checker"]
+__all__ = ["Checker", "HttpEngine", "describe_check", "make_checker", "verify_check"]
 
 HttpEngine = Literal["lean", "aiohttp"]
 """Which HTTP client runs HTTP(S) checks: ``"lean"`` (asyncio protocol, the default) or ``"aiohttp"``."""
@@ -38,6 +38,17 @@ def make_checker(
     if isinstance(check, config.TcpCheck):
         return _check_tcp.TcpChecker(check, address, port)
     return _check_dns.DnsChecker(check, address, port)
+
+
+def verify_check(
+    check: config.Check, address: ipaddress.IPv4Address | ipaddress.IPv6Address, service_port: int
+) -> None:
+    """Return if ``check`` can run against ``address``; else HealthCheckConfigError, whose ``field`` names the
+    check's field at fault (a path that is not Latin-1, a CA file that cannot be loaded).
+
+    Builds the checker as the scheduler would (with its default engine), and opens nothing.
+    """
+    make_checker(check, address, service_port)
 
 
 def describe_check(check: config.Check, service_port: int) -> str:

@@ -30,22 +30,42 @@ class HttpSpec:
         self.ssl: ssl.SSLContext | None = None
         self.server_hostname: str | None = None
         if self.tls:
-            self.ssl = _tls.client_context(verify=check.tls_verify, ca_file=check.ca_file)
+            self.ssl = _context(check)
             self.server_hostname = check.sni or check.host or self.address
         if _UNSAFE.search(check.path) or " " in check.path:
-            raise _errors.HealthCheckConfigError(f"path {check.path!r}: no spaces, CR, LF or NUL (percent-encode them)")
+            raise _errors.HealthCheckConfigError(
+                f"path {check.path!r}: no spaces, CR, LF or NUL (percent-encode them)", field="path"
+            )
+        if not _sendable(check.path):
+            raise _errors.HealthCheckConfigError(
+                f"path {check.path!r}: only Latin-1 characters can be sent (percent-encode the others)", field="path"
+            )
         if _UNSAFE.search(self.host) or " " in self.host:
-            raise _errors.HealthCheckConfigError(f"host {self.host!r}: no spaces, CR, LF or NUL")
+            raise _errors.HealthCheckConfigError(f"host {self.host!r}: no spaces, CR, LF or NUL", field="host")
+        if not _sendable(self.host):
+            raise _errors.HealthCheckConfigError(
+                f"host {self.host!r}: only Latin-1 characters can be sent (write a name in its xn-- form)", field="host"
+            )
         for name, value in check.headers.items():
             if _UNSAFE.search(name) or _UNSAFE.search(value) or not name or ":" in name or " " in name:
                 raise _errors.HealthCheckConfigError(
-                    f"header {name!r}: a name without ':' or spaces, and no CR, LF or NUL in name or value"
+                    f"header {name!r}: a name without ':' or spaces, and no CR, LF or NUL in name or value",
+                    field="headers",
+                )
+            if not (_sendable(name) and _sendable(value)):
+                raise _errors.HealthCheckConfigError(
+                    f"header {name!r}: only Latin-1 characters can be sent", field="headers"
                 )
         overridden = {name.lower() for name in check.headers}
         defaults = {"Host": self.host, "User-Agent": USER_AGENT}
         self.headers = {k: v for k, v in defaults.items() if k.lower() not in overridden} | dict(check.headers)
         self._ranges = config.parse_status_codes(check.expect_status)
-        self._regex = re.compile(check.expect_body_regex.encode()) if check.expect_body_regex else None
+        try:
+            self._regex = re.compile(check.expect_body_regex.encode()) if check.expect_body_regex else None
+        except (re.error, OverflowError, RecursionError) as error:
+            raise _errors.HealthCheckConfigError(
+                f"expect_body_regex: cannot match bytes: {error}", field="expect_body_regex"
+            ) from None
         self._substring = check.expect_body.encode() if check.expect_body else None
         self.want_body = check.method != "HEAD" and (self._regex is not None or self._substring is not None)
 
@@ -70,3 +90,20 @@ class HttpSpec:
 
 
 _UNSAFE = re.compile(r"[\r\n\0]")
+
+
+def _sendable(text: str) -> bool:
+    """Whether ``text`` can go in a request line or header: HTTP/1.1 sends them as Latin-1."""
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _context(check: config.HttpCheck) -> ssl.SSLContext:
+    try:
+        return _tls.client_context(verify=check.tls_verify, ca_file=check.ca_file)
+    except (OSError, ValueError) as error:  # missing, unreadable, not PEM (ssl.SSLError), a NUL in the name
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise _errors.HealthCheckConfigError(f"ca_file {check.ca_file!r}: cannot load: {reason}", field="ca_file") from None

@@ -92,13 +92,28 @@ def test_announce_command_has_every_attribute_and_names_the_peers() -> None:
 
 @pytest.mark.parametrize("next_hop", ["2001:db8::1", "0.0.0.0", "224.0.0.1"])
 def test_bad_next_hop_is_refused(next_hop: str) -> None:
-    attrs = config.RouteAttributes(next_hop=ipaddress.ip_address(next_hop))
+    # model_construct: the config refuses an unspecified or multicast next hop already; the driver checks again.
+    attrs = config.RouteAttributes.model_construct(next_hop=ipaddress.ip_address(next_hop))
     with pytest.raises(bgp.AttributeMismatchError):
-        _exabgp_config.check_attributes(ipaddress.ip_network("192.0.2.10/32"), attrs)
+        bgp.verify_route(ipaddress.ip_network("192.0.2.10/32"), attrs)
 
 
 def test_duplicate_peer_addresses_are_refused() -> None:
     peer = {"address": "192.0.2.254", "peer_as": 65001}
     cfg = config.BgpConfig.model_validate({"local_as": 65001, "router_id": "192.0.2.1", "peers": [peer, peer]})
-    with pytest.raises(bgp.BgpError, match="same address"):
+    with pytest.raises(bgp.BgpError, match=r"peer 192.0.2.254 is already peers\[0\]"):
         bgp.Speaker(cfg)
+
+
+def test_verify_config_lists_every_refusal_at_its_path_without_the_password() -> None:
+    cfg = config.BgpConfig.model_validate({"local_as": 65001, "router_id": "192.0.2.1", "peers": [
+        {"address": "192.0.2.254", "peer_as": 65001, "passive": True},
+        {"address": "192.0.2.253", "peer_as": 65001, "password": 'se"cret'},
+        {"address": "192.0.2.252", "peer_as": 65001, "password": "fine"},
+    ]})
+    assert bgp.verify_config(cfg) == [
+        (("peers", 0, "passive"), "peer 192.0.2.254: passive sessions are not supported by the ExaBGP driver"),
+        (("peers", 1, "password"),
+         "peer 192.0.2.253: the MD5 password must be non-empty, without quotes, backslashes or line breaks"),
+    ]
+    assert bgp.verify_config(cfg.model_copy(update={"peers": cfg.peers[2:]})) == []

@@ -100,9 +100,12 @@ CASES = [
     Case("unknown state", "interfaces: [eth0]\nservices:\n- {vip: 192.0.2.100, port: 80, backends: "
          "[{address: 198.18.0.11, state: paused}]}", "services[0].backends[0].state",
          "'enabled', 'drained' or 'disabled', got 'paused'"),
-    Case("state read as a YAML boolean", "interfaces: [eth0]\nservices:\n- {vip: 192.0.2.100, port: 80, backends: "
-         "[{address: 198.18.0.11, state: off}]}", "services[0].backends[0].state",
-         "got False (YAML reads unquoted yes/no/on/off as booleans: quote the word)"),
+    Case("off is a word, not a boolean (YAML 1.2)", "interfaces: [eth0]\nservices:\n- {vip: 192.0.2.100, port: 80, "
+         "backends: [{address: 198.18.0.11, state: off}]}", "services[0].backends[0].state",
+         "input should be 'enabled', 'drained' or 'disabled', got 'off'"),
+    Case("state given a boolean", "interfaces: [eth0]\nservices:\n- {vip: 192.0.2.100, port: 80, backends: "
+         "[{address: 198.18.0.11, state: false}]}", "services[0].backends[0].state",
+         "got False (unquoted true and false are booleans: quote the word)"),
     Case("VLAN 0", "interfaces: [eth0]\nservices:\n- {vip: 192.0.2.100, port: 80, backends: "
          "[{address: 198.18.0.11, vlan: 0}]}", "services[0].backends[0].vlan", "greater than or equal to 1, got 0"),
     Case("VLAN 4095", "interfaces: [eth0]\nservices:\n- {vip: 192.0.2.100, port: 80, backends: "
@@ -150,7 +153,7 @@ CASES = [
     Case("bad peer address", "interfaces: [eth0]\nbgp: {local_as: 65001, router_id: 192.0.2.1, peers: "
          "[{address: 198.18.0.x, peer_as: 65000}]}", "bgp.peers[0].address", "not an IP address: '198.18.0.x'"),
     Case("router id IPv6", "interfaces: [eth0]\nbgp: {local_as: 65001, router_id: '2001:db8::1'}", "bgp.router_id",
-         "not a valid IPv4 address"),
+         "not an IPv4 address: '2001:db8::1'"),
     Case("duplicate peer", "interfaces: [eth0]\nbgp: {local_as: 65001, router_id: 192.0.2.1, peers: "
          "[{address: 198.18.0.1, peer_as: 65000}, {address: 198.18.0.1, peer_as: 65002}]}", "bgp.peers[1].address",
          "198.18.0.1 is already peers[0]"),
