@@ -16,12 +16,15 @@ IpAddress = _types.IpAddress
 
 
 def _router_id(value: object) -> ipaddress.IPv4Address:
-    if not isinstance(value, str):  # pydantic would take the number 1 as 0.0.0.1
+    if isinstance(value, ipaddress.IPv4Address):  # from Python callers (and model_copy round trips)
+        address = value
+    elif not isinstance(value, str):  # pydantic would take the number 1 as 0.0.0.1
         raise ValueError(f"expected an IPv4 address as a string, got {value!r}")
-    try:
-        address = ipaddress.IPv4Address(value.strip())
-    except ValueError:
-        raise ValueError(f"not an IPv4 address: {value!r}") from None
+    else:
+        try:
+            address = ipaddress.IPv4Address(value.strip())
+        except ValueError:
+            raise ValueError(f"not an IPv4 address: {value!r}") from None
     if address.is_unspecified:
         raise ValueError("0.0.0.0 is not a BGP identifier (RFC 6286): use a non-zero IPv4 address of this node")
     return address
