@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from config import _disclosure
 from config._errors import ConfigError
 from config._root import XdplbConfig
 from config._types import Loc
@@ -144,7 +145,7 @@ def _validate(data: object, *, source: str, node: yaml.Node | None) -> XdplbConf
         for item, loc in items:
             if item["type"] == "too_short" and any(other is not item and o[: len(loc)] == loc for other, o in items):
                 continue  # "at least 1 item" because the only item was wrong: that one's error says it all
-            message = _message(item)
+            message = _message(item, disclose=_disclosure.discloses(loc))
             line = _line(node, loc) if node is not None else None
             problems[(format_path(loc), f"{message} (line {line})" if line else message)] = None
         raise ConfigError(source, problems) from None
@@ -191,12 +192,14 @@ def _line(node: yaml.Node | None, loc: Loc) -> int | None:
     return line
 
 
-def _message(error: Mapping[str, Any]) -> str:
+def _message(error: Mapping[str, Any], *, disclose: bool) -> str:
+    """The text of one pydantic error; it quotes the rejected value only when ``disclose`` (``config._disclosure``):
+    the message reaches the API's status and the logs."""
     kind, ctx = error["type"], error.get("ctx") or {}
     if kind == "xdplb_rule":
         return str(ctx["message"])
     if kind in ("value_error", "assertion_error"):
-        return str(ctx["error"])
+        return str(ctx["error"]) if disclose else _without_input(str(ctx["error"]), error.get("input"))
     if kind == "extra_forbidden":
         key = str(error["loc"][-1])
         close = difflib.get_close_matches(key, _field_names(), n=1, cutoff=0.7)
@@ -216,9 +219,26 @@ def _message(error: Mapping[str, Any]) -> str:
     message = str(error["msg"])
     message = message[:1].lower() + message[1:]
     if isinstance(value, str | int | float | bool):
-        message += f", got {value!r}"
+        message += f", got {value!r}" if disclose else f", got {_kind(value)}"
     if isinstance(value, bool) and kind in ("literal_error", "enum", "string_type"):
         message += " (YAML reads unquoted yes/no/on/off as booleans: quote the word)"
+    return message
+
+
+def _without_input(message: str, value: object) -> str:
+    """``message`` with every quoted string of the rejected ``value`` (and its keys) replaced by ``<redacted>``."""
+    pending, texts = [value], set()
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str) and item:
+            texts.add(item)
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+    for text in sorted(texts, key=len, reverse=True):
+        message = message.replace(repr(text), _disclosure.REDACTED)
     return message
 
 
