@@ -6,7 +6,8 @@ Routes (JSON unless said otherwise; errors are ``{"error": "..."}``):
 ``GET /healthz``                          200 ``ok`` once the daemon is ready (``Controller.ready``), 503 before
 ``GET /api/v1/status``                    the snapshot (``status.to_json``) plus ``time``: when it was taken (the
                                           server's clock, for rates); snapshots are cached (``SnapshotCache``)
-``GET /api/v1/config``                    ``{"digest", "source", "config"}``: the running config, secrets redacted
+``GET /api/v1/config``                    ``{"digest", "source", "config"}``: the running config, values not on
+                                          ``config.redact``'s allow-list redacted
 ``POST /api/v1/reload``                   re-read the file: 200 and the ``ReloadResult``, or 400 and the result
                                           whose ``message`` lists the errors (the running config stays)
 ``POST /api/v1/backends/KEY/ACTION``      ACTION ``drain|disable|enable`` overrides the admin state of the backend
@@ -16,7 +17,8 @@ Routes (JSON unless said otherwise; errors are ``{"error": "..."}``):
 ``GET /``, ``GET /static/*``              the console: one page polling ``/api/v1/status`` every 2 s
 ========================================  =====================================================================
 
-Admin POSTs are guarded as ``balancer.api_auth`` describes (bearer token, or loopback only). ``ApiServer`` runs
+Admin POSTs are guarded as ``balancer.api_auth`` describes (bearer token, or loopback only); so are status,
+config and metrics when ``api.read_token_required`` is set. ``ApiServer`` runs
 the app with the house lifecycle ``setup()`` → ``start()`` → ``cleanup()``; aiohttp never owns signals.
 """
 
@@ -33,7 +35,7 @@ from aiohttp import web
 import config
 from balancer import api_auth, metrics, snapshot_cache, status
 
-__all__ = ["CONTROLLER", "STATIC_DIR", "ApiError", "ApiServer", "make_app", "redact"]
+__all__ = ["CONTROLLER", "STATIC_DIR", "ApiError", "ApiServer", "make_app"]
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +52,6 @@ _ACTIONS: dict[str, config.AdminState | None] = {
     "enable": config.AdminState.ENABLED,
     "reset": None,
 }
-_REDACTED = "<redacted>"
-_SECRET_WORDS = ("auth", "cookie", "key", "password", "secret", "session", "token")
 # The console talks only to this server: a browser refuses anything else the page might try to load.
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; "
@@ -65,30 +65,6 @@ _ACCESS_LOG_FORMAT = 'event=http_request remote=%a request="%r" status=%s bytes=
 
 class ApiError(config.XdplbError, RuntimeError):
     """The API server was used out of order (``start()`` before ``setup()``)."""
-
-
-def redact(value: Any) -> Any:
-    """A JSON config dump with secrets replaced: BGP ``password`` and check headers whose name suggests a secret.
-
-    >>> redact({"peers": [{"password": "s3cret"}], "headers": {"Host": "a", "X-Api-Key": "k"}})
-    {'peers': [{'password': '<redacted>'}], 'headers': {'Host': 'a', 'X-Api-Key': '<redacted>'}}
-    """
-    if isinstance(value, list):
-        return [redact(item) for item in value]
-    if not isinstance(value, dict):
-        return value
-    result: dict[str, Any] = {}
-    for key, item in value.items():
-        if key == "password" and item is not None:
-            result[key] = _REDACTED
-        elif key == "headers" and isinstance(item, dict):
-            result[key] = {
-                name: _REDACTED if any(word in name.lower() for word in _SECRET_WORDS) else header
-                for name, header in item.items()
-            }
-        else:
-            result[key] = redact(item)
-    return result
 
 
 def _error(status_class: type[web.HTTPError], message: str) -> web.HTTPError:
@@ -108,17 +84,19 @@ def _status_json(taken: snapshot_cache.Taken) -> bytes:
 
 
 async def _status(request: web.Request) -> web.Response:
+    _authorize_read(request)
     taken = await request.app[_METRICS].snapshots.get()
     body = await taken.rendered("status", lambda: functools.partial(_status_json, taken))
     return web.Response(body=body, content_type="application/json")
 
 
 def _config_json(running: config.XdplbConfig, source: str) -> bytes:
-    body = {"digest": running.digest(), "source": source, "config": redact(running.model_dump(mode="json"))}
+    body = {"digest": running.digest(), "source": source, "config": config.redact(running.model_dump(mode="json"))}
     return json.dumps(body).encode()
 
 
 async def _config(request: web.Request) -> web.Response:
+    _authorize_read(request)
     running = request.app[CONTROLLER].running_config
     source = (await request.app[_METRICS].snapshots.get()).snapshot.config_source
     # the config is frozen, so it can be dumped in a thread: 0.4 s at 10,000 backends
@@ -128,6 +106,10 @@ async def _config(request: web.Request) -> web.Response:
 
 def _authorize(request: web.Request) -> None:
     api_auth.authorize(request, api=request.app[CONTROLLER].running_config.api, loopback=request.app[_LOOPBACK])
+
+
+def _authorize_read(request: web.Request) -> None:
+    api_auth.authorize_read(request, api=request.app[CONTROLLER].running_config.api)
 
 
 async def _reload(request: web.Request) -> web.Response:
@@ -161,6 +143,7 @@ async def _admin(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
+    _authorize_read(request)
     # Compressed once per snapshot by Metrics, not by aiohttp on every response: Prometheus always asks for gzip.
     gzip = "gzip" in request.headers.get("Accept-Encoding", "").lower()
     accept = ",".join(request.headers.getall("Accept", []))
