@@ -17,6 +17,9 @@ Routes (JSON unless said otherwise; errors are ``{"error": "..."}``):
 ``GET /``, ``GET /static/*``              the console: one page polling ``/api/v1/status`` every 2 s
 ========================================  =====================================================================
 
+Connections are bounded as ``balancer.api_guard`` describes (idle and header timeout, connection limits that leave
+health checks their file descriptors), and malformed requests are logged as ``balancer.api_logs`` describes.
+
 Admin POSTs are guarded as ``balancer.api_auth`` describes (bearer token, or loopback only); so are status,
 config and metrics when ``api.read_token_required`` is set. ``ApiServer`` runs
 the app with the house lifecycle ``setup()`` → ``start()`` → ``cleanup()``; aiohttp never owns signals.
@@ -33,7 +36,7 @@ from typing import Any
 from aiohttp import web
 
 import config
-from balancer import api_auth, metrics, snapshot_cache, status
+from balancer import api_auth, api_guard, api_logs, metrics, snapshot_cache, status
 
 __all__ = ["CONTROLLER", "STATIC_DIR", "ApiError", "ApiServer", "make_app"]
 
@@ -224,7 +227,14 @@ class ApiServer:
         self.port = port if port is not None else api.port
         self._shutdown_timeout = shutdown_timeout
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
         self._started = False
+        self._limit: tuple[config.XdplbConfig | None, int] = (None, 0)
+        self.guard = api_guard.ConnectionGuard(
+            limit=self._connection_limit,
+            per_client=lambda: self._controller.running_config.api.max_connections_per_client,
+            on_refused=self._metrics.api_refused,
+        )
         self.ready = asyncio.Event()
 
     async def setup(self) -> None:
@@ -232,8 +242,16 @@ class ApiServer:
         if self._runner is not None:
             raise ApiError("setup() was already called; call cleanup() first")
         app = make_app(self._controller, metrics=self._metrics, listen_host=self.host)
-        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=self._shutdown_timeout,
-                               access_log_format=_ACCESS_LOG_FORMAT)
+        idle = self._controller.running_config.api.idle_timeout
+        runner = web.AppRunner(
+            app, handle_signals=False, shutdown_timeout=self._shutdown_timeout,
+            access_log=api_logs.AccessLog(logging.getLogger("aiohttp.access")),
+            access_log_format=_ACCESS_LOG_FORMAT,
+            logger=api_logs.ServerLog(logging.getLogger("aiohttp.server"),
+                                      on_bad_request=lambda: self._metrics.api_refused("bad_request")),
+            keepalive_timeout=idle,  # from the accept on, so it is the header deadline too (see api_guard)
+            lingering_time=min(idle, 10.0),
+        )
         await runner.setup()
         self._runner = runner
 
@@ -243,15 +261,23 @@ class ApiServer:
             raise ApiError("call setup() before start()")
         if self._started:
             raise ApiError("start() was already called")
-        site = web.TCPSite(self._runner, str(self.host), self.port, reuse_address=True)
-        await site.start()
+        server = self._runner.server
+        assert server is not None  # set by setup()
+        # Not a TCPSite: every connection goes through the guard first.
+        self._listener = await asyncio.get_running_loop().create_server(
+            self.guard.protocol_factory(server), str(self.host), self.port, reuse_address=True,
+            backlog=api_guard.ACCEPT_BURST
+        )
         self._started = True
-        for address in self._runner.addresses:
-            if isinstance(address, tuple):
-                self.port = address[1]
-                break
+        self.port = self._listener.sockets[0].getsockname()[1]
         log.info("event=api_listening host=%s port=%s", self.host, self.port)
         self.ready.set()
+
+    def _connection_limit(self) -> int:
+        running = self._controller.running_config
+        if self._limit[0] is not running:  # at 10,000 backends, counting the checks takes a few milliseconds
+            self._limit = (running, api_guard.connection_limit(running, api_guard.open_file_limit()))
+        return self._limit[1]
 
     @property
     def url(self) -> str:
@@ -262,8 +288,11 @@ class ApiServer:
     async def cleanup(self) -> None:
         """Stop listening and finish in-flight requests (up to ``shutdown_timeout``); idempotent."""
         runner, self._runner = self._runner, None
+        listener, self._listener = self._listener, None
         self.ready.clear()
         self._started = False
+        if listener is not None:
+            listener.close()
         if runner is not None:
             await asyncio.shield(runner.cleanup())
             log.info("event=api_stopped host=%s port=%s", self.host, self.port)

@@ -109,7 +109,8 @@ class ApiConfig(XdplbModel):
         gt=0,
         le=3600,
         description="seconds a connection may stay without a complete request: from connecting to the end of the "
-        "first request's headers (slow or unfinished headers), and between requests; then it is closed",
+        "first request's headers (slow or unfinished headers), and between requests; then it is closed. Read at "
+        "start",
     )
     max_connections: int = Field(
         512,
