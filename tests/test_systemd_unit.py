@@ -33,3 +33,8 @@ def test_open_file_limit_is_raised_above_the_default() -> None:
     assert len(limits) == 1
     soft, _, hard = limits[0].partition(":")
     assert int(soft) >= 65536 and int(hard or soft) >= int(soft)  # systemd's default soft limit is 1024
+
+
+def test_the_runtime_directory_is_private() -> None:
+    lines = UNIT.read_text().splitlines()
+    assert "RuntimeDirectory=xdplb" in lines and "RuntimeDirectoryMode=0700" in lines

@@ -165,8 +165,9 @@ async def test_two_thousand_idle_connections_change_nothing(sources: int, refuse
             baseline = _open_fds()
             flood = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "tests.api.flood", "127.0.0.1", str(_port(url)),
-                "--connections", str(FLOOD_CONNECTIONS), "--sources", str(sources), "--reconnect", str(FLOOD_RECONNECT_SECONDS),
-                "--hold", str(FLOOD_HOLD_SECONDS), stdout=asyncio.subprocess.PIPE,
+                "--connections", str(FLOOD_CONNECTIONS), "--sources", str(sources),
+                "--reconnect", str(FLOOD_RECONNECT_SECONDS), "--hold", str(FLOOD_HOLD_SECONDS),
+                stdout=asyncio.subprocess.PIPE,
             )
             try:
                 await _during_the_flood(url, baseline, answered=sources == 1)
