@@ -6,7 +6,8 @@ Routes (JSON unless said otherwise; errors are ``{"error": "..."}``):
 ``GET /healthz``                          200 ``ok`` once the daemon is ready (``Controller.ready``), 503 before
 ``GET /api/v1/status``                    the snapshot (``status.to_json``) plus ``time``: when it was taken (the
                                           server's clock, for rates); snapshots are cached (``SnapshotCache``)
-``GET /api/v1/config``                    ``{"digest", "source", "config"}``: the running config, secrets redacted
+``GET /api/v1/config``                    ``{"digest", "source", "config"}``: the running config, values not on
+                                          ``config.redact``'s allow-list redacted
 ``POST /api/v1/reload``                   re-read the file: 200 and the ``ReloadResult``, or 400 and the result
                                           whose ``message`` lists the errors (the running config stays)
 ``POST /api/v1/backends/KEY/ACTION``      ACTION ``drain|disable|enable`` overrides the admin state of the backend
@@ -16,7 +17,11 @@ Routes (JSON unless said otherwise; errors are ``{"error": "..."}``):
 ``GET /``, ``GET /static/*``              the console: one page polling ``/api/v1/status`` every 2 s
 ========================================  =====================================================================
 
-Admin POSTs are guarded as ``balancer.api_auth`` describes (bearer token, or loopback only). ``ApiServer`` runs
+Connections are bounded as ``balancer.api_guard`` describes (idle and header timeout, connection limits that leave
+health checks their file descriptors), and malformed requests are logged as ``balancer.api_logs`` describes.
+
+Admin POSTs are guarded as ``balancer.api_auth`` describes (bearer token, or loopback only); so are status,
+config and metrics when ``api.read_token_required`` is set. ``ApiServer`` runs
 the app with the house lifecycle ``setup()`` → ``start()`` → ``cleanup()``; aiohttp never owns signals.
 """
 
@@ -31,9 +36,9 @@ from typing import Any
 from aiohttp import web
 
 import config
-from balancer import api_auth, metrics, snapshot_cache, status
+from balancer import api_auth, api_guard, api_logs, metrics, snapshot_cache, status
 
-__all__ = ["CONTROLLER", "STATIC_DIR", "ApiError", "ApiServer", "make_app", "redact"]
+__all__ = ["CONTROLLER", "STATIC_DIR", "ApiError", "ApiServer", "make_app"]
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +55,6 @@ _ACTIONS: dict[str, config.AdminState | None] = {
     "enable": config.AdminState.ENABLED,
     "reset": None,
 }
-_REDACTED = "<redacted>"
-_SECRET_WORDS = ("auth", "cookie", "key", "password", "secret", "session", "token")
 # The console talks only to this server: a browser refuses anything else the page might try to load.
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; "
@@ -65,30 +68,6 @@ _ACCESS_LOG_FORMAT = 'event=http_request remote=%a request="%r" status=%s bytes=
 
 class ApiError(config.XdplbError, RuntimeError):
     """The API server was used out of order (``start()`` before ``setup()``)."""
-
-
-def redact(value: Any) -> Any:
-    """A JSON config dump with secrets replaced: BGP ``password`` and check headers whose name suggests a secret.
-
-    >>> redact({"peers": [{"password": "s3cret"}], "headers": {"Host": "a", "X-Api-Key": "k"}})
-    {'peers': [{'password': '<redacted>'}], 'headers': {'Host': 'a', 'X-Api-Key': '<redacted>'}}
-    """
-    if isinstance(value, list):
-        return [redact(item) for item in value]
-    if not isinstance(value, dict):
-        return value
-    result: dict[str, Any] = {}
-    for key, item in value.items():
-        if key == "password" and item is not None:
-            result[key] = _REDACTED
-        elif key == "headers" and isinstance(item, dict):
-            result[key] = {
-                name: _REDACTED if any(word in name.lower() for word in _SECRET_WORDS) else header
-                for name, header in item.items()
-            }
-        else:
-            result[key] = redact(item)
-    return result
 
 
 def _error(status_class: type[web.HTTPError], message: str) -> web.HTTPError:
@@ -108,17 +87,19 @@ def _status_json(taken: snapshot_cache.Taken) -> bytes:
 
 
 async def _status(request: web.Request) -> web.Response:
+    _authorize_read(request)
     taken = await request.app[_METRICS].snapshots.get()
     body = await taken.rendered("status", lambda: functools.partial(_status_json, taken))
     return web.Response(body=body, content_type="application/json")
 
 
 def _config_json(running: config.XdplbConfig, source: str) -> bytes:
-    body = {"digest": running.digest(), "source": source, "config": redact(running.model_dump(mode="json"))}
+    body = {"digest": running.digest(), "source": source, "config": config.redact(running.model_dump(mode="json"))}
     return json.dumps(body).encode()
 
 
 async def _config(request: web.Request) -> web.Response:
+    _authorize_read(request)
     running = request.app[CONTROLLER].running_config
     source = (await request.app[_METRICS].snapshots.get()).snapshot.config_source
     # the config is frozen, so it can be dumped in a thread: 0.4 s at 10,000 backends
@@ -128,6 +109,10 @@ async def _config(request: web.Request) -> web.Response:
 
 def _authorize(request: web.Request) -> None:
     api_auth.authorize(request, api=request.app[CONTROLLER].running_config.api, loopback=request.app[_LOOPBACK])
+
+
+def _authorize_read(request: web.Request) -> None:
+    api_auth.authorize_read(request, api=request.app[CONTROLLER].running_config.api)
 
 
 async def _reload(request: web.Request) -> web.Response:
@@ -161,6 +146,7 @@ async def _admin(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
+    _authorize_read(request)
     # Compressed once per snapshot by Metrics, not by aiohttp on every response: Prometheus always asks for gzip.
     gzip = "gzip" in request.headers.get("Accept-Encoding", "").lower()
     accept = ",".join(request.headers.getall("Accept", []))
@@ -241,7 +227,14 @@ class ApiServer:
         self.port = port if port is not None else api.port
         self._shutdown_timeout = shutdown_timeout
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
         self._started = False
+        self._limit: tuple[config.XdplbConfig | None, int] = (None, 0)
+        self.guard = api_guard.ConnectionGuard(
+            limit=self._connection_limit,
+            per_client=lambda: self._controller.running_config.api.max_connections_per_client,
+            on_refused=self._metrics.api_refused,
+        )
         self.ready = asyncio.Event()
 
     async def setup(self) -> None:
@@ -249,8 +242,16 @@ class ApiServer:
         if self._runner is not None:
             raise ApiError("setup() was already called; call cleanup() first")
         app = make_app(self._controller, metrics=self._metrics, listen_host=self.host)
-        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=self._shutdown_timeout,
-                               access_log_format=_ACCESS_LOG_FORMAT)
+        idle = self._controller.running_config.api.idle_timeout
+        runner = web.AppRunner(
+            app, handle_signals=False, shutdown_timeout=self._shutdown_timeout,
+            access_log=api_logs.AccessLog(logging.getLogger("aiohttp.access")),
+            access_log_format=_ACCESS_LOG_FORMAT,
+            logger=api_logs.ServerLog(logging.getLogger("aiohttp.server"),
+                                      on_bad_request=lambda: self._metrics.api_refused("bad_request")),
+            keepalive_timeout=idle,  # from the accept on, so it is the header deadline too (see api_guard)
+            lingering_time=min(idle, 10.0),
+        )
         await runner.setup()
         self._runner = runner
 
@@ -260,15 +261,23 @@ class ApiServer:
             raise ApiError("call setup() before start()")
         if self._started:
             raise ApiError("start() was already called")
-        site = web.TCPSite(self._runner, str(self.host), self.port, reuse_address=True)
-        await site.start()
+        server = self._runner.server
+        assert server is not None  # set by setup()
+        # Not a TCPSite: every connection goes through the guard first.
+        self._listener = await asyncio.get_running_loop().create_server(
+            self.guard.protocol_factory(server), str(self.host), self.port, reuse_address=True,
+            backlog=api_guard.ACCEPT_BURST
+        )
         self._started = True
-        for address in self._runner.addresses:
-            if isinstance(address, tuple):
-                self.port = address[1]
-                break
+        self.port = self._listener.sockets[0].getsockname()[1]
         log.info("event=api_listening host=%s port=%s", self.host, self.port)
         self.ready.set()
+
+    def _connection_limit(self) -> int:
+        running = self._controller.running_config
+        if self._limit[0] is not running:  # at 10,000 backends, counting the checks takes a few milliseconds
+            self._limit = (running, api_guard.connection_limit(running, api_guard.open_file_limit()))
+        return self._limit[1]
 
     @property
     def url(self) -> str:
@@ -279,8 +288,11 @@ class ApiServer:
     async def cleanup(self) -> None:
         """Stop listening and finish in-flight requests (up to ``shutdown_timeout``); idempotent."""
         runner, self._runner = self._runner, None
+        listener, self._listener = self._listener, None
         self.ready.clear()
         self._started = False
+        if listener is not None:
+            listener.close()
         if runner is not None:
             await asyncio.shield(runner.cleanup())
             log.info("event=api_stopped host=%s port=%s", self.host, self.port)

@@ -8,7 +8,11 @@
   browser attacks on such an open local API are refused: a cross-site request (its ``Origin`` differs from the
   ``Host`` it was sent to) and DNS rebinding (a ``Host`` that is a name other than ``localhost``).
 
-Read-only endpoints (status, config, metrics, console) are never guarded.
+Read endpoints (status, config, metrics) need the same bearer token when ``api.read_token_required`` is set
+(``authorize_read``); ``/healthz`` and the console's static files carry no data and are never guarded.
+
+A header that is not ASCII (aiohttp decodes it as UTF-8 with surrogate escapes) is compared as bytes and simply
+does not match: a 401, never a 500.
 """
 
 import hmac
@@ -22,7 +26,7 @@ from aiohttp import web
 
 import config
 
-__all__ = ["authorize", "read_token"]
+__all__ = ["authorize", "authorize_read", "read_token"]
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +70,27 @@ def authorize(request: web.Request, *, api: config.ApiConfig, loopback: bool) ->
             log.warning("event=api_refused reason=host host=%s remote=%s", request.host, request.remote)
             raise _refuse(web.HTTPForbidden, "Host must be a loopback address or localhost")
         return
+    _require_token(request, api.token_file, what="admin API")
+
+
+def authorize_read(request: web.Request, *, api: config.ApiConfig) -> None:
+    """Return if ``request`` may read status, config or metrics, else raise the HTTP error to answer with."""
+    if not api.read_token_required:
+        return
+    if api.token_file is None:  # the config refuses this; fail closed all the same
+        raise _refuse(web.HTTPServiceUnavailable, "read API unavailable: no token file")
+    _require_token(request, api.token_file, what="read API")
+
+
+def _require_token(request: web.Request, token_file: Path, *, what: str) -> None:
     try:
-        token = read_token(api.token_file)
+        token = read_token(token_file)
     except (OSError, ValueError) as error:
-        log.error("event=api_token_unreadable path=%s error=%s", api.token_file, error)
-        raise _refuse(web.HTTPServiceUnavailable, "admin API unavailable: token file unreadable") from None
+        log.error("event=api_token_unreadable path=%s error=%s", token_file, error)
+        raise _refuse(web.HTTPServiceUnavailable, f"{what} unavailable: token file unreadable") from None
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
+    given = presented.strip().encode("utf-8", "surrogateescape")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given, token.encode("utf-8", "surrogateescape")):
         log.warning("event=api_refused reason=token remote=%s", request.remote)
         challenge = {"WWW-Authenticate": 'Bearer realm="xdplb"'}
         raise _refuse(web.HTTPUnauthorized, "missing or wrong bearer token", **challenge)

@@ -97,9 +97,10 @@ def configure_logging(level: str) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     """``xdplb run CONFIG``: the daemon, until SIGTERM or SIGINT."""
-    from balancer import daemon, overrides  # the daemon pulls in bcc: only for this command
+    from balancer import api_guard, daemon, overrides  # the daemon pulls in bcc: only for this command
 
     configure_logging(args.log_level)
+    api_guard.raise_open_file_limit()  # before any socket: the API's connection limit is computed from it
     try:
         preflight.load(args.config)
     except config.ConfigError as error:

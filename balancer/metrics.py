@@ -6,7 +6,8 @@ A scrape (``Metrics.exposition``) reports, in this order,
 - the series that exist only as events: ``xdplb_healthcheck_duration_seconds`` (a histogram per service and check
   type) and ``xdplb_healthcheck_failures_total`` (per backend and check) from ``observe_check``,
   ``xdplb_backend_state_transitions_total`` from ``health_transition``, ``xdplb_healthcheck_schedule_lag_seconds``
-  from ``observe_schedule_lag``, ``xdplb_event_loop_stall_seconds`` and ``_max`` from ``loop_probe``;
+  from ``observe_schedule_lag``, ``xdplb_event_loop_stall_seconds`` and ``_max`` from ``loop_probe``,
+  ``xdplb_api_refused_total`` from ``api_refused``;
 - the families of the snapshot (``balancer.metrics_snapshot``), from the cache the status API shares
   (``balancer.snapshot_cache``): no background loop, and the snapshot is only read.
 
@@ -40,7 +41,7 @@ import config
 from balancer import loop_probe, metrics_snapshot, metrics_text, snapshot_cache, status
 from balancer import version as build
 
-__all__ = ["CHECK_BUCKETS", "LAG_BUCKETS", "Metrics"]
+__all__ = ["API_REFUSED_REASONS", "CHECK_BUCKETS", "LAG_BUCKETS", "Metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ CHECK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 """Seconds: health checks on a LAN take well under a millisecond to a timeout of a few seconds."""
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 """Seconds a check run starts after it was due: the issue's target is a p99 under 50 ms."""
+API_REFUSED_REASONS = ("bad_request", "client_limit", "connection_limit")
+"""Why the API refused a connection or a request (``balancer.api_guard``, ``balancer.api_logs``)."""
 
 Family = metrics_text.Family
 _VERSION = metrics_text.Labels(["version"])
@@ -87,6 +90,7 @@ class _Events:
     transitions: dict[tuple[str, str, str], int]  # (service, backend address, state entered) -> count
     lag: _Histogram  # how late check runs started
     stalls: loop_probe.Stalls
+    api_refused: dict[str, int]  # reason -> connections reset or malformed requests
 
 
 class _EventStore:
@@ -104,6 +108,7 @@ class _EventStore:
         self.transitions: dict[tuple[str, str, str], int] = {}
         self.lag = _Histogram(LAG_BUCKETS)
         self.probe = probe
+        self.api_refused = dict.fromkeys(API_REFUSED_REASONS, 0)
 
     def copy(self) -> _Events:
         return _Events(
@@ -112,6 +117,7 @@ class _EventStore:
             transitions=dict(self.transitions),
             lag=self.lag.copy(),
             stalls=self.probe.read(),
+            api_refused=dict(self.api_refused),
         )
 
 
@@ -119,6 +125,7 @@ _SERVICE_CHECK = metrics_text.Labels(["service", "check"], extra="le")
 _BACKEND_CHECK = metrics_text.Labels(["service", "backend", "check"])
 _TRANSITION = metrics_text.Labels(["service", "backend", "state"])
 _NONE = metrics_text.Labels([], extra="le")
+_REASON = metrics_text.Labels(["reason"])
 
 
 def _event_families(events: _Events) -> Iterator[Family]:
@@ -151,6 +158,11 @@ def _event_families(events: _Events) -> Iterator[Family]:
                        "The longest event-loop stall the probe has seen since start.")
     stall_max.add("", "", events.stalls.max)
     yield stall_max
+    refused = Family("xdplb_api_refused", "counter",
+                     "API connections reset over a connection limit, and malformed requests, by reason.")
+    for reason, count in sorted(events.api_refused.items()):
+        refused.add("_total", _REASON.render([reason]), count)
+    yield refused
 
 
 class Metrics:
@@ -205,6 +217,10 @@ class Metrics:
         """Count a health change of ``backend`` (its address) of ``service`` into ``to_state`` (up, down)."""
         key = (service, backend, to_state)
         self._events.transitions[key] = self._events.transitions.get(key, 0) + 1
+
+    def api_refused(self, reason: str) -> None:
+        """Count an API connection reset over a limit, or a malformed request (``API_REFUSED_REASONS``)."""
+        self._events.api_refused[reason] = self._events.api_refused.get(reason, 0) + 1
 
     def render(self) -> bytes:
         """The text exposition format of a snapshot read here and now (no cache; on the caller's thread)."""

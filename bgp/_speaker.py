@@ -15,13 +15,12 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bgp import _channel, _errors, _events, _exabgp_config, _peers, _writer
+from bgp import _channel, _errors, _events, _exabgp_config, _peers, _runtime, _writer
 from config import BgpConfig, RouteAttributes
 
 __all__ = ["Speaker"]
@@ -47,8 +46,9 @@ class Speaker:
     ExaBGP reports the withdrawals sent to every established peer, then closes the sessions. If this process dies,
     ExaBGP dies with it (PDEATHSIG) and the peers drop the routes.
 
-    ExaBGP's config and the API socket live in a fresh private directory under ``runtime_dir`` (default: the
-    system's temporary directory), removed by ``stop()``; a SIGKILLed daemon leaves it behind.
+    ExaBGP's config (0600: it holds the MD5 passwords) and the API socket live in a fresh private directory under
+    ``runtime_dir`` (default: ``$RUNTIME_DIRECTORY``, or ``/run/xdplb``; see ``bgp._runtime``), removed by
+    ``stop()``; one a SIGKILLed daemon left behind is removed by the next ``start()``.
     """
 
     def __init__(
@@ -158,12 +158,13 @@ class Speaker:
             raise _errors.SpeakerStateError(f"start() on a speaker that is {self._state}; make a new Speaker")
         self._state = "starting"
         try:
-            self._workdir = Path(tempfile.mkdtemp(prefix="xdplb-bgp-", dir=self._runtime_dir))
+            base = self._runtime_dir if self._runtime_dir is not None else _runtime.default_base()
+            self._workdir = _runtime.new_instance_dir(_runtime.prepare_base(base))
             socket_path = self._workdir / "api.sock"
             self._server = await asyncio.start_unix_server(self._bridge_connected, path=os.fspath(socket_path))
+            os.chmod(socket_path, 0o600)
             bridge = [sys.executable, os.fspath(_BRIDGE), os.fspath(socket_path)]
-            config_path = self._workdir / "exabgp.conf"
-            config_path.write_text(_exabgp_config.render(self._config, bridge=bridge))
+            _runtime.write_private(self._workdir / "exabgp.conf", _exabgp_config.render(self._config, bridge=bridge))
             self._run = await self._spawn()
         except BaseException as error:
             await self._cleanup()

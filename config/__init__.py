@@ -7,6 +7,7 @@
 ('192.0.2.100:80/tcp', 'tcp')
 """
 
+from config._disclosure import redact
 from config._errors import ConfigError, XdplbError
 from config._loader import format_path, load_config, parse_config, validate_config
 from config._root import XdplbConfig
@@ -38,5 +39,6 @@ __all__ = [
     "load_config",
     "parse_config",
     "parse_status_codes",
+    "redact",
     "validate_config",
 ]

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from config import _yaml
+from config import _disclosure, _yaml
 from config._errors import ConfigError
 from config._root import XdplbConfig
 from config._types import Loc
@@ -207,7 +207,7 @@ def _problems(error: ValidationError, data: object, node: yaml.Node | None) -> l
         if shown > MAX_PROBLEMS:
             continue  # counted, not described: a list of a million wrong items should not take a gigabyte
         loc = _document_loc(raw, data)
-        message = _message(item)
+        message = _message(item, disclose=_disclosure.discloses(loc))
         line = _line(node, loc) if node is not None else None
         problems[(format_path(loc), f"{message} (line {line})" if line else message)] = None
     if shown > MAX_PROBLEMS:
@@ -256,12 +256,14 @@ def _line(node: yaml.Node | None, loc: Loc) -> int | None:
     return line
 
 
-def _message(error: Mapping[str, Any]) -> str:
+def _message(error: Mapping[str, Any], *, disclose: bool) -> str:
+    """The text of one pydantic error; it quotes the rejected value only when ``disclose`` (``config._disclosure``):
+    the message reaches the API's status and the logs."""
     kind, ctx = error["type"], error.get("ctx") or {}
     if kind == "xdplb_rule":
         return str(ctx["message"])
     if kind in ("value_error", "assertion_error"):
-        return str(ctx["error"])
+        return str(ctx["error"]) if disclose else _without_input(str(ctx["error"]), error.get("input"))
     if kind == "extra_forbidden":
         key = str(error["loc"][-1])
         close = difflib.get_close_matches(key, _field_names(), n=1, cutoff=0.7)
@@ -281,7 +283,7 @@ def _message(error: Mapping[str, Any]) -> str:
     message = str(error["msg"])
     message = message[:1].lower() + message[1:]
     if isinstance(value, str | int | float | bool):
-        message += f", got {_shown(value)}"
+        message += f", got {_shown(value)}" if disclose else f", got {_kind(value)}"
     if isinstance(value, bool) and kind in ("literal_error", "enum", "string_type"):
         message += " (unquoted true and false are booleans: quote the word)"
     elif isinstance(value, str) and kind in _WANTED:
@@ -295,6 +297,23 @@ _WANTED = {"int_type": "a whole number in decimal digits", "float_type": "a numb
 def _shown(value: str | int | float | bool) -> str:
     text = repr(value)
     return text if len(text) <= _SHOWN_CHARS else f"{text[:_SHOWN_CHARS]}... ({len(text)} characters)"
+
+
+def _without_input(message: str, value: object) -> str:
+    """``message`` with every quoted string of the rejected ``value`` (and its keys) replaced by ``<redacted>``."""
+    pending, texts = [value], set()
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str) and item:
+            texts.add(item)
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+    for text in sorted(texts, key=len, reverse=True):
+        message = message.replace(repr(text), _disclosure.REDACTED)
+    return message
 
 
 @functools.cache

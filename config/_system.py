@@ -108,6 +108,35 @@ class ApiConfig(XdplbModel):
         description="file holding the bearer token that write requests must present; "
         "required when `listen` is not a loopback address",
     )
+    read_token_required: bool = Field(
+        False,
+        description="read endpoints (status, config, metrics, console) also require the token of `token_file`",
+    )
+    idle_timeout: float = Field(
+        15.0,
+        gt=0,
+        le=3600,
+        description="seconds a connection may stay without a complete request: from connecting to the end of the "
+        "first request's headers (slow or unfinished headers), and between requests; then it is closed. Read at "
+        "start",
+    )
+    max_connections: int = Field(
+        512,
+        ge=1,
+        le=1048576,
+        description="open API connections at most; one more is reset at once. Never more than the open-file limit "
+        "less `fd_reserve`",
+    )
+    max_connections_per_client: int = Field(
+        64, ge=1, le=1048576, description="open API connections at most from one client address"
+    )
+    fd_reserve: int = Field(
+        256,
+        ge=16,
+        le=1048576,
+        description="file descriptors the API leaves to health checks, BGP and the data plane, plus one per "
+        "configured check: API connections are capped at the open-file limit less these",
+    )
 
     @field_validator("token_file", mode="before")
     @classmethod
@@ -139,7 +168,9 @@ class ApiConfig(XdplbModel):
 
 
 def verify_api_token(api: ApiConfig) -> list[_types.Problem]:
-    """An API reachable from other hosts must require a token."""
+    """An API reachable from other hosts must require a token, and so must read endpoints that want one."""
     if api.token_file is None and not api.host.is_loopback:
         return [(("token_file",), f"required because listen {api.listen} is not a loopback address")]
+    if api.token_file is None and api.read_token_required:
+        return [(("token_file",), "required because read_token_required is true")]
     return []

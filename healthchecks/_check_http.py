@@ -10,7 +10,7 @@ import ipaddress
 import typing
 
 import config
-from healthchecks import _failure, _http_response, _http_spec
+from healthchecks import _failure, _http_response, _http_spec, _linger
 
 __all__ = ["LeanHttpChecker"]
 
@@ -27,6 +27,7 @@ class _ResponseProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A cast, not isinstance: uvloop's and the default loop's transports do not all subclass asyncio's classes.
         self.transport = typing.cast(asyncio.Transport, transport)
+        _linger.reset_on_close(transport)
 
     def expect(self, reader: _http_response.ResponseReader, waiter: asyncio.Future[None]) -> None:
         self.reader, self.waiter = reader, waiter

@@ -10,7 +10,7 @@ import aiohttp
 import yarl
 
 import config
-from healthchecks import _failure, _http_spec
+from healthchecks import _failure, _http_spec, _linger
 
 __all__ = ["AiohttpChecker"]
 
@@ -32,7 +32,8 @@ class AiohttpChecker:
             trace.on_connection_create_end.append(_connected)
             trace.on_connection_reuseconn.append(_connected)
             connector = aiohttp.TCPConnector(
-                force_close=not self._spec.check.keepalive, limit=1, ssl=self._spec.ssl or False
+                force_close=not self._spec.check.keepalive, limit=1, ssl=self._spec.ssl or False,
+                socket_factory=_linger.reset_socket,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector, trace_configs=[trace], auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()

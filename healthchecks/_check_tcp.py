@@ -5,7 +5,7 @@ import ipaddress
 import typing
 
 import config
-from healthchecks import _errors, _failure
+from healthchecks import _errors, _failure, _linger
 
 __all__ = ["TcpChecker", "unescape"]
 
@@ -39,6 +39,7 @@ class _PrefixProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A cast, not isinstance: uvloop's and the default loop's transports do not all subclass asyncio's classes.
         self.transport = typing.cast(asyncio.Transport, transport)
+        _linger.reset_on_close(transport)
 
     def data_received(self, data: bytes) -> None:
         self.data += data

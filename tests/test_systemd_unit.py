@@ -26,3 +26,15 @@ def test_exec_lines_parse_with_the_real_cli() -> None:
 def test_reload_and_stop_use_the_signals_the_daemon_handles() -> None:
     assert _commands("ExecReload") == [["/bin/kill", "-HUP", "$MAINPID"]]
     assert "KillSignal=SIGTERM" in UNIT.read_text().splitlines()
+
+
+def test_open_file_limit_is_raised_above_the_default() -> None:
+    limits = [line.split("=", 1)[1] for line in UNIT.read_text().splitlines() if line.startswith("LimitNOFILE=")]
+    assert len(limits) == 1
+    soft, _, hard = limits[0].partition(":")
+    assert int(soft) >= 65536 and int(hard or soft) >= int(soft)  # systemd's default soft limit is 1024
+
+
+def test_the_runtime_directory_is_private() -> None:
+    lines = UNIT.read_text().splitlines()
+    assert "RuntimeDirectory=xdplb" in lines and "RuntimeDirectoryMode=0700" in lines

@@ -153,9 +153,30 @@ function showError(text) {
   banner.hidden = !text;
 }
 
+function authHeaders() {
+  const token = sessionStorage.getItem("xdplb-token");
+  return token ? {Authorization: "Bearer " + token} : {};
+}
+
+let tokenDeclined = false;
+
+// Ask once per page for the token (api.read_token_required, or admin calls); false when declined.
+function askToken() {
+  if (tokenDeclined) return false;
+  const entered = prompt("This API needs its bearer token (api.token_file):");
+  if (!entered) {
+    tokenDeclined = true;
+    return false;
+  }
+  sessionStorage.setItem("xdplb-token", entered.trim());
+  return true;
+}
+
 async function poll() {
   try {
-    const response = await fetch("/api/v1/status", {cache: "no-store"});
+    const get = () => fetch("/api/v1/status", {cache: "no-store", headers: authHeaders()});
+    let response = await get();
+    if (response.status === 401 && askToken()) response = await get();
     if (!response.ok) throw new Error("HTTP " + response.status);
     render(await response.json());
     showError("");
@@ -170,13 +191,10 @@ async function admin(key, action) {
   if (action === "disable" && !confirm("Disable " + key + "? Its flows move to other backends.")) return;
   const url = "/api/v1/backends/" + encodeURIComponent(key) + "/" + action;
   for (let attempt = 0; attempt < 2; attempt++) {
-    const token = sessionStorage.getItem("xdplb-token");
-    const headers = token ? {Authorization: "Bearer " + token} : {};
-    const response = await fetch(url, {method: "POST", headers});
+    const response = await fetch(url, {method: "POST", headers: authHeaders()});
     if (response.status === 401 && attempt === 0) {
-      const entered = prompt("This API needs its bearer token (api.token_file):");
-      if (!entered) return;
-      sessionStorage.setItem("xdplb-token", entered.trim());
+      tokenDeclined = false;  // a click is a fresh request for the token
+      if (!askToken()) return;
       continue;
     }
     if (!response.ok) {

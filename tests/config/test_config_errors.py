@@ -139,7 +139,7 @@ CASES = [
     Case("check without type", "interfaces: [eth0]\npolicies: {web: {checks: [{path: /}]}}", "policies.web.checks[0]",
          "missing key 'type'"),
     Case("bad check field (no union tag in the path)", "interfaces: [eth0]\npolicies: {web: {checks: "
-         "[{type: http, path: healthz}]}}", "policies.web.checks[0].path", "should match pattern '^/', got 'healthz'"),
+         "[{type: http, path: healthz}]}}", "policies.web.checks[0].path", "should match pattern '^/', got a string"),
     Case("bad check timing", "interfaces: [eth0]\npolicies: {web: {checks: [{type: tcp, timing: {interval: 1, "
          "timeout: 2}}]}}", "policies.web.checks[0].timing", "timeout 2.0s is longer than interval 1.0s"),
     Case("udp service without checks", "interfaces: [eth0]\nservices:\n- {vip: 192.0.2.53, port: 53, protocol: udp, "

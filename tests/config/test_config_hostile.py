@@ -180,7 +180,7 @@ def test_a_million_wrong_items_give_100_problems_and_a_count(monkeypatch: pytest
 
 
 def test_a_long_refused_value_is_shortened_in_the_message() -> None:
-    message = refused("interfaces: [eth0]\ndataplane: {hash_seed: '" + "x" * 10_000 + "'}\n")
+    message = refused("interfaces: [eth0]\ndataplane: {flow_table_size: '" + "x" * 10_000 + "'}\n")
     assert len(message) < 300 and "... (10002 characters)" in message
 
 

@@ -161,4 +161,4 @@ def test_lines_point_at_the_key_in_block_style(problems: Problems) -> None:
               - type: http
                 path: healthz
         """)
-    assert found == [("policies.web.checks[0].path", "string should match pattern '^/', got 'healthz' (line 7)")]
+    assert found == [("policies.web.checks[0].path", "string should match pattern '^/', got a string (line 7)")]

@@ -43,7 +43,7 @@ CASES = [
      "input should be a valid number, got '2' (a number, unquoted)"),
     (service(checks="[{type: tcp, timing: {rise: on}}]"), "services[0].checks[0].timing.rise", "got 'on'"),
     (service(checks="[{type: http, keepalive: off}]"), "services[0].checks[0].keepalive", "got 'off'"),
-    ("interfaces: [eth0]\ndataplane: {hash_seed: 1_000}\n", "dataplane.hash_seed", "got '1_000'"),
+    ("interfaces: [eth0]\ndataplane: {flow_table_size: 1_000}\n", "dataplane.flow_table_size", "got '1_000'"),
     (BGP.replace("peer_as: 65000", "peer_as: 65_000"), "bgp.peers[0].peer_as", "got '65_000'"),
     (BGP.replace("peer_as: 65000", "peer_as: 65000, hold_time: 1:30"), "bgp.peers[0].hold_time", "got '1:30'"),
     (BGP.replace("peer_as: 65000", "peer_as: 65000, passive: no"), "bgp.peers[0].passive", "got 'no'"),
