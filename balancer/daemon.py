@@ -8,6 +8,7 @@ all four. Cleanup is safe after a partial setup and runs once.
 
 import asyncio
 import dataclasses
+import functools
 import gc
 import logging
 import math
@@ -39,6 +40,11 @@ DEBOUNCE = 0.02  # events this close together make one pass
 class DaemonError(config.XdplbError, RuntimeError):
     """The daemon was used out of order or could not start."""
 
+
+
+def _sessions(bgp_config: config.BgpConfig | None) -> config.BgpConfig | None:
+    """What of ``bgp`` the speaker's sessions depend on: all but the route attributes, which the passes apply."""
+    return None if bgp_config is None else bgp_config.model_copy(update={"attributes": config.RouteAttributes()})
 
 
 def _plane_settings(cfg: config.XdplbConfig) -> bpf.DataPlaneSettings:
@@ -98,6 +104,8 @@ class Daemon:
         api_factory: Callable[["Daemon"], Any] | None = None,
         state_file: Path | None = None,
         check_workers: int | None = None,
+        plane_factory: Callable[[bpf.DataPlaneSettings], bpf.DataPlane] = bpf.DataPlane,
+        neighbour_factory: Callable[..., neighbours.NeighbourWatcher] = neighbours.NeighbourWatcher,
     ) -> None:
         self.config_path = config_path
         self.stop_trigger = stop or asyncio.Event()
@@ -105,6 +113,8 @@ class Daemon:
         self.drain_seconds = drain_seconds
         self.check_workers = check_workers  # checker processes; None: sized from the config at start
         self._speaker_factory = speaker_factory
+        self._plane_factory = plane_factory
+        self._neighbour_factory = neighbour_factory  # (on_change, interfaces=ifindexes): the kernel's table
         self._api_factory = api_factory
         self.state_file = state_file  # admin overrides survive restarts here; None: kept in memory only
         self.metrics = metrics.Metrics(self, version=version.installed_version())
@@ -135,6 +145,7 @@ class Daemon:
         self._cleaned = False
         self.ready_event = asyncio.Event()  # set once VIPs may be announced (tests wait on it)
         self._background: set[asyncio.Task[Any]] = set()
+        self._changing = asyncio.Lock()  # reloads and admin changes, one at a time
 
     # lifecycle
 
@@ -171,13 +182,13 @@ class Daemon:
         if self.state_file is not None:
             keys = (service.backend_key(backend) for service, backend in self._config.backends())
             self._overrides = overrides.load(self.state_file, keys)
-        plane = bpf.DataPlane(_plane_settings(self._config))
+        plane = self._plane_factory(_plane_settings(self._config))
         self._plane = plane
         await asyncio.to_thread(plane.setup)
         for interface in self._config.interfaces:
             plane.attach(interface.name, interface.mode)
         ifindexes = [socket.if_nametoindex(interface.name) for interface in self._config.interfaces]
-        self._neighbours = neighbours.NeighbourWatcher(self._macs_changed, interfaces=ifindexes)
+        self._neighbours = self._neighbour_factory(self._macs_changed, interfaces=ifindexes)
         await self._neighbours.start()
         _warn_about_neighbour_limits(self._config)
         self._reconciler = reconciler.Reconciler(plane, None)
@@ -302,17 +313,24 @@ class Daemon:
         )
 
     async def reload(self) -> status.ReloadResult:
-        """Re-read the config file; apply it as a diff if valid, else keep the running config."""
+        """Re-read the config file and apply it as a diff, completely or not at all (then the running config stays,
+        the failure is counted and ``last_reload_error`` says why). One reload or admin change at a time."""
+        async with self._changing:
+            return await self._reload()
+
+    async def _reload(self) -> status.ReloadResult:
         old = self._require_config()
         try:
-            new = await asyncio.to_thread(config.load_config, self.config_path)
-            await asyncio.to_thread(preflight.verify, new, source=str(self.config_path))  # before anything changes
-        except (config.ConfigError, OSError) as error:
+            new = await asyncio.to_thread(preflight.load, self.config_path)  # what `xdplb check` refuses, refused
+        except (config.ConfigError, OSError, ValueError, RecursionError, MemoryError) as error:
             return self._reload_failed(old, str(error))
         try:
             changes = await self._apply_config(old, new)
-        except healthchecks.HealthCheckConfigError as error:  # refused before anything changed
+        except (config.XdplbError, OSError) as error:  # undone: nothing of the new config is in force
             return self._reload_failed(old, f"{self.config_path}: {error}")
+        except Exception as error:  # a bug; still undone, and said as a refusal rather than a 500
+            log.exception("event=reload_failed config=%s", self.config_path)
+            return self._reload_failed(old, f"{self.config_path}: internal error: {type(error).__name__}")
         self._reloads["success"] += 1
         self._last_reload_error = None
         self._last_reload_success = time.time()
@@ -328,6 +346,10 @@ class Daemon:
 
     async def set_admin(self, backend_key: str, state: config.AdminState | None) -> None:
         """Override a backend's admin state at run time (None: back to the file's). KeyError if unknown."""
+        async with self._changing:
+            await self._set_admin(backend_key, state)
+
+    async def _set_admin(self, backend_key: str, state: config.AdminState | None) -> None:
         cfg = self._require_config()
         if backend_key not in {service.backend_key(backend) for service, backend in cfg.backends()}:
             raise KeyError(backend_key)
@@ -347,14 +369,15 @@ class Daemon:
         if self.state_file is not None:
             overrides.save(self.state_file, self._overrides)
 
-    def _update_targets(self, cfg: config.XdplbConfig) -> None:
+    def _update_targets(self, cfg: config.XdplbConfig, overrides_: Mapping[str, config.AdminState] | None = None) -> None:
         """Hand the checked set to the scheduler (a diff: unchanged backends keep their state), and follow it.
 
         HealthCheckConfigError if a check cannot be sent; nothing has changed then.
         """
-        targets = desired.health_targets(cfg, self._overrides)
+        overrides_ = self._overrides if overrides_ is None else overrides_
+        targets = desired.health_targets(cfg, overrides_)
         if self._scheduler is not None:
-            self._scheduler.update(_targets(targets, self._overrides))
+            self._scheduler.update(_targets(targets, overrides_))
         self._members = {
             key: (service.name, str(backend.address), tuple(check.type for check in checks))
             for key, (service, backend, checks) in targets.items()
@@ -366,7 +389,7 @@ class Daemon:
             key
             for key, (service, backend, _) in targets.items()
             if self._health[key].state == "unknown"
-            and desired.admin_state(service, backend, self._overrides) is not config.AdminState.DISABLED
+            and desired.admin_state(service, backend, overrides_) is not config.AdminState.DISABLED
         }
         self._set_settled()
         services_of: dict[bpf.IPAddress, set[str]] = {}
@@ -448,34 +471,31 @@ class Daemon:
             loop.call_later(max(expires, 0.0), self._mark, settling)
 
     async def _apply_config(self, old: config.XdplbConfig, new: config.XdplbConfig) -> list[str]:
+        """Apply ``new`` in place of ``old``: every step that can fail comes first, and is undone if a later one
+        fails; only then does ``new`` become the running config. Unchanged backends keep their state."""
         changes = reload_diff.describe_changes(old, new)
         keys = {service.backend_key(backend) for service, backend in new.backends()}
-        kept, self._overrides = self._overrides, {k: v for k, v in self._overrides.items() if k in keys}
+        overrides_ = {k: v for k, v in self._overrides.items() if k in keys}
+        undo: list[Callable[[], Awaitable[object]]] = []
         try:
-            self._update_targets(new)  # first: the scheduler refuses checks it cannot send before changing anything
-        except healthchecks.HealthCheckConfigError:
-            self._overrides = kept
+            await self._apply_interfaces(old, new, undo)
+            changes += await self._apply_bgp(old, new, undo)
+            self._update_targets(new, overrides_)  # verifies every check before it changes anything
+        except BaseException:
+            for step in reversed(undo):
+                try:
+                    await step()
+                except Exception:
+                    log.exception("event=reload_undo_failed config=%s", self.config_path)
             raise
-        plane = self._plane
-        assert plane is not None
         if new.dataplane != old.dataplane:
             changes.append("dataplane sizing changed: takes effect at the next restart")
-        old_ifaces = {i.name: i for i in old.interfaces}
-        new_ifaces = {i.name: i for i in new.interfaces}
-        for name in old_ifaces.keys() - new_ifaces.keys():
-            plane.detach(name)
-        for name, interface in new_ifaces.items():
-            if old_ifaces.get(name) != interface:
-                plane.detach(name)
-                plane.attach(name, interface.mode)
+        if (new.api.listen, new.api.idle_timeout) != (old.api.listen, old.api.idle_timeout):
+            changes.append("api listen address or idle timeout changed: takes effect at the next restart")
         self._config = new
-        if kept != self._overrides:
+        if overrides_ != self._overrides:
+            self._overrides = overrides_
             self._save_overrides()
-        if new.bgp != old.bgp:
-            changes.append("bgp changed: speaker restarted")
-            if self._speaker is not None:
-                await self._speaker.stop()
-            await self._start_speaker(new.bgp)
         old_services = {service.name: service for service in old.services}
         self._mark(
             {service.name for service in new.services if old_services.pop(service.name, None) != service}
@@ -484,6 +504,52 @@ class Daemon:
         await self._converge()
         return changes
 
+    async def _apply_interfaces(
+        self, old: config.XdplbConfig, new: config.XdplbConfig, undo: list[Callable[[], Awaitable[object]]]
+    ) -> None:
+        """Attach, re-attach and detach as ``new`` says; each step done adds its reverse to ``undo``."""
+        plane = self._plane
+        assert plane is not None
+        old_ifaces = {i.name: i for i in old.interfaces}
+        new_ifaces = {i.name: i for i in new.interfaces}
+        for name, interface in new_ifaces.items():
+            before = old_ifaces.get(name)
+            if before == interface:
+                continue
+            if before is not None:
+                await asyncio.to_thread(plane.detach, name)
+                undo.append(functools.partial(asyncio.to_thread, plane.attach, name, before.mode))
+            await asyncio.to_thread(plane.attach, name, interface.mode)
+            undo.append(functools.partial(asyncio.to_thread, plane.detach, name))
+        for name in old_ifaces.keys() - new_ifaces.keys():
+            await asyncio.to_thread(plane.detach, name)
+            undo.append(functools.partial(asyncio.to_thread, plane.attach, name, old_ifaces[name].mode))
+
+    async def _apply_bgp(
+        self, old: config.XdplbConfig, new: config.XdplbConfig, undo: list[Callable[[], Awaitable[object]]]
+    ) -> list[str]:
+        """Bring the speaker to ``new.bgp``. Route attributes are not the speaker's: the next pass re-announces the
+        routes in place with them. A speaker that cannot start leaves the old one running."""
+        if _sessions(old.bgp) == _sessions(new.bgp):
+            return []
+        previous = self._speaker
+        if new.bgp is None:
+            self._speaker = None
+            assert self._reconciler is not None
+            self._reconciler.speaker = None
+            if previous is not None:
+                await previous.stop()  # withdraws its routes first
+            return ["bgp removed: every route withdrawn"]
+        if previous is not None:
+            await previous.stop()
+
+            async def restore() -> None:
+                await self._start_speaker(old.bgp)
+
+            undo.append(restore)
+        await self._start_speaker(new.bgp)
+        return ["bgp sessions changed: speaker restarted"]
+
     async def _start_speaker(self, bgp_config: config.BgpConfig | None) -> None:
         """A started speaker for ``bgp_config`` (None: no BGP), announcing nothing until the next pass."""
         self._speaker = None if bgp_config is None else self._speaker_factory(bgp_config)
@@ -491,6 +557,7 @@ class Daemon:
             await self._speaker.start()
         assert self._reconciler is not None
         self._reconciler.speaker = self._speaker
+        self._mark(())  # a pass hands the new speaker the routes
 
     async def _reconcile_loop(self) -> None:
         while True:

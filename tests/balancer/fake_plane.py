@@ -11,9 +11,14 @@ import bpf
 
 
 class FakeDataPlane:
-    """``set_service``/``remove_service``/``services``/``needs_update``/``table_key``/``maglev`` as in DataPlane."""
+    """``set_service``/``remove_service``/``services``/``needs_update``/``table_key``/``maglev`` as in DataPlane,
+    and the lifecycle the daemon drives (``setup``, ``attach``, ``detach``, ``cleanup``, counters at zero)."""
 
-    def __init__(self, max_services: int = 64) -> None:
+    def __init__(self, max_services: int = 64, settings: bpf.DataPlaneSettings | None = None) -> None:
+        self.settings = settings or bpf.DataPlaneSettings(max_services=max_services)
+        self.fail_attach: set[str] = set()  # attaching these interfaces raises DataPlaneError
+        self.interface_log: list[tuple[str, str]] = []  # ("attach"|"detach", interface), in order
+        self._attached: dict[str, str] = {}
         self.maglev = bpf.MaglevCache()
         self.max_services = max_services
         self.writes: list[bpf.ServiceKey] = []  # every service update that reached the "maps"
@@ -22,6 +27,34 @@ class FakeDataPlane:
         self._status: dict[bpf.ServiceKey, bpf.ServiceStatus] = {}
         self._ids: dict[bpf.ServiceKey, int] = {}
         self._slots: dict[tuple[bpf.ServiceKey, bpf.IPAddress], int] = {}
+
+    def setup(self) -> None:
+        pass
+
+    def cleanup(self) -> None:
+        for name in list(self._attached):
+            self.detach(name)
+
+    def attach(self, ifname: str, mode: str = "auto") -> str:
+        if ifname in self.fail_attach:
+            raise bpf.DataPlaneError(f"attaching XDP to {ifname} failed: Operation not supported")
+        self._attached[ifname] = "generic" if mode == "auto" else mode
+        self.interface_log.append(("attach", ifname))
+        return self._attached[ifname]
+
+    def detach(self, ifname: str) -> None:
+        if self._attached.pop(ifname, None) is not None:
+            self.interface_log.append(("detach", ifname))
+
+    @property
+    def attached(self) -> Mapping[str, str]:
+        return dict(self._attached)
+
+    def read_counters(self) -> bpf.Counters:
+        return bpf.Counters(bpf.GlobalCounters(), {}, {})
+
+    def flow_table_entries(self) -> dict[int, int]:
+        return {4: 0, 6: 0}
 
     @property
     def services(self) -> Mapping[bpf.ServiceKey, bpf.ServiceStatus]:

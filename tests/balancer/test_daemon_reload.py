@@ -1,0 +1,229 @@
+"""Reloads are transactional, one at a time, and route-attribute changes do not touch the BGP sessions.
+
+The real daemon (checks in worker processes, neighbour events from the kernel) with the fake data plane and a
+fake speaker: no root needed. Each test asserts on what the daemon then runs, not only on the reload's answer.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import config
+from balancer import daemon
+from tests.balancer.fake_plane import FakeDataPlane
+
+CHECK_PORT_CONFIG = "{type: tcp, port: %d, timing: {interval: 0.2, timeout: 0.1, rise: 1, fall: 1}}"
+
+
+def document(*, port: int, interfaces: str = "[lo]", med: int = 10, peers: str = "192.0.2.1", path: str = "",
+             extra_service: bool = False) -> str:
+    check = CHECK_PORT_CONFIG % port
+    peer_list = ", ".join(f"{{address: {address}, peer_as: 65000}}" for address in peers.split())
+    text = f"""\
+interfaces: {interfaces}
+bgp:
+  local_as: 65001
+  router_id: 192.0.2.5
+  peers: [{peer_list}]
+  attributes: {{med: {med}}}
+services:
+  - name: web
+    vip: 192.0.2.100
+    port: 80
+    protocol: tcp
+    checks: [{check}]
+    backends: [{{address: 127.0.0.1}}]
+"""
+    if extra_service:
+        text += f"""\
+  - name: api
+    vip: 192.0.2.101
+    port: 80
+    protocol: tcp
+    checks: [{check}]
+    backends: [{{address: 127.0.0.2}}]
+"""
+    return text
+
+
+class ResolvedNeighbours:
+    """Every backend resolved (a fixed MAC): the kernel's neighbour table, faked."""
+
+    def __init__(self, on_change: Any, *, interfaces: Any = ()) -> None:
+        self.watched: set[Any] = set()
+
+    async def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def watch(self, addresses: Any) -> dict[Any, str | None]:
+        new = set(addresses) - self.watched
+        self.watched = set(addresses)
+        return {address: "02:00:5e:00:53:01" for address in new}
+
+    def unresolved(self) -> list[Any]:
+        return []
+
+    def probe(self, addresses: Any) -> None:
+        pass
+
+
+class FakeSpeaker:
+    """``bgp.Speaker``'s surface as the daemon uses it; records every instance, start and stop."""
+
+    instances: list["FakeSpeaker"] = []
+    fail_with: str | None = None  # a peer address: a config with it fails to start, as ExaBGP can
+
+    def __init__(self, cfg: config.BgpConfig) -> None:
+        self.config = cfg
+        self.running = False
+        self.history: list[dict[Any, Any]] = []
+        self.announced: dict[Any, Any] = {}
+        self.rejected: dict[Any, Any] = {}
+        FakeSpeaker.instances.append(self)
+
+    async def start(self) -> None:
+        await asyncio.sleep(0.05)  # a real start awaits: another reload could slip in here
+        if FakeSpeaker.fail_with in {str(peer.address) for peer in self.config.peers}:
+            raise OSError("ExaBGP did not start: exited with status 1")
+        assert not any(other.running for other in FakeSpeaker.instances), "two speakers at once"
+        self.running = True
+
+    async def stop(self) -> None:
+        await asyncio.sleep(0.05)
+        self.announced = {}
+        self.running = False
+
+    def set_routes(self, routes: Any) -> None:
+        self.announced = dict(routes)
+        self.history.append(dict(routes))
+
+    def pending(self) -> frozenset[Any]:
+        return frozenset()
+
+    def peers(self) -> dict[Any, Any]:
+        return {}
+
+
+@pytest.fixture
+async def listener() -> AsyncIterator[int]:
+    """A TCP port on 127.0.0.1 that accepts: what the TCP checks connect to."""
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1]
+    server.close()
+
+
+@pytest.fixture
+async def running(tmp_path: Path, listener: int) -> AsyncIterator[tuple[daemon.Daemon, FakeDataPlane, Path]]:
+    FakeSpeaker.instances, FakeSpeaker.fail_with = [], None
+    path = tmp_path / "lb.yaml"
+    path.write_text(document(port=listener))
+    planes: list[FakeDataPlane] = []
+
+    def plane_factory(settings: Any) -> Any:
+        planes.append(FakeDataPlane(settings=settings))
+        return planes[-1]
+
+    d = daemon.Daemon(path, start_grace=5.0, drain_seconds=0, speaker_factory=FakeSpeaker,  # type: ignore[arg-type]
+                      plane_factory=plane_factory, neighbour_factory=ResolvedNeighbours, check_workers=1)
+    task = asyncio.create_task(d.run(handle_signals=False))
+    async with asyncio.timeout(20):
+        await d.ready_event.wait()
+        while not _announced(d):
+            await asyncio.sleep(0.05)
+    yield d, planes[0], path
+    d.stop_trigger.set()
+    await asyncio.wait_for(task, 20)
+
+
+def _announced(d: daemon.Daemon) -> dict[Any, Any]:
+    speaker = FakeSpeaker.instances[-1] if FakeSpeaker.instances else None
+    return speaker.announced if speaker is not None and speaker.running else {}
+
+
+def _backend_keys(d: daemon.Daemon) -> set[str]:
+    return set(d._members)
+
+
+async def test_a_failed_attach_changes_nothing_and_is_counted(running: Any, listener: int) -> None:
+    d, plane, path = running
+    digest = d.running_config.digest()
+    plane.fail_attach.add("eth-missing")
+    path.write_text(document(port=listener, interfaces="[lo, eth-missing]", extra_service=True))
+    result = await d.reload()
+    assert not result.ok and "attaching XDP to eth-missing failed" in result.message
+    assert d.running_config.digest() == digest
+    assert plane.attached == {"lo": "generic"}
+    assert _backend_keys(d) == {"web/127.0.0.1"}, "the new config's checks must not run"
+    snap = d.snapshot()
+    assert snap.reloads == {"success": 0, "failure": 1} and "eth-missing" in (snap.last_reload_error or "")
+
+
+async def test_a_changed_interface_that_fails_is_put_back(running: Any, listener: int) -> None:
+    d, plane, path = running
+    path.write_text(document(port=listener, interfaces="[{name: lo, mode: native}, eth-missing]"))
+    plane.fail_attach.add("eth-missing")
+    result = await d.reload()
+    assert not result.ok
+    assert plane.attached == {"lo": "generic"}, "lo was re-attached in native mode, then put back"
+    assert plane.interface_log[-2:] == [("detach", "lo"), ("attach", "lo")]
+
+
+async def test_a_speaker_that_cannot_start_leaves_one_running_with_the_old_config(running: Any, listener: int) -> None:
+    d, _, path = running
+    path.write_text(document(port=listener, peers="192.0.2.1 192.0.2.2"))
+    FakeSpeaker.fail_with = "192.0.2.2"
+    result = await d.reload()
+    assert not result.ok and "ExaBGP did not start" in result.message
+    await asyncio.sleep(0.3)  # the restored speaker got its routes in a pass
+    speaker = FakeSpeaker.instances[-1]
+    assert speaker.running and [p.address for p in speaker.config.peers] == [config.parse_config(
+        document(port=listener), source="x").bgp.peers[0].address]  # type: ignore[union-attr]
+    assert _announced(d), "the VIP is announced again"
+    assert d.snapshot().last_reload_error is not None
+
+
+async def test_a_route_attribute_change_re_announces_in_place(running: Any, listener: int) -> None:
+    d, _, path = running
+    speaker = FakeSpeaker.instances[-1]
+    before = len(speaker.history)
+    path.write_text(document(port=listener, med=99))
+    result = await d.reload()
+    assert result.ok, result.message
+    await asyncio.sleep(0.3)
+    assert FakeSpeaker.instances[-1] is speaker and speaker.running, "the sessions were not touched"
+    assert [attributes.med for attributes in speaker.announced.values()] == [99]
+    assert all(routes for routes in speaker.history[before:]), "never withdrawn on the way"
+
+
+async def test_concurrent_reloads_run_one_at_a_time(running: Any, listener: int) -> None:
+    d, _, path = running
+    path.write_text(document(port=listener, peers="192.0.2.1 192.0.2.2"))
+    first, second = await asyncio.gather(d.reload(), d.reload())  # FakeSpeaker.start asserts one speaker at a time
+    assert first.ok and second.ok, (first.message, second.message)
+    assert sum(speaker.running for speaker in FakeSpeaker.instances) == 1
+
+
+async def test_a_bug_in_a_step_is_a_refusal_not_an_exception(running: Any, listener: int) -> None:
+    d, plane, path = running
+
+    def broken(ifname: str, mode: str = "auto") -> str:
+        raise RuntimeError("a bug")
+
+    plane.attach = broken  # type: ignore[method-assign]
+    path.write_text(document(port=listener, interfaces="[lo, eth-other]"))
+    result = await d.reload()
+    assert not result.ok and result.message.endswith("internal error: RuntimeError")
+    assert d.snapshot().reloads["failure"] == 1
+
+
+def test_the_fake_plane_refuses_like_the_kernel_does() -> None:
+    plane = FakeDataPlane()
+    plane.fail_attach.add("x")
+    with pytest.raises(Exception, match="attaching XDP to x failed"):
+        plane.attach("x")
