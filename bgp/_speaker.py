@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _BRIDGE = Path(__file__).with_name("_bridge.py")
+_EXABGP_MAIN = Path(__file__).with_name("_exabgp_main.py")
 
 
 class Speaker:
@@ -55,7 +56,7 @@ class Speaker:
         self,
         config: BgpConfig,
         *,
-        exabgp: Sequence[str] = (sys.executable, "-m", "exabgp"),
+        exabgp: Sequence[str] = (sys.executable, os.fspath(_EXABGP_MAIN)),
         command_timeout: float = 5.0,
         start_timeout: float = 20.0,
         restart_delay: float = 0.5,
