@@ -17,11 +17,11 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bgp import _channel, _errors, _events, _exabgp_config, _peers, _writer
+from bgp import _channel, _errors, _events, _exabgp_config, _peers, _reconfig, _writer
 from config import BgpConfig, RouteAttributes
 
 __all__ = ["Speaker"]
@@ -32,6 +32,10 @@ Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _BRIDGE = Path(__file__).with_name("_bridge.py")
 _EXABGP_MAIN = Path(__file__).with_name("_exabgp_main.py")
+# What ExaBGP logs after a reload (exabgp/reactor/loop.py), and how long to wait for it before asking again.
+_RELOAD_OK = "loaded new configuration successfully"
+_RELOAD_FAILED = "could not load/reload configuration"
+_RELOAD_WAIT = 1.0
 
 
 class Speaker:
@@ -90,6 +94,8 @@ class Speaker:
         self._connections: _channel.Connections = asyncio.Queue()
         self._supervisor: asyncio.Task[None] | None = None
         self._restarts = 0
+        self._bridge: list[str] = []
+        self._exabgp_lock = asyncio.Lock()  # one of: (re)starting ExaBGP, reconfiguring it
         # Rendering checks the peers (passwords, families) before anything runs.
         _exabgp_config.render(config, bridge=["bridge"])
 
@@ -163,6 +169,7 @@ class Speaker:
             socket_path = self._workdir / "api.sock"
             self._server = await asyncio.start_unix_server(self._bridge_connected, path=os.fspath(socket_path))
             bridge = [sys.executable, os.fspath(_BRIDGE), os.fspath(socket_path)]
+            self._bridge = bridge
             config_path = self._workdir / "exabgp.conf"
             config_path.write_text(_exabgp_config.render(self._config, bridge=bridge))
             self._run = await self._spawn()
@@ -215,6 +222,79 @@ class Speaker:
             self._stop_done.set()
         log.info("event=bgp_stopped withdrawn=%d", withdrawn)
 
+    async def reconfigure(self, new: BgpConfig) -> list[str]:
+        """Apply ``new`` to the running speaker in place; what changed, one line per peer (``[]``: nothing).
+
+        ``['peer 192.0.2.9 added', 'peer 192.0.2.7 removed', 'peer 192.0.2.8 changed: hold_time']``
+
+        ExaBGP re-reads its config (``reload``) and compares neighbours: only the sessions of peers added, removed
+        or changed are touched, the others keep running and keep their routes. By field:
+
+        - ``attributes``: nothing here; the routes carry their attributes, and ``set_routes`` with the new ones
+          re-announces in place, sessions untouched.
+        - a peer added: its session starts and gets every route wanted (the writer sends them to it alone).
+        - a peer removed: its session ends with a Cease NOTIFICATION (6/3, peer de-configured), its routes with it.
+        - a peer's ``hold_time``, ``port``, ``password``, ``passive``: that session restarts (Cease 6/3, then a
+          new connection with the new settings); ExaBGP resends it the routes.
+        - a peer's ``peer_as``, ``local_address``, its effective ``local_as``, or ``router_id`` (which every peer
+          uses): ExaBGP sees a new neighbour. The old session ends with a Cease, a new one starts and is sent the
+          routes. So a change of ``router_id`` or ``local_as`` restarts every session using it, not ExaBGP.
+
+        The new config is checked first (``verify_config``), then ExaBGP's own parse is the test: if ExaBGP refuses
+        it, or does not apply it within ``command_timeout``, its previous config is put back and ReconfigureError
+        raised, with the old config in force and no session touched. The exception: when a peer is removed or
+        re-created, its session is closed by a first reload before the second applies the rest; if the second then
+        fails, the first is undone (that peer reconnects). While ExaBGP is restarting the new config is simply
+        what it starts with. SpeakerStateError outside start()..stop().
+        """
+        self._require_running("reconfigure")
+        found = _exabgp_config.problems(new)
+        if found:
+            raise _errors.ReconfigureError(
+                "; ".join(f"bgp.{_path(path)}: {message}" for path, message in found), found
+            )
+        async with self._exabgp_lock:
+            self._require_running("reconfigure")
+            old = self._config
+            changes = _reconfig.diff(old, new)
+            if not changes:
+                self._config = new
+                return []
+            text = _exabgp_config.render(new, bridge=self._bridge)
+            secrets = {p.password for p in (*old.peers, *new.peers) if p.password}
+            await self._validate(text, secrets)
+            run = self._run
+            if run is None or not run.alive:  # the supervisor's next start reads the new file and replays
+                self._write_config(text)
+                self._adopt(new, fresh=())
+                log.info("event=bgp_reconfigured exabgp=restarting changes=%r", changes.describe())
+                return changes.describe()
+            closing = [*changes.removed, *changes.recreated]
+            previous = _exabgp_config.render(old, bridge=self._bridge)
+            self._peers.set_addresses([*(p.address for p in old.peers), *changes.added])  # events of new sessions
+            async with self._writer.exclusive():
+                try:
+                    if any(self._peers.snapshot()[a].state is not _peers.PeerStatus.DOWN for a in closing):
+                        await self._reload(run, _exabgp_config.render(old, bridge=self._bridge, closing=closing))
+                        await self._closed(closing)
+                    await self._reload(run, text, secrets)
+                except BaseException as error:
+                    self._write_config(previous)
+                    self._peers.set_addresses(p.address for p in old.peers)
+                    if closing and run.alive and not isinstance(error, asyncio.CancelledError):
+                        try:
+                            await self._reload(run, previous)
+                        except _errors.BgpError as undo:
+                            log.error("event=bgp_reconfigure_undo_failed error=%s", undo)
+                    if isinstance(error, _errors.ReconfigureError):
+                        raise
+                    if isinstance(error, _errors.BgpError):
+                        raise _errors.ReconfigureError(f"the new BGP config was not applied: {error}") from error
+                    raise
+                self._adopt(new, fresh=[*changes.added, *changes.changed])
+        log.info("event=bgp_reconfigured changes=%r", changes.describe())
+        return changes.describe()
+
     async def __aenter__(self) -> "Speaker":
         await self.start()
         return self
@@ -247,6 +327,99 @@ class Speaker:
         if error is not None and self._writer.wanted.get(prefix) == attributes:
             self._writer.set_route(prefix, previous)  # what ExaBGP still holds
             raise error
+
+    def _write_config(self, text: str) -> None:
+        assert self._workdir is not None
+        path = self._workdir / "exabgp.conf"
+        staged = path.with_name("exabgp.conf.new")
+        staged.write_text(text)
+        staged.replace(path)  # ExaBGP reads it whole at a reload or a restart: never half written
+
+    def _adopt(self, new: BgpConfig, *, fresh: Sequence[IpAddress]) -> None:
+        """Make ``new`` the config in force: the writer's sessions, the peer table."""
+        self._config = new
+        families: dict[int, list[IpAddress]] = {}
+        for peer in new.peers:
+            families.setdefault(peer.address.version, []).append(peer.address)
+        self._writer.set_peers(families, fresh=fresh)
+        self._peers.set_addresses(peer.address for peer in new.peers)
+
+    async def _reload(self, run: _channel.ExabgpRun, text: str, secrets: Collection[str] = ()) -> None:
+        """Make ``text`` ExaBGP's config and have it reload; ReconfigureError if it refuses it or does not do it.
+
+        ExaBGP acks ``reload`` at once and reloads at its next turn, logging whether it worked; it silently skips
+        a reload while UPDATEs wait to be sent to a peer, so an unanswered one is asked again.
+        """
+        self._write_config(text)
+        deadline = time.monotonic() + self._command_timeout
+        while True:
+            outcome = run.expect_output(_RELOAD_OK, _RELOAD_FAILED)
+            try:
+                await run.command("reload", timeout=self._command_timeout)
+                async with asyncio.timeout(max(0.0, min(_RELOAD_WAIT, deadline - time.monotonic()))):
+                    line = await asyncio.shield(outcome)
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise _errors.ReconfigureError(
+                        f"exabgp did not reload its config within {self._command_timeout:g}s"
+                    ) from None
+                continue
+            finally:
+                outcome.cancel()
+            if _RELOAD_OK in line:
+                return
+            await asyncio.sleep(0.05)  # the reason follows on the next lines
+            output = run.last_output.rsplit(_RELOAD_FAILED, 1)[-1]
+            for secret in secrets:  # ExaBGP may quote the line it failed on
+                output = output.replace(secret, "<secret>")
+            raise _errors.ReconfigureError(f"exabgp refused the new config: {output.strip(' |')[:500]}")
+
+    async def _validate(self, text: str, secrets: Collection[str]) -> None:
+        """ReconfigureError if a throwaway ``exabgp validate`` refuses ``text``; the running ExaBGP never sees it."""
+        assert self._workdir is not None
+        path = self._workdir / "exabgp.conf.check"
+        path.write_text(text)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *self._exabgp, "validate", os.fspath(path),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                env=_exabgp_config.environment(os.environ),
+            )  # fmt: skip
+            try:
+                async with asyncio.timeout(self._start_timeout):
+                    output, _ = await process.communicate()
+            except BaseException:
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+                raise
+        except TimeoutError:
+            raise _errors.ReconfigureError(f"exabgp validate took over {self._start_timeout:g}s") from None
+        except OSError as error:
+            raise _errors.ReconfigureError(f"cannot run exabgp validate: {error}") from error
+        finally:
+            path.unlink(missing_ok=True)
+        if process.returncode != 0:
+            lines = [line.strip() for line in output.decode(errors="replace").splitlines() if line.strip()]
+            reason = " | ".join(lines[-4:])
+            for secret in secrets:
+                reason = reason.replace(secret, "<secret>")
+            raise _errors.ReconfigureError(f"exabgp refused the new config: {reason[:500]}")
+
+    async def _closed(self, addresses: Sequence[IpAddress], timeout: float = 2.0) -> None:
+        """Wait until the sessions to ``addresses`` are down (their Cease sent), or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while any(self._peers.snapshot()[a].state is not _peers.PeerStatus.DOWN for a in addresses):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                log.warning("event=bgp_close_timeout peers=%s", ",".join(map(str, addresses)))
+                return
+            self._sent_changed.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._sent_changed.wait()
+            except TimeoutError:
+                pass
 
     def _require_running(self, call: str) -> None:
         if self._state != "running":
@@ -284,8 +457,9 @@ class Speaker:
             while True:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_restart_delay)
-                if await self._restart(next_try_in=delay):
-                    break
+                async with self._exabgp_lock:  # not while reconfigure() rewrites its config
+                    if await self._restart(next_try_in=delay):
+                        break
 
     async def _restart(self, *, next_try_in: float) -> bool:
         """Start ExaBGP and replay the wanted set through the writer; whether both worked."""
@@ -373,3 +547,7 @@ class Speaker:
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
+
+
+def _path(path: Sequence[str | int]) -> str:
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path).lstrip(".")
