@@ -21,22 +21,28 @@ MAX_CONNECT_DELAY = 5
 def patch() -> None:
     """Make the changes to ExaBGP's classes."""
     from exabgp.bgp.fsm import FSM
+    from exabgp.bgp.message import Notify
     from exabgp.configuration.configuration import Configuration
-    from exabgp.reactor import delay, peer
+    from exabgp.reactor import delay, loop
 
     def increase(self: Any) -> None:
         self._time = time.time() + self._next
         self._next = min(int(1 + self._next * 1.2), MAX_CONNECT_DELAY)
 
-    shutdown = peer.Peer.shutdown
+    shutdown = loop.Reactor.shutdown
 
     def notify_shutdown(self: Any) -> None:
-        if self.proto is None or self.fsm != FSM.ESTABLISHED:
-            shutdown(self)
-            return
-        # The session's own next turn sends the NOTIFICATION and closes; with restart off the peer then ends, and
-        # the reactor exits once no peer is left.
-        self.teardown(2, restart=False)
+        # ExaBGP's loop exits right after shutdown(): the peers get no further turn, so say it here.
+        for peer in list(self._peers.values()):
+            if peer.proto is None or peer.fsm != FSM.ESTABLISHED:
+                continue
+            try:
+                for attempt, _ in enumerate(peer.proto.new_notification(Notify(6, 2))):
+                    if attempt > 1000:  # the socket does not drain: leave it to the close
+                        break
+            except Exception:  # noqa: BLE001 - a session already broken has nobody to tell
+                continue
+        shutdown(self)
 
     rollback = Configuration._rollback_reload
 
@@ -45,7 +51,7 @@ def patch() -> None:
         self._cleanup()
 
     delay.Delay.increase = increase
-    peer.Peer.shutdown = notify_shutdown
+    loop.Reactor.shutdown = notify_shutdown
     Configuration._rollback_reload = rollback_and_clean
 
 
