@@ -36,6 +36,7 @@ _EXABGP_MAIN = Path(__file__).with_name("_exabgp_main.py")
 _RELOAD_OK = "loaded new configuration successfully"
 _RELOAD_FAILED = "could not load/reload configuration"
 _RELOAD_WAIT = 1.0
+_RELOAD_PATIENCE = 15.0  # > _exabgp_main.MAX_CONNECT_DELAY: see _reload
 
 
 class Speaker:
@@ -347,11 +348,14 @@ class Speaker:
     async def _reload(self, run: _channel.ExabgpRun, text: str, secrets: Collection[str] = ()) -> None:
         """Make ``text`` ExaBGP's config and have it reload; ReconfigureError if it refuses it or does not do it.
 
-        ExaBGP acks ``reload`` at once and reloads at its next turn, logging whether it worked; it silently skips
-        a reload while UPDATEs wait to be sent to a peer, so an unanswered one is asked again.
+        ExaBGP acks ``reload`` at once and reloads at its next turn, logging whether it worked. It silently skips a
+        reload while UPDATEs wait to be sent to any peer, a peer that is down included (until its next connect
+        retry, at most 5 s away with _exabgp_main's cap), so an unanswered one is asked again, for up to
+        ``_RELOAD_PATIENCE`` seconds (or ``command_timeout`` if longer).
         """
         self._write_config(text)
-        deadline = time.monotonic() + self._command_timeout
+        patience = max(self._command_timeout, _RELOAD_PATIENCE)
+        deadline = time.monotonic() + patience
         while True:
             outcome = run.expect_output(_RELOAD_OK, _RELOAD_FAILED)
             try:
@@ -360,9 +364,8 @@ class Speaker:
                     line = await asyncio.shield(outcome)
             except TimeoutError:
                 if time.monotonic() >= deadline:
-                    raise _errors.ReconfigureError(
-                        f"exabgp did not reload its config within {self._command_timeout:g}s"
-                    ) from None
+                    raise _errors.ReconfigureError(f"exabgp did not reload its config within {patience:g}s") from None
+                log.info("event=exabgp_reload_unanswered next=ask_again")
                 continue
             finally:
                 outcome.cancel()

@@ -248,3 +248,29 @@ async def test_a_config_that_fails_leaves_the_old_one_in_force(
         assert (await wait_for(lambda: bird2.route(VIP))).med == 12
     finally:
         await speaker.stop()
+
+
+async def test_a_peer_can_be_added_while_another_is_down_with_routes_waiting(
+    bird: lab_bird.BirdLab, bird2: lab_bird.BirdLab
+) -> None:
+    """ExaBGP skips a reload while UPDATEs wait for any peer, a down one too (until its next connect retry): the
+    speaker asks again until ExaBGP does it (in the runs made while writing this, twice: event=exabgp_reload_unanswered
+    in the log)."""
+    speaker = await _running(bird, _config(_first(bird)))
+    try:
+        speaker.set_routes({VIP: config.RouteAttributes(med=10)})
+        await wait_for(lambda: bird.route(VIP))
+        bird.birdc("disable", "xdplb4")
+        await wait_for(lambda: speaker.peers()[bgp_support.BIRD_V4].state is not bgp.PeerStatus.ESTABLISHED)
+        await asyncio.sleep(1.5)  # into ExaBGP's retry back-off
+        speaker.set_routes({VIP: config.RouteAttributes(med=10), VIP2: config.RouteAttributes(med=20)})
+        assert await speaker.flush()  # ExaBGP holds them for the down peer: an UPDATE waiting
+
+        assert await speaker.reconfigure(_config(_first(bird), _second(bird2))) == [f"peer {SECOND} added"]
+
+        assert (await wait_for(lambda: bird2.route(VIP2))).med == 20
+        assert bird2.route(VIP) is not None
+        bird.birdc("enable", "xdplb4")
+        await wait_for(lambda: bird.route(VIP2), timeout=15)
+    finally:
+        await speaker.stop()
