@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequen
 from pathlib import Path
 from typing import Any
 
-from bgp import _channel, _errors, _events, _exabgp_config, _peers, _reconfig, _writer
+from bgp import _channel, _errors, _events, _exabgp_config, _peers, _reconfig, _reload, _writer
 from config import BgpConfig, RouteAttributes
 
 __all__ = ["Speaker"]
@@ -32,11 +32,6 @@ Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _BRIDGE = Path(__file__).with_name("_bridge.py")
 _EXABGP_MAIN = Path(__file__).with_name("_exabgp_main.py")
-# What ExaBGP logs after a reload (exabgp/reactor/loop.py), and how long to wait for it before asking again.
-_RELOAD_OK = "loaded new configuration successfully"
-_RELOAD_FAILED = "could not load/reload configuration"
-_RELOAD_WAIT = 1.0
-_RELOAD_PATIENCE = 15.0  # > _exabgp_main.MAX_CONNECT_DELAY: see _reload
 
 
 class Speaker:
@@ -241,12 +236,13 @@ class Speaker:
           uses): ExaBGP sees a new neighbour. The old session ends with a Cease, a new one starts and is sent the
           routes. So a change of ``router_id`` or ``local_as`` restarts every session using it, not ExaBGP.
 
-        The new config is checked first (``verify_config``), then ExaBGP's own parse is the test: if ExaBGP refuses
-        it, or does not apply it within ``command_timeout``, its previous config is put back and ReconfigureError
-        raised, with the old config in force and no session touched. The exception: when a peer is removed or
-        re-created, its session is closed by a first reload before the second applies the rest; if the second then
-        fails, the first is undone (that peer reconnects). While ExaBGP is restarting the new config is simply
-        what it starts with. SpeakerStateError outside start()..stop().
+        The new config is checked first, by ``verify_config`` and then by a throwaway ``exabgp validate``; the
+        running ExaBGP never sees a config these refuse. If the reload still fails (ExaBGP refuses it, or has not
+        done it after 15 s) its previous config is put back and ReconfigureError raised: the old config in force,
+        no session touched. The exception: a removed or re-created peer's session is closed by a first reload (it
+        is made passive) before a second applies the rest; if the second fails, the first is undone, and that
+        peer reconnects. While ExaBGP is restarting, the new config is simply what it starts with.
+        SpeakerStateError outside start()..stop().
         """
         self._require_running("reconfigure")
         found = _exabgp_config.problems(new)
@@ -263,28 +259,34 @@ class Speaker:
                 return []
             text = _exabgp_config.render(new, bridge=self._bridge)
             secrets = {p.password for p in (*old.peers, *new.peers) if p.password}
-            await self._validate(text, secrets)
+            assert self._workdir is not None
+            await _reload.validate(
+                self._exabgp, self._workdir / "exabgp.conf.check", text, secrets=secrets, timeout=self._start_timeout
+            )
             run = self._run
             if run is None or not run.alive:  # the supervisor's next start reads the new file and replays
-                self._write_config(text)
+                _reload.write(self._workdir / "exabgp.conf", text)
                 self._adopt(new, fresh=())
                 log.info("event=bgp_reconfigured exabgp=restarting changes=%r", changes.describe())
                 return changes.describe()
             closing = [*changes.removed, *changes.recreated]
             previous = _exabgp_config.render(old, bridge=self._bridge)
             self._peers.set_addresses([*(p.address for p in old.peers), *changes.added])  # events of new sessions
+            closed = False
             async with self._writer.exclusive():
                 try:
                     if any(self._peers.snapshot()[a].state is not _peers.PeerStatus.DOWN for a in closing):
-                        await self._reload(run, _exabgp_config.render(old, bridge=self._bridge, closing=closing))
+                        passive = _exabgp_config.render(old, bridge=self._bridge, closing=closing)
+                        await self._reload(run, passive, secrets)
+                        closed = True
                         await self._closed(closing)
                     await self._reload(run, text, secrets)
                 except BaseException as error:
-                    self._write_config(previous)
+                    _reload.write(self._workdir / "exabgp.conf", previous)
                     self._peers.set_addresses(p.address for p in old.peers)
-                    if closing and run.alive and not isinstance(error, asyncio.CancelledError):
+                    if closed and run.alive and not isinstance(error, asyncio.CancelledError):
                         try:
-                            await self._reload(run, previous)
+                            await self._reload(run, previous, secrets)
                         except _errors.BgpError as undo:
                             log.error("event=bgp_reconfigure_undo_failed error=%s", undo)
                     if isinstance(error, _errors.ReconfigureError):
@@ -329,12 +331,11 @@ class Speaker:
             self._writer.set_route(prefix, previous)  # what ExaBGP still holds
             raise error
 
-    def _write_config(self, text: str) -> None:
+    async def _reload(self, run: _channel.ExabgpRun, text: str, secrets: Collection[str]) -> None:
         assert self._workdir is not None
-        path = self._workdir / "exabgp.conf"
-        staged = path.with_name("exabgp.conf.new")
-        staged.write_text(text)
-        staged.replace(path)  # ExaBGP reads it whole at a reload or a restart: never half written
+        await _reload.reload(
+            run, self._workdir / "exabgp.conf", text, secrets=secrets, command_timeout=self._command_timeout
+        )
 
     def _adopt(self, new: BgpConfig, *, fresh: Sequence[IpAddress]) -> None:
         """Make ``new`` the config in force: the writer's sessions, the peer table."""
@@ -344,70 +345,6 @@ class Speaker:
             families.setdefault(peer.address.version, []).append(peer.address)
         self._writer.set_peers(families, fresh=fresh)
         self._peers.set_addresses(peer.address for peer in new.peers)
-
-    async def _reload(self, run: _channel.ExabgpRun, text: str, secrets: Collection[str] = ()) -> None:
-        """Make ``text`` ExaBGP's config and have it reload; ReconfigureError if it refuses it or does not do it.
-
-        ExaBGP acks ``reload`` at once and reloads at its next turn, logging whether it worked. It silently skips a
-        reload while UPDATEs wait to be sent to any peer, a peer that is down included (until its next connect
-        retry, at most 5 s away with _exabgp_main's cap), so an unanswered one is asked again, for up to
-        ``_RELOAD_PATIENCE`` seconds (or ``command_timeout`` if longer).
-        """
-        self._write_config(text)
-        patience = max(self._command_timeout, _RELOAD_PATIENCE)
-        deadline = time.monotonic() + patience
-        while True:
-            outcome = run.expect_output(_RELOAD_OK, _RELOAD_FAILED)
-            try:
-                await run.command("reload", timeout=self._command_timeout)
-                async with asyncio.timeout(max(0.0, min(_RELOAD_WAIT, deadline - time.monotonic()))):
-                    line = await asyncio.shield(outcome)
-            except TimeoutError:
-                if time.monotonic() >= deadline:
-                    raise _errors.ReconfigureError(f"exabgp did not reload its config within {patience:g}s") from None
-                log.info("event=exabgp_reload_unanswered next=ask_again")
-                continue
-            finally:
-                outcome.cancel()
-            if _RELOAD_OK in line:
-                return
-            await asyncio.sleep(0.05)  # the reason follows on the next lines
-            output = run.last_output.rsplit(_RELOAD_FAILED, 1)[-1]
-            for secret in secrets:  # ExaBGP may quote the line it failed on
-                output = output.replace(secret, "<secret>")
-            raise _errors.ReconfigureError(f"exabgp refused the new config: {output.strip(' |')[:500]}")
-
-    async def _validate(self, text: str, secrets: Collection[str]) -> None:
-        """ReconfigureError if a throwaway ``exabgp validate`` refuses ``text``; the running ExaBGP never sees it."""
-        assert self._workdir is not None
-        path = self._workdir / "exabgp.conf.check"
-        path.write_text(text)
-        try:
-            process = await asyncio.create_subprocess_exec(
-                *self._exabgp, "validate", os.fspath(path),
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                env=_exabgp_config.environment(os.environ),
-            )  # fmt: skip
-            try:
-                async with asyncio.timeout(self._start_timeout):
-                    output, _ = await process.communicate()
-            except BaseException:
-                if process.returncode is None:
-                    process.kill()
-                    await process.wait()
-                raise
-        except TimeoutError:
-            raise _errors.ReconfigureError(f"exabgp validate took over {self._start_timeout:g}s") from None
-        except OSError as error:
-            raise _errors.ReconfigureError(f"cannot run exabgp validate: {error}") from error
-        finally:
-            path.unlink(missing_ok=True)
-        if process.returncode != 0:
-            lines = [line.strip() for line in output.decode(errors="replace").splitlines() if line.strip()]
-            reason = " | ".join(lines[-4:])
-            for secret in secrets:
-                reason = reason.replace(secret, "<secret>")
-            raise _errors.ReconfigureError(f"exabgp refused the new config: {reason[:500]}")
 
     async def _closed(self, addresses: Sequence[IpAddress], timeout: float = 2.0) -> None:
         """Wait until the sessions to ``addresses`` are down (their Cease sent), or ``timeout`` passes."""

@@ -15,7 +15,7 @@ import pytest
 import bgp
 import config
 from balancer import lab_bird
-from bgp import _exabgp_config
+from bgp import _exabgp_config, _reload
 from tests.bgp import bgp_support
 from tests.bgp.bgp_support import wait_for
 
@@ -226,10 +226,10 @@ async def test_a_config_that_fails_leaves_the_old_one_in_force(
 
         # Were it to reach the running ExaBGP, its reload fails, rolls back, and the file is put back for its next
         # restart; and the patched ExaBGP cleans its parser up, so the next reload works (see below).
-        async def passes(*args: object) -> None:
+        async def passes(*args: object, **kwargs: object) -> None:
             pass
 
-        monkeypatch.setattr(speaker, "_validate", passes)
+        monkeypatch.setattr(_reload, "validate", passes)
         with pytest.raises(bgp.ReconfigureError, match='exabgp refused the new config') as failed:
             await speaker.reconfigure(wanted)
         assert "secret-pw" not in str(failed.value)
