@@ -11,6 +11,7 @@ to its classes before its ``main()`` runs; each is checked by a test in tests/bg
   reload failed too ('a process section called "xdplb" already exists') until ExaBGP restarted.
 """
 
+import os
 import sys
 import time
 from typing import Any
@@ -57,7 +58,8 @@ def patch() -> None:
 
 def main() -> None:
     """Patch ExaBGP, then run it with this process's arguments."""
-    if sys.path and sys.path[0] == __file__.rsplit("/", 1)[0]:
+    here = os.path.dirname(os.path.abspath(__file__))
+    if sys.path and os.path.abspath(sys.path[0]) == here:
         del sys.path[0]  # this directory holds the bgp package's private modules, not ExaBGP's
     patch()
     from exabgp.application.main import main as exabgp_main
