@@ -44,9 +44,11 @@ class Speaker:
 
     ``start()`` runs ExaBGP; if it exits it is restarted with back-off (``restart_delay`` doubling up to
     ``max_restart_delay``, back to ``restart_delay`` once a run outlived ``max_restart_delay``) and the wanted set
-    is replayed the same batched way. ``stop()`` withdraws every route, waits (up to ``drain_timeout``) until
-    ExaBGP reports the withdrawals sent to every established peer, then closes the sessions. If this process dies,
-    ExaBGP dies with it (PDEATHSIG) and the peers drop the routes.
+    is replayed the same batched way. ``reconfigure()`` applies a new config through ExaBGP's reload, touching only
+    the sessions of peers that changed. ``stop()`` withdraws every route, waits (up to ``drain_timeout``) until
+    ExaBGP reports the withdrawals sent to every established peer, then closes the sessions, each with a Cease
+    NOTIFICATION (Administrative Shutdown). If this process dies, ExaBGP dies with it (PDEATHSIG) and the peers drop
+    the routes.
 
     ExaBGP's config and the API socket live in a fresh private directory under ``runtime_dir`` (default: the
     system's temporary directory), removed by ``stop()``; a SIGKILLed daemon leaves it behind.

@@ -3,7 +3,9 @@
 Callers record the routes they want and return at once (``set_routes``, ``set_route``); nothing they call waits for
 ExaBGP. The writer task diffs the wanted set against what the current ExaBGP run has acknowledged, sends the
 difference as batched, pipelined commands (``_routes.plan``), and goes again until nothing differs. A new run
-(``attach``) holds nothing, so the replay after a restart is the same batched diff, of the whole wanted set.
+(``attach``) holds nothing, so the replay after a restart is the same batched diff, of the whole wanted set. A
+session that ExaBGP gains while it runs (``set_peers(fresh=...)``, after a reload) is first sent everything the run
+holds, in commands addressed to it alone, so the other sessions see nothing of it.
 ``flush()`` waits until the writer has caught up. Example::
 
     writer.set_routes({prefix: attributes})   # returns at once
