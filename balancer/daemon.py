@@ -528,8 +528,9 @@ class Daemon:
     async def _apply_bgp(
         self, old: config.XdplbConfig, new: config.XdplbConfig, undo: list[Callable[[], Awaitable[object]]]
     ) -> list[str]:
-        """Bring the speaker to ``new.bgp``. Route attributes are not the speaker's: the next pass re-announces the
-        routes in place with them. A speaker that cannot start leaves the old one running."""
+        """Bring the speaker to ``new.bgp`` in place: only the sessions of peers added, removed or changed are
+        touched (``bgp.Speaker.reconfigure``). Route attributes are not the speaker's: the next pass re-announces the
+        routes with them. A refused change leaves the speaker as it was."""
         if _sessions(old.bgp) == _sessions(new.bgp):
             return []
         previous = self._speaker
@@ -540,15 +541,18 @@ class Daemon:
             if previous is not None:
                 await previous.stop()  # withdraws its routes first
             return ["bgp removed: every route withdrawn"]
-        if previous is not None:
-            await previous.stop()
+        if previous is None:
+            await self._start_speaker(new.bgp)
+            return ["bgp added: speaker started"]
+        lines = await previous.reconfigure(new.bgp)  # in place; ReconfigureError: the old config still in force
+        old_bgp = old.bgp
+        assert old_bgp is not None
 
-            async def restore() -> None:
-                await self._start_speaker(old.bgp)
+        async def restore() -> None:
+            await previous.reconfigure(old_bgp)
 
-            undo.append(restore)
-        await self._start_speaker(new.bgp)
-        return ["bgp sessions changed: speaker restarted"]
+        undo.append(restore)
+        return [f"bgp {line}" for line in lines]
 
     async def _start_speaker(self, bgp_config: config.BgpConfig | None) -> None:
         """A started speaker for ``bgp_config`` (None: no BGP), announcing nothing until the next pass."""

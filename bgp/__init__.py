@@ -17,7 +17,9 @@ The core's interface::
     speaker.peers()                            # Mapping[peer address, PeerState(state, since, routes_sent, reason)]
     async for state in speaker.watch_peers():  # each PeerState change, until stop(); or on_peer_change=callback
         ...
-    await speaker.stop()                       # withdraw all, wait until sent, close sessions, stop ExaBGP
+    await speaker.reconfigure(new_bgp_config)  # in place: ['peer 192.0.2.9 added', ...]; only those sessions
+                                               # are touched; ReconfigureError leaves the old config in force
+    await speaker.stop()                       # withdraw all, wait until sent, Cease to each peer, stop ExaBGP
 
 ``Speaker`` is also an async context manager. Attributes are used as given: merge the VIP's overrides into the
 defaults first (``bgp_config.attributes.merged(vip_attributes)``). A prefix goes to every peer of its address
@@ -29,6 +31,7 @@ share a family and attributes go to ExaBGP in one command (``announce attributes
 commands in flight at once; withdrawing everything is one ``clear adj-rib out``.
 
 Errors, all ``BgpError`` (a ``config.XdplbError``): ``CommandError`` (ExaBGP answered ``error``; nothing changed),
+``ReconfigureError`` (``reconfigure`` refused or could not apply a config; nothing changed),
 ``ExabgpTimeoutError`` (ExaBGP acknowledged nothing for ``command_timeout`` seconds of our loop's attention: it is
 restarted and the wanted set replayed; also a ``TimeoutError``),
 ``AttributeMismatchError`` (e.g. an IPv4 next-hop for an IPv6 prefix; also a ``ValueError``), and
@@ -36,14 +39,23 @@ restarted and the wanted set replayed; also a ``TimeoutError``),
 
 Faults: ExaBGP runs with PDEATHSIG and behind a bridge that shuts it down when this process's end of the API socket
 closes, so routes never outlive the daemon (SIGKILL included). If ExaBGP exits it is restarted with doubling
-back-off and the wanted set is replayed; a peer that reconnects gets the current set from ExaBGP.
+back-off and the wanted set is replayed; a peer that reconnects gets the current set from ExaBGP. ExaBGP runs with
+two patches (``_exabgp_main``): its connect retries back off to at most 5 s (not 60), and its shutdown sends each
+established peer a Cease NOTIFICATION (Administrative Shutdown) rather than closing the TCP connection bare.
 """
 
 import ipaddress
 
 import config
 from bgp import _exabgp_config
-from bgp._errors import AttributeMismatchError, BgpError, CommandError, ExabgpTimeoutError, SpeakerStateError
+from bgp._errors import (
+    AttributeMismatchError,
+    BgpError,
+    CommandError,
+    ExabgpTimeoutError,
+    ReconfigureError,
+    SpeakerStateError,
+)
 from bgp._peers import PeerState, PeerStatus
 from bgp._speaker import Speaker
 
@@ -66,6 +78,7 @@ __all__ = [
     "ExabgpTimeoutError",
     "PeerState",
     "PeerStatus",
+    "ReconfigureError",
     "Speaker",
     "SpeakerStateError",
     "verify_config",

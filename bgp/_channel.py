@@ -51,6 +51,7 @@ class ExabgpRun:
         on_event: Callable[[Mapping[str, Any]], None],
         output: collections.deque[str],
         output_task: "asyncio.Task[None]",
+        listeners: list[Callable[[str], None]] | None = None,
     ) -> None:
         self.process = process
         self.started = time.monotonic()
@@ -58,6 +59,7 @@ class ExabgpRun:
         self._on_event = on_event
         self._output = output
         self._output_task = output_task
+        self._listeners = listeners if listeners is not None else []
         self._lock = asyncio.Lock()
         # One future per command sent, oldest first: ExaBGP acks in order, so even the ack of a command whose
         # caller was cancelled is matched to it and not to the next command.
@@ -89,8 +91,9 @@ class ExabgpRun:
         )
         log.info("event=exabgp_started pid=%d", process.pid)
         output: collections.deque[str] = collections.deque(maxlen=20)
+        listeners: list[Callable[[str], None]] = []
         assert process.stdout is not None
-        output_task = asyncio.create_task(_relay_output(process.pid, process.stdout, output))
+        output_task = asyncio.create_task(_relay_output(process.pid, process.stdout, output, listeners))
         connected = asyncio.ensure_future(connections.get())
         exited = asyncio.ensure_future(process.wait())
         try:
@@ -109,7 +112,9 @@ class ExabgpRun:
             how = f"exited with {process.returncode}" if exited in done else f"did not connect within {timeout:g}s"
             raise _errors.BgpError(f"exabgp {how}; its last output: {' | '.join(output) or '(none)'}")
         reader, writer = connected.result()
-        return cls(process, reader, writer, on_event=on_event, output=output, output_task=output_task)
+        return cls(
+            process, reader, writer, on_event=on_event, output=output, output_task=output_task, listeners=listeners
+        )
 
     @property
     def alive(self) -> bool:
@@ -227,6 +232,28 @@ class ExabgpRun:
         assert self.process.returncode is not None
         return self.process.returncode
 
+    def expect_output(self, *needles: str) -> "asyncio.Future[str]":
+        """A future of ExaBGP's first line of output from now on that contains one of ``needles`` (its log: how
+        ExaBGP tells whether a ``reload`` worked). Cancel it if no longer wanted; it fails with ChannelClosed if
+        ExaBGP's output ends first."""
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        def listen(line: str) -> None:
+            if future.done():
+                self._listeners.remove(listen)
+            elif not line or any(needle in line for needle in needles):
+                self._listeners.remove(listen)
+                if line:
+                    future.set_result(line)
+                else:
+                    future.set_exception(ChannelClosed("exabgp's output ended"))
+
+        if self._output_task.done():
+            future.set_exception(ChannelClosed("exabgp's output ended"))
+        else:
+            self._listeners.append(listen)
+        return future
+
     def kill(self) -> None:
         """Kill ExaBGP at once (the peers see the TCP session close)."""
         if self.process.returncode is None:
@@ -264,11 +291,19 @@ class ExabgpRun:
                     ack.set_exception(ChannelClosed("exabgp closed the API channel"))
 
 
-async def _relay_output(pid: int, stream: asyncio.StreamReader, tail: collections.deque[str]) -> None:
-    while line := await stream.readline():
-        text = line.decode(errors="replace").rstrip()
-        tail.append(text)
-        log.debug("event=exabgp_output pid=%d line=%r", pid, text)
+async def _relay_output(
+    pid: int, stream: asyncio.StreamReader, tail: collections.deque[str], listeners: list[Callable[[str], None]]
+) -> None:
+    try:
+        while line := await stream.readline():
+            text = line.decode(errors="replace").rstrip()
+            tail.append(text)
+            log.debug("event=exabgp_output pid=%d line=%r", pid, text)
+            for listener in list(listeners) if text else ():
+                listener(text)
+    finally:
+        for listener in list(listeners):  # "" says the output ended
+            listener("")
 
 
 async def _kill(process: asyncio.subprocess.Process) -> None:

@@ -1,8 +1,17 @@
 """Errors of the BGP driver."""
 
+from collections.abc import Sequence
+
 from config import XdplbError
 
-__all__ = ["AttributeMismatchError", "BgpError", "CommandError", "ExabgpTimeoutError", "SpeakerStateError"]
+__all__ = [
+    "AttributeMismatchError",
+    "BgpError",
+    "CommandError",
+    "ExabgpTimeoutError",
+    "ReconfigureError",
+    "SpeakerStateError",
+]
 
 
 class BgpError(XdplbError):
@@ -32,3 +41,12 @@ class SpeakerStateError(BgpError, RuntimeError):
 
 class AttributeMismatchError(BgpError, ValueError):
     """Route attributes that cannot go with the prefix, such as an IPv4 next-hop for an IPv6 prefix."""
+
+
+class ReconfigureError(BgpError):
+    """``Speaker.reconfigure`` refused or could not apply a new config; the old one is still in force, its sessions
+    untouched. ``problems`` lists (path within the ``bgp`` section, message) when the config itself is refused."""
+
+    def __init__(self, message: str, problems: Sequence[tuple[tuple[str | int, ...], str]] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems)

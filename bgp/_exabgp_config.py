@@ -9,7 +9,7 @@ import os
 import pwd
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from bgp import _errors
 from config import BgpConfig, BgpPeer, RouteAttributes
@@ -33,6 +33,7 @@ PROCESS_NAME = "xdplb"
 WITHDRAW_ALL = "clear adj-rib out"
 # ExaBGP's tokeniser has no escapes inside a quoted string.
 _BAD_PASSWORD = re.compile(r"[\"'\\\n\r]")
+_MAX_PASSWORD = 80
 
 
 def environment(base: Mapping[str, str]) -> dict[str, str]:
@@ -77,12 +78,20 @@ def problems(config: BgpConfig) -> list[tuple[tuple[str | int, ...], str]]:
             # The password itself is never shown: errors reach logs and the status API.
             found.append(((*where, "password"), f"peer {peer.address}: the MD5 password must be non-empty, without "
                           "quotes, backslashes or line breaks"))
+        elif peer.password is not None and len(peer.password.encode()) > _MAX_PASSWORD:
+            found.append(((*where, "password"), f"peer {peer.address}: the MD5 password must be at most "
+                          f"{_MAX_PASSWORD} bytes (the kernel's TCP-MD5 key size; ExaBGP refuses longer ones)"))
     return found
 
 
-def render(config: BgpConfig, *, bridge: list[str]) -> str:
+def render(config: BgpConfig, *, bridge: list[str], closing: Collection[IpAddress] = ()) -> str:
     """The ExaBGP configuration for ``config``, with ``bridge`` (argv) as the API process; BgpError naming the first
-    of ``problems(config)`` if there is one."""
+    of ``problems(config)`` if there is one.
+
+    The peers whose address is in ``closing`` are made passive: reloaded, that makes ExaBGP close their sessions
+    with a Cease NOTIFICATION (6/3, peer de-configured) and not connect again, where removing a neighbour outright
+    closes its TCP connection without a word.
+    """
     found = problems(config)
     if found:
         raise _errors.BgpError(found[0][1])
@@ -93,11 +102,11 @@ def render(config: BgpConfig, *, bridge: list[str]) -> str:
         "}",
     ]
     for peer in config.peers:
-        lines += _neighbor(config, peer)
+        lines += _neighbor(config, peer, passive=peer.address in closing)
     return "\n".join(lines) + "\n"
 
 
-def _neighbor(config: BgpConfig, peer: BgpPeer) -> list[str]:
+def _neighbor(config: BgpConfig, peer: BgpPeer, *, passive: bool = False) -> list[str]:
     family = "ipv4" if peer.address.version == 4 else "ipv6"
     body = [
         f"router-id {config.router_id};",
@@ -110,6 +119,8 @@ def _neighbor(config: BgpConfig, peer: BgpPeer) -> list[str]:
         body.append(f"local-address {peer.local_address};")
     if peer.password is not None:
         body.append(f'md5-password "{peer.password}";')
+    if passive:
+        body.append("passive true;")
     body += [
         f"family {{ {family} unicast; }}",
         f"api {{ processes [ {PROCESS_NAME} ]; neighbor-changes; send {{ parsed; update; }} }}",

@@ -5,6 +5,7 @@ import datetime
 import enum
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from bgp import _events
 
@@ -57,7 +58,13 @@ class PeerTable:
         return frozenset(self._sent.get(address, ()))
 
     def apply(self, event: _events.StateChange | _events.SentUpdate) -> None:
-        """Fold one ExaBGP event in; a change of state is reported to ``on_change``."""
+        """Fold one ExaBGP event in; a change of state is reported to ``on_change``.
+
+        ``since`` and ``reason`` change only when the session enters or leaves Established: while a peer is away,
+        each of ExaBGP's retries reports ``connected`` then ``down`` (a refused connect too), which would otherwise
+        move ``since`` every few seconds and replace the reason the session went down (a Cease) with "connection
+        failed".
+        """
         if event.peer not in self._states:
             return
         if isinstance(event, _events.SentUpdate):
@@ -69,6 +76,10 @@ class PeerTable:
         state = PeerStatus(_STATES.get(event.state, "down"))
         if state is not PeerStatus.ESTABLISHED:
             self._sent[event.peer].clear()
+        old = self._states[event.peer]
+        if (state is PeerStatus.ESTABLISHED) == (old.state is PeerStatus.ESTABLISHED):
+            self._set(event.peer, state=state, routes_sent=len(self._sent[event.peer]))
+            return
         since = datetime.datetime.fromtimestamp(event.time, datetime.timezone.utc) if event.time else _now()
         self._set(event.peer, state=state, since=since, routes_sent=len(self._sent[event.peer]), reason=event.reason)
 
@@ -76,12 +87,33 @@ class PeerTable:
         """Mark every session down (ExaBGP is gone, and its sessions with it)."""
         for address, state in self._states.items():
             self._sent[address].clear()
-            if state.state is not PeerStatus.DOWN or state.routes_sent:
+            if state.state is PeerStatus.ESTABLISHED:
                 self._set(address, state=PeerStatus.DOWN, since=_now(), routes_sent=0, reason=reason)
+            elif state.state is not PeerStatus.DOWN or state.routes_sent:
+                self._set(address, state=PeerStatus.DOWN, routes_sent=0)
 
-    def _set(self, address: IpAddress, *, notify: bool = True, **changes: object) -> None:
+    def set_addresses(self, addresses: Iterable[IpAddress], *, reason: str = "removed from the configuration") -> None:
+        """Track exactly ``addresses`` from now on: a new one starts down; a dropped one is reported down one last
+        time (with ``reason``, if it was established) and forgotten."""
+        wanted = list(addresses)
+        for address in [a for a in self._states if a not in wanted]:
+            state = self._states[address]
+            if state.state is not PeerStatus.DOWN or state.routes_sent:
+                if state.state is PeerStatus.ESTABLISHED:
+                    self._set(address, state=PeerStatus.DOWN, routes_sent=0, since=_now(), reason=reason)
+                else:
+                    self._set(address, state=PeerStatus.DOWN, routes_sent=0)
+            del self._states[address]
+            del self._sent[address]
+        now = _now()
+        for address in wanted:
+            if address not in self._states:
+                self._states[address] = PeerState(address, PeerStatus.DOWN, now, 0)
+                self._sent[address] = set()
+
+    def _set(self, address: IpAddress, *, notify: bool = True, **changes: Any) -> None:
         old = self._states[address]
-        new = dataclasses.replace(old, **changes)  # type: ignore[arg-type]
+        new = dataclasses.replace(old, **changes)
         if new == old:
             return
         self._states[address] = new

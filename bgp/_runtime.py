@@ -14,7 +14,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["default_base", "new_instance_dir", "prepare_base", "write_private"]
+__all__ = ["default_base", "new_instance_dir", "prepare_base", "replace_private", "write_private"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,15 @@ def write_private(path: Path, text: str) -> None:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
         handle.write(text)
+
+
+def replace_private(path: Path, text: str) -> None:
+    """Replace the file at ``path`` with ``text`` in one step (a reader sees the old or the new file, never half of
+    one), created 0600 like ``write_private``."""
+    staged = path.with_name(path.name + ".new")
+    staged.unlink(missing_ok=True)
+    write_private(staged, text)
+    staged.replace(path)
 
 
 def _owner_pid(name: str) -> int | None:

@@ -16,11 +16,11 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bgp import _channel, _errors, _events, _exabgp_config, _peers, _runtime, _writer
+from bgp import _channel, _errors, _events, _exabgp_config, _peers, _reconfig, _reload, _runtime, _writer
 from config import BgpConfig, RouteAttributes
 
 __all__ = ["Speaker"]
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _BRIDGE = Path(__file__).with_name("_bridge.py")
+_EXABGP_MAIN = Path(__file__).with_name("_exabgp_main.py")
 
 
 class Speaker:
@@ -42,9 +43,11 @@ class Speaker:
 
     ``start()`` runs ExaBGP; if it exits it is restarted with back-off (``restart_delay`` doubling up to
     ``max_restart_delay``, back to ``restart_delay`` once a run outlived ``max_restart_delay``) and the wanted set
-    is replayed the same batched way. ``stop()`` withdraws every route, waits (up to ``drain_timeout``) until
-    ExaBGP reports the withdrawals sent to every established peer, then closes the sessions. If this process dies,
-    ExaBGP dies with it (PDEATHSIG) and the peers drop the routes.
+    is replayed the same batched way. ``reconfigure()`` applies a new config through ExaBGP's reload, touching only
+    the sessions of peers that changed. ``stop()`` withdraws every route, waits (up to ``drain_timeout``) until
+    ExaBGP reports the withdrawals sent to every established peer, then closes the sessions, each with a Cease
+    NOTIFICATION (Administrative Shutdown). If this process dies, ExaBGP dies with it (PDEATHSIG) and the peers drop
+    the routes.
 
     ExaBGP's config (0600: it holds the MD5 passwords) and the API socket live in a fresh private directory under
     ``runtime_dir`` (default: ``$RUNTIME_DIRECTORY``, or ``/run/xdplb``; see ``bgp._runtime``), removed by
@@ -55,7 +58,7 @@ class Speaker:
         self,
         config: BgpConfig,
         *,
-        exabgp: Sequence[str] = (sys.executable, "-m", "exabgp"),
+        exabgp: Sequence[str] = (sys.executable, os.fspath(_EXABGP_MAIN)),
         command_timeout: float = 5.0,
         start_timeout: float = 20.0,
         restart_delay: float = 0.5,
@@ -89,6 +92,8 @@ class Speaker:
         self._connections: _channel.Connections = asyncio.Queue()
         self._supervisor: asyncio.Task[None] | None = None
         self._restarts = 0
+        self._bridge: list[str] = []
+        self._exabgp_lock = asyncio.Lock()  # one of: (re)starting ExaBGP, reconfiguring it
         # Rendering checks the peers (passwords, families) before anything runs.
         _exabgp_config.render(config, bridge=["bridge"])
 
@@ -164,6 +169,7 @@ class Speaker:
             self._server = await asyncio.start_unix_server(self._bridge_connected, path=os.fspath(socket_path))
             os.chmod(socket_path, 0o600)
             bridge = [sys.executable, os.fspath(_BRIDGE), os.fspath(socket_path)]
+            self._bridge = bridge
             _runtime.write_private(self._workdir / "exabgp.conf", _exabgp_config.render(self._config, bridge=bridge))
             self._run = await self._spawn()
         except BaseException as error:
@@ -215,6 +221,86 @@ class Speaker:
             self._stop_done.set()
         log.info("event=bgp_stopped withdrawn=%d", withdrawn)
 
+    async def reconfigure(self, new: BgpConfig) -> list[str]:
+        """Apply ``new`` to the running speaker in place; what changed, one line per peer (``[]``: nothing).
+
+        ``['peer 192.0.2.9 added', 'peer 192.0.2.7 removed', 'peer 192.0.2.8 changed: hold_time']``
+
+        ExaBGP re-reads its config (``reload``) and compares neighbours: only the sessions of peers added, removed
+        or changed are touched, the others keep running and keep their routes. By field:
+
+        - ``attributes``: nothing here; the routes carry their attributes, and ``set_routes`` with the new ones
+          re-announces in place, sessions untouched.
+        - a peer added: its session starts and gets every route wanted (the writer sends them to it alone).
+        - a peer removed: its session ends with a Cease NOTIFICATION (6/3, peer de-configured), its routes with it.
+        - a peer's ``hold_time``, ``port``, ``password``, ``passive``: that session restarts (Cease 6/3, then a
+          new connection with the new settings); ExaBGP resends it the routes.
+        - a peer's ``peer_as``, ``local_address``, its effective ``local_as``, or ``router_id`` (which every peer
+          uses): ExaBGP sees a new neighbour. The old session ends with a Cease, a new one starts and is sent the
+          routes. So a change of ``router_id`` or ``local_as`` restarts every session using it, not ExaBGP.
+
+        The new config is checked first, by ``verify_config`` and then by a throwaway ``exabgp validate``; the
+        running ExaBGP never sees a config these refuse. If the reload still fails (ExaBGP refuses it, or has not
+        done it after 15 s) its previous config is put back and ReconfigureError raised: the old config in force,
+        no session touched. The exception: a removed or re-created peer's session is closed by a first reload (it
+        is made passive) before a second applies the rest; if the second fails, the first is undone, and that
+        peer reconnects. While ExaBGP is restarting, the new config is simply what it starts with.
+        SpeakerStateError outside start()..stop().
+        """
+        self._require_running("reconfigure")
+        found = _exabgp_config.problems(new)
+        if found:
+            raise _errors.ReconfigureError(
+                "; ".join(f"bgp.{_path(path)}: {message}" for path, message in found), found
+            )
+        async with self._exabgp_lock:
+            self._require_running("reconfigure")
+            old = self._config
+            changes = _reconfig.diff(old, new)
+            if not changes:
+                self._config = new
+                return []
+            text = _exabgp_config.render(new, bridge=self._bridge)
+            secrets = {p.password for p in (*old.peers, *new.peers) if p.password}
+            assert self._workdir is not None
+            await _reload.validate(
+                self._exabgp, self._workdir / "exabgp.conf.check", text, secrets=secrets, timeout=self._start_timeout
+            )
+            run = self._run
+            if run is None or not run.alive:  # the supervisor's next start reads the new file and replays
+                _reload.write(self._workdir / "exabgp.conf", text)
+                self._adopt(new, fresh=())
+                log.info("event=bgp_reconfigured exabgp=restarting changes=%r", changes.describe())
+                return changes.describe()
+            closing = [*changes.removed, *changes.recreated]
+            previous = _exabgp_config.render(old, bridge=self._bridge)
+            self._peers.set_addresses([*(p.address for p in old.peers), *changes.added])  # events of new sessions
+            closed = False
+            async with self._writer.exclusive():
+                try:
+                    if any(self._peers.snapshot()[a].state is not _peers.PeerStatus.DOWN for a in closing):
+                        passive = _exabgp_config.render(old, bridge=self._bridge, closing=closing)
+                        await self._reload(run, passive, secrets)
+                        closed = True
+                        await self._closed(closing)
+                    await self._reload(run, text, secrets)
+                except BaseException as error:
+                    _reload.write(self._workdir / "exabgp.conf", previous)
+                    self._peers.set_addresses(p.address for p in old.peers)
+                    if closed and run.alive and not isinstance(error, asyncio.CancelledError):
+                        try:
+                            await self._reload(run, previous, secrets)
+                        except _errors.BgpError as undo:
+                            log.error("event=bgp_reconfigure_undo_failed error=%s", undo)
+                    if isinstance(error, _errors.ReconfigureError):
+                        raise
+                    if isinstance(error, _errors.BgpError):
+                        raise _errors.ReconfigureError(f"the new BGP config was not applied: {error}") from error
+                    raise
+                self._adopt(new, fresh=[*changes.added, *changes.changed])
+        log.info("event=bgp_reconfigured changes=%r", changes.describe())
+        return changes.describe()
+
     async def __aenter__(self) -> "Speaker":
         await self.start()
         return self
@@ -247,6 +333,36 @@ class Speaker:
         if error is not None and self._writer.wanted.get(prefix) == attributes:
             self._writer.set_route(prefix, previous)  # what ExaBGP still holds
             raise error
+
+    async def _reload(self, run: _channel.ExabgpRun, text: str, secrets: Collection[str]) -> None:
+        assert self._workdir is not None
+        await _reload.reload(
+            run, self._workdir / "exabgp.conf", text, secrets=secrets, command_timeout=self._command_timeout
+        )
+
+    def _adopt(self, new: BgpConfig, *, fresh: Sequence[IpAddress]) -> None:
+        """Make ``new`` the config in force: the writer's sessions, the peer table."""
+        self._config = new
+        families: dict[int, list[IpAddress]] = {}
+        for peer in new.peers:
+            families.setdefault(peer.address.version, []).append(peer.address)
+        self._writer.set_peers(families, fresh=fresh)
+        self._peers.set_addresses(peer.address for peer in new.peers)
+
+    async def _closed(self, addresses: Sequence[IpAddress], timeout: float = 2.0) -> None:
+        """Wait until the sessions to ``addresses`` are down (their Cease sent), or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while any(self._peers.snapshot()[a].state is not _peers.PeerStatus.DOWN for a in addresses):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                log.warning("event=bgp_close_timeout peers=%s", ",".join(map(str, addresses)))
+                return
+            self._sent_changed.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._sent_changed.wait()
+            except TimeoutError:
+                pass
 
     def _require_running(self, call: str) -> None:
         if self._state != "running":
@@ -284,8 +400,9 @@ class Speaker:
             while True:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_restart_delay)
-                if await self._restart(next_try_in=delay):
-                    break
+                async with self._exabgp_lock:  # not while reconfigure() rewrites its config
+                    if await self._restart(next_try_in=delay):
+                        break
 
     async def _restart(self, *, next_try_in: float) -> bool:
         """Start ExaBGP and replay the wanted set through the writer; whether both worked."""
@@ -373,3 +490,7 @@ class Speaker:
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
+
+
+def _path(path: Sequence[str | int]) -> str:
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path).lstrip(".")

@@ -3,7 +3,9 @@
 Callers record the routes they want and return at once (``set_routes``, ``set_route``); nothing they call waits for
 ExaBGP. The writer task diffs the wanted set against what the current ExaBGP run has acknowledged, sends the
 difference as batched, pipelined commands (``_routes.plan``), and goes again until nothing differs. A new run
-(``attach``) holds nothing, so the replay after a restart is the same batched diff, of the whole wanted set.
+(``attach``) holds nothing, so the replay after a restart is the same batched diff, of the whole wanted set. A
+session that ExaBGP gains while it runs (``set_peers(fresh=...)``, after a reload) is first sent everything the run
+holds, in commands addressed to it alone, so the other sessions see nothing of it.
 ``flush()`` waits until the writer has caught up. Example::
 
     writer.set_routes({prefix: attributes})   # returns at once
@@ -11,11 +13,12 @@ difference as batched, pipelined commands (``_routes.plan``), and goes again unt
 """
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import time
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 
 from bgp import _channel, _errors, _exabgp_config, _routes
 from config import RouteAttributes
@@ -46,7 +49,9 @@ class RouteWriter:
         self._suspects: set[Prefix] = set()  # in a rejected multi-prefix command: resent one per command
         self._generation = 0
         self._waiters: list[tuple[int, asyncio.Future[bool]]] = []
+        self._fresh: set[IpAddress] = set()  # sessions new to the current run: to be sent all it holds
         self._wake = asyncio.Event()
+        self._passing = asyncio.Lock()  # held by a pass, or by exclusive()
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -85,10 +90,26 @@ class RouteWriter:
             self._wanted[prefix] = attributes
         self._changed()
 
+    def set_peers(self, peers: Mapping[int, Sequence[IpAddress]], *, fresh: Collection[IpAddress] = ()) -> None:
+        """The sessions to address from now on, by IP version; ``fresh`` ones (added to ExaBGP, or re-created by it
+        with an empty RIB) are first sent every route the current run holds, addressed to them alone."""
+        self._peers = {version: tuple(addresses) for version, addresses in peers.items()}
+        current = {address for addresses in self._peers.values() for address in addresses}
+        self._fresh = (self._fresh | set(fresh)) & current
+        self._changed()
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """Hold the writer between passes: no command of the writer is in flight or sent meanwhile."""
+        async with self._passing:
+            yield
+        self._wake.set()
+
     def attach(self, run: _channel.ExabgpRun | None) -> None:
         """ExaBGP's current run (None while it restarts); a new run holds nothing, so it gets the whole wanted set."""
         self._run = run
         self._held = {}
+        self._fresh.clear()
         self._rejected.clear()
         self._suspects.clear()
         self._wake.set()
@@ -126,7 +147,8 @@ class RouteWriter:
             await self._wake.wait()
             self._wake.clear()
             try:
-                await self._pass()
+                async with self._passing:
+                    await self._pass()
             except Exception as error:  # a bug: say so at once, fail the waiters, and keep the task alive
                 log.exception("event=bgp_writer_failed error=%s", error)
                 self._resolve(_errors.BgpError(f"the BGP route writer failed: {error!r}"))
@@ -140,6 +162,8 @@ class RouteWriter:
             self._resolve(False)  # attach() wakes the loop again
             return
         generation = self._generation
+        if self._fresh and not await self._replay(run):
+            return
         skip = {prefix: attributes for prefix, (attributes, _) in self._rejected.items()}
         batches = _routes.plan(self._wanted, self._held, peers=self._peers, skip=skip, alone=self._suspects)
         if not batches:
@@ -190,6 +214,38 @@ class RouteWriter:
                           prefix, "withdraw" if attributes is None else "announce", batch.command)  # fmt: skip
         log.info("event=bgp_routes_sent announced=%d withdrawn=%d commands=%d seconds=%.3f",
                  announced, withdrawn, len(sendable), time.monotonic() - started)  # fmt: skip
+        return True
+
+    async def _replay(self, run: _channel.ExabgpRun) -> bool:
+        """Send the fresh sessions every route the run holds; whether the run is still usable."""
+        fresh = {version: tuple(a for a in addresses if a in self._fresh) for version, addresses in self._peers.items()}
+        held = dict(self._held)
+        sent: dict[Prefix, RouteAttributes] = {}
+        started = time.monotonic()
+        while batches := _routes.plan(held, sent, peers=fresh):
+            for batch in batches:  # a rejected one too: the other sessions hold it, nothing to retry
+                sent.update((prefix, attributes) for prefix, attributes in batch.changes if attributes is not None)
+            commands = [batch.command for batch in batches if batch.command is not None]
+            if not commands:
+                continue
+            try:
+                acks = await run.commands(commands, timeout=self._timeout)
+            except _errors.ExabgpTimeoutError as error:
+                log.error("event=exabgp_hung pid=%d replay_to=%s silent_s=%g", run.process.pid,
+                          ",".join(map(str, self._fresh)), self._timeout)  # fmt: skip
+                run.kill()
+                self._resolve(error)
+                return False
+            except _channel.ChannelClosed:
+                self._resolve(False)
+                return False
+            for command, ok in zip(commands, acks):
+                if not ok:
+                    log.error("event=bgp_replay_rejected command=%.200r", command)
+        if run is self._run:
+            log.info("event=bgp_routes_replayed peers=%s routes=%d seconds=%.3f", ",".join(map(str, sorted(
+                self._fresh, key=str))), len(sent), time.monotonic() - started)  # fmt: skip
+            self._fresh.clear()
         return True
 
     def _held_apply(self, batch: _routes.Batch) -> None:

@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
+import bgp
 import config
+import healthchecks
 from balancer import daemon
 from tests.balancer.fake_plane import FakeDataPlane
 
@@ -82,6 +84,7 @@ class FakeSpeaker:
     def __init__(self, cfg: config.BgpConfig) -> None:
         self.config = cfg
         self.running = False
+        self.busy = False
         self.history: list[dict[Any, Any]] = []
         self.announced: dict[Any, Any] = {}
         self.rejected: dict[Any, Any] = {}
@@ -93,6 +96,19 @@ class FakeSpeaker:
             raise OSError("ExaBGP did not start: exited with status 1")
         assert not any(other.running for other in FakeSpeaker.instances), "two speakers at once"
         self.running = True
+
+    async def reconfigure(self, new: config.BgpConfig) -> list[str]:
+        assert not self.busy, "two reconfigurations at once"
+        self.busy = True
+        try:
+            await asyncio.sleep(0.05)  # a real one awaits ExaBGP: another reload could slip in here
+            if FakeSpeaker.fail_with in {str(peer.address) for peer in new.peers}:
+                raise bgp.ReconfigureError("ExaBGP refused the new configuration", [])
+            added = {str(p.address) for p in new.peers} - {str(p.address) for p in self.config.peers}
+            self.config = new
+            return [f"peer {address} added" for address in sorted(added)]
+        finally:
+            self.busy = False
 
     async def stop(self) -> None:
         await asyncio.sleep(0.05)
@@ -174,18 +190,41 @@ async def test_a_changed_interface_that_fails_is_put_back(running: Any, listener
     assert plane.interface_log[-2:] == [("detach", "lo"), ("attach", "lo")]
 
 
-async def test_a_speaker_that_cannot_start_leaves_one_running_with_the_old_config(running: Any, listener: int) -> None:
+async def test_a_refused_bgp_change_leaves_the_sessions_and_the_rest_as_they_were(running: Any, listener: int) -> None:
     d, _, path = running
-    path.write_text(document(port=listener, peers="192.0.2.1 192.0.2.2"))
+    speaker = FakeSpeaker.instances[-1]
+    path.write_text(document(port=listener, peers="192.0.2.1 192.0.2.2", extra_service=True))
     FakeSpeaker.fail_with = "192.0.2.2"
     result = await d.reload()
-    assert not result.ok and "ExaBGP did not start" in result.message
-    await asyncio.sleep(0.3)  # the restored speaker got its routes in a pass
+    assert not result.ok and "ExaBGP refused" in result.message
+    assert FakeSpeaker.instances == [speaker] and speaker.running, "the running speaker was neither stopped nor replaced"
+    assert [str(p.address) for p in speaker.config.peers] == ["192.0.2.1"]
+    assert _backend_keys(d) == {"web/127.0.0.1"}, "the new service's checks must not run"
+    assert _announced(d) and d.snapshot().last_reload_error is not None
+
+
+async def test_a_peer_added_reconfigures_in_place(running: Any, listener: int) -> None:
+    d, _, path = running
     speaker = FakeSpeaker.instances[-1]
-    assert speaker.running and [p.address for p in speaker.config.peers] == [config.parse_config(
-        document(port=listener), source="x").bgp.peers[0].address]  # type: ignore[union-attr]
-    assert _announced(d), "the VIP is announced again"
-    assert d.snapshot().last_reload_error is not None
+    path.write_text(document(port=listener, peers="192.0.2.1 192.0.2.2"))
+    result = await d.reload()
+    assert result.ok and "bgp peer 192.0.2.2 added" in result.message, result.message
+    assert FakeSpeaker.instances == [speaker] and speaker.running
+    assert [str(p.address) for p in speaker.config.peers] == ["192.0.2.1", "192.0.2.2"]
+
+
+async def test_when_a_later_step_fails_the_bgp_change_is_undone(running: Any, listener: int) -> None:
+    d, plane, path = running
+    speaker = FakeSpeaker.instances[-1]
+
+    def refuse(targets: Any) -> None:
+        raise healthchecks.HealthCheckConfigError("checks refused")
+
+    d._scheduler.update = refuse  # type: ignore[union-attr, method-assign]
+    path.write_text(document(port=listener, peers="192.0.2.1 192.0.2.2"))
+    result = await d.reload()
+    assert not result.ok and "checks refused" in result.message
+    assert [str(p.address) for p in speaker.config.peers] == ["192.0.2.1"], "the new peer was taken back"
 
 
 async def test_a_route_attribute_change_re_announces_in_place(running: Any, listener: int) -> None:
@@ -204,9 +243,9 @@ async def test_a_route_attribute_change_re_announces_in_place(running: Any, list
 async def test_concurrent_reloads_run_one_at_a_time(running: Any, listener: int) -> None:
     d, _, path = running
     path.write_text(document(port=listener, peers="192.0.2.1 192.0.2.2"))
-    first, second = await asyncio.gather(d.reload(), d.reload())  # FakeSpeaker.start asserts one speaker at a time
+    first, second = await asyncio.gather(d.reload(), d.reload())  # FakeSpeaker.reconfigure asserts one at a time
     assert first.ok and second.ok, (first.message, second.message)
-    assert sum(speaker.running for speaker in FakeSpeaker.instances) == 1
+    assert "peer 192.0.2.2 added" in first.message and "no change" in second.message
 
 
 async def test_a_bug_in_a_step_is_a_refusal_not_an_exception(running: Any, listener: int) -> None:

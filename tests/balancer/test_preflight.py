@@ -46,6 +46,9 @@ REFUSALS = [
             "198.18.0.1: the MD5 password must be non-empty, without quotes, backslashes or line breaks"),
     Refusal("empty MD5 password", HEAD + BGP % ", password: ''", "bgp.peers[0].password: peer 198.18.0.1: the MD5 "
             "password must be non-empty, without quotes, backslashes or line breaks"),
+    Refusal("MD5 password over 80 bytes", HEAD + BGP % (", password: " + "x" * 81), "bgp.peers[0].password: peer "
+            "198.18.0.1: the MD5 password must be at most 80 bytes (the kernel's TCP-MD5 key size; ExaBGP refuses "
+            "longer ones)"),
     Refusal("duplicate peer (config)", HEAD + BGP % "}, {address: 198.18.0.1, peer_as: 65002",
             "bgp.peers[1].address: 198.18.0.1 is already peers[0] (line 2)"),
     Refusal("local address of another family (config)", HEAD + BGP % ", local_address: '2001:db8::2'",

@@ -51,6 +51,8 @@ def test_ipv6_peer_gets_ipv6_family_and_default_local_as() -> None:
         ({"password": 'a"b'}, "MD5 password"),
         ({"local_address": "2001:db8::2"}, "another family"),
         ({"passive": True}, "passive"),
+        ({"password": "x" * 81}, "at most 80 bytes"),
+        ({"password": "\u00e9" * 41}, "at most 80 bytes"),  # 82 bytes in UTF-8
     ],
 )
 def test_unusable_peer_is_refused(peer: dict[str, object], match: str) -> None:

@@ -63,7 +63,7 @@ async def test_250_routes_reach_bird_and_stop_withdraws_them_all(bird: lab_bird.
     finally:
         await speaker.stop()
     log = bird.log()
-    closed = log.find("xdplb4: Connection closed")
+    closed = log.find("xdplb4: Received: Administrative shutdown")  # the Cease that ends the session
     assert closed > 0
     assert log[:closed].count("xdplb4.ipv4 > removed") == 250, "every withdrawal reached BIRD before the session closed"
 

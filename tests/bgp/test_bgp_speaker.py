@@ -126,7 +126,7 @@ async def test_clean_stop_withdraws_before_closing(bird: lab_bird.BirdLab) -> No
     log = bird.log()
     for proto, prefix in (("xdplb4.ipv4", VIP), ("xdplb6.ipv6", VIP6)):
         removed = log.find(f"{proto} > removed [sole] {prefix}")
-        closed = log.find(f"{proto.split('.')[0]}: Connection closed")
+        closed = log.find(f"{proto.split('.')[0]}: Received: Administrative shutdown")  # the Cease
         assert 0 <= removed < closed, f"BIRD saw the withdrawal of {prefix} before the session closed:\n{log}"
     await speaker.stop()  # idempotent
     with pytest.raises(bgp.SpeakerStateError):
