@@ -20,6 +20,7 @@ import resource
 import socket
 import struct
 from collections.abc import Callable
+from typing import cast
 
 import config
 
@@ -108,7 +109,8 @@ class _GuardedConnection(asyncio.Protocol):
         self._client = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)  # a TCP listener's
+        # A TCP listener's transport; not an isinstance check: uvloop's transports are not asyncio's classes.
+        transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self._client = str(peer[0]) if isinstance(peer, tuple) else ""
         reason = self._guard.admit(self._client)
