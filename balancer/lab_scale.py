@@ -252,12 +252,14 @@ def measure(lab: ScaleLab, *, window: float, settle: float, flap_window: float, 
     time.sleep(settle)
     _, before = lab.metrics()
     cpu_before, window_started = cpu_seconds(node.pid), time.monotonic()
+    daemon_cpu_before = cpu_seconds(node.pid, children=False)
     time.sleep(window)
     scrape_s, after = lab.metrics()
     elapsed = time.monotonic() - window_started
     figures["false_downs"] = int(sample_sum(after, "xdplb_backend_state_transitions_total", state="down")
                                  - sample_sum(before, "xdplb_backend_state_transitions_total", state="down"))
-    figures["cpu_cores"] = (cpu_seconds(node.pid) - cpu_before) / elapsed
+    figures["cpu_cores"] = (cpu_seconds(node.pid) - cpu_before) / elapsed  # checkers and ExaBGP included
+    figures["cpu_daemon_cores"] = (cpu_seconds(node.pid, children=False) - daemon_cpu_before) / elapsed
     figures["check_lag_p99_ms"] = 1000 * histogram_quantile(before, after, "xdplb_healthcheck_schedule_lag_seconds", 0.99)
     figures["loop_stall_max_ms"] = 1000 * sample_sum(after, "xdplb_event_loop_stall_seconds_max")  # since start
     figures["loop_stall_steady_ms"] = 1000 * histogram_quantile(before, after, "xdplb_event_loop_stall_seconds", 1.0)
@@ -312,24 +314,40 @@ def _stop(lab: ScaleLab, figures: dict[str, Any]) -> dict[str, Any]:
 # reading the daemon's process and metrics
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of process ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pid: int, *, children: bool = True) -> float:
+    """User + system CPU of process ``pid`` so far, and of its running descendants with ``children`` (one that
+    exits in between takes its share with it: the figure is then low, never high)."""
+    total = 0.0
+    for current in _tree(pid) if children else [pid]:
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        try:
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
 
 
 def rss_bytes(pid: int, *, children: bool = True) -> int:
     """Resident memory of ``pid``, and of all its descendants with ``children``."""
     total = 0
-    pending = [pid]
-    while pending:
-        current = pending.pop()
+    for current in _tree(pid) if children else [pid]:
         try:
             status = Path(f"/proc/{current}/status").read_text()
             total += int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE).group(1)) * 1024  # type: ignore[union-attr]
-            if children:
-                for task in Path(f"/proc/{current}/task").iterdir():
-                    pending += [int(child) for child in (task / "children").read_text().split()]
         except (OSError, AttributeError):
             continue
     return total

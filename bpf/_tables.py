@@ -5,12 +5,15 @@ complete tables; replacing a service's table is then one update of its service e
 keeps its id (and so stays readable) for ``grace`` seconds, far longer than any packet holds a service entry,
 and is released after. There are two ids per service, so a service can always have its live table and the one
 being replaced: a config that fits ``max_services`` can never run out of table ids, and memory is the sum of
-the live tables (4 bytes per entry) plus the ones being replaced.
+the live tables (8 bytes per entry: the kernel rounds an array's values up to 8 bytes) plus the ones being
+replaced.
 
 Creating or filling a table can fail (out of memory); then nothing that readers see has changed.
 """
 
+import array
 import ctypes
+import mmap
 import os
 import time
 from collections import deque
@@ -23,6 +26,8 @@ __all__ = ["KernelMaps", "MapOps", "TableStore"]
 
 _BPF_MAP_TYPE_ARRAY = 2
 _BPF_F_INNER_MAP = 1 << 12  # as on the template: the kernel wants equal flags, and then allows any size
+_BPF_F_MMAPABLE = 1 << 10  # as on the template: tables are written through mmap
+_ELEMENT = "Q"  # an array map's values sit 8 bytes apart (round_up(value_size, 8)), as the mmap shows them
 
 
 class MapOps(Protocol):
@@ -121,23 +126,16 @@ class KernelMaps:
         self._libbpf.bpf_map_get_fd_by_id.argtypes = [ctypes.c_uint32]
 
     def create(self, entries: int) -> int:
-        fd = int(self._lib.bcc_create_map(_BPF_MAP_TYPE_ARRAY, b"maglev_table", 4, 4, entries, _BPF_F_INNER_MAP))
+        flags = _BPF_F_INNER_MAP | _BPF_F_MMAPABLE
+        fd = int(self._lib.bcc_create_map(_BPF_MAP_TYPE_ARRAY, b"maglev_table", 4, 4, entries, flags))
         if fd < 0:
             raise OSError(-fd, os.strerror(-fd))
         return fd
 
     def fill(self, fd: int, values: Sequence[int]) -> None:
-        count = len(values)
-        keys = (ctypes.c_uint32 * count)(*range(count))
-        leaves = (ctypes.c_uint32 * count)(*values)
-        done = ctypes.c_uint32(count)
-        if self._lib.bpf_update_batch(fd, keys, leaves, ctypes.byref(done)) == 0:
-            return
-        for index in range(count):  # kernels without batch updates of arrays
-            key, leaf = ctypes.c_uint32(index), ctypes.c_uint32(values[index])
-            if self._lib.bpf_update_elem(fd, ctypes.byref(key), ctypes.byref(leaf), 0) < 0:
-                errno = ctypes.get_errno()
-                raise OSError(errno, os.strerror(errno))
+        data = array.array(_ELEMENT, values)
+        with mmap.mmap(fd, len(data) * data.itemsize, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE) as memory:
+            memory[:] = memoryview(data).cast("B")
 
     def install(self, table_id: int, fd: int) -> None:
         key, value = ctypes.c_uint32(table_id), ctypes.c_uint32(fd)

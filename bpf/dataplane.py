@@ -7,6 +7,7 @@ that pointed at them select again; freed slots are reused oldest first. An updat
 service as it was: the previous table keeps serving, with the slots it points at.
 """
 
+import array
 import ctypes
 import fcntl
 import math
@@ -15,7 +16,7 @@ import os
 import socket
 import struct
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -373,7 +374,7 @@ class DataPlane:
         """Write the table for ``candidates`` and point the service entry at it (the atomic switch for readers)."""
         service = programmed.spec
         indexes = self.maglev.table(candidates, service.table_size) if candidates else []
-        table = [candidate_slots[i] for i in indexes]
+        table = array.array("I", map(candidate_slots.__getitem__, indexes))
         table_id = self._table_store().write(table) if table else None
         flags = _abi.SERVICE_STICKY if service.sticky else 0
         services = self.table(_family_map("services", service.key.vip))
@@ -387,10 +388,7 @@ class DataPlane:
         if programmed.table_id is not None:
             self._table_store().retire(programmed.table_id)
         programmed.table_id, programmed.inputs = table_id, inputs
-        entries: dict[int, int] = {}
-        for slot in table:
-            entries[slot] = entries.get(slot, 0) + 1
-        programmed.entries = entries
+        programmed.entries = dict(Counter(table))
         log.info("event=service_programmed service=%s backends=%d table_size=%d", service.key, len(candidates), len(table))
 
     def _new_slot(self) -> int:

@@ -117,7 +117,7 @@ class ServiceConfig(XdplbModel):
         le=1048573,
         strict=True,
         description="Maglev lookup table size; must be prime, and about 100 times the backends or more for even "
-        "shares. Memory: 4 bytes x size x 2 (the table is double-buffered), 128 KiB at the default",
+        "shares. Memory: 8 bytes x size (the kernel's array stride), twice while it is replaced: 128 KiB at the default",
     )
     need: int = Field(
         1,

@@ -70,13 +70,13 @@ class DataplaneConfig(XdplbModel):
     )
 
     def memory_bytes(self, tables: int) -> int:
-        """Kernel memory the maps need, in bytes, for ``tables`` Maglev entries in use (each 4 bytes, twice while
+        """Kernel memory the maps need, in bytes, for ``tables`` Maglev entries in use (each 8 bytes, twice while
         a table is being replaced), with the flow table, backends and per-CPU counters at these sizes."""
         cpus = os.cpu_count() or 1
         flows = self.flow_table_size * (32 + 56)  # an IPv4 and an IPv6 entry per flow-table row
         backends = self.max_backends * (24 + 24 * cpus)  # entry and per-CPU counters
         services = self.max_services * (2 * 64 + 32 * cpus)  # v4/v6 hash entries and per-CPU counters
-        return 2 * 4 * tables + flows + backends + services
+        return 2 * 8 * tables + flows + backends + services
 
 
 def parse_listen(text: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
