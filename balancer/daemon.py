@@ -42,6 +42,13 @@ class DaemonError(config.XdplbError, RuntimeError):
 
 
 
+def _load_for_reload(path: Path) -> config.XdplbConfig:
+    """``preflight.load``, and the digest computed here in the worker thread (it is cached), not on the loop."""
+    loaded = preflight.load(path)
+    loaded.digest()
+    return loaded
+
+
 def _sessions(bgp_config: config.BgpConfig | None) -> config.BgpConfig | None:
     """What of ``bgp`` the speaker's sessions depend on: all but the route attributes, which the passes apply."""
     return None if bgp_config is None else bgp_config.model_copy(update={"attributes": config.RouteAttributes()})
@@ -320,10 +327,12 @@ class Daemon:
 
     async def _reload(self) -> status.ReloadResult:
         old = self._require_config()
+        started = time.monotonic()
         try:
-            new = await asyncio.to_thread(preflight.load, self.config_path)  # what `xdplb check` refuses, refused
+            new = await asyncio.to_thread(_load_for_reload, self.config_path)  # what `xdplb check` refuses, refused
         except (config.ConfigError, OSError, ValueError, RecursionError, MemoryError) as error:
             return self._reload_failed(old, str(error))
+        loaded = time.monotonic()
         try:
             changes = await self._apply_config(old, new)
         except (config.XdplbError, OSError) as error:  # undone: nothing of the new config is in force
@@ -335,7 +344,8 @@ class Daemon:
         self._last_reload_error = None
         self._last_reload_success = time.time()
         message = "applied: " + ("; ".join(changes) if changes else "no change")
-        log.info("event=reload_applied config=%s changes=%s", self.config_path, "; ".join(changes) or "none")
+        log.info("event=reload_applied config=%s load_seconds=%.3f apply_seconds=%.3f changes=%s", self.config_path,
+                 loaded - started, time.monotonic() - loaded, "; ".join(changes) or "none")  # fmt: skip
         return status.ReloadResult(True, new.digest(), message)
 
     def _reload_failed(self, running: config.XdplbConfig, error: str) -> status.ReloadResult:

@@ -2,7 +2,8 @@
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
@@ -33,6 +34,7 @@ class XdplbConfig(XdplbModel):
     services: tuple[ServiceConfig, ...] = Field((), description="the load-balanced services")
 
     _checks: dict[str, tuple[Check, ...]] = PrivateAttr(default_factory=dict)
+    _digest: str | None = PrivateAttr(None)
 
     @field_validator("policies")
     @classmethod
@@ -50,6 +52,12 @@ class XdplbConfig(XdplbModel):
             for backend in service.backends
         }
         return self
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> "XdplbConfig":
+        """A copy (see the class docstring); its digest is computed again."""
+        copied = super().model_copy(update=update, deep=deep)
+        copied._digest = None
+        return copied
 
     def backends(self) -> Iterator[tuple[ServiceConfig, BackendConfig]]:
         """Every (service, backend) pair, in document order."""
@@ -86,10 +94,13 @@ class XdplbConfig(XdplbModel):
 
         BGP passwords count only as set or unset: the digest is shown to anyone who can read the status API.
         """
+        if self._digest is not None:
+            return self._digest
         document = self.model_dump(mode="json")
         for peer in (document.get("bgp") or {}).get("peers", ()):
             # The digest is public (status API, metrics): a password must not be guessable offline from it.
             if peer.get("password") is not None:
                 peer["password"] = "<set>"
         text = json.dumps(document, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        self._digest = hashlib.sha256(text.encode()).hexdigest()  # the model is frozen: it cannot change
+        return self._digest

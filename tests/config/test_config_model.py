@@ -108,6 +108,13 @@ def test_digest_ignores_layout_and_follows_meaning(load: Load) -> None:
     assert load(MINIMAL.replace("port: 80", "port: 80, sticky: true")).digest() != base
 
 
+def test_the_cached_digest_follows_a_copy_with_changes(load: Load) -> None:
+    cfg = load(MINIMAL)
+    before = cfg.digest()  # computed once, then cached on the frozen model
+    changed = cfg.model_copy(update={"services": ()})
+    assert changed.digest() != before and cfg.digest() == before
+
+
 def test_dump_validates_back_to_an_equal_config(load: Load) -> None:
     loaded = load("""\
         interfaces: [eth0, {name: eth1, mode: generic}]
