@@ -1,6 +1,10 @@
 """Per-CPU counters of the XDP program, summed over CPUs into plain dataclasses."""
 
-from collections.abc import Callable, Mapping
+import array
+import ctypes
+import errno
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
@@ -71,10 +75,84 @@ def read_counters(
     service_ids: Mapping[ServiceKey, int],
     backend_slots: Mapping[tuple[ServiceKey, IPAddress], int],
 ) -> Counters:
-    """Read and sum the counter maps; ``table(name)`` gives a bcc map."""
-    services, backends = table("service_stats"), table("backend_stats")
+    """Read and sum the counter maps; ``table(name)`` gives a bcc map.
+
+    The service and backend maps are read whole with one batch lookup each: at 10,000 backends a lookup per row
+    took 0.25 s, and ran for every status and scrape.
+    """
     return Counters(
         totals=_sum_row(table("global_stats"), 0, GlobalCounters),
-        services={key: _sum_row(services, index, ServiceCounters) for key, index in service_ids.items()},
-        backends={key: _sum_row(backends, slot, BackendCounters) for key, slot in backend_slots.items()},
+        services=_sum_rows(table("service_stats"), service_ids, ServiceCounters),
+        backends=_sum_rows(table("backend_stats"), backend_slots, BackendCounters),
     )
+
+
+K = TypeVar("K")
+
+
+def _sum_rows(table: Any, rows: Mapping[K, int], cls: type[T]) -> Mapping[K, T]:
+    if not rows:
+        return {}
+    width = len(fields(cls))
+    try:
+        words, cpus = _lookup_all(table, width)
+    except OSError:  # a kernel without batch lookups of arrays: one row at a time
+        return {key: _sum_row(table, index, cls) for key, index in rows.items()}
+    stride = width * cpus
+    # Column by column, summed over the CPUs in C (map over slices): a Python loop per row cost 8 us a row.
+    columns: list[Sequence[int]] = []
+    for field in range(width):
+        per_cpu = [words[field + cpu * width :: stride] for cpu in range(cpus)]
+        columns.append(per_cpu[0] if cpus == 1 else list(map(sum, zip(*per_cpu))))
+    return _Rows(rows, columns, cls)
+
+
+class _Rows(Mapping[K, T]):
+    """Counters by key, each made when looked up: no key is hashed again to build a dict that is read once."""
+
+    def __init__(self, rows: Mapping[K, int], columns: list[Sequence[int]], cls: type[T]) -> None:
+        self._rows = rows
+        self._columns = columns
+        self._cls: type[T] = cls
+
+    def __getitem__(self, key: K) -> T:
+        index = self._rows[key]
+        made: T = self._cls(*(column[index] for column in self._columns))
+        return made
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
+def _lookup_all(table: Any, width: int) -> "tuple[array.array[int], int]":
+    """Every row of the per-CPU array ``table`` whose values are ``width`` u64 fields: the words row by row, CPU by
+    CPU, and the number of CPUs. OSError if the kernel refuses the batch lookup."""
+    from bcc.libbcc import lib  # Debian's python3-bpfcc: only where BPF runs
+
+    cpus = int(table.total_cpu)
+    rows = int(table.max_entries)
+    row_words = width * cpus
+    words = array.array("Q", bytes(8 * row_words * rows))
+    values = (ctypes.c_uint64 * len(words)).from_buffer(words)
+    keys = (ctypes.c_uint32 * rows)()
+    batch, count, done = ctypes.c_uint32(0), ctypes.c_uint32(0), 0
+    while done < rows:
+        count.value = rows - done
+        result = lib.bpf_lookup_batch(
+            int(table.map_fd), ctypes.byref(batch) if done else None, ctypes.byref(batch),
+            ctypes.byref(keys, 4 * done), ctypes.byref(values, 8 * row_words * done), ctypes.byref(count),
+        )  # fmt: skip
+        error = ctypes.get_errno()
+        done += count.value
+        if result != 0:
+            if error == errno.ENOENT:  # the end of the map
+                break
+            raise OSError(error, os.strerror(error))
+        if count.value == 0:
+            break
+    if list(keys[:done]) != list(range(done)):  # an array's rows come back in key order; anything else: fall back
+        raise OSError(errno.EINVAL, "batch lookup returned rows out of order")
+    return words, cpus

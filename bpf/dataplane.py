@@ -108,6 +108,9 @@ class DataPlane:
         self._fn: Any = None
         self._attached: dict[str, int] = {}  # ifname -> XDP flags used
         self._services: dict[ServiceKey, _ProgrammedService] = {}
+        # Counter rows by service and by (service, backend), kept until a service changes: hashing 10,000
+        # (ServiceKey, address) keys anew for every status and scrape cost more than reading the counters.
+        self._counter_rows: tuple[dict[ServiceKey, int], dict[tuple[ServiceKey, IPAddress], int]] | None = None
         self._free_ids = deque(range(self.settings.max_services))
         self._free_slots = deque(range(1, self.settings.max_backends))  # slot 0 is never used
         self._generations: dict[int, int] = {}
@@ -250,6 +253,7 @@ class DataPlane:
             self._services[service.key] = programmed
             self._vip_refcount(service.key.vip, +1)
         previous, programmed.spec = programmed.spec, service
+        self._counter_rows = None  # slots may change below
         try:
             status = self._program(programmed)
         except DataPlaneError:
@@ -266,6 +270,7 @@ class DataPlane:
         programmed = self._services.pop(key, None)
         if programmed is None:
             return
+        self._counter_rows = None
         services = self.table(_family_map("services", key.vip))
         try:
             del services[self._service_key(key)]
@@ -438,11 +443,12 @@ class DataPlane:
 
     def read_counters(self) -> Counters:
         """Sum the per-CPU counters: global, per service and per backend."""
-        return read_counters(
-            self.table,
-            {key: p.service_id for key, p in self._services.items()},
-            {(key, address): slot for key, p in self._services.items() for address, slot in p.slots.items()},
-        )
+        if self._counter_rows is None:
+            self._counter_rows = (
+                {key: p.service_id for key, p in self._services.items()},
+                {(key, address): slot for key, p in self._services.items() for address, slot in p.slots.items()},
+            )
+        return read_counters(self.table, *self._counter_rows)
 
     def flow_table_entries(self) -> dict[int, int]:
         """Flow-table entries in use, by IP version (from counters: cheap enough for every scrape)."""

@@ -4,7 +4,7 @@ import ipaddress
 from typing import Literal, Protocol
 
 import config
-from healthchecks import _check_dns, _check_http, _check_http_aiohttp, _check_tcp, _failure
+from healthchecks import _check_dns, _check_http, _check_tcp, _failure
 
 __all__ = ["Checker", "HttpEngine", "describe_check", "make_checker", "verify_check"]
 
@@ -33,6 +33,9 @@ def make_checker(
     port = check.port or service_port
     if isinstance(check, config.HttpCheck):
         if http_engine == "aiohttp":
+            # Imported here: aiohttp's client is 13 MB of memory in every checker process that never uses it.
+            from healthchecks import _check_http_aiohttp
+
             return _check_http_aiohttp.AiohttpChecker(check, address, port)
         return _check_http.LeanHttpChecker(check, address, port)
     if isinstance(check, config.TcpCheck):
