@@ -17,7 +17,7 @@ Reasons:
 - ``recreated``: the name is back with a new ifindex and the old interface is gone (driver reload, veth re-made);
 - ``renamed``: the interface we attached to now has another name. The program is detached from it (it no longer
   carries the configured name, and a netlink-attached program outlives the daemon) and attached to whatever
-  interface has the configured name, now or when one appears.
+  interface has the configured name, now or when one appears (itself, renamed back, counts as ``renamed`` too).
 
 An interface that is gone is waited for: its return is a link event.
 """
@@ -102,6 +102,8 @@ class Reattacher:
         self._gone: set[str] = set()
         self._errors: dict[str, str] = {}  # the last error per interface, logged once
         self._prog_id = plane.prog_id  # the program never changes while the data plane is loaded
+        self._renamed: set[str] = set()  # released after a rename: the name's next attach counts as "renamed"
+        self._since: float | None = None  # when the link change that called for action was read (monotonic)
 
     def attachments(self) -> dict[str, Attachment]:
         """What the data plane attached, as ``plan()`` takes it."""
@@ -116,7 +118,11 @@ class Reattacher:
         for name in sorted(attachments.keys() - names - self._gone):
             log.warning("event=xdp_interface_gone interface=%s action=attach_when_back", name)
         self._gone = attachments.keys() - names
-        return bool(plan(attachments, links, self._prog_id))
+        if not plan(attachments, links, self._prog_id):
+            return False
+        if self._since is None:
+            self._since = self.watcher.changed_at
+        return True
 
     async def ensure(self, modes: Mapping[str, bpf.AttachMode]) -> tuple[bool, bool]:
         """Read the links afresh and act on ``plan()``; ``modes`` are the configured attach modes, by interface.
@@ -132,6 +138,7 @@ class Reattacher:
                 if action.release is not None:
                     await asyncio.to_thread(self.plane.release, action.release, attachments[name].mode)
                     log.info("event=xdp_released interface=%s renamed_from=%s", action.release, name)
+                    self._renamed.add(name)
                     continue
                 mode = await asyncio.to_thread(self.plane.attach, name, modes.get(name, "auto"))
             except bpf.DataPlaneError as error:
@@ -143,11 +150,15 @@ class Reattacher:
                 continue
             self._errors.pop(name, None)
             attached = True
+            reason = "renamed" if name in self._renamed else action.reason  # renamed back, say
+            self._renamed.discard(name)
             by_reason = self.counts.setdefault(name, {})
-            by_reason[action.reason] = by_reason.get(action.reason, 0) + 1
+            by_reason[reason] = by_reason.get(reason, 0) + 1
             log.warning(
                 "event=xdp_reattached interface=%s reason=%s mode=%s ifindex=%d seconds_since_link_event=%.3f",
-                name, action.reason, mode, self.plane.attached_ifindexes.get(name, 0),
-                time.monotonic() - self.watcher.changed_at,
+                name, reason, mode, self.plane.attached_ifindexes.get(name, 0),
+                time.monotonic() - (self._since or self.watcher.changed_at),
             )  # fmt: skip
+        if not failed:
+            self._since = None
         return attached, failed
