@@ -115,8 +115,10 @@ class Daemon:
         plane_factory: Callable[[bpf.DataPlaneSettings], bpf.DataPlane] = bpf.DataPlane,
         neighbour_factory: Callable[..., neighbours.NeighbourWatcher] = neighbours.NeighbourWatcher,
         link_factory: Callable[[Callable[[], None]], link_watcher.LinkWatcher] | None = link_watcher.LinkWatcher,
+        initial_config: config.XdplbConfig | None = None,
     ) -> None:
         self.config_path = config_path
+        self._initial_config = initial_config  # built in memory (`xdplb balance`): setup() reads no file
         self.stop_trigger = stop or asyncio.Event()
         self.start_grace = start_grace
         self.drain_seconds = drain_seconds
@@ -188,7 +190,7 @@ class Daemon:
 
     async def setup(self) -> None:
         """Load and validate the config, load the XDP program (seconds: clang runs) and attach it."""
-        self._config = config.load_config(self.config_path)
+        self._config = self._initial_config or config.load_config(self.config_path)
         preflight.verify(self._config, source=str(self.config_path))  # what `xdplb check` refuses, refused here
         self._last_reload_success = time.time()
         if self.state_file is not None:
