@@ -129,7 +129,11 @@ class Reattacher:
 
         Returns (whether anything was attached, whether an action failed: the caller tries again later).
         """
-        links = await asyncio.to_thread(self.watcher.resync)
+        try:
+            links = await asyncio.to_thread(self.watcher.resync)
+        except Exception as error:  # netlink refused a dump: not worth stopping the daemon; try again later
+            log.error("event=link_dump_failed error=%s action=retry", error)
+            return False, True
         attachments = self.attachments()
         attached = failed = False
         for action in plan(attachments, links, self._prog_id):

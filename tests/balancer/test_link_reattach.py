@@ -201,3 +201,14 @@ def test_a_failed_attach_is_reported_for_a_retry_and_logged_once(caplog: pytest.
     plane.fail = None
     assert asyncio.run(r.ensure({"eth0": "generic"})) == (True, False)
     assert r.counts == {"eth0": {"xdp_replaced": 1}}
+
+
+def test_a_failed_read_of_the_links_is_retried_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    r, plane = reattacher({4: link_watcher.Link(4, "eth0", {})})
+
+    def refuse() -> dict[int, link_watcher.Link]:
+        raise OSError(105, "No buffer space available")
+
+    r.watcher.resync = refuse  # type: ignore[method-assign]
+    assert asyncio.run(r.ensure({"eth0": "generic"})) == (False, True)
+    assert plane.calls == [] and "event=link_dump_failed" in caplog.text
