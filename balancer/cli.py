@@ -37,6 +37,28 @@ def build_parser() -> argparse.ArgumentParser:
                       help="first localhost port to try for the console (default 9180; the next free one is used)")
     demo.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                       help="log level of the lab on stderr (the daemon logs to a file in the run's directory)")
+    balance = sub.add_parser(
+        "balance", help="balance VIP:PORT to real servers from one line, no config file (root): the quickest try",
+        description="Balance TCP port PORT of VIP, arriving on IFACE, to the real servers RIP (layer-2 Direct Server "
+        "Return: they must be on IFACE's segment, with VIP on their loopback). The configuration is built in memory "
+        "(no BGP, no file) and the real daemon runs it; a status line every 2 s. Ctrl-C, SIGTERM or SIGHUP stop "
+        "it and detach XDP.",
+    )
+    balance.add_argument("interface", metavar="IFACE", help="interface the VIP's traffic arrives on")
+    balance.add_argument("vip", metavar="VIP", help="virtual IP address (IPv4 or IPv6)")
+    balance.add_argument("backends", metavar="RIP", nargs="+", help="real server addresses")
+    balance.add_argument("--port", type=int, default=80, help="TCP port balanced and checked (default 80)")
+    balance.add_argument("--check", choices=["tcp", "http", "none"], default="tcp",
+                         help="health check of each real server: TCP connect, HTTP GET (2xx), or none (default tcp)")
+    balance.add_argument("--http-path", default="/", help="path the HTTP check requests (default /)")
+    balance.add_argument("--mode", choices=["auto", "native", "generic"], default="auto",
+                         help="XDP attach mode (default auto: native, else generic)")
+    balance.add_argument("--api", metavar="ADDRESS:PORT",
+                         help="also serve the HTTP API, console and /metrics there (default: none)")
+    balance.add_argument("--duration", metavar="SECONDS", type=float, default=None,
+                         help="stop after this many seconds (default: until Ctrl-C, SIGTERM or SIGHUP)")
+    balance.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                         help="daemon log level on stderr (default WARNING)")
     check = sub.add_parser("check", help="validate a configuration file without touching the system")
     check.add_argument("config", metavar="CONFIG", help="YAML (or .json) configuration file")
     run = sub.add_parser("run", help="run the balancer (root): XDP data plane, health checks, BGP, API")
@@ -123,6 +145,18 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _balance(args: argparse.Namespace) -> int:
+    """``xdplb balance IFACE VIP RIP...``: the daemon on a config built from the arguments, until stopped."""
+    from balancer import balance  # the daemon (bcc) is imported only once the arguments are good
+
+    configure_logging(args.log_level)
+    options = balance.BalanceOptions(
+        interface=args.interface, vip=args.vip, backends=tuple(args.backends), port=args.port, check=args.check,
+        http_path=args.http_path, mode=args.mode, api=args.api, duration=args.duration,
+    )
+    return balance.run_balance(options, sys.stdout, loop_factory=_loop_factory())
+
+
 def _demo(args: argparse.Namespace) -> int:
     """``xdplb demo``: the namespace lab until Ctrl-C, SIGTERM or ``--duration``."""
     from balancer import demo  # pyroute2, namespaces: only for this command
@@ -174,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _demo(args)
     if args.command == "check":
         return _check(args.config)
+    if args.command == "balance":
+        return _balance(args)
     if args.command == "run":
         return _run(args)
     if args.command == "status":

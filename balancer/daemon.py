@@ -24,7 +24,8 @@ import bgp
 import bpf
 import config
 import healthchecks
-from balancer import api, desired, metrics, neighbours, overrides, reconciler, reload_diff, snapshot, status, version
+from balancer import api, desired, link_reattach, link_watcher, metrics, neighbours, overrides, reconciler, reload_diff
+from balancer import snapshot, status, version
 from balancer import preflight
 
 __all__ = ["Daemon", "DaemonError", "default_api"]
@@ -113,8 +114,11 @@ class Daemon:
         check_workers: int | None = None,
         plane_factory: Callable[[bpf.DataPlaneSettings], bpf.DataPlane] = bpf.DataPlane,
         neighbour_factory: Callable[..., neighbours.NeighbourWatcher] = neighbours.NeighbourWatcher,
+        link_factory: Callable[[Callable[[], None]], link_watcher.LinkWatcher] | None = link_watcher.LinkWatcher,
+        initial_config: config.XdplbConfig | None = None,
     ) -> None:
         self.config_path = config_path
+        self._initial_config = initial_config  # built in memory (`xdplb balance`): setup() reads no file
         self.stop_trigger = stop or asyncio.Event()
         self.start_grace = start_grace
         self.drain_seconds = drain_seconds
@@ -123,12 +127,15 @@ class Daemon:
         self._plane_factory = plane_factory
         self._neighbour_factory = neighbour_factory  # (on_change, interfaces=ifindexes): the kernel's table
         self._api_factory = api_factory
+        self._link_factory = link_factory  # (on_change): the kernel's links, to re-attach XDP; None: not watched
         self.state_file = state_file  # admin overrides survive restarts here; None: kept in memory only
         self.metrics = metrics.Metrics(self, version=version.installed_version())
         self._members: dict[str, tuple[str, str, tuple[str, ...]]] = {}  # backend key -> service, address, check types
         self._config: config.XdplbConfig | None = None
         self._plane: bpf.DataPlane | None = None
         self._neighbours: neighbours.NeighbourWatcher | None = None
+        self._links: link_watcher.LinkWatcher | None = None
+        self._reattacher: link_reattach.Reattacher | None = None
         self._scheduler: healthchecks.ProcessScheduler | None = None
         self._events: healthchecks.EventStream | None = None
         self._speaker: bgp.Speaker | None = None
@@ -183,7 +190,7 @@ class Daemon:
 
     async def setup(self) -> None:
         """Load and validate the config, load the XDP program (seconds: clang runs) and attach it."""
-        self._config = config.load_config(self.config_path)
+        self._config = self._initial_config or config.load_config(self.config_path)
         preflight.verify(self._config, source=str(self.config_path))  # what `xdplb check` refuses, refused here
         self._last_reload_success = time.time()
         if self.state_file is not None:
@@ -198,6 +205,10 @@ class Daemon:
         self._neighbours = self._neighbour_factory(self._macs_changed, interfaces=ifindexes)
         await self._neighbours.start()
         _warn_about_neighbour_limits(self._config)
+        if self._link_factory is not None:
+            self._links = self._link_factory(lambda: self._mark(()))  # a pass looks at the links: _reattach
+            await self._links.start()
+            self._reattacher = link_reattach.Reattacher(plane, self._links)
         self._reconciler = reconciler.Reconciler(plane, None)
         self._update_targets(self._config)
         await self._converge()  # services without checks in the maps (the rest join on verdicts), nothing announced
@@ -272,6 +283,9 @@ class Daemon:
         if self._neighbours is not None:
             watcher = self._neighbours
             await step("neighbours", lambda: asyncio.to_thread(watcher.close))
+        if self._links is not None:
+            links = self._links
+            await step("links", lambda: asyncio.to_thread(links.close))
         if self._reconciler is not None:
             reconciler_ = self._reconciler
             await step("maglev-worker", lambda: asyncio.to_thread(reconciler_.close))  # waits for a build in flight
@@ -317,6 +331,7 @@ class Daemon:
             last_reload_success=self._last_reload_success,
             dataplane_errors=self._reconciler.dataplane_errors,
             checker_restarts=self._scheduler.restarts if self._scheduler is not None else 0,
+            xdp_reattaches=self._reattacher.counts if self._reattacher is not None else {},
         )
 
     async def reload(self) -> status.ReloadResult:
@@ -582,7 +597,21 @@ class Daemon:
             except TimeoutError:
                 self._mark(None)
             self._dirty.clear()
+            await self._reattach()
             await self._converge()
+
+    async def _reattach(self) -> None:
+        """Attach XDP again where the link watcher saw it lost (here: the reconcile loop is the plane's writer)."""
+        reattacher = self._reattacher
+        if reattacher is None or not reattacher.pending():
+            return
+        async with self._changing:  # never beside a reload's own attach and detach
+            modes = {interface.name: interface.mode for interface in self._require_config().interfaces}
+            attached, failed = await reattacher.ensure(modes)
+        if attached and self._neighbours is not None:  # a re-created interface has a new ifindex
+            self._neighbours.set_interfaces(reattacher.plane.attached_ifindexes.values())
+        if failed:
+            asyncio.get_running_loop().call_later(RETRY_INTERVAL, self._mark, ())
 
     async def _health_events(self, events: healthchecks.EventStream) -> None:
         async for change in events:

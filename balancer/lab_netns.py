@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Callable, Iterator, Sequence, TypeVar
@@ -136,6 +137,17 @@ def _sysctl_path(name: str) -> Path:
     if not re.fullmatch(r"net(\.[\w-]+)+", name):
         raise LabError(f"refusing sysctl {name}: only net.* sysctls live in a network namespace")
     return Path("/proc/sys", *name.split("."))
+
+
+def _configure(ipr: Any, ifname: str, ipv4: str, ipv6: str | None) -> tuple[int, str]:
+    """In a host namespace: ``lo`` and the veth up, the addresses on it; returns its ifindex and MAC."""
+    ipr.link("set", index=_link_index(ipr, "lo"), state="up")
+    index = _link_index(ipr, ifname)
+    ipr.link("set", index=index, state="up")
+    ipr.addr("add", index=index, address=ipv4, prefixlen=LAB_V4.prefixlen)
+    if ipv6 is not None:
+        ipr.addr("add", index=index, address=ipv6, prefixlen=LAB_V6.prefixlen)
+    return index, str(ipr.link("get", index=index)[0].get("address"))
 
 
 class Host:
@@ -403,31 +415,35 @@ class Lab:
         # Before the veth exists, so its IPv6 addresses (link-local too) are usable at once.
         with _joined(name):
             Path("/proc/sys/net/ipv6/conf/default/accept_dad").write_text("0\n")
-        peer: dict[str, Any] = {"ifname": ifname, "net_ns_fd": name}
-        if mac is not None:
-            peer["address"] = mac
-
-        def plug(ipr: Any) -> None:  # in the switch namespace
-            ipr.link("add", ifname=port, kind="veth", peer=peer)
-            ipr.link("set", index=_link_index(ipr, port), master=_link_index(ipr, self.bridge), state="up")
-
-        def configure(ipr: Any) -> tuple[int, str]:  # in the host namespace
-            ipr.link("set", index=_link_index(ipr, "lo"), state="up")
-            index = _link_index(ipr, ifname)
-            ipr.link("set", index=index, state="up")
-            ipr.addr("add", index=index, address=ipv4, prefixlen=LAB_V4.prefixlen)
-            if ipv6 is not None:
-                ipr.addr("add", index=index, address=ipv6, prefixlen=LAB_V6.prefixlen)
-            return index, str(ipr.link("get", index=index)[0].get("address"))
-
-        _netlink(self.switch_netns, plug)
-        index, actual_mac = _netlink(name, configure)
+        _netlink(self.switch_netns, lambda ipr: self._plug(ipr, port, name, ifname, mac))
+        index, actual_mac = _netlink(name, lambda ipr: _configure(ipr, ifname, ipv4, ipv6))
         host = Host(self, name=role, netns=name, ifname=ifname, ifindex=index, mac=actual_mac, ipv4=ipv4, ipv6=ipv6,
                     port=port)
         self.hosts[role] = host
         log.info("event=lab_host_added run=%s host=%s ipv4=%s ipv6=%s mac=%s", self.run_id, name, ipv4, ipv6,
                  actual_mac)
         return host
+
+    def replug(self, role: str, *, down: float = 0.0) -> int:
+        """Delete host ``role``'s veth (both ends) and make it again, same names, MAC and addresses: a NIC that
+        goes away and comes back (driver reload). ``down``: seconds without it. Returns the new ifindex."""
+        host = self.hosts[role]
+        _netlink(self.switch_netns, lambda ipr: ipr.link("del", index=_link_index(ipr, host.port)))
+        if down > 0:
+            time.sleep(down)
+        _netlink(self.switch_netns, lambda ipr: self._plug(ipr, host.port, host.netns, host.ifname, host.mac))
+        index, _ = _netlink(host.netns, lambda ipr: _configure(ipr, host.ifname, host.ipv4, host.ipv6))
+        host.ifindex = index
+        log.info("event=lab_host_replugged run=%s host=%s ifindex=%d", self.run_id, host.netns, index)
+        return index
+
+    def _plug(self, ipr: Any, port: str, netns: str, ifname: str, mac: str | None) -> None:
+        """In the switch namespace: a veth ``port`` into the bridge, its peer ``ifname`` in ``netns``."""
+        peer: dict[str, Any] = {"ifname": ifname, "net_ns_fd": netns}
+        if mac is not None:
+            peer["address"] = mac
+        ipr.link("add", ifname=port, kind="veth", peer=peer)
+        ipr.link("set", index=_link_index(ipr, port), master=_link_index(ipr, self.bridge), state="up")
 
     def destroy(self) -> None:
         """Stop the lab's processes and remove every namespace it made; idempotent, safe after a partial create."""

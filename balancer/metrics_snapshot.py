@@ -8,7 +8,7 @@ sorted by label values, whatever the snapshot's order, so the exposition is byte
 from collections.abc import Iterator
 
 import config
-from balancer import metrics_text, status
+from balancer import link_reattach, metrics_text, status
 
 __all__ = ["families"]
 
@@ -19,6 +19,7 @@ _BACKEND = metrics_text.Labels(["service", "vip", "port", "proto", "backend"], e
 _ONE = {name: metrics_text.Labels([name]) for name in ("digest", "result", "family", "vip", "peer", "reason",
                                                         "action", "counter")}
 _ATTACHED = metrics_text.Labels(["interface", "mode"])
+_REATTACH = metrics_text.Labels(["interface", "reason"])
 _ADMIN_STATES = tuple(sorted(state.value for state in config.AdminState))
 _HEALTH_STATES = ("down", "unknown", "up")
 
@@ -107,6 +108,13 @@ def _daemon(snapshot: status.Snapshot) -> Iterator[Family]:
     for interface, mode in sorted(snapshot.interfaces.items()):
         attached.add("", _ATTACHED.render([interface, mode]), 1.0)
     yield attached
+    reattached = Family("xdplb_xdp_reattach", "counter",
+                        "XDP attached again after the interface lost it (NIC reset, re-created, renamed, replaced).")
+    for interface in sorted({*snapshot.interfaces, *snapshot.xdp_reattaches}):
+        counts = snapshot.xdp_reattaches.get(interface, {})
+        for reason in link_reattach.REASONS:
+            reattached.add("_total", _REATTACH.render([interface, reason]), counts.get(reason, 0))
+    yield reattached
 
 
 def _services(snapshot: status.Snapshot) -> Iterator[Family]:

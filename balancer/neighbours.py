@@ -94,6 +94,14 @@ class NeighbourWatcher:
         self._macs.update(found)
         return found
 
+    def set_interfaces(self, interfaces: Collection[int]) -> None:
+        """Count entries on these ifindexes from now on (an interface re-created has a new one); call it on the
+        event loop: MACs that change by it are reported as usual."""
+        with self._lock:
+            self._interfaces = frozenset(interfaces)
+            found = {address: self._usable(address) for address in self._watched}
+        self._report(found)
+
     def mac(self, address: IPAddress) -> str | None:
         """The MAC last reported for a watched address."""
         return self._macs.get(address)

@@ -73,6 +73,7 @@ def build_snapshot(
     last_reload_success: float | None,
     dataplane_errors: int = 0,
     checker_restarts: int = 0,
+    xdp_reattaches: Mapping[str, Mapping[str, int]] | None = None,
 ) -> status.Snapshot:
     """Everything at this moment; reads the counter maps, nothing else outside memory."""
     counters = plane.read_counters()
@@ -154,4 +155,5 @@ def build_snapshot(
         last_reload_success=last_reload_success,
         dataplane_errors=dataplane_errors,
         checker_restarts=checker_restarts,
+        xdp_reattaches={name: dict(reasons) for name, reasons in (xdp_reattaches or {}).items()},
     )

@@ -108,6 +108,8 @@ class Snapshot:
     last_reload_success: float | None = None  # epoch seconds of the last config applied (start-up counts)
     dataplane_errors: int = 0  # data-plane updates that failed (each is retried), since start
     checker_restarts: int = 0  # health-checker processes restarted after a crash or a hang, since start
+    # XDP attached again after the interface lost it, since start: interface -> reason -> count
+    xdp_reattaches: Mapping[str, Mapping[str, int]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -107,6 +107,7 @@ class DataPlane:
         self._bpf: Any = None
         self._fn: Any = None
         self._attached: dict[str, int] = {}  # ifname -> XDP flags used
+        self._ifindexes: dict[str, int] = {}  # ifname -> its ifindex when attached
         self._services: dict[ServiceKey, _ProgrammedService] = {}
         # Counter rows by service and by (service, backend), kept until a service changes: hashing 10,000
         # (ServiceKey, address) keys anew for every status and scrape cost more than reading the counters.
@@ -160,6 +161,11 @@ class DataPlane:
         """File descriptor of the loaded program (for BPF_PROG_TEST_RUN)."""
         return int(self._loaded()[1].fd)
 
+    @property
+    def prog_id(self) -> int:
+        """The kernel's id of the loaded program: what a link's XDP attributes show while it is attached."""
+        return _prog_id(self.prog_fd)
+
     def _loaded(self) -> tuple[Any, Any]:
         if self._bpf is None:
             raise DataPlaneError("the data plane is not loaded: call setup() first")
@@ -187,7 +193,7 @@ class DataPlane:
                     continue
                 raise DataPlaneError(f"attaching XDP to {ifname} in {candidate} mode failed: {error}") from error
             self._attached[ifname] = flags
-            self._set_interface_mac(ifname)
+            self._ifindexes[ifname] = self._set_interface_mac(ifname)
             log.info("event=xdp_attached interface=%s mode=%s", ifname, candidate)
             return candidate
         raise AssertionError("unreachable")
@@ -197,6 +203,7 @@ class DataPlane:
         from bcc import BPF
 
         flags = self._attached.pop(ifname, None)
+        self._ifindexes.pop(ifname, None)
         if flags is None:
             return
         try:
@@ -211,13 +218,33 @@ class DataPlane:
         names = {flags: name for name, flags in _XDP_FLAGS.items()}
         return {ifname: names[flags] for ifname, flags in self._attached.items()}
 
-    def _set_interface_mac(self, ifname: str) -> None:
+    @property
+    def attached_ifindexes(self) -> Mapping[str, int]:
+        """Interfaces the program is attached to, with the ifindex each had then (a re-created one has another)."""
+        return dict(self._ifindexes)
+
+    def release(self, device: str, mode: str) -> None:
+        """Detach from ``device``, which ``attached`` does not list: one attached under another name, since renamed.
+
+        The record of the name it was attached as stays, so the daemon attaches again when that name comes back.
+        """
+        from bcc import BPF
+
+        try:
+            BPF.remove_xdp(device.encode(), _XDP_FLAGS[mode])
+        except Exception as error:
+            raise DataPlaneError(f"detaching XDP from {device} failed: {error}") from error
+        log.info("event=xdp_detached interface=%s", device)
+
+    def _set_interface_mac(self, ifname: str) -> int:
         # ioctls, not netlink or /sys: right in whatever network namespace this thread is in, and safe to call from
         # a thread that runs an event loop (pyroute2's sync API refuses those).
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             request = struct.pack("256s", ifname.encode()[:15])
             hwaddr = fcntl.ioctl(sock.fileno(), _SIOCGIFHWADDR, request)[18:24]
-        self.set_interface_mac(socket.if_nametoindex(ifname), hwaddr.hex(":"))
+        ifindex = socket.if_nametoindex(ifname)
+        self.set_interface_mac(ifindex, hwaddr.hex(":"))
+        return ifindex
 
     def set_interface_mac(self, ifindex: int, mac: str) -> None:
         """Source MAC for frames forwarded out of ``ifindex`` (done by ``attach``)."""
@@ -479,6 +506,16 @@ def _count(table: Any) -> int:
     except Exception:  # kernels without batch lookups on arrays
         sets = list(table.values())
     return sum(1 for flow_set in sets for entry in flow_set.way if entry.flow.generation)
+
+
+def _prog_id(fd: int) -> int:
+    """A BPF program's id from ``/proc/self/fdinfo`` (no bpf(2) struct to lay out for one number)."""
+    with open(f"/proc/self/fdinfo/{fd}") as file:
+        for line in file:
+            key, _, value = line.partition(":")
+            if key == "prog_id":
+                return int(value)
+    raise DataPlaneError(f"fd {fd} is not a BPF program (no prog_id in its fdinfo)")
 
 
 def _family_map(prefix: str, vip: IPAddress) -> str:

@@ -142,6 +142,7 @@ class FakeController:
             reloads=dict(self.reloads),
             last_reload_error=None,
             last_reload_success=STARTED_AT + 1,
+            xdp_reattaches={"eth0": {"xdp_missing": 2}},
         )
 
     def _config_digest(self) -> str:

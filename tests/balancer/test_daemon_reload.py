@@ -146,7 +146,8 @@ async def running(tmp_path: Path, listener: int) -> AsyncIterator[tuple[daemon.D
         return planes[-1]
 
     d = daemon.Daemon(path, start_grace=5.0, drain_seconds=0, speaker_factory=FakeSpeaker,  # type: ignore[arg-type]
-                      plane_factory=plane_factory, neighbour_factory=ResolvedNeighbours, check_workers=1)
+                      plane_factory=plane_factory, neighbour_factory=ResolvedNeighbours, check_workers=1,
+                      link_factory=None)
     task = asyncio.create_task(d.run(handle_signals=False))
     async with asyncio.timeout(20):
         await d.ready_event.wait()
