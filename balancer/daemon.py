@@ -518,6 +518,8 @@ class Daemon:
         if (new.api.listen, new.api.idle_timeout) != (old.api.listen, old.api.idle_timeout):
             changes.append("api listen address or idle timeout changed: takes effect at the next restart")
         self._config = new
+        if new.interfaces != old.interfaces and self._neighbours is not None and self._plane is not None:
+            self._neighbours.set_interfaces(self._plane.attached_ifindexes.values())  # backends on an added one
         if overrides_ != self._overrides:
             self._overrides = overrides_
             self._save_overrides()

@@ -50,6 +50,10 @@ class FakeDataPlane:
     def attached(self) -> Mapping[str, str]:
         return dict(self._attached)
 
+    @property
+    def attached_ifindexes(self) -> Mapping[str, int]:
+        return {name: index for index, name in enumerate(self._attached, start=100)}
+
     def read_counters(self) -> bpf.Counters:
         return bpf.Counters(bpf.GlobalCounters(), {}, {})
 

@@ -56,6 +56,7 @@ class ResolvedNeighbours:
 
     def __init__(self, on_change: Any, *, interfaces: Any = ()) -> None:
         self.watched: set[Any] = set()
+        self.interfaces = set(interfaces)
 
     async def start(self) -> None:
         pass
@@ -67,6 +68,9 @@ class ResolvedNeighbours:
         new = set(addresses) - self.watched
         self.watched = set(addresses)
         return {address: "02:00:5e:00:53:01" for address in new}
+
+    def set_interfaces(self, interfaces: Any) -> None:
+        self.interfaces = set(interfaces)
 
     def unresolved(self) -> list[Any]:
         return []
@@ -267,3 +271,12 @@ def test_the_fake_plane_refuses_like_the_kernel_does() -> None:
     plane.fail_attach.add("x")
     with pytest.raises(Exception, match="attaching XDP to x failed"):
         plane.attach("x")
+
+
+async def test_an_added_interface_counts_for_neighbours(running: Any, listener: int) -> None:
+    d, plane, path = running
+    path.write_text(document(port=listener, interfaces="[lo, eth-extra]"))
+    result = await d.reload()
+    assert result.ok, result.message
+    assert set(plane.attached) == {"lo", "eth-extra"}
+    assert d._neighbours.interfaces == set(plane.attached_ifindexes.values())  # type: ignore[union-attr]
