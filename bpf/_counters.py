@@ -24,14 +24,15 @@ class GlobalCounters:
     flow_hits: int = 0
     flow_misses: int = 0
     flow_inserts: int = 0
-    flow_entries_v4: int = 0
-    flow_entries_v6: int = 0
+    flow_evictions: int = 0
     flood_guard_skips: int = 0
     drop_no_backend: int = 0
     drop_malformed: int = 0
     drop_fragment: int = 0
     drop_vlan_push: int = 0
+    drop_no_source_mac: int = 0
     icmp_too_big_forwarded: int = 0
+    icmp_echo_replies: int = 0
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import ctypes
 import fcntl
 import math
 import logging
+import mmap
 import os
 import socket
 import struct
@@ -34,6 +35,7 @@ __all__ = ["AttachMode", "DataPlane", "DataPlaneSettings"]
 
 log = logging.getLogger(__name__)
 _FLOW_WAYS = _abi.header_defines()["FLOW_WAYS"]
+_FLOW_ACTIVE_UNITS = _abi.header_defines()["FLOW_ACTIVE_UNITS"]
 _SIOCGIFHWADDR = 0x8927
 
 AttachMode = Literal["auto", "native", "generic"]
@@ -51,6 +53,7 @@ class DataPlaneSettings:
     new_flow_rate_limit: int = 125000
     hash_seed: int = 0
     max_ifindex: int = 4096
+    answer_ping: bool = True  # answer ICMP/ICMPv6 echo requests to a VIP address in XDP
 
     @property
     def flow_sets(self) -> int:
@@ -77,6 +80,7 @@ class DataPlaneSettings:
             f"-DNEW_FLOW_RATE_LIMIT={self.new_flow_rate_limit}",
             f"-DHASH_SEED={self.hash_seed & 0xFFFFFFFF}U",
             f"-DMAX_IFINDEX={self.max_ifindex}",
+            f"-DANSWER_PING={int(self.answer_ping)}",
         ]
 
 
@@ -117,6 +121,8 @@ class DataPlane:
         self._generations: dict[int, int] = {}
         self._table_ops = table_ops
         self._tables: TableStore | None = None
+        self._flow_seed = 0
+        self._flow_views: dict[int, mmap.mmap] = {}
 
     # lifecycle
 
@@ -127,7 +133,7 @@ class DataPlane:
         from bcc import BPF  # imported late: bcc is only on Debian's python, and only needed here
 
         ensure_kernel_source()
-        flow_seed = int.from_bytes(os.urandom(4), "little")
+        flow_seed = self._flow_seed = int.from_bytes(os.urandom(4), "little")
         cflags = [f"-I{_abi.HEADER.parent}", "-w", *self.settings.cflags(), f"-DFLOW_SEED={flow_seed}U"]
         log.info("event=dataplane_compiling program=%s note=takes_a_few_seconds", _abi.PROGRAM)
         started = time.monotonic()
@@ -151,6 +157,9 @@ class DataPlane:
                 self.detach(ifname)
             except DataPlaneError as error:
                 log.warning("event=detach_failed interface=%s error=%s", ifname, error)
+        for view in self._flow_views.values():
+            view.close()
+        self._flow_views.clear()
         if self._bpf is not None:
             self._bpf.cleanup()
             self._bpf = None
@@ -165,6 +174,12 @@ class DataPlane:
     def prog_id(self) -> int:
         """The kernel's id of the loaded program: what a link's XDP attributes show while it is attached."""
         return _prog_id(self.prog_fd)
+
+    @property
+    def flow_seed(self) -> int:
+        """The flow-table index seed chosen at load: tests aim flows at one set with it."""
+        self._loaded()
+        return self._flow_seed
 
     def _loaded(self) -> tuple[Any, Any]:
         if self._bpf is None:
@@ -478,21 +493,30 @@ class DataPlane:
         return read_counters(self.table, *self._counter_rows)
 
     def flow_table_entries(self) -> dict[int, int]:
-        """Flow-table entries in use, by IP version (from counters: cheap enough for every scrape)."""
-        totals = self.read_counters().totals
-        size = self.settings.flow_table_capacity
-        return {4: min(totals.flow_entries_v4, size), 6: min(totals.flow_entries_v6, size)}
+        """Active flows in the flow table, by IP version: entries seen within the last ``FLOW_ACTIVE_UNITS``
+        (~64 s). Entries are never emptied (an idle flow's entry stays until a new flow takes its way), so this
+        counts what is in use, not what was ever filled. Read in place through the maps' mmap: about 2 ms for
+        65536 entries of each family, cheap enough for every scrape."""
+        now = time.clock_gettime_ns(time.CLOCK_MONOTONIC) >> 30  # bpf_ktime_get_coarse_ns() >> 30
+        return {family: self._active_flows(family, now) for family in (4, 6)}
+
+    def _active_flows(self, family: int, now: int) -> int:
+        table = self.table(f"flows_v{family}")
+        view = self._flow_views.get(family)
+        set_size = ctypes.sizeof(table.Leaf)
+        if view is None:
+            size = -(-self.settings.flow_sets * set_size // mmap.PAGESIZE) * mmap.PAGESIZE
+            view = self._flow_views[family] = mmap.mmap(table.get_fd(), size, mmap.MAP_SHARED, mmap.PROT_READ)
+        entry = table.Leaf._fields_[0][1]._type_  # struct flow_entry_*
+        stride, seen_at = ctypes.sizeof(entry) // 4, entry.seen.offset // 4
+        words = array.array("I", view[: self.settings.flow_sets * set_size])
+        seen = words[seen_at::stride]
+        return sum(seen.count(now - age) for age in range(_FLOW_ACTIVE_UNITS) if now - age > 0)
 
     def clear_flows(self) -> None:
-        """Forget every established flow (each then follows its Maglev choice again) and reset the occupancy."""
+        """Forget every established flow (each then follows its Maglev choice again)."""
         for family in (4, 6):
             self.table(f"flows_v{family}").clear()
-        stats = self.table("global_stats")
-        key = stats.Key(0)
-        rows = stats[key]
-        for row in rows:
-            row.flow_entries_v4 = row.flow_entries_v6 = 0
-        stats[key] = rows
 
     def count_flow_entries(self) -> dict[int, int]:
         """Flow-table entries in use, by IP version, by reading every entry (slow; for tests and checks)."""

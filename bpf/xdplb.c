@@ -32,9 +32,10 @@ BPF_F_TABLE("array", __u32, __u32, maglev_template, 1, BPF_F_INNER_MAP | BPF_F_M
 BPF_ARRAY_OF_MAPS(maglev_tables, "maglev_template", MAX_TABLES);
 /* Backend slot -> L2 next hop. */
 BPF_ARRAY(backends, struct backend, MAX_BACKENDS);
-/* Established flows: a set-associative cache shared by all CPUs (see flow_set_v4 in xdplb.h). */
-BPF_ARRAY(flows_v4, struct flow_set_v4, FLOW_SETS);
-BPF_ARRAY(flows_v6, struct flow_set_v6, FLOW_SETS);
+/* Established flows: a set-associative cache shared by all CPUs (see flow_set_v4 in xdplb.h). Mapped into
+ * the loader (BPF_F_MMAPABLE), which counts active flows by reading the entries' last-seen times in place. */
+BPF_F_TABLE("array", int, struct flow_set_v4, flows_v4, FLOW_SETS, BPF_F_MMAPABLE);
+BPF_F_TABLE("array", int, struct flow_set_v6, flows_v6, FLOW_SETS, BPF_F_MMAPABLE);
 /* Ingress ifindex -> interface MAC (an array: ifindexes are small; beyond it the frame's own dst MAC is used). */
 BPF_ARRAY(interfaces, struct interface, MAX_IFINDEX);
 /* Counters. */
@@ -146,18 +147,34 @@ static __always_inline struct backend *maglev_pick(struct service *svc, __u32 ha
     return NULL;
 }
 
+/* The source MAC for a frame leaving the ingress interface: its `interfaces` entry, or else the frame's own
+ * destination if that is unicast (the interface accepted it, so it is the interface's). A broadcast or multicast
+ * address is never a source: returns 0 when there is none to use. */
+static __always_inline int source_mac(struct xdp_md *ctx, struct ethhdr *eth, __u8 *src)
+{
+    __u32 ifindex = ctx->ingress_ifindex;
+    struct interface *iface = interfaces.lookup(&ifindex);
+    if (iface && iface->known) {
+        __builtin_memcpy(src, iface->mac, 6);
+        return 1;
+    }
+    if (eth->h_dest[0] & 1)
+        return 0;
+    __builtin_memcpy(src, eth->h_dest, 6);
+    return 1;
+}
+
 /* Rewrite the frame towards the backend and count it; returns the XDP verdict. */
 static __always_inline int forward(struct xdp_md *ctx, struct packet *pkt, struct backend *b, __u32 slot,
                                    int new_flow, struct global_stats *g)
 {
     __u8 src[6];
-    __u32 ifindex = ctx->ingress_ifindex;
-    struct interface *iface = interfaces.lookup(&ifindex);
     struct ethhdr *eth = pkt->eth;
-    if (iface && iface->known)
-        __builtin_memcpy(src, iface->mac, 6);
-    else
-        __builtin_memcpy(src, eth->h_dest, 6);  /* the frame was addressed to this interface */
+    if (!source_mac(ctx, eth, src)) {
+        if (g)
+            g->drop_no_source_mac++;
+        return XDP_DROP;
+    }
 
     if (b->vlan) {
         if (pkt->vlan) {
@@ -177,6 +194,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *pkt, struc
             __be16 *tci = data + sizeof(struct ethhdr);  /* TPID at 12, TCI at 14, inner ethertype still at 16 */
             eth->h_proto = bpf_htons(ETH_P_8021Q);
             *tci = bpf_htons(b->vlan & 0x0fff);
+            pkt->len += sizeof(struct vlan_hdr);  /* counters count the frame that leaves */
         }
     }
     __builtin_memcpy(eth->h_dest, b->mac, 6);
@@ -222,6 +240,7 @@ static __always_inline __u32 flow_check(__u32 key_hash, __u32 backend, __u32 gen
     return key_hash ^ (backend * 0x9e3779b1) ^ generation ^ 0x5bd1e995;
 }
 
+/* Keys are 8-byte aligned (xdplb.h), so whole __u64 words compare them. */
 static __always_inline int keys_equal(const __u64 *a, const __u64 *b, const int words64)
 {
     __u64 diff = 0;
@@ -231,37 +250,59 @@ static __always_inline int keys_equal(const __u64 *a, const __u64 *b, const int 
     return diff == 0;
 }
 
+/* Whether the backend slot of an entry can still carry its flow: a stale entry (retired or reused slot, MAC lost)
+ * is as good as free. */
+static __always_inline int flow_usable(__u32 slot, __u32 generation)
+{
+    struct backend *b = backends.lookup(&slot);
+    return generation && b && (b->flags & BACKEND_USABLE) && b->generation == generation;
+}
+
+/* flow_find returns the way holding KEY (or -1) and a copy of its flow, read once (one 8-byte load) and checked
+ * against the check word (read once): the caller uses the copy only, never the shared entry again. An entry of
+ * KEY whose check fails (torn by two writers) is returned with generation 0, which no backend has: the flow
+ * selects again and is stored back into the same way.
+ * flow_store writes into WAY when the flow was found there; otherwise into an empty or stale way, or else the
+ * one idle longest (LRU within the set), counting an eviction when that one was active within FLOW_ACTIVE_UNITS. */
 #define FLOW_SET_OPS(FAMILY)                                                                                   \
-    static __always_inline struct flow_entry_##FAMILY *flow_find_##FAMILY(                                   \
-        struct flow_set_##FAMILY *set, struct flow_key_##FAMILY *key, __u32 key_hash)                        \
+    static __always_inline int flow_find_##FAMILY(struct flow_set_##FAMILY *set, struct flow_key_##FAMILY *key, \
+                                                  __u32 key_hash, struct flow *out)                           \
     {                                                                                                         \
         _Pragma("unroll") for (int w = 0; w < FLOW_WAYS; w++)                                                 \
         {                                                                                                     \
             struct flow_entry_##FAMILY *e = &set->way[w];                                                    \
-            if (keys_equal((const __u64 *)&e->key, (const __u64 *)key, sizeof(*key) / 8) &&                  \
-                e->check == flow_check(key_hash, e->flow.backend, e->flow.generation))                      \
-                return e;                                                                                     \
+            if (!keys_equal((const __u64 *)&e->key, (const __u64 *)key, sizeof(*key) / 8))                   \
+                continue;                                                                                     \
+            __u64 word = *(volatile __u64 *)&e->flow;                                                         \
+            __u32 check = *(volatile __u32 *)&e->check;                                                       \
+            __builtin_memcpy(out, &word, sizeof(*out));                                                       \
+            if (check != flow_check(key_hash, out->backend, out->generation))                                 \
+                out->generation = 0;                                                                          \
+            return w;                                                                                         \
         }                                                                                                     \
-        return NULL;                                                                                          \
+        return -1;                                                                                            \
     }                                                                                                         \
-    static __always_inline void flow_store_##FAMILY(struct flow_set_##FAMILY *set,                          \
+    static __always_inline void flow_store_##FAMILY(struct flow_set_##FAMILY *set, int way,                 \
                                                     struct flow_key_##FAMILY *key, __u32 key_hash,          \
                                                     struct flow *flow, __u32 now, struct global_stats *g)   \
     {                                                                                                         \
-        int victim = 0;                                                                                       \
-        __u32 oldest = 0xffffffff;                                                                            \
-        _Pragma("unroll") for (int w = 0; w < FLOW_WAYS; w++)                                                 \
-        {                                                                                                     \
-            struct flow_entry_##FAMILY *e = &set->way[w];                                                    \
-            __u32 age = e->flow.generation ? e->seen : 0; /* generations start at 1: 0 is an empty entry */ \
-            if (age < oldest) {                                                                               \
-                oldest = age;                                                                                 \
-                victim = w;                                                                                   \
+        int victim = way;                                                                                     \
+        if (victim < 0) {                                                                                     \
+            __u32 oldest = 0xffffffff;                                                                        \
+            victim = 0;                                                                                       \
+            _Pragma("unroll") for (int w = 0; w < FLOW_WAYS; w++)                                             \
+            {                                                                                                 \
+                struct flow_entry_##FAMILY *e = &set->way[w];                                                \
+                __u32 age = flow_usable(e->flow.backend, e->flow.generation) ? e->seen : 0;                   \
+                if (age < oldest) {                                                                           \
+                    oldest = age;                                                                             \
+                    victim = w;                                                                               \
+                }                                                                                             \
             }                                                                                                 \
+            if (g && oldest && now - oldest < FLOW_ACTIVE_UNITS)                                              \
+                g->flow_evictions++;                                                                          \
         }                                                                                                     \
         struct flow_entry_##FAMILY *e = &set->way[victim & (FLOW_WAYS - 1)];                                 \
-        if (g && !e->flow.generation)                                                                         \
-            g->flow_entries_##FAMILY++;                                                                       \
         e->key = *key;                                                                                        \
         e->flow = *flow;                                                                                      \
         e->seen = now;                                                                                        \
@@ -287,13 +328,11 @@ static __always_inline __u32 now_seconds(void)
 }
 
 /* An established flow: forward along its entry if the backend is still usable. Returns -1 when it is not. */
-static __always_inline int follow_flow(struct xdp_md *ctx, struct packet *pkt, struct flow *f, __u32 *seen,
+static __always_inline int follow_flow(struct xdp_md *ctx, struct packet *pkt, struct flow f, __u32 *seen,
                                        struct global_stats *g)
 {
-    if (!f)
-        return -1;
-    __u32 slot = f->backend;
-    struct backend *b = usable(slot, f->generation);
+    __u32 slot = f.backend;
+    struct backend *b = usable(slot, f.generation);
     if (!b)
         return -1;
     __u32 now = now_seconds();
@@ -381,6 +420,68 @@ static __always_inline int balance_flow_v4(struct xdp_md *ctx, struct packet *pk
 static __always_inline int balance_flow_v6(struct xdp_md *ctx, struct packet *pkt, struct flow_key_v6 *key,
                                            struct global_stats *g);
 
+/* RFC 1624 (eqn. 3): the checksum at CHECK after one 16-bit word of what it covers changed from OLD to NEW. */
+static __always_inline void csum_replace_word(__u16 *check, __u16 old, __u16 new)
+{
+    __u32 sum = (__u16)~*check + (__u16)~old + new;
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    *check = ~sum;
+}
+
+/* Echo to a VIP address, answered here (ANSWER_PING): a balancer that announces a VIP answers ping for it, as
+ * xvs does. The request goes back out of the interface it came in on with MACs and addresses swapped, TTL
+ * PING_REPLY_TTL and the checksums updated for what changed. Anything odd (IP options, extension headers, no
+ * source MAC to use) is left to the kernel. */
+static __always_inline int echo_v4(struct xdp_md *ctx, struct packet *pkt, struct iphdr *iph, void *data_end,
+                                   struct global_stats *g)
+{
+    struct icmphdr *icmp = (void *)(iph + 1);
+    if (!ANSWER_PING || iph->ihl != 5 || (void *)(icmp + 1) > data_end || icmp->code != 0)
+        return XDP_PASS;
+    __be32 vip = iph->daddr;
+    __u8 src[6];
+    if (!vip_addrs_v4.lookup(&vip) || !source_mac(ctx, pkt->eth, src))
+        return XDP_PASS;
+    struct ethhdr *eth = pkt->eth;
+    __builtin_memcpy(eth->h_dest, eth->h_source, 6);
+    __builtin_memcpy(eth->h_source, src, 6);
+    iph->daddr = iph->saddr;
+    iph->saddr = vip;
+    __u16 *ttl_proto = (__u16 *)&iph->ttl;
+    __u16 old = *ttl_proto;
+    iph->ttl = PING_REPLY_TTL;
+    csum_replace_word(&iph->check, old, *ttl_proto);
+    icmp->type = ICMP_ECHOREPLY;
+    csum_replace_word(&icmp->checksum, bpf_htons(ICMP_ECHO << 8), bpf_htons(ICMP_ECHOREPLY << 8));
+    if (g)
+        g->icmp_echo_replies++;
+    return XDP_TX;
+}
+
+static __always_inline int echo_v6(struct xdp_md *ctx, struct packet *pkt, struct ipv6hdr *ip6, void *data_end,
+                                   struct global_stats *g)
+{
+    struct icmp6hdr *icmp6 = (void *)(ip6 + 1);
+    if (!ANSWER_PING || ip6->nexthdr != IPPROTO_ICMPV6 || (void *)(icmp6 + 1) > data_end || icmp6->icmp6_code != 0)
+        return XDP_PASS;
+    struct in6_addr vip = ip6->daddr;
+    __u8 src[6];
+    if (!vip_addrs_v6.lookup(&vip) || !source_mac(ctx, pkt->eth, src))
+        return XDP_PASS;
+    struct ethhdr *eth = pkt->eth;
+    __builtin_memcpy(eth->h_dest, eth->h_source, 6);
+    __builtin_memcpy(eth->h_source, src, 6);
+    ip6->daddr = ip6->saddr;
+    ip6->saddr = vip;              /* the pseudo-header's sum does not change: the same two addresses */
+    ip6->hop_limit = PING_REPLY_TTL;
+    icmp6->icmp6_type = ICMPV6_ECHO_REPLY;
+    csum_replace_word(&icmp6->icmp6_cksum, bpf_htons(ICMPV6_ECHO_REQUEST << 8), bpf_htons(ICMPV6_ECHO_REPLY << 8));
+    if (g)
+        g->icmp_echo_replies++;
+    return XDP_TX;
+}
+
 /* ICMP "fragmentation needed" / ICMPv6 "packet too big" about a backend's reply (VIP -> client) reaches the
  * balancer, since the VIP routes here: send it to the backend that owns the client's flow, so path MTU discovery
  * works through DSR. The quoted header, reversed, is that flow. */
@@ -421,7 +522,8 @@ static __always_inline int too_big_v6(struct xdp_md *ctx, struct packet pkt, str
     struct flow_key_v6 key = {.sport = ports[1], .dport = ports[0], .proto = inner->nexthdr};
     __builtin_memcpy(key.saddr, &inner->daddr, 16);
     __builtin_memcpy(key.daddr, &inner->saddr, 16);
-    if (!keys_equal((const __u64 *)key.daddr, (const __u64 *)&ip6->daddr, 2))
+    const __u32 *quoted = (const __u32 *)key.daddr, *ours = (const __u32 *)&ip6->daddr;
+    if ((quoted[0] ^ ours[0]) | (quoted[1] ^ ours[1]) | (quoted[2] ^ ours[2]) | (quoted[3] ^ ours[3]))
         return XDP_PASS;
     pkt.icmp = 1;
     return balance_flow_v6(ctx, &pkt, &key, g);
@@ -432,16 +534,22 @@ static __always_inline int balance_v4(struct xdp_md *ctx, struct packet pkt, str
 {
     if ((void *)(iph + 1) > data_end)
         return XDP_PASS;
+    __u32 ihl = iph->ihl * 4;
+    __u32 total = bpf_ntohs(iph->tot_len);
+    /* Malformed: not version 4, header length below 20, total length shorter than the header or longer than the
+     * bytes in the frame (a frame may be longer: Ethernet padding). */
+    if (iph->version != 4 || ihl < sizeof(*iph) || total < ihl || total > (__u32)(data_end - (void *)iph))
+        return drop_or_pass_v4(iph->daddr, g, 0);
     if (iph->protocol != IPPROTO_TCP && iph->protocol != IPPROTO_UDP && iph->protocol != IPPROTO_ICMP)
         return XDP_PASS;
     if (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET))
         return drop_or_pass_v4(iph->daddr, g, 1);
-    if (iph->protocol == IPPROTO_ICMP)
+    if (iph->protocol == IPPROTO_ICMP) {
+        struct icmphdr *icmp = (void *)(iph + 1);
+        if (ihl == sizeof(*iph) && (void *)(icmp + 1) <= data_end && icmp->type == ICMP_ECHO)
+            return echo_v4(ctx, &pkt, iph, data_end, g);
         return too_big_v4(ctx, pkt, iph, data_end, g);
-    __u32 ihl = iph->ihl * 4;
-    __u32 total = bpf_ntohs(iph->tot_len);
-    if (ihl < sizeof(*iph) || total < ihl)
-        return drop_or_pass_v4(iph->daddr, g, 0);
+    }
     void *l4 = (void *)iph + ihl;   /* honours IP options */
     struct flow_key_v4 key = {.saddr = iph->saddr, .daddr = iph->daddr, .proto = iph->protocol};
     if (!read_ports(l4, data_end, key.proto, &key.sport, &key.dport, &pkt.syn, total - ihl))
@@ -460,8 +568,9 @@ static __always_inline int balance_flow_v4(struct xdp_md *ctx, struct packet *pk
     struct flow_set_v4 *set = flows_v4.lookup(&set_index);
     if (!set)
         return XDP_PASS;
-    struct flow_entry_v4 *entry = flow_find_v4(set, key, key_hash);
-    int verdict = entry ? follow_flow(ctx, pkt, &entry->flow, &entry->seen, g) : -1;
+    struct flow found;
+    int way = flow_find_v4(set, key, key_hash, &found);
+    int verdict = way >= 0 ? follow_flow(ctx, pkt, found, &set->way[way & (FLOW_WAYS - 1)].seen, g) : -1;
     if (verdict >= 0)
         return verdict;
     struct service_key_v4 skey = {.addr = key->daddr, .port = key->dport, .proto = key->proto};
@@ -472,7 +581,7 @@ static __always_inline int balance_flow_v4(struct xdp_md *ctx, struct packet *pk
     int insert;
     verdict = select_backend(ctx, pkt, svc, (const __u32 *)key, 4, 2, key->proto, &new, &insert, g);
     if (insert)
-        flow_store_v4(set, key, key_hash, &new, now_seconds(), g);
+        flow_store_v4(set, way, key, key_hash, &new, now_seconds(), g);
     return verdict;
 }
 
@@ -484,6 +593,9 @@ static __always_inline int balance_v6(struct xdp_md *ctx, struct packet pkt, str
     __u8 nexthdr = ip6->nexthdr;
     void *l4 = ip6 + 1;
     __u32 avail = bpf_ntohs(ip6->payload_len);
+    /* Malformed: not version 6, or a payload longer than the bytes in the frame. */
+    if (ip6->version != 6 || avail > (__u32)(data_end - l4))
+        return drop_or_pass_v6(&ip6->daddr, g, 0);
 #pragma unroll
     for (int i = 0; i < MAX_IPV6_EXT_HEADERS; i++) {
         if (nexthdr == IPPROTO_TCP || nexthdr == IPPROTO_UDP || nexthdr == IPPROTO_ICMPV6)
@@ -502,8 +614,12 @@ static __always_inline int balance_v6(struct xdp_md *ctx, struct packet pkt, str
         l4 += len;
         avail -= len;
     }
-    if (nexthdr == IPPROTO_ICMPV6)
+    if (nexthdr == IPPROTO_ICMPV6) {
+        __u8 *type = l4;
+        if ((void *)(type + 1) <= data_end && type[0] == ICMPV6_ECHO_REQUEST)
+            return echo_v6(ctx, &pkt, ip6, data_end, g);
         return too_big_v6(ctx, pkt, ip6, l4, data_end, g);
+    }
     if (nexthdr != IPPROTO_TCP && nexthdr != IPPROTO_UDP)
         return XDP_PASS;
     struct flow_key_v6 key = {.proto = nexthdr};
@@ -523,8 +639,9 @@ static __always_inline int balance_flow_v6(struct xdp_md *ctx, struct packet *pk
     struct flow_set_v6 *set = flows_v6.lookup(&set_index);
     if (!set)
         return XDP_PASS;
-    struct flow_entry_v6 *entry = flow_find_v6(set, key, key_hash);
-    int verdict = entry ? follow_flow(ctx, pkt, &entry->flow, &entry->seen, g) : -1;
+    struct flow found;
+    int way = flow_find_v6(set, key, key_hash, &found);
+    int verdict = way >= 0 ? follow_flow(ctx, pkt, found, &set->way[way & (FLOW_WAYS - 1)].seen, g) : -1;
     if (verdict >= 0)
         return verdict;
     struct service_key_v6 skey = {.port = key->dport, .proto = key->proto};
@@ -536,7 +653,7 @@ static __always_inline int balance_flow_v6(struct xdp_md *ctx, struct packet *pk
     int insert;
     verdict = select_backend(ctx, pkt, svc, (const __u32 *)key, 10, 8, key->proto, &new, &insert, g);
     if (insert)
-        flow_store_v6(set, key, key_hash, &new, now_seconds(), g);
+        flow_store_v6(set, way, key, key_hash, &new, now_seconds(), g);
     return verdict;
 }
 

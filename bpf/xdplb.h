@@ -31,6 +31,11 @@
 #define MAX_IFINDEX 4096           /* interfaces map size: ingress ifindexes above it use the frame's dst MAC */
 #endif
 #define MAX_IPV6_EXT_HEADERS 4     /* extension headers walked before giving up (the packet is passed) */
+#define FLOW_ACTIVE_UNITS 60       /* an entry seen within this many ~1.07 s units is an active flow (~64 s) */
+#ifndef ANSWER_PING
+#define ANSWER_PING 1              /* answer ICMP/ICMPv6 echo requests to a VIP address in XDP */
+#endif
+#define PING_REPLY_TTL 64          /* TTL / hop limit of an echo reply */
 
 /* service.flags */
 #define SERVICE_STICKY 1           /* select on (saddr, daddr) only: every flow of a client goes to one backend */
@@ -69,8 +74,9 @@ struct backend {
     __u32 service_id;              /* row in service_stats of the service this slot belongs to */
 };
 
-/* The flow table: which backend an established flow sticks to. Keys are the 5-tuple in network order. */
-struct flow_key_v4 {
+/* The flow table: which backend an established flow sticks to. Keys are the 5-tuple in network order, 8-byte
+ * aligned (their sizes are multiples of 8 already, so no layout moves): keys_equal compares them as __u64 words. */
+struct __attribute__((aligned(8))) flow_key_v4 {
     __be32 saddr;
     __be32 daddr;
     __be16 sport;
@@ -79,7 +85,7 @@ struct flow_key_v4 {
     __u8 pad[3];
 };
 
-struct flow_key_v6 {
+struct __attribute__((aligned(8))) flow_key_v6 {
     __u8 saddr[16];
     __u8 daddr[16];
     __be16 sport;
@@ -132,14 +138,15 @@ struct global_stats {
     __u64 flow_hits;               /* flow table lookups that found a usable backend */
     __u64 flow_misses;             /* selected by Maglev */
     __u64 flow_inserts;
-    __u64 flow_entries_v4;         /* inserts that filled an empty IPv4 entry: the table's occupancy */
-    __u64 flow_entries_v6;
+    __u64 flow_evictions;          /* inserts that replaced another flow's entry active within FLOW_ACTIVE_UNITS */
     __u64 flood_guard_skips;       /* inserts skipped above NEW_FLOW_RATE_LIMIT */
     __u64 drop_no_backend;         /* VIP:port:proto with no usable backend for the flow */
     __u64 drop_malformed;          /* for a VIP address, but headers truncated or inconsistent */
     __u64 drop_fragment;           /* IP fragment for a VIP address */
     __u64 drop_vlan_push;          /* no headroom to push the backend's VLAN tag */
+    __u64 drop_no_source_mac;      /* ingress interface MAC unknown and the frame's destination not unicast */
     __u64 icmp_too_big_forwarded;  /* ICMP frag-needed / ICMPv6 packet-too-big sent to the flow's backend */
+    __u64 icmp_echo_replies;       /* echo requests to a VIP address answered in XDP (ANSWER_PING) */
 };
 
 struct service_stats {

@@ -7,7 +7,10 @@ from scapy.layers.l2 import Ether
 
 import bpf
 from tests.bpf import predict, world
-from tests.bpf.fixtures.forwarding import CASES, Case
+from tests.bpf.fixtures import forwarding, malformed, ping
+from tests.bpf.fixtures.case import Case
+
+CASES = [*forwarding.CASES, *malformed.CASES, *ping.CASES]
 
 
 def _global(plane: bpf.DataPlane) -> dict[str, int]:
@@ -19,19 +22,33 @@ def _show(frame: bytes) -> str:
     return Ether(frame).show(dump=True)  # type: ignore[no-any-return]
 
 
+def _run(plane: bpf.DataPlane, frame: bytes) -> bpf.TestRun:
+    return bpf.prog_test_run(plane.prog_fd, frame, ingress_ifindex=world.INGRESS_IFINDEX)
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.description for c in CASES])
 def test_packet_case(plane: bpf.DataPlane, case: Case) -> None:
+    for packet in case.before:
+        _run(plane, bytes(packet))
+    for name in case.reconfigure:
+        plane.set_service(world.VARIANTS[name])
+    if not case.interface_mac:
+        interfaces = plane.table("interfaces")
+        interfaces[interfaces.Key(world.INGRESS_IFINDEX)] = interfaces.Leaf()
     frame = bytes(case.packet)
     before = _global(plane)
-    run = bpf.prog_test_run(plane.prog_fd, frame, ingress_ifindex=world.INGRESS_IFINDEX)
+    run = _run(plane, frame)
     assert run.verdict == case.verdict
 
     if case.verdict == "XDP_TX":
-        assert case.service is not None
-        real = predict.chosen_real(world.SERVICES[case.service], case.flow or case.packet)
-        if case.expect:
-            assert real.name == case.expect
-        expected = predict.forwarded(case.packet, real)
+        if case.output is not None:
+            expected = bytes(case.output)
+        else:
+            assert case.service is not None
+            real = predict.chosen_real(world.SERVICES[case.service], case.flow or case.packet)
+            if case.expect:
+                assert real.name == case.expect
+            expected = predict.forwarded(case.packet, real)
         assert run.data == expected, f"expected:\n{_show(expected)}\nactual:\n{_show(run.data)}"
     else:
         assert run.data == frame, "a passed or dropped frame must be left untouched"

@@ -60,6 +60,12 @@ SERVICES = {
 }
 
 
+# Replacements a stateful case applies after its first frames (``Case.reconfigure``).
+VARIANTS = {
+    "web4": service(VIP4, 80, "tcp", B1.backend(weight=0), B2.backend()),  # b1 draining: Maglev picks b2 only
+}
+
+
 def program(plane: bpf.DataPlane) -> None:
     plane.set_interface_mac(INGRESS_IFINDEX, LB_MAC)
     plane.clear_flows()
