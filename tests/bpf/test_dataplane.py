@@ -11,6 +11,7 @@ import pytest
 
 import bpf
 from tests.bpf import predict, world
+from tests.reference import flowhash
 from tests.bpf.traffic import send, tcp, udp
 from tests.bpf.world import B1, B1_6, B2, B2_6, service
 
@@ -186,3 +187,65 @@ def test_flood_guard_bypasses_inserts_above_the_rate_limit() -> None:
         assert totals.flood_guard_skips == 40
     finally:
         plane.cleanup()
+
+
+def _ports_in_one_set(plane: bpf.DataPlane, reals: list[str]) -> list[int]:
+    """Client ports of ACKs to VIP4:80 whose flows share one flow-table set, the i-th going to ``reals[i]`` under
+    web4 (``"*"``: any). Found with the program's own index hash and seed."""
+    spec, sets = world.SERVICES["web4"], world.SETTINGS.flow_sets
+    found: dict[int, list[int | None]] = {}
+    for sport in range(42000, 62000):
+        key = flowhash.flow_key(world.CLIENT4, world.VIP4, sport, 80, 6)
+        ports = found.setdefault(flowhash.murmur3_32(key, plane.flow_seed) & (sets - 1), [None] * len(reals))
+        real = predict.chosen_real(spec, tcp(sport, 80)).name
+        for i, wanted in enumerate(reals):
+            if ports[i] is None and wanted in ("*", real) and sport not in ports:
+                ports[i] = sport
+                break
+        if all(p is not None for p in ports):
+            return [p for p in ports if p is not None]
+    raise AssertionError("no set found")
+
+
+def _evictions(plane: bpf.DataPlane) -> int:
+    return plane.read_counters().totals.flow_evictions
+
+
+def test_a_stale_entry_is_replaced_in_place_and_a_draining_flow_stays(plane: bpf.DataPlane) -> None:
+    """The issue's reproduction: A, B, C on b1 and F on b2 fill one set, A the least recently seen. b1 drains,
+    b2 is removed. F's next packet selects again (b3) and must take F's own way, not A's: A stays on b1."""
+    a, b, c, f = _ports_in_one_set(plane, ["b1", "b1", "b1", "b2"])
+    for sport in (a, b, c, f):
+        assert send(plane, tcp(sport, 80))[0] == "XDP_TX"
+    plane.set_service(service(world.VIP4, 80, "tcp", B1.backend(weight=0), world.B3_VLAN.backend()))
+    before = _evictions(plane)
+    assert send(plane, tcp(f, 80)) == ("XDP_TX", "b3")
+    assert [send(plane, tcp(sport, 80))[1] for sport in (a, b, c)] == ["b1", "b1", "b1"]
+    assert send(plane, tcp(f, 80)) == ("XDP_TX", "b3")
+    assert _evictions(plane) == before
+
+
+def test_a_stale_entry_counts_as_free(plane: bpf.DataPlane) -> None:
+    """A new flow in a full set takes the entry of a removed backend's flow, not the least recently seen live one."""
+    a, b, c, f, g = _ports_in_one_set(plane, ["b1", "b1", "b1", "b2", "*"])
+    for sport in (a, b, c, f):
+        send(plane, tcp(sport, 80))
+    plane.set_service(service(world.VIP4, 80, "tcp", B1.backend(weight=0), world.B3_VLAN.backend()))
+    before = _evictions(plane)
+    assert send(plane, tcp(g, 80)) == ("XDP_TX", "b3")
+    assert [send(plane, tcp(sport, 80))[1] for sport in (a, b, c)] == ["b1", "b1", "b1"]
+    assert all(_has_flow(plane, sport, 80) for sport in (a, b, c, g))
+    assert not _has_flow(plane, f, 80)
+    assert _evictions(plane) == before
+
+
+def test_evicting_an_active_flow_is_counted(plane: bpf.DataPlane) -> None:
+    ports = _ports_in_one_set(plane, ["*"] * 5)
+    before = _evictions(plane)
+    for sport in ports[:4]:
+        send(plane, tcp(sport, 80))
+    assert _evictions(plane) == before
+    send(plane, tcp(ports[4], 80))
+    assert _evictions(plane) == before + 1
+    assert not _has_flow(plane, ports[0], 80), "the least recently seen entry is the one replaced"
+    assert plane.flow_table_entries()[4] == 4 == plane.count_flow_entries()[4]
