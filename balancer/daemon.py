@@ -62,6 +62,7 @@ def _plane_settings(cfg: config.XdplbConfig) -> bpf.DataPlaneSettings:
         new_flow_rate_limit=cfg.dataplane.new_flow_rate_limit,
         max_services=cfg.dataplane.max_services,
         max_backends=cfg.dataplane.max_backends,
+        answer_ping=cfg.dataplane.answer_ping,
     )
 
 
@@ -514,7 +515,7 @@ class Daemon:
                     log.exception("event=reload_undo_failed config=%s", self.config_path)
             raise
         if new.dataplane != old.dataplane:
-            changes.append("dataplane sizing changed: takes effect at the next restart")
+            changes.append("dataplane settings changed: take effect at the next restart")
         if (new.api.listen, new.api.idle_timeout) != (old.api.listen, old.api.idle_timeout):
             changes.append("api listen address or idle timeout changed: takes effect at the next restart")
         self._config = new

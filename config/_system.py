@@ -68,6 +68,11 @@ class DataplaneConfig(XdplbModel):
         le=1048576,
         strict=True, description="backend slots, one per (VIP, port, protocol) and real server, plus one kept unused",
     )
+    answer_ping: bool = Field(
+        True, strict=True,
+        description="answer ICMP and ICMPv6 echo requests (ping) to a VIP address in XDP; false leaves them to the "
+        "kernel",
+    )
 
     def memory_bytes(self, tables: int) -> int:
         """Kernel memory the maps need, in bytes, for ``tables`` Maglev entries in use (each 8 bytes, twice while

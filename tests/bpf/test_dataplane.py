@@ -189,6 +189,29 @@ def test_flood_guard_bypasses_inserts_above_the_rate_limit() -> None:
         plane.cleanup()
 
 
+def test_answer_ping_off_leaves_echo_to_the_kernel() -> None:
+    from scapy.layers.inet import ICMP, IP
+    from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
+    from scapy.layers.l2 import Ether
+
+    from tests.bpf.conftest import require_bpf
+
+    require_bpf()
+    plane = bpf.DataPlane(bpf.DataPlaneSettings(flow_table_size=256, max_services=8, max_backends=16,
+                                                answer_ping=False))
+    plane.setup()
+    try:
+        world.program(plane)
+        ether = Ether(dst=world.LB_MAC, src=world.CLIENT_MAC)
+        for packet in (ether / IP(src=str(world.CLIENT4), dst=str(world.VIP4)) / ICMP(type=8),
+                       ether / IPv6(src=str(world.CLIENT6), dst=str(world.VIP6)) / ICMPv6EchoRequest()):
+            assert send(plane, packet) == ("XDP_PASS", None)
+        assert plane.read_counters().totals.icmp_echo_replies == 0
+        assert send(plane, tcp(2000, 80))[0] == "XDP_TX"
+    finally:
+        plane.cleanup()
+
+
 def _ports_in_one_set(plane: bpf.DataPlane, reals: list[str]) -> list[int]:
     """Client ports of ACKs to VIP4:80 whose flows share one flow-table set, the i-th going to ``reals[i]`` under
     web4 (``"*"``: any). Found with the program's own index hash and seed."""
