@@ -33,6 +33,7 @@ _TOTALS: dict[str, tuple[str, dict[str, str]]] = {
     "flow_hits": ("xdplb_flow_table_lookups", {"result": "hit"}),
     "flow_misses": ("xdplb_flow_table_lookups", {"result": "miss"}),
     "flow_inserts": ("xdplb_flow_table_inserts", {}),
+    "flow_evictions": ("xdplb_flow_table_evictions", {}),
     "flood_guard_skips": ("xdplb_flood_guard_skips", {}),
 }
 _TOTALS_HELP = {
@@ -41,6 +42,8 @@ _TOTALS_HELP = {
     "xdplb_forwarded_bytes": "Bytes forwarded to backends.",
     "xdplb_flow_table_lookups": "Flow-table lookups by result.",
     "xdplb_flow_table_inserts": "New flows remembered in the flow table.",
+    "xdplb_flow_table_evictions": "New flows that took the entry of a flow seen within the last minute "
+                                  "(the flow table is too small for the active flows).",
     "xdplb_flood_guard_skips": "New flows forwarded without being remembered (over the new-flow rate limit).",
     "xdplb_dropped_packets": "Packets dropped by the XDP program, by reason.",
     "xdplb_dataplane_events": "Other data-plane counters, by name.",
@@ -191,8 +194,6 @@ def _dataplane(snapshot: status.Snapshot) -> Iterator[Family]:
         counters[name].add("_total", _one(*next(iter(labels.items()))) if labels else "", value)  # one label at most
 
     for key, value in sorted(snapshot.totals.items()):
-        if key.startswith("flow_entries_"):
-            continue  # occupancy, not a count of events: xdplb_flow_table_entries below
         if key in _TOTALS:
             add(*_TOTALS[key], value)
         elif key.startswith("drop_"):
@@ -200,11 +201,12 @@ def _dataplane(snapshot: status.Snapshot) -> Iterator[Family]:
         else:
             add("xdplb_dataplane_events", {"counter": key}, value)
     yield from (counters[name] for name in sorted(counters))
-    entries = Family("xdplb_flow_table_entries", "gauge", "Flows remembered in the flow table, by family.")
+    entries = Family("xdplb_flow_table_entries", "gauge",
+                     "Active flows in the flow table (entries seen within the last minute), by family.")
     for family_name, count in sorted(snapshot.flow_table_entries.items()):
         entries.add("", _one("family", family_name), count)
     yield entries
-    size = Family("xdplb_flow_table_size", "gauge", "Capacity of the flow table (entries).")
+    size = Family("xdplb_flow_table_size", "gauge", "Capacity of the flow table (entries of each family).")
     size.add("", "", snapshot.flow_table_size)
     yield size
 

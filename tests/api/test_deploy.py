@@ -74,7 +74,7 @@ def test_alert_rules_fire_as_their_unit_tests_say() -> None:
 def test_alerts_cover_the_required_conditions_over_existing_metrics() -> None:
     rules = {rule["alert"]: rule for rule in _rules()}
     assert set(rules) >= {"XdplbVipWithdrawn", "XdplbServiceNoBackends", "XdplbBgpSessionDown", "XdplbHighDropRate",
-                          "XdplbConfigReloadFailing", "XdplbFlowTableNearFull"}
+                          "XdplbConfigReloadFailing", "XdplbFlowTableEvictingActiveFlows"}
     assert rules["XdplbBgpSessionDown"]["for"] == "1m"
     series = _golden_series()
     for name, rule in rules.items():
