@@ -272,3 +272,19 @@ def test_evicting_an_active_flow_is_counted(plane: bpf.DataPlane) -> None:
     assert _evictions(plane) == before + 1
     assert not _has_flow(plane, ports[0], 80), "the least recently seen entry is the one replaced"
     assert plane.flow_table_entries()[4] == 4 == plane.count_flow_entries()[4]
+
+
+def test_active_flows_are_entries_seen_within_a_minute(plane: bpf.DataPlane) -> None:
+    """Occupancy is real: an entry idle for over FLOW_ACTIVE_UNITS no longer counts, though it stays in its way."""
+    for sport in range(43000, 43010):
+        send(plane, tcp(sport, 80))
+    in_table = plane.count_flow_entries()[4]
+    assert plane.flow_table_entries()[4] == in_table >= 8
+    flows = plane.table("flows_v4")
+    for key, flow_set in list(flows.items()):
+        for entry in flow_set.way:
+            if entry.flow.generation:
+                entry.seen -= 61
+        flows[key] = flow_set
+    assert plane.flow_table_entries()[4] == 0
+    assert plane.count_flow_entries()[4] == in_table
