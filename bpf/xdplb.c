@@ -241,6 +241,9 @@ static __always_inline __u32 flow_check(__u32 key_hash, __u32 backend, __u32 gen
 }
 
 /* Keys are 8-byte aligned (xdplb.h), so whole __u64 words compare them. */
+_Static_assert(_Alignof(struct flow_key_v4) == 8 && sizeof(struct flow_key_v4) % 8 == 0, "flow_key_v4 alignment");
+_Static_assert(_Alignof(struct flow_key_v6) == 8 && sizeof(struct flow_key_v6) % 8 == 0, "flow_key_v6 alignment");
+_Static_assert(sizeof(struct flow_entry_v4) == 32 && sizeof(struct flow_entry_v6) == 56, "flow entry layout");
 static __always_inline int keys_equal(const __u64 *a, const __u64 *b, const int words64)
 {
     __u64 diff = 0;

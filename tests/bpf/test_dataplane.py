@@ -288,3 +288,24 @@ def test_active_flows_are_entries_seen_within_a_minute(plane: bpf.DataPlane) -> 
         flows[key] = flow_set
     assert plane.flow_table_entries()[4] == 0
     assert plane.count_flow_entries()[4] == in_table
+
+
+def test_a_torn_entry_is_rewritten_in_its_own_way(plane: bpf.DataPlane) -> None:
+    """An entry of the flow whose check word does not match (torn by two writers) is not followed: the flow
+    selects again and is stored back into the same way, not into a second one."""
+    sport = 43100
+    send(plane, tcp(sport, 80))
+    key = predict.flow_key_bytes(world.CLIENT4, world.VIP4, sport, 80, 6)
+    flows = plane.table("flows_v4")
+    for index, flow_set in list(flows.items()):
+        for entry in flow_set.way:
+            if bytes(entry.key) == key:
+                entry.check ^= 1
+                flows[index] = flow_set
+    entries, totals = plane.count_flow_entries()[4], plane.read_counters().totals
+    assert send(plane, tcp(sport, 80)) == ("XDP_TX", predict.chosen_real(world.SERVICES["web4"], tcp(sport, 80)).name)
+    after = plane.read_counters().totals
+    assert (after.flow_misses - totals.flow_misses, after.flow_inserts - totals.flow_inserts) == (1, 1)
+    assert plane.count_flow_entries()[4] == entries
+    send(plane, tcp(sport, 80))
+    assert plane.read_counters().totals.flow_hits == after.flow_hits + 1
