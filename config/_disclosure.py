@@ -50,7 +50,9 @@ _CHECKS: Mapping[str, _Node] = {"*": _CHECK}
 _ATTRIBUTES: _Node = True  # next hop, MED, local preference, communities
 _TREE: Mapping[str, _Node] = {
     "interfaces": True,
-    "dataplane": dict.fromkeys(("flow_table_size", "new_flow_rate_limit", "max_services", "max_backends"), True),
+    "dataplane": dict.fromkeys(
+        ("flow_table_size", "new_flow_rate_limit", "max_services", "max_backends", "answer_ping"), True
+    ),
     "bgp": {
         **dict.fromkeys(("local_as", "router_id"), True),
         "attributes": _ATTRIBUTES,
