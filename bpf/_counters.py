@@ -96,7 +96,9 @@ def _sum_rows(table: Any, rows: Mapping[K, int], cls: type[T]) -> Mapping[K, T]:
         return {}
     width = len(fields(cls))
     try:
-        words, cpus = _lookup_all(table, width)
+        # Slots and ids are handed out from the low end: reading up to the highest in use, not the whole map
+        # (16,384 backend rows by default), is what keeps this in proportion to the config.
+        words, cpus = _lookup_all(table, width, max(rows.values()) + 1)
     except OSError:  # a kernel without batch lookups of arrays: one row at a time
         return {key: _sum_row(table, index, cls) for key, index in rows.items()}
     stride = width * cpus
@@ -128,13 +130,13 @@ class _Rows(Mapping[K, T]):
         return len(self._rows)
 
 
-def _lookup_all(table: Any, width: int) -> "tuple[array.array[int], int]":
-    """Every row of the per-CPU array ``table`` whose values are ``width`` u64 fields: the words row by row, CPU by
-    CPU, and the number of CPUs. OSError if the kernel refuses the batch lookup."""
+def _lookup_all(table: Any, width: int, rows: int) -> "tuple[array.array[int], int]":
+    """The first ``rows`` rows of the per-CPU array ``table`` whose values are ``width`` u64 fields: the words row
+    by row, CPU by CPU, and the number of CPUs. OSError if the kernel refuses the batch lookup."""
     from bcc.libbcc import lib  # Debian's python3-bpfcc: only where BPF runs
 
     cpus = int(table.total_cpu)
-    rows = int(table.max_entries)
+    rows = min(rows, int(table.max_entries))
     row_words = width * cpus
     words = array.array("Q", bytes(8 * row_words * rows))
     values = (ctypes.c_uint64 * len(words)).from_buffer(words)
