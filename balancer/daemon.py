@@ -7,7 +7,6 @@ all four. Cleanup is safe after a partial setup and runs once.
 """
 
 import asyncio
-import dataclasses
 import functools
 import gc
 import logging
@@ -314,15 +313,20 @@ class Daemon:
 
     def snapshot(self) -> status.Snapshot:
         """The current state, for the API, the console and the metrics."""
+        return self.snapshot_builder()()
+
+    def snapshot_builder(self) -> Callable[[], status.Snapshot]:
+        """Read the state now (milliseconds); the returned function assembles the snapshot, in any thread."""
         cfg = self._require_config()
         assert self._plane is not None and self._reconciler is not None
-        return snapshot.build_snapshot(
+        return snapshot.gather_snapshot(
             version=version.installed_version(),
             cfg=cfg,
             config_source=str(self.config_path),
             started_at=self._started_at,
             ready=self._ready,
-            health=self._health_view(),
+            health=self._health,
+            durations=self._durations,
             overrides=self._overrides,
             plane=self._plane,
             routes=self._reconciler.routes,
@@ -444,14 +448,6 @@ class Daemon:
         if self._config is None:
             raise DaemonError("the daemon is not set up: call setup() first")
         return self._config
-
-    def _health_view(self) -> dict[str, desired.Health]:
-        """Health with each backend's last check duration, for the status."""
-        durations = self._durations
-        return {
-            key: dataclasses.replace(health, last_check_seconds=durations.get(key))
-            for key, health in self._health.items()
-        }
 
     def _mark(self, services: Iterable[str] | None) -> None:
         """Look at these services in the next pass (None: all of them)."""

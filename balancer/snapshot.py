@@ -1,14 +1,16 @@
 """Build the reported ``Snapshot`` from the core's parts: config, health, overrides, data plane, BGP."""
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
+from typing import Any
 
 import bgp
 import bpf
 import config
 from balancer import desired, status
 
-__all__ = ["build_snapshot"]
+__all__ = ["build_snapshot", "gather_snapshot"]
 
 # The last config digested, by identity: a config is frozen, and digesting one of 10,000 backends takes 0.2 s.
 _digested: list[tuple[config.XdplbConfig, str]] = []
@@ -74,10 +76,86 @@ def build_snapshot(
     dataplane_errors: int = 0,
     checker_restarts: int = 0,
     xdp_reattaches: Mapping[str, Mapping[str, int]] | None = None,
+    durations: Mapping[str, float] | None = None,
 ) -> status.Snapshot:
-    """Everything at this moment; reads the counter maps, nothing else outside memory."""
+    """Everything at this moment (``gather_snapshot``, then its assembly, here and now)."""
+    return gather_snapshot(
+        version=version, cfg=cfg, config_source=config_source, started_at=started_at, ready=ready, health=health,
+        overrides=overrides, plane=plane, routes=routes, speaker=speaker, reloads=reloads,
+        last_reload_error=last_reload_error, last_reload_success=last_reload_success,
+        dataplane_errors=dataplane_errors, checker_restarts=checker_restarts, xdp_reattaches=xdp_reattaches,
+        durations=durations,
+    )()
+
+
+def gather_snapshot(
+    *,
+    version: str,
+    cfg: config.XdplbConfig,
+    config_source: str,
+    started_at: float,
+    ready: bool,
+    health: Mapping[str, desired.Health],
+    overrides: Mapping[str, config.AdminState],
+    plane: bpf.DataPlane,
+    routes: Mapping[desired.Prefix, desired.Route],
+    speaker: bgp.Speaker | None,
+    reloads: Mapping[str, int],
+    last_reload_error: str | None,
+    last_reload_success: float | None,
+    dataplane_errors: int = 0,
+    checker_restarts: int = 0,
+    xdp_reattaches: Mapping[str, Mapping[str, int]] | None = None,
+    durations: Mapping[str, float] | None = None,
+) -> Callable[[], status.Snapshot]:
+    """Read what the core changes (the counter maps in one batch per map, copies of the mappings: milliseconds at
+    10,000 backends) and return the function that assembles the snapshot from those reads alone, safe to call in
+    a worker thread while the core goes on (the per-backend part: a few hundred milliseconds at that size).
+    ``durations`` are the last check durations by backend key."""
     counters = plane.read_counters()
-    programmed = plane.services
+    programmed = dict(plane.services)
+    health = dict(health)
+    overrides = dict(overrides)
+    durations = dict(durations or {})
+    routes = dict(routes)
+    pending = speaker.pending() if speaker is not None else frozenset()
+    announced = frozenset(speaker.announced) if speaker is not None else frozenset()
+    peer_states = tuple(speaker.peers().values()) if speaker is not None else ()
+    entries = plane.flow_table_entries()
+    interfaces = dict(plane.attached)
+    capacity = plane.settings.flow_table_capacity
+    reloads = dict(reloads)
+    reattaches = {name: dict(reasons) for name, reasons in (xdp_reattaches or {}).items()}
+    digest = _digest(cfg)
+
+    def assemble() -> status.Snapshot:
+        return _assemble(
+            cfg, counters, programmed, health, durations, overrides, routes, speaker is not None, pending,
+            announced, peer_states,
+        ).snapshot(
+            version=version, config_digest=digest, config_source=config_source, started_at=started_at,
+            ready=ready, interfaces=interfaces, flow_table_entries={"ipv4": entries[4], "ipv6": entries[6]},
+            flow_table_size=capacity, reloads=reloads, last_reload_error=last_reload_error,
+            last_reload_success=last_reload_success, dataplane_errors=dataplane_errors,
+            checker_restarts=checker_restarts, xdp_reattaches=reattaches,
+        )
+
+    return assemble
+
+
+def _assemble(
+    cfg: config.XdplbConfig,
+    counters: bpf.Counters,
+    programmed: Mapping[bpf.ServiceKey, bpf.ServiceStatus],
+    health: Mapping[str, desired.Health],
+    durations: Mapping[str, float],
+    overrides: Mapping[str, config.AdminState],
+    routes: Mapping[desired.Prefix, desired.Route],
+    bgp_configured: bool,
+    pending: frozenset[desired.Prefix],
+    announced: frozenset[desired.Prefix],
+    peer_states: tuple[bgp.PeerState, ...],
+) -> "_Parts":
     services = []
     for service in cfg.services:
         for vip in service.vips:
@@ -89,7 +167,7 @@ def build_snapshot(
                 _backend_report(
                     service,
                     backend,
-                    health.get(service.backend_key(backend)),
+                    _with_duration(health, durations, service.backend_key(backend)),
                     overrides,
                     by_address.get(backend.address),
                     counters.backends.get((key, backend.address)),
@@ -115,13 +193,12 @@ def build_snapshot(
                     backends=backends,
                 )
             )
-    pending = speaker.pending() if speaker is not None else frozenset()
     vips = tuple(
         status.VipReport(
             vip=str(route.prefix.network_address),
             prefix=str(route.prefix),
-            announced=speaker is not None and route.prefix in speaker.announced and route.prefix not in pending,
-            reason=route.reason if speaker is not None else f"{route.reason} (no BGP configured)",
+            announced=bgp_configured and route.prefix in announced and route.prefix not in pending,
+            reason=route.reason if bgp_configured else f"{route.reason} (no BGP configured)",
             services=route.services,
         )
         for route in routes.values()
@@ -134,26 +211,28 @@ def build_snapshot(
             routes_sent=peer.routes_sent,
             reason=peer.reason,
         )
-        for peer in (speaker.peers().values() if speaker is not None else ())
+        for peer in peer_states
     )
-    entries = plane.flow_table_entries()
-    return status.Snapshot(
-        version=version,
-        config_digest=_digest(cfg),
-        config_source=config_source,
-        started_at=started_at,
-        ready=ready,
-        interfaces=dict(plane.attached),
-        services=tuple(services),
-        vips=vips,
-        peers=peers,
-        totals=asdict(counters.totals),
-        flow_table_entries={"ipv4": entries[4], "ipv6": entries[6]},
-        flow_table_size=plane.settings.flow_table_capacity,
-        reloads=dict(reloads),
-        last_reload_error=last_reload_error,
-        last_reload_success=last_reload_success,
-        dataplane_errors=dataplane_errors,
-        checker_restarts=checker_restarts,
-        xdp_reattaches={name: dict(reasons) for name, reasons in (xdp_reattaches or {}).items()},
-    )
+    return _Parts(tuple(services), vips, peers, asdict(counters.totals))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Parts:
+    """The snapshot's parts that take work to assemble."""
+
+    services: tuple[status.ServiceReport, ...]
+    vips: tuple[status.VipReport, ...]
+    peers: tuple[status.PeerReport, ...]
+    totals: dict[str, int]
+
+    def snapshot(self, **rest: Any) -> status.Snapshot:
+        return status.Snapshot(services=self.services, vips=self.vips, peers=self.peers, totals=self.totals, **rest)
+
+
+def _with_duration(
+    health: Mapping[str, desired.Health], durations: Mapping[str, float], key: str
+) -> desired.Health | None:
+    found = health.get(key)
+    if found is None or key not in durations:
+        return found
+    return dataclasses.replace(found, last_check_seconds=durations[key])

@@ -7,7 +7,7 @@ and the Prometheus collector all read it, so they always agree. They read it thr
 
 import dataclasses
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import config
@@ -130,6 +130,10 @@ class Controller(Protocol):
         The result must share nothing that the core changes later (mappings are copies): it is rendered to JSON
         and to the exposition format in worker threads while the core goes on.
         """
+
+    def snapshot_builder(self) -> Callable[[], Snapshot]:
+        """``snapshot()`` in two halves: what the core changes is read now, on the event loop (cheap: copies and
+        counter reads); the returned function assembles the snapshot from those reads, in a worker thread."""
 
     @property
     def running_config(self) -> config.XdplbConfig:

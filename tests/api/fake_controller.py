@@ -5,6 +5,7 @@ The snapshot is deterministic for a given ``tick`` (counters grow by fixed amoun
 """
 
 import dataclasses
+from collections.abc import Callable
 
 import config
 from balancer import status
@@ -102,6 +103,9 @@ class FakeController:
             self.overrides.pop(backend_key, None)
         else:
             self.overrides[backend_key] = state
+
+    def snapshot_builder(self) -> Callable[[], status.Snapshot]:
+        return self.snapshot
 
     def snapshot(self) -> status.Snapshot:
         self.snapshots += 1

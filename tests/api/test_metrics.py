@@ -15,6 +15,7 @@ import random
 import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -239,17 +240,25 @@ async def test_openmetrics_is_served_when_asked_and_parses(controller: FakeContr
 class _ThreadRecording(FakeController):
     def __init__(self) -> None:
         super().__init__()
-        self.threads: list[int] = []
+        self.read_in: list[int] = []
+        self.assembled_in: list[int] = []
+
+    def snapshot_builder(self) -> Callable[[], status.Snapshot]:
+        self.read_in.append(threading.get_ident())
+        return self.snapshot
 
     def snapshot(self) -> status.Snapshot:
-        self.threads.append(threading.get_ident())
+        self.assembled_in.append(threading.get_ident())
         return super().snapshot()
 
 
-async def test_scrape_reads_the_snapshot_once_on_the_event_loop(http: aiohttp.ClientSession) -> None:
+async def test_scrape_reads_the_state_once_on_the_event_loop_and_assembles_elsewhere(
+    http: aiohttp.ClientSession,
+) -> None:
     controller = _ThreadRecording()
     text = await _scrape(controller, http)
-    assert controller.threads == [threading.get_ident()]  # the loop's thread; encoding ran elsewhere
+    assert controller.read_in == [threading.get_ident()]  # the reads on the loop's thread
+    assert len(controller.assembled_in) == 1 and controller.assembled_in[0] != threading.get_ident()
     assert _sample(text, "xdplb_healthcheck_duration_seconds_count", service="web", check="http") == 3
 
 

@@ -160,3 +160,33 @@ async def test_admin_calls_and_reloads_show_at_once(controller: FakeController, 
         assert response.status == 200
     async with http.get(f"{base_url}/api/v1/status") as response:
         assert (await response.json())["reloads"]["success"] == 2
+
+
+class _Gated(FakeController):
+    """The first assembly waits for ``gate``: a build that is in flight while the state changes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def snapshot(self) -> status.Snapshot:
+        if self.snapshots == 0:
+            self.gate.wait(5)
+        return super().snapshot()
+
+
+async def test_a_build_in_flight_when_the_state_changes_is_not_handed_out_after_it() -> None:
+    controller = _Gated()
+    cache = snapshot_cache.SnapshotCache(controller, interval=10.0)
+    before = asyncio.ensure_future(cache.get())
+    await asyncio.sleep(0.05)
+    sharing = asyncio.ensure_future(cache.get())  # shares the build in flight
+    await asyncio.sleep(0.01)
+    cache.invalidate()  # an admin call changed the state meanwhile
+    after = asyncio.ensure_future(cache.get())
+    await asyncio.sleep(0.05)
+    controller.gate.set()
+    first, shared, fresh = await asyncio.gather(before, sharing, after)
+    assert shared is first, "callers from before the change share the build"
+    assert fresh is not first and controller.snapshots == 2, "a caller after the change gets a new build"
+    assert await cache.get() is fresh
