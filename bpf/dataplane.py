@@ -16,6 +16,7 @@ import mmap
 import os
 import socket
 import struct
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Mapping
@@ -114,6 +115,9 @@ class DataPlane:
         self._attached: dict[str, int] = {}  # ifname -> XDP flags used
         self._ifindexes: dict[str, int] = {}  # ifname -> its ifindex when attached
         self._services: dict[ServiceKey, _ProgrammedService] = {}
+        # Service updates may run in a worker thread (a Maglev table's install waits for an RCU grace period in the
+        # kernel, ~8 ms): they hold this lock, and so do the readers of the service state on the event loop.
+        self._lock = threading.RLock()
         # Counter rows by service and by (service, backend), kept until a service changes: hashing 10,000
         # (ServiceKey, address) keys anew for every status and scrape cost more than reading the counters.
         self._counter_rows: tuple[dict[ServiceKey, int], dict[tuple[ServiceKey, IPAddress], int]] | None = None
@@ -282,6 +286,10 @@ class DataPlane:
         table (see the returned status) and come in when a later call gives their MAC. DataPlaneError if the
         update cannot be made; the service then serves as before (a new one is not added).
         """
+        with self._lock:
+            return self._set_service(service)
+
+    def _set_service(self, service: Service) -> ServiceStatus:
         self._loaded()
         service.validate()
         programmed = self._services.get(service.key)
@@ -310,6 +318,10 @@ class DataPlane:
 
     def remove_service(self, key: ServiceKey) -> None:
         """Stop balancing ``key``: its packets go to the kernel again and its backends' flows end."""
+        with self._lock:
+            self._remove_service(key)
+
+    def _remove_service(self, key: ServiceKey) -> None:
         programmed = self._services.pop(key, None)
         if programmed is None:
             return
@@ -330,7 +342,8 @@ class DataPlane:
     @property
     def services(self) -> Mapping[ServiceKey, ServiceStatus]:
         """Status of every programmed service."""
-        return {key: p.status for key, p in self._services.items() if p.status is not None}
+        with self._lock:
+            return {key: p.status for key, p in self._services.items() if p.status is not None}
 
     def needs_update(self, service: Service) -> bool:
         """Whether ``set_service(service)`` would change anything (cheap: no map is read)."""
@@ -486,12 +499,14 @@ class DataPlane:
 
     def read_counters(self) -> Counters:
         """Sum the per-CPU counters: global, per service and per backend."""
-        if self._counter_rows is None:
-            self._counter_rows = (
-                {key: p.service_id for key, p in self._services.items()},
-                {(key, address): slot for key, p in self._services.items() for address, slot in p.slots.items()},
-            )
-        return read_counters(self.table, *self._counter_rows)
+        with self._lock:
+            if self._counter_rows is None:
+                self._counter_rows = (
+                    {key: p.service_id for key, p in self._services.items()},
+                    {(key, address): slot for key, p in self._services.items() for address, slot in p.slots.items()},
+                )
+            rows = self._counter_rows
+        return read_counters(self.table, *rows)
 
     def flow_table_entries(self) -> dict[int, int]:
         """Active flows in the flow table, by IP version: entries seen within the last ``FLOW_ACTIVE_UNITS``
