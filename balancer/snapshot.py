@@ -10,17 +10,7 @@ import bpf
 import config
 from balancer import desired, status
 
-__all__ = ["build_snapshot", "gather_snapshot"]
-
-# The last config digested, by identity: a config is frozen, and digesting one of 10,000 backends takes 0.2 s.
-_digested: list[tuple[config.XdplbConfig, str]] = []
-
-
-def _digest(cfg: config.XdplbConfig) -> str:
-    if not _digested or _digested[0][0] is not cfg:
-        _digested[:] = [(cfg, cfg.digest())]
-    return _digested[0][1]
-
+__all__ = ["gather_snapshot"]
 
 def _backend_report(
     service: config.ServiceConfig,
@@ -56,36 +46,6 @@ def _backend_report(
         bytes=counters.bytes,
         new_flows=counters.new_flows,
     )
-
-
-def build_snapshot(
-    *,
-    version: str,
-    cfg: config.XdplbConfig,
-    config_source: str,
-    started_at: float,
-    ready: bool,
-    health: Mapping[str, desired.Health],
-    overrides: Mapping[str, config.AdminState],
-    plane: bpf.DataPlane,
-    routes: Mapping[desired.Prefix, desired.Route],
-    speaker: bgp.Speaker | None,
-    reloads: Mapping[str, int],
-    last_reload_error: str | None,
-    last_reload_success: float | None,
-    dataplane_errors: int = 0,
-    checker_restarts: int = 0,
-    xdp_reattaches: Mapping[str, Mapping[str, int]] | None = None,
-    durations: Mapping[str, float] | None = None,
-) -> status.Snapshot:
-    """Everything at this moment (``gather_snapshot``, then its assembly, here and now)."""
-    return gather_snapshot(
-        version=version, cfg=cfg, config_source=config_source, started_at=started_at, ready=ready, health=health,
-        overrides=overrides, plane=plane, routes=routes, speaker=speaker, reloads=reloads,
-        last_reload_error=last_reload_error, last_reload_success=last_reload_success,
-        dataplane_errors=dataplane_errors, checker_restarts=checker_restarts, xdp_reattaches=xdp_reattaches,
-        durations=durations,
-    )()
 
 
 def gather_snapshot(
@@ -126,7 +86,7 @@ def gather_snapshot(
     capacity = plane.settings.flow_table_capacity
     reloads = dict(reloads)
     reattaches = {name: dict(reasons) for name, reasons in (xdp_reattaches or {}).items()}
-    digest = _digest(cfg)
+    digest = cfg.digest()  # computed once per config (it is frozen), in the reload's thread
 
     def assemble() -> status.Snapshot:
         return _assemble(

@@ -204,7 +204,7 @@ def scaled_config(services: int, backends: int, *, ports_per_vip: int = 4) -> co
 
 class ScaledController(FakeController):
     """``FakeController`` over ``scaled_config``: builds its snapshot from scratch on every call, as the core does
-    (0.25 s at 10,000 backends here), digesting the config once as ``snapshot.build_snapshot`` does."""
+    (0.25 s at 10,000 backends here), digesting the config once as ``XdplbConfig.digest`` does."""
 
     def __init__(self, services: int, backends: int, *, ports_per_vip: int = 4) -> None:
         super().__init__(scaled_config(services, backends, ports_per_vip=ports_per_vip))
