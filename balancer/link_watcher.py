@@ -15,7 +15,6 @@ Works in the network namespace of the thread that calls ``start()``.
 import asyncio
 import dataclasses
 import logging
-import select
 import socket
 import threading
 import time
@@ -24,14 +23,14 @@ from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.rtnl import RTM_DELLINK, RTM_NEWLINK, RTMGRP_LINK
-from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+
+from balancer import netlink_events
 
 __all__ = ["Link", "LinkWatcher", "link_from_message"]
 
 log = logging.getLogger(__name__)
 
 _RECV_BUFFER = 1 << 20
-_STOP_POLL = 0.2  # how often the reader thread looks at its stop flag
 # IFLA_XDP_*_PROG_ID (include/uapi/linux/if_link.h): the program attached in each mode, absent when none.
 _PROG_IDS = {"IFLA_XDP_DRV_PROG_ID": "native", "IFLA_XDP_SKB_PROG_ID": "generic", "IFLA_XDP_HW_PROG_ID": "offload"}
 
@@ -63,37 +62,24 @@ class LinkWatcher:
 
     def __init__(self, on_change: Callable[[], None], *, resync_interval: float = 10.0) -> None:
         self._on_change = on_change
-        self.resync_interval = resync_interval
         self._links: dict[int, Link] = {}  # by ifindex (reader thread writes, under the lock)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._socket: socket.socket | None = None
-        self._stopping = threading.Event()
-        self._loaded = threading.Event()
+        self._events = netlink_events.NetlinkEvents(
+            group=RTMGRP_LINK, name="xdplb-links", dump=self._dump, apply=self._apply,
+            receive_buffer=_RECV_BUFFER, resync_interval=resync_interval,
+        )  # fmt: skip
         self.events = 0  # link messages read, dumps included
         self.changed_at = time.monotonic()  # when what ``links()`` returns last changed
 
     async def start(self) -> None:
         """Subscribe to link events, then read every link once (in the reader thread); returns when that is done."""
         self._loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RECV_BUFFER)
-        sock.bind((0, RTMGRP_LINK))  # first: no change between the dump and the subscription is lost
-        self._socket = sock
-        self._thread = threading.Thread(target=self._read_events, name="xdplb-links", daemon=True)
-        self._thread.start()
-        await asyncio.to_thread(self._loaded.wait)
+        await self._events.start()
 
     def close(self) -> None:
         """Stop the reader thread and release the socket."""
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2 * _STOP_POLL + 1)
-            self._thread = None
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+        self._events.close()
 
     def links(self) -> dict[int, Link]:
         """Every interface of the namespace, by ifindex (a copy)."""
@@ -105,41 +91,6 @@ class LinkWatcher:
         return self._dump()
 
     # reader thread
-
-    def _read_events(self) -> None:
-        try:
-            self._dump()
-        except Exception as error:  # events still come; the next resync reads the rest
-            log.error("event=link_dump_failed error=%s", error)
-        finally:
-            self._loaded.set()
-        marshal = MarshalRtnl()
-        sock = self._socket
-        assert sock is not None
-        resync_at = time.monotonic() + self.resync_interval
-        while not self._stopping.is_set():
-            if time.monotonic() >= resync_at:  # a driver may lose its program without a message
-                resync_at = time.monotonic() + self.resync_interval
-                self._safe_dump()
-            try:
-                readable, _, _ = select.select([sock], [], [], _STOP_POLL)
-                if not readable:
-                    continue
-                data = sock.recv(1 << 16)
-            except OSError as error:
-                if self._stopping.is_set():
-                    return
-                # ENOBUFS: messages were lost; read every link again so nothing stays stale.
-                log.warning("event=link_events_lost error=%s action=reread_links", error)
-                self._safe_dump()
-                continue
-            self._apply(marshal.parse(data))
-
-    def _safe_dump(self) -> None:
-        try:
-            self._dump()
-        except Exception as error:  # the next resync tries again
-            log.error("event=link_dump_failed error=%s", error)
 
     def _dump(self) -> dict[int, Link]:
         with IPRoute() as ipr:  # made in this thread: pyroute2's sync API refuses a thread with a running loop

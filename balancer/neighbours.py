@@ -13,7 +13,6 @@ Works in the network namespace of the thread that calls ``start()``.
 import asyncio
 import ipaddress
 import logging
-import select
 import socket
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -21,9 +20,9 @@ from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.rtnl import RTM_DELNEIGH, RTM_NEWNEIGH, RTMGRP_NEIGH
-from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 import bpf
+from balancer import netlink_events
 
 __all__ = ["NeighbourWatcher", "neighbour_table_limits"]
 
@@ -37,7 +36,6 @@ _NUD_REACHABLE, _NUD_STALE, _NUD_DELAY, _NUD_PROBE, _NUD_NOARP, _NUD_PERMANENT =
 _USABLE = _NUD_REACHABLE | _NUD_STALE | _NUD_DELAY | _NUD_PROBE | _NUD_NOARP | _NUD_PERMANENT
 _DISCARD_PORT = 9
 _RECV_BUFFER = 4 << 20  # room for a burst of events (a whole subnet resolving at once)
-_STOP_POLL = 0.2  # how often the reader thread looks at its stop flag
 
 
 class NeighbourWatcher:
@@ -55,32 +53,20 @@ class NeighbourWatcher:
         self._macs: dict[IPAddress, str | None] = {}  # what was last reported, per watched address (loop)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._socket: socket.socket | None = None
-        self._stopping = threading.Event()
-        self._loaded = threading.Event()
+        self._events = netlink_events.NetlinkEvents(
+            group=RTMGRP_NEIGH, name="xdplb-neighbours", dump=self._dump, apply=self._apply,
+            receive_buffer=_RECV_BUFFER,
+        )  # fmt: skip
         self.events = 0  # netlink messages read, dump included
 
     async def start(self) -> None:
         """Subscribe to events, then read the table once (in the reader thread); returns when that read is done."""
         self._loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RECV_BUFFER)
-        sock.bind((0, RTMGRP_NEIGH))  # first: no change between the dump and the subscription is lost
-        self._socket = sock
-        self._thread = threading.Thread(target=self._read_events, name="xdplb-neighbours", daemon=True)
-        self._thread.start()
-        await asyncio.to_thread(self._loaded.wait)
+        await self._events.start()
 
     def close(self) -> None:
-        """Stop the reader thread and release the sockets."""
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2 * _STOP_POLL + 1)
-            self._thread = None
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+        """Stop the reader thread and release the socket."""
+        self._events.close()
 
     def watch(self, addresses: Iterable[IPAddress]) -> MacChanges:
         """Set the addresses whose MACs matter; returns the MAC of each newly watched one (None: unresolved)."""
@@ -132,31 +118,6 @@ class NeighbourWatcher:
                 sock.close()
 
     # reader thread
-
-    def _read_events(self) -> None:
-        try:
-            self._dump()
-        except Exception as error:  # events still come; a backend missed here resolves at its next probe
-            log.error("event=neighbour_dump_failed error=%s", error)
-        finally:
-            self._loaded.set()
-        marshal = MarshalRtnl()
-        sock = self._socket
-        assert sock is not None
-        while not self._stopping.is_set():
-            try:
-                readable, _, _ = select.select([sock], [], [], _STOP_POLL)
-                if not readable:
-                    continue
-                data = sock.recv(1 << 16)
-            except OSError as error:
-                if self._stopping.is_set():
-                    return
-                # ENOBUFS: events were lost; read the table again so nothing stays stale.
-                log.warning("event=neighbour_events_lost error=%s action=reread_table", error)
-                self._dump()
-                continue
-            self._apply(marshal.parse(data))
 
     def _dump(self) -> None:
         with IPRoute() as ipr:  # made in this thread: pyroute2's sync API refuses a thread with a running loop
