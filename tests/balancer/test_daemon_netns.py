@@ -280,7 +280,9 @@ def _open_stream_to(client: Host, backend: str) -> tuple[http.client.HTTPConnect
     raise AssertionError(f"no connection landed on {backend}")
 
 
-def test_admin_overrides_survive_a_restart(lab: Lab, tmp_path: Path) -> None:
+def two_backends(lab: Lab, path: Path) -> tuple[Host, Host, list[Host]]:
+    """A client, a balancer and two HTTP backends (b1, b2) holding VIP, without BGP; the config written at
+    ``path``: (client, lb, backends)."""
     client = lab.add_host("client", ipv4="198.18.0.2")
     lb = lab.add_host("lb", ipv4="198.18.0.5")
     backends = [lab.add_host(f"b{i}", ipv4=f"198.18.0.{10 + i}") for i in (1, 2)]
@@ -288,8 +290,13 @@ def test_admin_overrides_survive_a_restart(lab: Lab, tmp_path: Path) -> None:
         host.add_vip_on_loopback(VIP)
         host.start_http_backend(host.name, 80)
     client.add_route(f"{VIP}/32", via=lb.ipv4)
-    path = tmp_path / "xdplb.yaml"
     path.write_text(_config(lb, None, backends))
+    return client, lb, backends
+
+
+def test_admin_overrides_survive_a_restart(lab: Lab, tmp_path: Path) -> None:
+    path = tmp_path / "xdplb.yaml"
+    client, lb, backends = two_backends(lab, path)
     state = tmp_path / "overrides.json"
 
     first = DaemonThread(lb, path, start_grace=10.0, drain_seconds=0, api_factory=daemon.default_api,

@@ -17,7 +17,7 @@ import pytest
 
 from balancer.lab_netns import Host, Lab
 from tests.balancer.daemon_thread import DaemonThread
-from tests.balancer.test_daemon_netns import VIP, _config
+from tests.balancer.test_daemon_netns import VIP, two_backends
 from tests.bpf.conftest import require_bpf
 
 pytestmark = pytest.mark.privileged
@@ -112,15 +112,8 @@ class Measured:
 
 def test_xdp_comes_back_after_nic_resets(lab: Lab, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="balancer.link_reattach")
-    client = lab.add_host("client", ipv4="198.18.0.2")
-    lb = lab.add_host("lb", ipv4="198.18.0.5")
-    backends = [lab.add_host(f"b{i}", ipv4=f"198.18.0.{10 + i}") for i in (1, 2)]
-    for host in backends:
-        host.add_vip_on_loopback(VIP)
-        host.start_http_backend(host.name, 80)
-    client.add_route(f"{VIP}/32", via=lb.ipv4)
     path = tmp_path / "xdplb.yaml"
-    path.write_text(_config(lb, None, backends))
+    client, lb, backends = two_backends(lab, path)
     runner = DaemonThread(lb, path, start_grace=10.0, drain_seconds=0)
     runner.start()
     measured: list[Measured] = []
