@@ -44,6 +44,8 @@ class Reconciler:
         self._lock = asyncio.Lock()
         self._workers = build_workers if build_workers is not None else max(1, (os.cpu_count() or 2) - 1)
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._pool_used = 0.0  # monotonic time of the last build in the pool
+        self.pool_idle = 60.0  # seconds unused after which the worker process is stopped (its ~35 MB given back)
 
     def close(self) -> None:
         """Stop the table-building worker process."""
@@ -83,6 +85,8 @@ class Reconciler:
                 self._apply_routes(routes)
             self.passes += 1
             self.last_pass_seconds = time.monotonic() - started
+            if self._pool is not None and time.monotonic() - self._pool_used >= self.pool_idle:
+                await asyncio.to_thread(self.close)  # the next big build starts one again
             return failed
 
     async def _apply_dataplane(
@@ -152,6 +156,7 @@ class Reconciler:
             self.plane.maglev.add(key, table)
 
     def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
+        self._pool_used = time.monotonic()
         if self._pool is None:
             # spawn, not fork: this process has threads (bcc, netlink, the default executor)
             self._pool = concurrent.futures.ProcessPoolExecutor(

@@ -134,6 +134,26 @@ def test_tables_are_still_built_when_the_worker_process_dies() -> None:
     asyncio.run(main())
 
 
+def test_the_worker_process_stops_when_idle_and_starts_again_when_needed() -> None:
+    async def main() -> None:
+        plane = FakeDataPlane()
+        r = reconciler.Reconciler(plane, None, build_workers=1)  # type: ignore[arg-type]
+        try:
+            await converge(r, cfg(8))  # more tables than a thread builds: the worker process does
+            first = r._pool  # noqa: SLF001 - the worker process
+            assert first is not None, "used within pool_idle: kept"
+            pids = list(first._processes)  # noqa: SLF001
+            r.pool_idle = 0.0
+            await converge(r, cfg(8))  # nothing to build: the idle pool is stopped
+            assert r._pool is None and all(not os.path.exists(f"/proc/{pid}") for pid in pids)  # noqa: SLF001
+            await converge(r, cfg(8, backends=2))
+            assert [len(s.backends) for s in plane.services.values()] == [2] * 8, "built in a new one"
+        finally:
+            r.close()
+
+    asyncio.run(main())
+
+
 @pytest.mark.privileged
 def test_the_fake_reports_what_the_real_data_plane_reports() -> None:
     from tests.bpf import world
