@@ -31,12 +31,17 @@ class ServiceKey:
 
 @dataclass(frozen=True)
 class Backend:
-    """A real server of a service. ``weight`` 0 drains it; ``mac`` None keeps it out until its MAC is known."""
+    """A real server of a service. ``weight`` 0 drains it; ``mac`` None keeps it out until its MAC is known.
+
+    ``ifindex`` is the interface it is on (where its MAC was learnt): frames for it leave through that one, with
+    XDP_TX when it is the one they came in on and XDP_REDIRECT otherwise; 0 means the ingress interface, always.
+    """
 
     address: IPAddress
     weight: int = 1
     vlan: int = 0
     mac: str | None = None
+    ifindex: int = 0
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,8 @@ class Service:
                 raise DataPlaneError(f"{key}: backend {backend.address} weight out of range 0..65535")
             if not 0 <= backend.vlan <= 4094:
                 raise DataPlaneError(f"{key}: backend {backend.address} VLAN out of range 0..4094")
+            if backend.ifindex < 0:
+                raise DataPlaneError(f"{key}: backend {backend.address} ifindex is negative")
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,7 @@ class BackendStatus:
     mac: str | None
     slot: int
     table_entries: int
-    reason: str  # "active", "draining (weight 0)" or "no MAC (neighbour unresolved)"
+    reason: str  # "active", "draining (weight 0)", "no MAC (neighbour unresolved)" or "interface N not attached"
 
 
 @dataclass(frozen=True)
