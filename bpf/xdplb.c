@@ -193,6 +193,12 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *pkt, struc
             g->drop_no_source_mac++;
         return XDP_DROP;
     }
+    /* Only records the target (the frame may change after it): before any rewrite, so a drop leaves it as it was. */
+    if (redirect && tx_ports.redirect_map(egress, XDP_DROP) != XDP_REDIRECT) {
+        if (g)
+            g->drop_no_egress++;     /* its interface was detached: the loader takes such backends out */
+        return XDP_DROP;
+    }
 
     if (b->vlan) {
         if (pkt->vlan) {
@@ -217,11 +223,6 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *pkt, struc
     }
     __builtin_memcpy(eth->h_dest, b->mac, 6);
     __builtin_memcpy(eth->h_source, src, 6);
-    if (redirect && tx_ports.redirect_map(egress, XDP_DROP) != XDP_REDIRECT) {
-        if (g)
-            g->drop_no_egress++;     /* its interface was detached: the loader takes such backends out */
-        return XDP_DROP;
-    }
 
     __u32 service_id = b->service_id;
     struct service_stats *ss = service_stats.lookup(&service_id);

@@ -7,10 +7,11 @@ from scapy.layers.l2 import Ether
 
 import bpf
 from tests.bpf import predict, world
-from tests.bpf.fixtures import forwarding, malformed, ping
+from balancer.lab_netns import Host
+from tests.bpf.fixtures import forwarding, malformed, ping, redirect
 from tests.bpf.fixtures.case import Case
 
-CASES = [*forwarding.CASES, *malformed.CASES, *ping.CASES]
+CASES = [*forwarding.CASES, *malformed.CASES, *ping.CASES, *redirect.CASES]
 
 
 def _global(plane: bpf.DataPlane) -> dict[str, int]:
@@ -27,20 +28,30 @@ def _run(plane: bpf.DataPlane, frame: bytes) -> bpf.TestRun:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.description for c in CASES])
-def test_packet_case(plane: bpf.DataPlane, case: Case) -> None:
+def test_packet_case(packet_plane: bpf.DataPlane, egress_netns: Host, case: Case) -> None:
+    with egress_netns.entered():  # the ifindexes the cases name are this namespace's
+        _check(packet_plane, case)
+
+
+def _check(plane: bpf.DataPlane, case: Case) -> None:
     for packet in case.before:
         _run(plane, bytes(packet))
     for name in case.reconfigure:
         plane.set_service(world.VARIANTS[name])
+    interfaces = plane.table("interfaces")
     if not case.interface_mac:
-        interfaces = plane.table("interfaces")
         interfaces[interfaces.Key(world.INGRESS_IFINDEX)] = interfaces.Leaf()
+    if not case.egress_mac:
+        interfaces[interfaces.Key(world.EGRESS_IFINDEX)] = interfaces.Leaf()
+    if not case.egress_port:
+        tx_ports = plane.table("tx_ports")
+        del tx_ports[tx_ports.Key(world.EGRESS_IFINDEX)]
     frame = bytes(case.packet)
     before = _global(plane)
     run = _run(plane, frame)
     assert run.verdict == case.verdict
 
-    if case.verdict == "XDP_TX":
+    if case.verdict in ("XDP_TX", "XDP_REDIRECT"):
         if case.output is not None:
             expected = bytes(case.output)
         else:
@@ -48,6 +59,7 @@ def test_packet_case(plane: bpf.DataPlane, case: Case) -> None:
             real = predict.chosen_real(world.SERVICES[case.service], case.flow or case.packet)
             if case.expect:
                 assert real.name == case.expect
+            assert case.verdict == predict.verdict_for(real)
             expected = predict.forwarded(case.packet, real)
         assert run.data == expected, f"expected:\n{_show(expected)}\nactual:\n{_show(run.data)}"
     else:
