@@ -2,8 +2,11 @@
 
 ``NeighbourWatcher`` reads the table once at start and then follows ``RTMGRP_NEIGH`` events in a thread of its
 own, so its cost is in proportion to what changes, never to the table's size, and none of it runs on the event
-loop. It keeps every neighbour per (interface, address); a backend's MAC is the usable entry on one of the
-balancer's interfaces (any interface when none is given). A backend with no usable entry (none yet, FAILED,
+loop. It keeps every neighbour per (interface, address); a backend's next hop (``bpf.NextHop``: MAC and
+ifindex) is its usable entry on one of the balancer's interfaces (any interface when none is given): on the
+interface its address is pinned to when it is (``watch(pinned=)``, the config's ``interface:``), else on the
+lowest-numbered one that has an entry for it. That ifindex is where the data plane sends its frames, and where
+the source MAC comes from. A backend with no usable entry (none yet, FAILED,
 deleted) is unresolved, and ``probe()`` sends it one small datagram so the kernel resolves it; answers then arrive
 as events. The kernel refreshes entries by itself while health checks talk to the backends.
 
@@ -30,7 +33,7 @@ __all__ = ["NeighbourWatcher", "neighbour_table_limits"]
 log = logging.getLogger(__name__)
 
 IPAddress = bpf.IPAddress
-MacChanges = dict[IPAddress, str | None]
+MacChanges = dict[IPAddress, bpf.NextHop | None]
 
 # NUD states with a usable link-layer address (include/uapi/linux/neighbour.h).
 _NUD_REACHABLE, _NUD_STALE, _NUD_DELAY, _NUD_PROBE, _NUD_NOARP, _NUD_PERMANENT = 0x02, 0x04, 0x08, 0x10, 0x40, 0x80
@@ -43,16 +46,20 @@ _STOP_POLL = 0.2  # how often the reader thread looks at its stop flag
 class NeighbourWatcher:
     """Follows the kernel's neighbour table and reports MAC changes of the addresses that matter.
 
-    ``on_change`` is called on the event loop that ran ``start()``, with the changed MACs (None: unresolved) of
-    watched addresses only. ``interfaces`` are the ifindexes whose entries count (empty: all).
+    ``on_change`` is called on the event loop that ran ``start()``, with the changed next hops (None:
+    unresolved) of watched addresses only. ``interfaces`` are the ifindexes whose entries count (empty: all),
+    or the attached interfaces by name (``DataPlane.attached_ifindexes``), which pins can name.
     """
 
-    def __init__(self, on_change: Callable[[MacChanges], None], *, interfaces: Collection[int] = ()) -> None:
+    def __init__(
+        self, on_change: Callable[[MacChanges], None], *, interfaces: Collection[int] | Mapping[str, int] = ()
+    ) -> None:
         self._on_change = on_change
-        self._interfaces = frozenset(interfaces)
+        self._interfaces, self._names = _interfaces(interfaces)
+        self._pinned: dict[IPAddress, str] = {}  # address -> the interface name its entry must be on
         self._entries: dict[IPAddress, dict[int, str]] = {}  # address -> ifindex -> usable MAC (reader thread)
         self._watched: frozenset[IPAddress] = frozenset()
-        self._macs: dict[IPAddress, str | None] = {}  # what was last reported, per watched address (loop)
+        self._macs: dict[IPAddress, bpf.NextHop | None] = {}  # last reported, per watched address (loop)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -82,28 +89,36 @@ class NeighbourWatcher:
             self._socket.close()
             self._socket = None
 
-    def watch(self, addresses: Iterable[IPAddress]) -> MacChanges:
-        """Set the addresses whose MACs matter; returns the MAC of each newly watched one (None: unresolved)."""
+    def watch(self, addresses: Iterable[IPAddress], *, pinned: Mapping[IPAddress, str] | None = None) -> MacChanges:
+        """Set the addresses whose next hops matter, and the interface (by name) each pinned one is on; returns
+        the next hop of each newly watched or newly pinned one (None: unresolved)."""
         with self._lock:
             wanted = frozenset(addresses)
-            new = wanted - self._watched
+            pins = {a: name for a, name in (pinned or {}).items() if a in wanted}
+            new = (wanted - self._watched) | {a for a in wanted if pins.get(a) != self._pinned.get(a)}
             self._watched = wanted
+            self._pinned = pins
             found = {address: self._usable(address) for address in new}
         for address in [a for a in self._macs if a not in wanted]:
             del self._macs[address]
         self._macs.update(found)
         return found
 
-    def set_interfaces(self, interfaces: Collection[int]) -> None:
+    def set_interfaces(self, interfaces: Collection[int] | Mapping[str, int]) -> None:
         """Count entries on these ifindexes from now on (an interface re-created has a new one); call it on the
-        event loop: MACs that change by it are reported as usual."""
+        event loop: next hops that change by it are reported as usual."""
         with self._lock:
-            self._interfaces = frozenset(interfaces)
+            self._interfaces, self._names = _interfaces(interfaces)
             found = {address: self._usable(address) for address in self._watched}
         self._report(found)
 
     def mac(self, address: IPAddress) -> str | None:
         """The MAC last reported for a watched address."""
+        hop = self._macs.get(address)
+        return None if hop is None else hop.mac
+
+    def next_hop(self, address: IPAddress) -> bpf.NextHop | None:
+        """The next hop (MAC and interface) last reported for a watched address."""
         return self._macs.get(address)
 
     def unresolved(self) -> list[IPAddress]:
@@ -191,25 +206,40 @@ class NeighbourWatcher:
         if report and self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._report, report)
 
-    def _usable(self, address: IPAddress) -> str | None:
+    def _usable(self, address: IPAddress) -> bpf.NextHop | None:
         by_interface = self._entries.get(address, {})
+        pin = self._pinned.get(address)
+        if pin is not None:
+            ifindex = self._names.get(pin)
+            mac = None if ifindex is None else by_interface.get(ifindex)
+            return None if ifindex is None or mac is None else bpf.NextHop(mac, ifindex)
         for ifindex, mac in sorted(by_interface.items()):
             if not self._interfaces or ifindex in self._interfaces:
-                return mac
+                return bpf.NextHop(mac, ifindex)
         return None
 
     # event loop
 
-    def _report(self, found: Mapping[IPAddress, str | None]) -> None:
+    def _report(self, found: Mapping[IPAddress, bpf.NextHop | None]) -> None:
         changed = {
             address: mac for address, mac in found.items() if address in self._macs and self._macs[address] != mac
         }
         if not changed:
             return
         self._macs.update(changed)
-        for address, mac in changed.items():
-            log.info("event=backend_mac backend=%s mac=%s", address, mac or "unresolved")
+        for address, hop in changed.items():
+            if hop is None:
+                log.info("event=backend_mac backend=%s mac=unresolved", address)
+            else:
+                log.info("event=backend_mac backend=%s mac=%s ifindex=%d", address, hop.mac, hop.ifindex)
         self._on_change(changed)
+
+
+def _interfaces(interfaces: Collection[int] | Mapping[str, int]) -> tuple[frozenset[int], dict[str, int]]:
+    """(ifindexes whose entries count, ifindex by name where names were given)."""
+    if isinstance(interfaces, Mapping):
+        return frozenset(interfaces.values()), dict(interfaces)
+    return frozenset(interfaces), {}
 
 
 def neighbour_table_limits(family: int = 4) -> dict[str, int]:

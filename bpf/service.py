@@ -8,7 +8,10 @@ from typing import Literal
 from bpf.errors import DataPlaneError
 from bpf.maglev import DEFAULT_TABLE_SIZE, is_prime
 
-__all__ = ["PROTO_NUMBERS", "Backend", "BackendStatus", "IPAddress", "Protocol", "Service", "ServiceKey", "ServiceStatus"]
+__all__ = [
+    "PROTO_NUMBERS", "Backend", "BackendStatus", "IPAddress", "NextHop", "Protocol", "Service", "ServiceKey",
+    "ServiceStatus",
+]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -27,6 +30,14 @@ class ServiceKey:
     def __str__(self) -> str:
         host = f"[{self.vip}]" if self.vip.version == 6 else str(self.vip)
         return f"{host}:{self.port}/{self.proto}"
+
+
+@dataclass(frozen=True)
+class NextHop:
+    """Where a backend's frames go on layer 2: its MAC, learnt on the balancer's interface ``ifindex``."""
+
+    mac: str
+    ifindex: int = 0  # 0: the ingress interface, whichever it is
 
 
 @dataclass(frozen=True)
