@@ -92,7 +92,8 @@ def dataplane_services(
     """(service name, data-plane service) per (VIP, port, protocol), with the backends that should be in it.
 
     ``only``: just these services (None: all); ``skip``: not these. A backend's MAC and interface come from
-    ``macs`` (absent or None: unresolved, so it takes no new flows; a bare MAC: on the ingress interface).
+    ``macs`` (absent or None: unresolved, so it takes no new flows; a bare MAC: on the ingress interface); its
+    VLAN from the config, else from where its entry was learnt.
     """
     out = []
     for service in cfg.services:
@@ -108,8 +109,10 @@ def dataplane_services(
             hop = macs.get(backend.address)
             if isinstance(hop, str):
                 hop = bpf.NextHop(hop)
-            members.append(bpf.Backend(backend.address, weight=weight, vlan=backend.vlan or 0,
-                                       mac=None if hop is None else hop.mac, ifindex=0 if hop is None else hop.ifindex))
+            members.append(bpf.Backend(
+                backend.address, weight=weight, vlan=backend.vlan or (0 if hop is None else hop.vlan),
+                mac=None if hop is None else hop.mac, ifindex=0 if hop is None else hop.ifindex,
+            ))  # fmt: skip
         for vip in service.vips:
             service_key = bpf.ServiceKey(vip, service.port, service.protocol)
             out.append((service.name, bpf.Service(

@@ -6,7 +6,8 @@ loop. It keeps every neighbour per (interface, address); a backend's next hop (`
 ifindex) is its usable entry on one of the balancer's interfaces (any interface when none is given): on the
 interface its address is pinned to when it is (``watch(pinned=)``, the config's ``interface:``), else on the
 lowest-numbered one that has an entry for it. That ifindex is where the data plane sends its frames, and where
-the source MAC comes from. A backend with no usable entry (none yet, FAILED,
+the source MAC comes from. An entry on a VLAN device (``eth0.100``) of an attached trunk counts as an entry on the
+trunk, VLAN 100: the data plane tags the frames itself and sends them out of the trunk. A backend with no usable entry (none yet, FAILED,
 deleted) is unresolved, and ``probe()`` sends it one small datagram so the kernel resolves it; answers then arrive
 as events. The kernel refreshes entries by itself while health checks talk to the backends.
 
@@ -28,7 +29,7 @@ from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 import bpf
 
-__all__ = ["NeighbourWatcher", "neighbour_table_limits"]
+__all__ = ["NeighbourWatcher", "neighbour_table_limits", "vlan_of"]
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +53,15 @@ class NeighbourWatcher:
     """
 
     def __init__(
-        self, on_change: Callable[[MacChanges], None], *, interfaces: Collection[int] | Mapping[str, int] = ()
+        self, on_change: Callable[[MacChanges], None], *, interfaces: Collection[int] | Mapping[str, int] = (),
+        link_info: Callable[[int], tuple[int, int]] | None = None,
     ) -> None:
         self._on_change = on_change
+        self._link_info = link_info or vlan_of  # ifindex -> (trunk ifindex, VID), for entries off the attached ones
+        self._trunks: dict[int, tuple[int, int]] = {}  # its answers by ifindex (reader thread)
         self._interfaces, self._names = _interfaces(interfaces)
         self._pinned: dict[IPAddress, str] = {}  # address -> the interface name its entry must be on
-        self._entries: dict[IPAddress, dict[int, str]] = {}  # address -> ifindex -> usable MAC (reader thread)
+        self._entries: dict[IPAddress, dict[int, tuple[str, int]]] = {}  # address -> ifindex -> (MAC, VID)
         self._watched: frozenset[IPAddress] = frozenset()
         self._macs: dict[IPAddress, bpf.NextHop | None] = {}  # last reported, per watched address (loop)
         self._lock = threading.Lock()
@@ -178,8 +182,24 @@ class NeighbourWatcher:
             messages = [*ipr.get_neighbours(family=socket.AF_INET), *ipr.get_neighbours(family=socket.AF_INET6)]
         self._apply(messages, replace=True)
 
+    def _trunk(self, ifindex: int) -> tuple[int, int]:
+        """(ifindex, 0), or (its trunk, VID) for a VLAN device: asked once per ifindex (never reused soon)."""
+        if ifindex in self._interfaces:
+            return ifindex, 0
+        known = self._trunks.get(ifindex)
+        if known is None:
+            try:
+                known = self._link_info(ifindex)
+            except Exception as error:  # gone already: its entries go with it
+                log.debug("event=neighbour_link_unknown ifindex=%d error=%s", ifindex, error)
+                known = (ifindex, 0)
+            self._trunks[ifindex] = known
+        return known
+
     def _apply(self, messages: Iterable[Any], *, replace: bool = False) -> None:
         changed: set[IPAddress] = set()
+        messages = list(messages)
+        trunks = {m["ifindex"]: self._trunk(m["ifindex"]) for m in messages if m.get_attr("NDA_DST") is not None}
         with self._lock:
             if replace:
                 changed.update(self._entries)
@@ -193,10 +213,10 @@ class NeighbourWatcher:
                 if dst is None:
                     continue
                 address = ipaddress.ip_address(dst)
-                ifindex = message["ifindex"]
+                ifindex, vlan = trunks[message["ifindex"]]
                 by_interface = self._entries.setdefault(address, {})
                 if kind == RTM_NEWNEIGH and mac is not None and message["state"] & _USABLE:
-                    by_interface[ifindex] = mac
+                    by_interface[ifindex] = (mac, vlan)
                 else:
                     by_interface.pop(ifindex, None)
                 if not by_interface:
@@ -211,11 +231,11 @@ class NeighbourWatcher:
         pin = self._pinned.get(address)
         if pin is not None:
             ifindex = self._names.get(pin)
-            mac = None if ifindex is None else by_interface.get(ifindex)
-            return None if ifindex is None or mac is None else bpf.NextHop(mac, ifindex)
-        for ifindex, mac in sorted(by_interface.items()):
+            entry = None if ifindex is None else by_interface.get(ifindex)
+            return None if ifindex is None or entry is None else bpf.NextHop(entry[0], ifindex, entry[1])
+        for ifindex, (mac, vlan) in sorted(by_interface.items()):
             if not self._interfaces or ifindex in self._interfaces:
-                return bpf.NextHop(mac, ifindex)
+                return bpf.NextHop(mac, ifindex, vlan)
         return None
 
     # event loop
@@ -233,6 +253,19 @@ class NeighbourWatcher:
             else:
                 log.info("event=backend_mac backend=%s mac=%s ifindex=%d", address, hop.mac, hop.ifindex)
         self._on_change(changed)
+
+
+def vlan_of(ifindex: int) -> tuple[int, int]:
+    """(trunk ifindex, VID) when ``ifindex`` is an 802.1Q/802.1ad device, else (``ifindex``, 0); in the calling
+    thread's network namespace. A blocking netlink call: from the reader thread."""
+    with IPRoute() as ipr:
+        link = ipr.get_links(ifindex)[0]
+    if link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") == "vlan":
+        trunk = link.get_attr("IFLA_LINK")
+        vid = link.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_VLAN_ID")
+        if trunk and vid:
+            return int(trunk), int(vid)
+    return ifindex, 0
 
 
 def _interfaces(interfaces: Collection[int] | Mapping[str, int]) -> tuple[frozenset[int], dict[str, int]]:

@@ -34,10 +34,12 @@ class ServiceKey:
 
 @dataclass(frozen=True)
 class NextHop:
-    """Where a backend's frames go on layer 2: its MAC, learnt on the balancer's interface ``ifindex``."""
+    """Where a backend's frames go on layer 2: its MAC, learnt on the balancer's interface ``ifindex`` (on VLAN
+    ``vlan`` of it when the entry was on a VLAN device of that trunk)."""
 
     mac: str
     ifindex: int = 0  # 0: the ingress interface, whichever it is
+    vlan: int = 0  # 0: untagged, or the frame's own tag
 
 
 @dataclass(frozen=True)

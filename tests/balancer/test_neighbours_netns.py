@@ -115,6 +115,7 @@ def test_an_address_on_two_interfaces_is_learnt_on_the_lowest_or_on_its_pinned_o
             ipr.neigh("add", ifindex=ifindex, dst=str(address), lladdr=mac, state=NUD_PERMANENT)
     with lb.entered():
         asyncio.run(_two_interfaces(lb, address, macs))
+        assert neighbours.vlan_of(lb.ifindex) == (lb.ifindex, 0), "a veth is no VLAN device"
 
 
 def test_neighbour_table_limits_are_read() -> None:
