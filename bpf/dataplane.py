@@ -211,7 +211,10 @@ class DataPlane:
                     continue
                 raise DataPlaneError(f"attaching XDP to {ifname} in {candidate} mode failed: {error}") from error
             self._attached[ifname] = flags
+            before = self._ifindexes.get(ifname)
             self._ifindexes[ifname] = self._set_interface_mac(ifname)
+            if before is not None and before not in self._ifindexes.values():  # re-created: a new ifindex
+                self.remove_egress(before)
             log.info("event=xdp_attached interface=%s mode=%s", ifname, candidate)
             return candidate
         raise AssertionError("unreachable")
