@@ -7,9 +7,9 @@ ifindex) is its usable entry on one of the balancer's interfaces (any interface 
 interface its address is pinned to when it is (``watch(pinned=)``, the config's ``interface:``), else on the
 lowest-numbered one that has an entry for it. That ifindex is where the data plane sends its frames, and where
 the source MAC comes from. An entry on a VLAN device (``eth0.100``) of an attached trunk counts as an entry on the
-trunk, VLAN 100: the data plane tags the frames itself and sends them out of the trunk. A backend with no usable entry (none yet, FAILED,
-deleted) is unresolved, and ``probe()`` sends it one small datagram so the kernel resolves it; answers then arrive
-as events. The kernel refreshes entries by itself while health checks talk to the backends.
+trunk, VLAN 100: the data plane tags the frames itself and sends them out of the trunk. A backend with no usable
+entry (none yet, FAILED, deleted) is unresolved, and ``probe()`` sends it one small datagram so the kernel resolves
+it; answers then arrive as events. The kernel refreshes entries by itself while health checks talk to the backends.
 
 Works in the network namespace of the thread that calls ``start()``.
 """

@@ -322,7 +322,7 @@ class DataPlane:
         self._loaded()
         service.validate()
         programmed = self._services.get(service.key)
-        if programmed is not None and programmed.spec == service and programmed.status is not None and not programmed.stale:
+        if programmed is not None and programmed.status is not None and not self.needs_update(service):
             return programmed.status
         added = programmed is None
         if programmed is None:
