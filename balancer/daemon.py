@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import signal
-import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
@@ -148,7 +147,7 @@ class Daemon:
         self._durations: dict[str, float] = {}  # last check duration, by backend key
         self._unknown: set[str] = set()  # checked, enabled backends with no verdict yet
         self._settled = asyncio.Event()  # set when _unknown empties
-        self._macs: dict[bpf.IPAddress, str | None] = {}
+        self._macs: dict[bpf.IPAddress, bpf.NextHop | None] = {}
         self._services_of: dict[bpf.IPAddress, set[str]] = {}  # backend address -> names of its services
         self._first_seen: dict[str, float] = {}  # service name -> when it first appeared (monotonic)
         self._ready = False
@@ -201,8 +200,7 @@ class Daemon:
         await asyncio.to_thread(plane.setup)
         for interface in self._config.interfaces:
             plane.attach(interface.name, interface.mode)
-        ifindexes = [socket.if_nametoindex(interface.name) for interface in self._config.interfaces]
-        self._neighbours = self._neighbour_factory(self._macs_changed, interfaces=ifindexes)
+        self._neighbours = self._neighbour_factory(self._macs_changed, interfaces=plane.attached_ifindexes)
         await self._neighbours.start()
         _warn_about_neighbour_limits(self._config)
         if self._link_factory is not None:
@@ -427,7 +425,8 @@ class Daemon:
             services_of.setdefault(backend.address, set()).add(service.name)
         self._services_of = services_of
         if self._neighbours is not None:
-            found = self._neighbours.watch(services_of)
+            pinned = {backend.address: backend.interface for _, backend in cfg.backends() if backend.interface}
+            found = self._neighbours.watch(services_of, pinned=pinned)
             self._macs = {address: self._macs.get(address) for address in services_of} | found
 
     def _set_settled(self) -> None:
@@ -457,7 +456,7 @@ class Daemon:
             self._changed.update(services)
         self._dirty.set()
 
-    def _macs_changed(self, changed: Mapping[bpf.IPAddress, str | None]) -> None:
+    def _macs_changed(self, changed: Mapping[bpf.IPAddress, bpf.NextHop | None]) -> None:
         """The neighbour watcher's report: record the facts; the next pass programs them."""
         self._macs.update(changed)
         names: set[str] = set()
@@ -516,7 +515,7 @@ class Daemon:
             changes.append("api listen address or idle timeout changed: takes effect at the next restart")
         self._config = new
         if new.interfaces != old.interfaces and self._neighbours is not None and self._plane is not None:
-            self._neighbours.set_interfaces(self._plane.attached_ifindexes.values())  # backends on an added one
+            self._neighbours.set_interfaces(self._plane.attached_ifindexes)  # backends on an added one
         if overrides_ != self._overrides:
             self._overrides = overrides_
             self._save_overrides()
@@ -608,7 +607,7 @@ class Daemon:
             modes = {interface.name: interface.mode for interface in self._require_config().interfaces}
             attached, failed = await reattacher.ensure(modes)
         if attached and self._neighbours is not None:  # a re-created interface has a new ifindex
-            self._neighbours.set_interfaces(reattacher.plane.attached_ifindexes.values())
+            self._neighbours.set_interfaces(reattacher.plane.attached_ifindexes)
         if failed:
             asyncio.get_running_loop().call_later(RETRY_INTERVAL, self._mark, ())
 

@@ -84,15 +84,16 @@ def dataplane_services(
     cfg: config.XdplbConfig,
     health: Mapping[str, Health],
     overrides: Mapping[str, config.AdminState],
-    macs: Mapping[bpf.IPAddress, str | None],
+    macs: Mapping[bpf.IPAddress, bpf.NextHop | str | None],
     *,
     only: Set[str] | None = None,
     skip: Set[str] = frozenset(),
 ) -> list[tuple[str, bpf.Service]]:
     """(service name, data-plane service) per (VIP, port, protocol), with the backends that should be in it.
 
-    ``only``: just these services (None: all); ``skip``: not these. A backend's MAC comes from ``macs`` (absent or
-    None: unresolved, so it takes no new flows).
+    ``only``: just these services (None: all); ``skip``: not these. A backend's MAC and interface come from
+    ``macs`` (absent or None: unresolved, so it takes no new flows; a bare MAC: on the ingress interface); its
+    VLAN from the config, else from where its entry was learnt.
     """
     out = []
     for service in cfg.services:
@@ -105,8 +106,13 @@ def dataplane_services(
             if admin is config.AdminState.DISABLED or not _is_up(health.get(key)):
                 continue
             weight = 0 if admin is config.AdminState.DRAINED else backend.weight
-            mac = macs.get(backend.address)
-            members.append(bpf.Backend(backend.address, weight=weight, vlan=backend.vlan or 0, mac=mac))
+            hop = macs.get(backend.address)
+            if isinstance(hop, str):
+                hop = bpf.NextHop(hop)
+            members.append(bpf.Backend(
+                backend.address, weight=weight, vlan=backend.vlan or (0 if hop is None else hop.vlan),
+                mac=None if hop is None else hop.mac, ifindex=0 if hop is None else hop.ifindex,
+            ))  # fmt: skip
         for vip in service.vips:
             service_key = bpf.ServiceKey(vip, service.port, service.protocol)
             out.append((service.name, bpf.Service(

@@ -12,6 +12,10 @@ node and its backends would on a rack switch. Everything is named after a per-ru
             client.add_route("192.0.2.10/32", via=b1.ipv4)
             client.run(["python3", "-c", "..."])         # runs inside the client namespace
 
+More segments (``add_segment()``: another bridge, 198.18.N.0/24 and 2001:db8:N::/64) let a host have interfaces
+on several of them (``Host.add_interface()``), as a balancer with backends behind two NICs. For native-mode XDP
+out of a host's veths, ``Host.pass_on_peers()`` puts an XDP_PASS program on their bridge ports (field notes).
+
 Nothing is ever created in the caller's namespace: the veths are made in the switch namespace with their peer
 placed straight into the host namespace, so removing the namespaces removes every interface.
 ``destroy()`` runs on leaving the ``with`` block (also on an exception), at exit, and on SIGTERM (which is turned
@@ -49,7 +53,7 @@ from pyroute2 import IPRoute, netns
 from pyroute2.ethtool import Ethtool
 
 import config
-from balancer import lab_backend, lab_registry
+from balancer import lab_backend, lab_registry, lab_xdp
 
 __all__ = [
     "LAB_V4",
@@ -57,8 +61,10 @@ __all__ = [
     "VIP_V4",
     "VIP_V6",
     "Host",
+    "HostInterface",
     "Lab",
     "LabError",
+    "segment_subnets",
 ]
 
 log = logging.getLogger(__name__)
@@ -69,6 +75,7 @@ VIP_V4 = ipaddress.IPv4Network("192.0.2.0/24")
 VIP_V6 = ipaddress.IPv6Network("2001:db8:100::/64")
 _ROLE = re.compile(r"^[a-z][a-z0-9]{0,5}$")  # the host's ifname is "<run-id>-<role>", at most 15 characters
 _IFNAMSIZ = 15
+_MAX_SEGMENT = 15  # 198.18.N.0/24 and 2001:db8:N::/64, far from the VIPs' 2001:db8:100::/64
 _T = TypeVar("_T")
 
 
@@ -139,6 +146,32 @@ def _sysctl_path(name: str) -> Path:
     return Path("/proc/sys", *name.split("."))
 
 
+def segment_subnets(segment: int) -> tuple[ipaddress.IPv4Network, ipaddress.IPv6Network]:
+    """The subnets of segment ``segment``: 0 is ``LAB_V4``/``LAB_V6``, N is 198.18.N.0/24 and 2001:db8:N::/64."""
+    if not 0 <= segment <= _MAX_SEGMENT:
+        raise LabError(f"segment {segment} out of range 0..{_MAX_SEGMENT}")
+    if segment == 0:
+        return LAB_V4, LAB_V6
+    return ipaddress.IPv4Network(f"198.18.{segment}.0/24"), ipaddress.IPv6Network(f"2001:db8:{segment:x}::/64")
+
+
+class HostInterface:
+    """One veth of a host: its name, ifindex and MAC in the host's namespace, its bridge port, its segment."""
+
+    def __init__(self, *, ifname: str, ifindex: int, mac: str, port: str, segment: int, ipv4: str,
+                 ipv6: str | None) -> None:
+        self.ifname = ifname
+        self.ifindex = ifindex
+        self.mac = mac
+        self.port = port
+        self.segment = segment
+        self.ipv4 = ipv4
+        self.ipv6 = ipv6
+
+    def __repr__(self) -> str:
+        return f"HostInterface({self.ifname!r}, ifindex={self.ifindex}, segment={self.segment}, ipv4={self.ipv4!r})"
+
+
 def _configure(ipr: Any, ifname: str, ipv4: str, ipv6: str | None) -> tuple[int, str]:
     """In a host namespace: ``lo`` and the veth up, the addresses on it; returns its ifindex and MAC."""
     ipr.link("set", index=_link_index(ipr, "lo"), state="up")
@@ -168,6 +201,26 @@ class Host:
         self.mac = mac
         self.ipv4 = ipv4
         self.ipv6 = ipv6
+        self.interfaces = [HostInterface(ifname=ifname, ifindex=ifindex, mac=mac, port=port, segment=0, ipv4=ipv4,
+                                         ipv6=ipv6)]
+
+    def add_interface(self, segment: int, *, ipv4: str, ipv6: str | None = None, mac: str | None = None
+                      ) -> HostInterface:
+        """Plug another veth of this host into segment ``segment`` (``Lab.add_segment()``), with addresses of
+        that segment's subnets; returns it (also in ``interfaces``)."""
+        return self._lab._add_interface(self, segment, ipv4=ipv4, ipv6=ipv6, mac=mac)
+
+    def pass_on_peers(self) -> None:
+        """Put an XDP_PASS program on the bridge port of each of this host's veths, so native XDP_TX and
+        XDP_REDIRECT out of them deliver (without it native XDP on veth drops what it sends)."""
+        ports = [interface.port for interface in self.interfaces]
+
+        def attach(ipr: Any) -> None:
+            for port in ports:
+                lab_xdp.attach_pass(ipr, _link_index(ipr, port))
+
+        _netlink(self._lab.switch_netns, attach)
+        log.info("event=lab_xdp_pass host=%s ports=%s", self.netns, ",".join(ports))
 
     def __repr__(self) -> str:
         return f"Host({self.name!r}, netns={self.netns!r}, ipv4={self.ipv4!r}, ipv6={self.ipv6!r}, mac={self.mac!r})"
@@ -335,6 +388,7 @@ class Lab:
         self._created = False
         self._owner = os.getpid()
         self._port_numbers = itertools.count()
+        self._segments = 1
 
     @property
     def switch_netns(self) -> str:
@@ -384,21 +438,44 @@ class Lab:
             _SIGTERM.acquire(id(self))
         try:
             self._new_netns(self.switch_netns)
-            _netlink(self.switch_netns, self._add_bridge)
+            _netlink(self.switch_netns, lambda ipr: self._add_bridge(ipr, self.bridge))
         except BaseException:
             self.destroy()
             raise
         log.info("event=lab_created run=%s switch=%s", self.run_id, self.switch_netns)
         return self
 
-    def _add_bridge(self, ipr: Any) -> None:
-        ipr.link("add", ifname=self.bridge, kind="bridge", br_stp_state=0, br_forward_delay=0)
-        ipr.link("set", index=_link_index(ipr, self.bridge), state="up")
+    def _add_bridge(self, ipr: Any, bridge: str) -> None:
+        ipr.link("add", ifname=bridge, kind="bridge", br_stp_state=0, br_forward_delay=0)
+        ipr.link("set", index=_link_index(ipr, bridge), state="up")
 
-    def add_host(self, role: str, *, ipv4: str, ipv6: str | None = None, mac: str | None = None) -> Host:
-        """Add host ``role`` (1-6 of ``[a-z0-9]``, a letter first) with one veth into the bridge.
+    def bridge_of(self, segment: int) -> str:
+        """Name of segment ``segment``'s bridge in the switch namespace."""
+        return self.bridge if segment == 0 else f"{self.run_id}-b{segment}"
 
-        ``ipv4`` must lie in 198.18.0.0/24 and ``ipv6`` in 2001:db8::/64 (both given without prefix length).
+    def add_segment(self) -> int:
+        """Add another layer-2 segment (a bridge); returns its number, for ``add_host`` and ``add_interface``."""
+        if not self._created:
+            raise LabError("call Lab.create() (or enter the Lab) before add_segment()")
+        segment = self._segments
+        segment_subnets(segment)
+        _netlink(self.switch_netns, lambda ipr: self._add_bridge(ipr, self.bridge_of(segment)))
+        self._segments += 1
+        log.info("event=lab_segment_added run=%s segment=%d subnets=%s,%s", self.run_id, segment,
+                 *segment_subnets(segment))
+        return segment
+
+    def _segment(self, segment: int) -> tuple[ipaddress.IPv4Network, ipaddress.IPv6Network]:
+        if not 0 <= segment < self._segments:
+            raise LabError(f"lab {self.run_id} has no segment {segment}: add_segment() first")
+        return segment_subnets(segment)
+
+    def add_host(self, role: str, *, ipv4: str, ipv6: str | None = None, mac: str | None = None,
+                 segment: int = 0) -> Host:
+        """Add host ``role`` (1-6 of ``[a-z0-9]``, a letter first) with one veth into segment ``segment``'s bridge.
+
+        ``ipv4`` must lie in the segment's IPv4 subnet (198.18.0.0/24 for segment 0) and ``ipv6`` in its IPv6 one
+        (2001:db8::/64), both given without prefix length.
         """
         if not self._created or not self.run_id:
             raise LabError("call Lab.create() (or enter the Lab) before add_host()")
@@ -406,8 +483,9 @@ class Lab:
             raise LabError(f"bad role {role!r}: 1-6 characters of [a-z0-9], starting with a letter")
         if role in self.hosts:
             raise LabError(f"lab {self.run_id} already has a host {role}")
-        ipv4 = _in_subnet(ipv4, LAB_V4, "host address")
-        ipv6 = None if ipv6 is None else _in_subnet(ipv6, LAB_V6, "host address")
+        net4, net6 = self._segment(segment)
+        ipv4 = _in_subnet(ipv4, net4, "host address")
+        ipv6 = None if ipv6 is None else _in_subnet(ipv6, net6, "host address")
         name = ifname = f"{self.run_id}-{role}"  # the namespace and the veth inside it
         port = f"{self.run_id}-p{next(self._port_numbers)}"
         assert len(ifname) <= _IFNAMSIZ and len(port) <= _IFNAMSIZ
@@ -415,14 +493,31 @@ class Lab:
         # Before the veth exists, so its IPv6 addresses (link-local too) are usable at once.
         with _joined(name):
             Path("/proc/sys/net/ipv6/conf/default/accept_dad").write_text("0\n")
-        _netlink(self.switch_netns, lambda ipr: self._plug(ipr, port, name, ifname, mac))
+        _netlink(self.switch_netns, lambda ipr: self._plug(ipr, port, name, ifname, mac, segment))
         index, actual_mac = _netlink(name, lambda ipr: _configure(ipr, ifname, ipv4, ipv6))
         host = Host(self, name=role, netns=name, ifname=ifname, ifindex=index, mac=actual_mac, ipv4=ipv4, ipv6=ipv6,
                     port=port)
+        host.interfaces[0].segment = segment
         self.hosts[role] = host
         log.info("event=lab_host_added run=%s host=%s ipv4=%s ipv6=%s mac=%s", self.run_id, name, ipv4, ipv6,
                  actual_mac)
         return host
+
+    def _add_interface(self, host: Host, segment: int, *, ipv4: str, ipv6: str | None, mac: str | None
+                       ) -> HostInterface:
+        net4, net6 = self._segment(segment)
+        ipv4 = _in_subnet(ipv4, net4, "host address")
+        ipv6 = None if ipv6 is None else _in_subnet(ipv6, net6, "host address")
+        ifname = f"{self.run_id}-{len(host.interfaces)}"  # in the host's own namespace: no clash possible
+        port = f"{self.run_id}-p{next(self._port_numbers)}"
+        _netlink(self.switch_netns, lambda ipr: self._plug(ipr, port, host.netns, ifname, mac, segment))
+        index, actual_mac = _netlink(host.netns, lambda ipr: _configure(ipr, ifname, ipv4, ipv6))
+        interface = HostInterface(ifname=ifname, ifindex=index, mac=actual_mac, port=port, segment=segment,
+                                  ipv4=ipv4, ipv6=ipv6)
+        host.interfaces.append(interface)
+        log.info("event=lab_interface_added run=%s host=%s interface=%s segment=%d ipv4=%s", self.run_id,
+                 host.netns, ifname, segment, ipv4)
+        return interface
 
     def replug(self, role: str, *, down: float = 0.0) -> int:
         """Delete host ``role``'s veth (both ends) and make it again, same names, MAC and addresses: a NIC that
@@ -431,19 +526,21 @@ class Lab:
         _netlink(self.switch_netns, lambda ipr: ipr.link("del", index=_link_index(ipr, host.port)))
         if down > 0:
             time.sleep(down)
-        _netlink(self.switch_netns, lambda ipr: self._plug(ipr, host.port, host.netns, host.ifname, host.mac))
+        segment = host.interfaces[0].segment
+        _netlink(self.switch_netns, lambda ipr: self._plug(ipr, host.port, host.netns, host.ifname, host.mac, segment))
         index, _ = _netlink(host.netns, lambda ipr: _configure(ipr, host.ifname, host.ipv4, host.ipv6))
-        host.ifindex = index
+        host.ifindex = host.interfaces[0].ifindex = index
         log.info("event=lab_host_replugged run=%s host=%s ifindex=%d", self.run_id, host.netns, index)
         return index
 
-    def _plug(self, ipr: Any, port: str, netns: str, ifname: str, mac: str | None) -> None:
-        """In the switch namespace: a veth ``port`` into the bridge, its peer ``ifname`` in ``netns``."""
+    def _plug(self, ipr: Any, port: str, netns: str, ifname: str, mac: str | None, segment: int = 0) -> None:
+        """In the switch namespace: a veth ``port`` into segment ``segment``'s bridge, its peer ``ifname`` in
+        ``netns``."""
         peer: dict[str, Any] = {"ifname": ifname, "net_ns_fd": netns}
         if mac is not None:
             peer["address"] = mac
         ipr.link("add", ifname=port, kind="veth", peer=peer)
-        ipr.link("set", index=_link_index(ipr, port), master=_link_index(ipr, self.bridge), state="up")
+        ipr.link("set", index=_link_index(ipr, port), master=_link_index(ipr, self.bridge_of(segment)), state="up")
 
     def destroy(self) -> None:
         """Stop the lab's processes and remove every namespace it made; idempotent, safe after a partial create."""

@@ -58,7 +58,7 @@ class Reconciler:
         cfg: config.XdplbConfig,
         health: Mapping[str, desired.Health],
         overrides: Mapping[str, config.AdminState],
-        macs: Mapping[bpf.IPAddress, str | None],
+        macs: Mapping[bpf.IPAddress, bpf.NextHop | str | None],
         *,
         ready: bool,
         why_not_ready: str = "starting",
@@ -94,7 +94,7 @@ class Reconciler:
         cfg: config.XdplbConfig,
         health: Mapping[str, desired.Health],
         overrides: Mapping[str, config.AdminState],
-        macs: Mapping[bpf.IPAddress, str | None],
+        macs: Mapping[bpf.IPAddress, bpf.NextHop | str | None],
         settling: Set[str],
         changed: Set[str] | None,
     ) -> set[str]:

@@ -4,7 +4,10 @@ Run as root: ``make bench-dataplane``. Every figure is the kernel's own mean ns 
 BPF_PROG_TEST_RUN, the median of several runs, all measured in this one process. The kernel does not reset the
 frame between repetitions, so new-flow figures go through a wrapper program that writes a fresh source address
 from a per-iteration counter and tail-calls the program under test; the wrapper's own cost (measured by
-tail-calling the minimal program the same way) is subtracted. The last line is one JSON object.
+tail-calling the minimal program the same way) is subtracted. ``redirect`` is an established flow whose backend
+is on another interface than the ingress one (XDP_REDIRECT through the devmap): measured in a lab namespace of
+its own, whose veth is that interface (a devmap entry names an interface of the caller's namespace). The last line
+is one JSON object.
 """
 
 import argparse
@@ -23,6 +26,7 @@ from scapy.layers.inet6 import IPv6  # noqa: E402
 from scapy.layers.l2 import Ether  # noqa: E402
 
 import bpf  # noqa: E402
+from balancer.lab_netns import Lab  # noqa: E402
 
 MINIMAL = r"""
 #include <uapi/linux/bpf.h>
@@ -96,6 +100,24 @@ def load(settings: bpf.DataPlaneSettings) -> bpf.DataPlane:
     return plane
 
 
+def measure_redirect(settings: bpf.DataPlaneSettings, *, repeat: int, runs: int) -> float:
+    """ns/packet of an established flow whose backend is on a second interface: XDP_REDIRECT."""
+    with Lab() as lab:
+        host = lab.add_host("bench", ipv4="198.18.0.250")
+        with host.entered():
+            plane = bpf.DataPlane(settings)
+            plane.setup()
+            try:
+                plane.set_egress(host.ifindex, host.mac)
+                backends = tuple(bpf.Backend(ip_address(f"198.18.1.{10 + i}"), mac=f"02:00:00:00:03:{i:02x}",
+                                             ifindex=host.ifindex) for i in range(8))
+                plane.set_service(bpf.Service(bpf.ServiceKey(VIP4, 80, "tcp"), backends))
+                bpf.prog_test_run(plane.prog_fd, frame(VIP4))  # establish the flow
+                return measure(plane.prog_fd, frame(VIP4), repeat=repeat, runs=runs, expect="XDP_REDIRECT")
+            finally:
+                plane.cleanup()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=1_000_000, help="repetitions per test run")
@@ -137,6 +159,8 @@ def main() -> None:
     inserted = inserting.read_counters().totals.flow_inserts
     for plane in (inserting, guarded):
         plane.cleanup()
+    figures["redirect_ns"] = measure_redirect(
+        bpf.DataPlaneSettings(flow_table_size=args.flow_table_size, new_flow_rate_limit=0), **run)
 
     base = figures["minimal_ns"]
     ratios = {name.removesuffix("_ns") + "_ratio": round(value / base, 2) for name, value in figures.items()

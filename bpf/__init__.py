@@ -14,7 +14,7 @@ from bpf._test_run import TestRun, XdpVerdict, prog_test_run
 from bpf.dataplane import AttachMode, DataPlane, DataPlaneSettings
 from bpf.errors import DataPlaneError
 from bpf.maglev import DEFAULT_TABLE_SIZE, MaglevCache, is_prime, maglev_table
-from bpf.service import Backend, BackendStatus, IPAddress, Protocol, Service, ServiceKey, ServiceStatus
+from bpf.service import Backend, BackendStatus, IPAddress, NextHop, Protocol, Service, ServiceKey, ServiceStatus
 
 __all__ = [
     "DEFAULT_TABLE_SIZE",
@@ -30,6 +30,7 @@ __all__ = [
     "IPAddress",
     "KernelHeadersError",
     "MaglevCache",
+    "NextHop",
     "Protocol",
     "Service",
     "ServiceCounters",

@@ -33,6 +33,8 @@ class GlobalCounters:
     drop_no_source_mac: int = 0
     icmp_too_big_forwarded: int = 0
     icmp_echo_replies: int = 0
+    redirected: int = 0
+    drop_no_egress: int = 0
 
 
 @dataclass(frozen=True)

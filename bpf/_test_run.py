@@ -14,6 +14,7 @@ from dataclasses import dataclass
 __all__ = ["TestRun", "XdpVerdict", "prog_test_run"]
 
 _BPF_PROG_TEST_RUN = 10
+_BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
 _SYSCALL_BPF = {"x86_64": 321, "aarch64": 280}
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
@@ -80,17 +81,24 @@ class TestRun:
     __test__ = False  # not a pytest class
 
 
-def prog_test_run(prog_fd: int, data: bytes, *, repeat: int = 1, ingress_ifindex: int = 0) -> TestRun:
-    """Run an XDP program on ``data`` ``repeat`` times; ``ingress_ifindex`` (0: loopback) must exist in this netns."""
+def prog_test_run(prog_fd: int, data: bytes, *, repeat: int = 1, ingress_ifindex: int = 0,
+                  live: bool = False) -> TestRun:
+    """Run an XDP program on ``data`` ``repeat`` times; ``ingress_ifindex`` (0: loopback) must exist in this netns.
+
+    ``live`` (BPF_F_TEST_XDP_LIVE_FRAMES): the verdict is carried out, so an XDP_TX or XDP_REDIRECT frame really
+    leaves through its interface; the kernel then returns neither the frame nor the verdict (``data`` is empty,
+    ``retval`` 0).
+    """
     out = ctypes.create_string_buffer(len(data) + 256)  # room for a pushed VLAN tag
     inp = ctypes.create_string_buffer(data, len(data))
     attr = _TestAttr(
         prog_fd=prog_fd,
         data_size_in=len(data),
-        data_size_out=len(out),
+        data_size_out=0 if live else len(out),
         data_in=ctypes.addressof(inp),
-        data_out=ctypes.addressof(out),
+        data_out=0 if live else ctypes.addressof(out),
         repeat=repeat,
+        flags=_BPF_F_TEST_XDP_LIVE_FRAMES if live else 0,
     )
     ctx = None
     if ingress_ifindex:

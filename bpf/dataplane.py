@@ -95,6 +95,7 @@ class _ProgrammedService:
     inputs: tuple[object, ...] | None = None  # what the live table and the service entry were built from
     table_id: int | None = None  # the live table (None: no backend takes new flows)
     status: ServiceStatus | None = None
+    stale: bool = False  # an egress interface came or went since it was written: write it again
 
 
 class DataPlane:
@@ -114,6 +115,7 @@ class DataPlane:
         self._fn: Any = None
         self._attached: dict[str, int] = {}  # ifname -> XDP flags used
         self._ifindexes: dict[str, int] = {}  # ifname -> its ifindex when attached
+        self._egress: set[int] = set()  # ifindexes in tx_ports: backends on them are reached (XDP_TX or redirect)
         self._services: dict[ServiceKey, _ProgrammedService] = {}
         # Service updates may run in a worker thread (a Maglev table's install waits for an RCU grace period in the
         # kernel, ~8 ms): they hold this lock, and so do the readers of the service state on the event loop.
@@ -213,7 +215,10 @@ class DataPlane:
                     continue
                 raise DataPlaneError(f"attaching XDP to {ifname} in {candidate} mode failed: {error}") from error
             self._attached[ifname] = flags
+            before = self._ifindexes.get(ifname)
             self._ifindexes[ifname] = self._set_interface_mac(ifname)
+            if before is not None and before not in self._ifindexes.values():  # re-created: a new ifindex
+                self.remove_egress(before)
             log.info("event=xdp_attached interface=%s mode=%s", ifname, candidate)
             return candidate
         raise AssertionError("unreachable")
@@ -223,7 +228,9 @@ class DataPlane:
         from bcc import BPF
 
         flags = self._attached.pop(ifname, None)
-        self._ifindexes.pop(ifname, None)
+        ifindex = self._ifindexes.pop(ifname, None)
+        if ifindex is not None and ifindex not in self._ifindexes.values():
+            self.remove_egress(ifindex)
         if flags is None:
             return
         try:
@@ -263,8 +270,38 @@ class DataPlane:
             request = struct.pack("256s", ifname.encode()[:15])
             hwaddr = fcntl.ioctl(sock.fileno(), _SIOCGIFHWADDR, request)[18:24]
         ifindex = socket.if_nametoindex(ifname)
-        self.set_interface_mac(ifindex, hwaddr.hex(":"))
+        self.set_egress(ifindex, hwaddr.hex(":"))
         return ifindex
+
+    def set_egress(self, ifindex: int, mac: str) -> None:
+        """Let frames leave through ``ifindex`` (``attach`` does it): its source MAC, and its ``tx_ports`` entry for
+        XDP_REDIRECT. The ifindex is that of the calling thread's network namespace. Backends programmed on it
+        while it was missing come in at their service's next update."""
+        self.set_interface_mac(ifindex, mac)
+        if ifindex >= self.settings.max_ifindex:
+            return  # no redirect there: its backends are reported "interface N not attached"
+        tx_ports = self.table("tx_ports")
+        tx_ports[tx_ports.Key(ifindex)] = tx_ports.Leaf(ifindex)
+        self._egress.add(ifindex)
+        self._services_changed()
+
+    def remove_egress(self, ifindex: int) -> None:
+        """No more frames out of ``ifindex`` (``detach`` does it): a backend there drops until it is moved."""
+        self._egress.discard(ifindex)
+        if ifindex < self.settings.max_ifindex:
+            tx_ports = self.table("tx_ports")
+            try:
+                del tx_ports[tx_ports.Key(ifindex)]
+            except KeyError:
+                pass
+        self._services_changed()
+
+    def _services_changed(self) -> None:
+        """The set of egress interfaces changed: the next ``set_service`` of a service with a backend on a given
+        interface writes it again (``needs_update`` says so)."""
+        for programmed in self._services.values():
+            if any(b.ifindex for b in programmed.spec.backends):
+                programmed.stale = True
 
     def set_interface_mac(self, ifindex: int, mac: str) -> None:
         """Source MAC for frames forwarded out of ``ifindex`` (done by ``attach``)."""
@@ -293,7 +330,7 @@ class DataPlane:
         self._loaded()
         service.validate()
         programmed = self._services.get(service.key)
-        if programmed is not None and programmed.spec == service and programmed.status is not None:
+        if programmed is not None and programmed.status is not None and not self.needs_update(service):
             return programmed.status
         added = programmed is None
         if programmed is None:
@@ -348,11 +385,12 @@ class DataPlane:
     def needs_update(self, service: Service) -> bool:
         """Whether ``set_service(service)`` would change anything (cheap: no map is read)."""
         programmed = self._services.get(service.key)
-        return programmed is None or programmed.spec != service or programmed.status is None
+        return programmed is None or programmed.spec != service or programmed.status is None or programmed.stale
 
     def table_key(self, service: Service) -> TableKey | None:
         """The ``maglev`` cache key of the table ``service`` needs (None: no backend takes new flows)."""
-        candidates = [(str(b.address), b.weight) for b in service.backends if b.mac is not None and b.weight > 0]
+        candidates = [(str(b.address), b.weight) for b in service.backends
+                      if b.mac is not None and b.weight > 0 and (not b.ifindex or b.ifindex in self._egress)]
         return self.maglev.key(candidates, service.table_size) if candidates else None
 
     def read_table(self, key: ServiceKey) -> list[IPAddress]:
@@ -387,19 +425,23 @@ class DataPlane:
                     programmed.slots[backend.address] = slot
                     added.append(backend.address)
                 value = backends_map.Leaf()
+                reachable = not backend.ifindex or backend.ifindex in self._egress
                 if mac is not None:
                     value.mac[:] = list(bytes.fromhex(mac.replace(":", "")))
-                    value.flags = _abi.BACKEND_USABLE
+                    value.flags = _abi.BACKEND_USABLE if reachable else 0
                 value.vlan = backend.vlan
+                value.ifindex = backend.ifindex
                 value.generation = self._generations[slot]
                 value.service_id = programmed.service_id
                 key = backends_map.Key(slot)
                 if bytes(backends_map[key]) != bytes(value):
                     backends_map[key] = value
-                if mac is not None and backend.weight > 0:
+                if mac is not None and reachable and backend.weight > 0:
                     candidates.append((str(backend.address), backend.weight))
                     candidate_slots.append(slot)
                 reason = "active" if mac and backend.weight else ("draining (weight 0)" if mac else "no MAC (neighbour unresolved)")
+                if mac and not reachable:
+                    reason = f"interface {backend.ifindex} not attached"
                 statuses.append((backend, mac, slot, reason))
 
             # Building a table costs milliseconds: only when what it is built from changed.
@@ -414,6 +456,7 @@ class DataPlane:
             raise DataPlaneError(f"{service.key}: map update failed: {error}") from error  # bcc raises bare Exceptions
         for address in [a for a in programmed.slots if a not in wanted]:  # only now: the live table no longer uses them
             self._retire_slot(programmed.slots.pop(address))
+        programmed.stale = False
         programmed.status = ServiceStatus(
             key=service.key,
             service_id=programmed.service_id,

@@ -8,7 +8,10 @@ from typing import Literal
 from bpf.errors import DataPlaneError
 from bpf.maglev import DEFAULT_TABLE_SIZE, is_prime
 
-__all__ = ["PROTO_NUMBERS", "Backend", "BackendStatus", "IPAddress", "Protocol", "Service", "ServiceKey", "ServiceStatus"]
+__all__ = [
+    "PROTO_NUMBERS", "Backend", "BackendStatus", "IPAddress", "NextHop", "Protocol", "Service", "ServiceKey",
+    "ServiceStatus",
+]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -30,13 +33,28 @@ class ServiceKey:
 
 
 @dataclass(frozen=True)
+class NextHop:
+    """Where a backend's frames go on layer 2: its MAC, learnt on the balancer's interface ``ifindex`` (on VLAN
+    ``vlan`` of it when the entry was on a VLAN device of that trunk)."""
+
+    mac: str
+    ifindex: int = 0  # 0: the ingress interface, whichever it is
+    vlan: int = 0  # 0: untagged, or the frame's own tag
+
+
+@dataclass(frozen=True)
 class Backend:
-    """A real server of a service. ``weight`` 0 drains it; ``mac`` None keeps it out until its MAC is known."""
+    """A real server of a service. ``weight`` 0 drains it; ``mac`` None keeps it out until its MAC is known.
+
+    ``ifindex`` is the interface it is on (where its MAC was learnt): frames for it leave through that one, with
+    XDP_TX when it is the one they came in on and XDP_REDIRECT otherwise; 0 means the ingress interface, always.
+    """
 
     address: IPAddress
     weight: int = 1
     vlan: int = 0
     mac: str | None = None
+    ifindex: int = 0
 
 
 @dataclass(frozen=True)
@@ -65,6 +83,8 @@ class Service:
                 raise DataPlaneError(f"{key}: backend {backend.address} weight out of range 0..65535")
             if not 0 <= backend.vlan <= 4094:
                 raise DataPlaneError(f"{key}: backend {backend.address} VLAN out of range 0..4094")
+            if backend.ifindex < 0:
+                raise DataPlaneError(f"{key}: backend {backend.address} ifindex is negative")
 
 
 @dataclass(frozen=True)
@@ -76,7 +96,7 @@ class BackendStatus:
     mac: str | None
     slot: int
     table_entries: int
-    reason: str  # "active", "draining (weight 0)" or "no MAC (neighbour unresolved)"
+    reason: str  # "active", "draining (weight 0)", "no MAC (neighbour unresolved)" or "interface N not attached"
 
 
 @dataclass(frozen=True)

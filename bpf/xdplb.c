@@ -1,9 +1,10 @@
 /* xdplb XDP program: layer-2 Direct Server Return with weighted Maglev and a flow table.
  *
- * A frame for a configured VIP:port:proto is sent back out of the interface it came in on (XDP_TX) with the
- * destination MAC of the chosen backend, the interface's own source MAC and, where the backend has one, its VLAN
- * tag. Everything else goes to the kernel untouched (XDP_PASS). bpf/README.md describes the maps and the choices
- * made for fragments, IP options and floods.
+ * A frame for a configured VIP:port:proto is sent to the chosen backend with its destination MAC, the egress
+ * interface's own source MAC and, where the backend has one, its VLAN tag: back out of the interface it came in
+ * on (XDP_TX) when the backend is there, else out of the backend's interface (XDP_REDIRECT through tx_ports).
+ * Everything else goes to the kernel untouched (XDP_PASS). bpf/README.md describes the maps and the choices made
+ * for fragments, IP options and floods.
  */
 #include <uapi/linux/bpf.h>
 #include <linux/icmp.h>
@@ -36,8 +37,10 @@ BPF_ARRAY(backends, struct backend, MAX_BACKENDS);
  * the loader (BPF_F_MMAPABLE), which counts active flows by reading the entries' last-seen times in place. */
 BPF_F_TABLE("array", int, struct flow_set_v4, flows_v4, FLOW_SETS, BPF_F_MMAPABLE);
 BPF_F_TABLE("array", int, struct flow_set_v6, flows_v6, FLOW_SETS, BPF_F_MMAPABLE);
-/* Ingress ifindex -> interface MAC (an array: ifindexes are small; beyond it the frame's own dst MAC is used). */
+/* Ifindex -> interface MAC (an array: ifindexes are small; beyond it the frame's own dst MAC is used). */
 BPF_ARRAY(interfaces, struct interface, MAX_IFINDEX);
+/* Egress ifindex -> the same ifindex: the interfaces a frame may be redirected out of (every attached one). */
+BPF_DEVMAP(tx_ports, MAX_IFINDEX);
 /* Counters. */
 BPF_PERCPU_ARRAY(global_stats, struct global_stats, 1);
 BPF_PERCPU_ARRAY(service_stats, struct service_stats, MAX_SERVICES);
@@ -164,15 +167,36 @@ static __always_inline int source_mac(struct xdp_md *ctx, struct ethhdr *eth, __
     return 1;
 }
 
-/* Rewrite the frame towards the backend and count it; returns the XDP verdict. */
+/* The source MAC for a frame redirected out of EGRESS: only its own `interfaces` entry will do (the frame's
+ * destination is the ingress interface's address, not this one's). */
+static __always_inline int egress_mac(__u32 egress, __u8 *src)
+{
+    struct interface *iface = interfaces.lookup(&egress);
+    if (!iface || !iface->known)
+        return 0;
+    __builtin_memcpy(src, iface->mac, 6);
+    return 1;
+}
+
+/* Rewrite the frame towards the backend and count it; returns the XDP verdict: XDP_TX out of the ingress
+ * interface, or XDP_REDIRECT out of the backend's own interface (tx_ports). */
 static __always_inline int forward(struct xdp_md *ctx, struct packet *pkt, struct backend *b, __u32 slot,
                                    int new_flow, struct global_stats *g)
 {
     __u8 src[6];
     struct ethhdr *eth = pkt->eth;
-    if (!source_mac(ctx, eth, src)) {
+    /* Out of the backend's own interface: XDP_TX when that is the ingress one (or unset), else XDP_REDIRECT. */
+    __u32 egress = b->ifindex;
+    int redirect = egress && egress != ctx->ingress_ifindex;
+    if (!(redirect ? egress_mac(egress, src) : source_mac(ctx, eth, src))) {
         if (g)
             g->drop_no_source_mac++;
+        return XDP_DROP;
+    }
+    /* Only records the target (the frame may change after it): before any rewrite, so a drop leaves it as it was. */
+    if (redirect && tx_ports.redirect_map(egress, XDP_DROP) != XDP_REDIRECT) {
+        if (g)
+            g->drop_no_egress++;     /* its interface was detached: the loader takes such backends out */
         return XDP_DROP;
     }
 
@@ -217,8 +241,9 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *pkt, struc
         g->forwarded++;
         g->forwarded_bytes += pkt->len;
         g->icmp_too_big_forwarded += pkt->icmp;
+        g->redirected += redirect;
     }
-    return XDP_TX;
+    return redirect ? XDP_REDIRECT : XDP_TX;
 }
 
 static __always_inline int no_backend(struct service *svc, struct global_stats *g)

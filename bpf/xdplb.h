@@ -28,7 +28,8 @@
 #define HASH_SEED 0                /* the same on every node, so every node picks the same backend for a flow */
 #endif
 #ifndef MAX_IFINDEX
-#define MAX_IFINDEX 4096           /* interfaces map size: ingress ifindexes above it use the frame's dst MAC */
+#define MAX_IFINDEX 4096           /* interfaces and tx_ports size: ingress ifindexes above it use the frame's dst
+                                    * MAC; backends on an egress ifindex above it are refused by the loader */
 #endif
 #define MAX_IPV6_EXT_HEADERS 4     /* extension headers walked before giving up (the packet is passed) */
 #define FLOW_ACTIVE_UNITS 60       /* an entry seen within this many ~1.07 s units is an active flow (~64 s) */
@@ -72,6 +73,8 @@ struct backend {
     __u32 generation;              /* changes when the slot is removed or reused: stale flows re-select */
     __u32 flags;                   /* BACKEND_* */
     __u32 service_id;              /* row in service_stats of the service this slot belongs to */
+    __u32 ifindex;                 /* egress interface: 0 or the ingress one is XDP_TX, another one XDP_REDIRECT
+                                    * through tx_ports (its source MAC from interfaces) */
 };
 
 /* The flow table: which backend an established flow sticks to. Keys are the 5-tuple in network order, 8-byte
@@ -122,7 +125,7 @@ struct flow_set_v6 {
     struct flow_entry_v6 way[FLOW_WAYS];
 };
 
-/* Source MAC for forwarded frames, by ingress ifindex. */
+/* Source MAC for forwarded frames, by the ifindex they leave through (the ingress one for XDP_TX). */
 struct interface {
     __u8 mac[6];
     __u8 known;                    /* 1 once set; an all-zero entry is an interface we do not know */
@@ -147,6 +150,8 @@ struct global_stats {
     __u64 drop_no_source_mac;      /* ingress interface MAC unknown and the frame's destination not unicast */
     __u64 icmp_too_big_forwarded;  /* ICMP frag-needed / ICMPv6 packet-too-big sent to the flow's backend */
     __u64 icmp_echo_replies;       /* echo requests to a VIP address answered in XDP (ANSWER_PING) */
+    __u64 redirected;              /* forwarded out of another interface than the ingress one (XDP_REDIRECT) */
+    __u64 drop_no_egress;          /* backend's interface not in tx_ports (detached): the frame is dropped */
 };
 
 struct service_stats {

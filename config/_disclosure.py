@@ -69,7 +69,8 @@ _TREE: Mapping[str, _Node] = {
             "bgp": _ATTRIBUTES,
             "checks": _CHECKS,
             "backends": {
-                "*": {**dict.fromkeys(("address", "weight", "state", "vlan", "policy"), True), "checks": _CHECKS},
+                "*": {**dict.fromkeys(("address", "weight", "state", "vlan", "interface", "policy"), True),
+                      "checks": _CHECKS},
             },
         },
     },

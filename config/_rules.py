@@ -151,6 +151,29 @@ def verify_backends_are_not_vips(config: "XdplbConfig") -> list[Problem]:
     ]
 
 
+def verify_backend_interfaces(config: "XdplbConfig") -> list[Problem]:
+    """A backend pinned to an interface names one XDP attaches to, and one address is pinned to one interface (its
+    neighbour entry is looked for there, whichever service lists it)."""
+    attached = {interface.name for interface in config.interfaces}
+    listed = ", ".join(sorted(attached))
+    problems: list[Problem] = []
+    pinned: dict[object, tuple[str, int, int]] = {}
+    for i, service in enumerate(config.services):
+        for j, backend in enumerate(service.backends):
+            name = backend.interface
+            if name is None:
+                continue
+            path = ("services", i, "backends", j, "interface")
+            if name not in attached:
+                problems.append((path, f"{name} is not one of the interfaces XDP attaches to ({listed})"))
+                continue
+            first = pinned.setdefault(backend.address, (name, i, j))
+            if first[0] != name:
+                problems.append((path, f"{backend.address} is pinned to {first[0]} by services[{first[1]}]"
+                                       f".backends[{first[2]}]: one address is on one interface"))
+    return problems
+
+
 def verify_known_policies(config: "XdplbConfig") -> list[Problem]:
     """Every policy named by a service or backend is defined under ``policies``."""
     defined = ", ".join(sorted(config.policies)) or "none"
@@ -284,6 +307,7 @@ def root_problems(config: "XdplbConfig") -> list[Problem]:
         verify_unique_service_names,
         verify_unique_listeners,
         verify_backends_are_not_vips,
+        verify_backend_interfaces,
         verify_known_policies,
         verify_bgp_section,
         verify_unique_peers,

@@ -55,7 +55,14 @@ class BackendConfig(XdplbModel):
         description="`enabled`; `drained` (no new flows, existing ones stay); `disabled` (removed, no checks)",
     )
     vlan: int | None = Field(
-        None, ge=1, le=4094, strict=True, description="802.1Q tag to send its packets with; unset: untagged"
+        None, ge=1, le=4094, strict=True,
+        description="802.1Q tag to send its packets with (a VLAN of a trunk interface); unset: untagged",
+    )
+    interface: str | None = Field(
+        None,
+        description="the attached interface the backend is on (one of `interfaces`), where its MAC is looked up "
+        "and its packets leave (XDP_REDIRECT when it is not the one they came in on); unset: learnt, the interface "
+        "of its neighbour entry (the lowest-numbered attached one that has an entry)",
     )
     policy: str | None = Field(None, description="name of a policy whose checks to run")
     checks: tuple[Check, ...] | None = Field(None, description=_CHECKS_DESCRIPTION)

@@ -5,7 +5,7 @@ fake speaker: no root needed. Each test asserts on what the daemon then runs, no
 """
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +51,17 @@ services:
     return text
 
 
+def _ifindexes(interfaces: Any) -> set[int]:
+    """The ifindexes of ``interfaces``: a collection of them, or a mapping name -> ifindex."""
+    return set(interfaces.values()) if isinstance(interfaces, Mapping) else set(interfaces)
+
+
 class ResolvedNeighbours:
     """Every backend resolved (a fixed MAC): the kernel's neighbour table, faked."""
 
     def __init__(self, on_change: Any, *, interfaces: Any = ()) -> None:
         self.watched: set[Any] = set()
-        self.interfaces = set(interfaces)
+        self.interfaces = _ifindexes(interfaces)
 
     async def start(self) -> None:
         pass
@@ -64,13 +69,13 @@ class ResolvedNeighbours:
     def close(self) -> None:
         pass
 
-    def watch(self, addresses: Any) -> dict[Any, str | None]:
+    def watch(self, addresses: Any, *, pinned: Any = None) -> dict[Any, str | None]:
         new = set(addresses) - self.watched
         self.watched = set(addresses)
         return {address: "02:00:5e:00:53:01" for address in new}
 
     def set_interfaces(self, interfaces: Any) -> None:
-        self.interfaces = set(interfaces)
+        self.interfaces = _ifindexes(interfaces)
 
     def unresolved(self) -> list[Any]:
         return []

@@ -54,6 +54,20 @@ def members(services: dict[bpf.ServiceKey, bpf.Service], key: bpf.ServiceKey) ->
     return [(str(b.address), b.weight, b.vlan) for b in services[key].backends]
 
 
+def test_a_backends_interface_comes_from_its_next_hop() -> None:
+    config_ = cfg()
+    addresses = [backend.address for _, backend in config_.backends()]
+    hops: dict[bpf.IPAddress, bpf.NextHop | str | None] = {a: bpf.NextHop("02:00:00:00:00:01", 7) for a in addresses}
+    hops[addresses[0]] = "02:00:00:00:00:02"  # a bare MAC: the ingress interface
+    hops[addresses[1]] = None
+    health = up(*(service.backend_key(backend) for service, backend in config_.backends()))
+    by_address = {b.address: b for _, service in desired.dataplane_services(config_, health, {}, hops)
+                  for b in service.backends}
+    assert (by_address[addresses[0]].mac, by_address[addresses[0]].ifindex) == ("02:00:00:00:00:02", 0)
+    assert (by_address[addresses[1]].mac, by_address[addresses[1]].ifindex) == (None, 0)
+    assert {(b.mac, b.ifindex) for a, b in by_address.items() if a not in addresses[:2]} == {("02:00:00:00:00:01", 7)}
+
+
 def test_only_healthy_enabled_backends_are_in_the_data_plane_and_drained_ones_weigh_nothing() -> None:
     health = up("web/198.18.0.11", "web/198.18.0.13", "web/198.18.0.14") | {
         "web/198.18.0.12": desired.Health("down", "connection refused", 0.0)}

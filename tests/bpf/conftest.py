@@ -4,6 +4,7 @@ from collections.abc import Iterator
 import pytest
 
 import bpf
+from balancer.lab_netns import Host, Lab
 from tests.bpf import world
 
 
@@ -41,3 +42,36 @@ def plane(loaded_plane: bpf.DataPlane) -> Iterator[bpf.DataPlane]:
     yield loaded_plane
     for key in list(loaded_plane.services):
         loaded_plane.remove_service(key)
+
+
+@pytest.fixture(scope="module")
+def egress_netns() -> Iterator[Host]:
+    """A lab namespace to run packet cases in: its ``lo`` (ifindex 1) is the ingress interface and a veth made
+    there with index ``world.EGRESS_IFINDEX`` the second segment. Devmap entries and test runs name ifindexes of
+    the calling thread's namespace, so the cases run inside it. Removed with the lab, also on failure."""
+    require_bpf()
+    with Lab() as lab:
+        host = lab.add_host("pkt", ipv4="198.18.0.250")
+        name = f"{lab.run_id}-s2"
+        with host.ipr() as ipr:
+            ipr.link("add", ifname=name, index=world.EGRESS_IFINDEX, kind="veth", peer={"ifname": f"{name}p"})
+            for ifname in (name, f"{name}p"):
+                ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], state="up")
+            assert ipr.link_lookup(ifname=name) == [world.EGRESS_IFINDEX]
+        yield host
+
+
+@pytest.fixture
+def packet_plane(plane: bpf.DataPlane, egress_netns: Host) -> Iterator[bpf.DataPlane]:
+    """``plane`` with the second segment attached as an egress interface (in ``egress_netns``)."""
+    with egress_netns.entered():
+        plane.set_egress(world.INGRESS_IFINDEX, world.LB_MAC)
+        plane.set_egress(world.EGRESS_IFINDEX, world.EGRESS_MAC)
+        for spec in world.SERVICES.values():
+            plane.set_service(spec)  # those with a backend on the second segment take it in now
+    try:
+        yield plane
+    finally:
+        with egress_netns.entered():
+            plane.remove_egress(world.EGRESS_IFINDEX)
+            plane.remove_egress(world.INGRESS_IFINDEX)

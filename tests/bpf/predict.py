@@ -18,6 +18,11 @@ def reference_table(spec: bpf.Service) -> tuple[int, ...]:
     return tuple(maglev.build([(str(b.address), b.weight) for b in spec.backends], spec.table_size))
 
 
+def verdict_for(real: world.Real) -> str:
+    """XDP_TX for a backend on the ingress interface, XDP_REDIRECT for one on the second segment."""
+    return "XDP_REDIRECT" if real.ifindex == world.EGRESS_IFINDEX else "XDP_TX"
+
+
 def chosen_real(spec: bpf.Service, packet: Packet) -> world.Real:
     """The real server the reference Maglev table gives this packet's flow."""
     ip = packet[IP] if IP in packet else packet[IPv6]
@@ -37,14 +42,16 @@ def flow_key_bytes(saddr: bpf.IPAddress, daddr: bpf.IPAddress, sport: int, dport
 
 
 def forwarded(packet: Packet, real: world.Real) -> bytes:
-    """The frame the program should send: backend's MAC, balancer's MAC, the backend's VLAN where it has one."""
+    """The frame the program should send: backend's MAC, the balancer's MAC on the backend's interface, the
+    backend's VLAN where it has one."""
+    src = world.EGRESS_MAC if real.ifindex == world.EGRESS_IFINDEX else world.LB_MAC
     out = packet.copy()
     out[Ether].dst = real.mac
-    out[Ether].src = world.LB_MAC
+    out[Ether].src = src
     if real.vlan:
         if Dot1Q in out:
             out[Dot1Q].vlan = real.vlan
         else:
             payload = out[Ether].payload
-            out = Ether(dst=real.mac, src=world.LB_MAC) / Dot1Q(vlan=real.vlan, type=out[Ether].type) / payload
+            out = Ether(dst=real.mac, src=src) / Dot1Q(vlan=real.vlan, type=out[Ether].type) / payload
     return bytes(out)

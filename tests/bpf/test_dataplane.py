@@ -197,7 +197,7 @@ def test_answer_ping_off_leaves_echo_to_the_kernel() -> None:
     from tests.bpf.conftest import require_bpf
 
     require_bpf()
-    plane = bpf.DataPlane(bpf.DataPlaneSettings(flow_table_size=256, max_services=8, max_backends=16,
+    plane = bpf.DataPlane(bpf.DataPlaneSettings(flow_table_size=256, max_services=16, max_backends=32,
                                                 answer_ping=False))
     plane.setup()
     try:

@@ -1,7 +1,8 @@
-"""The world every data-plane test assumes: one balancer interface, a client, backends and services.
+"""The world every data-plane test assumes: the balancer's interfaces, a client, backends and services.
 
 Tests run the program with BPF_PROG_TEST_RUN, where the ingress interface is loopback (ifindex 1); the
-balancer's MAC is set for it.
+balancer's MAC is set for it. A second interface, ``EGRESS_IFINDEX`` (a veth of the packet tests' own network
+namespace, ``conftest.egress_netns``), holds the backends of a second segment: frames for them are redirected.
 """
 
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ SETTINGS = bpf.DataPlaneSettings(
 )
 INGRESS_IFINDEX = 1
 LB_MAC = "02:00:00:00:00:01"
+EGRESS_IFINDEX = 10  # made with this index in the packet tests' namespace
+EGRESS_MAC = "02:00:00:00:00:10"  # the balancer's MAC on the second segment
 CLIENT_MAC = "02:00:00:00:00:02"
 CLIENT4 = ip_address("198.18.0.2")
 CLIENT6 = ip_address("2001:db8::2")
@@ -31,9 +34,10 @@ class Real:
     address: bpf.IPAddress
     mac: str
     vlan: int = 0
+    ifindex: int = 0  # 0: the ingress interface
 
     def backend(self, weight: int = 1) -> bpf.Backend:
-        return bpf.Backend(self.address, weight=weight, vlan=self.vlan, mac=self.mac)
+        return bpf.Backend(self.address, weight=weight, vlan=self.vlan, mac=self.mac, ifindex=self.ifindex)
 
 
 B1 = Real("b1", ip_address("198.18.0.11"), "02:00:00:00:00:0b")
@@ -41,7 +45,12 @@ B2 = Real("b2", ip_address("198.18.0.12"), "02:00:00:00:00:0c")
 B3_VLAN = Real("b3", ip_address("198.18.0.13"), "02:00:00:00:00:0d", vlan=100)
 B1_6 = Real("b1v6", ip_address("2001:db8::11"), "02:00:00:00:00:1b")
 B2_6 = Real("b2v6", ip_address("2001:db8::12"), "02:00:00:00:00:1c")
-REALS = {r.name: r for r in (B1, B2, B3_VLAN, B1_6, B2_6)}
+# On the second segment (EGRESS_IFINDEX): redirected. B1_HERE is b1's address learnt on the ingress interface.
+B4_SEG2 = Real("b4", ip_address("198.18.1.14"), "02:00:00:00:00:0e", ifindex=EGRESS_IFINDEX)
+B5_SEG2_VLAN = Real("b5", ip_address("198.18.1.15"), "02:00:00:00:00:0f", vlan=200, ifindex=EGRESS_IFINDEX)
+B4_SEG2_6 = Real("b4v6", ip_address("2001:db8:1::14"), "02:00:00:00:00:1e", ifindex=EGRESS_IFINDEX)
+B6_HERE = Real("b6", ip_address("198.18.0.16"), "02:00:00:00:00:16", ifindex=INGRESS_IFINDEX)
+REALS = {r.name: r for r in (B1, B2, B3_VLAN, B1_6, B2_6, B4_SEG2, B5_SEG2_VLAN, B4_SEG2_6, B6_HERE)}
 
 
 def service(vip: bpf.IPAddress, port: int, proto: bpf.Protocol, *backends: bpf.Backend, sticky: bool = False) -> bpf.Service:
@@ -57,6 +66,12 @@ SERVICES = {
     "vlan4": service(VIP4, 8080, "tcp", B3_VLAN.backend()),
     "empty4": service(VIP4, 81, "tcp"),
     "drain4": service(VIP4, 82, "tcp", B1.backend(weight=0), B2.backend()),
+    # Backends on two interfaces: the ingress one (XDP_TX) and the second segment (XDP_REDIRECT).
+    "split4": service(VIP4, 83, "tcp", B1.backend(), B4_SEG2.backend()),
+    "seg2v4": service(VIP4, 84, "tcp", B4_SEG2.backend()),
+    "seg2v6": service(VIP6, 84, "tcp", B4_SEG2_6.backend()),
+    "seg2vlan4": service(VIP4, 85, "tcp", B5_SEG2_VLAN.backend()),
+    "here4": service(VIP4, 86, "tcp", B6_HERE.backend()),
 }
 
 

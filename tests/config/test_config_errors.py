@@ -93,6 +93,15 @@ CASES = [
     Case("backend is a VIP", "interfaces: [eth0]\nservices:\n- {vip: 192.0.2.100, port: 80, backends: [198.18.0.11]}"
          "\n- {vip: 192.0.2.101, port: 80, backends: [198.18.0.11, 192.0.2.100]}", "services[1].backends[1].address",
          "192.0.2.100 is a VIP of this balancer"),
+    Case("backend pinned to an interface XDP does not attach to",
+         "interfaces: [eth0, eth1]\nservices:\n- {vip: 192.0.2.100, port: 80, backends: "
+         "[{address: 198.18.0.11, interface: eth2}]}", "services[0].backends[0].interface",
+         "eth2 is not one of the interfaces XDP attaches to (eth0, eth1)"),
+    Case("one address pinned to two interfaces",
+         "interfaces: [eth0, eth1]\nservices:\n- {vip: 192.0.2.100, port: 80, backends: "
+         "[{address: 198.18.0.11, interface: eth0}]}\n- {vip: 192.0.2.100, port: 81, backends: "
+         "[{address: 198.18.0.11, interface: eth1}]}", "services[1].backends[0].interface",
+         "198.18.0.11 is pinned to eth0 by services[0].backends[0]: one address is on one interface"),
     Case("weight too large", "interfaces: [eth0]\nservices:\n- {vip: 192.0.2.100, port: 80, backends: "
          "[{address: 198.18.0.11, weight: 65536}]}", "services[0].backends[0].weight", "less than or equal to 65535"),
     Case("negative weight", "interfaces: [eth0]\nservices:\n- {vip: 192.0.2.100, port: 80, backends: "
