@@ -5,6 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEBIAN_PACKAGES := python3 python3-venv python3-bpfcc libbpfcc libbpf1 linux-headers-amd64 bird2 iproute2 tcpdump prometheus curl
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: install test lint demo bench-dataplane bench-healthchecks bench-bgp bench-api bench-scale clean
 
@@ -49,7 +50,7 @@ bench-api: install
 	$(PY) benchmarks/bench_api.py
 
 bench-scale: install
-	$(PY) benchmarks/bench_scale.py
+	$(PY) benchmarks/bench_scale.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
