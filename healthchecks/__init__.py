@@ -1,8 +1,10 @@
 """Health checkers (HTTP, HTTPS, TCP, DNS) and their scheduler.
 
 The core describes each backend as a ``Target`` (checks from ``config``), hands the whole set to
-``Scheduler.update``, and follows ``Scheduler.events()`` (or ``subscribe``, or ``states()``). ``probe`` runs one
-check once (for a CLI or API "check now"). ``verify_check`` says whether a check can be sent at all
+``Scheduler.update``, and follows ``Scheduler.events()`` (or ``subscribe``, or ``states()``). ``ProcessScheduler``
+has the same interface with the checks run in N child processes (targets sharded by key; a checker that dies is
+restarted and its targets keep their states); the daemon uses it. ``probe`` runs one check once (for a CLI or API
+"check now"). ``verify_check`` says whether a check can be sent at all
 (``HealthCheckConfigError`` with the ``field`` at fault), as ``Scheduler.update`` would, without sending it.
 
 Semantics, in short:
