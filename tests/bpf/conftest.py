@@ -1,3 +1,4 @@
+import http.client
 import os
 from collections.abc import Iterator
 
@@ -75,3 +76,24 @@ def packet_plane(plane: bpf.DataPlane, egress_netns: Host) -> Iterator[bpf.DataP
         with egress_netns.entered():
             plane.remove_egress(world.EGRESS_IFINDEX)
             plane.remove_egress(world.INGRESS_IFINDEX)
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    """A namespace lab of this test's own, removed at the end (also on failure)."""
+    require_bpf()
+    with Lab() as lab:
+        yield lab
+
+
+def get_page(client: Host, vip: str) -> str:
+    """GET http://VIP/ from ``client``'s namespace: the answering backend's body (its name)."""
+    with client.entered():
+        conn = http.client.HTTPConnection(vip, 80, timeout=5)
+        try:
+            conn.request("GET", "/")
+            response = conn.getresponse()
+            assert response.status == 200
+            return response.read().decode().strip()
+        finally:
+            conn.close()

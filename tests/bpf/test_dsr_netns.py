@@ -4,40 +4,19 @@ Backends carry the VIPs on loopback; the balancer learns their MACs from its own
 VIPs reach both backends and the replies go straight back to the client, never through the balancer.
 """
 
-import http.client
 import time
 from collections import Counter
-from collections.abc import Iterator
 from ipaddress import ip_address
 
 import pytest
 
 import bpf
 from balancer.lab_netns import Host, Lab
-from tests.bpf.conftest import require_bpf
+from tests.bpf.conftest import get_page as _get
 
 pytestmark = pytest.mark.privileged
 
 VIP4, VIP6 = "192.0.2.100", "2001:db8:100::100"
-
-
-def _get(client: Host, vip: str) -> str:
-    with client.entered():
-        conn = http.client.HTTPConnection(vip, 80, timeout=5)
-        try:
-            conn.request("GET", "/")
-            response = conn.getresponse()
-            assert response.status == 200
-            return response.read().decode().strip()
-        finally:
-            conn.close()
-
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    require_bpf()
-    with Lab() as lab:
-        yield lab
 
 
 def test_requests_to_the_vips_reach_every_backend_and_replies_bypass_the_balancer(lab: Lab) -> None:

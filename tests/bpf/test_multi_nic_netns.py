@@ -8,35 +8,21 @@ give it), never through the balancer. Run in generic mode and in native mode; na
 veths' peers (``Host.pass_on_peers``) and no partial checksums from the client (field notes).
 """
 
-import http.client
 import socket
 import time
 from collections import Counter
-from collections.abc import Iterator
 from ipaddress import ip_address
 
 import pytest
 
 import bpf
 from balancer.lab_netns import Host, Lab
-from tests.bpf.conftest import require_bpf
+from tests.bpf.conftest import get_page as _get
 
 pytestmark = pytest.mark.privileged
 
 VIP4, VIP6 = "192.0.2.100", "2001:db8:100::100"
 REQUESTS = 40
-
-
-def _get(client: Host, vip: str) -> str:
-    with client.entered():
-        conn = http.client.HTTPConnection(vip, 80, timeout=5)
-        try:
-            conn.request("GET", "/")
-            response = conn.getresponse()
-            assert response.status == 200
-            return response.read().decode().strip()
-        finally:
-            conn.close()
 
 
 def _learn(lb: Host, address: str) -> tuple[str, int]:
@@ -52,13 +38,6 @@ def _learn(lb: Host, address: str) -> tuple[str, int]:
                     return entry.get_attr("NDA_LLADDR"), entry["ifindex"]
         time.sleep(0.05)
     raise AssertionError(f"{address} did not resolve")
-
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    require_bpf()
-    with Lab() as lab:
-        yield lab
 
 
 @pytest.mark.parametrize("mode", ["generic", "native"])
