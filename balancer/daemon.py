@@ -563,9 +563,23 @@ class Daemon:
             self._reconciler.speaker = None
             if previous is not None:
                 await previous.stop()  # withdraws its routes first
+
+                async def restart() -> None:
+                    await self._start_speaker(old.bgp)
+
+                undo.append(restart)
             return ["bgp removed: every route withdrawn"]
         if previous is None:
             await self._start_speaker(new.bgp)
+
+            async def remove() -> None:
+                started, self._speaker = self._speaker, None
+                assert self._reconciler is not None
+                self._reconciler.speaker = None
+                if started is not None:
+                    await started.stop()
+
+            undo.append(remove)
             return ["bgp added: speaker started"]
         lines = await previous.reconfigure(new.bgp)  # in place; ReconfigureError: the old config still in force
         old_bgp = old.bgp

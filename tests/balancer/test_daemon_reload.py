@@ -21,7 +21,7 @@ CHECK_PORT_CONFIG = "{type: tcp, port: %d, timing: {interval: 0.2, timeout: 0.1,
 
 
 def document(*, port: int, interfaces: str = "[lo]", med: int = 10, peers: str = "192.0.2.1", path: str = "",
-             extra_service: bool = False) -> str:
+             extra_service: bool = False, with_bgp: bool = True) -> str:
     check = CHECK_PORT_CONFIG % port
     peer_list = ", ".join(f"{{address: {address}, peer_as: 65000}}" for address in peers.split())
     text = f"""\
@@ -39,6 +39,8 @@ services:
     checks: [{check}]
     backends: [{{address: 127.0.0.1}}]
 """
+    if not with_bgp:
+        text = text[: text.index("bgp:")] + text[text.index("services:") :]
     if extra_service:
         text += f"""\
   - name: api
@@ -285,3 +287,25 @@ async def test_an_added_interface_counts_for_neighbours(running: Any, listener: 
     assert result.ok, result.message
     assert set(plane.attached) == {"lo", "eth-extra"}
     assert d._neighbours.interfaces == set(plane.attached_ifindexes.values())  # type: ignore[union-attr]
+
+
+async def test_removing_or_adding_bgp_is_undone_when_a_later_step_fails(running: Any, listener: int) -> None:
+    d, _, path = running
+
+    def refuse(targets: Any) -> None:
+        raise healthchecks.HealthCheckConfigError("checks refused")
+
+    update = d._scheduler.update  # type: ignore[union-attr]
+    d._scheduler.update = refuse  # type: ignore[union-attr, method-assign]
+    path.write_text(document(port=listener, with_bgp=False))
+    assert not (await d.reload()).ok
+    assert d._speaker is not None and d._speaker.running, "the removed speaker is back"  # type: ignore[attr-defined]
+    assert d.running_config.bgp is not None
+
+    d._scheduler.update = update  # type: ignore[union-attr, method-assign]
+    assert (await d.reload()).ok and d._speaker is None
+    d._scheduler.update = refuse  # type: ignore[union-attr, method-assign]
+    path.write_text(document(port=listener))
+    assert not (await d.reload()).ok
+    assert d._speaker is None and d.running_config.bgp is None
+    assert not any(speaker.running for speaker in FakeSpeaker.instances), "the added speaker was stopped"
