@@ -64,6 +64,8 @@ class _TcpProtocol(asyncio.Protocol):
 class DnsChecker:
     """Runs one DNS check against one backend; ``run()`` never raises and never outlives the timeout."""
 
+    bounded = False
+
     def __init__(
         self, check: config.DnsCheck, address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int
     ) -> None:

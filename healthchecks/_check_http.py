@@ -1,4 +1,4 @@
-"""The lean HTTP(S) check: HTTP/1.1 on an asyncio protocol, about three times cheaper than aiohttp's client.
+"""The lean HTTP(S) check: HTTP/1.1 on bare sockets (plain HTTP) or an asyncio protocol (HTTPS, keep-alive).
 
 A new connection per check by default (what proves the service accepts connections); with ``keepalive`` the
 connection is reused while the server allows it. Connections are closed with a reset (no TIME_WAIT left behind,
@@ -7,10 +7,11 @@ as HAProxy does for its checks), so thousands of checks a second do not exhaust 
 
 import asyncio
 import ipaddress
+import socket
 import typing
 
 import config
-from healthchecks import _failure, _http_response, _http_spec, _linger
+from healthchecks import _failure, _http_response, _http_spec, _linger, _socket_poller
 
 __all__ = ["LeanHttpChecker"]
 
@@ -76,8 +77,15 @@ class LeanHttpChecker:
         self._head_only = check.method == "HEAD"
         self._max_body = check.max_body_bytes
         self._idle: _ResponseProtocol | None = None
+        # Plain HTTP on a new connection per check, the common case, takes the cheap path of bare sockets.
+        self._bare = not self._spec.tls and not check.keepalive
+        self.bounded = self._bare  # the poller enforces the timeout
+        self._family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+        self._sockaddr = (str(address), port)
 
     async def run(self) -> _failure.Verdict:
+        if self._bare:
+            return await self._run_bare()
         spec = self._spec
         phase = "connecting"
         protocol = None
@@ -115,6 +123,28 @@ class LeanHttpChecker:
             self._drop(protocol)
         return spec.judge(reader.status, bytes(reader.body), truncated=reader.truncated)
 
+    async def _run_bare(self) -> _failure.Verdict:
+        spec = self._spec
+        exchange = _socket_poller.poller().start(
+            self._family, self._sockaddr, self._request, self._reader(), spec.timeout
+        )
+        try:
+            await exchange.future
+        except _http_response.BadResponse as error:
+            return False, str(error)
+        except (OSError, TimeoutError) as error:
+            return False, _failure.describe_error(error, timeout=spec.timeout, phase=exchange.phase)
+        reader = exchange.reader
+        return spec.judge(reader.status, bytes(reader.body), truncated=reader.truncated)
+
+    def _reader(self) -> _http_response.ResponseReader:
+        return _http_response.ResponseReader(
+            head_only=self._head_only,
+            want_body=self._spec.want_body,
+            keepalive=self._keepalive,
+            max_body=self._max_body,
+        )
+
     async def close(self) -> None:
         """Drop a kept-alive connection, if any."""
         self._drop(self._take_idle())
@@ -136,12 +166,7 @@ class LeanHttpChecker:
         return protocol
 
     async def _exchange(self, protocol: _ResponseProtocol) -> _http_response.ResponseReader:
-        reader = _http_response.ResponseReader(
-            head_only=self._head_only,
-            want_body=self._spec.want_body,
-            keepalive=self._keepalive,
-            max_body=self._max_body,
-        )
+        reader = self._reader()
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         protocol.expect(reader, waiter)
         assert protocol.transport is not None

@@ -3,6 +3,7 @@
 import asyncio
 import heapq
 import itertools
+import math
 import time
 from typing import Protocol
 
@@ -23,7 +24,15 @@ class Clock(Protocol):
 
 
 class LoopClock:
-    """The running event loop's clock (the default)."""
+    """The running event loop's clock (the default), waking sleepers together on ticks of ``tick`` seconds.
+
+    Deadlines are rounded up to the next tick, so that thousands of checks a second start a few dozen at a time:
+    one timer and one loop wake-up per tick instead of one per check, and their sockets become ready together.
+    """
+
+    def __init__(self, *, tick: float = 0.01) -> None:
+        self._tick = tick
+        self._sleepers: dict[int, list[asyncio.Future[None]]] = {}
 
     def monotonic(self) -> float:
         return asyncio.get_running_loop().time()
@@ -33,9 +42,21 @@ class LoopClock:
 
     async def sleep_until(self, deadline: float) -> None:
         loop = asyncio.get_running_loop()
-        delay = deadline - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        if deadline <= loop.time():
+            return
+        tick = math.ceil(deadline / self._tick)
+        future = loop.create_future()
+        sleepers = self._sleepers.get(tick)
+        if sleepers is None:
+            sleepers = self._sleepers[tick] = []
+            loop.call_at(tick * self._tick, self._wake, tick)
+        sleepers.append(future)
+        await future
+
+    def _wake(self, tick: int) -> None:
+        for future in self._sleepers.pop(tick, ()):
+            if not future.done():
+                future.set_result(None)
 
 
 class ManualClock:

@@ -8,16 +8,16 @@ import asyncio
 import socket
 import struct
 
-__all__ = ["reset_on_close", "reset_socket"]
+__all__ = ["RESET", "reset_on_close", "reset_socket"]
 
-_RESET = struct.pack("ii", 1, 0)  # struct linger {l_onoff = 1, l_linger = 0}
+RESET = struct.pack("ii", 1, 0)  # struct linger {l_onoff = 1, l_linger = 0}
 
 
 def reset_on_close(transport: asyncio.BaseTransport) -> None:
     """Make closing ``transport`` (``abort()`` or ``close()``) send a reset; call it in ``connection_made``."""
     sock = transport.get_extra_info("socket")
     if sock is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET)
 
 
 def reset_socket(
@@ -26,5 +26,5 @@ def reset_socket(
     """A socket for aiohttp's ``TCPConnector(socket_factory=...)`` that closes with a reset."""
     family, type_, proto, _, _ = addr_info
     sock = socket.socket(family=family, type=type_, proto=proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET)
     return sock

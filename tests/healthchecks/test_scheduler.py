@@ -288,6 +288,8 @@ async def test_targets_given_before_start_are_checked_once_started(flip_server: 
 class _SwallowsCancellation:
     """Behaves as aiohttp's client does when a cancel races its timeout: the cancel comes back as a failed check."""
 
+    bounded = False
+
     def __init__(self) -> None:
         self.runs = 0
 
