@@ -25,7 +25,7 @@ _NO_CHECKS = "no checks configured"
 class _Slot:
     """One check of a backend: its checker, its state machine and its last result."""
 
-    __slots__ = ("check", "label", "checker", "machine", "last_result", "task")
+    __slots__ = ("check", "label", "checker", "machine", "last_result", "task", "failing")
 
     def __init__(self, check: config.Check, label: str, checker: _checker.Checker, state: _health.HealthState) -> None:
         self.check = check
@@ -34,6 +34,7 @@ class _Slot:
         self.machine = _rise_fall.RiseFall(check.timing, state)
         self.last_result: _health.CheckResult | None = None
         self.task: asyncio.Task[None] | None = None
+        self.failing = False  # the checker raised on its last run: its traceback is logged once, not every run
 
 
 class Backend:
@@ -171,8 +172,12 @@ class Backend:
                 ok, reason = False, f"check did not end within {limit:g}s"
                 log.error("event=checker_hung backend=%s check=%s", self.target.key, slot.label)
             except Exception as error:  # a bug in a checker must not stop the checks
-                log.exception("event=checker_failed backend=%s check=%s", self.target.key, slot.label)
+                if not slot.failing:
+                    log.exception("event=checker_failed backend=%s check=%s", self.target.key, slot.label)
+                    slot.failing = True
                 ok, reason = False, f"internal error: {type(error).__name__}: {error}"
+            else:
+                slot.failing = False
             if slot.task is not asyncio.current_task():
                 # stop() cancelled this task, but a library turned the cancellation into a result (aiohttp's
                 # timeout does, often, when the two race): end here rather than check on, unstoppable.

@@ -57,7 +57,8 @@ class SocketPoller:
         self._open: dict[int, Exchange] = {}
         self._deadlines: list[tuple[float, int, Exchange]] = []
         self._order = itertools.count()
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
+        self._timer_at = 0.0  # when _timer fires (uvloop's handles do not say)
 
     def start(
         self,
@@ -93,12 +94,14 @@ class SocketPoller:
         self._epoll.register(fd, _EVENTS)
         future.add_done_callback(lambda _: self._close(fd, exchange))
         heapq.heappush(self._deadlines, (exchange.deadline, next(self._order), exchange))
-        timer = self._timer
-        if timer is None or exchange.deadline < timer.when() - _TICK:
-            if timer is not None:
-                timer.cancel()
-            self._timer = loop.call_at(exchange.deadline, self._expire)
+        if self._timer is None or exchange.deadline < self._timer_at - _TICK:
+            self._arm(exchange.deadline)
         return exchange
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_at = self._loop.call_at(when, self._expire), when
 
     def _expire(self) -> None:
         """Fail the exchanges whose deadline has passed, and come back for the next one."""
@@ -110,7 +113,7 @@ class SocketPoller:
             if not exchange.future.done():
                 exchange.future.set_exception(TimeoutError())
         if deadlines:
-            self._timer = self._loop.call_at(max(deadlines[0][0], now + _TICK), self._expire)
+            self._arm(max(deadlines[0][0], now + _TICK))
 
     def _close(self, fd: int, exchange: Exchange) -> None:
         if self._open.get(fd) is not exchange:

@@ -321,3 +321,41 @@ async def test_stop_ends_a_checker_that_swallows_its_cancellation(monkeypatch: p
     await asyncio.sleep(0.1)
     assert checker.runs == runs_at_stop, "the check loop ended with stop()"
     assert len(asyncio.all_tasks()) < tasks_before
+
+
+class _Buggy:
+    """A checker with a bug on some runs: raises while ``broken`` is true, passes otherwise."""
+
+    bounded = False
+
+    def __init__(self) -> None:
+        self.broken = True
+        self.runs = 0
+
+    async def run(self) -> tuple[bool, str]:
+        self.runs += 1
+        if self.broken:
+            raise RuntimeError("bug")
+        return True, "ok"
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_checker_bug_is_logged_with_its_traceback_once_per_spell_not_every_run(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    checker = _Buggy()
+    monkeypatch.setattr("healthchecks._checker.make_checker", lambda *args, **kwargs: checker)
+    harness = Harness()
+    harness.scheduler.update([http_target("a", 80, **TIMING)])
+    async with harness.scheduler:
+        for _ in range(4):
+            _, run = await harness.next_run()
+            assert (run.result.ok, run.result.reason) == (False, "internal error: RuntimeError: bug")
+        checker.broken = False
+        await harness.next_run()
+        checker.broken = True
+        await harness.next_run()
+    logged = [r for r in caplog.records if "event=checker_failed" in r.getMessage()]
+    assert len(logged) == 2 and all(r.exc_info for r in logged)

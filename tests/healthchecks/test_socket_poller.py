@@ -44,7 +44,7 @@ def full_listener() -> Iterator[int]:
 async def test_each_exchange_ends_at_its_own_deadline_not_in_start_order(raw_server: Any) -> None:
     server = await raw_server(hc_servers.silent)
     poller = _socket_poller.poller()
-    timeouts = [0.4, 0.1, 0.25]
+    timeouts = [1.0, 0.2, 0.6]
     begun = time.monotonic()
     exchanges = [
         poller.start(socket.AF_INET, ("127.0.0.1", server.port), REQUEST, reader(), timeout) for timeout in timeouts
@@ -60,7 +60,7 @@ async def test_each_exchange_ends_at_its_own_deadline_not_in_start_order(raw_ser
     await asyncio.gather(*(wait(t, e) for t, e in zip(timeouts, exchanges, strict=True)))
     assert sorted(ended, key=ended.__getitem__) == sorted(timeouts)
     for timeout, took in ended.items():
-        assert timeout <= took < timeout + 0.3, (timeout, took)
+        assert timeout - 0.02 <= took < timeout + 0.35, (timeout, took)  # uvloop's clock is per iteration
 
 
 async def test_a_connect_that_never_completes_times_out_connecting() -> None:
@@ -95,3 +95,17 @@ async def test_cancelled_and_finished_exchanges_leave_no_descriptor_open(raw_ser
         if hc_servers.open_fds() <= before:
             break
     assert hc_servers.open_fds() == before
+
+
+async def test_a_deadline_below_the_loops_timer_resolution_still_ends_and_the_next_exchange_starts(
+    raw_server: Any,
+) -> None:
+    # uvloop runs a timer due in under half a millisecond as a plain callback, whose handle has no ``when()``.
+    server = await raw_server(hc_servers.silent)
+    poller = _socket_poller.poller()
+    address = ("127.0.0.1", server.port)
+    first = poller.start(socket.AF_INET, address, REQUEST, reader(), 0.0001)
+    second = poller.start(socket.AF_INET, address, REQUEST, reader(), 0.05)
+    for exchange in (first, second):
+        with pytest.raises(TimeoutError):
+            await exchange.future
