@@ -1,5 +1,8 @@
 """Health-check throughput: N HTTP backends through the real scheduler, lean checker vs aiohttp checker.
 
+``lean`` runs plain HTTP checks on bare sockets from the scheduler's timers; ``lean-protocol`` is the same checker
+on its asyncio-protocol path in a task per check (what HTTPS and keep-alive checks take), for comparison.
+
 Loopback HTTP servers run in a separate process; each variant (HTTP engine x event loop) runs in a fresh checking
 process that offers the same load (N backends, one check each every ``interval`` seconds) for a bounded time and
 count. Reported per variant: checks per CPU-second of the checking process (user + system), checks per wall
@@ -29,7 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
 SERVER_LIFETIME = 900.0  # seconds: the server process ends by itself even if nobody tells it to
-VARIANTS = ["lean/uvloop", "aiohttp/uvloop", "lean/asyncio", "aiohttp/asyncio"]
+VARIANTS = ["lean/uvloop", "lean-protocol/uvloop", "aiohttp/uvloop", "lean/asyncio", "aiohttp/asyncio"]
 
 
 # --- the server process ------------------------------------------------------------------------------------------
@@ -78,6 +81,21 @@ def _cpu() -> float:
 async def _check(engine: str, ports: list[int], args: argparse.Namespace) -> dict[str, Any]:
     import config
     import healthchecks
+
+    if engine == "lean-protocol":
+        # The lean checker on its asyncio-protocol path (what HTTPS and keep-alive checks take), each check in a
+        # task: the baseline of its bare-socket path. This process checks only this variant, so the patch stays here.
+        from healthchecks import _checker
+
+        make = _checker.make_checker
+
+        def protocol_path(*args: Any, **kwargs: Any) -> _checker.Checker:
+            checker = make(*args, **kwargs)
+            checker.start = None
+            return checker
+
+        _checker.make_checker = protocol_path  # type: ignore[assignment]
+        engine = "lean"
 
     timing = {"interval": args.interval, "timeout": min(args.timeout, args.interval), "rise": 2, "fall": 3}
     check = config.HttpCheck.model_validate({"path": "/health", "timing": timing})

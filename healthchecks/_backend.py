@@ -1,14 +1,14 @@
-"""One target at run time: a task per check, each check's rise/fall state, and the backend's ANDed state."""
+"""One target at run time: each check run by a task or by the clock's timers, its rise/fall state, and the backend's
+ANDed state."""
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
 from collections.abc import Callable
 
 import config
-from healthchecks import _checker, _clock, _health, _rise_fall
+from healthchecks import _checker, _clock, _failure, _health, _rise_fall
 
 __all__ = ["Backend"]
 
@@ -25,7 +25,7 @@ _NO_CHECKS = "no checks configured"
 class _Slot:
     """One check of a backend: its checker, its state machine and its last result."""
 
-    __slots__ = ("check", "label", "checker", "machine", "last_result", "task", "failing")
+    __slots__ = ("check", "label", "checker", "machine", "last_result", "task", "failing", "driven", "abandon")
 
     def __init__(self, check: config.Check, label: str, checker: _checker.Checker, state: _health.HealthState) -> None:
         self.check = check
@@ -35,6 +35,10 @@ class _Slot:
         self.last_result: _health.CheckResult | None = None
         self.task: asyncio.Task[None] | None = None
         self.failing = False  # the checker raised on its last run: its traceback is logged once, not every run
+        # A checker with ``start`` runs from the clock's timers instead of a task; stopping it cancels ``driven``
+        # (the next run's timer) and calls ``abandon`` (the run in flight).
+        self.driven: _clock.Timer | None = None
+        self.abandon: Callable[[], None] | None = None
 
 
 class Backend:
@@ -85,11 +89,14 @@ class Backend:
     # lifecycle
 
     def start(self) -> None:
-        """Start a task per check, unless the target is disabled."""
+        """Start every check (a task each, or the clock's timers), unless the target is disabled."""
         if self.target.admin is _health.AdminState.DISABLED:
             return
         for index, slot in enumerate(self._slots):
-            if slot.task is None:
+            if slot.checker.start is not None:
+                if slot.driven is None and slot.abandon is None:
+                    self._drive(index, slot, self._first_due(slot))
+            elif slot.task is None:
                 slot.task = asyncio.get_running_loop().create_task(
                     self._run(index, slot), name=f"healthcheck {self.target.key} {slot.label}"
                 )
@@ -99,6 +106,12 @@ class Backend:
         """Cancel the check tasks; the returned tasks finish the cancellation and close the checkers."""
         ending = []
         for slot in self._slots:
+            if slot.driven is not None:
+                slot.driven.cancel()
+                slot.driven = None
+            if slot.abandon is not None:
+                abandon, slot.abandon = slot.abandon, None
+                abandon()
             if slot.task is not None:
                 slot.task.cancel()
                 ending.append(slot.task)
@@ -156,40 +169,74 @@ class Backend:
 
     # checking
 
+    def _first_due(self, slot: _Slot) -> float:
+        timing = slot.check.timing
+        return self._clock.monotonic() + self._rng.uniform(0.0, timing.jitter * slot.machine.next_interval())
+
     async def _run(self, index: int, slot: _Slot) -> None:
         clock = self._clock
-        timing = slot.check.timing
-        due = clock.monotonic() + self._rng.uniform(0.0, timing.jitter * slot.machine.next_interval())
-        limit = timing.timeout + _GRACE
+        due = self._first_due(slot)
+        limit = slot.check.timing.timeout + _GRACE
         while True:
             await clock.sleep_until(due)
             started = clock.monotonic()
             begun = time.perf_counter()
             try:
-                async with contextlib.nullcontext() if slot.checker.bounded else asyncio.timeout(limit):
+                async with asyncio.timeout(limit):
                     ok, reason = await slot.checker.run()
             except TimeoutError:
                 ok, reason = False, f"check did not end within {limit:g}s"
                 log.error("event=checker_hung backend=%s check=%s", self.target.key, slot.label)
             except Exception as error:  # a bug in a checker must not stop the checks
-                if not slot.failing:
-                    log.exception("event=checker_failed backend=%s check=%s", self.target.key, slot.label)
-                    slot.failing = True
-                ok, reason = False, f"internal error: {type(error).__name__}: {error}"
+                ok, reason = self._checker_failed(slot, error)
             else:
                 slot.failing = False
             if slot.task is not asyncio.current_task():
                 # stop() cancelled this task, but a library turned the cancellation into a result (aiohttp's
                 # timeout does, often, when the two race): end here rather than check on, unstoppable.
                 return
-            result = _health.CheckResult(ok, reason, time.perf_counter() - begun, clock.wall())
-            self._record(slot, result)
-            if self._on_check is not None:
-                try:
-                    self._on_check(_health.CheckRun(self.target.key, index, result, started - due))
-                except Exception:
-                    log.exception("event=on_check_failed backend=%s", self.target.key)
-            due = max(started + slot.machine.next_interval(), clock.monotonic())
+            due = self._ran(index, slot, ok, reason, due, started, begun)
+
+    def _drive(self, index: int, slot: _Slot, due: float) -> None:
+        """Run ``slot``'s next check at ``due`` from the clock's timers, and the one after from its verdict."""
+
+        def begin() -> None:
+            slot.driven = None
+            started, begun = self._clock.monotonic(), time.perf_counter()
+
+            def ended(verdict: _failure.Verdict) -> None:
+                if slot.abandon is not abandon:
+                    return  # stopped meanwhile
+                slot.abandon = None
+                slot.failing = False
+                self._drive(index, slot, self._ran(index, slot, *verdict, due, started, begun))
+
+            assert slot.checker.start is not None
+            try:
+                abandon = slot.abandon = slot.checker.start(ended)
+            except Exception as error:  # a bug in a checker must not stop the checks
+                verdict = self._checker_failed(slot, error)
+                self._drive(index, slot, self._ran(index, slot, *verdict, due, started, begun))
+
+        slot.driven = self._clock.call_at(due, begin)
+
+    def _checker_failed(self, slot: _Slot, error: Exception) -> _failure.Verdict:
+        if not slot.failing:
+            log.exception("event=checker_failed backend=%s check=%s", self.target.key, slot.label)
+            slot.failing = True
+        return False, f"internal error: {type(error).__name__}: {error}"
+
+    def _ran(self, index: int, slot: _Slot, ok: bool, reason: str, due: float, started: float, begun: float) -> float:
+        """Record a finished run; returns when the next one is due."""
+        clock = self._clock
+        result = _health.CheckResult(ok, reason, time.perf_counter() - begun, clock.wall())
+        self._record(slot, result)
+        if self._on_check is not None:
+            try:
+                self._on_check(_health.CheckRun(self.target.key, index, result, started - due))
+            except Exception:
+                log.exception("event=on_check_failed backend=%s", self.target.key)
+        return max(started + slot.machine.next_interval(), clock.monotonic())
 
     def _record(self, slot: _Slot, result: _health.CheckResult) -> None:
         slot.last_result = result

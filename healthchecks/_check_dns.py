@@ -64,7 +64,7 @@ class _TcpProtocol(asyncio.Protocol):
 class DnsChecker:
     """Runs one DNS check against one backend; ``run()`` never raises and never outlives the timeout."""
 
-    bounded = False
+    start: _failure.Start | None = None
 
     def __init__(
         self, check: config.DnsCheck, address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int

@@ -9,6 +9,7 @@ import asyncio
 import ipaddress
 import socket
 import typing
+from collections.abc import Callable
 
 import config
 from healthchecks import _failure, _http_response, _http_spec, _linger, _socket_poller
@@ -78,13 +79,12 @@ class LeanHttpChecker:
         self._max_body = check.max_body_bytes
         self._idle: _ResponseProtocol | None = None
         # Plain HTTP on a new connection per check, the common case, takes the cheap path of bare sockets.
-        self._bare = not self._spec.tls and not check.keepalive
-        self.bounded = self._bare  # the poller enforces the timeout
         self._family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
         self._sockaddr = (str(address), port)
+        self.start: _failure.Start | None = self._start if not self._spec.tls and not check.keepalive else None
 
     async def run(self) -> _failure.Verdict:
-        if self._bare:
+        if self.start is not None:
             return await self._run_bare()
         spec = self._spec
         phase = "connecting"
@@ -123,16 +123,27 @@ class LeanHttpChecker:
             self._drop(protocol)
         return spec.judge(reader.status, bytes(reader.body), truncated=reader.truncated)
 
+    def _start(self, done: Callable[[_failure.Verdict], None]) -> Callable[[], None]:
+        def ended(exchange: _socket_poller.Exchange, error: BaseException | None) -> None:
+            done(self._verdict(exchange, error))
+
+        poller = _socket_poller.poller()
+        exchange = poller.start(self._family, self._sockaddr, self._request, self._reader(), self._spec.timeout, ended)
+        return lambda: poller.cancel(exchange)
+
     async def _run_bare(self) -> _failure.Verdict:
-        spec = self._spec
-        exchange = _socket_poller.poller().start(
-            self._family, self._sockaddr, self._request, self._reader(), spec.timeout
-        )
+        future: asyncio.Future[_failure.Verdict] = asyncio.get_running_loop().create_future()
+        cancel = self._start(future.set_result)
         try:
-            await exchange.future
-        except _http_response.BadResponse as error:
+            return await future
+        finally:
+            cancel()
+
+    def _verdict(self, exchange: _socket_poller.Exchange, error: BaseException | None) -> _failure.Verdict:
+        spec = self._spec
+        if isinstance(error, _http_response.BadResponse):
             return False, str(error)
-        except (OSError, TimeoutError) as error:
+        if error is not None:
             return False, _failure.describe_error(error, timeout=spec.timeout, phase=exchange.phase)
         reader = exchange.reader
         return spec.judge(reader.status, bytes(reader.body), truncated=reader.truncated)

@@ -18,7 +18,7 @@ __all__ = ["AiohttpChecker"]
 class AiohttpChecker:
     """Runs one HTTP(S) check against one backend with an ``aiohttp.ClientSession`` of its own."""
 
-    bounded = False
+    start: _failure.Start | None = None
 
     def __init__(
         self, check: config.HttpCheck, address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int

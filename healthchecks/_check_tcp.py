@@ -62,7 +62,7 @@ class _PrefixProtocol(asyncio.Protocol):
 class TcpChecker:
     """Runs one TCP check against one backend; ``run()`` never raises and never outlives the timeout."""
 
-    bounded = False
+    start: _failure.Start | None = None
 
     def __init__(
         self, check: config.TcpCheck, address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int

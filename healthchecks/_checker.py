@@ -15,9 +15,10 @@ HttpEngine = Literal["lean", "aiohttp"]
 class Checker(Protocol):
     """Runs one check against one backend, again and again."""
 
-    bounded: bool
-    """Whether ``run()`` ends by its timeout without an asyncio timeout around it (the scheduler then adds none:
-    at thousands of checks a second, each asyncio timeout is a timer armed and cancelled)."""
+    start: _failure.Start | None
+    """Set when the checker can also run without a task: ``start(done)`` begins one check, calls ``done`` with
+    its verdict within the timeout (never from within ``start``), and returns a function that abandons it. The
+    scheduler drives such checkers from its timers: no task, future or asyncio timeout per check."""
 
     async def run(self) -> _failure.Verdict:
         """One check: (passed, reason). Never raises for anything the backend does, and ends within the timeout."""

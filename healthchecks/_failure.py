@@ -2,11 +2,15 @@
 
 import errno
 import ssl
+from collections.abc import Callable
 
-__all__ = ["Verdict", "describe_error", "one_line"]
+__all__ = ["Start", "Verdict", "describe_error", "one_line"]
 
 Verdict = tuple[bool, str]
 """What a checker's ``run()`` returns: (passed, reason)."""
+
+Start = Callable[[Callable[[Verdict], None]], Callable[[], None]]
+"""A checker's ``start(done)``: begins one check, calls ``done`` with its verdict later, returns how to abandon it."""
 
 _ERRNO_REASONS = {
     errno.ECONNREFUSED: "connection refused",

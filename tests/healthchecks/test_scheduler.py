@@ -288,7 +288,7 @@ async def test_targets_given_before_start_are_checked_once_started(flip_server: 
 class _SwallowsCancellation:
     """Behaves as aiohttp's client does when a cancel races its timeout: the cancel comes back as a failed check."""
 
-    bounded = False
+    start = None
 
     def __init__(self) -> None:
         self.runs = 0
@@ -326,7 +326,7 @@ async def test_stop_ends_a_checker_that_swallows_its_cancellation(monkeypatch: p
 class _Buggy:
     """A checker with a bug on some runs: raises while ``broken`` is true, passes otherwise."""
 
-    bounded = False
+    start = None
 
     def __init__(self) -> None:
         self.broken = True
@@ -359,3 +359,20 @@ async def test_a_checker_bug_is_logged_with_its_traceback_once_per_spell_not_eve
         await harness.next_run()
     logged = [r for r in caplog.records if "event=checker_failed" in r.getMessage()]
     assert len(logged) == 2 and all(r.exc_info for r in logged)
+
+
+async def test_stopping_a_check_in_flight_closes_its_connection_and_records_nothing(raw_server: Any) -> None:
+    server = await raw_server(hc_servers.silent)
+    runs: list[healthchecks.CheckRun] = []
+    scheduler = healthchecks.Scheduler(on_check=runs.append)
+    scheduler.update([http_target("web", server.port, timeout=5, interval=10, fast_interval=10)])
+    scheduler.start()
+    async with asyncio.timeout(5):
+        while server.open == 0:
+            await asyncio.sleep(0.01)
+    scheduler.update([])
+    async with asyncio.timeout(2):
+        while server.open:
+            await asyncio.sleep(0.01)
+    await scheduler.stop()
+    assert runs == []

@@ -41,60 +41,64 @@ def full_listener() -> Iterator[int]:
         listener.close()
 
 
+def begin(
+    address: tuple[str, int], timeout: float, request: bytes = REQUEST
+) -> tuple[_socket_poller.Exchange, "asyncio.Future[BaseException | None]"]:
+    """Start an exchange on the running loop's poller; the future gets what its ``done`` was called with."""
+    ended: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+    exchange = _socket_poller.poller().start(
+        socket.AF_INET, address, request, reader(), timeout, lambda _, error: ended.set_result(error)
+    )
+    return exchange, ended
+
+
 async def test_each_exchange_ends_at_its_own_deadline_not_in_start_order(raw_server: Any) -> None:
     server = await raw_server(hc_servers.silent)
-    poller = _socket_poller.poller()
     timeouts = [1.0, 0.2, 0.6]
     begun = time.monotonic()
-    exchanges = [
-        poller.start(socket.AF_INET, ("127.0.0.1", server.port), REQUEST, reader(), timeout) for timeout in timeouts
-    ]
-    ended: dict[float, float] = {}
+    started = [begin(("127.0.0.1", server.port), timeout) for timeout in timeouts]
+    took: dict[float, float] = {}
 
-    async def wait(timeout: float, exchange: _socket_poller.Exchange) -> None:
-        with pytest.raises(TimeoutError):
-            await exchange.future
-        ended[timeout] = time.monotonic() - begun
+    async def wait(timeout: float, exchange: _socket_poller.Exchange, ended: "asyncio.Future[Any]") -> None:
+        assert isinstance(await ended, TimeoutError)
+        took[timeout] = time.monotonic() - begun
         assert exchange.phase == "waiting for the response"
 
-    await asyncio.gather(*(wait(t, e) for t, e in zip(timeouts, exchanges, strict=True)))
-    assert sorted(ended, key=ended.__getitem__) == sorted(timeouts)
-    for timeout, took in ended.items():
-        assert timeout - 0.02 <= took < timeout + 0.35, (timeout, took)  # uvloop's clock is per iteration
+    await asyncio.gather(*(wait(t, *pair) for t, pair in zip(timeouts, started, strict=True)))
+    assert sorted(took, key=took.__getitem__) == sorted(timeouts)
+    for timeout, seconds in took.items():
+        assert timeout - 0.02 <= seconds < timeout + 0.35, (timeout, seconds)  # uvloop's clock is per iteration
 
 
 async def test_a_connect_that_never_completes_times_out_connecting() -> None:
     with full_listener() as port:
-        exchange = _socket_poller.poller().start(socket.AF_INET, ("127.0.0.1", port), REQUEST, reader(), 0.2)
-        with pytest.raises(TimeoutError):
-            await exchange.future
+        exchange, ended = begin(("127.0.0.1", port), 0.2)
+        assert isinstance(await ended, TimeoutError)
         assert exchange.phase == "connecting"
 
 
 async def test_a_refused_connect_is_the_error_and_a_good_answer_the_result(http_app: hc_servers.HttpApp) -> None:
-    poller = _socket_poller.poller()
-    refused = poller.start(socket.AF_INET, ("127.0.0.1", hc_servers.closed_port()), REQUEST, reader(), 1.0)
-    with pytest.raises(ConnectionRefusedError):
-        await refused.future
-    request = REQUEST.replace(b"GET / ", b"GET /status/503 ")
-    answered = poller.start(socket.AF_INET, ("127.0.0.1", http_app.port), request, reader(), 1.0)
-    await answered.future
+    _, refused = begin(("127.0.0.1", hc_servers.closed_port()), 1.0)
+    assert isinstance(await refused, ConnectionRefusedError)
+    answered, ended = begin(("127.0.0.1", http_app.port), 1.0, REQUEST.replace(b"GET / ", b"GET /status/503 "))
+    assert await ended is None
     assert (answered.reader.done, answered.reader.status) == (True, 503)
 
 
-async def test_cancelled_and_finished_exchanges_leave_no_descriptor_open(raw_server: Any) -> None:
+async def test_abandoned_and_finished_exchanges_leave_no_descriptor_open(raw_server: Any) -> None:
     server = await raw_server(hc_servers.silent)
-    poller = _socket_poller.poller()
     before = hc_servers.open_fds()
-    exchanges = [poller.start(socket.AF_INET, ("127.0.0.1", server.port), REQUEST, reader(), 5.0) for _ in range(20)]
+    started = [begin(("127.0.0.1", server.port), 0.3) for _ in range(20)]
     assert hc_servers.open_fds() >= before + 21  # twenty sockets and the poller's epoll
-    for exchange in exchanges:
-        exchange.future.cancel()
+    for exchange, _ in started[:10]:
+        _socket_poller.poller().cancel(exchange)
+    await asyncio.gather(*(ended for _, ended in started[10:]))
     for _ in range(100):  # the server's side of each connection closes when its reset arrives
         await asyncio.sleep(0.01)
         if hc_servers.open_fds() <= before:
             break
     assert hc_servers.open_fds() == before
+    assert not any(ended.done() for _, ended in started[:10]), "an abandoned exchange is never called back"
 
 
 async def test_a_deadline_below_the_loops_timer_resolution_still_ends_and_the_next_exchange_starts(
@@ -102,10 +106,8 @@ async def test_a_deadline_below_the_loops_timer_resolution_still_ends_and_the_ne
 ) -> None:
     # uvloop runs a timer due in under half a millisecond as a plain callback, whose handle has no ``when()``.
     server = await raw_server(hc_servers.silent)
-    poller = _socket_poller.poller()
     address = ("127.0.0.1", server.port)
-    first = poller.start(socket.AF_INET, address, REQUEST, reader(), 0.0001)
-    second = poller.start(socket.AF_INET, address, REQUEST, reader(), 0.05)
-    for exchange in (first, second):
-        with pytest.raises(TimeoutError):
-            await exchange.future
+    _, first = begin(address, 0.0001)
+    _, second = begin(address, 0.05)
+    for ended in (first, second):
+        assert isinstance(await ended, TimeoutError)
