@@ -140,6 +140,8 @@ class SocketPoller:
     def _expire(self) -> None:
         """End the exchanges whose deadline has passed, and come back for the next one."""
         self._timer = None
+        # What arrived in time counts, even when a busy loop runs this timer before the reads: read it first.
+        self._ready()
         now = self._loop.time()
         deadlines = self._deadlines
         while deadlines and (deadlines[0][0] <= now or deadlines[0][2].ended):

@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -111,3 +112,50 @@ async def test_a_deadline_below_the_loops_timer_resolution_still_ends_and_the_ne
     _, second = begin(address, 0.05)
     for ended in (first, second):
         assert isinstance(await ended, TimeoutError)
+
+
+@contextlib.contextmanager
+def answering_thread() -> Iterator[int]:
+    """A loopback server in a thread of its own (so it answers while the loop is blocked): a 200, 0.1 s after the
+    request."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(5)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(4096)
+                time.sleep(0.1)
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                connection.recv(1)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+        thread.join(5)
+
+
+async def test_an_answer_that_arrived_in_time_counts_when_the_loop_was_too_busy_to_read_it() -> None:
+    # Busy in an I/O callback past the deadline: uvloop then runs due timers before it reads the sockets again.
+    loop = asyncio.get_running_loop()
+    wake, nudge = socket.socketpair()
+    loop.add_reader(wake.fileno(), lambda: (wake.recv(1), time.sleep(0.4)))
+    try:
+        with answering_thread() as port:
+            exchange, ended = begin(("127.0.0.1", port), 0.2)
+            async with asyncio.timeout(5):
+                while exchange.phase == "connecting":
+                    await asyncio.sleep(0.005)
+            nudge.send(b"x")
+            assert await ended is None
+            assert exchange.reader.status == 200
+    finally:
+        loop.remove_reader(wake.fileno())
+        wake.close()
+        nudge.close()
