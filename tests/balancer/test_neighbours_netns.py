@@ -9,7 +9,7 @@ import pytest
 
 import bpf
 from balancer import neighbours
-from balancer.lab_netns import Host, Lab
+from balancer.lab.netns import Host, Lab
 from tests.bpf.conftest import require_bpf
 
 pytestmark = pytest.mark.privileged

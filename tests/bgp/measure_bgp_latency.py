@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 import bgp  # noqa: E402
 import config  # noqa: E402
-from balancer import lab_bird  # noqa: E402
+from balancer.lab import bird_lab  # noqa: E402
 from tests.bgp import bgp_support  # noqa: E402
 
 
@@ -41,7 +41,7 @@ def _summary(name: str, values: list[float]) -> str:
 
 
 async def main(rounds: int) -> None:
-    with lab_bird.BirdLab(peers=bgp_support.bird_peers()) as bird:
+    with bird_lab.BirdLab(peers=bgp_support.bird_peers()) as bird:
         cfg = bgp_support.speaker_config(bird)
         async with bgp.Speaker(cfg, restart_delay=0.5, max_restart_delay=0.5) as speaker:
             await _until(lambda: bgp_support.established(speaker) and bgp_support.bird_established(bird))
