@@ -13,7 +13,7 @@ from bpf._kernel_source import KernelHeadersError, ensure_kernel_source
 from bpf._test_run import TestRun, XdpVerdict, prog_test_run
 from bpf.dataplane import AttachMode, DataPlane, DataPlaneSettings
 from bpf.errors import DataPlaneError
-from bpf.maglev import DEFAULT_TABLE_SIZE, MaglevCache, is_prime, maglev_table
+from bpf.maglev import DEFAULT_TABLE_SIZE, MaglevCache, maglev_table
 from bpf.service import Backend, BackendStatus, IPAddress, NextHop, Protocol, Service, ServiceKey, ServiceStatus
 
 __all__ = [
@@ -39,7 +39,6 @@ __all__ = [
     "TestRun",
     "XdpVerdict",
     "ensure_kernel_source",
-    "is_prime",
     "maglev_table",
     "prog_test_run",
 ]

@@ -5,8 +5,9 @@ import socket
 from dataclasses import dataclass
 from typing import Literal
 
+import config
 from bpf.errors import DataPlaneError
-from bpf.maglev import DEFAULT_TABLE_SIZE, is_prime
+from bpf.maglev import DEFAULT_TABLE_SIZE
 
 __all__ = [
     "PROTO_NUMBERS", "Backend", "BackendStatus", "IPAddress", "NextHop", "Protocol", "Service", "ServiceKey",
@@ -73,7 +74,7 @@ class Service:
             raise DataPlaneError(f"{key}: port out of range")
         if key.proto not in PROTO_NUMBERS:
             raise DataPlaneError(f"{key}: protocol must be tcp or udp")
-        if not is_prime(self.table_size):
+        if not config.is_prime(self.table_size):
             raise DataPlaneError(f"{key}: Maglev table size {self.table_size} is not prime")
         addresses = [b.address for b in self.backends]
         if len(set(addresses)) != len(addresses):

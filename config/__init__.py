@@ -11,6 +11,7 @@ from config._disclosure import redact
 from config._errors import ConfigError, XdplbError
 from config._loader import format_path, load_config, parse_config, validate_config
 from config._root import XdplbConfig
+from config._rules import is_prime
 from config._service import AdminState, BackendConfig, PolicyConfig, ServiceConfig
 from config._system import ApiConfig, DataplaneConfig, InterfaceConfig
 from config.bgp import BgpConfig, BgpPeer, RouteAttributes
@@ -36,6 +37,7 @@ __all__ = [
     "XdplbConfig",
     "XdplbError",
     "format_path",
+    "is_prime",
     "load_config",
     "parse_config",
     "parse_status_codes",
