@@ -14,7 +14,7 @@ from bpf._test_run import TestRun, XdpVerdict, prog_test_run
 from bpf.dataplane import AttachMode, DataPlane, DataPlaneSettings
 from bpf.errors import DataPlaneError
 from bpf.maglev import DEFAULT_TABLE_SIZE, MaglevCache, maglev_table
-from bpf.service import Backend, BackendStatus, IPAddress, NextHop, Protocol, Service, ServiceKey, ServiceStatus
+from bpf.service import Backend, BackendStatus, NextHop, Protocol, Service, ServiceKey, ServiceStatus
 
 __all__ = [
     "DEFAULT_TABLE_SIZE",
@@ -27,7 +27,6 @@ __all__ = [
     "DataPlaneError",
     "DataPlaneSettings",
     "GlobalCounters",
-    "IPAddress",
     "KernelHeadersError",
     "MaglevCache",
     "NextHop",

@@ -1,6 +1,5 @@
 """What the data plane is asked to serve: services and their backends, and how it serves them."""
 
-import ipaddress
 import socket
 from dataclasses import dataclass
 from typing import Literal
@@ -9,12 +8,7 @@ import config
 from bpf.errors import DataPlaneError
 from bpf.maglev import DEFAULT_TABLE_SIZE
 
-__all__ = [
-    "PROTO_NUMBERS", "Backend", "BackendStatus", "IPAddress", "NextHop", "Protocol", "Service", "ServiceKey",
-    "ServiceStatus",
-]
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+__all__ = ["PROTO_NUMBERS", "Backend", "BackendStatus", "NextHop", "Protocol", "Service", "ServiceKey", "ServiceStatus"]
 
 Protocol = Literal["tcp", "udp"]
 PROTO_NUMBERS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
@@ -24,7 +18,7 @@ PROTO_NUMBERS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
 class ServiceKey:
     """What a service listens on: ``192.0.2.100:80/tcp``."""
 
-    vip: IPAddress
+    vip: config.IpAddress
     port: int
     proto: Protocol
 
@@ -51,7 +45,7 @@ class Backend:
     XDP_TX when it is the one they came in on and XDP_REDIRECT otherwise; 0 means the ingress interface, always.
     """
 
-    address: IPAddress
+    address: config.IpAddress
     weight: int = 1
     vlan: int = 0
     mac: str | None = None
@@ -92,7 +86,7 @@ class Service:
 class BackendStatus:
     """How the data plane uses one backend right now."""
 
-    address: IPAddress
+    address: config.IpAddress
     weight: int
     mac: str | None
     slot: int

@@ -14,6 +14,7 @@ from config._root import XdplbConfig
 from config._rules import is_prime
 from config._service import AdminState, BackendConfig, PolicyConfig, ServiceConfig
 from config._system import ApiConfig, DataplaneConfig, InterfaceConfig
+from config._types import IpAddress, Prefix
 from config.bgp import BgpConfig, BgpPeer, RouteAttributes
 from config.checks import Check, CheckTiming, DnsCheck, HttpCheck, TcpCheck, parse_status_codes
 
@@ -30,7 +31,9 @@ __all__ = [
     "DnsCheck",
     "HttpCheck",
     "InterfaceConfig",
+    "IpAddress",
     "PolicyConfig",
+    "Prefix",
     "RouteAttributes",
     "ServiceConfig",
     "TcpCheck",

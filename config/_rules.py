@@ -6,14 +6,13 @@ unique across services, policies defined) run once every field and service is va
 """
 
 import collections
-import ipaddress
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from config import _inherit
-from config._types import Problem
+from config._types import IpAddress, Problem
 
 if TYPE_CHECKING:
     from config._root import XdplbConfig
@@ -271,7 +270,7 @@ def verify_shared_vip_routes(config: "XdplbConfig") -> list[Problem]:
     """Services sharing a VIP (on other ports) announce one route, so they must agree on its attributes."""
     if config.bgp is None:
         return []
-    first: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, int] = {}
+    first: dict[IpAddress, int] = {}
     problems: list[Problem] = []
     for i, service in enumerate(config.services):
         for vip in service.vips:

@@ -1,7 +1,6 @@
 """A service (VIPs, port, protocol) and its backends, and the named check policies they refer to."""
 
 import enum
-import ipaddress
 import re
 from typing import Literal
 
@@ -78,7 +77,7 @@ class BackendConfig(XdplbModel):
         return self
 
 
-def default_service_name(vip: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int, protocol: str) -> str:
+def default_service_name(vip: _types.IpAddress, port: int, protocol: str) -> str:
     """``192.0.2.100:80/tcp``, ``[2001:db8::100]:53/udp``: the name of a service that has none."""
     host = f"[{vip}]" if vip.version == 6 else str(vip)
     return f"{host}:{port}/{protocol}"

@@ -1,7 +1,6 @@
 """The DNS check: one query over UDP or TCP; it passes on a well-formed answer with the expected rcode."""
 
 import asyncio
-import ipaddress
 import random
 import struct
 import typing
@@ -65,7 +64,7 @@ class DnsChecker:
     """Runs one DNS check against one backend; ``run()`` never raises and never outlives the timeout."""
 
     def __init__(
-        self, check: config.DnsCheck, address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int
+        self, check: config.DnsCheck, address: config.IpAddress, port: int
     ) -> None:
         self._check = check
         self._address = str(address)

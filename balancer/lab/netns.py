@@ -129,7 +129,7 @@ def _link_index(ipr: Any, ifname: str) -> int:
     return int(found[0])
 
 
-def _in_subnet(address: str, net: ipaddress.IPv4Network | ipaddress.IPv6Network, what: str) -> str:
+def _in_subnet(address: str, net: config.Prefix, what: str) -> str:
     try:
         addr = ipaddress.ip_address(address)
     except ValueError as exc:

@@ -15,8 +15,7 @@ import config
 from balancer.lab import bird_lab
 from tests.bgp.bgp_support import bird_established, established, speaker_config, wait_for
 
-Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
-Routes = dict[Prefix, config.RouteAttributes]
+Routes = dict[config.Prefix, config.RouteAttributes]
 SENT = re.compile(r"event=bgp_routes_sent announced=(\d+) withdrawn=(\d+) commands=(\d+)")
 
 
@@ -30,7 +29,7 @@ def varied(prefixes: list[ipaddress.IPv4Network]) -> Routes:
     return {p: config.RouteAttributes(med=i % 5, communities=(f"65000:{i % 3}",)) for i, p in enumerate(prefixes)}
 
 
-def received(bird: bird_lab.BirdLab, protocol: str = "xdplb4") -> dict[Prefix, int | None]:
+def received(bird: bird_lab.BirdLab, protocol: str = "xdplb4") -> dict[config.Prefix, int | None]:
     """What BIRD holds from ``protocol``: prefix -> MED."""
     return {route.prefix: route.med for route in bird.routes(protocol=protocol)}
 
