@@ -5,6 +5,7 @@ Nothing in the daemon imports it (an import-linter contract holds this); the CLI
 
 - ``netns``: the lab itself, a bridge and one network namespace per host (``Lab``, ``Host``);
 - ``registry``: which namespaces belong to which run, so a crashed run's leftovers can be removed;
+- ``sigterm``: SIGTERM as an exception, so a lab is torn down as on Ctrl-C;
 - ``xdp``: the XDP_PASS program a veth peer needs for native XDP out of a lab host;
 - ``http_backend``: the web server of a lab backend, answering its own name;
 - ``forward``: a lab host's TCP port on this machine's 127.0.0.1;

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import Any, TextIO
 
 import config
-from balancer.lab import demo_lab, forward, netns
+from balancer.lab import demo_lab, forward, netns, sigterm
 
 __all__ = ["DemoOptions", "StatusLine", "run_demo"]
 
@@ -80,16 +80,7 @@ class StatusLine:
 @contextmanager
 def _signals_stop() -> Iterator[None]:
     """SIGINT raises KeyboardInterrupt (as usual) and SIGTERM raises _Stopped, anywhere in the main thread."""
-    owner = os.getpid()
-
-    def stop(signum: int, frame: object) -> None:
-        if os.getpid() != owner:  # a child forked by pyroute2 inherits this handler: it must just die
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        raise _Stopped()
-
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = signal.signal(signal.SIGTERM, sigterm.raising_handler(lambda signum: _Stopped()))
     try:
         yield
     finally:

@@ -46,14 +46,14 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from pyroute2 import IPRoute, netns
 from pyroute2.ethtool import Ethtool
 
 import config
-from balancer.lab import http_backend, registry, xdp
+from balancer.lab import http_backend, registry, sigterm, xdp
 
 __all__ = [
     "LAB_V4",
@@ -346,7 +346,7 @@ class _SigtermToExit:
 
     def __init__(self) -> None:
         self.labs: set[int] = set()
-        self.pid = 0
+        self._handler: sigterm.Handler | None = None
 
     def acquire(self, lab: int) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -354,22 +354,18 @@ class _SigtermToExit:
         if not self.labs:
             if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
                 return  # somebody else owns SIGTERM; they must unwind to destroy()
-            signal.signal(signal.SIGTERM, self._handle)
-            self.pid = os.getpid()
+            # SystemExit unwinds through `with Lab()` and atexit, both call destroy(); with no lab left, or in a
+            # forked child, SIGTERM kills the default way.
+            self._handler = sigterm.raising_handler(lambda signum: SystemExit(128 + signum),
+                                                    armed=lambda: bool(self.labs))
+            signal.signal(signal.SIGTERM, self._handler)
         self.labs.add(lab)
 
     def release(self, lab: int) -> None:
         self.labs.discard(lab)
         if not self.labs and threading.current_thread() is threading.main_thread():
-            if signal.getsignal(signal.SIGTERM) == self._handle:
+            if self._handler is not None and signal.getsignal(signal.SIGTERM) == self._handler:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if os.getpid() != self.pid or not self.labs:  # a forked child, or no lab left: die the default way
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        raise SystemExit(128 + signum)  # unwinds through `with Lab()` and atexit, both call destroy()
 
 
 _SIGTERM = _SigtermToExit()
