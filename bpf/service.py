@@ -23,8 +23,7 @@ class ServiceKey:
     proto: Protocol
 
     def __str__(self) -> str:
-        host = f"[{self.vip}]" if self.vip.version == 6 else str(self.vip)
-        return f"{host}:{self.port}/{self.proto}"
+        return config.vip_port_proto(self.vip, self.port, self.proto)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from config._errors import ConfigError, XdplbError
 from config._loader import format_path, load_config, parse_config, validate_config
 from config._root import XdplbConfig
 from config._rules import is_prime
-from config._service import AdminState, BackendConfig, PolicyConfig, ServiceConfig
+from config._service import AdminState, BackendConfig, PolicyConfig, ServiceConfig, vip_port_proto
 from config._system import ApiConfig, DataplaneConfig, InterfaceConfig
 from config._types import IpAddress, Prefix
 from config.bgp import BgpConfig, BgpPeer, RouteAttributes
@@ -46,4 +46,5 @@ __all__ = [
     "parse_status_codes",
     "redact",
     "validate_config",
+    "vip_port_proto",
 ]
