@@ -1,3 +1,3 @@
-"""The asyncio core of xdplb: reconciliation, CLI, HTTP API, console and metrics."""
+"""The asyncio core of xdplb: reconciliation, CLI, HTTP API, console and metrics (and the namespace lab, ``lab``)."""
 
 __all__: list[str] = []

@@ -27,7 +27,6 @@ the app with the house lifecycle ``setup()`` → ``start()`` → ``cleanup()``; 
 
 import asyncio
 import functools
-import ipaddress
 import json
 import logging
 from pathlib import Path
@@ -176,7 +175,7 @@ def make_app(
     controller: status.Controller,
     *,
     metrics: metrics.Metrics,
-    listen_host: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None,
+    listen_host: config.IpAddress | None = None,
 ) -> web.Application:
     """The aiohttp application serving ``controller``.
 
@@ -216,7 +215,7 @@ class ApiServer:
         controller: status.Controller,
         *,
         metrics: metrics.Metrics,
-        host: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None,
+        host: config.IpAddress | None = None,
         port: int | None = None,
         shutdown_timeout: float = 5.0,
     ) -> None:

@@ -159,7 +159,7 @@ def _balance(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     """``xdplb demo``: the namespace lab until Ctrl-C, SIGTERM or ``--duration``."""
-    from balancer import demo  # pyroute2, namespaces: only for this command
+    from balancer.lab import demo  # pyroute2, namespaces: only for this command
 
     configure_logging(args.log_level)
     options = demo.DemoOptions(duration=args.duration, first_port=args.port)

@@ -147,8 +147,8 @@ class Daemon:
         self._durations: dict[str, float] = {}  # last check duration, by backend key
         self._unknown: set[str] = set()  # checked, enabled backends with no verdict yet
         self._settled = asyncio.Event()  # set when _unknown empties
-        self._macs: dict[bpf.IPAddress, bpf.NextHop | None] = {}
-        self._services_of: dict[bpf.IPAddress, set[str]] = {}  # backend address -> names of its services
+        self._macs: dict[config.IpAddress, bpf.NextHop | None] = {}
+        self._services_of: dict[config.IpAddress, set[str]] = {}  # backend address -> names of its services
         self._first_seen: dict[str, float] = {}  # service name -> when it first appeared (monotonic)
         self._ready = False
         self._started_at = time.time()
@@ -420,7 +420,7 @@ class Daemon:
             and desired.admin_state(service, backend, overrides_) is not config.AdminState.DISABLED
         }
         self._set_settled()
-        services_of: dict[bpf.IPAddress, set[str]] = {}
+        services_of: dict[config.IpAddress, set[str]] = {}
         for service, backend in cfg.backends():
             services_of.setdefault(backend.address, set()).add(service.name)
         self._services_of = services_of
@@ -456,7 +456,7 @@ class Daemon:
             self._changed.update(services)
         self._dirty.set()
 
-    def _macs_changed(self, changed: Mapping[bpf.IPAddress, bpf.NextHop | None]) -> None:
+    def _macs_changed(self, changed: Mapping[config.IpAddress, bpf.NextHop | None]) -> None:
         """The neighbour watcher's report: record the facts; the next pass programs them."""
         self._macs.update(changed)
         names: set[str] = set()

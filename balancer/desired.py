@@ -26,8 +26,6 @@ __all__ = [
     "unsettled_services",
 ]
 
-Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
-
 
 @dataclasses.dataclass(frozen=True)
 class Health:
@@ -43,7 +41,7 @@ class Health:
 class Route:
     """A VIP's desired route: announced or not, and why."""
 
-    prefix: Prefix
+    prefix: config.Prefix
     announce: bool
     attributes: config.RouteAttributes
     reason: str
@@ -84,7 +82,7 @@ def dataplane_services(
     cfg: config.XdplbConfig,
     health: Mapping[str, Health],
     overrides: Mapping[str, config.AdminState],
-    macs: Mapping[bpf.IPAddress, bpf.NextHop | str | None],
+    macs: Mapping[config.IpAddress, bpf.NextHop | str | None],
     *,
     only: Set[str] | None = None,
     skip: Set[str] = frozenset(),
@@ -150,12 +148,12 @@ def routes(
     ready: bool,
     why_not_ready: str,
     settling: Set[str] = frozenset(),
-) -> dict[Prefix, Route]:
+) -> dict[config.Prefix, Route]:
     """Every VIP's route, announced when ``ready`` and each of its services has ``need`` healthy backends.
 
     Services in ``settling`` (added by a reload, backends' first verdicts still due) hold their VIPs back too.
     """
-    by_vip: dict[bpf.IPAddress, list[config.ServiceConfig]] = {}
+    by_vip: dict[config.IpAddress, list[config.ServiceConfig]] = {}
     for service in cfg.services:
         for vip in service.vips:
             by_vip.setdefault(vip, []).append(service)

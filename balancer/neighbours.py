@@ -26,14 +26,14 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.rtnl import RTM_DELNEIGH, RTM_NEWNEIGH, RTMGRP_NEIGH
 
 import bpf
+import config
 from balancer import netlink_events
 
 __all__ = ["NeighbourWatcher", "neighbour_table_limits", "vlan_of"]
 
 log = logging.getLogger(__name__)
 
-IPAddress = bpf.IPAddress
-MacChanges = dict[IPAddress, bpf.NextHop | None]
+MacChanges = dict[config.IpAddress, bpf.NextHop | None]
 
 # NUD states with a usable link-layer address (include/uapi/linux/neighbour.h).
 _NUD_REACHABLE, _NUD_STALE, _NUD_DELAY, _NUD_PROBE, _NUD_NOARP, _NUD_PERMANENT = 0x02, 0x04, 0x08, 0x10, 0x40, 0x80
@@ -58,10 +58,10 @@ class NeighbourWatcher:
         self._link_info = link_info or vlan_of  # ifindex -> (trunk ifindex, VID), for entries off the attached ones
         self._trunks: dict[int, tuple[int, int]] = {}  # its answers by ifindex (reader thread)
         self._interfaces, self._names = _interfaces(interfaces)
-        self._pinned: dict[IPAddress, str] = {}  # address -> the interface name its entry must be on
-        self._entries: dict[IPAddress, dict[int, tuple[str, int]]] = {}  # address -> ifindex -> (MAC, VID)
-        self._watched: frozenset[IPAddress] = frozenset()
-        self._macs: dict[IPAddress, bpf.NextHop | None] = {}  # last reported, per watched address (loop)
+        self._pinned: dict[config.IpAddress, str] = {}  # address -> the interface name its entry must be on
+        self._entries: dict[config.IpAddress, dict[int, tuple[str, int]]] = {}  # address -> ifindex -> (MAC, VID)
+        self._watched: frozenset[config.IpAddress] = frozenset()
+        self._macs: dict[config.IpAddress, bpf.NextHop | None] = {}  # last reported, per watched address (loop)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._events = netlink_events.NetlinkEvents(
@@ -79,7 +79,9 @@ class NeighbourWatcher:
         """Stop the reader thread and release the socket."""
         self._events.close()
 
-    def watch(self, addresses: Iterable[IPAddress], *, pinned: Mapping[IPAddress, str] | None = None) -> MacChanges:
+    def watch(
+        self, addresses: Iterable[config.IpAddress], *, pinned: Mapping[config.IpAddress, str] | None = None
+    ) -> MacChanges:
         """Set the addresses whose next hops matter, and the interface (by name) each pinned one is on; returns
         the next hop of each newly watched or newly pinned one (None: unresolved)."""
         with self._lock:
@@ -102,20 +104,20 @@ class NeighbourWatcher:
             found = {address: self._usable(address) for address in self._watched}
         self._report(found)
 
-    def mac(self, address: IPAddress) -> str | None:
+    def mac(self, address: config.IpAddress) -> str | None:
         """The MAC last reported for a watched address."""
         hop = self._macs.get(address)
         return None if hop is None else hop.mac
 
-    def next_hop(self, address: IPAddress) -> bpf.NextHop | None:
+    def next_hop(self, address: config.IpAddress) -> bpf.NextHop | None:
         """The next hop (MAC and interface) last reported for a watched address."""
         return self._macs.get(address)
 
-    def unresolved(self) -> list[IPAddress]:
+    def unresolved(self) -> list[config.IpAddress]:
         """Watched addresses with no usable entry."""
         return [address for address, mac in self._macs.items() if mac is None]
 
-    def probe(self, addresses: Iterable[IPAddress]) -> None:
+    def probe(self, addresses: Iterable[config.IpAddress]) -> None:
         """Make the kernel resolve these addresses: one empty datagram to each one's discard port.
 
         Call it from a worker thread for many addresses: a send costs a few microseconds.
@@ -158,7 +160,7 @@ class NeighbourWatcher:
         return known
 
     def _apply(self, messages: Iterable[Any], *, replace: bool = False) -> None:
-        changed: set[IPAddress] = set()
+        changed: set[config.IpAddress] = set()
         messages = list(messages)
         trunks = {m["ifindex"]: self._trunk(m["ifindex"]) for m in messages if m.get_attr("NDA_DST") is not None}
         with self._lock:
@@ -187,7 +189,7 @@ class NeighbourWatcher:
         if report and self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._report, report)
 
-    def _usable(self, address: IPAddress) -> bpf.NextHop | None:
+    def _usable(self, address: config.IpAddress) -> bpf.NextHop | None:
         by_interface = self._entries.get(address, {})
         pin = self._pinned.get(address)
         if pin is not None:
@@ -201,7 +203,7 @@ class NeighbourWatcher:
 
     # event loop
 
-    def _report(self, found: Mapping[IPAddress, bpf.NextHop | None]) -> None:
+    def _report(self, found: Mapping[config.IpAddress, bpf.NextHop | None]) -> None:
         changed = {
             address: mac for address, mac in found.items() if address in self._macs and self._macs[address] != mac
         }

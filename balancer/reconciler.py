@@ -36,7 +36,7 @@ class Reconciler:
     def __init__(self, plane: bpf.DataPlane, speaker: bgp.Speaker | None, *, build_workers: int | None = None) -> None:
         self.plane = plane
         self.speaker = speaker
-        self.routes: dict[desired.Prefix, desired.Route] = {}
+        self.routes: dict[config.Prefix, desired.Route] = {}
         self.errors: dict[str, str] = {}  # what could not be applied, by object, until it is
         self.dataplane_errors = 0  # data-plane updates that failed, since start
         self.passes = 0
@@ -58,7 +58,7 @@ class Reconciler:
         cfg: config.XdplbConfig,
         health: Mapping[str, desired.Health],
         overrides: Mapping[str, config.AdminState],
-        macs: Mapping[bpf.IPAddress, bpf.NextHop | str | None],
+        macs: Mapping[config.IpAddress, bpf.NextHop | str | None],
         *,
         ready: bool,
         why_not_ready: str = "starting",
@@ -94,7 +94,7 @@ class Reconciler:
         cfg: config.XdplbConfig,
         health: Mapping[str, desired.Health],
         overrides: Mapping[str, config.AdminState],
-        macs: Mapping[bpf.IPAddress, bpf.NextHop | str | None],
+        macs: Mapping[config.IpAddress, bpf.NextHop | str | None],
         settling: Set[str],
         changed: Set[str] | None,
     ) -> set[str]:
@@ -164,7 +164,7 @@ class Reconciler:
             )
         return self._pool
 
-    def _apply_routes(self, routes: Mapping[desired.Prefix, desired.Route]) -> None:
+    def _apply_routes(self, routes: Mapping[config.Prefix, desired.Route]) -> None:
         """Hand the speaker the complete set of routes wanted now; it sends the difference on its own time."""
         assert self.speaker is not None
         wanted = {prefix: route.attributes for prefix, route in routes.items() if route.announce}

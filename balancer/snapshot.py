@@ -58,7 +58,7 @@ def gather_snapshot(
     health: Mapping[str, desired.Health],
     overrides: Mapping[str, config.AdminState],
     plane: bpf.DataPlane,
-    routes: Mapping[desired.Prefix, desired.Route],
+    routes: Mapping[config.Prefix, desired.Route],
     speaker: bgp.Speaker | None,
     reloads: Mapping[str, int],
     last_reload_error: str | None,
@@ -110,10 +110,10 @@ def _assemble(
     health: Mapping[str, desired.Health],
     durations: Mapping[str, float],
     overrides: Mapping[str, config.AdminState],
-    routes: Mapping[desired.Prefix, desired.Route],
+    routes: Mapping[config.Prefix, desired.Route],
     bgp_configured: bool,
-    pending: frozenset[desired.Prefix],
-    announced: frozenset[desired.Prefix],
+    pending: frozenset[config.Prefix],
+    announced: frozenset[config.Prefix],
     peer_states: tuple[bgp.PeerState, ...],
 ) -> "_Parts":
     services = []

@@ -76,10 +76,6 @@ def _duration(seconds: float) -> str:
     return f"{seconds} s"
 
 
-def _host(address: str) -> str:
-    return f"[{address}]" if ":" in address else address
-
-
 def _service_key(service: Mapping[str, Any]) -> tuple[str, str, int, str]:
     return (service["name"], service["vip"], service["port"], service["protocol"])
 
@@ -121,7 +117,7 @@ def render(status: Mapping[str, Any], previous: Mapping[str, Any] | None = None)
     for service in status["services"]:
         key = _service_key(service)
         count = service["packets"]
-        where = f"{_host(service['vip'])}:{service['port']}/{service['protocol']}"
+        where = config.vip_port_proto(service["vip"], service["port"], service["protocol"])
         rows.append([
             where if service["name"] == where else f"{service['name']} {where}",
             "up" if service["up"] else "DOWN",

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import bgp  # noqa: E402
 import config  # noqa: E402
-from balancer import lab_bird  # noqa: E402
+from balancer.lab import bird_lab  # noqa: E402
 
 LOCAL_AS = 4200000001
 BIRD_AS_V6 = 65002
@@ -41,14 +41,14 @@ LOOPBACK_V4 = ipaddress.ip_address("127.0.0.1")
 LOOPBACK_V6 = ipaddress.ip_address("::1")
 
 
-def _bird_peers() -> list[lab_bird.BirdPeer]:
+def _bird_peers() -> list[bird_lab.BirdPeer]:
     return [
-        lab_bird.BirdPeer(name="xdplb4", address=SPEAKER_V4, peer_as=LOCAL_AS),
-        lab_bird.BirdPeer(name="xdplb6", address=LOOPBACK_V6, peer_as=LOCAL_AS, local_as=BIRD_AS_V6),
+        bird_lab.BirdPeer(name="xdplb4", address=SPEAKER_V4, peer_as=LOCAL_AS),
+        bird_lab.BirdPeer(name="xdplb6", address=LOOPBACK_V6, peer_as=LOCAL_AS, local_as=BIRD_AS_V6),
     ]
 
 
-def _speaker_config(bird: lab_bird.BirdLab) -> config.BgpConfig:
+def _speaker_config(bird: bird_lab.BirdLab) -> config.BgpConfig:
     return config.BgpConfig(
         local_as=LOCAL_AS,
         router_id=ipaddress.IPv4Address("192.0.2.1"),
@@ -59,7 +59,7 @@ def _speaker_config(bird: lab_bird.BirdLab) -> config.BgpConfig:
     )
 
 
-def _route_count(bird: lab_bird.BirdLab) -> int:
+def _route_count(bird: bird_lab.BirdLab) -> int:
     """Routes in every table, from ``show route count`` ("Total: 250 of 250 routes for 250 networks in 2 tables")."""
     for line in bird.birdc("show", "route", "count").splitlines():
         if line.startswith("Total:"):
@@ -77,7 +77,7 @@ async def _until(probe: Callable[[], object], *, timeout: float = 60.0) -> float
     return time.monotonic()
 
 
-def _established(speaker: bgp.Speaker, bird: lab_bird.BirdLab) -> bool:
+def _established(speaker: bgp.Speaker, bird: bird_lab.BirdLab) -> bool:
     ours = all(state.state is bgp.PeerStatus.ESTABLISHED for state in speaker.peers().values())
     return ours and all(p.bgp_state == "Established" for p in bird.protocols().values() if p.proto == "BGP")
 
@@ -92,7 +92,7 @@ async def _hog(busy: float) -> None:
 async def _round(routes: int, busy: float) -> dict[str, float]:
     prefixes = [ipaddress.IPv4Network((0xC6120000 + i, 32)) for i in range(routes)]  # 198.18.0.0 on
     attributes = config.RouteAttributes(med=100, communities=("65000:1",))
-    with lab_bird.BirdLab(peers=_bird_peers()) as bird:
+    with bird_lab.BirdLab(peers=_bird_peers()) as bird:
         speaker = bgp.Speaker(_speaker_config(bird))
         hog: asyncio.Task[None] | None = None
         await speaker.start()

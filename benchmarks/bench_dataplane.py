@@ -26,7 +26,7 @@ from scapy.layers.inet6 import IPv6  # noqa: E402
 from scapy.layers.l2 import Ether  # noqa: E402
 
 import bpf  # noqa: E402
-from balancer.lab_netns import Lab  # noqa: E402
+from balancer.lab.netns import Lab  # noqa: E402
 
 MINIMAL = r"""
 #include <uapi/linux/bpf.h>

@@ -1,6 +1,6 @@
 """The control plane at the size of a real edge: ``make bench-scale``.
 
-Builds the scale lab (``balancer.lab_scale``): by default 1,000 services (250 VIPs x 4 ports) x 10 backends, all
+Builds the scale lab (``balancer.lab.scale``): by default 1,000 services (250 VIPs x 4 ports) x 10 backends, all
 answering HTTP 200 from one server, checks every 2 s (timeout 1 s, rise 2, fall 3), BIRD as the BGP peer, and
 permanent neighbour entries on the node (the host's neighbour-table limits are shared and not ours to raise).
 Runs the real ``xdplb run`` and prints the figures against their targets, then one JSON object on the last line.
@@ -9,7 +9,7 @@ Runs the real ``xdplb run`` and prints the figures against their targets, then o
 import argparse
 import sys
 
-from balancer import lab_scale
+from balancer.lab import scale
 
 TARGETS = {  # key: (target, "max" or "eq")
     "ready_s": (15.0, "max"), "false_downs": (0, "eq"), "cpu_cores": (0.6, "max"), "check_lag_p99_ms": (50.0, "max"),
@@ -27,8 +27,8 @@ def main() -> int:
     parser.add_argument("--ready-timeout", type=float, default=300.0, help="seconds allowed to get every backend up")
     args = parser.parse_args()
     total = args.services * args.backends
-    with lab_scale.ScaleLab(services=args.services, backends=args.backends, spare=max(1, total // 100)) as lab:
-        figures = lab_scale.measure(lab, window=args.window, settle=10.0, flap_window=30.0,
+    with scale.ScaleLab(services=args.services, backends=args.backends, spare=max(1, total // 100)) as lab:
+        figures = scale.measure(lab, window=args.window, settle=10.0, flap_window=30.0,
                                     ready_timeout=args.ready_timeout,
                                     progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(f"{'figure':22} {'measured':>12} {'target':>10}")
@@ -43,7 +43,7 @@ def main() -> int:
             mark = f"{'<=' if kind == 'max' else '=='} {limit:<7} {'ok' if ok else 'MISSED'}"
         shown = f"{value:.3f}" if isinstance(value, float) else ("-" if value is None else str(value))
         print(f"{name:22} {shown:>12}   {mark}")
-    print(lab_scale.to_json(figures))
+    print(scale.to_json(figures))
     return 0
 
 

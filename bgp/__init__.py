@@ -66,7 +66,7 @@ def verify_config(bgp_config: config.BgpConfig) -> list[tuple[tuple[str | int, .
     return _exabgp_config.problems(bgp_config)
 
 
-def verify_route(prefix: ipaddress.IPv4Network | ipaddress.IPv6Network, attributes: config.RouteAttributes) -> None:
+def verify_route(prefix: config.Prefix, attributes: config.RouteAttributes) -> None:
     """Return if ``prefix`` can be announced with ``attributes``; else the AttributeMismatchError ``set_routes``
     would raise."""
     _exabgp_config.check_attributes(prefix, attributes)

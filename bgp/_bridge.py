@@ -1,6 +1,7 @@
 """ExaBGP's API process: relays between ExaBGP's pipes and the xdplb daemon's Unix socket.
 
-ExaBGP runs this file (``python _bridge.py SOCKET``), nothing imports it; it uses the standard library only.
+ExaBGP runs this file (``python _bridge.py SOCKET``); it uses the standard library only, and the daemon imports
+nothing from it but ``die_with``.
 Whatever kills the daemon closes its end of the socket, and the bridge then tells ExaBGP to ``shutdown`` so no
 route outlives its controller (ExaBGP alone would keep them announced). It also dies with ExaBGP (PDEATHSIG), and
 ExaBGP is run with ``api.terminate`` so that the bridge's death ends ExaBGP.
@@ -14,15 +15,20 @@ import socket
 import sys
 import time
 
+__all__ = ["die_with", "main"]
+
 _PR_SET_PDEATHSIG = 1
 _CONNECT_TIMEOUT = 5.0
+_libc = ctypes.CDLL(None, use_errno=True)  # loaded up front: die_with runs between fork and exec too
 
 
-def _die_with_parent() -> None:
-    parent = os.getppid()
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
+def die_with(parent: int) -> bool:
+    """Have the kernel SIGKILL this process when its parent dies (PR_SET_PDEATHSIG); False if that failed or
+    ``parent`` is gone already (it died before the setting took effect: this process has another parent).
+
+    The bridge calls it as it starts; the daemon, in ExaBGP's child between fork and exec (``_channel``).
+    """
+    return _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) == 0 and os.getppid() == parent
 
 
 def _connect(path: str) -> socket.socket | None:
@@ -47,7 +53,8 @@ def _write_all(fd: int, data: bytes) -> None:
 
 def main(argv: list[str]) -> int:
     """Relay until either side closes; on the daemon's side closing, ask ExaBGP to shut down."""
-    _die_with_parent()
+    if not die_with(os.getppid()):
+        os._exit(1)
     sock = _connect(argv[1])
     if sock is None:
         _write_all(1, b"shutdown\n")

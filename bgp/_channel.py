@@ -7,24 +7,20 @@ included. PDEATHSIG follows the thread that forked: spawn from the event loop's 
 
 import asyncio
 import collections
-import ctypes
 import json
 import logging
 import os
-import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from bgp import _errors
+from bgp import _bridge, _errors
 
 __all__ = ["ChannelClosed", "Connections", "ExabgpRun"]
 
 log = logging.getLogger(__name__)
 
 Connections = asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 class ChannelClosed(_errors.BgpError):
@@ -33,7 +29,7 @@ class ChannelClosed(_errors.BgpError):
 
 def _die_with(parent: int) -> Callable[[], None]:
     def preexec() -> None:
-        if _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0 or os.getppid() != parent:
+        if not _bridge.die_with(parent):
             os._exit(127)
 
     return preexec

@@ -17,10 +17,9 @@ import ipaddress
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-__all__ = ["SentUpdate", "StateChange", "parse"]
+from config import IpAddress, Prefix
 
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
+__all__ = ["SentUpdate", "StateChange", "parse"]
 
 
 @dataclasses.dataclass(frozen=True)

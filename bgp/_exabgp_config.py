@@ -4,7 +4,6 @@ Pure functions, no I/O. Each VIP prefix goes to the peers of its own address fam
 ``ipv4 unicast``, an IPv6 peer ``ipv6 unicast``, so that ``next-hop self`` is always an address of the session.
 """
 
-import ipaddress
 import os
 import pwd
 import re
@@ -12,7 +11,7 @@ import shlex
 from collections.abc import Collection, Mapping, Sequence
 
 from bgp import _errors
-from config import BgpConfig, BgpPeer, RouteAttributes
+from config import BgpConfig, BgpPeer, IpAddress, Prefix, RouteAttributes
 
 __all__ = [
     "PROCESS_NAME",
@@ -25,8 +24,6 @@ __all__ = [
     "withdraw_command",
 ]
 
-Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 PROCESS_NAME = "xdplb"
 # Withdraws every route from every peer, keeping the sessions: one command however many routes (field notes).

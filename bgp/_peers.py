@@ -3,16 +3,13 @@
 import dataclasses
 import datetime
 import enum
-import ipaddress
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from bgp import _events
+from config import IpAddress, Prefix
 
 __all__ = ["PeerState", "PeerStatus", "PeerTable"]
-
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _STATES = {"connected": "connected", "up": "established", "down": "down"}
 

@@ -9,14 +9,12 @@ speaker only needs to know which peers are added, removed or changed, and which 
 """
 
 import dataclasses
-import ipaddress
 from collections.abc import Mapping
 
-from config import BgpConfig, BgpPeer
+from config import BgpConfig, BgpPeer, IpAddress
 
 __all__ = ["PeerChanges", "diff"]
 
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # What ExaBGP is given for one peer; ``attributes`` is not among them: routes carry their own.
 _FIELDS = ("peer_as", "local_as", "router_id", "local_address", "port", "hold_time", "password", "passive")

@@ -11,16 +11,13 @@ blocks writing acks to the bridge. Example::
 """
 
 import dataclasses
-import ipaddress
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from bgp import _exabgp_config
-from config import RouteAttributes
+from config import IpAddress, Prefix, RouteAttributes
 
 __all__ = ["Batch", "Change", "plan"]
 
-Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Change = tuple[Prefix, RouteAttributes | None]  # None: withdraw
 
 MAX_PREFIXES = 100  # ExaBGP takes about 0.5 ms a prefix: an ack every ~50 ms shows it making progress

@@ -21,14 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from bgp import _channel, _errors, _events, _exabgp_config, _peers, _reconfig, _reload, _runtime, _writer
-from config import BgpConfig, RouteAttributes
+from config import BgpConfig, IpAddress, Prefix, RouteAttributes
 
 __all__ = ["Speaker"]
 
 log = logging.getLogger(__name__)
 
-Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _BRIDGE = Path(__file__).with_name("_bridge.py")
 _EXABGP_MAIN = Path(__file__).with_name("_exabgp_main.py")
 

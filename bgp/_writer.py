@@ -14,21 +14,17 @@ holds, in commands addressed to it alone, so the other sessions see nothing of i
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import time
 import types
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 
 from bgp import _channel, _errors, _exabgp_config, _routes
-from config import RouteAttributes
+from config import IpAddress, Prefix, RouteAttributes
 
 __all__ = ["RouteWriter"]
 
 log = logging.getLogger(__name__)
-
-Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class RouteWriter:

@@ -13,8 +13,8 @@ from bpf._kernel_source import KernelHeadersError, ensure_kernel_source
 from bpf._test_run import TestRun, XdpVerdict, prog_test_run
 from bpf.dataplane import AttachMode, DataPlane, DataPlaneSettings
 from bpf.errors import DataPlaneError
-from bpf.maglev import DEFAULT_TABLE_SIZE, MaglevCache, is_prime, maglev_table
-from bpf.service import Backend, BackendStatus, IPAddress, NextHop, Protocol, Service, ServiceKey, ServiceStatus
+from bpf.maglev import DEFAULT_TABLE_SIZE, MaglevCache, maglev_table
+from bpf.service import Backend, BackendStatus, NextHop, Protocol, Service, ServiceKey, ServiceStatus
 
 __all__ = [
     "DEFAULT_TABLE_SIZE",
@@ -27,7 +27,6 @@ __all__ = [
     "DataPlaneError",
     "DataPlaneSettings",
     "GlobalCounters",
-    "IPAddress",
     "KernelHeadersError",
     "MaglevCache",
     "NextHop",
@@ -39,7 +38,6 @@ __all__ = [
     "TestRun",
     "XdpVerdict",
     "ensure_kernel_source",
-    "is_prime",
     "maglev_table",
     "prog_test_run",
 ]

@@ -8,7 +8,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
-from bpf.service import IPAddress, ServiceKey
+import config
+from bpf.service import ServiceKey
 
 __all__ = ["BackendCounters", "Counters", "GlobalCounters", "ServiceCounters", "read_counters"]
 
@@ -62,7 +63,7 @@ class Counters:
 
     totals: GlobalCounters
     services: Mapping[ServiceKey, ServiceCounters]
-    backends: Mapping[tuple[ServiceKey, IPAddress], BackendCounters]
+    backends: Mapping[tuple[ServiceKey, config.IpAddress], BackendCounters]
 
 
 T = TypeVar("T", GlobalCounters, ServiceCounters, BackendCounters)
@@ -76,7 +77,7 @@ def _sum_row(table: Any, index: int, cls: type[T]) -> T:
 def read_counters(
     table: Callable[[str], Any],
     service_ids: Mapping[ServiceKey, int],
-    backend_slots: Mapping[tuple[ServiceKey, IPAddress], int],
+    backend_slots: Mapping[tuple[ServiceKey, config.IpAddress], int],
 ) -> Counters:
     """Read and sum the counter maps; ``table(name)`` gives a bcc map.
 

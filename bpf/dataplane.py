@@ -23,13 +23,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import config
 from bpf import _abi
 from bpf._counters import Counters, read_counters
 from bpf._kernel_source import ensure_kernel_source
 from bpf._tables import KernelMaps, MapOps, TableStore
 from bpf.errors import DataPlaneError
 from bpf.maglev import MaglevCache, TableKey
-from bpf.service import IPAddress
 from bpf.service import PROTO_NUMBERS, BackendStatus, Service, ServiceKey, ServiceStatus
 
 __all__ = ["AttachMode", "DataPlane", "DataPlaneSettings"]
@@ -90,7 +90,7 @@ class DataPlaneSettings:
 class _ProgrammedService:
     spec: Service
     service_id: int
-    slots: dict[IPAddress, int] = field(default_factory=dict)
+    slots: dict[config.IpAddress, int] = field(default_factory=dict)
     entries: dict[int, int] = field(default_factory=dict)  # backend slot -> its entries in the live table
     inputs: tuple[object, ...] | None = None  # what the live table and the service entry were built from
     table_id: int | None = None  # the live table (None: no backend takes new flows)
@@ -122,7 +122,7 @@ class DataPlane:
         self._lock = threading.RLock()
         # Counter rows by service and by (service, backend), kept until a service changes: hashing 10,000
         # (ServiceKey, address) keys anew for every status and scrape cost more than reading the counters.
-        self._counter_rows: tuple[dict[ServiceKey, int], dict[tuple[ServiceKey, IPAddress], int]] | None = None
+        self._counter_rows: tuple[dict[ServiceKey, int], dict[tuple[ServiceKey, config.IpAddress], int]] | None = None
         self._free_ids = deque(range(self.settings.max_services))
         self._free_slots = deque(range(1, self.settings.max_backends))  # slot 0 is never used
         self._generations: dict[int, int] = {}
@@ -393,7 +393,7 @@ class DataPlane:
                       if b.mac is not None and b.weight > 0 and (not b.ifindex or b.ifindex in self._egress)]
         return self.maglev.key(candidates, service.table_size) if candidates else None
 
-    def read_table(self, key: ServiceKey) -> list[IPAddress]:
+    def read_table(self, key: ServiceKey) -> list[config.IpAddress]:
         """The Maglev table of ``key`` as the program reads it from the kernel maps: a backend address per entry."""
         programmed = self._services.get(key)
         services = self.table(_family_map("services", key.vip))
@@ -412,7 +412,7 @@ class DataPlane:
         service = programmed.spec
         backends_map = self.table("backends")
         wanted = {b.address for b in service.backends}
-        added: list[IPAddress] = []
+        added: list[config.IpAddress] = []
         statuses = []
         candidates: list[tuple[str, int]] = []
         candidate_slots: list[int] = []
@@ -524,7 +524,7 @@ class DataPlane:
         skey.proto = PROTO_NUMBERS[key.proto]
         return skey
 
-    def _vip_refcount(self, vip: IPAddress, delta: int) -> None:
+    def _vip_refcount(self, vip: config.IpAddress, delta: int) -> None:
         addrs = self.table(_family_map("vip_addrs", vip))
         key = addrs.Key()
         if vip.version == 4:
@@ -603,7 +603,7 @@ def _prog_id(fd: int) -> int:
     raise DataPlaneError(f"fd {fd} is not a BPF program (no prog_id in its fdinfo)")
 
 
-def _family_map(prefix: str, vip: IPAddress) -> str:
+def _family_map(prefix: str, vip: config.IpAddress) -> str:
     return f"{prefix}_v{vip.version}"
 
 

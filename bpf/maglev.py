@@ -18,17 +18,12 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
-__all__ = ["DEFAULT_TABLE_SIZE", "MaglevCache", "TableKey", "build", "is_prime", "maglev_table", "permutation_seed"]
+import config
+
+__all__ = ["DEFAULT_TABLE_SIZE", "MaglevCache", "TableKey", "build", "maglev_table", "permutation_seed"]
 
 DEFAULT_TABLE_SIZE = 16381
 """Prime; 64 KiB per table version. Larger tables spread many backends more evenly (M >> 100 N keeps it within 1%)."""
-
-
-def is_prime(n: int) -> bool:
-    """Whether n is prime (trial division: table sizes are small)."""
-    if n < 2:
-        return False
-    return all(n % d for d in range(2, math.isqrt(n) + 1))
 
 
 def permutation_seed(name: str, size: int) -> tuple[int, int]:
@@ -45,7 +40,7 @@ def maglev_table(backends: Sequence[tuple[str, int]], size: int = DEFAULT_TABLE_
     Weights are divided by their greatest common divisor first, so (100, 200) builds the same table as (1, 2).
     Names must be unique; ``size`` must be prime.
     """
-    if not is_prime(size):
+    if not config.is_prime(size):
         raise ValueError(f"Maglev table size {size} is not prime")
     if len({name for name, _ in backends}) != len(backends):
         raise ValueError("backend names must be unique")

@@ -1,19 +1,14 @@
 """What the data plane is asked to serve: services and their backends, and how it serves them."""
 
-import ipaddress
 import socket
 from dataclasses import dataclass
 from typing import Literal
 
+import config
 from bpf.errors import DataPlaneError
-from bpf.maglev import DEFAULT_TABLE_SIZE, is_prime
+from bpf.maglev import DEFAULT_TABLE_SIZE
 
-__all__ = [
-    "PROTO_NUMBERS", "Backend", "BackendStatus", "IPAddress", "NextHop", "Protocol", "Service", "ServiceKey",
-    "ServiceStatus",
-]
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+__all__ = ["PROTO_NUMBERS", "Backend", "BackendStatus", "NextHop", "Protocol", "Service", "ServiceKey", "ServiceStatus"]
 
 Protocol = Literal["tcp", "udp"]
 PROTO_NUMBERS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
@@ -23,13 +18,12 @@ PROTO_NUMBERS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
 class ServiceKey:
     """What a service listens on: ``192.0.2.100:80/tcp``."""
 
-    vip: IPAddress
+    vip: config.IpAddress
     port: int
     proto: Protocol
 
     def __str__(self) -> str:
-        host = f"[{self.vip}]" if self.vip.version == 6 else str(self.vip)
-        return f"{host}:{self.port}/{self.proto}"
+        return config.vip_port_proto(self.vip, self.port, self.proto)
 
 
 @dataclass(frozen=True)
@@ -50,7 +44,7 @@ class Backend:
     XDP_TX when it is the one they came in on and XDP_REDIRECT otherwise; 0 means the ingress interface, always.
     """
 
-    address: IPAddress
+    address: config.IpAddress
     weight: int = 1
     vlan: int = 0
     mac: str | None = None
@@ -73,7 +67,7 @@ class Service:
             raise DataPlaneError(f"{key}: port out of range")
         if key.proto not in PROTO_NUMBERS:
             raise DataPlaneError(f"{key}: protocol must be tcp or udp")
-        if not is_prime(self.table_size):
+        if not config.is_prime(self.table_size):
             raise DataPlaneError(f"{key}: Maglev table size {self.table_size} is not prime")
         addresses = [b.address for b in self.backends]
         if len(set(addresses)) != len(addresses):
@@ -91,7 +85,7 @@ class Service:
 class BackendStatus:
     """How the data plane uses one backend right now."""
 
-    address: IPAddress
+    address: config.IpAddress
     weight: int
     mac: str | None
     slot: int

@@ -11,8 +11,10 @@ from config._disclosure import redact
 from config._errors import ConfigError, XdplbError
 from config._loader import format_path, load_config, parse_config, validate_config
 from config._root import XdplbConfig
-from config._service import AdminState, BackendConfig, PolicyConfig, ServiceConfig
+from config._rules import is_prime
+from config._service import AdminState, BackendConfig, PolicyConfig, ServiceConfig, vip_port_proto
 from config._system import ApiConfig, DataplaneConfig, InterfaceConfig
+from config._types import IpAddress, Prefix
 from config.bgp import BgpConfig, BgpPeer, RouteAttributes
 from config.checks import Check, CheckTiming, DnsCheck, HttpCheck, TcpCheck, parse_status_codes
 
@@ -29,16 +31,20 @@ __all__ = [
     "DnsCheck",
     "HttpCheck",
     "InterfaceConfig",
+    "IpAddress",
     "PolicyConfig",
+    "Prefix",
     "RouteAttributes",
     "ServiceConfig",
     "TcpCheck",
     "XdplbConfig",
     "XdplbError",
     "format_path",
+    "is_prime",
     "load_config",
     "parse_config",
     "parse_status_codes",
     "redact",
     "validate_config",
+    "vip_port_proto",
 ]

@@ -6,19 +6,19 @@ unique across services, policies defined) run once every field and service is va
 """
 
 import collections
-import ipaddress
+import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from config import _inherit
-from config._types import Problem
+from config._types import IpAddress, Problem
 
 if TYPE_CHECKING:
     from config._root import XdplbConfig
     from config._service import ServiceConfig
 
-__all__ = ["check_table_size", "root_problems", "service_problems", "verify_policy_names", "verify_policy_or_checks"]
+__all__ = ["check_table_size", "is_prime", "root_problems", "service_problems", "verify_policy_names", "verify_policy_or_checks"]
 
 _MAX_TABLE = 1048573
 _POLICY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -31,23 +31,19 @@ class _HasChecks(Protocol):
     def checks(self) -> object: ...
 
 
-def _is_prime(number: int) -> bool:
-    if number < 2:
+def is_prime(n: int) -> bool:
+    """Whether n is prime (trial division: Maglev table sizes are small); ``bpf.maglev`` asks it too."""
+    if n < 2:
         return False
-    divisor = 2
-    while divisor * divisor <= number:
-        if number % divisor == 0:
-            return False
-        divisor += 1
-    return True
+    return all(n % d for d in range(2, math.isqrt(n) + 1))
 
 
 def check_table_size(size: int) -> None:
     """Maglev needs a prime table size; the ValueError names the nearest primes."""
-    if _is_prime(size):
+    if is_prime(size):
         return
-    below = next((n for n in range(size - 1, 6, -1) if _is_prime(n)), None)
-    above = next((n for n in range(size + 1, _MAX_TABLE + 1) if _is_prime(n)), None)
+    below = next((n for n in range(size - 1, 6, -1) if is_prime(n)), None)
+    above = next((n for n in range(size + 1, _MAX_TABLE + 1) if is_prime(n)), None)
     nearest = " or ".join(str(n) for n in (below, above) if n is not None)
     raise ValueError(f"table size {size} is not prime (Maglev needs a prime); nearest: {nearest}")
 
@@ -274,7 +270,7 @@ def verify_shared_vip_routes(config: "XdplbConfig") -> list[Problem]:
     """Services sharing a VIP (on other ports) announce one route, so they must agree on its attributes."""
     if config.bgp is None:
         return []
-    first: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, int] = {}
+    first: dict[IpAddress, int] = {}
     problems: list[Problem] = []
     for i, service in enumerate(config.services):
         for vip in service.vips:

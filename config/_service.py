@@ -1,7 +1,6 @@
 """A service (VIPs, port, protocol) and its backends, and the named check policies they refer to."""
 
 import enum
-import ipaddress
 import re
 from typing import Literal
 
@@ -12,7 +11,7 @@ from config._base import XdplbModel
 from config.bgp import RouteAttributes
 from config.checks import Check
 
-__all__ = ["AdminState", "BackendConfig", "PolicyConfig", "ServiceConfig", "default_service_name"]
+__all__ = ["AdminState", "BackendConfig", "PolicyConfig", "ServiceConfig", "vip_port_proto"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:/@\[\]-]{1,128}$")
 
@@ -78,10 +77,11 @@ class BackendConfig(XdplbModel):
         return self
 
 
-def default_service_name(vip: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int, protocol: str) -> str:
-    """``192.0.2.100:80/tcp``, ``[2001:db8::100]:53/udp``: the name of a service that has none."""
-    host = f"[{vip}]" if vip.version == 6 else str(vip)
-    return f"{host}:{port}/{protocol}"
+def vip_port_proto(vip: _types.IpAddress | str, port: int, protocol: str) -> str:
+    """``192.0.2.100:80/tcp``, ``[2001:db8::100]:53/udp``: what a service listens on, as xdplb writes it (the name
+    of a service that has none, a data-plane ``ServiceKey``, a row of ``xdplb status``)."""
+    host = str(vip)
+    return f"[{host}]:{port}/{protocol}" if ":" in host else f"{host}:{port}/{protocol}"
 
 
 def _name_from_raw(data: dict[str, object]) -> str | None:
@@ -97,7 +97,7 @@ def _name_from_raw(data: dict[str, object]) -> str | None:
         vip = _types.host_address(first)
     except ValueError:
         return None
-    return default_service_name(vip, port, str(protocol))
+    return vip_port_proto(vip, port, str(protocol))
 
 
 class ServiceConfig(XdplbModel):

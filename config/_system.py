@@ -84,7 +84,7 @@ class DataplaneConfig(XdplbModel):
         return 2 * 8 * tables + flows + backends + services
 
 
-def parse_listen(text: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
+def parse_listen(text: str) -> tuple[_types.IpAddress, int]:
     """The address and port of ``"127.0.0.1:9180"`` or ``"[::1]:9180"``; ValueError says what is wrong."""
     match = re.fullmatch(r"\[([^\]]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})", text.strip())
     if match is None:
@@ -162,7 +162,7 @@ class ApiConfig(XdplbModel):
         return self
 
     @property
-    def host(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    def host(self) -> _types.IpAddress:
         """The address to listen on."""
         return parse_listen(self.listen)[0]
 

@@ -7,7 +7,15 @@ from typing import Annotated
 from pydantic import BeforeValidator, Field, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-__all__ = ["HostAddress", "IpAddress", "Loc", "Port", "Problem", "host_address", "plain_address", "raise_problems"]
+__all__ = [
+    "AnyAddress", "HostAddress", "IpAddress", "Loc", "Port", "Prefix", "Problem", "host_address", "plain_address",
+    "raise_problems",
+]
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+"""An IPv4 or IPv6 address, as every package types one (``config.IpAddress``)."""
+Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
+"""An IPv4 or IPv6 network: a VIP's route, a subnet (``config.Prefix``)."""
 
 Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
 Loc = tuple[str | int, ...]
@@ -18,9 +26,9 @@ Problem = tuple[Loc, str]
 _BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
 
-def _ip(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+def _ip(value: object) -> IpAddress:
     # One validator instead of pydantic's IPv4Address | IPv6Address union, which reports two errors per bad value.
-    if isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
+    if isinstance(value, IpAddress):
         return value
     if not isinstance(value, str):
         raise ValueError(f"expected an IP address as a string, got {value!r}")
@@ -31,9 +39,7 @@ def _ip(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return plain_address(address)
 
 
-def plain_address(
-    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
-) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+def plain_address(address: IpAddress) -> IpAddress:
     """``address`` if it has one spelling; ValueError for an IPv6 zone id or an IPv4-mapped IPv6 address.
 
     Both name an address that is also written another way (``2001:db8::1%x`` and ``2001:db8::1`` compare unequal),
@@ -47,7 +53,7 @@ def plain_address(
     return address
 
 
-def host_address(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+def host_address(value: object) -> IpAddress:
     """``value`` as the address of one host; ValueError says why it is not one."""
     if isinstance(value, str) and "/" in value:
         try:
@@ -67,10 +73,10 @@ def host_address(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address
     return address
 
 
-IpAddress = Annotated[ipaddress.IPv4Address | ipaddress.IPv6Address, BeforeValidator(_ip)]
-"""An IPv4 or IPv6 address, written as a string."""
+AnyAddress = Annotated[IpAddress, BeforeValidator(_ip)]
+"""A model field: an IPv4 or IPv6 address, written as a string."""
 
-HostAddress = Annotated[ipaddress.IPv4Address | ipaddress.IPv6Address, BeforeValidator(host_address)]
+HostAddress = Annotated[IpAddress, BeforeValidator(host_address)]
 """An address of one host (VIP or backend): not unspecified, multicast or broadcast; ``/32`` or ``/128`` accepted."""
 
 

@@ -12,7 +12,6 @@ from config._base import XdplbModel
 __all__ = ["BgpConfig", "BgpPeer", "RouteAttributes"]
 
 Asn = Annotated[int, Field(ge=1, le=4294967295, strict=True)]
-IpAddress = _types.IpAddress
 
 
 def _router_id(value: object) -> ipaddress.IPv4Address:
@@ -76,11 +75,13 @@ class RouteAttributes(XdplbModel):
 class BgpPeer(XdplbModel):
     """One BGP neighbour."""
 
-    address: IpAddress = Field(description="the neighbour's address")
+    address: _types.AnyAddress = Field(description="the neighbour's address")
     peer_as: Asn = Field(description="the neighbour's AS number")
     local_as: Asn | None = Field(None, description="default: bgp.local_as")
-    local_address: IpAddress | None = Field(None, description="source address of the session; default: kernel's choice")
-    port: int = Field(179, ge=1, le=65535, strict=True, description="TCP port of the neighbour")
+    local_address: _types.AnyAddress | None = Field(
+        None, description="source address of the session; default: kernel's choice"
+    )
+    port: _types.Port = Field(179, description="TCP port of the neighbour")
     hold_time: int = Field(30, strict=True, description="seconds; 0 or 3..65535")
     password: str | None = Field(None, description="TCP MD5 signature password")
     passive: bool = Field(False, strict=True, description="wait for the neighbour to connect instead of connecting")

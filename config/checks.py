@@ -5,11 +5,11 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from config import _types
 from config._base import XdplbModel
 
 __all__ = ["Check", "CheckTiming", "DnsCheck", "HttpCheck", "TcpCheck", "parse_status_codes"]
 
-Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
 Seconds = Annotated[float, Field(gt=0, le=3600, strict=True)]
 
 
@@ -58,7 +58,7 @@ class CheckTiming(XdplbModel):
 
 
 class _CheckBase(XdplbModel):
-    port: Port | None = Field(None, description="port to probe; default: the service's port (side-car health port)")
+    port: _types.Port | None = Field(None, description="port to probe; default: the service's port (side-car health port)")
     timing: CheckTiming = Field(default_factory=CheckTiming, description="how often the check runs and what flips the state")
 
 

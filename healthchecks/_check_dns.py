@@ -1,7 +1,6 @@
 """The DNS check: one query over UDP or TCP; it passes on a well-formed answer with the expected rcode."""
 
 import asyncio
-import ipaddress
 import random
 import struct
 import typing
@@ -67,7 +66,7 @@ class DnsChecker:
     start: _failure.Start | None = None
 
     def __init__(
-        self, check: config.DnsCheck, address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int
+        self, check: config.DnsCheck, address: config.IpAddress, port: int
     ) -> None:
         self._check = check
         self._address = str(address)

@@ -6,7 +6,6 @@ as HAProxy does for its checks), so thousands of checks a second do not exhaust 
 """
 
 import asyncio
-import ipaddress
 import socket
 import typing
 from collections.abc import Callable
@@ -70,7 +69,7 @@ class LeanHttpChecker:
     """Runs one HTTP(S) check against one backend; ``run()`` never raises and never outlives the timeout."""
 
     def __init__(
-        self, check: config.HttpCheck, address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int
+        self, check: config.HttpCheck, address: config.IpAddress, port: int
     ) -> None:
         self._spec = _http_spec.HttpSpec(check, address, port)
         self._keepalive = check.keepalive

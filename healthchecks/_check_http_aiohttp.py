@@ -3,7 +3,6 @@
 It costs about three times the lean checker's CPU per check (see the field notes and the benchmark).
 """
 
-import ipaddress
 import types
 
 import aiohttp
@@ -21,7 +20,7 @@ class AiohttpChecker:
     start: _failure.Start | None = None
 
     def __init__(
-        self, check: config.HttpCheck, address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int
+        self, check: config.HttpCheck, address: config.IpAddress, port: int
     ) -> None:
         self._spec = _http_spec.HttpSpec(check, address, port)
         self._url = yarl.URL(self._spec.url, encoded=True)

@@ -1,7 +1,6 @@
 """The TCP check: connect, optionally send bytes, optionally expect the reply to start with a prefix."""
 
 import asyncio
-import ipaddress
 import typing
 
 import config
@@ -65,7 +64,7 @@ class TcpChecker:
     start: _failure.Start | None = None
 
     def __init__(
-        self, check: config.TcpCheck, address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int
+        self, check: config.TcpCheck, address: config.IpAddress, port: int
     ) -> None:
         self._address = str(address)
         self._port = port

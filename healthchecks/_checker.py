@@ -1,6 +1,5 @@
 """Picking the checker for a check: one object per (check, backend), reused for every run."""
 
-import ipaddress
 from typing import Literal, Protocol
 
 import config
@@ -29,7 +28,7 @@ class Checker(Protocol):
 
 def make_checker(
     check: config.Check,
-    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+    address: config.IpAddress,
     service_port: int,
     *,
     http_engine: HttpEngine = "lean",
@@ -49,7 +48,7 @@ def make_checker(
 
 
 def verify_check(
-    check: config.Check, address: ipaddress.IPv4Address | ipaddress.IPv6Address, service_port: int
+    check: config.Check, address: config.IpAddress, service_port: int
 ) -> None:
     """Return if ``check`` can run against ``address``; else HealthCheckConfigError, whose ``field`` names the
     check's field at fault (a path that is not Latin-1, a CA file that cannot be loaded).

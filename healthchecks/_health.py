@@ -46,7 +46,7 @@ class Target:
     """
 
     key: str
-    address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    address: config.IpAddress
     port: int
     checks: tuple[config.Check, ...]
     admin: AdminState = AdminState.ENABLED

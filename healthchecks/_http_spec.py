@@ -1,6 +1,5 @@
 """What an HTTP check sends and how it judges the answer, shared by the lean and the aiohttp checkers."""
 
-import ipaddress
 import re
 import ssl
 
@@ -16,7 +15,7 @@ class HttpSpec:
     """The request and the expectations of one HTTP(S) check against one address and port."""
 
     def __init__(
-        self, check: config.HttpCheck, address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int
+        self, check: config.HttpCheck, address: config.IpAddress, port: int
     ) -> None:
         self.check = check
         self.address = str(address)

@@ -1,6 +1,5 @@
 """One check, run once: for a CLI ``check`` command, for the API, and for tests of each checker."""
 
-import ipaddress
 import time
 
 import config
@@ -11,7 +10,7 @@ __all__ = ["probe"]
 
 async def probe(
     check: config.Check,
-    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+    address: config.IpAddress,
     port: int,
     *,
     http_engine: _checker.HttpEngine = "lean",

@@ -15,3 +15,10 @@ def test_version_names_the_package(capsys) -> None:
 def test_console_script_is_installed() -> None:
     out = subprocess.run([sys.executable, "-m", "balancer.cli", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("xdplb ")
+
+
+def test_the_cli_loads_no_lab_module() -> None:
+    """Only ``xdplb demo`` needs the lab (pyroute2, namespaces): the CLI imports it inside that verb."""
+    code = "import sys, balancer.cli; print(sorted(m for m in sys.modules if m.startswith('balancer.lab')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout == "[]\n"

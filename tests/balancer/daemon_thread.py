@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from balancer import daemon, status
-from balancer.lab_netns import Host
+from balancer.lab.netns import Host
 
 T = TypeVar("T")
 

@@ -8,6 +8,7 @@ run without root. ``tests/balancer/test_reconciler.py`` checks it against the re
 from collections.abc import Mapping
 
 import bpf
+import config
 
 
 class FakeDataPlane:
@@ -26,7 +27,7 @@ class FakeDataPlane:
         self._specs: dict[bpf.ServiceKey, bpf.Service] = {}
         self._status: dict[bpf.ServiceKey, bpf.ServiceStatus] = {}
         self._ids: dict[bpf.ServiceKey, int] = {}
-        self._slots: dict[tuple[bpf.ServiceKey, bpf.IPAddress], int] = {}
+        self._slots: dict[tuple[bpf.ServiceKey, config.IpAddress], int] = {}
 
     def setup(self) -> None:
         pass

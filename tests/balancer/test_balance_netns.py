@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from balancer.lab_netns import Lab
+from balancer.lab.netns import Lab
 from tests.balancer.test_daemon_netns import VIP, _get
 from tests.balancer.test_link_reattach_netns import _xdp
 from tests.bpf.conftest import require_bpf

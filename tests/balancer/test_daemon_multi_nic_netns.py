@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import config
-from balancer.lab_netns import Lab
+from balancer.lab.netns import Lab
 from tests.balancer.daemon_thread import DaemonThread
 from tests.balancer.test_daemon_netns import VIP, _get, _wait
 from tests.bpf.conftest import require_bpf

@@ -20,8 +20,8 @@ import pytest
 import bpf
 import config
 from balancer import daemon
-from balancer.lab_bird import BirdLab, BirdPeer
-from balancer.lab_netns import Host, Lab
+from balancer.lab.bird_lab import BirdLab, BirdPeer
+from balancer.lab.netns import Host, Lab
 from tests.balancer.daemon_thread import DaemonThread
 from tests.bpf.conftest import require_bpf
 

@@ -57,7 +57,7 @@ def members(services: dict[bpf.ServiceKey, bpf.Service], key: bpf.ServiceKey) ->
 def test_a_backends_interface_comes_from_its_next_hop() -> None:
     config_ = cfg()
     addresses = [backend.address for _, backend in config_.backends()]
-    hops: dict[bpf.IPAddress, bpf.NextHop | str | None] = {a: bpf.NextHop("02:00:00:00:00:01", 7) for a in addresses}
+    hops: dict[config.IpAddress, bpf.NextHop | str | None] = {a: bpf.NextHop("02:00:00:00:00:01", 7) for a in addresses}
     hops[addresses[0]] = "02:00:00:00:00:02"  # a bare MAC: the ingress interface
     hops[addresses[1]] = None
     health = up(*(service.backend_key(backend) for service, backend in config_.backends()))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from balancer.lab_netns import Host, Lab
+from balancer.lab.netns import Host, Lab
 from tests.balancer.daemon_thread import DaemonThread
 from tests.balancer.test_daemon_netns import VIP, two_backends
 from tests.bpf.conftest import require_bpf

@@ -8,8 +8,9 @@ from ipaddress import ip_address
 import pytest
 
 import bpf
+import config
 from balancer import neighbours
-from balancer.lab_netns import Host, Lab
+from balancer.lab.netns import Host, Lab
 from tests.bpf.conftest import require_bpf
 
 pytestmark = pytest.mark.privileged
@@ -25,7 +26,7 @@ def lab() -> Iterator[Lab]:
         yield lab
 
 
-Reports = dict[neighbours.IPAddress, bpf.NextHop | None]
+Reports = dict[config.IpAddress, bpf.NextHop | None]
 
 
 async def _next(reports: "asyncio.Queue[Reports]") -> Reports:
@@ -81,7 +82,7 @@ def test_macs_follow_the_kernels_neighbour_events(lab: Lab) -> None:
         asyncio.run(_follow(lb, backend, other))
 
 
-async def _two_interfaces(lb: Host, address: neighbours.IPAddress, macs: dict[int, str]) -> None:
+async def _two_interfaces(lb: Host, address: config.IpAddress, macs: dict[int, str]) -> None:
     reports: asyncio.Queue[Reports] = asyncio.Queue()
     attached = {i.ifname: i.ifindex for i in lb.interfaces}
     first, second = (i.ifname for i in lb.interfaces)

@@ -25,7 +25,7 @@ def cfg(services: int, backends: int = 3, table_size: int = 251) -> config.Xdplb
     return config.parse_config("\n".join(lines) + "\n", source="test.yaml")
 
 
-def macs(c: config.XdplbConfig) -> dict[bpf.IPAddress, str | None]:
+def macs(c: config.XdplbConfig) -> dict[config.IpAddress, str | None]:
     return {backend.address: MAC for _, backend in c.backends()}
 
 
@@ -35,7 +35,7 @@ def key(i: int) -> bpf.ServiceKey:
 
 async def converge(r: reconciler.Reconciler, c: config.XdplbConfig, **options: object) -> set[str]:
     health: dict[str, desired.Health] = options.pop("health", {})  # type: ignore[assignment]
-    mac_map: dict[bpf.IPAddress, str | None] = options.pop("macs", macs(c))  # type: ignore[assignment]
+    mac_map: dict[config.IpAddress, str | None] = options.pop("macs", macs(c))  # type: ignore[assignment]
     return await r.converge(c, health, {}, mac_map, ready=True, **options)  # type: ignore[arg-type]
 
 

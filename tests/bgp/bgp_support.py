@@ -12,7 +12,7 @@ import pytest
 
 import bgp
 import config
-from balancer import lab_bird
+from balancer.lab import bird_lab
 
 T = TypeVar("T")
 
@@ -46,15 +46,15 @@ async def wait_for(probe: Callable[[], T | None], *, timeout: float = 10.0, inte
         await asyncio.sleep(interval)
 
 
-def bird_peers() -> list[lab_bird.BirdPeer]:
+def bird_peers() -> list[bird_lab.BirdPeer]:
     """BIRD's side: an iBGP IPv4 session and an eBGP IPv6 session, both to the speaker."""
     return [
-        lab_bird.BirdPeer(name="xdplb4", address=SPEAKER_V4, peer_as=LOCAL_AS, hold_time=9),
-        lab_bird.BirdPeer(name="xdplb6", address=SPEAKER_V6, peer_as=LOCAL_AS, local_as=EBGP_AS),
+        bird_lab.BirdPeer(name="xdplb4", address=SPEAKER_V4, peer_as=LOCAL_AS, hold_time=9),
+        bird_lab.BirdPeer(name="xdplb6", address=SPEAKER_V6, peer_as=LOCAL_AS, local_as=EBGP_AS),
     ]
 
 
-def speaker_config(lab: lab_bird.BirdLab) -> config.BgpConfig:
+def speaker_config(lab: bird_lab.BirdLab) -> config.BgpConfig:
     """The BgpConfig peering with ``lab``'s two sessions."""
     return config.BgpConfig(
         local_as=LOCAL_AS,
@@ -71,6 +71,6 @@ def established(speaker: bgp.Speaker) -> bool:
     return all(state.state is bgp.PeerStatus.ESTABLISHED for state in speaker.peers().values())
 
 
-def bird_established(lab: lab_bird.BirdLab) -> bool:
+def bird_established(lab: bird_lab.BirdLab) -> bool:
     """Whether every BGP session of ``lab`` is Established, as BIRD reports it."""
     return all(p.bgp_state == "Established" for p in lab.protocols().values() if p.proto == "BGP")

@@ -8,13 +8,13 @@ import time
 
 import bgp
 import config
-from balancer import lab_bird
+from balancer.lab import bird_lab
 from tests.bgp.bgp_support import BIRD_V4, established, speaker_config, wait_for
 
 VIP = ipaddress.ip_network("192.0.2.10/32")
 
 
-async def test_clean_stop_ends_each_session_with_a_cease(bird: lab_bird.BirdLab) -> None:
+async def test_clean_stop_ends_each_session_with_a_cease(bird: bird_lab.BirdLab) -> None:
     speaker = bgp.Speaker(speaker_config(bird))
     await speaker.start()
     await wait_for(lambda: established(speaker))
@@ -32,7 +32,7 @@ async def test_clean_stop_ends_each_session_with_a_cease(bird: lab_bird.BirdLab)
     assert took < 1.5, f"stop() took {took:.2f}s"
 
 
-async def test_reconnect_after_an_outage_waits_at_most_five_seconds(bird: lab_bird.BirdLab) -> None:
+async def test_reconnect_after_an_outage_waits_at_most_five_seconds(bird: bird_lab.BirdLab) -> None:
     """BIRD refuses the session for 25 s. Stock ExaBGP's retries would be 7 s apart by then (1, 2, 3, 4, 5, 7, 9 s,
     up to 60 s); capped, no gap exceeds 5 s, and the session is back within about 5 s of BIRD taking it again.
     Meanwhile the peer's ``since`` and ``reason`` stay those of the session's end."""

@@ -12,7 +12,7 @@ import pytest
 
 import bgp
 import config
-from balancer import lab_bird
+from balancer.lab import bird_lab
 from tests.bgp.bgp_support import speaker_config, wait_for
 
 VIP = ipaddress.ip_network("192.0.2.20/32")
@@ -53,7 +53,7 @@ def _rejecting_exabgp(tmp_path: Path) -> Path:
     return wrapper
 
 
-async def test_sigkill_of_the_controller_withdraws_within_a_second(bird: lab_bird.BirdLab, tmp_path: Path) -> None:
+async def test_sigkill_of_the_controller_withdraws_within_a_second(bird: bird_lab.BirdLab, tmp_path: Path) -> None:
     controller = await asyncio.create_subprocess_exec(
         sys.executable,
         str(Path(__file__).with_name("bgp_controller.py")),
@@ -89,7 +89,7 @@ async def test_sigkill_of_the_controller_withdraws_within_a_second(bird: lab_bir
     print(f"sigkill_withdraw_seconds={elapsed:.4f}")
 
 
-async def test_exabgp_that_cannot_start_is_an_error(bird: lab_bird.BirdLab) -> None:
+async def test_exabgp_that_cannot_start_is_an_error(bird: bird_lab.BirdLab) -> None:
     speaker = bgp.Speaker(speaker_config(bird), exabgp=[sys.executable, "-c", "import sys; print('no exabgp here'); sys.exit(3)"])
     with pytest.raises(bgp.BgpError, match="exited with 3.*no exabgp here"):
         await speaker.start()
@@ -103,7 +103,7 @@ async def test_next_hop_of_the_wrong_family_is_refused_before_sending(speaker: b
     assert speaker.announced == {}
 
 
-async def test_rejected_command_surfaces_and_changes_nothing(bird: lab_bird.BirdLab, tmp_path: Path) -> None:
+async def test_rejected_command_surfaces_and_changes_nothing(bird: bird_lab.BirdLab, tmp_path: Path) -> None:
     """ExaBGP answers ``error`` to every announcement after the first (a filter in front of the real bridge garbles
     them); the speaker raises CommandError and keeps its previous state."""
     async with bgp.Speaker(speaker_config(bird), exabgp=[str(_rejecting_exabgp(tmp_path))]) as speaker:
@@ -120,7 +120,7 @@ async def test_rejected_command_surfaces_and_changes_nothing(bird: lab_bird.Bird
 
 
 async def test_a_rejected_batch_is_resent_one_route_per_command_to_find_the_bad_ones(
-    bird: lab_bird.BirdLab, tmp_path: Path
+    bird: bird_lab.BirdLab, tmp_path: Path
 ) -> None:
     """Every announce command after the first is refused: the batch of three, then each of them alone. They are
     reported in ``rejected`` and not retried; the route ExaBGP took stays; changing the wanted set clears them."""
@@ -141,7 +141,7 @@ async def test_a_rejected_batch_is_resent_one_route_per_command_to_find_the_bad_
         assert speaker.rejected == {}
 
 
-async def test_hung_exabgp_times_out_is_restarted_and_gets_the_change(bird: lab_bird.BirdLab) -> None:
+async def test_hung_exabgp_times_out_is_restarted_and_gets_the_change(bird: bird_lab.BirdLab) -> None:
     async with bgp.Speaker(speaker_config(bird), command_timeout=0.5, restart_delay=0.1) as speaker:
         await wait_for(lambda: speaker.exabgp_pid)
         pid = speaker.exabgp_pid
@@ -159,7 +159,7 @@ async def test_hung_exabgp_times_out_is_restarted_and_gets_the_change(bird: lab_
         await wait_for(lambda: _dead(pid), timeout=2)
 
 
-async def test_restart_backs_off_while_exabgp_keeps_failing(bird: lab_bird.BirdLab, tmp_path: Path) -> None:
+async def test_restart_backs_off_while_exabgp_keeps_failing(bird: bird_lab.BirdLab, tmp_path: Path) -> None:
     """ExaBGP runs once, then fails to start twice; the speaker retries with growing delays and recovers."""
     counter = tmp_path / "runs"
     wrapper = tmp_path / "exabgp-flaky"

@@ -7,7 +7,7 @@ import pytest
 
 import bgp
 import config
-from balancer import lab_bird
+from balancer.lab import bird_lab
 from tests.bgp.bgp_support import LOCAL_AS, need_bird, wait_for
 
 VIP = ipaddress.ip_network("192.0.2.30/32")
@@ -38,7 +38,7 @@ Table master6:
 
 
 def test_parse_routes_reads_attributes_and_second_paths() -> None:
-    first, second, third = lab_bird.parse_routes(SHOW_ROUTE)
+    first, second, third = bird_lab.parse_routes(SHOW_ROUTE)
     assert (first.prefix, first.protocol, first.primary, first.kind) == (VIP, "node_a", True, "unicast")
     assert first.gateways == (ipaddress.ip_address("198.18.0.2"),)
     assert (first.med, first.local_pref, first.as_path) == (10, 100, (65001,))
@@ -51,29 +51,29 @@ def test_parse_routes_reads_attributes_and_second_paths() -> None:
 
 
 def test_config_has_no_kernel_protocol_and_kernel_needs_a_namespace() -> None:
-    peer = lab_bird.BirdPeer(name="a", address=ipaddress.ip_address("127.0.0.2"), peer_as=65001, password="pw")
-    lab = lab_bird.BirdLab(peers=[peer])
+    peer = bird_lab.BirdPeer(name="a", address=ipaddress.ip_address("127.0.0.2"), peer_as=65001, password="pw")
+    lab = bird_lab.BirdLab(peers=[peer])
     try:
         text = lab.config_text()
         assert "protocol kernel" not in text
         for line in ("strict bind;", "multihop;", "error wait time 1, 2;", "passive on;", 'password "pw";'):
             assert line in text
         assert f"local 127.0.0.1 port {lab.port} as 65001;" in text
-        in_ns = lab_bird.BirdLab(peers=[peer], netns="xdplb-test-ns", kernel_merge_paths=True)
+        in_ns = bird_lab.BirdLab(peers=[peer], netns="xdplb-test-ns", kernel_merge_paths=True)
         assert "merge paths on;" in in_ns.config_text()
         assert in_ns.port == 179
         in_ns.stop()
     finally:
         lab.stop()
-    with pytest.raises(lab_bird.BirdError, match="namespace"):
-        lab_bird.BirdLab(peers=[peer], kernel_merge_paths=True)
+    with pytest.raises(bird_lab.BirdError, match="namespace"):
+        bird_lab.BirdLab(peers=[peer], kernel_merge_paths=True)
 
 
 async def test_two_speakers_one_bird_both_paths_then_one() -> None:
     need_bird()
     addresses = [ipaddress.ip_address("127.0.0.2"), ipaddress.ip_address("127.0.0.3")]
-    peers = [lab_bird.BirdPeer(name=f"node{i}", address=a, peer_as=LOCAL_AS) for i, a in enumerate(addresses)]
-    with lab_bird.BirdLab(peers=peers) as bird:
+    peers = [bird_lab.BirdPeer(name=f"node{i}", address=a, peer_as=LOCAL_AS) for i, a in enumerate(addresses)]
+    with bird_lab.BirdLab(peers=peers) as bird:
 
         def node(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bgp.Speaker:
             peer = config.BgpPeer(
@@ -95,8 +95,8 @@ async def test_two_speakers_one_bird_both_paths_then_one() -> None:
 
 async def test_md5_protected_session() -> None:
     need_bird()
-    peer = lab_bird.BirdPeer(name="secured", address=ipaddress.ip_address("127.0.0.2"), peer_as=LOCAL_AS, password="xdplb md5")
-    with lab_bird.BirdLab(peers=[peer]) as bird:
+    peer = bird_lab.BirdPeer(name="secured", address=ipaddress.ip_address("127.0.0.2"), peer_as=LOCAL_AS, password="xdplb md5")
+    with bird_lab.BirdLab(peers=[peer]) as bird:
         bgp_peer = config.BgpPeer(
             address=ipaddress.ip_address("127.0.0.1"),
             peer_as=LOCAL_AS,

@@ -14,7 +14,7 @@ import pytest
 
 import bgp
 import config
-from balancer import lab_bird
+from balancer.lab import bird_lab
 from bgp import _exabgp_config, _reload
 from tests.bgp import bgp_support
 from tests.bgp.bgp_support import wait_for
@@ -25,20 +25,20 @@ SECOND = ipaddress.ip_address("127.0.0.3")  # the second BIRD's address
 
 
 @pytest.fixture
-def bird2() -> Iterator[lab_bird.BirdLab]:
+def bird2() -> Iterator[bird_lab.BirdLab]:
     """A second BIRD on 127.0.0.3, with one passive IPv4 session to the speaker's 127.0.0.2."""
     bgp_support.need_bird()
-    peer = lab_bird.BirdPeer(name="second", address=bgp_support.SPEAKER_V4, peer_as=bgp_support.LOCAL_AS,
+    peer = bird_lab.BirdPeer(name="second", address=bgp_support.SPEAKER_V4, peer_as=bgp_support.LOCAL_AS,
                              local_address=SECOND, hold_time=9)  # fmt: skip
-    with lab_bird.BirdLab(peers=[peer]) as lab:
+    with bird_lab.BirdLab(peers=[peer]) as lab:
         yield lab
 
 
-def _first(bird: lab_bird.BirdLab) -> config.BgpPeer:
+def _first(bird: bird_lab.BirdLab) -> config.BgpPeer:
     return bgp_support.speaker_config(bird).peers[0]
 
 
-def _second(bird2: lab_bird.BirdLab, **changes: object) -> config.BgpPeer:
+def _second(bird2: bird_lab.BirdLab, **changes: object) -> config.BgpPeer:
     return config.BgpPeer.model_validate({
         "address": str(SECOND), "peer_as": bgp_support.LOCAL_AS, "local_address": str(bgp_support.SPEAKER_V4),
         "port": bird2.port, "hold_time": 9, **changes})  # fmt: skip
@@ -50,16 +50,16 @@ def _config(*peers: config.BgpPeer, **changes: object) -> config.BgpConfig:
          **changes})  # fmt: skip
 
 
-def _established(lab: lab_bird.BirdLab, name: str) -> lab_bird.BirdProtocol | None:
+def _established(lab: bird_lab.BirdLab, name: str) -> bird_lab.BirdProtocol | None:
     protocol = lab.protocols().get(name)
     return protocol if protocol is not None and protocol.bgp_state == "Established" else None
 
 
-def _routes_removed(lab: lab_bird.BirdLab) -> list[str]:
+def _routes_removed(lab: bird_lab.BirdLab) -> list[str]:
     return [line for line in lab.log().splitlines() if "> removed" in line]
 
 
-async def _running(bird: lab_bird.BirdLab, bgp_config: config.BgpConfig) -> bgp.Speaker:
+async def _running(bird: bird_lab.BirdLab, bgp_config: config.BgpConfig) -> bgp.Speaker:
     speaker = bgp.Speaker(bgp_config, restart_delay=0.2)
     await speaker.start()
     await wait_for(lambda: bgp_support.established(speaker))
@@ -67,7 +67,7 @@ async def _running(bird: lab_bird.BirdLab, bgp_config: config.BgpConfig) -> bgp.
 
 
 async def test_adding_a_peer_leaves_the_first_session_alone_and_sends_the_new_one_the_routes(
-    bird: lab_bird.BirdLab, bird2: lab_bird.BirdLab
+    bird: bird_lab.BirdLab, bird2: bird_lab.BirdLab
 ) -> None:
     speaker = await _running(bird, _config(_first(bird)))
     try:
@@ -97,7 +97,7 @@ async def test_adding_a_peer_leaves_the_first_session_alone_and_sends_the_new_on
 
 
 async def test_removing_a_peer_closes_only_its_session_with_a_cease(
-    bird: lab_bird.BirdLab, bird2: lab_bird.BirdLab
+    bird: bird_lab.BirdLab, bird2: bird_lab.BirdLab
 ) -> None:
     speaker = await _running(bird, _config(_first(bird), _second(bird2)))
     try:
@@ -123,7 +123,7 @@ async def test_removing_a_peer_closes_only_its_session_with_a_cease(
         await speaker.stop()
 
 
-async def test_changing_a_peer_restarts_only_its_session(bird: lab_bird.BirdLab, bird2: lab_bird.BirdLab) -> None:
+async def test_changing_a_peer_restarts_only_its_session(bird: bird_lab.BirdLab, bird2: bird_lab.BirdLab) -> None:
     speaker = await _running(bird, _config(_first(bird), _second(bird2)))
     try:
         speaker.set_routes({VIP: config.RouteAttributes(med=10)})
@@ -149,7 +149,7 @@ async def test_changing_a_peer_restarts_only_its_session(bird: lab_bird.BirdLab,
 
 
 async def test_a_new_router_id_recreates_every_session_and_replays_the_routes(
-    bird: lab_bird.BirdLab, bird2: lab_bird.BirdLab
+    bird: bird_lab.BirdLab, bird2: bird_lab.BirdLab
 ) -> None:
     speaker = await _running(bird, _config(_first(bird), _second(bird2)))
     try:
@@ -166,7 +166,7 @@ async def test_a_new_router_id_recreates_every_session_and_replays_the_routes(
         await speaker.stop()
 
 
-async def test_new_default_attributes_reannounce_in_place(bird: lab_bird.BirdLab) -> None:
+async def test_new_default_attributes_reannounce_in_place(bird: bird_lab.BirdLab) -> None:
     old = _config(_first(bird), attributes={"med": 10, "communities": ["65000:1"]})
     speaker = await _running(bird, old)
     try:
@@ -189,7 +189,7 @@ async def test_new_default_attributes_reannounce_in_place(bird: lab_bird.BirdLab
 
 
 async def test_a_config_that_fails_leaves_the_old_one_in_force(
-    bird: lab_bird.BirdLab, bird2: lab_bird.BirdLab, monkeypatch: pytest.MonkeyPatch
+    bird: bird_lab.BirdLab, bird2: bird_lab.BirdLab, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     old = _config(_first(bird))
     speaker = await _running(bird, old)
@@ -251,7 +251,7 @@ async def test_a_config_that_fails_leaves_the_old_one_in_force(
 
 
 async def test_a_peer_can_be_added_while_another_is_down_with_routes_waiting(
-    bird: lab_bird.BirdLab, bird2: lab_bird.BirdLab
+    bird: bird_lab.BirdLab, bird2: bird_lab.BirdLab
 ) -> None:
     """ExaBGP skips a reload while UPDATEs wait for any peer, a down one too (until its next connect retry): the
     speaker asks again until ExaBGP does it (in the runs made while writing this, twice: event=exabgp_reload_unanswered

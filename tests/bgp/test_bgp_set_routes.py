@@ -12,11 +12,10 @@ import pytest
 
 import bgp
 import config
-from balancer import lab_bird
+from balancer.lab import bird_lab
 from tests.bgp.bgp_support import bird_established, established, speaker_config, wait_for
 
-Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
-Routes = dict[Prefix, config.RouteAttributes]
+Routes = dict[config.Prefix, config.RouteAttributes]
 SENT = re.compile(r"event=bgp_routes_sent announced=(\d+) withdrawn=(\d+) commands=(\d+)")
 
 
@@ -30,7 +29,7 @@ def varied(prefixes: list[ipaddress.IPv4Network]) -> Routes:
     return {p: config.RouteAttributes(med=i % 5, communities=(f"65000:{i % 3}",)) for i, p in enumerate(prefixes)}
 
 
-def received(bird: lab_bird.BirdLab, protocol: str = "xdplb4") -> dict[Prefix, int | None]:
+def received(bird: bird_lab.BirdLab, protocol: str = "xdplb4") -> dict[config.Prefix, int | None]:
     """What BIRD holds from ``protocol``: prefix -> MED."""
     return {route.prefix: route.med for route in bird.routes(protocol=protocol)}
 
@@ -44,7 +43,7 @@ def sent(records: list[logging.LogRecord]) -> tuple[int, int, int]:
     return totals[0], totals[1], totals[2]
 
 
-async def test_250_routes_reach_bird_and_stop_withdraws_them_all(bird: lab_bird.BirdLab) -> None:
+async def test_250_routes_reach_bird_and_stop_withdraws_them_all(bird: bird_lab.BirdLab) -> None:
     speaker = bgp.Speaker(speaker_config(bird))
     await speaker.start()
     try:
@@ -69,7 +68,7 @@ async def test_250_routes_reach_bird_and_stop_withdraws_them_all(bird: lab_bird.
 
 
 async def test_set_routes_applies_the_difference_and_is_idempotent(
-    bird: lab_bird.BirdLab, speaker: bgp.Speaker, caplog: pytest.LogCaptureFixture
+    bird: bird_lab.BirdLab, speaker: bgp.Speaker, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="bgp")
     first = varied(vips(50))
@@ -93,7 +92,7 @@ async def test_set_routes_applies_the_difference_and_is_idempotent(
     assert commands < announced + withdrawn, "batched: fewer commands than routes"
 
 
-async def test_set_routes_never_waits_on_exabgp(bird: lab_bird.BirdLab, speaker: bgp.Speaker) -> None:
+async def test_set_routes_never_waits_on_exabgp(bird: bird_lab.BirdLab, speaker: bgp.Speaker) -> None:
     """With ExaBGP stopped (SIGSTOP), set_routes still returns at once; the writer catches up once it runs again."""
     pid = speaker.exabgp_pid
     assert pid is not None
@@ -111,7 +110,7 @@ async def test_set_routes_never_waits_on_exabgp(bird: lab_bird.BirdLab, speaker:
     assert (speaker.exabgp_pid, speaker.restarts) == (pid, 0)
 
 
-async def test_a_stalled_event_loop_is_not_blamed_on_exabgp(bird: lab_bird.BirdLab) -> None:
+async def test_a_stalled_event_loop_is_not_blamed_on_exabgp(bird: bird_lab.BirdLab) -> None:
     """Our event loop blocks for longer than the ack timeout, and ExaBGP gets to the commands only when it is back
     (as when a busy daemon takes the CPU ExaBGP needed): ExaBGP was silent only while we were not looking, so it is
     neither judged hung nor restarted. A deadline in wall time would have killed it."""
@@ -132,7 +131,7 @@ async def test_a_stalled_event_loop_is_not_blamed_on_exabgp(bird: lab_bird.BirdL
 
 
 async def test_replay_after_a_restart_is_batched_and_carries_changes_made_meanwhile(
-    bird: lab_bird.BirdLab, speaker: bgp.Speaker, caplog: pytest.LogCaptureFixture
+    bird: bird_lab.BirdLab, speaker: bgp.Speaker, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="bgp")
     speaker.set_routes(varied(vips(250)))
@@ -153,7 +152,7 @@ async def test_replay_after_a_restart_is_batched_and_carries_changes_made_meanwh
 
 
 async def test_withdraw_all_while_a_peer_is_down_stays_withdrawn_when_it_returns(
-    bird: lab_bird.BirdLab, speaker: bgp.Speaker
+    bird: bird_lab.BirdLab, speaker: bgp.Speaker
 ) -> None:
     speaker.set_routes(varied(vips(20)))
     await wait_for(lambda: len(received(bird)) == 20)

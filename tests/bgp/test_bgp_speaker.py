@@ -10,7 +10,7 @@ import pytest
 
 import bgp
 import config
-from balancer import lab_bird
+from balancer.lab import bird_lab
 from tests.bgp.bgp_support import established, speaker_config, wait_for
 
 VIP = ipaddress.ip_network("192.0.2.10/32")
@@ -21,7 +21,7 @@ ATTRS = config.RouteAttributes(
 )
 
 
-async def test_fresh_start_establishes_and_announces_nothing(bird: lab_bird.BirdLab) -> None:
+async def test_fresh_start_establishes_and_announces_nothing(bird: bird_lab.BirdLab) -> None:
     async with bgp.Speaker(speaker_config(bird)) as speaker:
         protocols = await wait_for(
             lambda: (p := bird.protocols()) and p["xdplb4"].bgp_state == p["xdplb6"].bgp_state == "Established" and p
@@ -38,7 +38,7 @@ async def test_fresh_start_establishes_and_announces_nothing(bird: lab_bird.Bird
         assert {state.routes_sent for state in speaker.peers().values()} == {0}
 
 
-async def test_announce_shows_in_bird_with_attributes(bird: lab_bird.BirdLab, speaker: bgp.Speaker) -> None:
+async def test_announce_shows_in_bird_with_attributes(bird: bird_lab.BirdLab, speaker: bgp.Speaker) -> None:
     await speaker.announce(VIP, ATTRS)
     route = await wait_for(lambda: bird.route(VIP))
     assert route.protocol == "xdplb4"
@@ -54,7 +54,7 @@ async def test_announce_shows_in_bird_with_attributes(bird: lab_bird.BirdLab, sp
 
 
 async def test_reannounce_is_idempotent_and_changed_attributes_replace(
-    bird: lab_bird.BirdLab, speaker: bgp.Speaker
+    bird: bird_lab.BirdLab, speaker: bgp.Speaker
 ) -> None:
     await speaker.announce(VIP, ATTRS)
     first = await wait_for(lambda: bird.route(VIP))
@@ -70,7 +70,7 @@ async def test_reannounce_is_idempotent_and_changed_attributes_replace(
     assert len(bird.routes(VIP)) == 1, "replaced, not added"
 
 
-async def test_withdraw_removes_route_and_repeats_harmlessly(bird: lab_bird.BirdLab, speaker: bgp.Speaker) -> None:
+async def test_withdraw_removes_route_and_repeats_harmlessly(bird: bird_lab.BirdLab, speaker: bgp.Speaker) -> None:
     await speaker.announce(VIP, ATTRS)
     await speaker.announce(VIP2, config.RouteAttributes())
     await wait_for(lambda: bird.route(VIP) and bird.route(VIP2))
@@ -81,7 +81,7 @@ async def test_withdraw_removes_route_and_repeats_harmlessly(bird: lab_bird.Bird
     assert set(speaker.announced) == {VIP2}
 
 
-async def test_ipv6_prefix_over_ipv6_ebgp_session(bird: lab_bird.BirdLab, speaker: bgp.Speaker) -> None:
+async def test_ipv6_prefix_over_ipv6_ebgp_session(bird: bird_lab.BirdLab, speaker: bgp.Speaker) -> None:
     attrs = config.RouteAttributes(med=7, communities=("65000:6",), large_communities=("65000:6:6",))
     await speaker.announce(VIP6, attrs)
     route = await wait_for(lambda: bird.route(VIP6))
@@ -94,7 +94,7 @@ async def test_ipv6_prefix_over_ipv6_ebgp_session(bird: lab_bird.BirdLab, speake
     await wait_for(lambda: bird.route(VIP6) is None)
 
 
-async def test_killed_exabgp_is_restarted_and_routes_come_back(bird: lab_bird.BirdLab, speaker: bgp.Speaker) -> None:
+async def test_killed_exabgp_is_restarted_and_routes_come_back(bird: bird_lab.BirdLab, speaker: bgp.Speaker) -> None:
     await speaker.announce(VIP, ATTRS)
     await speaker.announce(VIP6, config.RouteAttributes(med=3))
     await wait_for(lambda: bird.route(VIP) and bird.route(VIP6))
@@ -113,7 +113,7 @@ async def test_killed_exabgp_is_restarted_and_routes_come_back(bird: lab_bird.Bi
     assert speaker.exabgp_pid not in (None, pid)
 
 
-async def test_clean_stop_withdraws_before_closing(bird: lab_bird.BirdLab) -> None:
+async def test_clean_stop_withdraws_before_closing(bird: bird_lab.BirdLab) -> None:
     speaker = bgp.Speaker(speaker_config(bird))
     await speaker.start()
     await wait_for(lambda: established(speaker))
@@ -133,7 +133,7 @@ async def test_clean_stop_withdraws_before_closing(bird: lab_bird.BirdLab) -> No
         await speaker.announce(VIP, ATTRS)
 
 
-async def test_peer_that_comes_back_gets_the_current_set(bird: lab_bird.BirdLab, speaker: bgp.Speaker) -> None:
+async def test_peer_that_comes_back_gets_the_current_set(bird: bird_lab.BirdLab, speaker: bgp.Speaker) -> None:
     await speaker.announce(VIP, ATTRS)
     await wait_for(lambda: bird.route(VIP))
     bird.birdc("disable", "xdplb4")
@@ -145,7 +145,7 @@ async def test_peer_that_comes_back_gets_the_current_set(bird: lab_bird.BirdLab,
     assert bird.route(VIP).med == 100  # type: ignore[union-attr]
 
 
-async def test_peer_state_changes_are_reported(bird: lab_bird.BirdLab) -> None:
+async def test_peer_state_changes_are_reported(bird: bird_lab.BirdLab) -> None:
     seen: list[bgp.PeerState] = []
     async with bgp.Speaker(speaker_config(bird), on_peer_change=seen.append) as speaker:
         watched: list[bgp.PeerState] = []

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import pytest
 
 import bpf
-from balancer.lab_netns import Host, Lab
+from balancer.lab.netns import Host, Lab
 from tests.bpf import world
 
 

@@ -9,6 +9,7 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Packet
 
 import bpf
+import config
 from tests.bpf import world
 from tests.reference import flowhash, maglev
 
@@ -36,7 +37,7 @@ def chosen_real(spec: bpf.Service, packet: Packet) -> world.Real:
     return next(r for r in world.REALS.values() if r.address == backend.address)
 
 
-def flow_key_bytes(saddr: bpf.IPAddress, daddr: bpf.IPAddress, sport: int, dport: int, proto: int) -> bytes:
+def flow_key_bytes(saddr: config.IpAddress, daddr: config.IpAddress, sport: int, dport: int, proto: int) -> bytes:
     """The C flow key's bytes for a flow."""
     return flowhash.flow_key(saddr, daddr, sport, dport, proto)
 

@@ -2,7 +2,7 @@
 comes in when the interface does (and goes out when it goes)."""
 
 import bpf
-from balancer.lab_netns import Host
+from balancer.lab.netns import Host
 from tests.bpf import world
 from tests.bpf.traffic import tcp
 

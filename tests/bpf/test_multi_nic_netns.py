@@ -16,7 +16,7 @@ from ipaddress import ip_address
 import pytest
 
 import bpf
-from balancer.lab_netns import Host, Lab
+from balancer.lab.netns import Host, Lab
 from tests.bpf.conftest import get_page as _get
 
 pytestmark = pytest.mark.privileged

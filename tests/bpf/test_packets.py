@@ -8,8 +8,8 @@ from scapy.layers.l2 import Ether
 
 import bpf
 from tests.bpf import predict, world
-from balancer import lab_xdp
-from balancer.lab_netns import Host
+from balancer.lab import xdp
+from balancer.lab.netns import Host
 from tests.bpf.fixtures import forwarding, malformed, ping, redirect
 from tests.bpf.fixtures.case import Case
 
@@ -90,7 +90,7 @@ def test_a_redirected_frame_leaves_through_the_backends_interface(packet_plane: 
     assert predict.verdict_for(real) == "XDP_REDIRECT"
     with egress_netns.entered(), egress_netns.ipr() as ipr:
         peer = f"{ipr.get_links(world.EGRESS_IFINDEX)[0].get_attr('IFLA_IFNAME')}p"
-        lab_xdp.attach_pass(ipr, ipr.link_lookup(ifname=peer)[0])
+        xdp.attach_pass(ipr, ipr.link_lookup(ifname=peer)[0])
         with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL)) as sock:
             sock.bind((peer, 0))
             sock.settimeout(2)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from ipaddress import ip_address
 
 import bpf
+import config
 
 SETTINGS = bpf.DataPlaneSettings(
     flow_table_size=256, max_services=64, max_backends=256, new_flow_rate_limit=100000
@@ -31,7 +32,7 @@ TABLE_SIZE = 251
 @dataclass(frozen=True)
 class Real:
     name: str
-    address: bpf.IPAddress
+    address: config.IpAddress
     mac: str
     vlan: int = 0
     ifindex: int = 0  # 0: the ingress interface
@@ -53,7 +54,9 @@ B6_HERE = Real("b6", ip_address("198.18.0.16"), "02:00:00:00:00:16", ifindex=ING
 REALS = {r.name: r for r in (B1, B2, B3_VLAN, B1_6, B2_6, B4_SEG2, B5_SEG2_VLAN, B4_SEG2_6, B6_HERE)}
 
 
-def service(vip: bpf.IPAddress, port: int, proto: bpf.Protocol, *backends: bpf.Backend, sticky: bool = False) -> bpf.Service:
+def service(
+    vip: config.IpAddress, port: int, proto: bpf.Protocol, *backends: bpf.Backend, sticky: bool = False
+) -> bpf.Service:
     return bpf.Service(bpf.ServiceKey(vip, port, proto), tuple(backends), sticky=sticky, table_size=TABLE_SIZE)
 
 

@@ -1,4 +1,4 @@
-"""End-to-end tests of the whole system in the demo lab (``balancer.demo_lab``): real ``xdplb run`` children,
+"""End-to-end tests of the whole system in the demo lab (``balancer.lab.demo_lab``): real ``xdplb run`` children,
 XDP, ExaBGP, a BIRD router installing routes in its namespace's kernel, real HTTP backends.
 
 Figures measured along the way (failover, route withdrawal, node loss) are printed in the terminal summary.

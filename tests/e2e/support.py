@@ -4,7 +4,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from balancer import demo_lab
+from balancer.lab import demo_lab
 from tests.bgp.bgp_support import need_bird
 from tests.bpf.conftest import require_bpf
 from tests.conftest import require_privileges

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from balancer import cli, demo, demo_lab, lab_netns, lab_registry
+from balancer import cli
+from balancer.lab import demo, demo_lab, netns, registry
 from tests.e2e.support import require_e2e
 
 UP_LINE = re.compile(r"xdplb demo lab (xl[0-9a-f]{6}) is up")
@@ -58,7 +59,7 @@ def _run_id(text: str) -> str:
 
 def _leftovers(run_id: str) -> list[str]:
     names = [p.name for p in Path("/run/netns").glob(f"{run_id}-*")]
-    paths = [lab_registry.REGISTRY_DIR / f"{run_id}.json", demo_lab.WORKDIR_ROOT / run_id]
+    paths = [registry.REGISTRY_DIR / f"{run_id}.json", demo_lab.WORKDIR_ROOT / run_id]
     return names + [str(p) for p in paths if p.exists()]
 
 
@@ -118,7 +119,7 @@ def test_demo_stops_cleanly_on_a_signal(signum: signal.Signals) -> None:
 def test_after_a_crash_the_next_run_removes_that_runs_leftovers_only() -> None:
     require_e2e()
     proc = _start()
-    with lab_netns.Lab() as alive:  # another run, alive: its namespaces must survive the cleanup
+    with netns.Lab() as alive:  # another run, alive: its namespaces must survive the cleanup
         alive.add_host("other", ipv4="198.18.0.77")
         try:
             text = _read_until(proc, r"Ctrl-C removes everything")

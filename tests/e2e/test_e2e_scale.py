@@ -7,7 +7,7 @@ backend; a clean stop leaves no route in BIRD. The figures belong to the benchma
 
 import pytest
 
-from balancer import lab_scale
+from balancer.lab import scale
 from tests.e2e.support import record, require_e2e
 
 pytestmark = pytest.mark.privileged
@@ -15,10 +15,10 @@ pytestmark = pytest.mark.privileged
 
 def test_a_hundred_services_of_ten_backends_come_up_stay_up_and_reload_without_flaps() -> None:
     require_e2e()
-    with lab_scale.ScaleLab(services=100, backends=10, spare=10) as lab:
-        figures = lab_scale.measure(lab, window=10.0, settle=2.0, flap_window=8.0)
+    with scale.ScaleLab(services=100, backends=10, spare=10) as lab:
+        figures = scale.measure(lab, window=10.0, settle=2.0, flap_window=8.0)
         errors = lab.node.errors()
-    record("scale lab 100 x 10", lab_scale.to_json(figures))
+    record("scale lab 100 x 10", scale.to_json(figures))
     assert figures["false_downs"] == 0
     assert figures["reload_flaps"] == 0, "unchanged backends kept their state through both reloads"
     assert figures["routes_left_in_bird"] == 0, "a clean stop withdrew every VIP"

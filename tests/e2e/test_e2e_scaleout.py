@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from balancer import demo_lab
-from balancer.demo_lab import DemoLab, NodeProcess
+from balancer.lab import demo_lab
+from balancer.lab.demo_lab import DemoLab, NodeProcess
 from tests.e2e import traffic
 from tests.e2e.support import backends_by_name, e2e_config, record, require_e2e, wait_for
 

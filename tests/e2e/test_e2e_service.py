@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from balancer import demo_lab
-from balancer.demo_lab import DemoLab, NodeProcess
+from balancer.lab import demo_lab
+from balancer.lab.demo_lab import DemoLab, NodeProcess
 from tests.e2e import traffic
 from tests.e2e.support import (
     DOWN_WITHIN,

@@ -10,10 +10,10 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from balancer.lab_netns import Host
+from balancer.lab.netns import Host
 from tests.reference import flowhash, maglev
 
-STREAM_LINES_PER_SECOND = 10  # balancer.lab_backend sends one line every 100 ms
+STREAM_LINES_PER_SECOND = 10  # balancer.lab.http_backend sends one line every 100 ms
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,11 +10,11 @@ import urllib.request
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from balancer import lab_backend
+from balancer.lab import http_backend
 
 
 async def test_every_get_answers_the_backend_name() -> None:
-    async with TestClient(TestServer(lab_backend.build_app("b1"))) as client:
+    async with TestClient(TestServer(http_backend.build_app("b1"))) as client:
         for path in ("/", "/any/path?x=1"):
             response = await client.get(path)
             assert response.status == 200
@@ -25,7 +25,7 @@ async def test_every_get_answers_the_backend_name() -> None:
 
 
 async def test_stream_sends_a_line_per_interval_then_ends() -> None:
-    async with TestClient(TestServer(lab_backend.build_app("b2"))) as client:
+    async with TestClient(TestServer(http_backend.build_app("b2"))) as client:
         response = await client.get("/stream", params={"seconds": "0.3"})
         assert response.headers["X-Backend"] == "b2"
         assert await response.text() == "b2 0\nb2 1\nb2 2\n"
@@ -42,7 +42,7 @@ def _free_port() -> int:
 def test_module_serves_quietly_and_stops_promptly_with_a_stream_open() -> None:
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "balancer.lab_backend", "--name", "b9", "--port", str(port), "--bind", "127.0.0.1"],
+        [sys.executable, "-m", "balancer.lab.http_backend", "--name", "b9", "--port", str(port), "--bind", "127.0.0.1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     try:

@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 from pyroute2 import IPRoute
 
-from balancer import lab_backend, lab_forward, lab_netns, lab_registry
-from balancer.lab_netns import Host, Lab, LabError
+from balancer.lab import forward, http_backend, netns, registry
+from balancer.lab.netns import Host, Lab, LabError
 
 pytestmark = pytest.mark.privileged
 
@@ -207,7 +207,7 @@ def test_destroy_removes_everything_it_made_also_when_the_body_raises() -> None:
 _CHILD = """
 import json, os, signal, sys
 from pathlib import Path
-from balancer.lab_netns import Lab
+from balancer.lab.netns import Lab
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even if started in the background
 lab = Lab(registry_dir=Path(sys.argv[1])).create()
 backend = lab.add_host("b1", ipv4="198.18.0.11").start_http_backend("b1", 80)
@@ -219,8 +219,8 @@ sys.stdin.read()
 """
 
 
-def _child_lab(registry: Path, mode: str) -> tuple[subprocess.Popen[str], dict[str, object]]:
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(registry), mode], stdin=subprocess.PIPE,
+def _child_lab(registry_dir: Path, mode: str) -> tuple[subprocess.Popen[str], dict[str, object]]:
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(registry_dir), mode], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -250,12 +250,12 @@ def test_cleanup_leftovers_removes_dead_runs_and_leaves_live_ones(tmp_path: Path
         # A dead run whose record names somebody else's namespace: that name must survive.
         forged = tmp_path / "xl000000.json"
         forged.write_text(json.dumps({"run_id": "xl000000", "pid": proc.pid, "namespaces": [live.switch_netns]}))
-        removed = lab_registry.cleanup_leftovers(tmp_path)
+        removed = registry.cleanup_leftovers(tmp_path)
         assert sorted(removed) == sorted(dead["namespaces"])
         assert not set(dead["namespaces"]) & netns_names()
         assert not Path(str(dead["record"])).exists() and not forged.exists()
         assert set(live.namespaces) <= netns_names() and live.record_path.exists()
-        assert lab_registry.cleanup_leftovers(tmp_path) == []
+        assert registry.cleanup_leftovers(tmp_path) == []
     for _ in range(100):
         if not alive(int(dead["backend"])):
             break
@@ -269,7 +269,7 @@ async def test_forward_localhost_exposes_a_namespace_port(lab: Lab) -> None:
     decoy = socket.create_server(("127.0.0.1", 0))
     inner_port = decoy.getsockname()[1]
     host.start_http_backend("lb", inner_port, bind="127.0.0.1")
-    server = await lab_forward.forward_localhost(0, host, inner_port)
+    server = await forward.forward_localhost(0, host, inner_port)
     port = server.sockets[0].getsockname()[1]
     try:
         async with aiohttp.ClientSession() as session:
@@ -286,5 +286,5 @@ async def test_forward_localhost_exposes_a_namespace_port(lab: Lab) -> None:
 def test_a_backend_that_cannot_start_says_why(lab: Lab) -> None:
     host = lab.add_host("b1", ipv4="198.18.0.11")
     host.start_http_backend("b1", 80)
-    with pytest.raises(lab_backend.BackendError, match="exited 1: .*address already in use"):
+    with pytest.raises(http_backend.BackendError, match="exited 1: .*address already in use"):
         host.start_http_backend("again", 80)

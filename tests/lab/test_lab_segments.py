@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from balancer.lab_netns import Lab, LabError, segment_subnets
+from balancer.lab.netns import Lab, LabError, segment_subnets
 from tests.bpf.conftest import require_bpf
 
 pytestmark = pytest.mark.privileged

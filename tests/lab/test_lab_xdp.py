@@ -7,7 +7,7 @@ from typing import Any, Iterator
 import pytest
 
 import bpf
-from balancer.lab_netns import Host, Lab
+from balancer.lab.netns import Host, Lab
 
 pytestmark = pytest.mark.privileged
 

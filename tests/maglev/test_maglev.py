@@ -4,10 +4,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bpf import is_prime, maglev_table
+import config
+from bpf import maglev_table
 from tests.reference import maglev as reference
 
-PRIMES = [p for p in range(101, 2000) if is_prime(p)]
+PRIMES = [p for p in range(101, 2000) if config.is_prime(p)]
 
 
 def names(n: int) -> list[str]:

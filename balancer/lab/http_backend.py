@@ -2,7 +2,7 @@
 
 Run it in a lab host (``Host.start_http_backend`` does this for you)::
 
-    python -m balancer.lab_backend --name b1 --port 80 [--bind ADDR]
+    python -m balancer.lab.http_backend --name b1 --port 80 [--bind ADDR]
 
 Routes:
 
@@ -32,7 +32,7 @@ from aiohttp import web
 import config
 
 if TYPE_CHECKING:
-    from balancer.lab_netns import Host
+    from balancer.lab.netns import Host
 
 __all__ = ["STREAM_INTERVAL", "BackendError", "HttpBackend", "build_app", "main", "stop_process"]
 
@@ -84,7 +84,7 @@ def build_app(name: str) -> web.Application:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve until SIGINT or SIGTERM."""
-    parser = argparse.ArgumentParser(prog="python -m balancer.lab_backend", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m balancer.lab.http_backend", description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True, help="the name every answer carries")
     parser.add_argument("--port", type=int, default=80)
     parser.add_argument("--bind", default=None, help="address to listen on (default: every address, IPv4 and IPv6)")
@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         web.run_app(build_app(args.name), host=args.bind, port=args.port, access_log=None, print=None,
                     shutdown_timeout=0.5)
     except OSError as exc:
-        sys.stderr.write(f"lab_backend {args.name}: cannot serve on port {args.port}: {exc}\n")
+        sys.stderr.write(f"http_backend {args.name}: cannot serve on port {args.port}: {exc}\n")
         return 1
     return 0
 

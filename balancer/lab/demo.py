@@ -1,9 +1,9 @@
-"""``xdplb demo``: the demo lab (``balancer.demo_lab``) with one xdplb node, its console on this machine's
+"""``xdplb demo``: the demo lab (``balancer.lab.demo_lab``) with one xdplb node, its console on this machine's
 localhost, the commands to try, and a line of live status every two seconds until Ctrl-C, SIGTERM or
 ``--duration`` seconds; then everything it made is removed.
 
 The lab's namespaces are private to the run; this machine's interfaces, routes and sysctls are not touched. The
-console is relayed from the node's namespace to 127.0.0.1 here by ``lab_forward.forward_localhost``.
+console is relayed from the node's namespace to 127.0.0.1 here by ``forward.forward_localhost``.
 """
 
 import asyncio
@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from typing import Any, TextIO
 
 import config
-from balancer import demo_lab, lab_forward, lab_netns
+from balancer.lab import demo_lab, forward, netns, sigterm
 
 __all__ = ["DemoOptions", "StatusLine", "run_demo"]
 
@@ -80,16 +80,7 @@ class StatusLine:
 @contextmanager
 def _signals_stop() -> Iterator[None]:
     """SIGINT raises KeyboardInterrupt (as usual) and SIGTERM raises _Stopped, anywhere in the main thread."""
-    owner = os.getpid()
-
-    def stop(signum: int, frame: object) -> None:
-        if os.getpid() != owner:  # a child forked by pyroute2 inherits this handler: it must just die
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        raise _Stopped()
-
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = signal.signal(signal.SIGTERM, sigterm.raising_handler(lambda signum: _Stopped()))
     try:
         yield
     finally:
@@ -116,10 +107,10 @@ class _Forwarder:
         self._thread.start()
         self._server: asyncio.Server | None = None
 
-    def open(self, host: lab_netns.Host, target: int, first_port: int, tries: int = 20) -> int:
+    def open(self, host: netns.Host, target: int, first_port: int, tries: int = 20) -> int:
         """Relay the first free port from ``first_port`` up to ``target`` in ``host``; returns the port."""
         for port in range(first_port, first_port + tries):
-            future = asyncio.run_coroutine_threadsafe(lab_forward.forward_localhost(port, host, target), self.loop)
+            future = asyncio.run_coroutine_threadsafe(forward.forward_localhost(port, host, target), self.loop)
             try:
                 self._server = future.result(10)
                 return port
@@ -150,7 +141,7 @@ def _instructions(demo: demo_lab.DemoLab, node: demo_lab.NodeProcess, port: int)
     fetch = (f"ip netns exec {client} curl -s http://{vip}/" if shutil.which("curl") else
              f"ip netns exec {client} python3 -c \"import urllib.request; "
              f"print(urllib.request.urlopen('http://{vip}/').read().decode(), end='')\"")
-    restart = (f"ip netns exec {b2.host.netns} {sys.executable} -m balancer.lab_backend --name {b2.name} "
+    restart = (f"ip netns exec {b2.host.netns} {sys.executable} -m balancer.lab.http_backend --name {b2.name} "
                f"--port 80 &")
     backends = " ".join(f"{host.name}={host.ipv4}" for host in demo.backends)
     service = demo.template["services"][0]["name"]

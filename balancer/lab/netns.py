@@ -20,10 +20,10 @@ Nothing is ever created in the caller's namespace: the veths are made in the swi
 placed straight into the host namespace, so removing the namespaces removes every interface.
 ``destroy()`` runs on leaving the ``with`` block (also on an exception), at exit, and on SIGTERM (which is turned
 into ``SystemExit``); SIGINT unwinds as ``KeyboardInterrupt``. Each run records its owner pid and its names in
-``/run/xdplb-lab/<run-id>.json``; ``lab_registry.cleanup_leftovers()`` removes what dead runs left, and nothing
+``/run/xdplb-lab/<run-id>.json``; ``registry.cleanup_leftovers()`` removes what dead runs left, and nothing
 else.
 
-``lab_forward.forward_localhost()`` exposes a TCP port of a lab host on the caller's 127.0.0.1 (for a browser).
+``forward.forward_localhost()`` exposes a TCP port of a lab host on the caller's 127.0.0.1 (for a browser).
 """
 
 from __future__ import annotations
@@ -46,14 +46,14 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from pyroute2 import IPRoute, netns
 from pyroute2.ethtool import Ethtool
 
 import config
-from balancer import lab_backend, lab_registry, lab_xdp
+from balancer.lab import http_backend, registry, sigterm, xdp
 
 __all__ = [
     "LAB_V4",
@@ -129,7 +129,7 @@ def _link_index(ipr: Any, ifname: str) -> int:
     return int(found[0])
 
 
-def _in_subnet(address: str, net: ipaddress.IPv4Network | ipaddress.IPv6Network, what: str) -> str:
+def _in_subnet(address: str, net: config.Prefix, what: str) -> str:
     try:
         addr = ipaddress.ip_address(address)
     except ValueError as exc:
@@ -217,7 +217,7 @@ class Host:
 
         def attach(ipr: Any) -> None:
             for port in ports:
-                lab_xdp.attach_pass(ipr, _link_index(ipr, port))
+                xdp.attach_pass(ipr, _link_index(ipr, port))
 
         _netlink(self._lab.switch_netns, attach)
         log.info("event=lab_xdp_pass host=%s ports=%s", self.netns, ",".join(ports))
@@ -310,7 +310,7 @@ class Host:
 
     def _command(self, argv: Sequence[str]) -> list[str]:
         # nsenter joins the network namespace only; `ip netns exec` would also remount /sys and hide /sys/fs/bpf.
-        return ["nsenter", f"--net={lab_registry.NETNS_DIR / self.netns}", "--", *argv]
+        return ["nsenter", f"--net={registry.NETNS_DIR / self.netns}", "--", *argv]
 
     def run(self, argv: Sequence[str], *, check: bool = True, timeout: float = 60.0,
             **kwargs: Any) -> subprocess.CompletedProcess[Any]:
@@ -324,14 +324,14 @@ class Host:
         return proc
 
     def start_http_backend(self, name: str, port: int = 80, *, bind: str | None = None,
-                           timeout: float = 15.0) -> lab_backend.HttpBackend:
-        """Start ``python -m balancer.lab_backend`` here and return once it answers ``GET /healthz``."""
-        argv = [sys.executable, "-m", "balancer.lab_backend", "--name", name, "--port", str(port)]
+                           timeout: float = 15.0) -> http_backend.HttpBackend:
+        """Start ``python -m balancer.lab.http_backend`` here and return once it answers ``GET /healthz``."""
+        argv = [sys.executable, "-m", "balancer.lab.http_backend", "--name", name, "--port", str(port)]
         if bind is not None:
             argv += ["--bind", bind]
         stderr = tempfile.TemporaryFile()  # a file, not a pipe nobody reads: errors must never block the server
         proc = self.popen(argv, stdout=subprocess.DEVNULL, stderr=stderr)
-        backend = lab_backend.HttpBackend(self, name=name, port=port, address=bind or self.ipv4, process=proc,
+        backend = http_backend.HttpBackend(self, name=name, port=port, address=bind or self.ipv4, process=proc,
                                           stderr=stderr)
         try:
             backend.wait_ready(timeout)
@@ -346,7 +346,7 @@ class _SigtermToExit:
 
     def __init__(self) -> None:
         self.labs: set[int] = set()
-        self.pid = 0
+        self._handler: sigterm.Handler | None = None
 
     def acquire(self, lab: int) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -354,22 +354,18 @@ class _SigtermToExit:
         if not self.labs:
             if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
                 return  # somebody else owns SIGTERM; they must unwind to destroy()
-            signal.signal(signal.SIGTERM, self._handle)
-            self.pid = os.getpid()
+            # SystemExit unwinds through `with Lab()` and atexit, both call destroy(); with no lab left, or in a
+            # forked child, SIGTERM kills the default way.
+            self._handler = sigterm.raising_handler(lambda signum: SystemExit(128 + signum),
+                                                    armed=lambda: bool(self.labs))
+            signal.signal(signal.SIGTERM, self._handler)
         self.labs.add(lab)
 
     def release(self, lab: int) -> None:
         self.labs.discard(lab)
         if not self.labs and threading.current_thread() is threading.main_thread():
-            if signal.getsignal(signal.SIGTERM) == self._handle:
+            if self._handler is not None and signal.getsignal(signal.SIGTERM) == self._handler:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if os.getpid() != self.pid or not self.labs:  # a forked child, or no lab left: die the default way
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        raise SystemExit(128 + signum)  # unwinds through `with Lab()` and atexit, both call destroy()
 
 
 _SIGTERM = _SigtermToExit()
@@ -378,7 +374,7 @@ _SIGTERM = _SigtermToExit()
 class Lab:
     """The switch namespace with its bridge, and the hosts plugged into it; see the module docstring."""
 
-    def __init__(self, *, registry_dir: Path = lab_registry.REGISTRY_DIR, handle_signals: bool = True) -> None:
+    def __init__(self, *, registry_dir: Path = registry.REGISTRY_DIR, handle_signals: bool = True) -> None:
         self.registry_dir = registry_dir
         self.run_id = ""
         self.hosts: dict[str, Host] = {}
@@ -431,7 +427,7 @@ class Lab:
         self._created = True
         self._owner = os.getpid()
         self.registry_dir.mkdir(parents=True, exist_ok=True)
-        while not self.run_id or self.record_path.exists() or (lab_registry.NETNS_DIR / self.switch_netns).exists():
+        while not self.run_id or self.record_path.exists() or (registry.NETNS_DIR / self.switch_netns).exists():
             self.run_id = "xl" + secrets.token_hex(3)
         atexit.register(self.destroy)
         if self._handle_signals:
@@ -550,7 +546,7 @@ class Lab:
         left: list[str] = []
         for proc in self._processes:
             try:
-                lab_backend.stop_process(proc, timeout=3.0)
+                http_backend.stop_process(proc, timeout=3.0)
             except Exception as exc:  # keep tearing down; reported below
                 errors.append(f"stop pid {proc.pid}: {exc!r}")
         self._processes.clear()
@@ -558,10 +554,10 @@ class Lab:
         # outside our control still holds a host namespace open.
         for name in reversed(self._namespaces):
             try:
-                killed = lab_registry.kill_netns_processes(name)
+                killed = registry.kill_netns_processes(name)
                 if killed:
                     log.warning("event=lab_killed_processes netns=%s pids=%s", name, killed)
-                lab_registry.remove_netns(name)
+                registry.remove_netns(name)
             except Exception as exc:
                 errors.append(f"remove netns {name}: {exc!r}")
                 left.append(name)
@@ -580,7 +576,7 @@ class Lab:
         log.info("event=lab_destroyed run=%s", self.run_id)
 
     def _new_netns(self, name: str) -> None:
-        if (lab_registry.NETNS_DIR / name).exists():
+        if (registry.NETNS_DIR / name).exists():
             raise LabError(f"namespace {name} exists already and is not ours")
         # Recorded before it exists: a crash between the two leaves a name cleanup_leftovers() knows about.
         self._namespaces.append(name)
@@ -588,7 +584,7 @@ class Lab:
         netns.create(name)
 
     def _write_record(self) -> None:
-        record = {"run_id": self.run_id, "pid": os.getpid(), "start_time": lab_registry.start_time(os.getpid()),
+        record = {"run_id": self.run_id, "pid": os.getpid(), "start_time": registry.start_time(os.getpid()),
                   "namespaces": self._namespaces}
         tmp = self.record_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(record, indent=1) + "\n")

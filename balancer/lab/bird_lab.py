@@ -26,12 +26,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from config import XdplbError
+from config import IpAddress, Prefix, XdplbError
 
 __all__ = ["BirdError", "BirdLab", "BirdPeer", "BirdProtocol", "BirdRoute"]
 
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-Prefix = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _ROUTE = re.compile(
     r"^(?P<prefix>\S+)?\s+(?P<kind>\w+)\s+\[(?P<proto>\S+) (?P<since>\S+)(?: from (?P<source>\S+))?\]"

@@ -4,7 +4,7 @@ import asyncio
 import logging
 import socket
 
-from balancer.lab_netns import Host
+from balancer.lab.netns import Host
 
 __all__ = ["forward_localhost"]
 

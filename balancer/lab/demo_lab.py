@@ -1,6 +1,6 @@
 """The demo topology in namespaces, shared by ``xdplb demo`` and the end-to-end tests.
 
-One lab bridge (``balancer.lab_netns``) joins::
+One lab bridge (``balancer.lab.netns``) joins::
 
     client 198.18.0.2 --VIP via--> router 198.18.0.1 (BIRD, ECMP into its own kernel)
                                       |--> xdplb node 198.18.0.5 (and .6)  -- XDP, L2 DSR -->  backends .11 .12 .13
@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 
 import config
-from balancer import lab_backend, lab_bird, lab_netns, lab_registry
+from balancer.lab import bird_lab, http_backend, netns, registry
 
 __all__ = [
     "BACKEND_IPS",
@@ -68,7 +68,7 @@ class DemoError(config.XdplbError, RuntimeError):
 class NodeProcess:
     """One ``xdplb run`` child in a node's namespace; talks to its API from inside that namespace."""
 
-    def __init__(self, host: lab_netns.Host, *, config_path: Path, log_path: Path, process: subprocess.Popen[Any],
+    def __init__(self, host: netns.Host, *, config_path: Path, log_path: Path, process: subprocess.Popen[Any],
                  api: tuple[str, int]) -> None:
         self.host = host
         self.api = api  # the API's listen address inside the node's namespace
@@ -135,7 +135,7 @@ class NodeProcess:
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
-                lab_backend.stop_process(self.process, 1.0)
+                http_backend.stop_process(self.process, 1.0)
         return self.process.wait()
 
     def kill(self) -> None:
@@ -156,18 +156,18 @@ class DemoLab:
         if not 1 <= nodes <= len(NODE_IPS) or not 1 <= backends <= len(BACKEND_IPS):
             raise DemoError(f"1-{len(NODE_IPS)} nodes and 1-{len(BACKEND_IPS)} backends")
         self.template: dict[str, Any] = yaml.safe_load(template.read_text())
-        self.lab = lab_netns.Lab(handle_signals=handle_signals)
+        self.lab = netns.Lab(handle_signals=handle_signals)
         self.workdir_root = workdir_root
         self.workdir = workdir_root  # set per run in create()
         self._node_count = nodes
         self._backend_count = backends
-        self.nodes: list[lab_netns.Host] = []
-        self.backends: list[lab_netns.Host] = []
-        self.servers: dict[str, lab_backend.HttpBackend | None] = {}
+        self.nodes: list[netns.Host] = []
+        self.backends: list[netns.Host] = []
+        self.servers: dict[str, http_backend.HttpBackend | None] = {}
         self.processes: list[NodeProcess | None] = [None] * nodes
-        self._bird: lab_bird.BirdLab | None = None
-        self._client: lab_netns.Host | None = None
-        self._router: lab_netns.Host | None = None
+        self._bird: bird_lab.BirdLab | None = None
+        self._client: netns.Host | None = None
+        self._router: netns.Host | None = None
         self._owner = os.getpid()
 
     # topology
@@ -186,19 +186,19 @@ class DemoLab:
         return int(self.template["bgp"]["peers"][0]["peer_as"])
 
     @property
-    def client(self) -> lab_netns.Host:
+    def client(self) -> netns.Host:
         if self._client is None:
             raise DemoError("call create() first")
         return self._client
 
     @property
-    def router(self) -> lab_netns.Host:
+    def router(self) -> netns.Host:
         if self._router is None:
             raise DemoError("call create() first")
         return self._router
 
     @property
-    def bird(self) -> lab_bird.BirdLab:
+    def bird(self) -> bird_lab.BirdLab:
         if self._bird is None:
             raise DemoError("call create() first")
         return self._bird
@@ -234,11 +234,11 @@ class DemoLab:
             for backend in self.backends:
                 backend.add_vip_on_loopback(vip)
         peers = [
-            lab_bird.BirdPeer(name=f"xdplb{i + 1}", address=ipaddress.ip_address(node.ipv4), peer_as=self.local_as,
+            bird_lab.BirdPeer(name=f"xdplb{i + 1}", address=ipaddress.ip_address(node.ipv4), peer_as=self.local_as,
                               local_as=self.router_as, local_address=ipaddress.ip_address(ROUTER_IP), multihop=False)
             for i, node in enumerate(self.nodes)
         ]
-        self._bird = lab_bird.BirdLab(peers=peers, netns=router.netns, router_id=ROUTER_IP, kernel_merge_paths=True)
+        self._bird = bird_lab.BirdLab(peers=peers, netns=router.netns, router_id=ROUTER_IP, kernel_merge_paths=True)
         self._write_run_record()
         self._bird.start()
         for backend in self.backends:
@@ -269,7 +269,7 @@ class DemoLab:
             self._bird.stop()
         try:
             self.lab.destroy()
-        except lab_netns.LabError as error:
+        except netns.LabError as error:
             errors.append(str(error))
         if self.workdir != self.workdir_root:
             shutil.rmtree(self.workdir, ignore_errors=True)
@@ -298,14 +298,14 @@ class DemoLab:
 
     # backends
 
-    def backend(self, name: str) -> lab_netns.Host:
+    def backend(self, name: str) -> netns.Host:
         """The backend host ``name`` (b1, b2, ...)."""
         for host in self.backends:
             if host.name == name:
                 return host
         raise DemoError(f"no backend {name}")
 
-    def start_backend(self, name: str) -> lab_backend.HttpBackend:
+    def start_backend(self, name: str) -> http_backend.HttpBackend:
         """Start (again) backend ``name``'s web server on port 80; returns once it answers."""
         if self.servers.get(name) is not None:
             raise DemoError(f"backend {name} is running")
@@ -374,14 +374,14 @@ class DemoLab:
 
 
 def cleanup_demo_leftovers(workdir_root: Path = WORKDIR_ROOT) -> list[str]:
-    """Remove what dead demo runs left: their lab namespaces (``lab_registry.cleanup_leftovers``), their BIRD
+    """Remove what dead demo runs left: their lab namespaces (``registry.cleanup_leftovers``), their BIRD
     directories and run directories. A run whose lab record still exists belongs to a live process: left alone.
     Returns the names removed."""
-    removed = lab_registry.cleanup_leftovers()
+    removed = registry.cleanup_leftovers()
     if not workdir_root.is_dir():
         return removed
     for path in sorted(workdir_root.glob("xl*")):
-        if (lab_registry.REGISTRY_DIR / f"{path.name}.json").exists():
+        if (registry.REGISTRY_DIR / f"{path.name}.json").exists():
             continue  # its owner is alive (cleanup_leftovers just removed the records of dead ones)
         try:
             bird_dir = Path(json.loads((path / "run.json").read_text())["bird_workdir"])

@@ -6,7 +6,7 @@ backend address (198.19.0.0/16, on-link for the node too) and runs one small asy
 backend address, in its own namespace: the kernel's neighbour-table limits are shared by every namespace on
 these machines, so a lab with thousands of on-link backends must not rely on (or raise) them.
 
-``python -m balancer.lab_scale serve PORT...`` is that server; ``ScaleLab`` builds the lab and measures a run
+``python -m balancer.lab.scale serve PORT...`` is that server; ``ScaleLab`` builds the lab and measures a run
 (``benchmarks/bench_scale.py`` prints the figures; ``tests/e2e/test_e2e_scale.py`` checks the behaviour small).
 """
 
@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from balancer import demo_lab, lab_backend
+from balancer.lab import demo_lab, http_backend
 
 __all__ = ["ScaleLab", "backend_address", "main", "measure"]
 
@@ -74,7 +74,7 @@ async def _serve(ports: Sequence[int]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``serve PORT...``: answer every HTTP request on these ports with 200, until SIGTERM."""
-    parser = argparse.ArgumentParser(prog="python -m balancer.lab_scale", description="the scale lab's web server")
+    parser = argparse.ArgumentParser(prog="python -m balancer.lab.scale", description="the scale lab's web server")
     parser.add_argument("command", choices=["serve"])
     parser.add_argument("ports", type=int, nargs="+")
     args = parser.parse_args(argv)
@@ -153,7 +153,7 @@ class ScaleLab:
             ipr.addr("replace", index=node.ifindex, address=NODE_BACKEND_SIDE, prefixlen=BACKEND_NET.prefixlen)
             for address in addresses:
                 ipr.neigh("replace", dst=address, lladdr=host.mac, ifindex=node.ifindex, state=_NUD_PERMANENT)
-        self._server = host.popen([sys.executable, "-m", "balancer.lab_scale", "serve", *map(str, PORTS)],
+        self._server = host.popen([sys.executable, "-m", "balancer.lab.scale", "serve", *map(str, PORTS)],
                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert self._server.stdout is not None
         if self._server.stdout.readline().strip() != b"serving":
@@ -164,7 +164,7 @@ class ScaleLab:
     def destroy(self) -> None:
         """Stop the server, then the demo lab (node, BIRD, namespaces). Idempotent."""
         if self._server is not None:
-            lab_backend.stop_process(self._server, 2.0)
+            http_backend.stop_process(self._server, 2.0)
             self._server = None
         self.demo.destroy()
         for path in sorted(self._dir.glob("*")):

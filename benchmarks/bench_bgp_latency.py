@@ -1,6 +1,6 @@
 """Measure announce -> visible in BIRD, withdraw -> gone, and controller SIGKILL -> gone (not a test).
 
-Run: .venv/bin/python tests/bgp/measure_bgp_latency.py [ROUNDS]
+Run: .venv/bin/python benchmarks/bench_bgp_latency.py [ROUNDS] (``make bench-bgp`` measures throughput instead)
 Each time runs from before the ``announce``/``withdraw`` call (so it includes ExaBGP's ack) until ``birdc`` shows
 the change; ``birdc`` itself takes about 2 ms a call, which bounds the resolution.
 """
@@ -16,12 +16,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import bgp  # noqa: E402
 import config  # noqa: E402
-from balancer import lab_bird  # noqa: E402
+from balancer.lab import bird_lab  # noqa: E402
 from tests.bgp import bgp_support  # noqa: E402
 
 
@@ -41,7 +41,7 @@ def _summary(name: str, values: list[float]) -> str:
 
 
 async def main(rounds: int) -> None:
-    with lab_bird.BirdLab(peers=bgp_support.bird_peers()) as bird:
+    with bird_lab.BirdLab(peers=bgp_support.bird_peers()) as bird:
         cfg = bgp_support.speaker_config(bird)
         async with bgp.Speaker(cfg, restart_delay=0.5, max_restart_delay=0.5) as speaker:
             await _until(lambda: bgp_support.established(speaker) and bgp_support.bird_established(bird))
@@ -73,7 +73,7 @@ async def main(rounds: int) -> None:
         for _ in range(max(3, rounds // 10)):
             prefix = "192.0.2.40/32"
             controller = await asyncio.create_subprocess_exec(
-                sys.executable, str(Path(__file__).with_name("bgp_controller.py")), str(bird.workdir),
+                sys.executable, str(ROOT / "tests" / "bgp" / "bgp_controller.py"), str(bird.workdir),
                 bgp_support.speaker_config(bird).model_dump_json(), prefix,
                 stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)},
             )
