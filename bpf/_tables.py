@@ -8,11 +8,17 @@ being replaced: a config that fits ``max_services`` can never run out of table i
 the live tables (8 bytes per entry: the kernel rounds an array's values up to 8 bytes) plus the ones being
 replaced.
 
+Putting a map into ``maglev_tables`` waits for an RCU grace period in the kernel (8 ms here), one update at a time.
+So a caller about to write many tables ``reserve``s them first: empty maps made and put under free ids in one
+batch, one wait for all, which each ``write`` then fills. A reserved id points at an empty map no service entry
+names, so filling it in place is as safe for readers as installing it.
+
 Creating or filling a table can fail (out of memory); then nothing that readers see has changed.
 """
 
 import array
 import ctypes
+import errno
 import mmap
 import os
 import time
@@ -42,6 +48,10 @@ class MapOps(Protocol):
     def install(self, table_id: int, fd: int) -> None:
         """Point ``maglev_tables[table_id]`` at the map ``fd``. OSError if the kernel refuses."""
 
+    def install_many(self, pairs: Sequence[tuple[int, int]]) -> int:
+        """``install`` each (table id, fd) in order, in as few kernel calls as it can; how many went in. OSError
+        if the first cannot."""
+
     def uninstall(self, table_id: int) -> None:
         """Empty ``maglev_tables[table_id]``; the kernel frees the map once no reader holds it."""
 
@@ -61,23 +71,71 @@ class TableStore:
         self._ops = ops
         self._free = deque(range(capacity))
         self._retired: deque[tuple[float, int]] = deque()  # (when, table id), oldest first
+        self._reserved: dict[int, list[tuple[int, int]]] = {}  # entries -> [(table id, fd of its empty map)]
         self._grace = grace
         self._clock = clock
         self.capacity = capacity
 
     @property
     def in_use(self) -> int:
-        """Table ids taken, live or retired."""
+        """Table ids taken, live, retired or reserved."""
         return self.capacity - len(self._free)
+
+    @property
+    def reserved(self) -> int:
+        """Empty tables installed ahead of ``write``s."""
+        return sum(len(tables) for tables in self._reserved.values())
+
+    def reserve(self, sizes: Sequence[int]) -> None:
+        """Install an empty table for each of ``sizes`` (entries) that no reserved one covers yet, all in one
+        kernel call: the writes that follow then wait for no grace period each. Best effort: what cannot be
+        reserved is written the slow way later."""
+        self.release_due()
+        wanted: dict[int, int] = {}
+        for size in sizes:
+            wanted[size] = wanted.get(size, 0) + 1
+        made: list[tuple[int, int, int]] = []  # (entries, table id, fd)
+        missing = [size for size, count in wanted.items() for _ in range(count - len(self._reserved.get(size, ())))]
+        for size in missing[: len(self._free)]:
+            table_id = self._free.popleft()
+            try:
+                made.append((size, table_id, self._ops.create(size)))
+            except OSError:  # out of memory for more: reserve what was made
+                self._free.appendleft(table_id)
+                break
+        installed = 0
+        try:
+            installed = self._ops.install_many([(table_id, fd) for _, table_id, fd in made])
+        except OSError:
+            pass
+        for index, (size, table_id, fd) in enumerate(made):
+            if index < installed:
+                self._reserved.setdefault(size, []).append((table_id, fd))
+            else:
+                self._ops.close(fd)
+                self._free.appendleft(table_id)
 
     def write(self, table: Sequence[int]) -> int:
         """Write ``table`` into a new map under a free id, and return the id. DataPlaneError if it cannot be done.
 
         On failure no id is taken and nothing a reader sees has changed.
         """
+        spare = self._take_reserved(len(table))
+        if spare is not None:
+            table_id, fd = spare
+            try:
+                self._ops.fill(fd, table)
+            except OSError as error:
+                self._ops.uninstall(table_id)
+                self._free.appendleft(table_id)
+                raise DataPlaneError(f"writing a Maglev table of {len(table)} entries failed: {error}") from error
+            finally:
+                self._ops.close(fd)
+            return table_id
         self.release_due()
         if not self._free:
             self.release_due(force=True)
+            self._drop_reserved()
         if not self._free:
             raise DataPlaneError(f"no free Maglev table id ({self.capacity} in use)")
         table_id = self._free.popleft()
@@ -93,6 +151,31 @@ class TableStore:
             if fd >= 0:
                 self._ops.close(fd)
         return table_id
+
+    def _take_reserved(self, entries: int) -> tuple[int, int] | None:
+        tables = self._reserved.get(entries)
+        if not tables:
+            return None
+        spare = tables.pop()
+        if not tables:
+            del self._reserved[entries]
+        return spare
+
+    def _drop_reserved(self) -> None:
+        """Give reserved tables' ids back (they were of other sizes than the write that needs an id)."""
+        for tables in self._reserved.values():
+            for table_id, fd in tables:
+                self._ops.uninstall(table_id)
+                self._ops.close(fd)
+                self._free.append(table_id)
+        self._reserved.clear()
+
+    def close(self) -> None:
+        """Release the reserved tables' fds (their maps go with the outer map)."""
+        for tables in self._reserved.values():
+            for _, fd in tables:
+                self._ops.close(fd)
+        self._reserved.clear()
 
     def retire(self, table_id: int) -> None:
         """No service points at ``table_id`` any more; free it once packets that read the old entry are done."""
@@ -140,8 +223,29 @@ class KernelMaps:
     def install(self, table_id: int, fd: int) -> None:
         key, value = ctypes.c_uint32(table_id), ctypes.c_uint32(fd)
         if self._lib.bpf_update_elem(self._fd, ctypes.byref(key), ctypes.byref(value), 0) < 0:
-            errno = ctypes.get_errno()
-            raise OSError(errno, os.strerror(errno))
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+
+    def install_many(self, pairs: Sequence[tuple[int, int]]) -> int:
+        if not pairs:
+            return 0
+        count = len(pairs)
+        keys = (ctypes.c_uint32 * count)(*(table_id for table_id, _ in pairs))
+        values = (ctypes.c_uint32 * count)(*(fd for _, fd in pairs))
+        done = ctypes.c_uint32(count)
+        if self._lib.bpf_update_batch(self._fd, keys, values, ctypes.byref(done)) == 0:
+            return count
+        # No batch updates for this map type on this kernel, or one failed: the rest one at a time.
+        installed = 0 if ctypes.get_errno() in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, 524) else done.value
+        for table_id, fd in pairs[installed:]:
+            try:
+                self.install(table_id, fd)
+            except OSError:
+                if installed == 0:
+                    raise
+                break
+            installed += 1
+        return installed
 
     def uninstall(self, table_id: int) -> None:
         key = ctypes.c_uint32(table_id)

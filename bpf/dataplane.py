@@ -19,7 +19,7 @@ import struct
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -167,6 +167,9 @@ class DataPlane:
         for view in self._flow_views.values():
             view.close()
         self._flow_views.clear()
+        if self._tables is not None:
+            self._tables.close()
+            self._tables = None
         if self._bpf is not None:
             self._bpf.cleanup()
             self._bpf = None
@@ -381,6 +384,15 @@ class DataPlane:
         """Status of every programmed service."""
         with self._lock:
             return {key: p.status for key, p in self._services.items() if p.status is not None}
+
+    def reserve_tables(self, services: Sequence[Service]) -> None:
+        """Make room, in one kernel call, for the Maglev tables that ``set_service`` of each of ``services`` will
+        write: each install would otherwise wait for an RCU grace period of its own (8 ms). Optional; best effort."""
+        with self._lock:
+            self._loaded()
+            sizes = [s.table_size for s in services if self.needs_update(s) and self.table_key(s) is not None]
+            if len(sizes) > 1:
+                self._table_store().reserve(sizes)
 
     def needs_update(self, service: Service) -> bool:
         """Whether ``set_service(service)`` would change anything (cheap: no map is read)."""

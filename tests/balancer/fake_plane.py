@@ -5,7 +5,7 @@ write, and refuses an update on request the way the kernel can (``fail``), so th
 run without root. ``tests/balancer/test_reconciler.py`` checks it against the real one.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import bpf
 import config
@@ -24,6 +24,7 @@ class FakeDataPlane:
         self.max_services = max_services
         self.writes: list[bpf.ServiceKey] = []  # every service update that reached the "maps"
         self.fail: set[bpf.ServiceKey] = set()  # updates of these raise DataPlaneError until removed from the set
+        self.reserved: list[int] = []  # the size of each reserve_tables call
         self._specs: dict[bpf.ServiceKey, bpf.Service] = {}
         self._status: dict[bpf.ServiceKey, bpf.ServiceStatus] = {}
         self._ids: dict[bpf.ServiceKey, int] = {}
@@ -71,6 +72,9 @@ class FakeDataPlane:
     def table_key(self, service: bpf.Service) -> bpf.maglev.TableKey | None:
         candidates = [(str(b.address), b.weight) for b in service.backends if b.mac is not None and b.weight > 0]
         return self.maglev.key(candidates, service.table_size) if candidates else None
+
+    def reserve_tables(self, services: Sequence[bpf.Service]) -> None:
+        self.reserved.append(len(services))
 
     def set_service(self, service: bpf.Service) -> bpf.ServiceStatus:
         service.validate()

@@ -59,6 +59,20 @@ def test_a_pass_writes_only_the_services_that_changed() -> None:
     asyncio.run(main())
 
 
+def test_a_big_pass_reserves_each_chunks_tables_at_once_and_programs_every_service() -> None:
+    async def main() -> None:
+        plane, c = FakeDataPlane(max_services=200), cfg(150)
+        r = reconciler.Reconciler(plane, None)  # type: ignore[arg-type]
+        try:
+            await converge(r, c)
+            assert sorted(plane.writes) == sorted(key(i) for i in range(150))
+            assert plane.reserved == [64, 64, 22], "one reservation per chunk, before its writes"
+        finally:
+            r.close()
+
+    asyncio.run(main())
+
+
 def test_a_failed_update_is_counted_reported_retried_and_does_not_stop_the_others() -> None:
     async def main() -> None:
         plane, c = FakeDataPlane(), cfg(3)

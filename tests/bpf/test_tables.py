@@ -21,6 +21,9 @@ class Maps:
         self.outer: dict[int, int] = {}  # table id -> map fd
         self.open: set[int] = set()
         self.fail: str | None = None
+        self.installs = 0  # one at a time: each waits for an RCU grace period in the kernel
+        self.batches = 0
+        self.batch_limit: int | None = None
         self._next_fd = 100
 
     def _maybe_fail(self, operation: str) -> None:
@@ -41,7 +44,17 @@ class Maps:
 
     def install(self, table_id: int, fd: int) -> None:
         self._maybe_fail("install")
+        self.installs += 1
         self.outer[table_id] = fd
+
+    def install_many(self, pairs: Sequence[tuple[int, int]]) -> int:
+        """One call for all, as the kernel's batch update; ``batch_limit`` makes it stop part way."""
+        self._maybe_fail("install_many")
+        self.batches += 1
+        done = pairs[: self.batch_limit]
+        for table_id, fd in done:
+            self.outer[table_id] = fd
+        return len(done)
 
     def uninstall(self, table_id: int) -> None:
         self.outer.pop(table_id, None)
@@ -113,6 +126,55 @@ def test_when_every_id_is_taken_retired_tables_are_released_early_rather_than_fa
     assert tables.write([3]) == first
 
 
+def test_reserved_tables_are_installed_in_one_call_and_the_writes_install_nothing_more() -> None:
+    tables, maps, _ = store(capacity=8)
+    tables.reserve([5, 5, 5, 7])
+    assert (maps.batches, tables.reserved, tables.in_use) == (1, 4, 4)
+    ids = [tables.write([n] * 5) for n in range(3)] + [tables.write([9] * 7)]
+    assert maps.installs == 0, "every write went into a reserved table"
+    assert [tables.read(i) for i in ids] == [[0] * 5, [1] * 5, [2] * 5, [9] * 7]
+    assert tables.reserved == 0 and not maps.open
+    tables.write([4] * 5)
+    assert maps.installs == 1, "without a reservation a write installs its own"
+
+
+def test_a_reservation_that_fails_part_way_keeps_what_went_in_and_frees_the_rest() -> None:
+    tables, maps, _ = store(capacity=8)
+    maps.batch_limit = 2
+    tables.reserve([5, 5, 5])
+    assert (tables.reserved, tables.in_use) == (2, 2)
+    assert len(maps.open) == 2, "the maps that did not go in are closed"
+    maps.fail = "install_many"
+    tables.reserve([7, 7])
+    assert (tables.reserved, tables.in_use, len(maps.open)) == (2, 2, 2), "a refused batch changes nothing"
+    maps.fail = "create"
+    tables.reserve([9])
+    assert tables.in_use == 2
+
+
+def test_a_reserved_table_that_cannot_be_filled_gives_its_id_back_and_the_live_ones_serve_on() -> None:
+    tables, maps, _ = store(capacity=4)
+    live = tables.write([1, 1, 1])
+    tables.reserve([3])
+    maps.fail = "fill"
+    with pytest.raises(bpf.DataPlaneError, match="Cannot allocate memory"):
+        tables.write([2, 2, 2])
+    assert tables.read(live) == [1, 1, 1]
+    assert (tables.in_use, tables.reserved, len(maps.open)) == (1, 0, 0)
+
+
+def test_reserved_tables_of_another_size_give_way_when_every_id_is_taken() -> None:
+    tables, maps, _ = store(capacity=3)
+    tables.write([1] * 5)
+    tables.reserve([7, 7])
+    assert tables.in_use == 3
+    assert tables.read(tables.write([2] * 5)) == [2] * 5, "a write of another size still finds an id"
+    assert tables.reserved == 0 and not maps.open
+    tables.reserve([9])
+    tables.close()
+    assert not maps.open, "close releases the reserved tables' fds"
+
+
 def test_the_data_plane_keeps_a_service_whole_when_its_table_cannot_be_written() -> None:
     """Through DataPlane.set_service: the failed update leaves the old table, slots and status in force."""
     from tests.bpf.conftest import require_bpf
@@ -141,5 +203,28 @@ def test_the_data_plane_keeps_a_service_whole_when_its_table_cannot_be_written()
             plane.set_service(two)
         assert two.key not in plane.services
         assert plane.set_service(two).table_size == world.TABLE_SIZE, "and can be added once the kernel allows"
+    finally:
+        plane.cleanup()
+
+
+def test_the_kernel_takes_reserved_tables_in_one_batch_and_services_are_written_into_them() -> None:
+    from tests.bpf import world
+    from tests.bpf.conftest import require_bpf
+
+    require_bpf()
+    plane = bpf.DataPlane(world.SETTINGS)
+    plane.setup()
+    try:
+        plane.set_interface_mac(world.INGRESS_IFINDEX, world.LB_MAC)
+        services = [world.service(world.VIP4, port, "tcp", world.B1.backend(), world.B2.backend()) for port in (80, 81)]
+        plane.reserve_tables(services)
+        store = plane._table_store()
+        assert store.reserved == 2
+        for service in services:
+            plane.set_service(service)
+        assert store.reserved == 0
+        for service in services:
+            table = plane.read_table(service.key)
+            assert len(table) == world.TABLE_SIZE and set(table) == {world.B1.address, world.B2.address}
     finally:
         plane.cleanup()
