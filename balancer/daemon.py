@@ -1,7 +1,7 @@
 """The xdplb daemon: config in, health checks, data plane and BGP driven to match, status out.
 
-Lifecycle: ``setup()`` loads the config and the XDP program and attaches it; ``start()`` starts the health
-checks, the BGP speaker and the HTTP API; ``serve()`` runs the root tasks until the stop trigger fires;
+Lifecycle: ``setup()`` loads the config, starts the health checks (so their first verdicts come while clang
+compiles), loads the XDP program and attaches it; ``start()`` starts the BGP speaker and the HTTP API; ``serve()`` runs the root tasks until the stop trigger fires;
 ``cleanup()`` withdraws every route, waits ``drain_seconds``, stops everything and detaches XDP. ``run()`` does
 all four. Cleanup is safe after a partial setup and runs once.
 """
@@ -139,6 +139,7 @@ class Daemon:
         self._events: healthchecks.EventStream | None = None
         self._speaker: bgp.Speaker | None = None
         self._reconciler: reconciler.Reconciler | None = None
+        self._prebuild: asyncio.Task[None] | None = None
         self._api: Any = None
         self._overrides: dict[str, config.AdminState] = {}
         self._dirty = asyncio.Event()
@@ -188,15 +189,22 @@ class Daemon:
         self.stop_trigger.set()
 
     async def setup(self) -> None:
-        """Load and validate the config, load the XDP program (seconds: clang runs) and attach it."""
+        """Load and validate the config, start the checks, load the XDP program (seconds: clang runs) and attach
+        it."""
         self._config = self._initial_config or config.load_config(self.config_path)
         preflight.verify(self._config, source=str(self.config_path))  # what `xdplb check` refuses, refused here
         self._last_reload_success = time.time()
         if self.state_file is not None:
             keys = (service.backend_key(backend) for service, backend in self._config.backends())
             self._overrides = overrides.load(self.state_file, keys)
+        # The checks start now, beside the compile below: their first verdicts are what the first pass waits for.
+        self._start_checks(self._config)
         plane = self._plane_factory(_plane_settings(self._config))
         self._plane = plane
+        self._reconciler = reconciler.Reconciler(plane, None)
+        # Tables built while clang compiles the program and the checks rise: the first verdicts only write maps.
+        self._prebuild = asyncio.create_task(self._reconciler.prebuild(self._config), name="maglev prebuild")
+        self._prebuild.add_done_callback(_log_prebuild_failure)
         await asyncio.to_thread(plane.setup)
         for interface in self._config.interfaces:
             plane.attach(interface.name, interface.mode)
@@ -207,18 +215,21 @@ class Daemon:
             self._links = self._link_factory(lambda: self._mark(()))  # a pass looks at the links: _reattach
             await self._links.start()
             self._reattacher = link_reattach.Reattacher(plane, self._links)
-        self._reconciler = reconciler.Reconciler(plane, None)
         self._update_targets(self._config)
         await self._converge()  # services without checks in the maps (the rest join on verdicts), nothing announced
 
-    async def start(self) -> None:
-        """Start health checks, the BGP speaker (announcing nothing yet) and the API."""
-        cfg = self._require_config()
+    def _start_checks(self, cfg: config.XdplbConfig) -> None:
         workers = self.check_workers or check_workers(cfg)
         self._scheduler = healthchecks.ProcessScheduler(workers=workers, on_check=self._observe_check)
         self._update_targets(cfg)
         self._events = self._scheduler.events()  # before the first check: every verdict arrives as an event
         self._scheduler.start()
+
+    async def start(self) -> None:
+        """Start the BGP speaker (announcing nothing yet) and the API (and the checks, if setup did not)."""
+        cfg = self._require_config()
+        if self._scheduler is None:
+            self._start_checks(cfg)
         await self._start_speaker(cfg.bgp)
         if self._api_factory is not None:
             self._api = self._api_factory(self)
@@ -284,6 +295,8 @@ class Daemon:
         if self._links is not None:
             links = self._links
             await step("links", lambda: asyncio.to_thread(links.close))
+        if self._prebuild is not None:
+            self._prebuild.cancel()
         if self._reconciler is not None:
             reconciler_ = self._reconciler
             await step("maglev-worker", lambda: asyncio.to_thread(reconciler_.close))  # waits for a build in flight
@@ -689,6 +702,11 @@ class Daemon:
 def default_api(daemon: "Daemon") -> api.ApiServer:
     """The HTTP API (JSON status, admin, console, /metrics) on the config's listen address."""
     return api.ApiServer(daemon, metrics=daemon.metrics)
+
+
+def _log_prebuild_failure(task: "asyncio.Task[None]") -> None:
+    if not task.cancelled() and task.exception() is not None:  # only a head start: the passes build what they need
+        log.error("event=maglev_prebuild_failed error=%r", task.exception())
 
 
 def _warn_about_neighbour_limits(cfg: config.XdplbConfig) -> None:

@@ -47,6 +47,22 @@ class Reconciler:
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._pool_used = 0.0  # monotonic time of the last build in the pool
         self.pool_idle = 60.0  # seconds unused after which the worker process is stopped (its ~35 MB given back)
+        self._cache_capacity = plane.maglev.capacity  # the cache's own size, restored after a prebuild
+        self._prebuilt = False
+
+    async def prebuild(self, cfg: config.XdplbConfig) -> None:
+        """Build, ahead of the first verdicts, the table each service will have once all its backends are up (the
+        usual outcome): while the program compiles and the checks rise, so that the first pass only writes maps.
+        The cache holds them all until ``converge`` has programmed every service, then goes back to its size."""
+        keys = [self.plane.maglev.key(candidates, size) for candidates, size in _all_up(cfg)]
+        cache = self.plane.maglev
+        self._cache_capacity = min(self._cache_capacity, cache.capacity)
+        cache.resize(max(cache.capacity, len(keys) + self._cache_capacity))
+        started = time.monotonic()
+        for start in range(0, len(keys), _BUILD_CHUNK):
+            await self._build_tables_for(keys[start : start + _BUILD_CHUNK])
+        self._prebuilt = True
+        log.info("event=maglev_prebuilt tables=%d seconds=%.1f", len(keys), time.monotonic() - started)
 
     def close(self) -> None:
         """Stop the table-building worker process."""
@@ -86,6 +102,8 @@ class Reconciler:
                 self._apply_routes(routes)
             self.passes += 1
             self.last_pass_seconds = time.monotonic() - started
+            if self._prebuilt and not settling and self.plane.maglev.capacity > self._cache_capacity:
+                self.plane.maglev.resize(self._cache_capacity)  # every service has its verdicts: the prebuild served
             if self._pool is not None and time.monotonic() - self._pool_used >= self.pool_idle:
                 await asyncio.to_thread(self.close)  # the next big build starts one again
             return failed
@@ -149,7 +167,11 @@ class Reconciler:
 
     async def _build_tables(self, services: Iterable[bpf.Service]) -> None:
         """Build the Maglev tables these services need and the cache lacks, in the worker process."""
-        keys = [key for key in (self.plane.table_key(service) for service in services) if key is not None]
+        await self._build_tables_for(
+            [key for key in (self.plane.table_key(service) for service in services) if key is not None]
+        )
+
+    async def _build_tables_for(self, keys: list[maglev.TableKey]) -> None:
         missing = self.plane.maglev.missing(keys)
         if not missing:
             return
@@ -191,3 +213,15 @@ class Reconciler:
             log.error("event=bgp_set_routes_failed error=%s", error)
         for prefix, refusal in self.speaker.rejected.items():
             self.errors[f"bgp {prefix}"] = str(refusal)
+
+
+def _all_up(cfg: config.XdplbConfig) -> Iterable[tuple[list[tuple[str, int]], int]]:
+    """(candidates, table size) of each service's table when every backend that takes flows is up."""
+    for service in cfg.services:
+        candidates = [
+            (str(backend.address), backend.weight)
+            for backend in service.backends
+            if backend.weight > 0 and backend.state is config.AdminState.ENABLED
+        ]
+        if candidates:
+            yield candidates, service.table_size

@@ -104,6 +104,12 @@ class MaglevCache:
         while len(self._tables) > self.capacity:
             self._tables.popitem(last=False)
 
+    def resize(self, capacity: int) -> None:
+        """Hold at most ``capacity`` tables from now on (the least recently used go first)."""
+        self.capacity = capacity
+        while len(self._tables) > capacity:
+            self._tables.popitem(last=False)
+
     def table(self, backends: Sequence[tuple[str, int]], size: int) -> array[int]:
         """The table of ``backends`` (name, weight) at ``size``: cached, or built now."""
         key = self.key(backends, size)
