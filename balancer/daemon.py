@@ -1,7 +1,7 @@
 """The xdplb daemon: config in, health checks, data plane and BGP driven to match, status out.
 
-Lifecycle: ``setup()`` loads the config, starts the health checks (so their first verdicts come while clang
-compiles), loads the XDP program and attaches it; ``start()`` starts the BGP speaker and the HTTP API; ``serve()`` runs the root tasks until the stop trigger fires;
+Lifecycle: ``setup()`` loads the config and the XDP program and attaches it; ``start()`` starts the health
+checks, the BGP speaker and the HTTP API; ``serve()`` runs the root tasks until the stop trigger fires;
 ``cleanup()`` withdraws every route, waits ``drain_seconds``, stops everything and detaches XDP. ``run()`` does
 all four. Cleanup is safe after a partial setup and runs once.
 """
@@ -189,20 +189,17 @@ class Daemon:
         self.stop_trigger.set()
 
     async def setup(self) -> None:
-        """Load and validate the config, start the checks, load the XDP program (seconds: clang runs) and attach
-        it."""
+        """Load and validate the config, load the XDP program (seconds: clang runs) and attach it."""
         self._config = self._initial_config or config.load_config(self.config_path)
         preflight.verify(self._config, source=str(self.config_path))  # what `xdplb check` refuses, refused here
         self._last_reload_success = time.time()
         if self.state_file is not None:
             keys = (service.backend_key(backend) for service, backend in self._config.backends())
             self._overrides = overrides.load(self.state_file, keys)
-        # The checks start now, beside the compile below: their first verdicts are what the first pass waits for.
-        self._start_checks(self._config)
         plane = self._plane_factory(_plane_settings(self._config))
         self._plane = plane
         self._reconciler = reconciler.Reconciler(plane, None)
-        # Tables built while clang compiles the program and the checks rise: the first verdicts only write maps.
+        # Tables built on the other core while clang compiles the program: the first verdicts only write maps.
         self._prebuild = asyncio.create_task(self._reconciler.prebuild(self._config), name="maglev prebuild")
         self._prebuild.add_done_callback(_log_prebuild_failure)
         await asyncio.to_thread(plane.setup)
@@ -218,18 +215,14 @@ class Daemon:
         self._update_targets(self._config)
         await self._converge()  # services without checks in the maps (the rest join on verdicts), nothing announced
 
-    def _start_checks(self, cfg: config.XdplbConfig) -> None:
+    async def start(self) -> None:
+        """Start health checks, the BGP speaker (announcing nothing yet) and the API."""
+        cfg = self._require_config()
         workers = self.check_workers or check_workers(cfg)
         self._scheduler = healthchecks.ProcessScheduler(workers=workers, on_check=self._observe_check)
         self._update_targets(cfg)
         self._events = self._scheduler.events()  # before the first check: every verdict arrives as an event
         self._scheduler.start()
-
-    async def start(self) -> None:
-        """Start the BGP speaker (announcing nothing yet) and the API (and the checks, if setup did not)."""
-        cfg = self._require_config()
-        if self._scheduler is None:
-            self._start_checks(cfg)
         await self._start_speaker(cfg.bgp)
         if self._api_factory is not None:
             self._api = self._api_factory(self)

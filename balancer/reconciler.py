@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 _BUILD_CHUNK = 64  # tables built ahead at once; two chunks in flight stay well inside the cache (256): none is
 # evicted before it is used
+_NICE = 5  # the table builder's niceness
 _IN_THREAD = 4  # this few tables are built in a thread: quicker than a round trip to the worker process
 
 
@@ -195,8 +196,10 @@ class Reconciler:
         self._pool_used = time.monotonic()
         if self._pool is None:
             # spawn, not fork: this process has threads (bcc, netlink, the default executor)
+            # A little behind the checks and the compile in the CPU's queue: a late table costs less than a late
+            # check (a false down) or a late program (nothing forwards).
             self._pool = concurrent.futures.ProcessPoolExecutor(
-                self._workers, mp_context=multiprocessing.get_context("spawn")
+                self._workers, mp_context=multiprocessing.get_context("spawn"), initializer=os.nice, initargs=(_NICE,)
             )
         return self._pool
 
