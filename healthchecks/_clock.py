@@ -68,15 +68,8 @@ class LoopClock:
         return time.time()
 
     async def sleep_until(self, deadline: float) -> None:
-        loop = asyncio.get_running_loop()
-        if deadline <= loop.time():
-            return
-        future = loop.create_future()
-        timer = self.call_at(deadline, functools.partial(_resolve, future))
-        try:
-            await future
-        finally:
-            timer.cancel()
+        if deadline > asyncio.get_running_loop().time():
+            await _timer_wait(self, deadline)
 
     def call_at(self, deadline: float, callback: Callable[[], object]) -> Timer:
         timer = Timer(callback)
@@ -94,6 +87,16 @@ class LoopClock:
                 timer.fire()
             except Exception:
                 log.exception("event=timer_callback_failed")
+
+
+async def _timer_wait(clock: Clock, deadline: float) -> None:
+    """Sleep on one of ``clock``'s timers."""
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    timer = clock.call_at(deadline, functools.partial(_resolve, future))
+    try:
+        await future
+    finally:
+        timer.cancel()
 
 
 def _resolve(future: "asyncio.Future[None]") -> None:
@@ -126,12 +129,7 @@ class ManualClock:
         if deadline <= self._now:
             await asyncio.sleep(0)
             return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        timer = self.call_at(deadline, functools.partial(_resolve, future))
-        try:
-            await future
-        finally:
-            timer.cancel()
+        await _timer_wait(self, deadline)
 
     def call_at(self, deadline: float, callback: Callable[[], object]) -> Timer:
         timer = Timer(callback)
