@@ -25,7 +25,7 @@ _NO_CHECKS = "no checks configured"
 class _Slot:
     """One check of a backend: its checker, its state machine and its last result."""
 
-    __slots__ = ("check", "label", "checker", "machine", "last_result", "task", "failing", "driven", "abandon")
+    __slots__ = ("check", "label", "checker", "machine", "last_result", "task", "failing", "driving", "driven", "abandon")
 
     def __init__(self, check: config.Check, label: str, checker: _checker.Checker, state: _health.HealthState) -> None:
         self.check = check
@@ -37,6 +37,7 @@ class _Slot:
         self.failing = False  # the checker raised on its last run: its traceback is logged once, not every run
         # A checker with ``start`` runs from the clock's timers instead of a task; stopping it cancels ``driven``
         # (the next run's timer) and calls ``abandon`` (the run in flight).
+        self.driving = False
         self.driven: _clock.Timer | None = None
         self.abandon: Callable[[], None] | None = None
 
@@ -94,7 +95,8 @@ class Backend:
             return
         for index, slot in enumerate(self._slots):
             if slot.checker.start is not None:
-                if slot.driven is None and slot.abandon is None:
+                if not slot.driving:
+                    slot.driving = True
                     self._drive(index, slot, self._first_due(slot))
             elif slot.task is None:
                 slot.task = asyncio.get_running_loop().create_task(
@@ -106,6 +108,7 @@ class Backend:
         """Cancel the check tasks; the returned tasks finish the cancellation and close the checkers."""
         ending = []
         for slot in self._slots:
+            slot.driving = False
             if slot.driven is not None:
                 slot.driven.cancel()
                 slot.driven = None
@@ -199,6 +202,8 @@ class Backend:
 
     def _drive(self, index: int, slot: _Slot, due: float) -> None:
         """Run ``slot``'s next check at ``due`` from the clock's timers, and the one after from its verdict."""
+        if not slot.driving:
+            return  # stopped, perhaps by a subscriber to the change the last run made
 
         def begin() -> None:
             slot.driven = None

@@ -376,3 +376,21 @@ async def test_stopping_a_check_in_flight_closes_its_connection_and_records_noth
             await asyncio.sleep(0.01)
     await scheduler.stop()
     assert runs == []
+
+
+async def test_a_subscriber_that_removes_the_target_on_its_change_stops_its_checks(flip_server: Any) -> None:
+    runs: list[healthchecks.CheckRun] = []
+    scheduler = healthchecks.Scheduler(on_check=runs.append)
+
+    def remove_on_change(change: healthchecks.HealthChange) -> None:
+        if change.new is UP:
+            scheduler.update([])  # synchronously, from within the run that made the change
+
+    scheduler.subscribe(remove_on_change)
+    scheduler.update([http_target("web", flip_server.port, interval=0.05, fast_interval=0.05, timeout=0.05, rise=1)])
+    async with scheduler:
+        async with asyncio.timeout(5):
+            while not runs:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)
+    assert len(runs) == 1, "no check ran after the target was removed"
