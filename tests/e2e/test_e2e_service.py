@@ -4,6 +4,7 @@ back, a drain and reloads through the HTTP API, then a clean stop and a SIGKILL 
 The tests share one lab and one daemon and run in file order; each starts from every backend serving and up.
 """
 
+import math
 import os
 import signal
 import statistics
@@ -108,7 +109,10 @@ def test_traffic_spreads_by_weight_and_replies_come_straight_from_the_backend(up
     assert all(r.complete for r in replies), [r for r in replies if not r.complete][:3]
     spread = _spread(replies)
     for name, weight in WEIGHTS.items():
-        assert abs(spread[name] / 600 - weight / 6) < 0.05, spread
+        # 600 flows on kernel-chosen ports are a binomial sample: within 4 standard deviations of the weight (a
+        # fixed 0.05 failed about one run in 40); which backend each flow must reach is checked exactly below.
+        share = weight / 6
+        assert abs(spread[name] / 600 - share) < 4 * math.sqrt(share * (1 - share) / 600), spread
 
     # Every connection went to the backend the reference Maglev table and flow hash give it.
     order = [(demo.backend(name).ipv4, weight) for name, weight in WEIGHTS.items()]
