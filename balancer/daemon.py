@@ -200,7 +200,7 @@ class Daemon:
         self._plane = plane
         self._reconciler = reconciler.Reconciler(plane, None)
         # Tables built on the other core while clang compiles the program: the first verdicts only write maps.
-        self._prebuild = asyncio.create_task(self._reconciler.prebuild(self._config), name="maglev prebuild")
+        self._prebuild = asyncio.create_task(self._reconciler.prebuild(self._config, self._overrides), name="maglev prebuild")
         self._prebuild.add_done_callback(_log_prebuild_failure)
         await asyncio.to_thread(plane.setup)
         for interface in self._config.interfaces:

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 _BUILD_CHUNK = 64  # tables built ahead at once; two chunks in flight stay well inside the cache (256): none is
 # evicted before it is used
 _NICE = 5  # the table builder's niceness
+_ANY_MAC = "02:00:00:00:00:00"  # a prebuild's stand-in: a table names backends by address, never by MAC
 _IN_THREAD = 4  # this few tables are built in a thread: quicker than a round trip to the worker process
 
 
@@ -51,11 +52,13 @@ class Reconciler:
         self._cache_capacity = plane.maglev.capacity  # the cache's own size, restored after a prebuild
         self._prebuilt = False
 
-    async def prebuild(self, cfg: config.XdplbConfig) -> None:
+    async def prebuild(self, cfg: config.XdplbConfig, overrides: Mapping[str, config.AdminState]) -> None:
         """Build, ahead of the first verdicts, the table each service will have once all its backends are up (the
         usual outcome): while the program compiles and the checks rise, so that the first pass only writes maps.
         The cache holds them all until ``converge`` has programmed every service, then goes back to its size."""
-        keys = [self.plane.maglev.key(candidates, size) for candidates, size in _all_up(cfg)]
+        every_mac = {backend.address: _ANY_MAC for _, backend in cfg.backends()}
+        services = desired.dataplane_services(cfg, {}, overrides, every_mac)  # no verdict reads as up
+        keys = [key for key in (self.plane.table_key(service) for _, service in services) if key is not None]
         cache = self.plane.maglev
         self._cache_capacity = min(self._cache_capacity, cache.capacity)
         cache.resize(max(cache.capacity, len(keys) + self._cache_capacity))
@@ -217,14 +220,3 @@ class Reconciler:
         for prefix, refusal in self.speaker.rejected.items():
             self.errors[f"bgp {prefix}"] = str(refusal)
 
-
-def _all_up(cfg: config.XdplbConfig) -> Iterable[tuple[list[tuple[str, int]], int]]:
-    """(candidates, table size) of each service's table when every backend that takes flows is up."""
-    for service in cfg.services:
-        candidates = [
-            (str(backend.address), backend.weight)
-            for backend in service.backends
-            if backend.weight > 0 and backend.state is config.AdminState.ENABLED
-        ]
-        if candidates:
-            yield candidates, service.table_size

@@ -73,6 +73,27 @@ def test_a_big_pass_reserves_each_chunks_tables_at_once_and_programs_every_servi
     asyncio.run(main())
 
 
+def test_the_prebuild_makes_the_tables_the_first_all_up_pass_needs_drains_included(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def main() -> None:
+        plane, c = FakeDataPlane(), cfg(3)
+        drained = {"s1/198.18.1.10": config.AdminState.DRAINED}  # a drain from the state file, not the config
+        r = reconciler.Reconciler(plane, None)  # type: ignore[arg-type]
+        try:
+            await r.prebuild(c, drained)
+            built: list[object] = []
+            build = reconciler.maglev.build
+            monkeypatch.setattr(reconciler.maglev, "build", lambda key: built.append(key) or build(key))
+            await r.converge(c, {}, drained, macs(c), ready=True)
+            assert sorted(plane.writes) == [key(i) for i in range(3)]
+            assert built == [], "every table the pass wanted was already built"
+        finally:
+            r.close()
+
+    asyncio.run(main())
+
+
 def test_a_failed_update_is_counted_reported_retried_and_does_not_stop_the_others() -> None:
     async def main() -> None:
         plane, c = FakeDataPlane(), cfg(3)
