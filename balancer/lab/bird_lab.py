@@ -77,6 +77,14 @@ class BirdRoute:
     attributes: Mapping[str, str]
 
 
+_SINCE_JITTER_S = 0.005
+
+
+def _seconds_of_day(since: str) -> float:
+    hours, minutes, seconds = since.split(":")
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
 @dataclasses.dataclass(frozen=True)
 class BirdProtocol:
     """One line of ``show protocols``."""
@@ -92,6 +100,14 @@ class BirdProtocol:
     def bgp_state(self) -> str:
         """The BGP session state for a BGP protocol: 'Established', 'Idle', 'Active', ..."""
         return self.info.split(" ", 1)[0] if self.info else ""
+
+    def same_since(self, other: "BirdProtocol") -> bool:
+        """Whether both lines tell of the same state change.
+
+        BIRD keeps ``since`` on its monotonic clock and shows it converted to wall time at each ``show``, so two
+        readings of one change can differ by a millisecond; a restart moves it by more than that.
+        """
+        return abs(_seconds_of_day(self.since) - _seconds_of_day(other.since)) <= _SINCE_JITTER_S
 
 
 class BirdLab:
