@@ -1,17 +1,16 @@
-"""An incremental, bounded HTTP/1.1 response reader for the lean HTTP check.
+"""An incremental, bounded HTTP/1.1 response reader for the lean HTTP check, on httptools (llhttp).
 
-It reads only what a health check needs: the status, and the body when the check looks at it or the connection is
-to be reused. Every size is bounded, so a huge or endless response ends the check instead of filling memory.
+It keeps only what a health check needs: the status, and the body when the check looks at it or the connection is
+to be reused. httptools parses as bytes arrive and buffers nothing but a header being read, so the bounds are on
+the bytes fed: a huge head, an endless trailer or a body past ``max_body`` ends the check instead of filling memory.
 """
 
-import re
+import httptools
 
-__all__ = ["BadResponse", "ResponseReader"]
+__all__ = ["BadResponse", "ResponseReader", "MAX_HEAD_BYTES"]
 
 MAX_HEAD_BYTES = 65536
-
-_STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([1-5]\d\d)(?: [^\r\n]*)?\r?\n")
-_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[^\r\n]*\r?\n")
+_CHUNK_FRAMING_BYTES = 64  # allowed per chunk for its size line and extensions, beyond the body bytes
 
 
 class BadResponse(Exception):
@@ -30,36 +29,77 @@ class ResponseReader:
         self._want_body = want_body
         self._keepalive = keepalive
         self._max_body = max_body
-        self._buf = bytearray()
+        self._parser = httptools.HttpResponseParser(self)
+        # Bare LF line ends are read, as curl and browsers read them: the check is about the service, not its CRs.
+        self._parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
         self._in_body = False
-        self._mode = ""  # "length", "chunked" or "eof" once in the body
-        self._left = 0  # bytes left in the body ("length") or in the current chunk ("chunked")
-        self._chunk_state = "size"  # "size", "data", "crlf", "trailer"
+        self._framed = False  # the body has a Content-Length or chunked framing, so EOF is not its end
+        self._close = False  # the server will close the connection after this response
+        self._head_bytes = 0  # fed before the final head was complete
+        self._overhead = 0  # fed after it that were not body: chunk framing and trailers
+        self._chunks = 0
+        self._first = b""  # the first bytes, to show when they are not HTTP at all
         self.status = 0
         self.body = bytearray()
         self.done = False
         self.reusable = False
         self.truncated = False
-        self._close = False  # the peer said "Connection: close"
         self._consumed = 0  # body bytes read so far, kept or not
 
     def feed(self, data: bytes) -> None:
         """Take more bytes; raises BadResponse with a reason when they cannot be a good response."""
-        self._buf += data
+        if self.done:
+            return
+        if self._parse(data):
+            return
+        # Past the body limit the check has what it may look at, and the connection is not reused. Decided after
+        # the whole piece, so that a response complete within it stays reusable.
+        if self._want_body and len(self.body) >= self._max_body or self._consumed > self._max_body:
+            self.truncated = True
+            self.done = True
+            return
         if not self._in_body:
-            self._read_head()
-        if self._in_body and not self.done:
-            self._read_body()
+            if len(self._first) < 16:
+                self._first = (self._first + data)[:16]
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                raise BadResponse(f"bad response: head larger than {MAX_HEAD_BYTES} bytes")
+        else:
+            self._overhead += len(data)
+            if self._overhead - self._consumed > MAX_HEAD_BYTES + _CHUNK_FRAMING_BYTES * self._chunks:
+                raise BadResponse("bad response: chunk framing or trailer larger than allowed")
+
+    def _parse(self, data: bytes) -> bool:
+        """Feed httptools; True when that made the reader done."""
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # a 101: on_headers_complete has ended the read, and the rest is another protocol
+        except httptools.HttpParserError as error:
+            if not self.done:
+                raise self._bad(error, data) from None
+        return self.done
+
+    def _bad(self, error: httptools.HttpParserError, data: bytes) -> BadResponse:
+        cause = error.__cause__ or error.__context__
+        if isinstance(cause, BadResponse):  # raised by one of the callbacks below, and wrapped by httptools
+            return cause
+        first = (self._first + data)[:16]
+        if not self._in_body and not first.startswith(b"HTTP/"[: len(first)]):
+            return BadResponse(f"bad response: not HTTP: {first!r}")
+        where = "body" if self._in_body else "head"
+        return BadResponse(f"bad response: {str(error) or type(error).__name__} (in the {where})")
 
     def feed_eof(self) -> None:
         """The peer closed its side: finish a read-until-close body or say what was missing."""
         if self.done:
             return
-        if self._in_body and self._mode == "eof":
-            self.done = True
-            return
         if not self._in_body:
             raise BadResponse("connection closed before a complete response")
+        if not self._framed:
+            self.done = True
+            self.truncated = self._want_body and self._consumed > len(self.body)
+            return
         if self._want_body:
             # The body the check looks at is incomplete, but what arrived is all there will be.
             self.truncated = True
@@ -67,136 +107,48 @@ class ResponseReader:
             return
         raise BadResponse("connection closed in the middle of the body")
 
-    def _read_head(self) -> None:
-        while True:
-            if len(self._buf) >= 5 and not self._buf.startswith(b"HTTP/"):
-                raise BadResponse(f"bad response: not HTTP: {bytes(self._buf[:16])!r}")
-            end = self._buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self._buf) > MAX_HEAD_BYTES:
-                    raise BadResponse(f"bad response: head larger than {MAX_HEAD_BYTES} bytes")
-                return
-            head = bytes(self._buf[: end + 2])
-            del self._buf[: end + 4]
-            match = _STATUS_LINE.match(head)
-            if match is None:
-                line = head.split(b"\n", 1)[0]
-                raise BadResponse(f"bad response: bad status line {line[:64]!r}")
-            status = int(match[1])
-            if 100 <= status < 200 and status != 101:
-                continue  # an interim response (100 Continue); the real one follows
-            self.status = status
-            self._start_body(head[match.end() :], status)
-            return
+    # httptools callbacks
 
-    def _start_body(self, headers: bytes, status: int) -> None:
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._in_body:
+            return  # a trailer
+        name = name.lower()
+        if name == b"content-length" or (name == b"transfer-encoding" and b"chunked" in value.lower()):
+            self._framed = True
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if not 100 <= status <= 599:
+            raise BadResponse(f"bad response: status {status} out of range")
+        if status < 200 and status != 101:
+            self._framed = False
+            return  # an interim response (100 Continue); the real one follows
+        self.status = status
         self._in_body = True
-        length = -1
-        chunked = False
-        close = False
-        for line in headers.split(b"\r\n"):
-            name, sep, value = line.partition(b":")
-            if not sep:
-                continue
-            name = name.strip().lower()
-            if name == b"content-length":
-                try:
-                    length = int(value.strip())
-                except ValueError:
-                    raise BadResponse(f"bad response: bad Content-Length {value.strip()[:32]!r}") from None
-                if length < 0:
-                    raise BadResponse("bad response: negative Content-Length")
-            elif name == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-            elif name == b"connection":
-                close = b"close" in value.lower()
+        self._close = not self._parser.should_keep_alive()
         if self._head_only or status in (204, 304) or status == 101:
-            self._finish(reusable=not close and status != 101)
-        elif chunked:
-            self._mode = "chunked"
-        elif length >= 0:
-            self._mode, self._left = "length", length
-            if length == 0:
-                self._finish(reusable=not close)
-        else:
-            self._mode = "eof"
-        self._close = close
-        if not self.done and not self._want_body and not self._keepalive:
+            self._finish(reusable=not self._close and status != 101)
+        elif not self._want_body and not self._keepalive:
             # The status is all the check looks at, and the connection is closed anyway.
             self.done = True
+
+    def on_chunk_header(self) -> None:
+        self._chunks += 1
+
+    def on_body(self, body: bytes) -> None:
+        if self.done:
+            return
+        room = self._max_body - len(self.body)
+        if self._want_body and room > 0:
+            self.body += body[:room]
+        self._consumed += len(body)
+
+    def on_message_complete(self) -> None:
+        if self._in_body and not self.done:
+            self._finish(reusable=not self._close)
 
     def _finish(self, *, reusable: bool) -> None:
         self.done = True
         self.reusable = reusable and self._keepalive
         self.truncated = self._want_body and self._consumed > len(self.body)
 
-    def _take(self, count: int) -> None:
-        """Consume ``count`` body bytes from the buffer, keeping what the check may look at."""
-        room = self._max_body - len(self.body)
-        if self._want_body and room > 0:
-            self.body += self._buf[: min(count, room)]
-        del self._buf[:count]
-
-    def _too_big(self) -> bool:
-        """Stop at the body limit: the check has what it may look at, and the connection is not reused."""
-        if len(self.body) >= self._max_body if self._want_body else self._consumed > self._max_body:
-            self.truncated = True
-            self.done = True
-            return True
-        return False
-
-    def _read_body(self) -> None:
-        if self._mode == "length":
-            count = min(self._left, len(self._buf))
-            self._take(count)
-            self._left -= count
-            self._consumed += count
-            if self._left == 0:
-                self._finish(reusable=not self._close)
-            else:
-                self._too_big()
-        elif self._mode == "eof":
-            self._consumed += len(self._buf)
-            self._take(len(self._buf))
-            self._too_big()
-        else:
-            self._read_chunks()
-
-    def _read_chunks(self) -> None:
-        while not self.done:
-            if self._chunk_state == "size":
-                match = _CHUNK_SIZE.match(self._buf)
-                if match is None:
-                    if len(self._buf) > 64 or b"\n" in self._buf:
-                        raise BadResponse("bad response: bad chunked encoding")
-                    return
-                self._left = int(match[1], 16)
-                del self._buf[: match.end()]
-                self._chunk_state = "data" if self._left else "trailer"
-            elif self._chunk_state == "data":
-                count = min(self._left, len(self._buf))
-                if count == 0:
-                    return
-                self._take(count)
-                self._left -= count
-                self._consumed += count
-                if self._left == 0:
-                    self._chunk_state = "crlf"
-                if self._too_big():
-                    return
-            elif self._chunk_state == "crlf":
-                if len(self._buf) < 2:
-                    return
-                if self._buf[:2] != b"\r\n":
-                    raise BadResponse("bad response: bad chunked encoding")
-                del self._buf[:2]
-                self._chunk_state = "size"
-            else:
-                end = self._buf.find(b"\r\n")
-                if end < 0:
-                    if len(self._buf) > MAX_HEAD_BYTES:
-                        raise BadResponse("bad response: chunked trailer too large")
-                    return
-                del self._buf[: end + 2]
-                if end == 0:
-                    self._finish(reusable=not self._close)

@@ -13,7 +13,7 @@ CHUNKED = (
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
     b"7;ext=1\r\nservice\r\n1\r\n \r\n8\r\nis alive\r\n0\r\nX-Trailer: 1\r\n\r\n"
 )
-LENGTH = b"HTTP/1.0 503 Service Unavailable\r\ncontent-length: 11\r\n\r\nmaintenance"
+LENGTH = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 11\r\n\r\nmaintenance"
 
 
 def read(data: list[bytes], **options: object) -> _http_response.ResponseReader:
@@ -67,17 +67,40 @@ def test_status_only_check_stops_after_the_head() -> None:
 
 def test_connection_close_forbids_reuse_and_eof_ends_an_unframed_body() -> None:
     assert not read([b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"]).reusable
+    # HTTP/1.0 closes unless the server says keep-alive.
+    assert not read([b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"]).reusable
+    assert read([b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n"]).reusable
     reader = read([b"HTTP/1.1 200 OK\r\n\r\nuntil the end"])
     assert (bytes(reader.body), reader.reusable) == (b"until the end", False)
+
+
+def test_bare_lf_line_ends_are_read() -> None:
+    reader = read([b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok"])
+    assert (reader.done, reader.status, bytes(reader.body), reader.reusable) == (True, 200, b"ok", True)
+
+
+def test_head_and_trailer_are_bounded() -> None:
+    head = _http_response.ResponseReader(head_only=False, want_body=False, keepalive=False, max_body=10)
+    head.feed(b"HTTP/1.1 200 OK\r\n")
+    with pytest.raises(_http_response.BadResponse, match="head larger than"):
+        for _ in range(_http_response.MAX_HEAD_BYTES // 1000 + 1):
+            head.feed(b"X-Filler: " + b"x" * 988 + b"\r\n")
+    trailer = _http_response.ResponseReader(head_only=False, want_body=True, keepalive=True, max_body=10)
+    trailer.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n")
+    with pytest.raises(_http_response.BadResponse, match="trailer larger than"):
+        for _ in range(_http_response.MAX_HEAD_BYTES // 1000 + 1):
+            trailer.feed(b"X-Trailer: " + b"x" * 987 + b"\r\n")
 
 
 @pytest.mark.parametrize(
     ("data", "reason"),
     [
         (b"SSH-2.0-OpenSSH_9.2\r\n", "bad response: not HTTP: b'SSH-2.0-OpenSSH_'"),
-        (b"HTTP/2 200\r\n\r\n", "bad response: bad status line b'HTTP/2 200\\r'"),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", "bad response: bad Content-Length b'x'"),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "bad response: bad chunked encoding"),
+        (b"HTTP/2 200\r\n\r\n", "bad response: Expected dot (in the head)"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", "bad response: Invalid character in Content-Length (in the head)"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", "bad response: Duplicate Content-Length (in the head)"),
+        (b"HTTP/1.1 999 Unheard Of\r\n\r\n", "bad response: status 999 out of range"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "bad response: Invalid character in chunk size (in the body)"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", "connection closed in the middle of the body"),
         (b"HTTP/1.1 2", "connection closed before a complete response"),
         (b"", "connection closed before a complete response"),
