@@ -15,6 +15,8 @@ __all__ = ["Clock", "LoopClock", "ManualClock", "Timer"]
 
 log = logging.getLogger(__name__)
 
+_LOG_EVERY = 10.0  # seconds between two "checks held back" lines while the loop stays behind
+
 
 class Timer:
     """A callback due at a time on a clock; ``cancel()`` before then and it never runs."""
@@ -55,11 +57,23 @@ class LoopClock:
 
     Deadlines are rounded up to the next tick, so that thousands of checks a second start a few dozen at a time:
     one timer and one loop wake-up per tick instead of one per check, and their sockets become ready together.
+
+    Paced: a tick that wakes more than ``behind`` seconds late finds the loop behind its work, and starting more
+    checks then would only delay the answers of those in flight past their timeouts (an overloaded checker that
+    starts everything on time fails everything). Its sleepers move to the next tick instead, until the loop has
+    caught up or they have waited ``max_wait`` seconds past their tick. Checks then run late (the scheduling
+    lag shows it), and their verdicts stay true.
     """
 
-    def __init__(self, *, tick: float = 0.01) -> None:
+    def __init__(self, *, tick: float = 0.01, behind: float = 0.05, max_wait: float = 5.0) -> None:
         self._tick = tick
+        self._behind = behind
+        self._max_wait = max_wait
         self._due: dict[int, list[Timer]] = {}
+        self._held: list[tuple[int, Timer]] = []  # moved by pacing, each with the tick it was first due at
+        self.held_total = 0
+        self._logged_at = -math.inf
+        self._unlogged = 0  # held since the last log line: one line at most every _LOG_EVERY seconds
 
     def monotonic(self) -> float:
         return asyncio.get_running_loop().time()
@@ -68,25 +82,66 @@ class LoopClock:
         return time.time()
 
     async def sleep_until(self, deadline: float) -> None:
-        if deadline > asyncio.get_running_loop().time():
-            await _timer_wait(self, deadline)
+        # Through a tick even when the deadline has passed: a check that ran as long as its interval starts again
+        # right away, and that start is paced like any other.
+        await _timer_wait(self, deadline)
 
     def call_at(self, deadline: float, callback: Callable[[], object]) -> Timer:
         timer = Timer(callback)
-        tick = math.ceil(deadline / self._tick)
+        self._add(math.ceil(deadline / self._tick), timer)
+        return timer
+
+    def _add(self, tick: int, timer: Timer) -> None:
         due = self._due.get(tick)
         if due is None:
             due = self._due[tick] = []
             asyncio.get_running_loop().call_at(tick * self._tick, self._wake, tick)
         due.append(timer)
-        return timer
 
     def _wake(self, tick: int) -> None:
-        for timer in self._due.pop(tick, ()):
-            try:
-                timer.fire()
-            except Exception:
-                log.exception("event=timer_callback_failed")
+        timers = self._due.pop(tick, [])
+        held, self._held = self._held, []
+        now = asyncio.get_running_loop().time()
+        if now - tick * self._tick > self._behind:
+            self._hold(tick, now, held, timers)
+            return
+        for _, timer in held:
+            self._fire(timer)
+        for timer in timers:
+            self._fire(timer)
+
+    def _hold(self, tick: int, now: float, held: list[tuple[int, Timer]], timers: list[Timer]) -> None:
+        """Move the sleepers of a late tick (and those held before) to the next tick, but none past ``max_wait``."""
+        late = [(first, timer) for first, timer in held if timer.pending] + [(tick, t) for t in timers if t.pending]
+        if not late:
+            return
+        newly = sum(1 for first, _ in late if first == tick)
+        self.held_total += newly
+        self._unlogged += newly
+        if now - self._logged_at >= _LOG_EVERY:
+            log.warning(
+                "event=healthchecks_behind late_ms=%.0f held=%d waiting=%d",
+                (now - tick * self._tick) * 1000, self._unlogged, len(late),
+            )  # fmt: skip
+            self._logged_at, self._unlogged = now, 0
+        oldest = now - self._max_wait
+        for first, timer in late:
+            if first * self._tick <= oldest:
+                self._fire(timer)
+            else:
+                self._held.append((first, timer))
+        if self._held:
+            next_tick = math.floor(now / self._tick) + 1
+            if next_tick not in self._due:
+                self._due[next_tick] = []
+                asyncio.get_running_loop().call_at(next_tick * self._tick, self._wake, next_tick)
+
+    @staticmethod
+    def _fire(timer: Timer) -> None:
+        try:
+            timer.fire()
+        except Exception:
+            log.exception("event=timer_callback_failed")
 
 
 async def _timer_wait(clock: Clock, deadline: float) -> None:
