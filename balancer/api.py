@@ -6,6 +6,9 @@ Routes (JSON unless said otherwise; errors are ``{"error": "..."}``):
 ``GET /healthz``                          200 ``ok`` once the daemon is ready (``Controller.ready``), 503 before
 ``GET /api/v1/status``                    the snapshot (``status.to_json``) plus ``time``: when it was taken (the
                                           server's clock, for rates); snapshots are cached (``SnapshotCache``)
+``GET /api/v1/summary``                   counts of backends (by health, data-plane state, admin state), services
+                                          up, VIPs announced, peers established, and the first backends that take
+                                          no new flows (``status.summary``): a few kilobytes at any size
 ``GET /api/v1/config``                    ``{"digest", "source", "config"}``: the running config, values not on
                                           ``config.redact``'s allow-list redacted
 ``POST /api/v1/reload``                   re-read the file: 200 and the ``ReloadResult``, or 400 and the result
@@ -89,6 +92,19 @@ async def _status(request: web.Request) -> web.Response:
     _authorize_read(request)
     taken = await request.app[_METRICS].snapshots.get()
     body = await taken.rendered("status", lambda: functools.partial(_status_json, taken))
+    return web.Response(body=body, content_type="application/json")
+
+
+def _summary_json(taken: snapshot_cache.Taken) -> bytes:
+    body = status.summary(taken.snapshot)
+    body["time"] = taken.at
+    return json.dumps(body).encode()
+
+
+async def _summary(request: web.Request) -> web.Response:
+    _authorize_read(request)
+    taken = await request.app[_METRICS].snapshots.get()
+    body = await taken.rendered("summary", lambda: functools.partial(_summary_json, taken))
     return web.Response(body=body, content_type="application/json")
 
 
@@ -188,6 +204,7 @@ def make_app(
     app[_LOOPBACK] = host.is_loopback
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/api/v1/status", _status)
+    app.router.add_get("/api/v1/summary", _summary)
     app.router.add_get("/api/v1/config", _config)
     app.router.add_post("/api/v1/reload", _reload)
     app.router.add_post("/api/v1/backends/{key:.+}/{action:drain|disable|enable|reset}", _admin)

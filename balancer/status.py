@@ -5,6 +5,7 @@ and the Prometheus collector all read it, so they always agree. They read it thr
 ``snapshot_cache.SnapshotCache``, which builds at most one per interval.
 """
 
+import collections
 import dataclasses
 import enum
 from collections.abc import Callable, Mapping
@@ -20,6 +21,7 @@ __all__ = [
     "ServiceReport",
     "Snapshot",
     "VipReport",
+    "summary",
     "to_json",
 ]
 
@@ -175,6 +177,46 @@ def to_json(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return value.value
     return value
+
+
+SUMMARY_NOT_SERVING_LIMIT = 100
+"""How many backends ``summary`` lists by name: the rest are counted."""
+
+
+def summary(snapshot: Snapshot) -> dict[str, Any]:
+    """The snapshot in counts, and the backends that do not take new flows first: what an operator (or a probe)
+    looks at before anything else, a few kilobytes at any size."""
+    health: collections.Counter[str] = collections.Counter()
+    dataplane: collections.Counter[str] = collections.Counter()
+    admin: collections.Counter[str] = collections.Counter()
+    not_serving = []
+    backends = 0
+    for service in snapshot.services:
+        for backend in service.backends:
+            backends += 1
+            health[backend.health] += 1
+            dataplane[backend.dataplane] += 1
+            admin[backend.admin] += 1
+            if backend.dataplane != "active" and len(not_serving) < SUMMARY_NOT_SERVING_LIMIT:
+                not_serving.append({
+                    "key": backend.key, "service": service.name, "vip": service.vip, "port": service.port,
+                    "protocol": service.protocol, "health": backend.health, "admin": backend.admin,
+                    "dataplane": backend.dataplane, "reason": backend.reason, "since": backend.since,
+                })  # fmt: skip
+    return {
+        "version": snapshot.version,
+        "config_digest": snapshot.config_digest,
+        "ready": snapshot.ready,
+        "backends": {"total": backends, "health": dict(health), "dataplane": dict(dataplane), "admin": dict(admin)},
+        "services": {"total": len(snapshot.services), "up": sum(1 for s in snapshot.services if s.up)},
+        "vips": {"total": len(snapshot.vips), "announced": sum(1 for v in snapshot.vips if v.announced)},
+        "peers": {"total": len(snapshot.peers), "established": sum(1 for p in snapshot.peers if p.state == "established")},
+        "not_serving_total": backends - dataplane["active"],
+        "not_serving": not_serving,
+        "dataplane_errors": snapshot.dataplane_errors,
+        "checker_restarts": snapshot.checker_restarts,
+        "last_reload_error": snapshot.last_reload_error,
+    }
 
 
 _PLAIN = frozenset({str, int, float, bool, type(None)})

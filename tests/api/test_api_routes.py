@@ -52,6 +52,34 @@ async def test_status_is_the_snapshot_as_json_with_the_server_time(controller: F
     assert body["config_digest"] == controller.running_config.digest()
 
 
+async def test_summary_counts_what_the_status_lists(controller: FakeController, base_url: str,
+                                                     http: aiohttp.ClientSession) -> None:
+    async with http.get(f"{base_url}/api/v1/summary") as response:
+        assert (response.status, response.content_type) == (200, "application/json")
+        body = await response.json()
+    async with http.get(f"{base_url}/api/v1/status") as response:
+        full = await response.json()
+    backends = [(s, b) for s in full["services"] for b in s["backends"]]
+    assert body["backends"]["total"] == len(backends)
+    assert sum(body["backends"]["health"].values()) == len(backends)
+    assert body["backends"]["health"].get("down") == sum(1 for _, b in backends if b["health"] == "down")
+    not_serving = [b["key"] for _, b in backends if b["dataplane"] != "active"]
+    assert (body["not_serving_total"], [b["key"] for b in body["not_serving"]]) == (len(not_serving), not_serving)
+    assert body["vips"] == {"total": len(full["vips"]), "announced": sum(v["announced"] for v in full["vips"])}
+    assert body["peers"]["total"] == len(full["peers"]) and body["ready"] == full["ready"]
+
+
+def test_summary_lists_a_bounded_number_of_backends(controller: FakeController) -> None:
+    snapshot = controller.snapshot()
+    service = snapshot.services[0]
+    many = tuple(dataclasses.replace(service.backends[0], key=f"web/198.18.1.{i}", dataplane="removed: down")
+                 for i in range(status.SUMMARY_NOT_SERVING_LIMIT + 20))
+    big = dataclasses.replace(snapshot, services=(dataclasses.replace(service, backends=many),))
+    body = status.summary(big)
+    assert body["not_serving_total"] == len(many)
+    assert len(body["not_serving"]) == status.SUMMARY_NOT_SERVING_LIMIT
+
+
 async def test_config_is_the_running_one_with_secrets_redacted(controller: FakeController, base_url: str,
                                                                http: aiohttp.ClientSession) -> None:
     async with http.get(f"{base_url}/api/v1/config") as response:

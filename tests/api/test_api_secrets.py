@@ -59,7 +59,7 @@ def read_guarded(tmp_path: Path) -> FakeController:
     return FakeController(config.parse_config(text, source="fake.yaml"))
 
 
-@pytest.mark.parametrize("path", ["/api/v1/status", "/api/v1/config", "/metrics"])
+@pytest.mark.parametrize("path", ["/api/v1/status", "/api/v1/summary", "/api/v1/config", "/metrics"])
 async def test_read_endpoints_can_require_the_token(read_guarded: FakeController, http: aiohttp.ClientSession,
                                                     path: str) -> None:
     async with serving.serve(read_guarded) as (base_url, _):
