@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 
 import config
-from healthchecks import _checker, _clock, _failure, _health, _rise_fall
+from healthchecks import _admission, _checker, _clock, _failure, _health, _rise_fall
 
 __all__ = ["Backend"]
 
@@ -25,7 +25,9 @@ _NO_CHECKS = "no checks configured"
 class _Slot:
     """One check of a backend: its checker, its state machine and its last result."""
 
-    __slots__ = ("check", "label", "checker", "machine", "last_result", "task", "failing", "driving", "driven", "abandon")
+    __slots__ = (
+        "check", "label", "checker", "machine", "last_result", "task", "failing", "driving", "driven", "abandon", "epoch",
+    )
 
     def __init__(self, check: config.Check, label: str, checker: _checker.Checker, state: _health.HealthState) -> None:
         self.check = check
@@ -40,6 +42,7 @@ class _Slot:
         self.driving = False
         self.driven: _clock.Timer | None = None
         self.abandon: Callable[[], None] | None = None
+        self.epoch = 0  # moved by stop(): a run still waiting for admission from before then starts nothing
 
 
 class Backend:
@@ -50,6 +53,7 @@ class Backend:
         target: _health.Target,
         *,
         clock: _clock.Clock,
+        admission: _admission.Admission,
         rng: random.Random,
         http_engine: _checker.HttpEngine,
         publish: Callable[[_health.HealthChange], None],
@@ -58,6 +62,7 @@ class Backend:
     ) -> None:
         self.target = target
         self._clock = clock
+        self._admission = admission
         self._rng = rng
         self._http_engine = http_engine
         self._publish = publish
@@ -109,12 +114,14 @@ class Backend:
         ending = []
         for slot in self._slots:
             slot.driving = False
+            slot.epoch += 1
             if slot.driven is not None:
                 slot.driven.cancel()
                 slot.driven = None
             if slot.abandon is not None:
                 abandon, slot.abandon = slot.abandon, None
                 abandon()
+                self._admission.release()
             if slot.task is not None:
                 slot.task.cancel()
                 ending.append(slot.task)
@@ -182,11 +189,12 @@ class Backend:
         limit = slot.check.timing.timeout + _GRACE
         while True:
             await clock.sleep_until(due)
-            started = clock.monotonic()
-            begun = time.perf_counter()
             try:
-                async with asyncio.timeout(limit):
-                    ok, reason = await slot.checker.run()
+                async with self._admission.turn():
+                    started = clock.monotonic()
+                    begun = time.perf_counter()
+                    async with asyncio.timeout(limit):
+                        ok, reason = await slot.checker.run()
             except TimeoutError:
                 ok, reason = False, f"check did not end within {limit:g}s"
                 log.error("event=checker_hung backend=%s check=%s", self.target.key, slot.label)
@@ -201,12 +209,16 @@ class Backend:
             due = self._ran(index, slot, ok, reason, due, started, begun)
 
     def _drive(self, index: int, slot: _Slot, due: float) -> None:
-        """Run ``slot``'s next check at ``due`` from the clock's timers, and the one after from its verdict."""
+        """Run ``slot``'s next check at ``due`` (once admitted) from the clock's timers, and the one after from its
+        verdict."""
         if not slot.driving:
             return  # stopped, perhaps by a subscriber to the change the last run made
+        epoch = slot.epoch
+        admission = self._admission
 
-        def begin() -> None:
-            slot.driven = None
+        def admitted() -> bool:
+            if slot.epoch != epoch:
+                return False  # stopped while it waited for room
             started, begun = self._clock.monotonic(), time.perf_counter()
 
             def ended(verdict: _failure.Verdict) -> None:
@@ -214,6 +226,7 @@ class Backend:
                     return  # stopped meanwhile
                 slot.abandon = None
                 slot.failing = False
+                admission.release()
                 self._drive(index, slot, self._ran(index, slot, *verdict, due, started, begun))
 
             assert slot.checker.start is not None
@@ -222,6 +235,12 @@ class Backend:
             except Exception as error:  # a bug in a checker must not stop the checks
                 verdict = self._checker_failed(slot, error)
                 self._drive(index, slot, self._ran(index, slot, *verdict, due, started, begun))
+                return False
+            return True
+
+        def begin() -> None:
+            slot.driven = None
+            admission.admit(admitted)
 
         slot.driven = self._clock.call_at(due, begin)
 

@@ -7,7 +7,7 @@ import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Self
 
-from healthchecks import _backend, _checker, _clock, _errors, _events, _health
+from healthchecks import _admission, _backend, _checker, _clock, _errors, _events, _health
 
 __all__ = ["Scheduler", "unique_targets", "verify_targets"]
 
@@ -34,7 +34,8 @@ class Scheduler:
     the checks running. Other keys are not touched: their state and timers carry on.
 
     ``clock`` drives the timers (``ManualClock`` in tests); ``on_check`` sees every finished run (for metrics);
-    ``seed`` makes the start offsets reproducible; ``http_engine`` picks the HTTP client.
+    ``seed`` makes the start offsets reproducible; ``http_engine`` picks the HTTP client; at most
+    ``max_in_flight`` checks run at once, the others wait their turn (``_admission``).
     """
 
     def __init__(
@@ -44,8 +45,10 @@ class Scheduler:
         http_engine: _checker.HttpEngine = "lean",
         on_check: Callable[[_health.CheckRun], None] | None = None,
         seed: int | None = None,
+        max_in_flight: int = _admission.MAX_IN_FLIGHT,
     ) -> None:
         self._clock: _clock.Clock = clock or _clock.LoopClock()
+        self._admission = _admission.Admission(max_in_flight)
         self._http_engine: _checker.HttpEngine = http_engine
         self._on_check = on_check
         self._rng = random.Random(seed)
@@ -125,6 +128,7 @@ class Scheduler:
                 backend = _backend.Backend(
                     target,
                     clock=self._clock,
+                    admission=self._admission,
                     rng=self._rng,
                     http_engine=self._http_engine,
                     publish=self._hub.publish,
