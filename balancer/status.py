@@ -189,7 +189,7 @@ def summary(snapshot: Snapshot) -> dict[str, Any]:
     health: collections.Counter[str] = collections.Counter()
     dataplane: collections.Counter[str] = collections.Counter()
     admin: collections.Counter[str] = collections.Counter()
-    not_serving = []
+    not_serving: list[dict[str, Any]] = []
     backends = 0
     for service in snapshot.services:
         for backend in service.backends:
