@@ -25,6 +25,9 @@ Semantics, in short:
   timers (sleepers wake together on 10 ms ticks) with a callback: no task, future or asyncio timeout per check.
   HTTPS and keep-alive run on an asyncio protocol in a task. Connections are closed with a reset, so checks leave
   no TIME_WAIT sockets behind. Works on the default event loop and on uvloop.
+- Under overload the checks run late, never falsely: a checking process has at most 256 checks in flight (the rest
+  wait their turn, ``_admission``), and a clock tick that wakes 50 ms late holds its checks until the loop has
+  caught up (at most 5 s, ``LoopClock``). The scheduling lag (``CheckRun.lag``) shows the wait.
 """
 
 from healthchecks._checker import HttpEngine, verify_check
