@@ -1,6 +1,6 @@
 /* xdplb data plane: map layouts, flags and counter slots. This header is the one ABI source: the Python side
  * reads every key and value layout from it through bcc (table.Key / table.Leaf), and tests check the constants
- * that Python also needs (bpf/_layout.py). Every size is overridable with -D at load time.
+ * that Python also needs (bpf/_abi.py reads its #defines). Every size is overridable with -D at load time.
  */
 #ifndef XDPLB_H
 #define XDPLB_H

@@ -20,7 +20,7 @@ Semantics, in short:
   short reason (``"timeout after 1s waiting for the response"``, ``"connection refused"``,
   ``"TLS error: certificate has expired"``, ``"status 503, expected 200-299"``, ``"body mismatch: ..."``).
 - HTTP checks run on a lean HTTP/1.1 client by default (``http_engine="lean"``), or on aiohttp's client
-  (``"aiohttp"``, 3.4 times the CPU per check in ``make bench-healthchecks``); both pass the same tests. Plain HTTP
+  (``"aiohttp"``, about three times the CPU per check in ``make bench-healthchecks``); both pass the same tests. Plain HTTP
   without keep-alive, the common case, runs on bare sockets in one epoll per loop, started from the clock's
   timers (sleepers wake together on 10 ms ticks) with a callback: no task, future or asyncio timeout per check.
   HTTPS and keep-alive run on an asyncio protocol in a task. Connections are closed with a reset, so checks leave

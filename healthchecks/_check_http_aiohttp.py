@@ -1,6 +1,6 @@
 """The HTTP(S) check on aiohttp's client: the reference the lean checker is held to (same tests, same reasons).
 
-It costs about three times the lean checker's CPU per check (see the field notes and the benchmark).
+It costs about three times the lean checker's CPU per check (``make bench-healthchecks``).
 """
 
 import types

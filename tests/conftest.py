@@ -30,6 +30,18 @@ def require_privileges() -> None:
     pytest.skip(problem)
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Remove what killed runs (of this suite or of the demo) left behind: namespaces, BIRDs and run directories
+    of lab runs whose owner process is gone. Live runs are left alone; nothing to do without root."""
+    if os.geteuid() != 0:
+        return
+    from balancer.lab import demo_lab
+
+    removed = demo_lab.cleanup_demo_leftovers()
+    if removed:
+        print(f"removed the leftovers of dead lab runs: {removed}", file=sys.stderr)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("privileged") is not None:
         require_privileges()

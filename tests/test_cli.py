@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 from balancer import cli
 
@@ -13,7 +14,8 @@ def test_version_names_the_package(capsys) -> None:
 
 
 def test_console_script_is_installed() -> None:
-    out = subprocess.run([sys.executable, "-m", "balancer.cli", "--version"], capture_output=True, text=True, check=True)
+    script = Path(sys.executable).with_name("xdplb")  # what `pip install` put beside the venv's python
+    out = subprocess.run([script, "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("xdplb ")
 
 

@@ -56,15 +56,19 @@ async def test_announce_shows_in_bird_with_attributes(bird: bird_lab.BirdLab, sp
 async def test_reannounce_is_idempotent_and_changed_attributes_replace(
     bird: bird_lab.BirdLab, speaker: bgp.Speaker
 ) -> None:
+    def imports() -> list[str]:  # BIRD's debug log has a "> " line for every update it receives (added, ignored...)
+        return [line for line in bird.log().splitlines() if str(VIP) in line and " > " in line]
+
     await speaker.announce(VIP, ATTRS)
     first = await wait_for(lambda: bird.route(VIP))
-    await asyncio.sleep(0.05)  # BIRD's route timestamps have millisecond resolution
+    taken = await wait_for(imports)
     await speaker.announce(VIP, ATTRS)
-    await asyncio.sleep(0.2)
-    assert bird.route(VIP) == first, "the same announcement again sends nothing (same BIRD timestamp)"
+    await asyncio.sleep(0.3)
+    assert bird.route(VIP) == first and imports() == taken, "the same announcement again sends nothing"
     changed = ATTRS.merged(config.RouteAttributes(med=5, communities=()))
     await speaker.announce(VIP, changed)
     route = await wait_for(lambda: (r := bird.route(VIP)) and r.med == 5 and r)
+    assert len(imports()) == len(taken) + 1, "a changed announcement is one update"
     assert route.communities == ()
     assert route.local_pref == 200
     assert len(bird.routes(VIP)) == 1, "replaced, not added"

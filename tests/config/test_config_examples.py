@@ -19,7 +19,9 @@ def test_example_loads(path: Path) -> None:
     loaded = config.load_config(path)
     assert loaded.interfaces
     for service, backend in loaded.backends():
-        assert loaded.resolved_checks(service, backend) is not None
+        checks = loaded.resolved_checks(service, backend)
+        assert all(check.port is not None and 1 <= check.port <= 65535 for check in checks), "every port resolved"
+        assert checks or service.protocol == "udp", f"{service.backend_key(backend)} runs no check"
 
 
 def test_demo_example_is_the_lab() -> None:

@@ -288,3 +288,18 @@ def test_a_backend_that_cannot_start_says_why(lab: Lab) -> None:
     host.start_http_backend("b1", 80)
     with pytest.raises(http_backend.BackendError, match="exited 1: .*address already in use"):
         host.start_http_backend("again", 80)
+
+
+def test_the_suite_starts_by_removing_dead_runs_leftovers() -> None:
+    """The session-start hook in ``tests/conftest.py`` runs the cleanup on the real registry."""
+    import tests.conftest
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    record = registry.REGISTRY_DIR / "xl0dead0.json"
+    registry.REGISTRY_DIR.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"run_id": "xl0dead0", "pid": int(dead.stdout), "namespaces": []}))
+    try:
+        tests.conftest.pytest_sessionstart(None)  # type: ignore[arg-type]
+        assert not record.exists()
+    finally:
+        record.unlink(missing_ok=True)

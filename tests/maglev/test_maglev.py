@@ -1,5 +1,7 @@
 """Maglev table properties, and the production builder held equal to the plain reference."""
 
+import hashlib
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -71,3 +73,12 @@ def test_bad_input_is_refused() -> None:
         maglev_table([("a", 1), ("a", 1)], 101)
     with pytest.raises(ValueError, match="negative"):
         maglev_table([("a", -1)], 101)
+
+
+def test_tables_are_pinned_across_versions() -> None:
+    """Nodes of different versions must pick the same backend for a flow: a change to the permutation, even made
+    in both the production builder and the reference, changes these and fails here."""
+    small = [("198.18.0.11", 1), ("198.18.0.12", 2), ("198.18.0.13", 1)]
+    assert maglev_table(small, 13) == [1, 0, 2, 1, 0, 1, 2, 0, 1, 1, 0, 2, 1]
+    big = maglev_table([(f"198.18.0.{i}", 1 + i % 3) for i in range(10)], 16381)
+    assert hashlib.sha256(bytes(big)).hexdigest() == "ffa4cbc10b3d4d58a0ba71bca4eb812ef4b5dae45440ca002b8a39e7a5f422db"
