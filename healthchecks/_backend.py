@@ -295,7 +295,8 @@ class Backend:
         self.state, self.reason = new, reason
         if new is not old:
             self.since = now
-            log.info(
+            # DEBUG: the core logs each change it receives, with its context (``event=backend_health``): one line.
+            log.debug(
                 "event=backend_%s backend=%s old=%s reason=%r", new.value, self.target.key, old.value, reason
             )
         else:
