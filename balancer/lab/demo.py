@@ -79,12 +79,18 @@ class StatusLine:
 
 @contextmanager
 def _signals_stop() -> Iterator[None]:
-    """SIGINT raises KeyboardInterrupt (as usual) and SIGTERM raises _Stopped, anywhere in the main thread."""
+    """SIGINT raises KeyboardInterrupt and SIGTERM raises _Stopped, anywhere in the main thread.
+
+    SIGINT's handler is set here, not inherited: a shell starts background jobs with SIGINT ignored, and Python
+    then leaves it so, which would make Ctrl-C (or ``kill -INT``) do nothing.
+    """
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     previous = signal.signal(signal.SIGTERM, sigterm.raising_handler(lambda signum: _Stopped()))
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 @contextmanager

@@ -22,9 +22,11 @@ from tests.e2e.support import require_e2e
 UP_LINE = re.compile(r"xdplb demo lab (xl[0-9a-f]{6}) is up")
 
 
-def _start(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "balancer.cli", "demo", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+def _start(*args: str, sigint_ignored: bool = False) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "balancer.cli", "demo", *args]
+    if sigint_ignored:  # as a shell starts a background job (`xdplb demo &`): the demo must still obey SIGINT
+        argv = ["sh", "-c", "trap '' INT; exec \"$0\" \"$@\"", *argv]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def _read_until(proc: subprocess.Popen[bytes], pattern: str, timeout: float = 90.0) -> str:
@@ -101,7 +103,7 @@ def test_demo_prints_what_works_and_leaves_nothing_after_its_duration() -> None:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
 def test_demo_stops_cleanly_on_a_signal(signum: signal.Signals) -> None:
     require_e2e()
-    proc = _start()
+    proc = _start(sigint_ignored=signum == signal.SIGINT)
     try:
         text = _read_until(proc, r"Ctrl-C removes everything")
         run_id = _run_id(text)
