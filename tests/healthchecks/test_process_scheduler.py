@@ -11,6 +11,7 @@ import pytest
 import config
 import healthchecks
 import hc_servers
+from healthchecks import _worker
 
 UP, DOWN, UNKNOWN = healthchecks.HealthState.UP, healthchecks.HealthState.DOWN, healthchecks.HealthState.UNKNOWN
 FAST = {"interval": 0.2, "rise": 1, "fall": 2, "timeout": 0.1, "jitter": 0}
@@ -134,3 +135,18 @@ async def test_stop_ends_every_checker_process(flip_server: Any) -> None:
     assert [change async for change in events] == []
     with pytest.raises(healthchecks.SchedulerStateError):
         scheduler.update([])
+
+
+async def test_checkers_run_at_a_lower_priority_than_the_core(flip_server: Any) -> None:
+    scheduler = healthchecks.ProcessScheduler(workers=1)
+    scheduler.update([target("web/a", flip_server.port)])
+    events = scheduler.events()
+    async with scheduler:
+        async with asyncio.timeout(15):
+            await anext(aiter(events))  # the checker has run a check: it is past its start-up
+        (pid,) = scheduler.worker_pids()
+        assert _nice(pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + _worker.NICE)
+
+
+def _nice(pid: int) -> int:
+    return os.getpriority(os.PRIO_PROCESS, pid)
