@@ -33,6 +33,7 @@ import functools
 import json
 import logging
 from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -65,6 +66,8 @@ _SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
 _ACCESS_LOG_FORMAT = 'event=http_request remote=%a request="%r" status=%s bytes=%b seconds=%Tf'
 
 
@@ -82,30 +85,27 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.Response(status=503, text="starting\n")
 
 
-def _status_json(taken: snapshot_cache.Taken) -> bytes:
-    body = status.to_json(taken.snapshot)
-    body["time"] = taken.at
+def _render_json(taken: snapshot_cache.Taken, to_json: Callable[[status.Snapshot], dict[str, Any]]) -> bytes:
+    body = to_json(taken.snapshot)
+    body["time"] = taken.at  # when the snapshot was taken (the server's clock, for rates)
     return json.dumps(body).encode()
 
 
-async def _status(request: web.Request) -> web.Response:
-    _authorize_read(request)
-    taken = await request.app[_METRICS].snapshots.get()
-    body = await taken.rendered("status", lambda: functools.partial(_status_json, taken))
-    return web.Response(body=body, content_type="application/json")
+def _snapshot_route(name: str, to_json: Callable[[status.Snapshot], dict[str, Any]]) -> Handler:
+    """A GET answering ``to_json(snapshot)`` plus ``time``, rendered once per snapshot in a worker thread however
+    many clients ask."""
+
+    async def handler(request: web.Request) -> web.Response:
+        _authorize_read(request)
+        taken = await request.app[_METRICS].snapshots.get()
+        body = await taken.rendered(name, lambda: functools.partial(_render_json, taken, to_json))
+        return web.Response(body=body, content_type="application/json")
+
+    return handler
 
 
-def _summary_json(taken: snapshot_cache.Taken) -> bytes:
-    body = status.summary(taken.snapshot)
-    body["time"] = taken.at
-    return json.dumps(body).encode()
-
-
-async def _summary(request: web.Request) -> web.Response:
-    _authorize_read(request)
-    taken = await request.app[_METRICS].snapshots.get()
-    body = await taken.rendered("summary", lambda: functools.partial(_summary_json, taken))
-    return web.Response(body=body, content_type="application/json")
+_status = _snapshot_route("status", status.to_json)
+_summary = _snapshot_route("summary", status.summary)
 
 
 def _config_json(running: config.XdplbConfig, source: str) -> bytes:

@@ -3,6 +3,7 @@
 import asyncio
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -99,18 +100,18 @@ async def test_concurrent_requests_share_one_snapshot_and_one_rendering_each(
         controller: FakeController, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch) -> None:
     encodes: list[int] = []
     dumps: list[int] = []
-    encode, dump = metrics.Metrics._encode, api._status_json
+    encode, dump = metrics.Metrics._encode, api._render_json
 
     def counting_encode(self: metrics.Metrics, *args: object) -> bytes:
         encodes.append(threading.get_ident())
         return encode(self, *args)  # type: ignore[arg-type]
 
-    def counting_dump(taken: snapshot_cache.Taken) -> bytes:
+    def counting_dump(taken: snapshot_cache.Taken, to_json: Any) -> bytes:
         dumps.append(threading.get_ident())
-        return dump(taken)
+        return dump(taken, to_json)
 
     monkeypatch.setattr(metrics.Metrics, "_encode", counting_encode)
-    monkeypatch.setattr(api, "_status_json", counting_dump)
+    monkeypatch.setattr(api, "_render_json", counting_dump)
     async with serving.serve(controller) as (base_url, _):
         async def get(path: str) -> bytes:
             async with http.get(f"{base_url}{path}") as response:
