@@ -1,14 +1,54 @@
-"""The DNS check: one query over UDP or TCP; it passes on a well-formed answer with the expected rcode."""
+"""The DNS check: one query over UDP or TCP; it passes on a well-formed answer with the expected rcode.
+
+Messages are built and parsed by dnspython; a reply must parse whole and answer our question (id, opcode and
+question echoed), except a refusal that leaves the question out, which some servers send.
+"""
 
 import asyncio
 import random
 import struct
 import typing
 
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+
 import config
-from healthchecks import _dns_wire, _errors, _failure
+from healthchecks import _errors, _failure
 
 __all__ = ["DnsChecker"]
+
+
+class BadDnsReply(Exception):
+    """The reply is not a well-formed answer to our question; ``str()`` says what is wrong."""
+
+
+def read_reply(question: dns.message.Message, data: bytes) -> tuple[str, int]:
+    """(rcode, answer records) of ``data`` as a reply to ``question``; BadDnsReply when it is not one."""
+    try:
+        # A truncated reply (TC) may end anywhere after its question: only that much is read.
+        head = dns.message.from_wire(data, question_only=True)
+        truncated = bool(head.flags & dns.flags.TC)
+        reply = head if truncated else dns.message.from_wire(data)
+    except dns.message.ShortHeader:
+        raise BadDnsReply(f"reply of {len(data)} bytes is shorter than a DNS header") from None
+    except dns.exception.DNSException as error:
+        raise BadDnsReply(f"malformed reply ({type(error).__name__}: {error})") from None
+    if reply.id != question.id:
+        raise BadDnsReply(f"reply id {reply.id} does not match query id {question.id}")
+    if not reply.flags & dns.flags.QR:
+        raise BadDnsReply("message is a query, not a reply")
+    if reply.opcode() != dns.opcode.QUERY:
+        raise BadDnsReply(f"reply opcode {reply.opcode()}, expected 0 (QUERY)")
+    rcode = dns.rcode.to_text(reply.rcode())
+    if not reply.question and reply.rcode() != dns.rcode.NOERROR:
+        return rcode, 0  # a refusal without the question
+    if not question.is_response(reply):
+        raise BadDnsReply(f"reply is for another question ({reply.question[0] if reply.question else 'none'})")
+    return rcode, sum(len(rrset) for rrset in reply.answer)
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -73,15 +113,17 @@ class DnsChecker:
         self._port = port
         self._timeout = check.timing.timeout
         try:
-            _dns_wire.encode_name(check.name)  # a bad name fails here, when the check is set up
-        except ValueError as error:
-            raise _errors.HealthCheckConfigError(f"dns check: {error}", field="name") from None
+            dns.name.from_text(check.name)  # a bad name fails here, when the check is set up
+        except (dns.exception.DNSException, UnicodeError) as error:
+            raise _errors.HealthCheckConfigError(f"dns check: bad name {check.name!r}: {error}", field="name") from None
 
     async def run(self) -> _failure.Verdict:
         loop = asyncio.get_running_loop()
         check = self._check
         ident = random.getrandbits(16)
-        query = _dns_wire.build_query(check.name, check.qtype, ident)
+        question = dns.message.make_query(check.name, check.qtype)  # recursion desired, class IN
+        question.id = ident
+        query = question.to_wire()
         waiter: asyncio.Future[bytes] = loop.create_future()
         transport: asyncio.BaseTransport | None = None
         udp: _UdpProtocol | None = None
@@ -109,12 +151,12 @@ class DnsChecker:
             if transport is not None:
                 typing.cast(asyncio.DatagramTransport, transport).abort()
         try:
-            reply = _dns_wire.parse_reply(data, ident=ident, name=check.name, qtype=check.qtype)
-        except _dns_wire.BadDnsMessage as error:
+            rcode, answers = read_reply(question, data)
+        except BadDnsReply as error:
             return False, f"bad DNS reply: {error}"
-        if reply.rcode != check.rcode:
-            return False, f"rcode {reply.rcode}, expected {check.rcode}"
-        return True, f"rcode {reply.rcode}, {reply.answers} answers"
+        if rcode != check.rcode:
+            return False, f"rcode {rcode}, expected {check.rcode}"
+        return True, f"rcode {rcode}, {answers} answers"
 
     async def close(self) -> None:
         """Nothing is kept between checks."""

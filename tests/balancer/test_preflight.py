@@ -74,7 +74,7 @@ REFUSALS = [
             "services[0].checks[0].expect: tcp check expect: bad escape or a character beyond \\xff: truncated "
             "\\xXX escape"),
     Refusal("dns name that cannot be encoded", HEAD + service("[{type: dns, name: 'a..b'}]", protocol="udp"),
-            "services[0].checks[0].name: dns check: bad DNS label '' in 'a..b'"),
+            "services[0].checks[0].name: dns check: bad name 'a..b': A DNS label is empty."),
     Refusal("body regex bytes cannot take (config)", HEAD + service("[{type: http, expect_body_regex: "
             "'\\N{DIGIT ONE}'}]"), "services[0].checks[0].expect_body_regex: bad regular expression: bad escape \\N "
             "at position 0 (line 3)"),

@@ -1,12 +1,17 @@
-"""The HTTP response reader and the DNS wire parser on their own: splits, framing, malformed input."""
+"""The HTTP response reader and the DNS reply check on their own: splits, framing, malformed input."""
 
+import ipaddress
 import struct
+from typing import Any
 
+import dns.message
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from healthchecks import _dns_wire, _http_response
+import config
+import healthchecks
+from healthchecks import _check_dns, _http_response
 
 CHUNKED = (
     b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -112,13 +117,22 @@ def test_malformed_responses_have_reasons(data: bytes, reason: str) -> None:
     assert str(error.value) == reason
 
 
+def _question(name: str, qtype: str, ident: int) -> dns.message.Message:
+    question = dns.message.make_query(name, qtype)
+    question.id = ident
+    return question
+
+
 def test_dns_query_and_reply_round_trip() -> None:
-    query = _dns_wire.build_query("Example.ORG.", "MX", 0x1234)
+    question = _question("Example.ORG.", "MX", 0x1234)
+    query = question.to_wire()
+    assert query[:4] == b"\x12\x34\x01\x00"  # our id, recursion desired
     assert query[12:] == b"\x07Example\x03ORG\x00\x00\x0f\x00\x01"
     reply = bytearray(query)
     reply[2:4] = struct.pack("!H", 0x8183)  # a reply, NXDOMAIN
-    parsed = _dns_wire.parse_reply(bytes(reply), ident=0x1234, name="example.org", qtype="MX")
-    assert (parsed.rcode, parsed.answers, parsed.truncated) == ("NXDOMAIN", 0, False)
+    assert _check_dns.read_reply(question, bytes(reply)) == ("NXDOMAIN", 0)
+    lower = _question("example.org", "MX", 0x1234)
+    assert _check_dns.read_reply(lower, bytes(reply)) == ("NXDOMAIN", 0), "names compare without case"
 
 
 @pytest.mark.parametrize(
@@ -126,26 +140,37 @@ def test_dns_query_and_reply_round_trip() -> None:
     [
         (lambda r: r[:10], "reply of 10 bytes is shorter than a DNS header"),
         (lambda r: r[:2] + b"\x01\x00" + r[4:], "message is a query, not a reply"),
-        (lambda r: r[:2] + b"\x90\x00" + r[4:], "reply opcode 2, expected 0 (QUERY)"),
-        (lambda r: r[:15], "name runs past the end of the reply"),
-        (lambda r: r[:19], "reply ends inside the question"),
+        (lambda r: r[:2] + b"\x90\x00" + r[4:], "reply opcode 2, expected 0"),
+        (lambda r: b"\x00\x08" + r[2:], "reply id 8 does not match query id 7"),
+        (lambda r: r[:15], "FormError"),
+        (lambda r: r[:19], "FormError"),
         # An answer whose name points at itself: a loop a naive parser never leaves.
-        (lambda r: r[:6] + b"\x00\x01" + r[8:] + b"\xc0\x15", "too many compression pointers in a name"),
-        (lambda r: r[:12] + b"\x40" + r[13:], "bad label type 0x40"),
+        (lambda r: r[:6] + b"\x00\x01" + r[8:] + b"\xc0\x15\x00\x01\x00\x01\x00\x00\x00\x00\x00\x00", "BadPointer"),
+        (lambda r: r[:12] + b"\x40" + r[13:], "BadLabelType"),
+        (lambda r: r[:13] + b"x" + r[14:], "another question"),
     ],
 )
-def test_dns_malformed_replies(mutate: object, reason: str) -> None:
-    query = _dns_wire.build_query("a.b", "A", 7)
+def test_dns_malformed_replies(mutate: Any, reason: str) -> None:
+    question = _question("a.b", "A", 7)
+    query = question.to_wire()
     reply = query[:2] + b"\x81\x80" + query[4:]
-    assert _dns_wire.parse_reply(reply, ident=7, name="a.b", qtype="A").rcode == "NOERROR"
-    with pytest.raises(_dns_wire.BadDnsMessage) as error:
-        _dns_wire.parse_reply(mutate(reply), ident=7, name="a.b", qtype="A")  # type: ignore[operator]
-    assert str(error.value) == reason
+    assert _check_dns.read_reply(question, reply) == ("NOERROR", 0)
+    with pytest.raises(_check_dns.BadDnsReply, match=reason):
+        _check_dns.read_reply(question, mutate(reply))
 
 
-def test_dns_names_are_checked() -> None:
-    assert _dns_wire.encode_name(".") == b"\x00"
-    with pytest.raises(ValueError, match="bad DNS label"):
-        _dns_wire.encode_name("a..b")
-    with pytest.raises(ValueError, match="bad DNS label"):
-        _dns_wire.encode_name("x" * 64 + ".org")
+def test_dns_refusal_without_the_question_and_truncated_reply() -> None:
+    question = _question("a.b", "A", 7)
+    refused = b"\x00\x07\x81\x05" + b"\x00" * 8  # REFUSED, no question echoed
+    assert _check_dns.read_reply(question, refused) == ("REFUSED", 0)
+    query = question.to_wire()
+    truncated = query[:2] + b"\x83\x80" + query[4:6] + b"\x00\x05" + query[8:] + b"\xc0"  # TC: cut in a record
+    assert _check_dns.read_reply(question, truncated) == ("NOERROR", 0)
+
+
+def test_dns_names_are_checked_when_the_check_is_set_up() -> None:
+    for name in ("a..b", "x" * 64 + ".org"):
+        check = config.DnsCheck.model_validate({"type": "dns", "name": name})
+        with pytest.raises(healthchecks.HealthCheckConfigError, match="bad name") as error:
+            _check_dns.DnsChecker(check, ipaddress.ip_address("127.0.0.1"), 53)
+        assert error.value.field == "name"
