@@ -1,7 +1,7 @@
 """ExaBGP's API process: relays between ExaBGP's pipes and the xdplb daemon's Unix socket.
 
 ExaBGP runs this file (``python _bridge.py SOCKET``); it uses the standard library only, and the daemon imports
-nothing from it but ``die_with``.
+nothing from it.
 Whatever kills the daemon closes its end of the socket, and the bridge then tells ExaBGP to ``shutdown`` so no
 route outlives its controller (ExaBGP alone would keep them announced). It also dies with ExaBGP (PDEATHSIG), and
 ExaBGP is run with ``api.terminate`` so that the bridge's death ends ExaBGP.
@@ -19,14 +19,14 @@ __all__ = ["die_with", "main"]
 
 _PR_SET_PDEATHSIG = 1
 _CONNECT_TIMEOUT = 5.0
-_libc = ctypes.CDLL(None, use_errno=True)  # loaded up front: die_with runs between fork and exec too
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def die_with(parent: int) -> bool:
     """Have the kernel SIGKILL this process when its parent dies (PR_SET_PDEATHSIG); False if that failed or
     ``parent`` is gone already (it died before the setting took effect: this process has another parent).
 
-    The bridge calls it as it starts; the daemon, in ExaBGP's child between fork and exec (``_channel``).
+    The bridge calls it as it starts (ExaBGP itself gets its PDEATHSIG from ``setpriv``: ``_channel``).
     """
     return _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) == 0 and os.getppid() == parent
 

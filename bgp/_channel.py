@@ -1,7 +1,7 @@
 """One run of ExaBGP: the child process, the bridge connection, acknowledged commands and JSON events.
 
 ExaBGP is started in its own session (a terminal's Ctrl-C must not reach it before routes are withdrawn) with
-PR_SET_PDEATHSIG = SIGKILL, so that it dies, and the kernel closes its sessions, whenever this process dies, SIGKILL
+PR_SET_PDEATHSIG = SIGKILL (set by `setpriv`), so that it dies, and the kernel closes its sessions, whenever this process dies, SIGKILL
 included. PDEATHSIG follows the thread that forked: spawn from the event loop's thread only.
 """
 
@@ -9,12 +9,12 @@ import asyncio
 import collections
 import json
 import logging
-import os
+import shutil
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from bgp import _bridge, _errors
+from bgp import _errors
 
 __all__ = ["ChannelClosed", "Connections", "ExabgpRun"]
 
@@ -27,12 +27,13 @@ class ChannelClosed(_errors.BgpError):
     """ExaBGP or its bridge went away before answering."""
 
 
-def _die_with(parent: int) -> Callable[[], None]:
-    def preexec() -> None:
-        if not _bridge.die_with(parent):
-            os._exit(127)
-
-    return preexec
+def dying_with_us(argv: Sequence[str]) -> list[str]:
+    """``argv`` run through util-linux's ``setpriv --pdeathsig KILL``: the kernel kills it when the thread that
+    started it dies. No Python runs between fork and exec (``preexec_fn`` is unsafe in a process with threads)."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        raise _errors.BgpError("setpriv not found: install util-linux (ExaBGP must die with the daemon)")
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv]
 
 
 class ExabgpRun:
@@ -77,13 +78,12 @@ class ExabgpRun:
         while not connections.empty():  # a late bridge of an earlier, abandoned run
             connections.get_nowait()[1].close()
         process = await asyncio.create_subprocess_exec(
-            *argv,
+            *dying_with_us(argv),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env=dict(env),
             start_new_session=True,
-            preexec_fn=_die_with(os.getpid()),
         )
         log.info("event=exabgp_started pid=%d", process.pid)
         output: collections.deque[str] = collections.deque(maxlen=20)

@@ -2,6 +2,9 @@
 end of the socket closes (the fail-safe for a daemon that dies without PDEATHSIG reaching ExaBGP)."""
 
 import asyncio
+import os
+import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -53,3 +56,31 @@ async def test_bridge_exits_when_exabgp_closes_its_pipe(tmp_path: Path) -> None:
             bridge.kill()
             await bridge.wait()
         server.close()
+
+
+def test_a_process_started_dying_with_us_dies_when_its_starter_is_killed() -> None:
+    """What ExaBGP is started through: its starter SIGKILLed, it is killed too (no Python ran in between)."""
+    starter = (
+        "import subprocess, sys; from bgp import _channel;"
+        "child = subprocess.Popen(_channel.dying_with_us(['sleep', '60'])); print(child.pid, flush=True);"
+        "import time; time.sleep(60)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", starter], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert proc.stdout is not None
+    child = int(proc.stdout.readline())
+    time.sleep(0.3)  # setpriv has set the signal and exec'd sleep
+    assert Path(f"/proc/{child}").exists()
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _alive(child), "the child outlived its starter"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
