@@ -1,4 +1,4 @@
-"""BPF_PROG_TEST_RUN through the raw bpf(2) syscall: bcc has no wrapper for it.
+"""BPF_PROG_TEST_RUN through libbpf's ``bpf_prog_test_run_opts`` (ctypes): bcc has no wrapper for it.
 
 The kernel runs the real program on a copy of the given frame, against the real maps, and returns the verdict,
 the frame as the program left it and the mean time per repetition. Repetitions run on the already rewritten
@@ -7,38 +7,46 @@ buffer (the kernel does not reset it between them).
 
 import ctypes
 import ctypes.util
+import functools
 import os
-import platform
 from dataclasses import dataclass
 
 __all__ = ["TestRun", "XdpVerdict", "prog_test_run"]
 
-_BPF_PROG_TEST_RUN = 10
 _BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
-_SYSCALL_BPF = {"x86_64": 321, "aarch64": 280}
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
-class _TestAttr(ctypes.Structure):
-    """``union bpf_attr``'s ``test`` member (include/uapi/linux/bpf.h)."""
+class _TestRunOpts(ctypes.Structure):
+    """libbpf's ``struct bpf_test_run_opts`` (bpf/bpf.h); ``sz`` tells libbpf which fields this caller knows."""
 
     _fields_ = [
-        ("prog_fd", ctypes.c_uint32),
-        ("retval", ctypes.c_uint32),
+        ("sz", ctypes.c_size_t),
+        ("data_in", ctypes.c_void_p),
+        ("data_out", ctypes.c_void_p),
         ("data_size_in", ctypes.c_uint32),
         ("data_size_out", ctypes.c_uint32),
-        ("data_in", ctypes.c_uint64),
-        ("data_out", ctypes.c_uint64),
-        ("repeat", ctypes.c_uint32),
-        ("duration", ctypes.c_uint32),
+        ("ctx_in", ctypes.c_void_p),
+        ("ctx_out", ctypes.c_void_p),
         ("ctx_size_in", ctypes.c_uint32),
         ("ctx_size_out", ctypes.c_uint32),
-        ("ctx_in", ctypes.c_uint64),
-        ("ctx_out", ctypes.c_uint64),
+        ("retval", ctypes.c_uint32),
+        ("repeat", ctypes.c_int),
+        ("duration", ctypes.c_uint32),
         ("flags", ctypes.c_uint32),
         ("cpu", ctypes.c_uint32),
         ("batch_size", ctypes.c_uint32),
     ]
+
+
+@functools.cache
+def _libbpf() -> ctypes.CDLL:
+    name = ctypes.util.find_library("bpf")
+    if name is None:
+        raise OSError("libbpf not found: install libbpf1 (BPF_PROG_TEST_RUN goes through it)")
+    lib = ctypes.CDLL(name, use_errno=True)
+    lib.bpf_prog_test_run_opts.argtypes = [ctypes.c_int, ctypes.POINTER(_TestRunOpts)]
+    lib.bpf_prog_test_run_opts.restype = ctypes.c_int
+    return lib
 
 
 class _XdpMd(ctypes.Structure):
@@ -91,22 +99,21 @@ def prog_test_run(prog_fd: int, data: bytes, *, repeat: int = 1, ingress_ifindex
     """
     out = ctypes.create_string_buffer(len(data) + 256)  # room for a pushed VLAN tag
     inp = ctypes.create_string_buffer(data, len(data))
-    attr = _TestAttr(
-        prog_fd=prog_fd,
-        data_size_in=len(data),
-        data_size_out=0 if live else len(out),
+    opts = _TestRunOpts(
+        sz=ctypes.sizeof(_TestRunOpts),
         data_in=ctypes.addressof(inp),
-        data_out=0 if live else ctypes.addressof(out),
+        data_size_in=len(data),
+        data_out=None if live else ctypes.addressof(out),
+        data_size_out=0 if live else len(out),
         repeat=repeat,
         flags=_BPF_F_TEST_XDP_LIVE_FRAMES if live else 0,
     )
     ctx = None
     if ingress_ifindex:
         ctx = _XdpMd(data=0, data_end=len(data), ingress_ifindex=ingress_ifindex)
-        attr.ctx_size_in = ctypes.sizeof(ctx)
-        attr.ctx_in = ctypes.addressof(ctx)
-    nr = _SYSCALL_BPF[platform.machine()]
-    if _libc.syscall(nr, _BPF_PROG_TEST_RUN, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
+        opts.ctx_in = ctypes.addressof(ctx)
+        opts.ctx_size_in = ctypes.sizeof(ctx)
+    if _libbpf().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"BPF_PROG_TEST_RUN: {os.strerror(err)}")
-    return TestRun(retval=attr.retval, data=out.raw[: attr.data_size_out], duration_ns=attr.duration)
+    return TestRun(retval=opts.retval, data=out.raw[: opts.data_size_out], duration_ns=opts.duration)
