@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="For scripts: `xdplb demo --duration 30` runs 30 s, removes everything it made and exits 0\n"
         "(1 if the daemon failed).",
     )
-    demo.add_argument("--duration", metavar="SECONDS", type=float, default=None,
+    demo.add_argument("--duration", metavar="SECONDS", type=_seconds, default=None,
                       help="run this many seconds, then clean up and exit (default: until Ctrl-C or SIGTERM)")
     demo.add_argument("--port", metavar="PORT", type=int, default=9180,
                       help="first localhost port to try for the console (default 9180; the next free one is used)")
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="XDP attach mode (default auto: native, else generic)")
     balance.add_argument("--api", metavar="ADDRESS:PORT",
                          help="also serve the HTTP API, console and /metrics there (default: none)")
-    balance.add_argument("--duration", metavar="SECONDS", type=float, default=None,
+    balance.add_argument("--duration", metavar="SECONDS", type=_seconds, default=None,
                          help="stop after this many seconds (default: until Ctrl-C, SIGTERM or SIGHUP)")
     balance.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                          help="daemon log level on stderr (default WARNING)")
@@ -63,9 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("config", metavar="CONFIG", help="YAML (or .json) configuration file")
     run = sub.add_parser("run", help="run the balancer (root): XDP data plane, health checks, BGP, API")
     run.add_argument("config", metavar="CONFIG", help="YAML (or .json) configuration file; SIGHUP reloads it")
-    run.add_argument("--drain-seconds", type=float, default=1.0,
+    run.add_argument("--drain-seconds", metavar="SECONDS", type=_seconds, default=1.0,
                      help="on stop, seconds between withdrawing the routes and detaching XDP (default 1)")
-    run.add_argument("--start-grace", type=float, default=10.0,
+    run.add_argument("--start-grace", metavar="SECONDS", type=_seconds, default=10.0,
                      help="seconds to wait for every backend's first health verdict before announcing (default 10)")
     run.add_argument("--check-workers", metavar="N", type=_positive_int, default=None,
                      help="health-checker processes (default: one per 2,000 checks a second, at most one per CPU, "
@@ -73,16 +73,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--state-file", metavar="PATH",
                      help="where admin overrides (drain/disable/enable via the API) survive restarts; default "
                           "/var/lib/xdplb/overrides-<hash of the config path>.json; 'none' keeps them in memory only")
-    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                     help="log level on stderr (default INFO)")
     show = sub.add_parser("status", help="show VIPs, services, backends and BGP peers of a running daemon")
     where = show.add_mutually_exclusive_group()
     where.add_argument("--api", metavar="URL",
                        help=f"base URL of the daemon's API (default {status_table.DEFAULT_URL})")
     where.add_argument("--config", metavar="CONFIG", help="take the API address from this configuration's api.listen")
-    show.add_argument("--rate", metavar="SECONDS", type=float, default=0.0,
+    show.add_argument("--rate", metavar="SECONDS", type=_seconds, default=0.0,
                       help="sample twice, SECONDS apart, and show packets per second instead of totals")
     show.add_argument("--json", action="store_true", help="print the status JSON as the API returns it")
     return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value < 86400 * 365:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"must be between 0 and a year, not {text}")
+    return value
 
 
 def _positive_int(text: str) -> int:

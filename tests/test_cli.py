@@ -1,6 +1,9 @@
+import argparse
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from balancer import cli
 
@@ -24,3 +27,33 @@ def test_the_cli_loads_no_lab_module() -> None:
     code = "import sys, balancer.cli; print(sorted(m for m in sys.modules if m.startswith('balancer.lab')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout == "[]\n"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["run", "x.yaml", "--drain-seconds", "-1"], "argument --drain-seconds: must be between 0 and a year, not -1"),
+    (["run", "x.yaml", "--start-grace", "nan"], "argument --start-grace: must be between 0 and a year, not nan"),
+    (["run", "x.yaml", "--start-grace", "soon"], "argument --start-grace: not a number of seconds: 'soon'"),
+    (["demo", "--duration", "-5"], "argument --duration: must be between 0 and a year, not -5"),
+    (["status", "--rate", "inf"], "argument --rate: must be between 0 and a year, not inf"),
+])
+def test_bad_durations_are_refused_before_anything_runs(argv: list[str], message: str,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit:
+        cli.main(argv)
+    assert exit.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_every_option_has_help() -> None:
+    for action in _actions(cli.build_parser()):
+        assert action.help, f"{action.option_strings or action.dest} has no help text"
+
+
+def _actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found += _actions(sub)
+        elif not isinstance(action, argparse._HelpAction):
+            found.append(action)
+    return found
