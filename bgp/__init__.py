@@ -44,8 +44,6 @@ two patches (``_exabgp_main``): its connect retries back off to at most 5 s (not
 established peer a Cease NOTIFICATION (Administrative Shutdown) rather than closing the TCP connection bare.
 """
 
-import ipaddress
-
 import config
 from bgp import _exabgp_config
 from bgp._errors import (

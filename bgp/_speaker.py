@@ -10,7 +10,6 @@ Example (needs a peer to reach Established; announcing works either way)::
 """
 
 import asyncio
-import ipaddress
 import logging
 import os
 import shutil

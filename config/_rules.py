@@ -5,7 +5,6 @@ validators raise them all at once, so one run reports every mistake. Rules that 
 unique across services, policies defined) run once every field and service is valid on its own.
 """
 
-import collections
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping

@@ -2,7 +2,6 @@
 
 import dataclasses
 import enum
-import ipaddress
 
 import config
 

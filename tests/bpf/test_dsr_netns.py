@@ -4,14 +4,13 @@ Backends carry the VIPs on loopback; the balancer learns their MACs from its own
 VIPs reach both backends and the replies go straight back to the client, never through the balancer.
 """
 
-import time
 from collections import Counter
 from ipaddress import ip_address
 
 import pytest
 
 import bpf
-from balancer.lab.netns import Host, Lab
+from balancer.lab.netns import Lab
 from tests.bpf.conftest import get_page as _get
 
 pytestmark = pytest.mark.privileged

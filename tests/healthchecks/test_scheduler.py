@@ -1,8 +1,7 @@
 """The scheduler: rise/fall/fastinter timing on a manual clock, ANDed checks, admin states, run-time changes."""
 
 import asyncio
-import ipaddress
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest

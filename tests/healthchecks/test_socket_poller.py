@@ -8,7 +8,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import pytest
 
 import hc_servers
 from healthchecks import _http_response, _socket_poller

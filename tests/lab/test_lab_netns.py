@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from pyroute2 import IPRoute
 
-from balancer.lab import forward, http_backend, netns, registry
+from balancer.lab import forward, http_backend, registry
 from balancer.lab.netns import Host, Lab, LabError
 
 pytestmark = pytest.mark.privileged
