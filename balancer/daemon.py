@@ -41,9 +41,11 @@ class DaemonError(config.XdplbError, RuntimeError):
 
 
 
-def _load_for_reload(path: Path) -> config.XdplbConfig:
-    """``preflight.load``, and the digest computed here in the worker thread (it is cached), not on the loop."""
-    loaded = preflight.load(path)
+def _load_for_reload(loader: config.IncrementalLoader, path: Path) -> config.XdplbConfig:
+    """``preflight.load`` at the cost of what changed in the file, and the digest computed here in the worker thread
+    (it is cached), not on the loop."""
+    loaded = loader.load(str(path))
+    preflight.verify(loaded, source=str(path))
     loaded.digest()
     return loaded
 
@@ -131,6 +133,7 @@ class Daemon:
         self.metrics = metrics.Metrics(self, version=version.installed_version())
         self._members: dict[str, tuple[str, str, tuple[str, ...]]] = {}  # backend key -> service, address, check types
         self._config: config.XdplbConfig | None = None
+        self._loader = config.IncrementalLoader()  # remembers the file's pieces: a reload reads what changed
         self._plane: bpf.DataPlane | None = None
         self._neighbours: neighbours.NeighbourWatcher | None = None
         self._links: link_watcher.LinkWatcher | None = None
@@ -190,7 +193,7 @@ class Daemon:
 
     async def setup(self) -> None:
         """Load and validate the config, load the XDP program (seconds: clang runs) and attach it."""
-        self._config = self._initial_config or config.load_config(self.config_path)
+        self._config = self._initial_config or self._loader.load(str(self.config_path))
         preflight.verify(self._config, source=str(self.config_path))  # what `xdplb check` refuses, refused here
         self._last_reload_success = time.time()
         if self.state_file is not None:
@@ -290,9 +293,6 @@ class Daemon:
             await step("links", lambda: asyncio.to_thread(links.close))
         if self._prebuild is not None:
             self._prebuild.cancel()
-        if self._reconciler is not None:
-            reconciler_ = self._reconciler
-            await step("maglev-worker", lambda: asyncio.to_thread(reconciler_.close))  # waits for a build in flight
         if self._plane is not None:
             plane = self._plane
             await step("dataplane", lambda: asyncio.to_thread(plane.cleanup))
@@ -353,7 +353,8 @@ class Daemon:
         old = self._require_config()
         started = time.monotonic()
         try:
-            new = await asyncio.to_thread(_load_for_reload, self.config_path)  # what `xdplb check` refuses, refused
+            # what `xdplb check` refuses, refused
+            new = await asyncio.to_thread(_load_for_reload, self._loader, self.config_path)
         except (config.ConfigError, OSError, ValueError, RecursionError, MemoryError) as error:
             return self._reload_failed(old, str(error))
         loaded = time.monotonic()

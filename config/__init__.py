@@ -9,6 +9,7 @@
 
 from config._disclosure import redact
 from config._errors import ConfigError, XdplbError
+from config._incremental import IncrementalLoader
 from config._loader import format_path, load_config, parse_config, validate_config
 from config._root import XdplbConfig
 from config._rules import is_prime
@@ -30,6 +31,7 @@ __all__ = [
     "DataplaneConfig",
     "DnsCheck",
     "HttpCheck",
+    "IncrementalLoader",
     "InterfaceConfig",
     "IpAddress",
     "PolicyConfig",

@@ -21,7 +21,10 @@ from config._errors import ConfigError
 from config._root import XdplbConfig
 from config._types import Loc
 
-__all__ = ["MAX_BYTES", "MAX_PROBLEMS", "format_path", "load_config", "parse_config", "validate_config"]
+__all__ = [
+    "MAX_BYTES", "MAX_PROBLEMS", "duplicate_keys", "format_path", "load_config", "parse_config", "read_text",
+    "validate_config",
+]
 
 MAX_BYTES = 16 * 1024 * 1024
 """The largest configuration read: the scale lab's 10,000 backends take well under 1 MiB."""
@@ -38,6 +41,11 @@ def load_config(path: str | os.PathLike[str]) -> XdplbConfig:
     ConfigError, never another exception, for anything the file holds: see ``config._yaml`` for the bounds.
     """
     source = os.fspath(path)
+    return parse_config(read_text(source), source=source)
+
+
+def read_text(source: str) -> str:
+    """The text of the file at ``source``: ConfigError if it cannot be read, is too large or is not UTF-8."""
     try:
         with open(source, "rb") as file:
             raw = file.read(MAX_BYTES + 1)  # not stat(): a FIFO or /dev/zero has no size
@@ -48,10 +56,9 @@ def load_config(path: str | os.PathLike[str]) -> XdplbConfig:
     if len(raw) > MAX_BYTES:
         raise ConfigError(source, [("", f"the file is larger than {MAX_BYTES >> 20} MiB")])
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as error:
         raise ConfigError(source, [("", f"not UTF-8 text: {error.reason} at byte {error.start}")]) from None
-    return parse_config(text, source=source)
 
 
 def parse_config(text: str, *, source: str) -> XdplbConfig:
@@ -61,7 +68,7 @@ def parse_config(text: str, *, source: str) -> XdplbConfig:
     if source.lower().endswith(".json"):
         data = _parse_json(text, source)
         node = _compose_quietly(text)
-        duplicates = list(_duplicate_keys(node, ())) if node is not None else []
+        duplicates = list(duplicate_keys(node, ())) if node is not None else []
         if duplicates:  # json.loads keeps the last of two equal keys, like YAML
             raise ConfigError(source, duplicates)
     else:
@@ -93,7 +100,7 @@ def _parse_yaml(text: str, source: str) -> tuple[object, yaml.Node | None]:
         if node is None:
             return None, None
         # Before constructing: that merges `<<:` keys into the node, where they would look like duplicates.
-        duplicates = list(_duplicate_keys(node, ()))
+        duplicates = list(duplicate_keys(node, ()))
         if duplicates:
             raise ConfigError(source, duplicates)
         return _yaml.construct(node), node
@@ -162,7 +169,7 @@ def _compose_quietly(text: str) -> yaml.Node | None:
         return None
 
 
-def _duplicate_keys(node: yaml.Node, loc: Loc, seen: set[int] | None = None) -> Iterator[tuple[str, str]]:
+def duplicate_keys(node: yaml.Node, loc: Loc, seen: set[int] | None = None) -> Iterator[tuple[str, str]]:
     """PyYAML keeps the last of two equal keys silently; here that is an error."""
     seen = set() if seen is None else seen
     if id(node) in seen:  # an alias already walked (and recursive documents)
@@ -176,10 +183,10 @@ def _duplicate_keys(node: yaml.Node, loc: Loc, seen: set[int] | None = None) -> 
                 message = f"duplicate key {name!r} (line {key.start_mark.line + 1}; first at line {first[name]})"
                 yield format_path(loc), message
             first.setdefault(name, key.start_mark.line + 1)
-            yield from _duplicate_keys(value, (*loc, name), seen)
+            yield from duplicate_keys(value, (*loc, name), seen)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            yield from _duplicate_keys(item, (*loc, index), seen)
+            yield from duplicate_keys(item, (*loc, index), seen)
 
 
 def _validate(data: object, *, source: str, node: yaml.Node | None) -> XdplbConfig:

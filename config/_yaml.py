@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import yaml
 from yaml import constructor, nodes
 
-__all__ = ["MAX_DEPTH", "MAX_INT_DIGITS", "MAX_NODES", "LimitError", "compose", "construct"]
+__all__ = ["MAX_DEPTH", "MAX_INT_DIGITS", "MAX_NODES", "LimitError", "compose", "compose_counted", "construct"]
 
 MAX_DEPTH = 64
 """Nested sequences and mappings; a full configuration needs about 8."""
@@ -84,25 +84,31 @@ class _Open:
 
 def compose(text: str) -> nodes.Node | None:
     """The node tree of the single document in ``text`` (None if empty); yaml.YAMLError (LimitError for a bound)."""
+    return compose_counted(text)[0]
+
+
+def compose_counted(text: str, *, max_depth: int | None = None) -> tuple[nodes.Node | None, int]:
+    """``compose``, nested at most ``max_depth`` levels (default ``MAX_DEPTH``), and the document's size in nodes as
+    the bound counts them."""
     loader: Any = _Loader(text)  # Any: PyYAML's stubs leave the event API untyped
     try:
         loader.get_event()  # stream start
         if loader.check_event(yaml.StreamEndEvent):
-            return None
+            return None, 0
         loader.get_event()  # document start
-        root = _compose_document(loader)
+        root, size = _compose_document(loader, MAX_DEPTH if max_depth is None else max_depth)
         loader.get_event()  # document end
         if not loader.check_event(yaml.StreamEndEvent):
             event = loader.get_event()
             raise yaml.composer.ComposerError(
                 "expected a single document in the stream", None, "but found another document", event.start_mark
             )
-        return root
+        return root, size
     finally:
         loader.dispose()
 
 
-def _compose_document(loader: Any) -> nodes.Node:
+def _compose_document(loader: Any, max_depth: int) -> tuple[nodes.Node, int]:
     anchors: dict[str, tuple[nodes.Node, int]] = {}  # complete anchored nodes and their expanded sizes
     open_anchors: set[str] = set()
     stack: list[_Open] = []
@@ -126,8 +132,8 @@ def _compose_document(loader: Any) -> nodes.Node:
             if event.anchor is not None:
                 anchors[event.anchor] = (node, 1)
         elif isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
-            if len(stack) >= MAX_DEPTH:
-                raise LimitError(None, None, f"nested more than {MAX_DEPTH} levels deep", start)
+            if len(stack) >= max_depth:
+                raise LimitError(None, None, f"nested more than {max_depth} levels deep", start)
             total += 1
             if isinstance(event, yaml.SequenceStartEvent):
                 tag = event.tag if event.tag not in (None, "!") else _SEQ
@@ -154,7 +160,7 @@ def _compose_document(loader: Any) -> nodes.Node:
                 None, None, f"more than {MAX_NODES:,} nodes (aliases count each time they are used)", start
             )
         if not stack:
-            return node
+            return node, total
         parent = stack[-1]
         parent.size += size
         if isinstance(parent.node, nodes.SequenceNode):

@@ -309,3 +309,18 @@ async def test_removing_or_adding_bgp_is_undone_when_a_later_step_fails(running:
     assert not (await d.reload()).ok
     assert d._speaker is None and d.running_config.bgp is None
     assert not any(speaker.running for speaker in FakeSpeaker.instances), "the added speaker was stopped"
+
+
+async def test_a_reload_reads_only_the_services_that_changed(running: Any, listener: int) -> None:
+    d, _, path = running
+    path.write_text(document(port=listener, extra_service=True))
+    assert (await d.reload()).ok
+    web, api = d.running_config.services
+    path.write_text(document(port=listener, extra_service=True).replace("vip: 192.0.2.101", "vip: 192.0.2.102"))
+    assert (await d.reload()).ok
+    assert d.running_config.services[0] is web, "an unchanged service is kept, not read again"
+    assert d.running_config.services[1] is not api and str(d.running_config.services[1].vips[0]) == "192.0.2.102"
+    path.write_text("interfaces: [lo]\nservices:\n  - vip: 192.0.2.1\n    port: x\n")
+    result = await d.reload()
+    assert not result.ok and "services[0].port" in result.message and "(line 4)" in result.message
+    assert d.running_config.services[0] is web
