@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEBIAN_PACKAGES := python3 python3-venv util-linux python3-bpfcc libbpfcc libbpf1 linux-headers-amd64 bird2 iproute2 tcpdump prometheus curl
+DEBIAN_PACKAGES := python3 python3-venv python3-dev gcc libc6-dev util-linux python3-bpfcc libbpfcc libbpf1 linux-headers-amd64 bird2 iproute2 tcpdump prometheus curl
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 

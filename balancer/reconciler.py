@@ -3,16 +3,14 @@
 The reconciler is the only writer of the data plane and of the routes, and runs one pass at a time. A pass is
 given the services that changed since the last one (or None: all of them), so its work is in proportion to what
 changed; the data plane skips a service whose desired state equals what it holds. Maglev tables are built off
-the event loop, in a worker process, before the map writes that use them, which run in a worker thread (one
-chunk at a time, the data plane's lock keeping the loop's readers consistent). Each change is logged once; a
+the event loop, in a worker thread (the fill loop is C and lets go of the GIL: about 0.3 ms a table of 16,381),
+before the map writes that use them, which run in a worker thread too (one chunk at a time, the data plane's lock
+keeping the loop's readers consistent). Each change is logged once; a
 data-plane error is logged, counted and reported back, so the caller retries that service.
 """
 
 import asyncio
-import concurrent.futures
 import logging
-import multiprocessing
-import os
 import time
 from collections.abc import Iterable, Mapping, Set
 
@@ -28,15 +26,13 @@ log = logging.getLogger(__name__)
 
 _BUILD_CHUNK = 64  # tables built ahead at once; two chunks in flight stay well inside the cache (256): none is
 # evicted before it is used
-_NICE = 5  # the table builder's niceness
 _ANY_MAC = "02:00:00:00:00:00"  # a prebuild's stand-in: a table names backends by address, never by MAC
-_IN_THREAD = 4  # this few tables are built in a thread: quicker than a round trip to the worker process
 
 
 class Reconciler:
     """Applies desired state to a loaded ``DataPlane`` and, if there is one, a started ``bgp.Speaker``."""
 
-    def __init__(self, plane: bpf.DataPlane, speaker: bgp.Speaker | None, *, build_workers: int | None = None) -> None:
+    def __init__(self, plane: bpf.DataPlane, speaker: bgp.Speaker | None) -> None:
         self.plane = plane
         self.speaker = speaker
         self.routes: dict[config.Prefix, desired.Route] = {}
@@ -45,10 +41,6 @@ class Reconciler:
         self.passes = 0
         self.last_pass_seconds = 0.0
         self._lock = asyncio.Lock()
-        self._workers = build_workers if build_workers is not None else max(1, (os.cpu_count() or 2) - 1)
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
-        self._pool_used = 0.0  # monotonic time of the last build in the pool
-        self.pool_idle = 60.0  # seconds unused after which the worker process is stopped (its ~35 MB given back)
         self._cache_capacity = plane.maglev.capacity  # the cache's own size, restored after a prebuild
         self._prebuilt = False
 
@@ -67,12 +59,6 @@ class Reconciler:
             await self._build_tables_for(keys[start : start + _BUILD_CHUNK])
         self._prebuilt = True
         log.info("event=maglev_prebuilt tables=%d seconds=%.1f", len(keys), time.monotonic() - started)
-
-    def close(self) -> None:
-        """Stop the table-building worker process."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
 
     async def converge(
         self,
@@ -108,8 +94,6 @@ class Reconciler:
             self.last_pass_seconds = time.monotonic() - started
             if self._prebuilt and not settling and self.plane.maglev.capacity > self._cache_capacity:
                 self.plane.maglev.resize(self._cache_capacity)  # every service has its verdicts: the prebuild served
-            if self._pool is not None and time.monotonic() - self._pool_used >= self.pool_idle:
-                await asyncio.to_thread(self.close)  # the next big build starts one again
             return failed
 
     async def _apply_dataplane(
@@ -132,7 +116,7 @@ class Reconciler:
         chunks = [todo[start : start + _BUILD_CHUNK] for start in range(0, len(todo), _BUILD_CHUNK)]
         if not chunks:
             return failed
-        # Pipelined: the next chunk's tables are built (in the worker process) while this one is programmed.
+        # Pipelined: the next chunk's tables are built (in a worker thread) while this one is programmed.
         building = asyncio.ensure_future(self._build_tables(service for _, service in chunks[0]))
         try:
             for index, chunk in enumerate(chunks):
@@ -170,7 +154,7 @@ class Reconciler:
         return errors
 
     async def _build_tables(self, services: Iterable[bpf.Service]) -> None:
-        """Build the Maglev tables these services need and the cache lacks, in the worker process."""
+        """Build the Maglev tables these services need and the cache lacks, in a worker thread."""
         await self._build_tables_for(
             [key for key in (self.plane.table_key(service) for service in services) if key is not None]
         )
@@ -179,32 +163,9 @@ class Reconciler:
         missing = self.plane.maglev.missing(keys)
         if not missing:
             return
-        if len(missing) <= _IN_THREAD:
-            tables = await asyncio.to_thread(lambda: [maglev.build(key) for key in missing])
-            for key, table in zip(missing, tables, strict=True):
-                self.plane.maglev.add(key, table)
-            return
-        loop = asyncio.get_running_loop()
-        try:
-            pool = self._executor()
-            tables = await asyncio.gather(*(loop.run_in_executor(pool, maglev.build, key) for key in missing))
-        except Exception as error:  # a broken pool (worker killed): build in a thread, make a new pool next time
-            log.error("event=maglev_worker_failed error=%r fallback=thread", error)
-            self.close()
-            tables = await asyncio.to_thread(lambda: [maglev.build(key) for key in missing])
+        tables = await asyncio.to_thread(lambda: [maglev.build(key) for key in missing])
         for key, table in zip(missing, tables, strict=True):
             self.plane.maglev.add(key, table)
-
-    def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
-        self._pool_used = time.monotonic()
-        if self._pool is None:
-            # spawn, not fork: this process has threads (bcc, netlink, the default executor)
-            # A little behind the checks and the compile in the CPU's queue: a late table costs less than a late
-            # check (a false down) or a late program (nothing forwards).
-            self._pool = concurrent.futures.ProcessPoolExecutor(
-                self._workers, mp_context=multiprocessing.get_context("spawn"), initializer=os.nice, initargs=(_NICE,)
-            )
-        return self._pool
 
     def _apply_routes(self, routes: Mapping[config.Prefix, desired.Route]) -> None:
         """Hand the speaker the complete set of routes wanted now; it sends the difference on its own time."""

@@ -17,8 +17,15 @@ import math
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from types import ModuleType
 
 import config
+
+_maglev_fill: ModuleType | None
+try:
+    from bpf import _maglev_fill
+except ImportError:  # not built (no compiler at install): the same tables, from the Python loop
+    _maglev_fill = None
 
 __all__ = ["DEFAULT_TABLE_SIZE", "MaglevCache", "TableKey", "build", "maglev_table", "permutation_seed"]
 
@@ -40,19 +47,34 @@ def maglev_table(backends: Sequence[tuple[str, int]], size: int = DEFAULT_TABLE_
     Weights are divided by their greatest common divisor first, so (100, 200) builds the same table as (1, 2).
     Names must be unique; ``size`` must be prime.
     """
+    return _table(backends, size).tolist()
+
+
+def _table(backends: Sequence[tuple[str, int]], size: int) -> array[int]:
     if not config.is_prime(size):
         raise ValueError(f"Maglev table size {size} is not prime")
     if len({name for name, _ in backends}) != len(backends):
         raise ValueError("backend names must be unique")
     if any(weight < 0 for _, weight in backends):
         raise ValueError("weights must not be negative")
+    if len(backends) > 65536:
+        raise ValueError("at most 65,536 backends in a table")
     live = [(index, weight) for index, (_, weight) in enumerate(backends) if weight > 0]
     if not live:
-        return []
+        return array("H")
     divisor = math.gcd(*(weight for _, weight in live))
     # Per backend: [index, turns per round, next slot of its permutation, skip]. Walking the permutation by adding
     # ``skip`` (mod size) is the same as computing ``(offset + j * skip) % size``, at half the cost.
     walkers = [[index, weight // divisor, *permutation_seed(backends[index][0], size)] for index, weight in live]
+    if _maglev_fill is not None:
+        table = array("H")
+        table.frombytes(_maglev_fill.fill(array("q", [value for walker in walkers for value in walker]), size))
+        return table
+    return array("H", _fill(walkers, size))
+
+
+def _fill(walkers: list[list[int]], size: int) -> list[int]:
+    """The reference loop (``_maglev_fill.c`` does the same)."""
     entry = [-1] * size
     filled = 0
     while True:
@@ -125,4 +147,4 @@ class MaglevCache:
 def build(key: TableKey) -> array[int]:
     """Build the table of a cache key (a plain function of its argument: it runs in a process pool too)."""
     backends, size = key
-    return array("H", maglev_table(backends, size))
+    return _table(backends, size)

@@ -1,10 +1,8 @@
 """The reconciler on a data plane in memory: work in proportion to the change, one pass at a time, errors counted
-and retried, Maglev tables built off the loop (and in a thread when the worker process dies)."""
+and retried, Maglev tables built off the loop."""
 
 import asyncio
 import ipaddress
-import os
-import signal
 
 import pytest
 
@@ -43,18 +41,15 @@ def test_a_pass_writes_only_the_services_that_changed() -> None:
     async def main() -> None:
         plane, c = FakeDataPlane(), cfg(5)
         r = reconciler.Reconciler(plane, None)  # type: ignore[arg-type]
-        try:
-            await converge(r, c)
-            assert sorted(plane.writes) == [key(i) for i in range(5)]
-            plane.writes.clear()
-            await converge(r, c)
-            assert plane.writes == [], "a full pass with nothing changed writes nothing"
-            health = {"s2/198.18.2.10": desired.Health("down", "timeout", 0.0)}
-            await converge(r, c, health=health, changed={"s2"})
-            assert plane.writes == [key(2)]
-            assert [str(b.address) for b in plane.services[key(2)].backends] == ["198.18.2.11", "198.18.2.12"]
-        finally:
-            r.close()
+        await converge(r, c)
+        assert sorted(plane.writes) == [key(i) for i in range(5)]
+        plane.writes.clear()
+        await converge(r, c)
+        assert plane.writes == [], "a full pass with nothing changed writes nothing"
+        health = {"s2/198.18.2.10": desired.Health("down", "timeout", 0.0)}
+        await converge(r, c, health=health, changed={"s2"})
+        assert plane.writes == [key(2)]
+        assert [str(b.address) for b in plane.services[key(2)].backends] == ["198.18.2.11", "198.18.2.12"]
 
     asyncio.run(main())
 
@@ -63,12 +58,9 @@ def test_a_big_pass_reserves_each_chunks_tables_at_once_and_programs_every_servi
     async def main() -> None:
         plane, c = FakeDataPlane(max_services=200), cfg(150)
         r = reconciler.Reconciler(plane, None)  # type: ignore[arg-type]
-        try:
-            await converge(r, c)
-            assert sorted(plane.writes) == sorted(key(i) for i in range(150))
-            assert plane.reserved == [64, 64, 22], "one reservation per chunk, before its writes"
-        finally:
-            r.close()
+        await converge(r, c)
+        assert sorted(plane.writes) == sorted(key(i) for i in range(150))
+        assert plane.reserved == [64, 64, 22], "one reservation per chunk, before its writes"
 
     asyncio.run(main())
 
@@ -80,16 +72,13 @@ def test_the_prebuild_makes_the_tables_the_first_all_up_pass_needs_drains_includ
         plane, c = FakeDataPlane(), cfg(3)
         drained = {"s1/198.18.1.10": config.AdminState.DRAINED}  # a drain from the state file, not the config
         r = reconciler.Reconciler(plane, None)  # type: ignore[arg-type]
-        try:
-            await r.prebuild(c, drained)
-            built: list[object] = []
-            build = reconciler.maglev.build
-            monkeypatch.setattr(reconciler.maglev, "build", lambda key: built.append(key) or build(key))
-            await r.converge(c, {}, drained, macs(c), ready=True)
-            assert sorted(plane.writes) == [key(i) for i in range(3)]
-            assert built == [], "every table the pass wanted was already built"
-        finally:
-            r.close()
+        await r.prebuild(c, drained)
+        built: list[object] = []
+        build = reconciler.maglev.build
+        monkeypatch.setattr(reconciler.maglev, "build", lambda key: built.append(key) or build(key))
+        await r.converge(c, {}, drained, macs(c), ready=True)
+        assert sorted(plane.writes) == [key(i) for i in range(3)]
+        assert built == [], "every table the pass wanted was already built"
 
     asyncio.run(main())
 
@@ -99,18 +88,15 @@ def test_a_failed_update_is_counted_reported_retried_and_does_not_stop_the_other
         plane, c = FakeDataPlane(), cfg(3)
         plane.fail = {key(1)}
         r = reconciler.Reconciler(plane, None)  # type: ignore[arg-type]
-        try:
-            assert await converge(r, c) == {"s1"}
-            assert r.dataplane_errors == 1 and "out of memory" in r.errors[str(key(1))]
-            assert set(plane.services) == {key(0), key(2)}, "the other services are programmed"
-            vip = r.routes[ipaddress.ip_network("192.0.2.11/32")]
-            assert not vip.announce and "0 of 1" in vip.reason, "a service the data plane lacks is not announced"
-            plane.fail.clear()
-            assert await converge(r, c, changed={"s1"}) == set()
-            assert key(1) in plane.services and str(key(1)) not in r.errors
-            assert r.routes[ipaddress.ip_network("192.0.2.11/32")].announce
-        finally:
-            r.close()
+        assert await converge(r, c) == {"s1"}
+        assert r.dataplane_errors == 1 and "out of memory" in r.errors[str(key(1))]
+        assert set(plane.services) == {key(0), key(2)}, "the other services are programmed"
+        vip = r.routes[ipaddress.ip_network("192.0.2.11/32")]
+        assert not vip.announce and "0 of 1" in vip.reason, "a service the data plane lacks is not announced"
+        plane.fail.clear()
+        assert await converge(r, c, changed={"s1"}) == set()
+        assert key(1) in plane.services and str(key(1)) not in r.errors
+        assert r.routes[ipaddress.ip_network("192.0.2.11/32")].announce
 
     asyncio.run(main())
 
@@ -119,15 +105,12 @@ def test_settling_services_wait_and_unresolved_backends_take_no_flows() -> None:
     async def main() -> None:
         plane, c = FakeDataPlane(), cfg(2)
         r = reconciler.Reconciler(plane, None)  # type: ignore[arg-type]
-        try:
-            unresolved = macs(c) | {ipaddress.ip_address("198.18.1.10"): None}
-            await converge(r, c, settling={"s0"}, macs=unresolved)
-            assert key(0) not in plane.services, "no verdicts yet: not programmed"
-            reasons = [b.reason for b in plane.services[key(1)].backends]
-            assert reasons == ["no MAC (neighbour unresolved)", "active", "active"]
-            assert plane.services[key(1)].backends[0].table_entries == 0
-        finally:
-            r.close()
+        unresolved = macs(c) | {ipaddress.ip_address("198.18.1.10"): None}
+        await converge(r, c, settling={"s0"}, macs=unresolved)
+        assert key(0) not in plane.services, "no verdicts yet: not programmed"
+        reasons = [b.reason for b in plane.services[key(1)].backends]
+        assert reasons == ["no MAC (neighbour unresolved)", "active", "active"]
+        assert plane.services[key(1)].backends[0].table_entries == 0
 
     asyncio.run(main())
 
@@ -135,56 +118,14 @@ def test_settling_services_wait_and_unresolved_backends_take_no_flows() -> None:
 def test_one_pass_at_a_time_so_an_older_pass_never_overwrites_a_newer_one() -> None:
     async def main() -> None:
         plane, c = FakeDataPlane(), cfg(12, table_size=16381)
-        r = reconciler.Reconciler(plane, None, build_workers=1)  # type: ignore[arg-type]
+        r = reconciler.Reconciler(plane, None)  # type: ignore[arg-type]
         all_down = {f"s{i}/198.18.{i}.{10 + j}": desired.Health("down", "timeout", 0.0) for i in range(12) for j in range(3)}
-        try:
-            older = asyncio.create_task(converge(r, c))  # waits for 12 large tables from the worker
-            await asyncio.sleep(0)
-            await converge(r, c, health=all_down)  # needs no table: without the lock it would finish first
-            await older
-            assert r.passes == 2
-            assert [len(s.backends) for s in plane.services.values()] == [0] * 12, "the newer pass's state stands"
-        finally:
-            r.close()
-
-    asyncio.run(main())
-
-
-def test_tables_are_still_built_when_the_worker_process_dies() -> None:
-    async def main() -> None:
-        plane = FakeDataPlane()
-        r = reconciler.Reconciler(plane, None, build_workers=1)  # type: ignore[arg-type]
-        try:
-            await converge(r, cfg(8))  # more tables than a thread builds: the worker process does
-            pool = r._pool  # noqa: SLF001 - the worker process to kill
-            assert pool is not None
-            for pid in list(pool._processes):  # noqa: SLF001
-                os.kill(pid, signal.SIGKILL)
-            await converge(r, cfg(8, backends=2))
-            assert [s.table_size for s in plane.services.values()] == [251] * 8
-            assert [len(s.backends) for s in plane.services.values()] == [2] * 8
-        finally:
-            r.close()
-
-    asyncio.run(main())
-
-
-def test_the_worker_process_stops_when_idle_and_starts_again_when_needed() -> None:
-    async def main() -> None:
-        plane = FakeDataPlane()
-        r = reconciler.Reconciler(plane, None, build_workers=1)  # type: ignore[arg-type]
-        try:
-            await converge(r, cfg(8))  # more tables than a thread builds: the worker process does
-            first = r._pool  # noqa: SLF001 - the worker process
-            assert first is not None, "used within pool_idle: kept"
-            pids = list(first._processes)  # noqa: SLF001
-            r.pool_idle = 0.0
-            await converge(r, cfg(8))  # nothing to build: the idle pool is stopped
-            assert r._pool is None and all(not os.path.exists(f"/proc/{pid}") for pid in pids)  # noqa: SLF001
-            await converge(r, cfg(8, backends=2))
-            assert [len(s.backends) for s in plane.services.values()] == [2] * 8, "built in a new one"
-        finally:
-            r.close()
+        older = asyncio.create_task(converge(r, c))  # waits for 12 large tables from a worker thread
+        await asyncio.sleep(0)
+        await converge(r, c, health=all_down)  # needs no table: without the lock it would finish first
+        await older
+        assert r.passes == 2
+        assert [len(s.backends) for s in plane.services.values()] == [0] * 12, "the newer pass's state stands"
 
     asyncio.run(main())
 

@@ -1,13 +1,16 @@
 """Maglev table properties, and the production builder held equal to the plain reference."""
 
 import hashlib
+import os
+from array import array
+from collections.abc import Iterator
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import config
-from bpf import maglev_table
+from bpf import maglev, maglev_table
 from tests.reference import maglev as reference
 
 PRIMES = [p for p in range(101, 2000) if config.is_prime(p)]
@@ -41,11 +44,53 @@ def test_weights_are_honoured_in_proportion(weights: list[int], size: int) -> No
         assert abs(table.count(index) - share) <= weight + 1, (index, weight, table.count(index), share)
 
 
-@settings(max_examples=25, deadline=None)
+@pytest.fixture(params=["native", "python"])
+def fill(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each test with this fixture runs with the C fill loop and with the Python one."""
+    native = maglev._maglev_fill
+    if request.param == "native" and native is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("bpf._maglev_fill is not built: is gcc or python3-dev missing?")
+        pytest.skip("bpf._maglev_fill is not built")
+    if request.param == "python":
+        maglev._maglev_fill = None
+    yield request.param
+    maglev._maglev_fill = native
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(weights=st.lists(st.integers(0, 6), min_size=1, max_size=8), size=st.sampled_from(PRIMES[:40]))
-def test_production_table_equals_the_reference(weights: list[int], size: int) -> None:
+def test_production_table_equals_the_reference(fill: str, weights: list[int], size: int) -> None:
     backends = list(zip(names(len(weights)), weights))
     assert maglev_table(backends, size) == reference.build(backends, size)
+
+
+@settings(max_examples=40, deadline=None)
+@given(weights=st.lists(st.integers(0, 300), min_size=1, max_size=40), size=st.sampled_from([7, *PRIMES, 16381]))
+def test_the_c_loop_builds_the_python_loops_table(weights: list[int], size: int) -> None:
+    if maglev._maglev_fill is None:
+        pytest.fail("bpf._maglev_fill is not built") if os.environ.get("CI") == "true" else pytest.skip("not built")
+    backends = list(zip(names(len(weights)), weights))
+    native = maglev_table(backends, size)
+    python, maglev._maglev_fill = maglev._maglev_fill, None
+    try:
+        assert maglev_table(backends, size) == native
+    finally:
+        maglev._maglev_fill = python
+
+
+def test_the_c_loop_refuses_walkers_out_of_range() -> None:
+    fill = maglev._maglev_fill
+    if fill is None:
+        pytest.fail("bpf._maglev_fill is not built") if os.environ.get("CI") == "true" else pytest.skip("not built")
+    assert list(array("H", fill.fill(array("q", [0, 1, 3, 2]), 7))) == [0] * 7
+    for walker in ([0, 1, 7, 2], [0, 1, 0, 7], [0, 1, 0, 0], [0, 0, 0, 1], [-1, 1, 0, 1], [65536, 1, 0, 1]):
+        with pytest.raises(ValueError, match="out of range"):
+            fill.fill(array("q", walker), 7)
+    for walkers, size in ((array("q", [0, 1, 0]), 7), (array("q"), 7), (array("i", [0, 1, 0, 1]), 7),
+                          (array("q", [0, 1, 0, 1]), 0)):  # fmt: skip
+        with pytest.raises(ValueError, match="four per backend"):
+            fill.fill(walkers, size)
 
 
 @pytest.mark.parametrize("n", [3, 10, 50, 100])
@@ -66,16 +111,19 @@ def test_weights_scale_by_their_common_divisor() -> None:
     assert maglev_table([("a", 100), ("b", 200)], 101) == maglev_table([("a", 1), ("b", 2)], 101)
 
 
-def test_bad_input_is_refused() -> None:
+def test_bad_input_is_refused(fill: str) -> None:
     with pytest.raises(ValueError, match="not prime"):
         maglev_table([("a", 1)], 100)
     with pytest.raises(ValueError, match="unique"):
         maglev_table([("a", 1), ("a", 1)], 101)
     with pytest.raises(ValueError, match="negative"):
         maglev_table([("a", -1)], 101)
+    with pytest.raises(ValueError, match="65,536"):
+        maglev_table([(str(i), 1) for i in range(65537)], 65537)
+    assert maglev_table([("a", 0)], 101) == []
 
 
-def test_tables_are_pinned_across_versions() -> None:
+def test_tables_are_pinned_across_versions(fill: str) -> None:
     """Nodes of different versions must pick the same backend for a flow: a change to the permutation, even made
     in both the production builder and the reference, changes these and fails here."""
     small = [("198.18.0.11", 1), ("198.18.0.12", 2), ("198.18.0.13", 1)]

@@ -1,0 +1,3 @@
+from array import array
+
+def fill(walkers: array[int], size: int, /) -> bytes: ...
