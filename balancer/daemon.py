@@ -14,7 +14,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Set
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +153,9 @@ class Daemon:
         self._settled = asyncio.Event()  # set when _unknown empties
         self._macs: dict[config.IpAddress, bpf.NextHop | None] = {}
         self._services_of: dict[config.IpAddress, set[str]] = {}  # backend address -> names of its services
+        self._addresses_of: dict[str, list[config.IpAddress]] = {}  # service name -> its backends' addresses
+        self._checked_of: dict[str, list[str]] = {}  # service name -> keys of its backends that run checks
+        self._pinned_of: dict[str, dict[config.IpAddress, str]] = {}  # service name -> backends pinned to interfaces
         self._first_seen: dict[str, float] = {}  # service name -> when it first appeared (monotonic)
         self._ready = False
         self._started_at = time.time()
@@ -386,7 +389,8 @@ class Daemon:
 
     async def _set_admin(self, backend_key: str, state: config.AdminState | None) -> None:
         cfg = self._require_config()
-        if backend_key not in {service.backend_key(backend) for service, backend in cfg.backends()}:
+        service = _service_of(cfg, backend_key)
+        if service is None:
             raise KeyError(backend_key)
         if state is None:
             self._overrides.pop(backend_key, None)
@@ -394,8 +398,8 @@ class Daemon:
             self._overrides[backend_key] = state
         log.info("event=admin_override backend=%s state=%s", backend_key, state.value if state else "file")
         self._save_overrides()
-        self._update_targets(cfg)
-        self._mark({backend_key.partition("/")[0]})
+        self._update_targets(cfg, changed={service.name})
+        self._mark({service.name})
         await self._converge()
 
     # internals
@@ -404,37 +408,75 @@ class Daemon:
         if self.state_file is not None:
             overrides.save(self.state_file, self._overrides)
 
-    def _update_targets(self, cfg: config.XdplbConfig, overrides_: Mapping[str, config.AdminState] | None = None) -> None:
+    def _update_targets(
+        self,
+        cfg: config.XdplbConfig,
+        overrides_: Mapping[str, config.AdminState] | None = None,
+        *,
+        changed: Set[str] | None = None,
+    ) -> None:
         """Hand the checked set to the scheduler (a diff: unchanged backends keep their state), and follow it.
 
+        ``changed``: the names of the services whose backends, checks or admin states may differ from the last call
+        (removed ones too); None: all of them. The work is in proportion to these.
         HealthCheckConfigError if a check cannot be sent; nothing has changed then.
         """
         overrides_ = self._overrides if overrides_ is None else overrides_
-        targets = desired.health_targets(cfg, overrides_)
+        if changed is None:
+            services = list(cfg.services)
+            names = {service.name for service in services} | self._addresses_of.keys()
+        else:
+            names = set(changed)
+            services = [service for service in cfg.services if service.name in names]
+        fresh: desired.HealthTargets = {}
+        for service in services:
+            for backend in service.backends:
+                checks = cfg.resolved_checks(service, backend)
+                if checks:
+                    fresh[service.backend_key(backend)] = (service, backend, checks)
+        gone = [key for name in names for key in self._checked_of.get(name, ()) if key not in fresh]
         if self._scheduler is not None:
-            self._scheduler.update(_targets(targets, overrides_))
-        self._members = {
-            key: (service.name, str(backend.address), tuple(check.type for check in checks))
-            for key, (service, backend, checks) in targets.items()
-        }
+            if changed is None:
+                self._scheduler.update(_targets(fresh, overrides_))
+            else:
+                self._scheduler.change(_targets(fresh, overrides_), gone)
+        # Nothing below can fail: the scheduler took the change.
+        for key in gone:
+            self._members.pop(key, None)
+            self._health.pop(key, None)
+            self._durations.pop(key, None)
+            self._unknown.discard(key)
+        for name in names:
+            self._checked_of.pop(name, None)
+            self._pinned_of.pop(name, None)
+            for address in self._addresses_of.pop(name, ()):
+                owners = self._services_of.get(address)
+                if owners is not None:
+                    owners.discard(name)
+                    if not owners:
+                        del self._services_of[address]
         now = time.time()
-        self._health = {key: self._health.get(key) or desired.Health("unknown", _NO_VERDICT, now) for key in targets}
-        self._durations = {key: value for key, value in self._durations.items() if key in targets}
-        self._unknown = {
-            key
-            for key, (service, backend, _) in targets.items()
-            if self._health[key].state == "unknown"
-            and desired.admin_state(service, backend, overrides_) is not config.AdminState.DISABLED
-        }
+        for key, (service, backend, checks) in fresh.items():
+            self._checked_of.setdefault(service.name, []).append(key)
+            self._members[key] = (service.name, backend.address_text, tuple(check.type for check in checks))
+            health = self._health.setdefault(key, desired.Health("unknown", _NO_VERDICT, now))
+            admin = desired.admin_state(service, backend, overrides_)
+            if health.state == "unknown" and admin is not config.AdminState.DISABLED:
+                self._unknown.add(key)
+            else:
+                self._unknown.discard(key)
         self._set_settled()
-        services_of: dict[config.IpAddress, set[str]] = {}
-        for service, backend in cfg.backends():
-            services_of.setdefault(backend.address, set()).add(service.name)
-        self._services_of = services_of
+        for service in services:
+            self._addresses_of[service.name] = [backend.address for backend in service.backends]
+            for backend in service.backends:
+                self._services_of.setdefault(backend.address, set()).add(service.name)
+            pinned = {backend.address: backend.interface for backend in service.backends if backend.interface}
+            if pinned:
+                self._pinned_of[service.name] = pinned
         if self._neighbours is not None:
-            pinned = {backend.address: backend.interface for _, backend in cfg.backends() if backend.interface}
-            found = self._neighbours.watch(services_of, pinned=pinned)
-            self._macs = {address: self._macs.get(address) for address in services_of} | found
+            pinned = {address: name for each in self._pinned_of.values() for address, name in each.items()}
+            found = self._neighbours.watch(self._services_of, pinned=pinned)
+            self._macs = {address: self._macs.get(address) for address in self._services_of} | found
 
     def _set_settled(self) -> None:
         if self._unknown:
@@ -502,13 +544,16 @@ class Daemon:
         """Apply ``new`` in place of ``old``: every step that can fail comes first, and is undone if a later one
         fails; only then does ``new`` become the running config. Unchanged backends keep their state."""
         changes = reload_diff.describe_changes(old, new)
-        keys = {service.backend_key(backend) for service, backend in new.backends()}
-        overrides_ = {k: v for k, v in self._overrides.items() if k in keys}
+        overrides_ = {k: v for k, v in self._overrides.items() if _service_of(new, k) is not None}
+        old_services = {service.name: service for service in old.services}
+        changed = {service.name for service in new.services if old_services.pop(service.name, None) != service}
+        changed |= old_services.keys()  # removed
         undo: list[Callable[[], Awaitable[object]]] = []
         try:
             await self._apply_interfaces(old, new, undo)
             changes += await self._apply_bgp(old, new, undo)
-            self._update_targets(new, overrides_)  # verifies every check before it changes anything
+            # verifies every check before it changes anything; a policy changed may change any service's checks
+            self._update_targets(new, overrides_, changed=None if new.policies != old.policies else changed)
         except BaseException:
             for step in reversed(undo):
                 try:
@@ -526,11 +571,7 @@ class Daemon:
         if overrides_ != self._overrides:
             self._overrides = overrides_
             self._save_overrides()
-        old_services = {service.name: service for service in old.services}
-        self._mark(
-            {service.name for service in new.services if old_services.pop(service.name, None) != service}
-            | old_services.keys()
-        )
+        self._mark(changed)
         await self._converge()
         return changes
 
@@ -691,6 +732,15 @@ class Daemon:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _service_of(cfg: config.XdplbConfig, backend_key: str) -> config.ServiceConfig | None:
+    """The service of ``cfg`` that has the backend ``backend_key`` (``NAME/ADDRESS``; a name may hold a "/")."""
+    name, _, address = backend_key.rpartition("/")
+    for service in cfg.services:
+        if service.name == name:
+            return service if any(backend.address_text == address for backend in service.backends) else None
+    return None
 
 
 def default_api(daemon: "Daemon") -> api.ApiServer:

@@ -265,8 +265,8 @@ class Metrics:
         """Take a new running config: its backends' addresses, and drop the per-backend event series of backends
         it no longer has (their last values would otherwise stay in every scrape)."""
         running = self._controller.running_config
-        addresses = {svc.backend_key(b): str(b.address) for svc, b in running.backends()}
-        members = {(svc.name, str(b.address)) for svc, b in running.backends()}
+        addresses = {svc.backend_key(b): b.address_text for svc, b in running.backends()}
+        members = {(svc.name, b.address_text) for svc, b in running.backends()}
         events = self._events
         events.failures = {key: value for key, value in events.failures.items() if key[0] in addresses}
         events.transitions = {key: n for key, n in events.transitions.items() if (key[0], key[1]) in members}

@@ -49,12 +49,12 @@ def _check_problems(cfg: config.XdplbConfig) -> Iterator[tuple[Loc, str]]:
     verified: set[tuple[int, int]] = set()
     for i, service in enumerate(cfg.services):
         for j, backend in enumerate(service.backends):
-            where = cfg.checks_path(i, j)
             for k, check in enumerate(cfg.resolved_checks(service, backend)):
                 key = (id(check), backend.address.version)  # backends that inherit a check share its object
                 if key in verified:
                     continue
                 verified.add(key)
+                where = cfg.checks_path(i, j)
                 loc: Loc = (*where, k) if where is not None else ("services", i)
                 try:
                     healthchecks.verify_check(check, backend.address, service.port)

@@ -31,7 +31,7 @@ def _backend_report(
     counters = counters or bpf.BackendCounters()
     return status.BackendReport(
         key=key,
-        address=str(backend.address),
+        address=backend.address_text,
         weight=backend.weight,
         admin=admin.value,
         admin_override=overrides[key].value if key in overrides else None,

@@ -4,7 +4,7 @@ import enum
 import re
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, PrivateAttr, field_validator, model_validator
 
 from config import _rules, _types
 from config._base import XdplbModel
@@ -66,6 +66,9 @@ class BackendConfig(XdplbModel):
     policy: str | None = Field(None, description="name of a policy whose checks to run")
     checks: tuple[Check, ...] | None = Field(None, description=_CHECKS_DESCRIPTION)
 
+    # str(address) once: keys, labels and lookups ask for it many times per backend (ipaddress takes 4 us each time)
+    _address_text: str = PrivateAttr("")
+
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, data: object) -> object:
@@ -74,7 +77,14 @@ class BackendConfig(XdplbModel):
     @model_validator(mode="after")
     def _apply_rules(self) -> "BackendConfig":
         _types.raise_problems("BackendConfig", _rules.verify_policy_or_checks(self))
+        self._address_text = str(self.address)
         return self
+
+    @property
+    def address_text(self) -> str:
+        """``str(address)``, made once."""
+        private = self.__pydantic_private__  # a slot: reading _address_text through pydantic's __getattr__ is slower
+        return (private or {}).get("_address_text") or str(self.address)
 
 
 def vip_port_proto(vip: _types.IpAddress | str, port: int, protocol: str) -> str:
@@ -181,4 +191,4 @@ class ServiceConfig(XdplbModel):
 
     def backend_key(self, backend: BackendConfig) -> str:
         """A stable key of ``backend`` within this service across reloads: ``"web/198.18.0.11"``."""
-        return f"{self.name}/{backend.address}"
+        return f"{self.name}/{backend.address_text}"

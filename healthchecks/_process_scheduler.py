@@ -127,9 +127,18 @@ class ProcessScheduler:
 
     def update(self, targets: Iterable[_health.Target]) -> None:
         """Make the checked set equal to ``targets``; each process is sent only what changed in its shard."""
+        wanted = _scheduler.unique_targets(targets)
+        self._apply(wanted, [key for shard in self._shards for key in shard.targets if key not in wanted])
+
+    def change(self, put: Iterable[_health.Target], remove: Iterable[str] = ()) -> None:
+        """Add or replace the targets ``put`` and stop checking the keys ``remove``, leaving the rest alone: work in
+        proportion to the change, where ``update`` compares the whole set. A key in both is put."""
+        wanted = _scheduler.unique_targets(put)
+        self._apply(wanted, [key for key in remove if key not in wanted])
+
+    def _apply(self, wanted: dict[str, _health.Target], removed: Iterable[str]) -> None:
         if self._stopping:
             raise _errors.SchedulerStateError("update() after stop()")
-        wanted = _scheduler.unique_targets(targets)
         _scheduler.verify_targets(wanted.values(), self._running_target, self._http_engine)
         workers = len(self._shards)
         puts: list[list[_health.Target]] = [[] for _ in self._shards]
@@ -138,18 +147,17 @@ class ProcessScheduler:
             index = _shard_of(key, workers)
             if self._shards[index].targets.get(key) != target:
                 puts[index].append(target)
-        for shard in self._shards:
-            gone = [key for key in shard.targets if key not in wanted]
-            removes[shard.index] = gone
-            for key in gone:
-                del shard.targets[key]
+        for key in removed:
+            shard = self._shards[_shard_of(key, workers)]
+            if shard.targets.pop(key, None) is not None:
+                removes[shard.index].append(key)
                 self._states.pop(key, None)
-        for shard, put, removed in zip(self._shards, puts, removes):
+        for shard, put, gone in zip(self._shards, puts, removes, strict=True):
             for target in put:
                 shard.targets[target.key] = target
                 self._states.setdefault(target.key, _health.HealthState.UNKNOWN)
-            if put or removed:
-                shard.send(("update", put, removed, {}))
+            if put or gone:
+                shard.send(("update", put, gone, {}))
 
     def _running_target(self, key: str) -> _health.Target | None:
         return self._shards[_shard_of(key, len(self._shards))].targets.get(key)

@@ -14,7 +14,7 @@ import pytest
 import bgp
 import config
 import healthchecks
-from balancer import daemon
+from balancer import daemon, desired
 from tests.balancer.fake_plane import FakeDataPlane
 
 CHECK_PORT_CONFIG = "{type: tcp, port: %d, timing: {interval: 0.2, timeout: 0.1, rise: 1, fall: 1}}"
@@ -229,11 +229,11 @@ async def test_when_a_later_step_fails_the_bgp_change_is_undone(running: Any, li
     d, plane, path = running
     speaker = FakeSpeaker.instances[-1]
 
-    def refuse(targets: Any) -> None:
+    def refuse(*targets: Any) -> None:
         raise healthchecks.HealthCheckConfigError("checks refused")
 
-    d._scheduler.update = refuse  # type: ignore[union-attr, method-assign]
-    path.write_text(document(port=listener, peers="192.0.2.1 192.0.2.2"))
+    d._scheduler.update = d._scheduler.change = refuse  # type: ignore[union-attr, method-assign]
+    path.write_text(document(port=listener, peers="192.0.2.1 192.0.2.2", extra_service=True))
     result = await d.reload()
     assert not result.ok and "checks refused" in result.message
     assert [str(p.address) for p in speaker.config.peers] == ["192.0.2.1"], "the new peer was taken back"
@@ -292,19 +292,19 @@ async def test_an_added_interface_counts_for_neighbours(running: Any, listener: 
 async def test_removing_or_adding_bgp_is_undone_when_a_later_step_fails(running: Any, listener: int) -> None:
     d, _, path = running
 
-    def refuse(targets: Any) -> None:
+    def refuse(*targets: Any) -> None:
         raise healthchecks.HealthCheckConfigError("checks refused")
 
-    update = d._scheduler.update  # type: ignore[union-attr]
-    d._scheduler.update = refuse  # type: ignore[union-attr, method-assign]
-    path.write_text(document(port=listener, with_bgp=False))
+    change = d._scheduler.change  # type: ignore[union-attr]
+    d._scheduler.change = refuse  # type: ignore[union-attr, method-assign]
+    path.write_text(document(port=listener, with_bgp=False, extra_service=True))
     assert not (await d.reload()).ok
     assert d._speaker is not None and d._speaker.running, "the removed speaker is back"  # type: ignore[attr-defined]
     assert d.running_config.bgp is not None
 
-    d._scheduler.update = update  # type: ignore[union-attr, method-assign]
+    d._scheduler.change = change  # type: ignore[union-attr, method-assign]
     assert (await d.reload()).ok and d._speaker is None
-    d._scheduler.update = refuse  # type: ignore[union-attr, method-assign]
+    d._scheduler.change = refuse  # type: ignore[union-attr, method-assign]
     path.write_text(document(port=listener))
     assert not (await d.reload()).ok
     assert d._speaker is None and d.running_config.bgp is None
@@ -324,3 +324,74 @@ async def test_a_reload_reads_only_the_services_that_changed(running: Any, liste
     result = await d.reload()
     assert not result.ok and "services[0].port" in result.message and "(line 4)" in result.message
     assert d.running_config.services[0] is web
+
+
+def _followed_in_full(d: daemon.Daemon) -> None:
+    """The daemon's view of the checked set, kept by changes, equals the one made from its config in full."""
+    cfg = d.running_config
+    targets = desired.health_targets(cfg, d._overrides)
+    assert d._members == {
+        key: (service.name, backend.address_text, tuple(check.type for check in checks))
+        for key, (service, backend, checks) in targets.items()
+    }
+    running = {key: target for shard in d._scheduler._shards for key, target in shard.targets.items()}  # type: ignore[union-attr]
+    assert running == {target.key: target for target in daemon._targets(targets, d._overrides)}
+    services_of: dict[Any, set[str]] = {}
+    for service, backend in cfg.backends():
+        services_of.setdefault(backend.address, set()).add(service.name)
+    assert d._services_of == services_of
+    assert set(d._health) == set(targets) and d._unknown <= set(targets)
+
+
+SERVICE = """\
+  - name: {name}
+    vip: {vip}
+    port: {port}
+    {checks}
+    backends: [{backends}]
+"""
+
+
+async def test_reloads_that_change_some_services_leave_the_state_of_a_full_update(
+    running: Any, listener: int
+) -> None:
+    d, _, path = running
+    check = "checks: [" + CHECK_PORT_CONFIG % listener + "]"
+    web = SERVICE.format(name="web", vip="192.0.2.100", port=80, checks=check, backends="127.0.0.1")
+    steps = [
+        web + SERVICE.format(name="api", vip="192.0.2.101", port=80, checks=check, backends="127.0.0.2, 127.0.0.3"),
+        web + SERVICE.format(name="api", vip="192.0.2.101", port=81, checks=check, backends="127.0.0.3, 127.0.0.4"),
+        web + SERVICE.format(name="api2", vip="192.0.2.101", port=81, checks=check, backends="127.0.0.1, 127.0.0.4"),
+        web + SERVICE.format(name="api2", vip="192.0.2.101", port=81, checks="policy: p", backends="127.0.0.4"),
+        web + SERVICE.format(name="api2", vip="192.0.2.101", port=81, checks="policy: p", backends="127.0.0.4"),
+        web.replace(check, "policy: p") + SERVICE.format(name="x", vip="192.0.2.9", port=9, checks="checks: []",
+                                                         backends="{address: 127.0.0.5, interface: lo}"),
+        web,
+    ]
+    for index, services in enumerate(steps):
+        text = f"interfaces: [lo]\npolicies:\n  p: {{checks: [{CHECK_PORT_CONFIG % listener}]}}\nservices:\n{services}"
+        if index == 4:  # only the policy changes: the services that use it check otherwise
+            text = text.replace("p: {checks: [{type: tcp, port: %d, timing: {interval: 0.2" % listener,
+                                "p: {checks: [{type: tcp, port: %d, timing: {interval: 0.3" % listener)
+        path.write_text(text)
+        result = await d.reload()
+        assert result.ok, (index, result.message)
+        _followed_in_full(d)
+    await d.set_admin("web/127.0.0.1", config.AdminState.DISABLED)
+    _followed_in_full(d)
+
+
+async def test_an_admin_change_reaches_the_data_plane_when_the_service_name_has_a_slash(
+    running: Any, listener: int
+) -> None:
+    d, plane, path = running
+    text = document(port=listener).replace("  - name: web\n", "  - name: web/v2\n")
+    path.write_text(text)
+    assert (await d.reload()).ok
+    async with asyncio.timeout(10):
+        while d.snapshot().services[0].backends[0].health != "up":
+            await asyncio.sleep(0.05)
+    await d.set_admin("web/v2/127.0.0.1", config.AdminState.DRAINED)
+    assert [b.weight for s in plane.services.values() for b in s.backends] == [0], "drained: weight 0 at once"
+    with pytest.raises(KeyError):
+        await d.set_admin("web/127.0.0.1", config.AdminState.DRAINED)

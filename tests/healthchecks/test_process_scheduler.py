@@ -88,6 +88,30 @@ async def test_update_sends_the_difference_and_a_removed_target_reports_removed(
     assert [c.reason for c in recorder.changes if c.key == "web/a"][-1] == "removed"
 
 
+async def test_change_touches_only_what_it_names(pool: Any, flip_server: Any) -> None:
+    scheduler, recorder = pool
+    scheduler.start()
+    scheduler.update([target("web/a", flip_server.port), target("web/b", flip_server.port)])
+    await recorder.until(lambda: recorder.state.get("web/a") is UP and recorder.state.get("web/b") is UP)
+
+    scheduler.change([target("web/c", flip_server.port), target("web/b", 1, timeout=0.1)], ["web/a", "web/zz"])
+    await recorder.until(lambda: recorder.state.get("web/c") is UP and recorder.state.get("web/b") is DOWN)
+    await recorder.until(lambda: recorder.state.get("web/a") is UNKNOWN)
+    assert [c.reason for c in recorder.changes if c.key == "web/a"][-1] == "removed"
+    assert [(c.old, c.new) for c in recorder.changes if c.key == "web/b"] == [(UNKNOWN, UP), (UP, DOWN)]
+    assert set(scheduler._states) == {"web/b", "web/c"}  # noqa: SLF001
+
+    scheduler.change([], [])  # nothing named: nothing changes
+    scheduler.change([target("web/b", flip_server.port)], ["web/b"])  # put wins over remove
+    await recorder.until(lambda: recorder.state.get("web/b") is UP)
+    assert set(scheduler._states) == {"web/b", "web/c"}  # noqa: SLF001
+    bad = config.HttpCheck.model_construct(headers={"X": "a\nb"}, timing=config.CheckTiming.model_validate(FAST))
+    broken = healthchecks.Target(key="web/z", address=hc_servers.LOOPBACK, port=flip_server.port, checks=(bad,))
+    with pytest.raises(healthchecks.HealthCheckConfigError):
+        scheduler.change([broken], ["web/c"])
+    assert set(scheduler._states) == {"web/b", "web/c"}, "a refused change removes nothing either"  # noqa: SLF001
+
+
 async def test_a_check_that_cannot_be_sent_is_refused_before_anything_changes(pool: Any, flip_server: Any) -> None:
     scheduler, recorder = pool
     scheduler.start()
