@@ -441,6 +441,7 @@ class Daemon:
             else:
                 self._scheduler.change(_targets(fresh, overrides_), gone)
         # Nothing below can fail: the scheduler took the change.
+        self.metrics.forget([(key, *self._members[key][:2]) for key in gone if key in self._members])
         for key in gone:
             self._members.pop(key, None)
             self._health.pop(key, None)
@@ -490,7 +491,9 @@ class Daemon:
         if member is not None:
             self._durations[run.key] = run.result.duration
             if run.check < len(member[2]):
-                self.metrics.observe_check(run.key, member[0], member[2][run.check], run.result.duration, run.result.ok)
+                self.metrics.observe_check(
+                    run.key, member[0], member[1], member[2][run.check], run.result.duration, run.result.ok
+                )
 
     def _require_config(self) -> config.XdplbConfig:
         if self._config is None:

@@ -33,11 +33,10 @@ import functools
 import gzip as gzip_module
 import itertools
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 
 from prometheus_client import exposition
 
-import config
 from balancer import loop_probe, metrics_snapshot, metrics_text, snapshot_cache, status
 from balancer import version as build
 
@@ -169,7 +168,7 @@ class Metrics:
     """Every xdplb metric: the event-fed series, and those of the snapshot at each scrape.
 
     >>> metrics = Metrics(controller, version="0.1.0")          # doctest: +SKIP
-    >>> metrics.observe_check("web/198.18.0.11", "web", "http", 0.004, ok=True)  # doctest: +SKIP
+    >>> metrics.observe_check("web/198.18.0.11", "web", "198.18.0.11", "http", 0.004, ok=True)  # doctest: +SKIP
     >>> metrics.observe_schedule_lag(0.0008)                    # doctest: +SKIP
     >>> metrics.loop_probe.start()                              # doctest: +SKIP
     >>> metrics.render().decode()                               # doctest: +SKIP
@@ -185,18 +184,17 @@ class Metrics:
         self._controller = controller
         self.snapshots = snapshots if snapshots is not None else snapshot_cache.SnapshotCache(controller)
         self._version = version if version is not None else build.installed_version()
-        self._addresses: tuple[config.XdplbConfig | None, dict[str, str]] = (None, {})
         self.loop_probe = loop_probe if loop_probe is not None else _new_probe()
         self._events = _EventStore(self.loop_probe)
 
-    def observe_check(self, backend_key: str, service: str, check_type: str, seconds: float, ok: bool) -> None:
-        """Record one check run of ``backend_key`` (``ServiceConfig.backend_key``) that took ``seconds``.
+    def observe_check(
+        self, backend_key: str, service: str, address: str, check_type: str, seconds: float, ok: bool
+    ) -> None:
+        """Record one check run of ``backend_key`` (``ServiceConfig.backend_key``, of ``service`` at ``address``)
+        that took ``seconds``.
 
-        Called for every run (thousands a second at scale): an identity check of the running config, two dict
-        lookups, a bisect and two adds.
+        Called for every run (thousands a second at scale): two dict lookups, a bisect and two adds.
         """
-        if self._controller.running_config is not self._addresses[0]:
-            self._follow_config()
         events = self._events
         histogram = events.checks.get((service, check_type))
         if histogram is None:
@@ -204,8 +202,7 @@ class Metrics:
         histogram.observe(seconds)
         failures = events.failures.get((backend_key, check_type))
         if failures is None:
-            labels = (service, self._address(backend_key), check_type)
-            failures = events.failures[(backend_key, check_type)] = (labels, [0])
+            failures = events.failures[(backend_key, check_type)] = ((service, address, check_type), [0])
         if not ok:
             failures[1][0] += 1
 
@@ -257,20 +254,16 @@ class Metrics:
         body = encoder(itertools.chain([build], _event_families(frame.events), snapshot))
         return gzip_module.compress(body, compresslevel=1, mtime=0) if gzip else body
 
-    def _address(self, backend_key: str) -> str:
-        """The address of a backend key, looked up in the running config (the key itself if not found)."""
-        return self._addresses[1].get(backend_key, backend_key)
-
-    def _follow_config(self) -> None:
-        """Take a new running config: its backends' addresses, and drop the per-backend event series of backends
-        it no longer has (their last values would otherwise stay in every scrape)."""
-        running = self._controller.running_config
-        addresses = {svc.backend_key(b): b.address_text for svc, b in running.backends()}
-        members = {(svc.name, b.address_text) for svc, b in running.backends()}
+    def forget(self, backends: Collection[tuple[str, str, str]]) -> None:
+        """Drop the per-backend event series of ``backends`` (backend key, service, address), which the running
+        config no longer has: their last values would otherwise stay in every scrape."""
+        if not backends:
+            return
+        keys = {key for key, _, _ in backends}
+        members = {(service, address) for _, service, address in backends}
         events = self._events
-        events.failures = {key: value for key, value in events.failures.items() if key[0] in addresses}
-        events.transitions = {key: n for key, n in events.transitions.items() if (key[0], key[1]) in members}
-        self._addresses = (running, addresses)
+        events.failures = {key: value for key, value in events.failures.items() if key[0] not in keys}
+        events.transitions = {key: n for key, n in events.transitions.items() if (key[0], key[1]) not in members}
 
 
 def _new_probe() -> loop_probe.LoopProbe:

@@ -84,8 +84,8 @@ async def _main(services: int, backends: int) -> dict[str, Any]:
     async with serving.serve(controller) as (url, collected):
         for service, backend in controller.running_config.backends():
             key = service.backend_key(backend)
-            collected.observe_check(key, service.name, "http", 0.002, ok=True)
-            collected.observe_check(key, service.name, "http", 1.0, ok=False)
+            collected.observe_check(key, service.name, backend.address_text, "http", 0.002, ok=True)
+            collected.observe_check(key, service.name, backend.address_text, "http", 1.0, ok=False)
         ticker = _Ticker()
         ticker.start()
         await asyncio.sleep(0.1)

@@ -37,9 +37,9 @@ BOUNDED_LABELS = {
 
 
 def _feed_events(collected: metrics.Metrics) -> None:
-    collected.observe_check("web/198.18.0.11", "web", "http", 0.0031, ok=True)
-    collected.observe_check("web/198.18.0.11", "web", "http", 0.0042, ok=True)
-    collected.observe_check("web/198.18.0.12", "web", "http", 1.0, ok=False)
+    collected.observe_check("web/198.18.0.11", "web", "198.18.0.11", "http", 0.0031, ok=True)
+    collected.observe_check("web/198.18.0.11", "web", "198.18.0.11", "http", 0.0042, ok=True)
+    collected.observe_check("web/198.18.0.12", "web", "198.18.0.12", "http", 1.0, ok=False)
     collected.health_transition("web", "198.18.0.12", "down")
     collected.observe_schedule_lag(0.0004)
     collected.observe_schedule_lag(0.03)
@@ -151,11 +151,11 @@ async def test_a_running_probe_reports_a_stalled_loop(controller: FakeController
     assert _sample(text, "xdplb_event_loop_stall_seconds_count") >= 3
 
 
-def test_unknown_backend_key_is_labelled_with_the_key(controller: FakeController) -> None:
+def test_a_check_run_is_labelled_with_the_address_it_is_given(controller: FakeController) -> None:
     collected = metrics.Metrics(controller, version="0.1.0")
-    collected.observe_check("gone/198.18.0.99", "gone", "tcp", 0.001, ok=False)
+    collected.observe_check("gone/198.18.0.99", "gone", "198.18.0.99", "tcp", 0.001, ok=False)
     text = collected.render().decode()
-    assert _sample(text, "xdplb_healthcheck_failures_total", backend="gone/198.18.0.99") == 1
+    assert _sample(text, "xdplb_healthcheck_failures_total", backend="198.18.0.99", service="gone") == 1
 
 
 def test_scrape_reflects_the_current_snapshot(controller: FakeController) -> None:
@@ -275,16 +275,14 @@ async def test_gzip_when_asked_and_plain_otherwise(controller: FakeController) -
     assert gzip.decompress(compressed) == plain == GOLDEN.read_bytes()
 
 
-def test_a_reload_drops_the_event_series_of_removed_backends(controller: FakeController) -> None:
+def test_forget_drops_the_event_series_of_removed_backends(controller: FakeController) -> None:
     collected = metrics.Metrics(controller, version="0.1.0")
     _feed_events(collected)
     text = collected.render().decode()
     assert _sample(text, "xdplb_healthcheck_failures_total", backend="198.18.0.12") == 1
-    running = controller.running_config
-    web = running.services[0]
-    controller._config = running.model_copy(update={"services": (
-        web.model_copy(update={"backends": web.backends[:1]}), *running.services[1:])})
-    collected.observe_check("web/198.18.0.11", "web", "http", 0.001, ok=True)
+    collected.forget([])
+    collected.forget([("web/198.18.0.12", "web", "198.18.0.12")])
+    collected.observe_check("web/198.18.0.11", "web", "198.18.0.11", "http", 0.001, ok=True)
     text = collected.render().decode()
     assert _sample(text, "xdplb_healthcheck_failures_total", backend="198.18.0.11") == 0
     with pytest.raises(AssertionError, match="no sample"):

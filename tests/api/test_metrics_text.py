@@ -50,8 +50,8 @@ class _Odd(FakeController):
 def _metrics(controller: FakeController) -> metrics.Metrics:
     collected = metrics.Metrics(controller, version="0.1.0")
     for service, backend in controller.running_config.backends():
-        collected.observe_check(service.backend_key(backend), service.name, "http", 0.0031, ok=True)
-        collected.observe_check(service.backend_key(backend), 'svc"\\', "tcp", 2.0, ok=False)
+        collected.observe_check(service.backend_key(backend), service.name, backend.address_text, "http", 0.0031, ok=True)
+        collected.observe_check(service.backend_key(backend), 'svc"\\', backend.address_text, "tcp", 2.0, ok=False)
         collected.health_transition(service.name, str(backend.address), "up")
     collected.observe_schedule_lag(0.004)
     collected.loop_probe.observe(123456.789)

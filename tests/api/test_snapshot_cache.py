@@ -130,7 +130,7 @@ async def test_scrapes_within_the_interval_get_the_same_body(controller: FakeCon
     async with serving.serve(controller) as (base_url, collected):
         async with http.get(f"{base_url}/metrics") as response:
             first = await response.read()
-        collected.observe_check("web/198.18.0.11", "web", "http", 0.001, ok=False)
+        collected.observe_check("web/198.18.0.11", "web", "198.18.0.11", "http", 0.001, ok=False)
         controller.tick += 1
         async with http.get(f"{base_url}/metrics") as response:
             assert await response.read() == first

@@ -395,3 +395,17 @@ async def test_an_admin_change_reaches_the_data_plane_when_the_service_name_has_
     assert [b.weight for s in plane.services.values() for b in s.backends] == [0], "drained: weight 0 at once"
     with pytest.raises(KeyError):
         await d.set_admin("web/127.0.0.1", config.AdminState.DRAINED)
+
+
+async def test_a_reload_drops_the_metric_series_of_the_backends_it_removes(running: Any, listener: int) -> None:
+    d, _, path = running
+    path.write_text(document(port=listener, extra_service=True))
+    assert (await d.reload()).ok
+    failures = 'xdplb_healthcheck_failures_total{backend="127.0.0.2",check="tcp",service="api"}'
+    async with asyncio.timeout(10):  # nothing listens on 127.0.0.2: its checks fail
+        while failures not in d.metrics.render().decode():
+            await asyncio.sleep(0.1)
+    path.write_text(document(port=listener))
+    assert (await d.reload()).ok
+    text = d.metrics.render().decode()
+    assert 'backend="127.0.0.2"' not in text and 'backend="127.0.0.1"' in text
