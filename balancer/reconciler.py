@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 _BUILD_CHUNK = 64  # tables built ahead at once; two chunks in flight stay well inside the cache (256): none is
 # evicted before it is used
+_PASS_SLICE = 100  # services compared with the data plane between two yields to the loop (about 20 ms at 10 each)
 _ANY_MAC = "02:00:00:00:00:00"  # a prebuild's stand-in: a table names backends by address, never by MAC
 
 
@@ -106,13 +107,19 @@ class Reconciler:
         changed: Set[str] | None,
     ) -> set[str]:
         names = None if changed is None else changed - settling
-        wanted = desired.dataplane_services(cfg, health, overrides, macs, only=names, skip=settling)
         configured = desired.service_keys(cfg)
         failed: set[str] = set()
         for key in [key for key in self.plane.services if key not in configured]:
             self.plane.remove_service(key)
             self.errors.pop(str(key), None)
-        todo = [(name, service) for name, service in wanted if self.plane.needs_update(service)]
+        looked_at = [s.name for s in cfg.services if s.name not in settling and (names is None or s.name in names)]
+        todo: list[tuple[str, bpf.Service]] = []
+        for start in range(0, len(looked_at), _PASS_SLICE):
+            if start:
+                await asyncio.sleep(0)  # a full pass at 1,000 services held the loop for 250 ms in one piece
+            part = set(looked_at[start : start + _PASS_SLICE])
+            wanted = desired.dataplane_services(cfg, health, overrides, macs, only=part)
+            todo += [(name, service) for name, service in wanted if self.plane.needs_update(service)]
         chunks = [todo[start : start + _BUILD_CHUNK] for start in range(0, len(todo), _BUILD_CHUNK)]
         if not chunks:
             return failed

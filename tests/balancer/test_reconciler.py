@@ -175,3 +175,28 @@ def test_the_daemon_names_the_sysctls_when_backends_outnumber_the_neighbour_tabl
     caplog.clear()
     daemon._warn_about_neighbour_limits(cfg(1, backends=3))  # noqa: SLF001
     assert caplog.text == ""
+
+
+def test_a_full_pass_lets_the_loop_run_between_slices_of_services() -> None:
+    async def main() -> None:
+        plane, c = FakeDataPlane(max_services=256), cfg(240)
+        r = reconciler.Reconciler(plane, None)  # type: ignore[arg-type]
+        await converge(r, c)
+        compared = 0
+        needs_update = plane.needs_update
+
+        def counting(service: bpf.Service) -> bool:
+            nonlocal compared
+            compared += 1
+            return needs_update(service)
+
+        plane.needs_update = counting  # type: ignore[method-assign]
+        seen = []
+        task = asyncio.create_task(converge(r, c))  # a full pass that finds nothing to write
+        while not task.done():
+            seen.append(compared)
+            await asyncio.sleep(0)
+        assert compared == 240 and not plane.writes[240:], "compared every service, wrote none"
+        assert any(0 < count < 240 for count in seen), f"the loop never ran during the pass: {seen}"
+
+    asyncio.run(main())
