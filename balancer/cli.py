@@ -3,7 +3,6 @@
 import argparse
 import asyncio
 import json
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -59,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="stop after this many seconds (default: until Ctrl-C, SIGTERM or SIGHUP)")
     balance.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                          help="daemon log level on stderr (default WARNING)")
+    balance.add_argument("--log-format", default="logfmt", choices=config.LOG_FORMATS,
+                         help="logfmt key=value pairs or JSON objects, one event per line (default logfmt)")
     check = sub.add_parser("check", help="validate a configuration file without touching the system")
     check.add_argument("config", metavar="CONFIG", help="YAML (or .json) configuration file")
     run = sub.add_parser("run", help="run the balancer (root): XDP data plane, health checks, BGP, API")
@@ -75,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "/var/lib/xdplb/overrides-<hash of the config path>.json; 'none' keeps them in memory only")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                      help="log level on stderr (default INFO)")
+    run.add_argument("--log-format", default="logfmt", choices=config.LOG_FORMATS,
+                     help="one event per line on stderr, as logfmt key=value pairs or as a JSON object "
+                          "(default logfmt); the checker processes follow")
     show = sub.add_parser("status", help="show VIPs, services, backends and BGP peers of a running daemon")
     where = show.add_mutually_exclusive_group()
     where.add_argument("--api", metavar="URL",
@@ -121,18 +125,11 @@ def _check(path: str) -> int:
     return 0
 
 
-def configure_logging(level: str) -> None:
-    """One event per line: time, level, logger, then the event's key=value fields."""
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
-    )
-
-
 def _run(args: argparse.Namespace) -> int:
     """``xdplb run CONFIG``: the daemon, until SIGTERM or SIGINT."""
     from balancer import api_guard, daemon, overrides  # the daemon pulls in bcc: only for this command
 
-    configure_logging(args.log_level)
+    config.configure_logging(args.log_level, args.log_format)
     api_guard.raise_open_file_limit()  # before any socket: the API's connection limit is computed from it
     try:
         preflight.load(args.config)
@@ -160,7 +157,7 @@ def _balance(args: argparse.Namespace) -> int:
     """``xdplb balance IFACE VIP RIP...``: the daemon on a config built from the arguments, until stopped."""
     from balancer import balance  # the daemon (bcc) is imported only once the arguments are good
 
-    configure_logging(args.log_level)
+    config.configure_logging(args.log_level, args.log_format)
     options = balance.BalanceOptions(
         interface=args.interface, vip=args.vip, backends=tuple(args.backends), port=args.port, check=args.check,
         http_path=args.http_path, mode=args.mode, api=args.api, duration=args.duration,
@@ -172,7 +169,7 @@ def _demo(args: argparse.Namespace) -> int:
     """``xdplb demo``: the namespace lab until Ctrl-C, SIGTERM or ``--duration``."""
     from balancer.lab import demo  # pyroute2, namespaces: only for this command
 
-    configure_logging(args.log_level)
+    config.configure_logging(args.log_level)
     options = demo.DemoOptions(duration=args.duration, first_port=args.port)
     return demo.run_demo(options, sys.stdout)
 

@@ -10,6 +10,7 @@
 from config._disclosure import redact
 from config._errors import ConfigError, XdplbError
 from config._incremental import IncrementalLoader
+from config._logs import LOG_FORMATS, EventFormatter, configure_logging, logfmt_fields, logfmt_value
 from config._loader import format_path, load_config, parse_config, validate_config
 from config._root import XdplbConfig
 from config._rules import is_prime
@@ -30,10 +31,12 @@ __all__ = [
     "ConfigError",
     "DataplaneConfig",
     "DnsCheck",
+    "EventFormatter",
     "HttpCheck",
     "IncrementalLoader",
     "InterfaceConfig",
     "IpAddress",
+    "LOG_FORMATS",
     "PolicyConfig",
     "Prefix",
     "RouteAttributes",
@@ -41,9 +44,12 @@ __all__ = [
     "TcpCheck",
     "XdplbConfig",
     "XdplbError",
+    "configure_logging",
     "format_path",
     "is_prime",
     "load_config",
+    "logfmt_fields",
+    "logfmt_value",
     "parse_config",
     "parse_status_codes",
     "redact",

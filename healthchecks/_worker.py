@@ -15,6 +15,7 @@ import socket
 import sys
 from collections.abc import Sequence
 
+import config
 from healthchecks import _checker, _frames, _health, _scheduler
 
 __all__ = ["main"]
@@ -103,11 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
     os.nice(NICE)
-    logging.basicConfig(
-        level=level,
-        stream=sys.stderr,
-        format=f"%(asctime)s level=%(levelname)s logger=%(name)s worker={index} %(message)s",
-    )
+    config.configure_logging(level, worker=index)  # in the daemon's format, which the environment passes on
     sock = socket.socket(fileno=int(fd_text))
     loop_factory = None
     try:

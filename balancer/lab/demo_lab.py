@@ -88,7 +88,7 @@ class NodeProcess:
     def errors(self) -> list[str]:
         """Log lines at level ERROR or CRITICAL, and the first line of every traceback."""
         return [line for line in self.log().splitlines()
-                if "level=ERROR" in line or "level=CRITICAL" in line or line.startswith("Traceback")]
+                if "level=error" in line or "level=critical" in line or line.startswith("Traceback")]
 
     def request(self, method: str, path: str, *, timeout: float = 5.0) -> tuple[int, Any]:
         """One API call; returns (HTTP status, decoded JSON or text). Raises OSError when nothing answers."""
