@@ -5,10 +5,11 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 from pathlib import Path
 
 import config
-from balancer import preflight, status_table, version
+from balancer import api_client, preflight, status_table, version
 
 __all__ = ["main"]
 
@@ -80,14 +81,35 @@ def build_parser() -> argparse.ArgumentParser:
                      help="one event per line on stderr, as logfmt key=value pairs or as a JSON object "
                           "(default logfmt); the checker processes follow")
     show = sub.add_parser("status", help="show VIPs, services, backends and BGP peers of a running daemon")
-    where = show.add_mutually_exclusive_group()
-    where.add_argument("--api", metavar="URL",
-                       help=f"base URL of the daemon's API (default {status_table.DEFAULT_URL})")
-    where.add_argument("--config", metavar="CONFIG", help="take the API address from this configuration's api.listen")
+    _api_options(show)
     show.add_argument("--rate", metavar="SECONDS", type=_seconds, default=0.0,
                       help="sample twice, SECONDS apart, and show packets per second instead of totals")
     show.add_argument("--json", action="store_true", help="print the status JSON as the API returns it")
+    for verb, what in _ADMIN_VERBS.items():
+        admin = sub.add_parser(verb, help=f"{what} a backend of a running daemon (an override kept until reset)")
+        admin.add_argument("service", metavar="SERVICE", help="the service's name (as `xdplb status` shows it)")
+        admin.add_argument("backend", metavar="BACKEND", help="the backend's address")
+        _api_options(admin)
+    reload = sub.add_parser("reload", help="make a running daemon re-read its config file, and say what changed")
+    _api_options(reload)
     return parser
+
+
+_ADMIN_VERBS = {
+    "drain": "drain (no new flows; its flows stay)",
+    "disable": "disable (out of the table, no checks)",
+    "enable": "enable, whatever the file says,",
+    "reset": "reset to the file's admin state",
+}
+
+
+def _api_options(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--api", metavar="URL", help=f"base URL of the daemon's API (default {api_client.DEFAULT_URL})")
+    where.add_argument("--config", metavar="CONFIG",
+                       help="take the API address (api.listen) and token file (api.token_file) from this config")
+    parser.add_argument("--token-file", metavar="PATH",
+                        help="file holding the API's bearer token (default: the config's api.token_file, if any)")
 
 
 def _seconds(text: str) -> float:
@@ -183,20 +205,15 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
-def _status(api: str | None, config_path: str | None, rate: float, as_json: bool) -> int:
+def _status(args: argparse.Namespace) -> int:
     """``xdplb status``: 0 and the tables on stdout, or 1 and why on stderr."""
-    if api is None and config_path is not None:
-        try:
-            api = status_table.api_url(config.load_config(config_path))
-        except config.ConfigError as error:
-            print(error, file=sys.stderr)
-            return 1
     try:
-        latest, earlier = status_table.sample(api or status_table.DEFAULT_URL, rate_seconds=rate)
-    except status_table.StatusUnavailable as error:
+        url, token = _where(args)
+        latest, earlier = status_table.sample(url, rate_seconds=args.rate, token=token)
+    except (status_table.StatusUnavailable, config.ConfigError) as error:
         print(f"xdplb status: {error}", file=sys.stderr)
         return 1
-    if as_json:
+    if args.json:
         print(json.dumps(latest, indent=2))
         return 0
     try:
@@ -206,6 +223,56 @@ def _status(api: str | None, config_path: str | None, rate: float, as_json: bool
         return 1
     print(table, end="")
     return 0
+
+
+def _where(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The API's base URL and bearer token the arguments name; ApiUnavailable or ConfigError if unusable."""
+    url, token_file = args.api, args.token_file
+    if args.config is not None:
+        running = config.load_config(args.config)
+        url = api_client.api_url(running)
+        token_file = token_file or running.api.token_file
+    return url or api_client.DEFAULT_URL, api_client.read_token(token_file) if token_file else None
+
+
+def _post(args: argparse.Namespace, path: str) -> tuple[int, Any]:
+    """POST ``path`` to the API the arguments name; ApiUnavailable or ConfigError when it cannot be asked."""
+    url, token = _where(args)
+    return api_client.call(url, "POST", path, token=token)
+
+
+def _admin(args: argparse.Namespace) -> int:
+    """``xdplb drain|disable|enable|reset SERVICE BACKEND``: 0 and the backend's admin state, or 1 and why."""
+    try:
+        code, body = _post(args, api_client.admin_path(args.service, args.backend, args.command))
+    except (api_client.ApiUnavailable, config.ConfigError) as error:
+        print(f"xdplb {args.command}: {error}", file=sys.stderr)
+        return 1
+    if code != 200 or not isinstance(body, dict):
+        print(f"xdplb {args.command}: {_refusal(code, body)}", file=sys.stderr)
+        return 1
+    override = " (override)" if body.get("admin_override") else ""
+    print(f"{args.service} {args.backend}: {body.get('admin')}{override}")
+    return 0
+
+
+def _reload(args: argparse.Namespace) -> int:
+    """``xdplb reload``: 0 and what changed, or 1 and why the daemon refused (the running config stays)."""
+    try:
+        code, body = _post(args, "/api/v1/reload")
+    except (api_client.ApiUnavailable, config.ConfigError) as error:
+        print(f"xdplb reload: {error}", file=sys.stderr)
+        return 1
+    if isinstance(body, dict) and "ok" in body:
+        print(body.get("message", ""), file=sys.stdout if body["ok"] else sys.stderr)
+        return 0 if body["ok"] and code == 200 else 1
+    print(f"xdplb reload: {_refusal(code, body)}", file=sys.stderr)
+    return 1
+
+
+def _refusal(code: int, body: Any) -> str:
+    error = body.get("error") if isinstance(body, dict) else None
+    return f"HTTP {code}: {error or body}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -221,7 +288,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         return _run(args)
     if args.command == "status":
-        return _status(args.api, args.config, args.rate, args.json)
+        return _status(args)
+    if args.command in _ADMIN_VERBS:
+        return _admin(args)
+    if args.command == "reload":
+        return _reload(args)
     parser.print_help()
     return 2
 

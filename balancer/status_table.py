@@ -13,53 +13,28 @@ It only reads (no token needed), with the standard library's HTTP client, so it 
       198.18.0.11            up      status 200          enabled  2       active         18000
 """
 
-import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import config
+from balancer import api_client
 
 __all__ = ["DEFAULT_URL", "StatusUnavailable", "api_url", "fetch_status", "render", "sample"]
 
-DEFAULT_URL = "http://127.0.0.1:9180"
-"""Where the daemon listens by default (``api.listen``)."""
+DEFAULT_URL = api_client.DEFAULT_URL
+StatusUnavailable = api_client.ApiUnavailable
+api_url = api_client.api_url
 
 
-class StatusUnavailable(config.XdplbError, OSError):
-    """The API could not be reached, or did not answer like an xdplb API."""
-
-
-def api_url(running: config.XdplbConfig) -> str:
-    """The base URL of the API a config describes; an unspecified listen address (``0.0.0.0``, ``::``) is reached
-    over loopback."""
-    host, port = running.api.host, running.api.port
-    if host.is_unspecified:
-        return f"http://{'[::1]' if host.version == 6 else '127.0.0.1'}:{port}"
-    return f"http://[{host}]:{port}" if host.version == 6 else f"http://{host}:{port}"
-
-
-def fetch_status(base_url: str, *, timeout: float = 5.0) -> dict[str, Any]:
-    """GET ``/api/v1/status`` from ``base_url``; StatusUnavailable says why it failed."""
-    if "://" not in base_url:
-        base_url = f"http://{base_url}"
-    url = base_url.rstrip("/") + "/api/v1/status"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            body = response.read()
-    except urllib.error.HTTPError as error:
-        raise StatusUnavailable(f"the API at {base_url} answered HTTP {error.code} for /api/v1/status") from None
-    except (urllib.error.URLError, OSError, ValueError) as error:
-        reason = getattr(error, "reason", error)
-        raise StatusUnavailable(f"cannot reach the xdplb API at {base_url}: {reason}") from None
-    try:
-        status = json.loads(body)
-    except ValueError:
-        raise StatusUnavailable(f"{url} did not answer with JSON: is this an xdplb API?") from None
+def fetch_status(base_url: str, *, timeout: float = 5.0, token: str | None = None) -> dict[str, Any]:
+    """GET ``/api/v1/status`` from ``base_url`` (with ``token`` when reads need one); StatusUnavailable says why it
+    failed."""
+    code, status = api_client.call(base_url, "GET", "/api/v1/status", token=token, timeout=timeout)
+    if code != 200:
+        raise StatusUnavailable(f"the API at {base_url} answered HTTP {code} for /api/v1/status")
     if not isinstance(status, dict) or not {"services", "vips", "peers", "time"} <= status.keys():
-        raise StatusUnavailable(f"{url} did not answer with an xdplb status")
+        raise StatusUnavailable(f"{base_url} did not answer with an xdplb status")
     return status
 
 
@@ -149,10 +124,12 @@ def render(status: Mapping[str, Any], previous: Mapping[str, Any] | None = None)
     return "\n".join(lines) + "\n"
 
 
-def sample(base_url: str, *, rate_seconds: float, timeout: float = 5.0) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def sample(
+    base_url: str, *, rate_seconds: float, timeout: float = 5.0, token: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """One status, or with ``rate_seconds > 0`` two of them that far apart: ``(latest, earlier)``."""
-    first = fetch_status(base_url, timeout=timeout)
+    first = fetch_status(base_url, timeout=timeout, token=token)
     if rate_seconds <= 0:
         return first, None
     time.sleep(rate_seconds)
-    return fetch_status(base_url, timeout=timeout), first
+    return fetch_status(base_url, timeout=timeout, token=token), first
