@@ -121,7 +121,7 @@ def dataplane_services(
 
 def healthy_count(status: bpf.ServiceStatus | None) -> int:
     """Backends taking new flows in the data plane."""
-    return 0 if status is None else sum(1 for b in status.backends if b.reason == "active")
+    return 0 if status is None else sum(1 for b in status.backends if b.state is bpf.BackendState.ACTIVE)
 
 
 def unsettled_services(

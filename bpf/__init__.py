@@ -14,13 +14,14 @@ from bpf._test_run import TestRun, XdpVerdict, prog_test_run
 from bpf.dataplane import AttachMode, DataPlane, DataPlaneSettings
 from bpf.errors import DataPlaneError
 from bpf.maglev import DEFAULT_TABLE_SIZE, MaglevCache, maglev_table
-from bpf.service import Backend, BackendStatus, NextHop, Protocol, Service, ServiceKey, ServiceStatus
+from bpf.service import Backend, BackendState, BackendStatus, NextHop, Protocol, Service, ServiceKey, ServiceStatus
 
 __all__ = [
     "DEFAULT_TABLE_SIZE",
     "AttachMode",
     "Backend",
     "BackendCounters",
+    "BackendState",
     "BackendStatus",
     "Counters",
     "DataPlane",

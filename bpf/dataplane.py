@@ -30,7 +30,7 @@ from bpf._kernel_source import ensure_kernel_source
 from bpf._tables import KernelMaps, MapOps, TableStore
 from bpf.errors import DataPlaneError
 from bpf.maglev import MaglevCache, TableKey
-from bpf.service import PROTO_NUMBERS, BackendStatus, Service, ServiceKey, ServiceStatus
+from bpf.service import PROTO_NUMBERS, BackendState, BackendStatus, Service, ServiceKey, ServiceStatus
 
 __all__ = ["AttachMode", "DataPlane", "DataPlaneSettings"]
 
@@ -451,10 +451,12 @@ class DataPlane:
                 if mac is not None and reachable and backend.weight > 0:
                     candidates.append((str(backend.address), backend.weight))
                     candidate_slots.append(slot)
-                reason = "active" if mac and backend.weight else ("draining (weight 0)" if mac else "no MAC (neighbour unresolved)")
-                if mac and not reachable:
-                    reason = f"interface {backend.ifindex} not attached"
-                statuses.append((backend, mac, slot, reason))
+                state = BackendState.ACTIVE if backend.weight else BackendState.DRAINING
+                if not mac:
+                    state = BackendState.NO_MAC
+                elif not reachable:
+                    state = BackendState.NO_INTERFACE
+                statuses.append((backend, mac, slot, state))
 
             # Building a table costs milliseconds: only when what it is built from changed.
             inputs = (tuple(candidates), tuple(candidate_slots), service.table_size, service.sticky)
@@ -474,8 +476,8 @@ class DataPlane:
             service_id=programmed.service_id,
             table_size=sum(programmed.entries.values()),
             backends=tuple(
-                BackendStatus(b.address, b.weight, mac, slot, programmed.entries.get(slot, 0), reason)
-                for b, mac, slot, reason in statuses
+                BackendStatus(b.address, b.weight, mac, slot, programmed.entries.get(slot, 0), state, b.ifindex)
+                for b, mac, slot, state in statuses
             ),
         )
         return programmed.status

@@ -1,5 +1,6 @@
 """What the data plane is asked to serve: services and their backends, and how it serves them."""
 
+import enum
 import socket
 from dataclasses import dataclass
 from typing import Literal
@@ -8,7 +9,8 @@ import config
 from bpf.errors import DataPlaneError
 from bpf.maglev import DEFAULT_TABLE_SIZE
 
-__all__ = ["PROTO_NUMBERS", "Backend", "BackendStatus", "NextHop", "Protocol", "Service", "ServiceKey", "ServiceStatus"]
+__all__ = [
+    "BackendState","PROTO_NUMBERS", "Backend", "BackendStatus", "NextHop", "Protocol", "Service", "ServiceKey", "ServiceStatus"]
 
 Protocol = Literal["tcp", "udp"]
 PROTO_NUMBERS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
@@ -81,6 +83,15 @@ class Service:
                 raise DataPlaneError(f"{key}: backend {backend.address} ifindex is negative")
 
 
+class BackendState(enum.Enum):
+    """Whether the data plane gives a backend new flows, and if not why; ``BackendStatus.reason`` words it."""
+
+    ACTIVE = "active"
+    DRAINING = "draining (weight 0)"
+    NO_MAC = "no MAC (neighbour unresolved)"
+    NO_INTERFACE = "interface not attached"
+
+
 @dataclass(frozen=True)
 class BackendStatus:
     """How the data plane uses one backend right now."""
@@ -90,7 +101,16 @@ class BackendStatus:
     mac: str | None
     slot: int
     table_entries: int
-    reason: str  # "active", "draining (weight 0)", "no MAC (neighbour unresolved)" or "interface N not attached"
+    state: BackendState
+    ifindex: int = 0  # where it leaves; 0: the ingress interface
+
+    @property
+    def reason(self) -> str:
+        """``state`` for people: "active", "draining (weight 0)", "no MAC (neighbour unresolved)" or "interface N
+        not attached"."""
+        if self.state is BackendState.NO_INTERFACE:
+            return f"interface {self.ifindex} not attached"
+        return str(self.state.value)
 
 
 @dataclass(frozen=True)

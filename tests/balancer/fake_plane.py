@@ -93,12 +93,12 @@ class FakeDataPlane:
         backends = []
         for backend in service.backends:
             slot = self._slots.setdefault((service.key, backend.address), len(self._slots) + 1)
-            reason = (
-                "active" if backend.mac and backend.weight
-                else "draining (weight 0)" if backend.mac else "no MAC (neighbour unresolved)"
+            state = (
+                bpf.BackendState.ACTIVE if backend.mac and backend.weight
+                else bpf.BackendState.DRAINING if backend.mac else bpf.BackendState.NO_MAC
             )  # fmt: skip
             entry_count = entries.get(str(backend.address), 0)
-            backends.append(bpf.BackendStatus(backend.address, backend.weight, backend.mac, slot, entry_count, reason))
+            backends.append(bpf.BackendStatus(backend.address, backend.weight, backend.mac, slot, entry_count, state))
         self._specs[service.key] = service
         self._status[service.key] = bpf.ServiceStatus(service.key, self._ids[service.key], len(table), tuple(backends))
         self.writes.append(service.key)

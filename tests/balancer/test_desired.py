@@ -93,7 +93,7 @@ def test_admin_overrides_beat_the_file() -> None:
 
 def status(key: bpf.ServiceKey, *reasons: str) -> bpf.ServiceStatus:
     return bpf.ServiceStatus(key, 0, 7, tuple(
-        bpf.BackendStatus(ipaddress.ip_address(f"198.18.0.{i}"), 1, "02:00:00:00:00:01", i, 1, reason)
+        bpf.BackendStatus(ipaddress.ip_address(f"198.18.0.{i}"), 1, "02:00:00:00:00:01", i, 1, bpf.BackendState(reason))
         for i, reason in enumerate(reasons, start=1)))
 
 
