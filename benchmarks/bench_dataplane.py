@@ -26,6 +26,7 @@ from scapy.layers.inet6 import IPv6  # noqa: E402
 from scapy.layers.l2 import Ether  # noqa: E402
 
 import bpf  # noqa: E402
+from bpf import testing  # noqa: E402
 from balancer.lab.netns import Lab  # noqa: E402
 
 MINIMAL = r"""
@@ -83,7 +84,7 @@ def measure(fd: int, data: bytes, *, repeat: int, runs: int, expect: str) -> flo
     """Median ns/packet over ``runs`` test runs of ``repeat`` repetitions."""
     durations = []
     for _ in range(runs):
-        result = bpf.prog_test_run(fd, data, repeat=repeat)
+        result = testing.prog_test_run(fd, data, repeat=repeat)
         if result.verdict != expect:
             raise SystemExit(f"benchmark frame got {result.verdict}, expected {expect}")
         durations.append(result.duration_ns)
@@ -112,7 +113,7 @@ def measure_redirect(settings: bpf.DataPlaneSettings, *, repeat: int, runs: int)
                 backends = tuple(bpf.Backend(ip_address(f"198.18.1.{10 + i}"), mac=f"02:00:00:00:03:{i:02x}",
                                              ifindex=host.ifindex) for i in range(8))
                 plane.set_service(bpf.Service(bpf.ServiceKey(VIP4, 80, "tcp"), backends))
-                bpf.prog_test_run(plane.prog_fd, frame(VIP4))  # establish the flow
+                testing.prog_test_run(plane.prog_fd, frame(VIP4))  # establish the flow
                 return measure(plane.prog_fd, frame(VIP4), repeat=repeat, runs=runs, expect="XDP_REDIRECT")
             finally:
                 plane.cleanup()
@@ -141,9 +142,9 @@ def main() -> None:
 
     figures: dict[str, float] = {}
     figures["minimal_ns"] = measure(minimal_fd, frame(VIP4), expect="XDP_TX", **run)
-    bpf.prog_test_run(inserting.prog_fd, frame(VIP4))  # establish the flow
+    testing.prog_test_run(inserting.prog_fd, frame(VIP4))  # establish the flow
     figures["flow_hit_ns"] = measure(inserting.prog_fd, frame(VIP4), expect="XDP_TX", **run)
-    bpf.prog_test_run(inserting.prog_fd, frame(VIP6))
+    testing.prog_test_run(inserting.prog_fd, frame(VIP6))
     figures["flow_hit_v6_ns"] = measure(inserting.prog_fd, frame(VIP6), expect="XDP_TX", **run)
     figures["not_a_vip_ns"] = measure(inserting.prog_fd, frame("192.0.2.200"), expect="XDP_PASS", **run)
 

@@ -1,4 +1,4 @@
-"""The XDP data plane: the C program, its bcc loader, map layouts and the packet test harness.
+"""The XDP data plane: the C program, its bcc loader and map layouts (the packet test harness is ``bpf.testing``).
 
 >>> plane = DataPlane(DataPlaneSettings(flow_table_size=4096))            # doctest: +SKIP
 >>> plane.setup(); plane.attach("eth0")                                    # doctest: +SKIP
@@ -10,7 +10,6 @@
 
 from bpf._counters import BackendCounters, Counters, GlobalCounters, ServiceCounters
 from bpf._kernel_source import KernelHeadersError, ensure_kernel_source
-from bpf._test_run import TestRun, XdpVerdict, prog_test_run
 from bpf.dataplane import AttachMode, DataPlane, DataPlaneSettings
 from bpf.errors import DataPlaneError
 from bpf.maglev import DEFAULT_TABLE_SIZE, MaglevCache, maglev_table
@@ -36,9 +35,6 @@ __all__ = [
     "ServiceCounters",
     "ServiceKey",
     "ServiceStatus",
-    "TestRun",
-    "XdpVerdict",
     "ensure_kernel_source",
     "maglev_table",
-    "prog_test_run",
 ]

@@ -2,6 +2,7 @@
 comes in when the interface does (and goes out when it goes)."""
 
 import bpf
+from bpf import testing
 from balancer.lab.netns import Host
 from tests.bpf import world
 from tests.bpf.traffic import tcp
@@ -24,7 +25,7 @@ def test_a_backend_on_an_interface_not_attached_takes_no_flows_until_it_is(packe
         assert _reasons(status) == {b1: "active", b4: f"interface {world.EGRESS_IFINDEX} not attached"}
         assert packet_plane.read_table(spec.key) == [world.B1.address] * world.TABLE_SIZE
         for sport in range(41000, 41020):  # every new flow goes to b1, none is dropped
-            run = bpf.prog_test_run(packet_plane.prog_fd, bytes(tcp(sport, 83)), ingress_ifindex=world.INGRESS_IFINDEX)
+            run = testing.prog_test_run(packet_plane.prog_fd, bytes(tcp(sport, 83)), ingress_ifindex=world.INGRESS_IFINDEX)
             assert run.verdict == "XDP_TX"
 
         packet_plane.set_egress(world.EGRESS_IFINDEX, world.EGRESS_MAC)  # what attach() does

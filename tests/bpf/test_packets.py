@@ -7,6 +7,7 @@ import pytest
 from scapy.layers.l2 import Ether
 
 import bpf
+from bpf import testing
 from tests.bpf import predict, world
 from balancer.lab import xdp
 from balancer.lab.netns import Host
@@ -26,8 +27,8 @@ def _show(frame: bytes) -> str:
     return Ether(frame).show(dump=True)  # type: ignore[no-any-return]
 
 
-def _run(plane: bpf.DataPlane, frame: bytes) -> bpf.TestRun:
-    return bpf.prog_test_run(plane.prog_fd, frame, ingress_ifindex=world.INGRESS_IFINDEX)
+def _run(plane: bpf.DataPlane, frame: bytes) -> testing.TestRun:
+    return testing.prog_test_run(plane.prog_fd, frame, ingress_ifindex=world.INGRESS_IFINDEX)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.description for c in CASES])
@@ -95,7 +96,7 @@ def test_a_redirected_frame_leaves_through_the_backends_interface(packet_plane: 
             sock.bind((peer, 0))
             sock.settimeout(2)
             before = packet_plane.read_counters().totals.redirected
-            bpf.prog_test_run(packet_plane.prog_fd, bytes(packet), ingress_ifindex=world.INGRESS_IFINDEX, live=True)
+            testing.prog_test_run(packet_plane.prog_fd, bytes(packet), ingress_ifindex=world.INGRESS_IFINDEX, live=True)
             assert packet_plane.read_counters().totals.redirected == before + 1
             while True:  # skip anything else the veth carries (IPv6 router solicitations)
                 frame = sock.recv(2048)

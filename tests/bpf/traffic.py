@@ -8,6 +8,7 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 
 import bpf
+from bpf import testing
 from tests.bpf import world
 
 
@@ -23,7 +24,7 @@ def udp(sport: int, dport: int, *, src: object = world.CLIENT4, dst: object = wo
 
 def send(plane: bpf.DataPlane, packet: Packet) -> tuple[str, str | None]:
     """(verdict, name of the real the frame went to, or None)."""
-    run = bpf.prog_test_run(plane.prog_fd, bytes(packet), ingress_ifindex=world.INGRESS_IFINDEX)
+    run = testing.prog_test_run(plane.prog_fd, bytes(packet), ingress_ifindex=world.INGRESS_IFINDEX)
     if run.verdict != "XDP_TX":
         return run.verdict, None
     dst = Ether(run.data).dst

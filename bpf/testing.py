@@ -1,4 +1,5 @@
-"""BPF_PROG_TEST_RUN through libbpf's ``bpf_prog_test_run_opts`` (ctypes): bcc has no wrapper for it.
+"""The packet test harness: BPF_PROG_TEST_RUN through libbpf's ``bpf_prog_test_run_opts`` (ctypes), which bcc
+does not wrap. Tests and benchmarks use it; the daemon never does (an import contract says so).
 
 The kernel runs the real program on a copy of the given frame, against the real maps, and returns the verdict,
 the frame as the program left it and the mean time per repetition. Repetitions run on the already rewritten
