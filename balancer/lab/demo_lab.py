@@ -19,6 +19,7 @@ Each xdplb node is the real ``xdplb run`` as a child process in its namespace, w
 from __future__ import annotations
 
 import copy
+import gzip
 import http.client
 import ipaddress
 import json
@@ -90,15 +91,22 @@ class NodeProcess:
         return [line for line in self.log().splitlines()
                 if "level=error" in line or "level=critical" in line or line.startswith("Traceback")]
 
-    def request(self, method: str, path: str, *, timeout: float = 5.0) -> tuple[int, Any]:
-        """One API call; returns (HTTP status, decoded JSON or text). Raises OSError when nothing answers."""
+    def request(
+        self, method: str, path: str, *, timeout: float = 5.0, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        """One API call; returns (HTTP status, decoded JSON or text, gunzipped if it came compressed). Raises
+        OSError when nothing answers."""
         conn = http.client.HTTPConnection(*self.api, timeout=timeout)
         with self.host.entered():
             conn.connect()  # the socket belongs to the node's namespace from here on
         try:
-            conn.request(method, path, headers={"Content-Length": "0"} if method == "POST" else {})
+            sent = {"Content-Length": "0"} if method == "POST" else {}
+            conn.request(method, path, headers=sent | (headers or {}))
             response = conn.getresponse()
-            body = response.read().decode(errors="replace")
+            raw = response.read()
+            if response.getheader("Content-Encoding", "") == "gzip":
+                raw = gzip.decompress(raw)
+            body = raw.decode(errors="replace")
         finally:
             conn.close()
         if response.getheader("Content-Type", "").startswith("application/json"):
