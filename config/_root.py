@@ -16,6 +16,13 @@ from config.checks import Check
 
 __all__ = ["XdplbConfig"]
 
+_service_texts: dict[int, tuple[ServiceConfig, str]] = {}
+"""The JSON of each service of the last digest, by id (the entry holds the service, so the id stays its own)."""
+
+
+def _json(document: object) -> str:
+    return json.dumps(document, sort_keys=True, separators=(",", ":"))
+
 
 class XdplbConfig(XdplbModel):
     """The root of the configuration file.
@@ -96,11 +103,21 @@ class XdplbConfig(XdplbModel):
         """
         if self._digest is not None:
             return self._digest
-        document = self.model_dump(mode="json")
+        document = self.model_dump(mode="json", exclude={"services"})
         for peer in (document.get("bgp") or {}).get("peers", ()):
             # The digest is public (status API, metrics): a password must not be guessable offline from it.
             if peer.get("password") is not None:
                 peer["password"] = "<set>"
-        text = json.dumps(document, sort_keys=True, separators=(",", ":"))
+        # Services are dumped once each (a reload keeps unchanged ones: see IncrementalLoader) and spliced in where
+        # json.dumps(sort_keys=True) puts them, last: the text, and the digest, of dumping the whole document.
+        global _service_texts
+        texts = {id(service): _service_texts.get(id(service)) or (service, _json(service.model_dump(mode="json")))
+                 for service in self.services}  # fmt: skip
+        _service_texts = texts
+        services = ",".join(text for _, text in texts.values()) if len(texts) == len(self.services) else ",".join(
+            _json(service.model_dump(mode="json")) for service in self.services
+        )
+        head = _json(document)
+        text = f'{head[:-1]},"services":[{services}]}}'
         self._digest = hashlib.sha256(text.encode()).hexdigest()  # the model is frozen: it cannot change
         return self._digest

@@ -166,3 +166,29 @@ def test_http_check_fields_cannot_inject_into_the_request() -> None:
         with pytest.raises(pydantic.ValidationError):
             cfg_module.HttpCheck(**bad)
     assert cfg_module.HttpCheck(path="/healthz?x=1", headers={"X-Probe": "xdplb 1"}).path == "/healthz?x=1"
+
+
+def test_the_digest_is_the_hash_of_the_whole_document_whatever_was_dumped_before() -> None:
+    import hashlib
+    import json
+    from pathlib import Path
+
+    def whole(cfg: config.XdplbConfig) -> str:
+        document = cfg.model_dump(mode="json")
+        for peer in (document.get("bgp") or {}).get("peers", ()):
+            if peer.get("password") is not None:
+                peer["password"] = "<set>"
+        text = json.dumps(document, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    examples = sorted((Path(config.__file__).parent / "examples").glob("*.yaml"))
+    loader = config.IncrementalLoader()
+    for path in examples:
+        first = loader.load(str(path))
+        assert first.digest() == whole(first), path
+        again = loader.load(str(path))  # the same service objects: their dumps are reused
+        assert again.services == () or again.services[0] is first.services[0]
+        assert again.digest() == whole(again) == first.digest(), path
+    first = config.load_config(examples[0])
+    emptied = first.model_copy(update={"services": ()})
+    assert emptied.digest() == whole(emptied) and first.digest() == whole(first)
