@@ -9,7 +9,7 @@ daemon is ready and every service on it is up.
 
 import dataclasses
 import ipaddress
-from collections.abc import Mapping, Set
+from collections.abc import Iterable, Mapping, Sequence, Set
 
 import bpf
 import config
@@ -86,15 +86,16 @@ def dataplane_services(
     *,
     only: Set[str] | None = None,
     skip: Set[str] = frozenset(),
+    services: Iterable[config.ServiceConfig] | None = None,
 ) -> list[tuple[str, bpf.Service]]:
     """(service name, data-plane service) per (VIP, port, protocol), with the backends that should be in it.
 
-    ``only``: just these services (None: all); ``skip``: not these. A backend's MAC and interface come from
+    ``only``: just these services (None: all); ``skip``: not these; ``services``: look at these of ``cfg``'s only. A backend's MAC and interface come from
     ``macs`` (absent or None: unresolved, so it takes no new flows; a bare MAC: on the ingress interface); its
     VLAN from the config, else from where its entry was learnt.
     """
     out = []
-    for service in cfg.services:
+    for service in cfg.services if services is None else services:
         if (only is not None and service.name not in only) or service.name in skip:
             continue
         members = []
@@ -121,7 +122,7 @@ def dataplane_services(
 
 def healthy_count(status: bpf.ServiceStatus | None) -> int:
     """Backends taking new flows in the data plane."""
-    return 0 if status is None else sum(1 for b in status.backends if b.state is bpf.BackendState.ACTIVE)
+    return 0 if status is None else status.active
 
 
 def unsettled_services(
@@ -141,6 +142,32 @@ def unsettled_services(
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class VipPlan:
+    """What ``routes`` needs of one VIP, made once per config: its prefix, its services with their data-plane keys,
+    and the attributes it is announced with (config makes services that share a VIP agree on them)."""
+
+    prefix: config.Prefix
+    services: tuple[tuple[config.ServiceConfig, bpf.ServiceKey], ...]
+    attributes: config.RouteAttributes
+
+
+def route_plan(cfg: config.XdplbConfig) -> tuple[VipPlan, ...]:
+    """Every VIP of ``cfg``, as ``routes`` reads them (a pass with the same config can keep this)."""
+    by_vip: dict[config.IpAddress, list[config.ServiceConfig]] = {}
+    for service in cfg.services:
+        for vip in service.vips:
+            by_vip.setdefault(vip, []).append(service)
+    return tuple(
+        VipPlan(
+            ipaddress.ip_network(vip),
+            tuple((service, bpf.ServiceKey(vip, service.port, service.protocol)) for service in services),
+            cfg.route_attributes(services[0]),
+        )
+        for vip, services in by_vip.items()
+    )
+
+
 def routes(
     cfg: config.XdplbConfig,
     programmed: Mapping[bpf.ServiceKey, bpf.ServiceStatus],
@@ -148,27 +175,23 @@ def routes(
     ready: bool,
     why_not_ready: str,
     settling: Set[str] = frozenset(),
+    plan: Sequence[VipPlan] | None = None,
 ) -> dict[config.Prefix, Route]:
     """Every VIP's route, announced when ``ready`` and each of its services has ``need`` healthy backends.
 
     Services in ``settling`` (added by a reload, backends' first verdicts still due) hold their VIPs back too.
+    ``plan``: ``route_plan(cfg)``, if the caller kept it.
     """
-    by_vip: dict[config.IpAddress, list[config.ServiceConfig]] = {}
-    for service in cfg.services:
-        for vip in service.vips:
-            by_vip.setdefault(vip, []).append(service)
     out = {}
-    for vip, services in by_vip.items():
-        prefix = ipaddress.ip_network(vip)
+    for vip in route_plan(cfg) if plan is None else plan:
         short = []
-        for service in services:
-            healthy = healthy_count(programmed.get(bpf.ServiceKey(vip, service.port, service.protocol)))
+        for service, key in vip.services:
+            healthy = healthy_count(programmed.get(key))
             if service.name in settling:
                 short.append(f"{service.name}: waiting for the first health verdicts")
             elif healthy < service.need:
                 short.append(f"{service.name}: {healthy} of {service.need} needed backends healthy")
         announce = ready and not short
         reason = "; ".join(short) if short else ("all services up" if ready else why_not_ready)
-        # config makes services that share a VIP agree on its attributes
-        out[prefix] = Route(prefix, announce, cfg.route_attributes(services[0]), reason, tuple(s.name for s in services))
+        out[vip.prefix] = Route(vip.prefix, announce, vip.attributes, reason, tuple(s.name for s, _ in vip.services))
     return out

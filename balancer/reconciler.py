@@ -42,6 +42,7 @@ class Reconciler:
         self.passes = 0
         self.last_pass_seconds = 0.0
         self._lock = asyncio.Lock()
+        self._planned: tuple[config.XdplbConfig, tuple[desired.VipPlan, ...], set[bpf.ServiceKey]] | None = None
         self._cache_capacity = plane.maglev.capacity  # the cache's own size, restored after a prebuild
         self._prebuilt = False
 
@@ -82,7 +83,8 @@ class Reconciler:
             started = time.monotonic()
             failed = await self._apply_dataplane(cfg, health, overrides, macs, settling, changed)
             routes = desired.routes(
-                cfg, self.plane.services, ready=ready, why_not_ready=why_not_ready, settling=settling
+                cfg, self.plane.services, ready=ready, why_not_ready=why_not_ready, settling=settling,
+                plan=self._plan(cfg)[0],
             )
             for prefix, route in routes.items():
                 before = self.routes.get(prefix)
@@ -107,18 +109,18 @@ class Reconciler:
         changed: Set[str] | None,
     ) -> set[str]:
         names = None if changed is None else changed - settling
-        configured = desired.service_keys(cfg)
+        configured = self._plan(cfg)[1]
         failed: set[str] = set()
         for key in [key for key in self.plane.services if key not in configured]:
             self.plane.remove_service(key)
             self.errors.pop(str(key), None)
-        looked_at = [s.name for s in cfg.services if s.name not in settling and (names is None or s.name in names)]
+        looked_at = [s for s in cfg.services if s.name not in settling and (names is None or s.name in names)]
         todo: list[tuple[str, bpf.Service]] = []
         for start in range(0, len(looked_at), _PASS_SLICE):
             if start:
                 await asyncio.sleep(0)  # a full pass at 1,000 services held the loop for 250 ms in one piece
-            part = set(looked_at[start : start + _PASS_SLICE])
-            wanted = desired.dataplane_services(cfg, health, overrides, macs, only=part)
+            part = looked_at[start : start + _PASS_SLICE]
+            wanted = desired.dataplane_services(cfg, health, overrides, macs, services=part)
             todo += [(name, service) for name, service in wanted if self.plane.needs_update(service)]
         chunks = [todo[start : start + _BUILD_CHUNK] for start in range(0, len(todo), _BUILD_CHUNK)]
         if not chunks:
@@ -173,6 +175,12 @@ class Reconciler:
         tables = await asyncio.to_thread(lambda: [maglev.build(key) for key in missing])
         for key, table in zip(missing, tables, strict=True):
             self.plane.maglev.add(key, table)
+
+    def _plan(self, cfg: config.XdplbConfig) -> tuple[tuple[desired.VipPlan, ...], set[bpf.ServiceKey]]:
+        """The VIPs' route plan and the data-plane keys of ``cfg``, made once per config, not once per pass."""
+        if self._planned is None or self._planned[0] is not cfg:
+            self._planned = (cfg, desired.route_plan(cfg), desired.service_keys(cfg))
+        return self._planned[1], self._planned[2]
 
     def _apply_routes(self, routes: Mapping[config.Prefix, desired.Route]) -> None:
         """Hand the speaker the complete set of routes wanted now; it sends the difference on its own time."""

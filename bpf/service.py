@@ -1,6 +1,7 @@
 """What the data plane is asked to serve: services and their backends, and how it serves them."""
 
 import enum
+import functools
 import socket
 from dataclasses import dataclass
 from typing import Literal
@@ -121,3 +122,8 @@ class ServiceStatus:
     service_id: int
     table_size: int  # 0 when no backend takes new flows
     backends: tuple[BackendStatus, ...]
+
+    @functools.cached_property
+    def active(self) -> int:
+        """Backends taking new flows (counted once: a status is replaced, never changed)."""
+        return sum(1 for backend in self.backends if backend.state is BackendState.ACTIVE)
