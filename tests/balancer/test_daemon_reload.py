@@ -409,3 +409,20 @@ async def test_a_reload_drops_the_metric_series_of_the_backends_it_removes(runni
     assert (await d.reload()).ok
     text = d.metrics.render().decode()
     assert 'backend="127.0.0.2"' not in text and 'backend="127.0.0.1"' in text
+
+
+async def test_a_snapshot_reads_the_kernels_counters_in_the_assembling_thread_not_on_the_loop(
+    running: Any, listener: int
+) -> None:
+    import threading
+
+    d, plane, _ = running
+    readers: list[int] = []
+    read_counters, flow_entries = plane.read_counters, plane.flow_table_entries
+    plane.read_counters = lambda: (readers.append(threading.get_ident()), read_counters())[1]
+    plane.flow_table_entries = lambda: (readers.append(threading.get_ident()), flow_entries())[1]
+    assemble = d.snapshot_builder()
+    assert readers == [], "read while gathering, on the loop"
+    snapshot = await asyncio.to_thread(assemble)
+    assert len(readers) == 2 and threading.get_ident() not in readers
+    assert snapshot.services and snapshot.flow_table_entries == {"ipv4": 0, "ipv6": 0}
