@@ -49,7 +49,8 @@ class DataplaneConfig(XdplbModel):
         ge=0,
         le=4294967295,
         strict=True,
-        description="seed of the flow hash; keep it the same on every node so all nodes pick the same backend",
+        description="seed of the hash that picks a new connection's Maglev entry, so its backend; keep it the same on "
+        "every node so all nodes pick the same backend (the flow table's own index hash is seeded at random per load)",
     )
     new_flow_rate_limit: int = Field(
         125000,

@@ -22,7 +22,7 @@ _GRACE = 1.0
 _NO_CHECKS = "no checks configured"
 
 
-class _Slot:
+class _Lane:
     """One check of a backend: its checker, its state machine and its last result."""
 
     __slots__ = (
@@ -73,17 +73,17 @@ class Backend:
         self.since = clock.wall()
         self.reason = "not checked yet" if self.state is _UNKNOWN else "state kept from the previous checker"
         self.last_result: _health.CheckResult | None = None
-        self._slots: list[_Slot] = []
-        self._build_slots(self.state)
+        self._lanes: list[_Lane] = []
+        self._build_lanes(self.state)
         if disabled:
             self.reason = f"admin {target.admin.value}"
-        elif not self._slots:
+        elif not self._lanes:
             self._set_state(_UP, _NO_CHECKS)
 
-    def _build_slots(self, state: _health.HealthState) -> None:
+    def _build_lanes(self, state: _health.HealthState) -> None:
         target = self.target
-        self._slots = [
-            _Slot(
+        self._lanes = [
+            _Lane(
                 check,
                 _checker.describe_check(check, target.port),
                 _checker.make_checker(check, target.address, target.port, http_engine=self._http_engine),
@@ -98,48 +98,48 @@ class Backend:
         """Start every check (a task each, or the clock's timers), unless the target is disabled."""
         if self.target.admin is _health.AdminState.DISABLED:
             return
-        for index, slot in enumerate(self._slots):
-            if slot.checker.start is not None:
-                if not slot.driving:
-                    slot.driving = True
-                    self._drive(index, slot, self._first_due(slot))
-            elif slot.task is None:
-                slot.task = asyncio.get_running_loop().create_task(
-                    self._run(index, slot), name=f"healthcheck {self.target.key} {slot.label}"
+        for index, lane in enumerate(self._lanes):
+            if lane.checker.start is not None:
+                if not lane.driving:
+                    lane.driving = True
+                    self._drive(index, lane, self._first_due(lane))
+            elif lane.task is None:
+                lane.task = asyncio.get_running_loop().create_task(
+                    self._run(index, lane), name=f"healthcheck {self.target.key} {lane.label}"
                 )
-                slot.task.add_done_callback(self._task_ended)
+                lane.task.add_done_callback(self._task_ended)
 
     def stop(self) -> list[asyncio.Task[None]]:
         """Cancel the check tasks; the returned tasks finish the cancellation and close the checkers."""
         ending = []
-        for slot in self._slots:
-            slot.driving = False
-            slot.epoch += 1
-            if slot.driven is not None:
-                slot.driven.cancel()
-                slot.driven = None
-            if slot.abandon is not None:
-                abandon, slot.abandon = slot.abandon, None
+        for lane in self._lanes:
+            lane.driving = False
+            lane.epoch += 1
+            if lane.driven is not None:
+                lane.driven.cancel()
+                lane.driven = None
+            if lane.abandon is not None:
+                abandon, lane.abandon = lane.abandon, None
                 abandon()
                 self._admission.release()
-            if slot.task is not None:
-                slot.task.cancel()
-                ending.append(slot.task)
-                slot.task = None
+            if lane.task is not None:
+                lane.task.cancel()
+                ending.append(lane.task)
+                lane.task = None
         if not ending:
             return []  # checkers that never ran hold no connection or session
         closing = asyncio.get_running_loop().create_task(
-            self._close_checkers(list(self._slots), ending), name=f"healthcheck close {self.target.key}"
+            self._close_checkers(list(self._lanes), ending), name=f"healthcheck close {self.target.key}"
         )
         return [closing]
 
-    async def _close_checkers(self, slots: list[_Slot], ending: list[asyncio.Task[None]]) -> None:
+    async def _close_checkers(self, lanes: list[_Lane], ending: list[asyncio.Task[None]]) -> None:
         await asyncio.gather(*ending, return_exceptions=True)
-        for slot in slots:
+        for lane in lanes:
             try:
-                await slot.checker.close()
+                await lane.checker.close()
             except Exception:
-                log.exception("event=checker_close_failed backend=%s check=%s", self.target.key, slot.label)
+                log.exception("event=checker_close_failed backend=%s check=%s", self.target.key, lane.label)
 
     def replace(self, target: _health.Target, *, started: bool) -> list[asyncio.Task[None]]:
         """Take a new spec for the same key: restart the checks only if they changed, keep the state."""
@@ -153,19 +153,19 @@ class Backend:
         reason = f"admin {target.admin.value}"
         if disabled:
             if checks_changed or admin_changed:
-                self._build_slots(_UNKNOWN)
+                self._build_lanes(_UNKNOWN)
             if admin_changed:
                 self._set_state(_UNKNOWN, reason)
         elif admin_changed and old.admin is _health.AdminState.DISABLED:
-            self._build_slots(_UNKNOWN)
-            self._set_state(_UNKNOWN if self._slots else _UP, reason, force=True)
+            self._build_lanes(_UNKNOWN)
+            self._set_state(_UNKNOWN if self._lanes else _UP, reason, force=True)
         else:
             if checks_changed:
                 # The new checks start from the backend's state, so a reload neither drops nor admits it by itself.
-                self._build_slots(self.state)
+                self._build_lanes(self.state)
             if admin_changed:
                 self._set_state(self.state, reason, force=True)
-            if not self._slots:
+            if not self._lanes:
                 self._set_state(_UP, _NO_CHECKS)
         if started:
             self.start()
@@ -179,14 +179,14 @@ class Backend:
 
     # checking
 
-    def _first_due(self, slot: _Slot) -> float:
-        timing = slot.check.timing
-        return self._clock.monotonic() + self._rng.uniform(0.0, timing.jitter * slot.machine.next_interval())
+    def _first_due(self, lane: _Lane) -> float:
+        timing = lane.check.timing
+        return self._clock.monotonic() + self._rng.uniform(0.0, timing.jitter * lane.machine.next_interval())
 
-    async def _run(self, index: int, slot: _Slot) -> None:
+    async def _run(self, index: int, lane: _Lane) -> None:
         clock = self._clock
-        due = self._first_due(slot)
-        limit = slot.check.timing.timeout + _GRACE
+        due = self._first_due(lane)
+        limit = lane.check.timing.timeout + _GRACE
         while True:
             await clock.sleep_until(due)
             try:
@@ -194,85 +194,85 @@ class Backend:
                     started = clock.monotonic()
                     begun = time.perf_counter()
                     async with asyncio.timeout(limit):
-                        ok, reason = await slot.checker.run()
+                        ok, reason = await lane.checker.run()
             except TimeoutError:
                 ok, reason = False, f"check did not end within {limit:g}s"
-                log.error("event=checker_hung backend=%s check=%s", self.target.key, slot.label)
+                log.error("event=checker_hung backend=%s check=%s", self.target.key, lane.label)
             except Exception as error:  # a bug in a checker must not stop the checks
-                ok, reason = self._checker_failed(slot, error)
+                ok, reason = self._checker_failed(lane, error)
             else:
-                slot.failing = False
-            if slot.task is not asyncio.current_task():
+                lane.failing = False
+            if lane.task is not asyncio.current_task():
                 # stop() cancelled this task, but a library turned the cancellation into a result (aiohttp's
                 # timeout does, often, when the two race): end here rather than check on, unstoppable.
                 return
-            due = self._ran(index, slot, ok, reason, due, started, begun)
+            due = self._ran(index, lane, ok, reason, due, started, begun)
 
-    def _drive(self, index: int, slot: _Slot, due: float) -> None:
-        """Run ``slot``'s next check at ``due`` (once admitted) from the clock's timers, and the one after from its
+    def _drive(self, index: int, lane: _Lane, due: float) -> None:
+        """Run ``lane``'s next check at ``due`` (once admitted) from the clock's timers, and the one after from its
         verdict."""
-        if not slot.driving:
+        if not lane.driving:
             return  # stopped, perhaps by a subscriber to the change the last run made
-        epoch = slot.epoch
+        epoch = lane.epoch
         admission = self._admission
 
         def admitted() -> bool:
-            if slot.epoch != epoch:
+            if lane.epoch != epoch:
                 return False  # stopped while it waited for room
             started, begun = self._clock.monotonic(), time.perf_counter()
 
             def ended(verdict: _failure.Verdict) -> None:
-                if slot.abandon is not abandon:
+                if lane.abandon is not abandon:
                     return  # stopped meanwhile
-                slot.abandon = None
-                slot.failing = False
+                lane.abandon = None
+                lane.failing = False
                 admission.release()
-                self._drive(index, slot, self._ran(index, slot, *verdict, due, started, begun))
+                self._drive(index, lane, self._ran(index, lane, *verdict, due, started, begun))
 
-            assert slot.checker.start is not None
+            assert lane.checker.start is not None
             try:
-                abandon = slot.abandon = slot.checker.start(ended)
+                abandon = lane.abandon = lane.checker.start(ended)
             except Exception as error:  # a bug in a checker must not stop the checks
-                verdict = self._checker_failed(slot, error)
-                self._drive(index, slot, self._ran(index, slot, *verdict, due, started, begun))
+                verdict = self._checker_failed(lane, error)
+                self._drive(index, lane, self._ran(index, lane, *verdict, due, started, begun))
                 return False
             return True
 
         def begin() -> None:
-            slot.driven = None
+            lane.driven = None
             admission.admit(admitted)
 
-        slot.driven = self._clock.call_at(due, begin)
+        lane.driven = self._clock.call_at(due, begin)
 
-    def _checker_failed(self, slot: _Slot, error: Exception) -> _failure.Verdict:
-        if not slot.failing:
-            log.exception("event=checker_failed backend=%s check=%s", self.target.key, slot.label)
-            slot.failing = True
+    def _checker_failed(self, lane: _Lane, error: Exception) -> _failure.Verdict:
+        if not lane.failing:
+            log.exception("event=checker_failed backend=%s check=%s", self.target.key, lane.label)
+            lane.failing = True
         return False, f"internal error: {type(error).__name__}: {error}"
 
-    def _ran(self, index: int, slot: _Slot, ok: bool, reason: str, due: float, started: float, begun: float) -> float:
+    def _ran(self, index: int, lane: _Lane, ok: bool, reason: str, due: float, started: float, begun: float) -> float:
         """Record a finished run; returns when the next one is due."""
         clock = self._clock
         result = _health.CheckResult(ok, reason, time.perf_counter() - begun, clock.wall())
-        self._record(slot, result)
+        self._record(lane, result)
         if self._on_check is not None:
             try:
                 self._on_check(_health.CheckRun(self.target.key, index, result, started - due))
             except Exception:
                 log.exception("event=on_check_failed backend=%s", self.target.key)
-        return max(started + slot.machine.next_interval(), clock.monotonic())
+        return max(started + lane.machine.next_interval(), clock.monotonic())
 
-    def _record(self, slot: _Slot, result: _health.CheckResult) -> None:
-        slot.last_result = result
+    def _record(self, lane: _Lane, result: _health.CheckResult) -> None:
+        lane.last_result = result
         self.last_result = result
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "event=check_result backend=%s check=%s ok=%s reason=%r duration=%.4f",
-                self.target.key, slot.label, result.ok, result.reason, result.duration,
+                self.target.key, lane.label, result.ok, result.reason, result.duration,
             )  # fmt: skip
-        if not slot.machine.feed(result.ok):
+        if not lane.machine.feed(result.ok):
             return
-        states = [s.machine.state for s in self._slots]
+        states = [s.machine.state for s in self._lanes]
         if _DOWN in states:
             new = _DOWN
         elif _UNKNOWN in states:
@@ -282,9 +282,9 @@ class Backend:
         if new is self.state:
             return
         if new is _DOWN:
-            reason = f"{slot.label}: {result.reason}"
+            reason = f"{lane.label}: {result.reason}"
         else:
-            reason = "; ".join(f"{s.label}: {s.last_result.reason}" for s in self._slots if s.last_result)
+            reason = "; ".join(f"{s.label}: {s.last_result.reason}" for s in self._lanes if s.last_result)
         self._set_state(new, reason)
 
     def _set_state(self, new: _health.HealthState, reason: str, *, force: bool = False) -> None:
@@ -311,5 +311,5 @@ class Backend:
             reason=self.reason,
             last_result=self.last_result,
             admin=self.target.admin,
-            checks=tuple(_health.CheckHealth(s.check, s.machine.state, s.last_result) for s in self._slots),
+            checks=tuple(_health.CheckHealth(s.check, s.machine.state, s.last_result) for s in self._lanes),
         )
