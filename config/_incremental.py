@@ -16,8 +16,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-from pydantic import ValidationError
 
 from config import _loader, _yaml
 from config._root import XdplbConfig
@@ -113,7 +111,7 @@ class IncrementalLoader:
         if cut is not None:
             try:
                 return self._assemble(cut)
-            except (yaml.YAMLError, ValidationError, _NotPlain):
+            except Exception:  # whatever a piece does alone, the full reading has the last word
                 pass
         self._pieces, self._services = {}, {}
         return _loader.parse_config(text, source=source)

@@ -192,3 +192,16 @@ def test_fragments_after_an_example_read_as_the_full_reading_says(pieces: list[s
     loader = config.IncrementalLoader()
     _same_as_full(loader, _text(EXAMPLES[0], False))
     _same_as_full(loader, "".join(pieces))
+
+
+def test_anything_unexpected_in_a_piece_leaves_the_word_to_the_full_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    loader = config.IncrementalLoader()
+    loader.parse(BASE, source="lb.yaml")
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise TypeError("a bug reading one piece")
+
+    monkeypatch.setattr(config.ServiceConfig, "model_validate", broken)
+    changed = BASE.replace("port: 443", "port: 8443")
+    assert _outcome(lambda: loader.parse(changed, source="lb.yaml"))[0] == "accepted"
+    assert loader.parse(changed, source="lb.yaml").services[1].port == 8443
