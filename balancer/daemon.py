@@ -389,7 +389,7 @@ class Daemon:
 
     async def _set_admin(self, backend_key: str, state: config.AdminState | None) -> None:
         cfg = self._require_config()
-        service = _service_of(cfg, backend_key)
+        service = _service_of({service.name: service for service in cfg.services}, backend_key)
         if service is None:
             raise KeyError(backend_key)
         if state is None:
@@ -547,7 +547,8 @@ class Daemon:
         """Apply ``new`` in place of ``old``: every step that can fail comes first, and is undone if a later one
         fails; only then does ``new`` become the running config. Unchanged backends keep their state."""
         changes = reload_diff.describe_changes(old, new)
-        overrides_ = {k: v for k, v in self._overrides.items() if _service_of(new, k) is not None}
+        by_name = {service.name: service for service in new.services}
+        overrides_ = {k: v for k, v in self._overrides.items() if _service_of(by_name, k) is not None}
         old_services = {service.name: service for service in old.services}
         changed = {service.name for service in new.services if old_services.pop(service.name, None) != service}
         changed |= old_services.keys()  # removed
@@ -737,13 +738,14 @@ class Daemon:
         task.add_done_callback(self._background.discard)
 
 
-def _service_of(cfg: config.XdplbConfig, backend_key: str) -> config.ServiceConfig | None:
-    """The service of ``cfg`` that has the backend ``backend_key`` (``NAME/ADDRESS``; a name may hold a "/")."""
+def _service_of(by_name: Mapping[str, config.ServiceConfig], backend_key: str) -> config.ServiceConfig | None:
+    """The service (of these, by name) that has the backend ``backend_key``: ``NAME/ADDRESS``, where a name may
+    hold a "/"."""
     name, _, address = backend_key.rpartition("/")
-    for service in cfg.services:
-        if service.name == name:
-            return service if any(backend.address_text == address for backend in service.backends) else None
-    return None
+    service = by_name.get(name)
+    if service is None or not any(backend.address_text == address for backend in service.backends):
+        return None
+    return service
 
 
 def default_api(daemon: "Daemon") -> api.ApiServer:

@@ -84,20 +84,16 @@ def dataplane_services(
     overrides: Mapping[str, config.AdminState],
     macs: Mapping[config.IpAddress, bpf.NextHop | str | None],
     *,
-    only: Set[str] | None = None,
-    skip: Set[str] = frozenset(),
     services: Iterable[config.ServiceConfig] | None = None,
 ) -> list[tuple[str, bpf.Service]]:
     """(service name, data-plane service) per (VIP, port, protocol), with the backends that should be in it.
 
-    ``only``: just these services (None: all); ``skip``: not these; ``services``: look at these of ``cfg``'s only. A backend's MAC and interface come from
-    ``macs`` (absent or None: unresolved, so it takes no new flows; a bare MAC: on the ingress interface); its
-    VLAN from the config, else from where its entry was learnt.
+    ``services``: just these of ``cfg``'s (None: all). A backend's MAC and interface come from ``macs`` (absent or
+    None: unresolved, so it takes no new flows; a bare MAC: on the ingress interface); its VLAN from the config,
+    else from where its entry was learnt.
     """
     out = []
     for service in cfg.services if services is None else services:
-        if (only is not None and service.name not in only) or service.name in skip:
-            continue
         members = []
         for backend in service.backends:
             key = service.backend_key(backend)

@@ -145,6 +145,6 @@ class MaglevCache:
 
 
 def build(key: TableKey) -> array[int]:
-    """Build the table of a cache key (a plain function of its argument: it runs in a process pool too)."""
+    """Build the table of a cache key (a plain function of its argument: the reconciler runs it in a thread)."""
     backends, size = key
     return _table(backends, size)

@@ -11,7 +11,9 @@ from bpf.errors import DataPlaneError
 from bpf.maglev import DEFAULT_TABLE_SIZE
 
 __all__ = [
-    "BackendState","PROTO_NUMBERS", "Backend", "BackendStatus", "NextHop", "Protocol", "Service", "ServiceKey", "ServiceStatus"]
+    "PROTO_NUMBERS", "Backend", "BackendState", "BackendStatus", "NextHop", "Protocol", "Service", "ServiceKey",
+    "ServiceStatus",
+]
 
 Protocol = Literal["tcp", "udp"]
 PROTO_NUMBERS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}

@@ -111,12 +111,11 @@ class XdplbConfig(XdplbModel):
         # Services are dumped once each (a reload keeps unchanged ones: see IncrementalLoader) and spliced in where
         # json.dumps(sort_keys=True) puts them, last: the text, and the digest, of dumping the whole document.
         global _service_texts
-        texts = {id(service): _service_texts.get(id(service)) or (service, _json(service.model_dump(mode="json")))
-                 for service in self.services}  # fmt: skip
-        _service_texts = texts
-        services = ",".join(text for _, text in texts.values()) if len(texts) == len(self.services) else ",".join(
-            _json(service.model_dump(mode="json")) for service in self.services
-        )
+        dumped: dict[int, tuple[ServiceConfig, str]] = {}
+        for service in self.services:
+            dumped[id(service)] = _service_texts.get(id(service)) or (service, _json(service.model_dump(mode="json")))
+        _service_texts = dumped
+        services = ",".join(dumped[id(service)][1] for service in self.services)
         head = _json(document)
         text = f'{head[:-1]},"services":[{services}]}}'
         self._digest = hashlib.sha256(text.encode()).hexdigest()  # the model is frozen: it cannot change
