@@ -46,6 +46,7 @@ BPF_PERCPU_ARRAY(global_stats, struct global_stats, 1);
 BPF_PERCPU_ARRAY(service_stats, struct service_stats, MAX_SERVICES);
 BPF_PERCPU_ARRAY(backend_stats, struct backend_stats, MAX_BACKENDS);
 BPF_PERCPU_ARRAY(flood_guards, struct flood_guard, 1);
+BPF_PERCPU_ARRAY(clocks, struct clock_cache, 1);
 
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
@@ -102,6 +103,21 @@ static __always_inline struct global_stats *globals(void)
     return global_stats.lookup(&zero);
 }
 
+/* bpf_ktime_get_coarse_ns(), read through this CPU's clock_cache (xdplb.h). */
+static __always_inline __u64 coarse_ns(void)
+{
+    __u32 zero = 0;
+    struct clock_cache *clock = clocks.lookup(&zero);
+    __u64 jiffies = bpf_jiffies64();
+    if (!clock)
+        return bpf_ktime_get_coarse_ns();
+    if (clock->jiffies != jiffies) {
+        clock->jiffies = jiffies;
+        clock->coarse_ns = bpf_ktime_get_coarse_ns();
+    }
+    return clock->coarse_ns;
+}
+
 /* Flood guard: true while this CPU's inserts in the current second stay under NEW_FLOW_RATE_LIMIT. */
 static __always_inline int may_insert(struct global_stats *g)
 {
@@ -109,7 +125,7 @@ static __always_inline int may_insert(struct global_stats *g)
     struct flood_guard *guard = flood_guards.lookup(&zero);
     if (!guard || NEW_FLOW_RATE_LIMIT == 0)
         return 1;
-    __u64 now = bpf_ktime_get_coarse_ns();
+    __u64 now = coarse_ns();
     if (now - guard->window_start_ns > 1000000000ULL) {
         guard->window_start_ns = now;
         guard->inserts = 0;
@@ -352,7 +368,7 @@ FLOW_SET_OPS(v6)
 
 static __always_inline __u32 now_seconds(void)
 {
-    return bpf_ktime_get_coarse_ns() >> 30;  /* ~1.07 s units; a jiffy of resolution is plenty */
+    return coarse_ns() >> 30;  /* ~1.07 s units; a jiffy of resolution is plenty */
 }
 
 /* An established flow: forward along its entry if the backend is still usable. Returns -1 when it is not. */

@@ -167,6 +167,14 @@ struct backend_stats {
     __u64 new_flows;
 };
 
+/* Per-CPU cache of the coarse clock. That clock moves only at a tick, when jiffies does, so reading it again only
+ * when bpf_jiffies64() (a plain load) has moved gives the same value as reading it for every packet, at a fraction
+ * of the cost: the coarse clock helper was 14 ns of a 85 ns established flow on these VMs. */
+struct clock_cache {
+    __u64 jiffies;                 /* bpf_jiffies64() when coarse_ns was read */
+    __u64 coarse_ns;               /* bpf_ktime_get_coarse_ns() then */
+};
+
 /* Per-CPU state of the flood guard: inserts in the current one-second window. */
 struct flood_guard {
     __u64 window_start_ns;
