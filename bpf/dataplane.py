@@ -585,7 +585,8 @@ class DataPlane:
         stride, seen_at = ctypes.sizeof(entry) // 4, entry.seen.offset // 4
         sets = min(self.settings.flow_sets, _ACTIVE_SAMPLE_SETS)
         with memoryview(view) as raw, raw.cast("I") as words, words[seen_at : sets * set_size // 4 : stride] as seen:
-            active = sum(map((now - _FLOW_ACTIVE_UNITS).__lt__, seen.tolist()))
+            # Never below 0: an empty entry's 0 is not a flow seen in a machine's first minute.
+            active = sum(map(max(now - _FLOW_ACTIVE_UNITS, 0).__lt__, seen.tolist()))
         return active * self.settings.flow_sets // sets
 
     def clear_flows(self) -> None:

@@ -219,6 +219,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *pkt, struc
     if (b->vlan) {
         if (pkt->vlan) {
             pkt->vlan->h_vlan_TCI = (pkt->vlan->h_vlan_TCI & bpf_htons(0xf000)) | bpf_htons(b->vlan & 0x0fff);
+            eth->h_proto = bpf_htons(ETH_P_8021Q);  /* a backend's VLAN is 802.1Q: an 802.1ad S-tag becomes one */
         } else {
             /* Push a tag: grow the head by 4 bytes; the ethertype stays where it is relative to the end. */
             if (bpf_xdp_adjust_head(ctx, -(int)sizeof(struct vlan_hdr))) {
@@ -418,7 +419,7 @@ static __always_inline int read_ports(void *l4, void *data_end, __u8 proto, __be
 {
     if (proto == IPPROTO_TCP) {
         struct tcphdr *th = l4;
-        if ((void *)(th + 1) > data_end || avail < sizeof(*th) || th->doff < 5)
+        if ((void *)(th + 1) > data_end || avail < sizeof(*th) || th->doff < 5 || th->doff * 4 > avail)
             return 0;
         *sport = th->source;
         *dport = th->dest;

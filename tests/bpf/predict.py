@@ -5,7 +5,7 @@ from functools import cache
 
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
-from scapy.layers.l2 import Dot1Q, Ether
+from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
 from scapy.packet import Packet
 
 import bpf
@@ -50,8 +50,10 @@ def forwarded(packet: Packet, real: world.Real) -> bytes:
     out[Ether].dst = real.mac
     out[Ether].src = src
     if real.vlan:
-        if Dot1Q in out:
-            out[Dot1Q].vlan = real.vlan
+        tag = out.getlayer(Dot1Q) or out.getlayer(Dot1AD)
+        if tag is not None:  # an 802.1ad S-tag leaves as the backend's 802.1Q tag
+            tag.vlan = real.vlan
+            out[Ether].type = 0x8100
         else:
             payload = out[Ether].payload
             out = Ether(dst=real.mac, src=src) / Dot1Q(vlan=real.vlan, type=out[Ether].type) / payload

@@ -309,3 +309,73 @@ def test_a_torn_entry_is_rewritten_in_its_own_way(plane: bpf.DataPlane) -> None:
     assert plane.count_flow_entries()[4] == entries
     send(plane, tcp(sport, 80))
     assert plane.read_counters().totals.flow_hits == after.flow_hits + 1
+
+
+def test_in_a_machines_first_minute_empty_entries_are_not_active_flows(plane: bpf.DataPlane,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty entry's last-seen time is 0: within a minute of boot that is not "seen within a minute"."""
+    send(plane, tcp(43200, 80))
+    monkeypatch.setattr(bpf.dataplane.time, "clock_gettime_ns", lambda clock: 10 << 30)
+    assert plane.flow_table_entries()[4] == 1
+
+
+def test_a_pushed_vlan_tag_is_counted_per_service_and_backend(plane: bpf.DataPlane) -> None:
+    spec = world.SERVICES["vlan4"]
+    packet = tcp(41100, 8080)
+    before = plane.read_counters()
+    assert send(plane, packet) == ("XDP_TX", "b3")
+    after = plane.read_counters()
+    backend = (spec.key, world.B3_VLAN.address)
+    for old, new in ((before.services[spec.key], after.services[spec.key]),
+                     (before.backends[backend], after.backends[backend])):
+        assert (new.packets - old.packets, new.bytes - old.bytes) == (1, len(packet) + 4)
+
+
+# Runs NEXT on a frame of FRAME_LEN bytes with less than 4 bytes of headroom left: it takes the headroom in
+# halving steps (the kernel refuses a step that would leave too little), moves the frame back to the start and
+# trims the tail. BPF_PROG_TEST_RUN on its own always leaves at least 224 bytes.
+NO_HEADROOM = r"""
+#include <uapi/linux/bpf.h>
+BPF_PROG_ARRAY(next, 1);
+static long (*load_bytes)(struct xdp_md *, __u32, void *, __u32) = (void *)BPF_FUNC_xdp_load_bytes;
+static long (*store_bytes)(struct xdp_md *, __u32, void *, __u32) = (void *)BPF_FUNC_xdp_store_bytes;
+#define TAKE(step) if (bpf_xdp_adjust_head(ctx, -(step)) == 0) taken += (step)
+int no_headroom(struct xdp_md *ctx) {
+    __u8 frame[FRAME_LEN];
+    __u32 taken = 0;
+    if (ctx->data_end - ctx->data != FRAME_LEN)
+        return XDP_ABORTED;
+    TAKE(256); TAKE(128); TAKE(64); TAKE(32); TAKE(16); TAKE(8); TAKE(4);
+    if (load_bytes(ctx, taken, frame, FRAME_LEN) || store_bytes(ctx, 0, frame, FRAME_LEN)
+        || bpf_xdp_adjust_tail(ctx, -(int)taken))
+        return XDP_ABORTED;
+    next.call(ctx, 0);
+    return XDP_ABORTED;
+}
+"""
+
+
+def test_a_vlan_push_without_headroom_drops_the_frame_and_counts_it(plane: bpf.DataPlane) -> None:
+    import ctypes
+
+    from bcc import BPF
+
+    from bpf import testing
+
+    forwarded, pushed = tcp(41102, 80), tcp(41103, 8080)
+    assert len(forwarded) == len(pushed)
+    wrapper = BPF(text=NO_HEADROOM.encode(), cflags=[f"-DFRAME_LEN={len(pushed)}"])
+    try:
+        wrapper[b"next"][ctypes.c_int(0)] = ctypes.c_int(plane.prog_fd)
+        fd = wrapper.load_func(b"no_headroom", BPF.XDP).fd
+        untagged = predict.chosen_real(world.SERVICES["web4"], forwarded)
+        run = testing.prog_test_run(fd, bytes(forwarded), ingress_ifindex=world.INGRESS_IFINDEX)
+        assert (run.verdict, run.data) == ("XDP_TX", predict.forwarded(forwarded, untagged)), \
+            "the wrapper itself keeps the frame whole"
+        before = plane.read_counters().totals
+        run = testing.prog_test_run(fd, bytes(pushed), ingress_ifindex=world.INGRESS_IFINDEX)
+        after = plane.read_counters().totals
+        assert (run.verdict, run.data) == ("XDP_DROP", bytes(pushed))
+        assert (after.drop_vlan_push - before.drop_vlan_push, after.forwarded - before.forwarded) == (1, 0)
+    finally:
+        wrapper.cleanup()

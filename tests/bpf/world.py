@@ -66,6 +66,7 @@ SERVICES = {
     "web6": service(VIP6, 80, "tcp", B1_6.backend(), B2_6.backend()),
     "dns6": service(VIP6, 53, "udp", B1_6.backend(), B2_6.backend()),
     "sticky4": service(VIP4, 443, "tcp", B1.backend(), B2.backend(), sticky=True),
+    "sticky6": service(VIP6, 443, "tcp", B1_6.backend(), B2_6.backend(), sticky=True),
     "vlan4": service(VIP4, 8080, "tcp", B3_VLAN.backend()),
     "empty4": service(VIP4, 81, "tcp"),
     "drain4": service(VIP4, 82, "tcp", B1.backend(weight=0), B2.backend()),
@@ -81,6 +82,7 @@ SERVICES = {
 # Replacements a stateful case applies after its first frames (``Case.reconfigure``).
 VARIANTS = {
     "web4": service(VIP4, 80, "tcp", B1.backend(weight=0), B2.backend()),  # b1 draining: Maglev picks b2 only
+    "web6": service(VIP6, 80, "tcp", B1_6.backend(weight=0), B2_6.backend()),
 }
 
 
