@@ -1,8 +1,9 @@
 """Cost per packet of the xdplb XDP program, side by side with a minimal MAC-swap XDP_TX program.
 
 Run as root: ``make bench-dataplane``. Every figure is the kernel's own mean ns per repetition under
-BPF_PROG_TEST_RUN, the least of many short runs, all measured in this one process: on a shared VM other work only
-ever adds time (the same case's median moved by 40% from one run to the next, its minimum by a few ns). The kernel does not reset the
+BPF_PROG_TEST_RUN, the least of many short runs taken round-robin over the cases, all in this one process: on a
+shared VM other work only ever adds time, and comes in bursts (the median of 5 runs of one case moved by 40% from
+one invocation to the next). The kernel does not reset the
 frame between repetitions, so new-flow figures go through a wrapper program that writes a fresh source address
 from a per-iteration counter and tail-calls the program under test; the wrapper's own cost (measured by
 tail-calling the minimal program the same way) is subtracted. ``redirect`` is an established flow whose backend
@@ -17,7 +18,7 @@ import json
 import sys
 from ipaddress import ip_address
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -80,15 +81,32 @@ def frame(dst: object, *, flags: str = "A", src: str = "198.18.0.2") -> bytes:
     return bytes(Ether(dst=LB_MAC, src=CLIENT_MAC) / ip / TCP(sport=40000, dport=80, flags=flags) / (b"x" * 16))
 
 
-def measure(fd: int, data: bytes, *, repeat: int, runs: int, expect: str) -> float:
-    """Least ns/packet over ``runs`` test runs of ``repeat`` repetitions."""
-    durations = []
+class Case(NamedTuple):
+    """One figure: a frame through a program; through the new-flow wrapper when ``via_wrapper``."""
+
+    name: str
+    fd: int
+    data: bytes
+    expect: str
+    via_wrapper: bool = False
+
+
+def measure(cases: list[Case], *, repeat: int, runs: int, wrapper: tuple[int, Any] | None = None) -> dict[str, float]:
+    """Least ns/packet of each case over ``runs`` test runs of ``repeat`` repetitions, taken round-robin (one run of
+    every case per round), so that a burst of interference on the host falls on all cases alike."""
+    least = dict.fromkeys((case.name for case in cases), float("inf"))
     for _ in range(runs):
-        result = testing.prog_test_run(fd, data, repeat=repeat)
-        if result.verdict != expect:
-            raise SystemExit(f"benchmark frame got {result.verdict}, expected {expect}")
-        durations.append(result.duration_ns)
-    return float(min(durations))
+        for case in cases:
+            fd = case.fd
+            if case.via_wrapper:
+                assert wrapper is not None
+                fd, jump = wrapper
+                jump[ctypes.c_int(0)] = ctypes.c_int(case.fd)
+            result = testing.prog_test_run(fd, case.data, repeat=repeat)
+            if result.verdict != case.expect:
+                raise SystemExit(f"benchmark frame of {case.name} got {result.verdict}, expected {case.expect}")
+            least[case.name] = min(least[case.name], result.duration_ns)
+    return least
 
 
 def load(settings: bpf.DataPlaneSettings) -> bpf.DataPlane:
@@ -101,8 +119,9 @@ def load(settings: bpf.DataPlaneSettings) -> bpf.DataPlane:
     return plane
 
 
-def measure_redirect(settings: bpf.DataPlaneSettings, *, repeat: int, runs: int) -> float:
-    """ns/packet of an established flow whose backend is on a second interface: XDP_REDIRECT."""
+def measure_redirect(settings: bpf.DataPlaneSettings, minimal_fd: int, *, repeat: int, runs: int) -> dict[str, float]:
+    """ns/packet of an established flow whose backend is on a second interface (XDP_REDIRECT), round-robin with
+    the minimal program."""
     with Lab() as lab:
         host = lab.add_host("bench", ipv4="198.18.0.250")
         with host.entered():
@@ -114,7 +133,9 @@ def measure_redirect(settings: bpf.DataPlaneSettings, *, repeat: int, runs: int)
                                              ifindex=host.ifindex) for i in range(8))
                 plane.set_service(bpf.Service(bpf.ServiceKey(VIP4, 80, "tcp"), backends))
                 testing.prog_test_run(plane.prog_fd, frame(VIP4))  # establish the flow
-                return measure(plane.prog_fd, frame(VIP4), repeat=repeat, runs=runs, expect="XDP_REDIRECT")
+                cases = [Case("minimal", minimal_fd, frame(VIP4), "XDP_TX"),
+                         Case("redirect", plane.prog_fd, frame(VIP4), "XDP_REDIRECT")]
+                return measure(cases, repeat=repeat, runs=runs)
             finally:
                 plane.cleanup()
 
@@ -140,29 +161,34 @@ def main() -> None:
     guarded = load(bpf.DataPlaneSettings(flow_table_size=args.flow_table_size, new_flow_rate_limit=1))
     run = {"repeat": args.repeat, "runs": args.runs}
 
-    figures: dict[str, float] = {}
-    figures["minimal_ns"] = measure(minimal_fd, frame(VIP4), expect="XDP_TX", **run)
-    testing.prog_test_run(inserting.prog_fd, frame(VIP4))  # establish the flow
-    figures["flow_hit_ns"] = measure(inserting.prog_fd, frame(VIP4), expect="XDP_TX", **run)
+    testing.prog_test_run(inserting.prog_fd, frame(VIP4))  # establish the flows
     testing.prog_test_run(inserting.prog_fd, frame(VIP6))
-    figures["flow_hit_v6_ns"] = measure(inserting.prog_fd, frame(VIP6), expect="XDP_TX", **run)
-    figures["not_a_vip_ns"] = measure(inserting.prog_fd, frame("192.0.2.200"), expect="XDP_PASS", **run)
-
-    def through_wrapper(fd: int, data: bytes) -> float:
-        jump[ctypes.c_int(0)] = ctypes.c_int(fd)
-        return measure(wrapper_fd, data, expect="XDP_TX", **run)
-
-    wrapper_overhead = through_wrapper(minimal_fd, frame(VIP4)) - figures["minimal_ns"]
-    figures["wrapper_overhead_ns"] = wrapper_overhead
-    figures["new_flow_ns"] = through_wrapper(inserting.prog_fd, frame(VIP4)) - wrapper_overhead
-    figures["new_flow_no_insert_ns"] = through_wrapper(guarded.prog_fd, frame(VIP4)) - wrapper_overhead
-    figures["syn_ns"] = through_wrapper(inserting.prog_fd, frame(VIP4, flags="S")) - wrapper_overhead
+    least = measure([
+        Case("minimal", minimal_fd, frame(VIP4), "XDP_TX"),
+        Case("flow_hit", inserting.prog_fd, frame(VIP4), "XDP_TX"),
+        Case("flow_hit_v6", inserting.prog_fd, frame(VIP6), "XDP_TX"),
+        Case("not_a_vip", inserting.prog_fd, frame("192.0.2.200"), "XDP_PASS"),
+        Case("wrapped_minimal", minimal_fd, frame(VIP4), "XDP_TX", via_wrapper=True),
+        Case("new_flow", inserting.prog_fd, frame(VIP4), "XDP_TX", via_wrapper=True),
+        Case("new_flow_no_insert", guarded.prog_fd, frame(VIP4), "XDP_TX", via_wrapper=True),
+        Case("syn", inserting.prog_fd, frame(VIP4, flags="S"), "XDP_TX", via_wrapper=True),
+    ], wrapper=(wrapper_fd, jump), **run)
     inserted = inserting.read_counters().totals.flow_inserts
     for plane in (inserting, guarded):
         plane.cleanup()
-    figures["redirect_ns"] = measure_redirect(
-        bpf.DataPlaneSettings(flow_table_size=args.flow_table_size, new_flow_rate_limit=0), **run)
+    redirect = measure_redirect(
+        bpf.DataPlaneSettings(flow_table_size=args.flow_table_size, new_flow_rate_limit=0), minimal_fd, **run)
 
+    wrapper_overhead = least["wrapped_minimal"] - least["minimal"]
+    figures: dict[str, float] = {
+        "minimal_ns": min(least["minimal"], redirect["minimal"]),
+        "flow_hit_ns": least["flow_hit"],
+        "flow_hit_v6_ns": least["flow_hit_v6"],
+        "not_a_vip_ns": least["not_a_vip"],
+        "wrapper_overhead_ns": wrapper_overhead,
+        **{f"{name}_ns": least[name] - wrapper_overhead for name in ("new_flow", "new_flow_no_insert", "syn")},
+        "redirect_ns": redirect["redirect"],
+    }
     base = figures["minimal_ns"]
     ratios = {name.removesuffix("_ns") + "_ratio": round(value / base, 2) for name, value in figures.items()
               if name not in ("minimal_ns", "wrapper_overhead_ns")}
