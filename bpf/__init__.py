@@ -10,12 +10,14 @@
 
 from bpf._counters import BackendCounters, Counters, GlobalCounters, ServiceCounters
 from bpf._kernel_source import KernelHeadersError, ensure_kernel_source
-from bpf.dataplane import AttachMode, DataPlane, DataPlaneSettings
+from bpf.dataplane import DEFAULT_GUE_PORT, AttachMode, DataPlane, DataPlaneSettings
 from bpf.errors import DataPlaneError
 from bpf.maglev import DEFAULT_TABLE_SIZE, MaglevCache, maglev_table
-from bpf.service import Backend, BackendState, BackendStatus, NextHop, Protocol, Service, ServiceKey, ServiceStatus
+from bpf.service import (Backend, BackendState, BackendStatus, NextHop, Protocol, Service, ServiceKey, ServiceStatus,
+                         Tunnel)
 
 __all__ = [
+    "DEFAULT_GUE_PORT",
     "DEFAULT_TABLE_SIZE",
     "AttachMode",
     "Backend",
@@ -35,6 +37,7 @@ __all__ = [
     "ServiceCounters",
     "ServiceKey",
     "ServiceStatus",
+    "Tunnel",
     "ensure_kernel_source",
     "maglev_table",
 ]

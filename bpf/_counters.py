@@ -36,6 +36,10 @@ class GlobalCounters:
     icmp_echo_replies: int = 0
     redirected: int = 0
     drop_no_egress: int = 0
+    tunnelled: int = 0
+    drop_no_route: int = 0
+    drop_too_big: int = 0
+    drop_no_headroom: int = 0
 
 
 @dataclass(frozen=True)

@@ -30,15 +30,17 @@ from bpf._kernel_source import ensure_kernel_source
 from bpf._tables import KernelMaps, MapOps, TableStore
 from bpf.errors import DataPlaneError
 from bpf.maglev import MaglevCache, TableKey
-from bpf.service import PROTO_NUMBERS, BackendState, BackendStatus, Service, ServiceKey, ServiceStatus
+from bpf.service import PROTO_NUMBERS, Backend, BackendState, BackendStatus, Service, ServiceKey, ServiceStatus
 
-__all__ = ["AttachMode", "DataPlane", "DataPlaneSettings"]
+__all__ = ["DEFAULT_GUE_PORT", "AttachMode", "DataPlane", "DataPlaneSettings"]
 
 log = logging.getLogger(__name__)
 _FLOW_WAYS = _abi.header_defines()["FLOW_WAYS"]
 _FLOW_ACTIVE_UNITS = _abi.header_defines()["FLOW_ACTIVE_UNITS"]
 _ACTIVE_SAMPLE_SETS = 16384  # sets read to count active flows: all of a default table (65536 entries)
 _SIOCGIFHWADDR = 0x8927
+DEFAULT_GUE_PORT = 6080  # Katran's default for GUE
+_TUNNEL_FLAGS = {"ipip": _abi.BACKEND_IPIP, "gue": _abi.BACKEND_GUE}
 
 AttachMode = Literal["auto", "native", "generic"]
 _XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
@@ -116,6 +118,7 @@ class DataPlane:
         self._attached: dict[str, int] = {}  # ifname -> XDP flags used
         self._ifindexes: dict[str, int] = {}  # ifname -> its ifindex when attached
         self._egress: set[int] = set()  # ifindexes in tx_ports: backends on them are reached (XDP_TX or redirect)
+        self._tunnel_sources: dict[int, config.IpAddress | None] = {}  # by IP version (set_tunnel)
         self._services: dict[ServiceKey, _ProgrammedService] = {}
         # Service updates may run in a worker thread (a Maglev table's install waits for an RCU grace period in the
         # kernel, ~8 ms): they hold this lock, and so do the readers of the service state on the event loop.
@@ -317,6 +320,35 @@ class DataPlane:
             return
         interfaces[interfaces.Key(ifindex)] = value
 
+    def set_tunnel(self, source_v4: config.IpAddress | None, source_v6: config.IpAddress | None,
+                   gue_port: int = DEFAULT_GUE_PORT) -> None:
+        """The node's tunnel settings: the outer source address of each family (None: no tunnels of that family;
+        ``set_service`` refuses them) and the UDP destination port of GUE."""
+        if source_v4 is not None and source_v4.version != 4 or source_v6 is not None and source_v6.version != 6:
+            raise DataPlaneError("tunnel sources: an IPv4 and an IPv6 address")
+        if not 0 < gue_port < 65536:
+            raise DataPlaneError(f"GUE port {gue_port} out of range")
+        configs = self.table("tunnel_configs")
+        value = configs.Leaf()
+        value.source_v4 = int.from_bytes(source_v4.packed, "little") if source_v4 is not None else 0
+        value.source_v6[:] = list(source_v6.packed if source_v6 is not None else bytes(16))
+        value.gue_port = socket.htons(gue_port)
+        configs[configs.Key(0)] = value
+        self._tunnel_sources = {4: source_v4, 6: source_v6}
+
+    def _write_tunnel_dest(self, slot: int, backend: Backend) -> None:
+        family = backend.address.version
+        if self._tunnel_sources.get(family) is None:
+            raise DataPlaneError(f"backend {backend.address}: {backend.tunnel} needs a tunnel source of IPv{family} "
+                                 "(set_tunnel)")
+        dests = self.table("tunnel_dests")
+        value = dests.Leaf()
+        value.addr[:] = list(backend.address.packed.ljust(16, b"\0"))
+        value.family = family
+        key = dests.Key(slot)
+        if bytes(dests[key]) != bytes(value):
+            dests[key] = value
+
     # services
 
     def set_service(self, service: Service) -> ServiceStatus:
@@ -402,7 +434,7 @@ class DataPlane:
     def table_key(self, service: Service) -> TableKey | None:
         """The ``maglev`` cache key of the table ``service`` needs (None: no backend takes new flows)."""
         candidates = [(str(b.address), b.weight) for b in service.backends
-                      if b.mac is not None and b.weight > 0 and (not b.ifindex or b.ifindex in self._egress)]
+                      if b.reachable_by_frame and b.weight > 0 and (not b.ifindex or b.ifindex in self._egress)]
         return self.maglev.key(candidates, service.table_size) if candidates else None
 
     def read_table(self, key: ServiceKey) -> list[config.IpAddress]:
@@ -438,7 +470,10 @@ class DataPlane:
                     added.append(backend.address)
                 value = backends_map.Leaf()
                 reachable = not backend.ifindex or backend.ifindex in self._egress
-                if mac is not None:
+                if backend.tunnel is not None:
+                    self._write_tunnel_dest(slot, backend)
+                    value.flags = _abi.BACKEND_USABLE | _TUNNEL_FLAGS[backend.tunnel]
+                elif mac is not None:
                     value.mac[:] = list(bytes.fromhex(mac.replace(":", "")))
                     value.flags = _abi.BACKEND_USABLE if reachable else 0
                 value.vlan = backend.vlan
@@ -448,11 +483,11 @@ class DataPlane:
                 key = backends_map.Key(slot)
                 if bytes(backends_map[key]) != bytes(value):
                     backends_map[key] = value
-                if mac is not None and reachable and backend.weight > 0:
+                if backend.reachable_by_frame and reachable and backend.weight > 0:
                     candidates.append((str(backend.address), backend.weight))
                     candidate_slots.append(slot)
                 state = BackendState.ACTIVE if backend.weight else BackendState.DRAINING
-                if not mac:
+                if not backend.reachable_by_frame:
                     state = BackendState.NO_MAC
                 elif not reachable:
                     state = BackendState.NO_INTERFACE

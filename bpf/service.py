@@ -12,10 +12,11 @@ from bpf.maglev import DEFAULT_TABLE_SIZE
 
 __all__ = [
     "PROTO_NUMBERS", "Backend", "BackendState", "BackendStatus", "NextHop", "Protocol", "Service", "ServiceKey",
-    "ServiceStatus",
+    "ServiceStatus", "Tunnel",
 ]
 
 Protocol = Literal["tcp", "udp"]
+Tunnel = Literal["ipip", "gue"]
 PROTO_NUMBERS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
 
 
@@ -54,6 +55,12 @@ class Backend:
     vlan: int = 0
     mac: str | None = None
     ifindex: int = 0
+    tunnel: Tunnel | None = None  # layer-3 DSR: no MAC needed, the next hop comes from the kernel's FIB
+
+    @property
+    def reachable_by_frame(self) -> bool:
+        """Whether the data plane knows how to send it a frame: tunnelled, or its MAC known."""
+        return self.tunnel is not None or self.mac is not None
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,10 @@ class Service:
                 raise DataPlaneError(f"{key}: backend {backend.address} VLAN out of range 0..4094")
             if backend.ifindex < 0:
                 raise DataPlaneError(f"{key}: backend {backend.address} ifindex is negative")
+            if backend.tunnel not in (None, "ipip", "gue"):
+                raise DataPlaneError(f"{key}: backend {backend.address} tunnel must be ipip or gue")
+            if backend.tunnel is not None and (backend.vlan or backend.ifindex):
+                raise DataPlaneError(f"{key}: backend {backend.address} is tunnelled: the FIB picks its interface")
 
 
 class BackendState(enum.Enum):

@@ -47,6 +47,10 @@ BPF_PERCPU_ARRAY(service_stats, struct service_stats, MAX_SERVICES);
 BPF_PERCPU_ARRAY(backend_stats, struct backend_stats, MAX_BACKENDS);
 BPF_PERCPU_ARRAY(flood_guards, struct flood_guard, 1);
 BPF_PERCPU_ARRAY(clocks, struct clock_cache, 1);
+/* Tunnels: a tunnelled backend slot -> its address; the node's tunnel sources and GUE port. */
+BPF_ARRAY(tunnel_dests, struct tunnel_dest, MAX_BACKENDS);
+BPF_ARRAY(tunnel_configs, struct tunnel_config, 1);
+BPF_PERCPU_ARRAY(next_hops, struct next_hop, MAX_BACKENDS);
 
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
@@ -59,6 +63,7 @@ struct packet {
     __u32 len;
     __u8 syn;                      /* TCP SYN without ACK: a connection attempt */
     __u8 icmp;                     /* an ICMP error about the flow: forwarded, never a new flow or an entry */
+    __u32 hash;                    /* the flow key's flow-table hash: a tunnel's entropy (GUE port, flow label) */
 };
 
 static __always_inline __u32 rotl32(__u32 x, __u32 r) { return (x << r) | (x >> (32 - r)); }
@@ -194,11 +199,41 @@ static __always_inline int egress_mac(__u32 egress, __u8 *src)
     return 1;
 }
 
+/* Counts a frame of LEN bytes forwarded to backend slot SLOT. */
+static __always_inline void count_forward(struct backend *b, __u32 slot, __u32 len, int new_flow, int redirect,
+                                          int icmp, struct global_stats *g)
+{
+    __u32 service_id = b->service_id;
+    struct service_stats *ss = service_stats.lookup(&service_id);
+    if (ss) {
+        ss->packets++;
+        ss->bytes += len;
+        ss->new_flows += new_flow;
+    }
+    struct backend_stats *bs = backend_stats.lookup(&slot);
+    if (bs) {
+        bs->packets++;
+        bs->bytes += len;
+        bs->new_flows += new_flow;
+    }
+    if (g) {
+        g->forwarded++;
+        g->forwarded_bytes += len;
+        g->icmp_too_big_forwarded += icmp;
+        g->redirected += redirect;
+    }
+}
+
+static __always_inline int tunnel(struct xdp_md *ctx, struct packet *pkt, struct backend *b, __u32 slot,
+                                  int new_flow, struct global_stats *g);
+
 /* Rewrite the frame towards the backend and count it; returns the XDP verdict: XDP_TX out of the ingress
- * interface, or XDP_REDIRECT out of the backend's own interface (tx_ports). */
+ * interface, or XDP_REDIRECT out of the backend's own interface (tx_ports). A tunnelled backend: tunnel(). */
 static __always_inline int forward(struct xdp_md *ctx, struct packet *pkt, struct backend *b, __u32 slot,
                                    int new_flow, struct global_stats *g)
 {
+    if (b->flags & BACKEND_TUNNEL)
+        return tunnel(ctx, pkt, b, slot, new_flow, g);
     __u8 src[6];
     struct ethhdr *eth = pkt->eth;
     /* Out of the backend's own interface: XDP_TX when that is the ingress one (or unset), else XDP_REDIRECT. */
@@ -240,26 +275,167 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *pkt, struc
     }
     __builtin_memcpy(eth->h_dest, b->mac, 6);
     __builtin_memcpy(eth->h_source, src, 6);
+    count_forward(b, slot, pkt->len, new_flow, redirect, pkt->icmp, g);
+    return redirect ? XDP_REDIRECT : XDP_TX;
+}
 
-    __u32 service_id = b->service_id;
-    struct service_stats *ss = service_stats.lookup(&service_id);
-    if (ss) {
-        ss->packets++;
-        ss->bytes += pkt->len;
-        ss->new_flows += new_flow;
+/* RFC 1071 over an IPv4 header without options. */
+static __always_inline __u16 ipv4_checksum(struct iphdr *ip)
+{
+    __u16 *word = (__u16 *)ip;
+    __u32 sum = 0;
+#pragma unroll
+    for (int i = 0; i < (int)sizeof(*ip) / 2; i++)
+        sum += word[i];
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    return ~sum;
+}
+
+#define AF_INET 2
+#define AF_INET6 10
+
+/* The FIB's next hop towards DEST into HOP: returns 0 when there is none (no route or neighbour, forwarding off
+ * on the ingress interface). Two lookups: the first, with the largest length, only to learn the route's MTU (the
+ * FIB says it when a length is over it), the second for the neighbour. */
+static __always_inline int look_up_next_hop(struct xdp_md *ctx, struct next_hop *hop, struct tunnel_dest *dest,
+                                            struct tunnel_config *cfg, int outer6)
+{
+    struct bpf_fib_lookup fib = {};
+    fib.ifindex = ctx->ingress_ifindex;
+    if (outer6) {
+        fib.family = AF_INET6;
+        __builtin_memcpy(fib.ipv6_src, cfg->source_v6, 16);
+        __builtin_memcpy(fib.ipv6_dst, dest->addr, 16);
+    } else {
+        fib.family = AF_INET;
+        fib.ipv4_src = cfg->source_v4;
+        __builtin_memcpy(&fib.ipv4_dst, dest->addr, 4);
     }
-    struct backend_stats *bs = backend_stats.lookup(&slot);
-    if (bs) {
-        bs->packets++;
-        bs->bytes += pkt->len;
-        bs->new_flows += new_flow;
+    fib.tot_len = 0xffff;
+    if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_FRAG_NEEDED)
+        return 0;
+    __u16 mtu = fib.mtu_result;
+    fib.tot_len = 0;
+    if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+        return 0;
+    hop->mtu = mtu;
+    hop->ifindex = fib.ifindex;
+    __builtin_memcpy(hop->dmac, fib.dmac, 6);
+    __builtin_memcpy(hop->smac, fib.smac, 6);
+    return 1;
+}
+
+/* Layer-3 DSR: the inner IP packet (the client's, untouched) goes to the backend's own address inside an outer
+ * IPv4 or IPv6 header from the node's tunnel source, and for GUE a UDP header whose source port comes from the
+ * flow hash (RFC 7605's 49152-65535), so the network's ECMP and the backend's RSS spread flows. The outer frame's
+ * next hop and interface come from the kernel's FIB (bpf_fib_lookup: routes decide as they do for the host; it
+ * wants forwarding on for the ingress interface), cached per CPU for up to a second (struct next_hop); a frame
+ * over the route's MTU is dropped and counted. A VLAN tag on the frame is left behind: the FIB's interface is the
+ * one the outer frame needs. */
+static __always_inline int tunnel(struct xdp_md *ctx, struct packet *pkt, struct backend *b, __u32 slot,
+                                  int new_flow, struct global_stats *g)
+{
+    __u32 zero = 0;
+    struct tunnel_dest *dest = tunnel_dests.lookup(&slot);
+    struct tunnel_config *cfg = tunnel_configs.lookup(&zero);
+    void *data = (void *)(long)ctx->data;
+    void *data_end = (void *)(long)ctx->data_end;
+    if (!dest || !cfg)
+        return XDP_DROP;
+    int gue = b->flags & BACKEND_GUE, outer6 = dest->family == 6;
+    __u32 l2 = pkt->vlan ? sizeof(struct ethhdr) + sizeof(struct vlan_hdr) : sizeof(struct ethhdr);
+    __u8 *inner = data + l2;
+    if ((void *)(inner + 2) > data_end)
+        return XDP_DROP;
+    int inner6 = (inner[0] >> 4) == 6;
+    __u8 tos = inner6 ? (__u8)((inner[0] << 4) | (inner[1] >> 4)) : inner[1];  /* traffic class or TOS */
+    __u32 inner_len = pkt->len - l2;
+    __u32 outer_len = (outer6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr)) + (gue ? sizeof(struct udphdr) : 0);
+
+    struct next_hop *hop = next_hops.lookup(&slot);
+    if (!hop)
+        return XDP_DROP;
+    __u64 now = coarse_ns();
+    if (hop->generation != b->generation || now - hop->at_ns > NEXT_HOP_TTL_NS || !hop->at_ns) {
+        if (!look_up_next_hop(ctx, hop, dest, cfg, outer6)) {
+            if (g)
+                g->drop_no_route++;
+            return XDP_DROP;
+        }
+        hop->generation = b->generation;
+        hop->at_ns = now;
     }
-    if (g) {
-        g->forwarded++;
-        g->forwarded_bytes += pkt->len;
-        g->icmp_too_big_forwarded += pkt->icmp;
-        g->redirected += redirect;
+    if (inner_len + outer_len > hop->mtu) {
+        if (g)
+            g->drop_too_big++;
+        return XDP_DROP;
     }
+    __u32 egress = hop->ifindex;
+    int redirect = egress != ctx->ingress_ifindex;
+    if (redirect && tx_ports.redirect_map(egress, XDP_DROP) != XDP_REDIRECT) {
+        if (g)
+            g->drop_no_egress++;
+        return XDP_DROP;
+    }
+    if (bpf_xdp_adjust_head(ctx, (int)l2 - (int)(sizeof(struct ethhdr) + outer_len))) {
+        if (g)
+            g->drop_no_headroom++;
+        return XDP_DROP;
+    }
+    data = (void *)(long)ctx->data;
+    data_end = (void *)(long)ctx->data_end;
+    struct ethhdr *eth = data;
+    void *outer = eth + 1;
+    if (outer + sizeof(struct ipv6hdr) + sizeof(struct udphdr) > data_end)  /* any inner packet is longer */
+        return XDP_DROP;
+    __builtin_memcpy(eth->h_dest, hop->dmac, 6);
+    __builtin_memcpy(eth->h_source, hop->smac, 6);
+    __u8 proto = gue ? IPPROTO_UDP : (inner6 ? IPPROTO_IPV6 : IPPROTO_IPIP);
+    struct udphdr *udp;
+    if (outer6) {
+        struct ipv6hdr *ip6 = outer;
+        __u32 label = pkt->hash & 0xfffff;
+        eth->h_proto = bpf_htons(ETH_P_IPV6);
+        ip6->version = 6;
+        ip6->priority = tos >> 4;
+        ip6->flow_lbl[0] = (__u8)(tos << 4) | (__u8)(label >> 16);
+        ip6->flow_lbl[1] = label >> 8;
+        ip6->flow_lbl[2] = label;
+        ip6->payload_len = bpf_htons(inner_len + (gue ? sizeof(struct udphdr) : 0));
+        ip6->nexthdr = proto;
+        ip6->hop_limit = TUNNEL_TTL;
+        __builtin_memcpy(&ip6->saddr, cfg->source_v6, 16);
+        __builtin_memcpy(&ip6->daddr, dest->addr, 16);
+        udp = (void *)(ip6 + 1);
+    } else {
+        struct iphdr *ip = outer;
+        eth->h_proto = bpf_htons(ETH_P_IP);
+        ip->version = 4;
+        ip->ihl = 5;
+        ip->tos = tos;
+        ip->tot_len = bpf_htons(inner_len + outer_len);
+        ip->id = 0;
+        ip->frag_off = bpf_htons(0x4000);  /* DF: path MTU discovery, as the inner TCP does */
+        ip->ttl = TUNNEL_TTL;
+        ip->protocol = proto;
+        ip->check = 0;
+        ip->saddr = cfg->source_v4;
+        __builtin_memcpy(&ip->daddr, dest->addr, 4);
+        ip->check = ipv4_checksum(ip);
+        udp = (void *)(ip + 1);
+    }
+    if (gue) {
+        if ((void *)(udp + 1) > data_end)
+            return XDP_DROP;
+        udp->source = bpf_htons(0xc000 | (pkt->hash & 0x3fff));
+        udp->dest = cfg->gue_port;
+        udp->len = bpf_htons(inner_len + sizeof(struct udphdr));
+        udp->check = 0;  /* zero: RFC 6935 allows it for tunnels over IPv6 too; the decap side does not check */
+    }
+    if (g)
+        g->tunnelled++;
+    count_forward(b, slot, inner_len + sizeof(struct ethhdr) + outer_len, new_flow, redirect, pkt->icmp, g);
     return redirect ? XDP_REDIRECT : XDP_TX;
 }
 
@@ -609,6 +785,7 @@ static __always_inline int balance_flow_v4(struct xdp_md *ctx, struct packet *pk
                                            struct global_stats *g)
 {
     __u32 key_hash = flow_hash_of_v4(key);
+    pkt->hash = key_hash;
     __u32 set_index = key_hash & (FLOW_SETS - 1);
     struct flow_set_v4 *set = flows_v4.lookup(&set_index);
     if (!set)
@@ -680,6 +857,7 @@ static __always_inline int balance_flow_v6(struct xdp_md *ctx, struct packet *pk
                                            struct global_stats *g)
 {
     __u32 key_hash = flow_hash_of_v6(key);
+    pkt->hash = key_hash;
     __u32 set_index = key_hash & (FLOW_SETS - 1);
     struct flow_set_v6 *set = flows_v6.lookup(&set_index);
     if (!set)

@@ -42,7 +42,11 @@
 #define SERVICE_STICKY 1           /* select on (saddr, daddr) only: every flow of a client goes to one backend */
 
 /* backend.flags */
-#define BACKEND_USABLE 1           /* MAC known and not removed: flows may go here (draining ones included) */
+#define BACKEND_USABLE 1           /* MAC known (or tunnelled) and not removed: flows may go here (draining too) */
+#define BACKEND_IPIP 2             /* tunnelled: IP in IP to its address (4in4, 6in6, 4in6, 6in4), next hop by FIB */
+#define BACKEND_GUE 4              /* tunnelled: IP in UDP (GUE variant 1: the inner packet right after UDP) */
+#define BACKEND_TUNNEL (BACKEND_IPIP | BACKEND_GUE)
+#define TUNNEL_TTL 64              /* TTL / hop limit of the outer header */
 
 /* A service: the Maglev table of one (VIP, port, protocol). */
 struct service_key_v4 {
@@ -75,6 +79,35 @@ struct backend {
     __u32 service_id;              /* row in service_stats of the service this slot belongs to */
     __u32 ifindex;                 /* egress interface: 0 or the ingress one is XDP_TX, another one XDP_REDIRECT
                                     * through tx_ports (its source MAC from interfaces) */
+};
+
+/* A tunnelled backend's own address, the outer destination (tunnel_dests, by slot; read for tunnels only). */
+struct tunnel_dest {
+    __u8 addr[16];                 /* an IPv4 address in the first 4 bytes */
+    __u8 family;                   /* 4 or 6 */
+    __u8 pad[3];
+};
+
+/* A tunnelled backend's next hop as the FIB gave it, cached per CPU by slot (next_hops): a FIB lookup costs more
+ * than the rest of the tunnel path, so it runs again only after NEXT_HOP_TTL_NS or when the slot's generation
+ * changed. Failures are not cached. */
+struct next_hop {
+    __u64 at_ns;                   /* coarse clock of the lookup; 0: never looked up */
+    __u32 generation;              /* backends[slot].generation it was looked up for */
+    __u32 ifindex;                 /* egress interface */
+    __u8 dmac[6];
+    __u8 smac[6];
+    __u16 mtu;                     /* of the route: a tunnelled frame over it is dropped (drop_too_big) */
+    __u8 pad[2];
+};
+#define NEXT_HOP_TTL_NS 1000000000ULL  /* routes and neighbours are followed within a second */
+
+/* The node's tunnel settings: one entry of tunnel_config. */
+struct tunnel_config {
+    __be32 source_v4;              /* outer source of IPv4 tunnels (0: none; the loader refuses such backends) */
+    __u8 source_v6[16];            /* outer source of IPv6 tunnels */
+    __be16 gue_port;               /* outer UDP destination port of GUE */
+    __u8 pad[2];
 };
 
 /* The flow table: which backend an established flow sticks to. Keys are the 5-tuple in network order, 8-byte
@@ -152,6 +185,10 @@ struct global_stats {
     __u64 icmp_echo_replies;       /* echo requests to a VIP address answered in XDP (ANSWER_PING) */
     __u64 redirected;              /* forwarded out of another interface than the ingress one (XDP_REDIRECT) */
     __u64 drop_no_egress;          /* backend's interface not in tx_ports (detached): the frame is dropped */
+    __u64 tunnelled;               /* forwarded in a tunnel (IPIP or GUE) */
+    __u64 drop_no_route;           /* tunnel: the FIB has no route or neighbour, or forwarding is off */
+    __u64 drop_too_big;            /* tunnel: the encapsulated frame is over the egress MTU */
+    __u64 drop_no_headroom;        /* tunnel: no headroom for the outer headers */
 };
 
 struct service_stats {

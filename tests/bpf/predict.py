@@ -11,7 +11,7 @@ from scapy.packet import Packet
 import bpf
 import config
 from tests.bpf import world
-from tests.reference import flowhash, maglev
+from tests.reference import flowhash, maglev, tunnel
 
 
 @cache
@@ -20,8 +20,9 @@ def reference_table(spec: bpf.Service) -> tuple[int, ...]:
 
 
 def verdict_for(real: world.Real) -> str:
-    """XDP_TX for a backend on the ingress interface, XDP_REDIRECT for one on the second segment."""
-    return "XDP_REDIRECT" if real.ifindex == world.EGRESS_IFINDEX else "XDP_TX"
+    """XDP_TX for a backend on the ingress interface, XDP_REDIRECT for one on the second segment (where the
+    tunnels' gateway is too)."""
+    return "XDP_REDIRECT" if real.ifindex == world.EGRESS_IFINDEX or real.tunnel else "XDP_TX"
 
 
 def chosen_real(spec: bpf.Service, packet: Packet) -> world.Real:
@@ -42,9 +43,13 @@ def flow_key_bytes(saddr: config.IpAddress, daddr: config.IpAddress, sport: int,
     return flowhash.flow_key(saddr, daddr, sport, dport, proto)
 
 
-def forwarded(packet: Packet, real: world.Real) -> bytes:
+def forwarded(packet: Packet, real: world.Real, *, flow: Packet | None = None, flow_seed: int = 0) -> bytes:
     """The frame the program should send: backend's MAC, the balancer's MAC on the backend's interface, the
-    backend's VLAN where it has one."""
+    backend's VLAN where it has one. A tunnelled backend: the inner IP packet behind the outer headers
+    (``tests/reference/tunnel.py``, the hash of ``flow or packet`` with the plane's ``flow_seed``), sent to the
+    gateway out of the second segment."""
+    if real.tunnel is not None:
+        return _tunnelled(packet, real, flow or packet, flow_seed)
     src = world.EGRESS_MAC if real.ifindex == world.EGRESS_IFINDEX else world.LB_MAC
     out = packet.copy()
     out[Ether].dst = real.mac
@@ -58,3 +63,17 @@ def forwarded(packet: Packet, real: world.Real) -> bytes:
             payload = out[Ether].payload
             out = Ether(dst=real.mac, src=src) / Dot1Q(vlan=real.vlan, type=out[Ether].type) / payload
     return bytes(out)
+
+
+def _tunnelled(packet: Packet, real: world.Real, flow: Packet, flow_seed: int) -> bytes:
+    frame = bytes(packet)
+    inner = frame[18:] if Dot1Q in packet or Dot1AD in packet else frame[14:]
+    ip = flow[IP] if IP in flow else flow[IPv6]
+    l4 = flow[TCP] if TCP in flow else flow[UDP]
+    key = flowhash.flow_key(ipaddress.ip_address(ip.src), ipaddress.ip_address(ip.dst), l4.sport, l4.dport,
+                            6 if TCP in flow else 17)
+    source = world.TUNNEL_SOURCE4 if real.address.version == 4 else world.TUNNEL_SOURCE6
+    outer = tunnel.outer_headers(inner, source, real.address, flow_hash=flowhash.murmur3_32(key, flow_seed),
+                                 gue_port=bpf.DEFAULT_GUE_PORT if real.tunnel == "gue" else None)
+    ethertype = 0x0800 if real.address.version == 4 else 0x86DD
+    return bytes(Ether(dst=world.GATEWAY_MAC, src=world.EGRESS_MAC, type=ethertype)) + outer + inner

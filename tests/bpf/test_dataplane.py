@@ -1,10 +1,7 @@
 """Data-plane behaviour over many packets and across updates, on the real program in the kernel."""
 
-import os
 import random
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from ipaddress import ip_address
 
 import pytest
@@ -12,19 +9,8 @@ import pytest
 import bpf
 from tests.bpf import predict, world
 from tests.reference import flowhash
-from tests.bpf.traffic import send, tcp, udp
+from tests.bpf.traffic import one_cpu, send, tcp, udp
 from tests.bpf.world import B1, B1_6, B2, B2_6, service
-
-
-@contextmanager
-def one_cpu() -> Iterator[None]:
-    """Pin this thread to one CPU: the flood guard counts inserts per CPU."""
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(before)})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
 
 
 def test_every_choice_equals_the_reference(plane: bpf.DataPlane) -> None:
@@ -197,8 +183,8 @@ def test_answer_ping_off_leaves_echo_to_the_kernel() -> None:
     from tests.bpf.conftest import require_bpf
 
     require_bpf()
-    plane = bpf.DataPlane(bpf.DataPlaneSettings(flow_table_size=256, max_services=16, max_backends=32,
-                                                answer_ping=False))
+    plane = bpf.DataPlane(bpf.DataPlaneSettings(flow_table_size=256, max_services=len(world.SERVICES),
+                                                max_backends=64, answer_ping=False))
     plane.setup()
     try:
         world.program(plane)

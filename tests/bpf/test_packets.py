@@ -11,11 +11,11 @@ from bpf import testing
 from tests.bpf import predict, world
 from balancer.lab import xdp
 from balancer.lab.netns import Host
-from tests.bpf.fixtures import forwarding, malformed, ping, redirect
+from tests.bpf.fixtures import forwarding, malformed, ping, redirect, tunnel
 from tests.bpf.fixtures.case import Case
 
 ETH_P_ALL = 0x0003
-CASES = [*forwarding.CASES, *malformed.CASES, *ping.CASES, *redirect.CASES]
+CASES = [*forwarding.CASES, *malformed.CASES, *ping.CASES, *redirect.CASES, *tunnel.CASES]
 
 
 def _global(plane: bpf.DataPlane) -> dict[str, int]:
@@ -64,7 +64,7 @@ def _check(plane: bpf.DataPlane, case: Case) -> None:
             if case.expect:
                 assert real.name == case.expect
             assert case.verdict == predict.verdict_for(real)
-            expected = predict.forwarded(case.packet, real)
+            expected = predict.forwarded(case.packet, real, flow=case.flow, flow_seed=plane.flow_seed)
         assert run.data == expected, f"expected:\n{_show(expected)}\nactual:\n{_show(run.data)}"
     else:
         assert run.data == frame, "a passed or dropped frame must be left untouched"

@@ -1,5 +1,8 @@
 """Send frames through the loaded program and read where they went."""
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from ipaddress import ip_address
 
 from scapy.layers.inet import IP, TCP, UDP
@@ -29,3 +32,14 @@ def send(plane: bpf.DataPlane, packet: Packet) -> tuple[str, str | None]:
         return run.verdict, None
     dst = Ether(run.data).dst
     return run.verdict, next(r.name for r in world.REALS.values() if r.mac == dst)
+
+
+@contextmanager
+def one_cpu() -> Iterator[None]:
+    """Pin this thread to one CPU: the flood guard counts and the next-hop cache is kept per CPU."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(before)})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)

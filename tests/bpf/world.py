@@ -27,6 +27,13 @@ NOT_A_VIP4 = ip_address("192.0.2.200")
 ROUTER4 = ip_address("198.18.0.1")  # sends ICMP errors about backends' replies
 ROUTER6 = ip_address("2001:db8::1")
 TABLE_SIZE = 251
+# Routed backends (tunnels): behind a gateway on the second segment, in the packet tests' namespace.
+TUNNEL_SOURCE4 = ip_address("198.18.0.1")
+TUNNEL_SOURCE6 = ip_address("2001:db8::1")
+SEGMENT2_ADDRESSES = ("198.18.1.1/24", "2001:db8:1::1/64")  # the balancer's on the second segment
+GATEWAY4, GATEWAY6 = ip_address("198.18.1.254"), ip_address("2001:db8:1::fe")
+GATEWAY_MAC = "02:00:00:00:00:fe"
+ROUTED_PREFIXES = (("198.18.5.0/24", GATEWAY4), ("2001:db8:5::/64", GATEWAY6))
 
 
 @dataclass(frozen=True)
@@ -36,8 +43,11 @@ class Real:
     mac: str
     vlan: int = 0
     ifindex: int = 0  # 0: the ingress interface
+    tunnel: bpf.Tunnel | None = None  # routed: no MAC of its own, the gateway's
 
     def backend(self, weight: int = 1) -> bpf.Backend:
+        if self.tunnel is not None:
+            return bpf.Backend(self.address, weight=weight, tunnel=self.tunnel)
         return bpf.Backend(self.address, weight=weight, vlan=self.vlan, mac=self.mac, ifindex=self.ifindex)
 
 
@@ -51,7 +61,14 @@ B4_SEG2 = Real("b4", ip_address("198.18.1.14"), "02:00:00:00:00:0e", ifindex=EGR
 B5_SEG2_VLAN = Real("b5", ip_address("198.18.1.15"), "02:00:00:00:00:0f", vlan=200, ifindex=EGRESS_IFINDEX)
 B4_SEG2_6 = Real("b4v6", ip_address("2001:db8:1::14"), "02:00:00:00:00:1e", ifindex=EGRESS_IFINDEX)
 B6_HERE = Real("b6", ip_address("198.18.0.16"), "02:00:00:00:00:16", ifindex=INGRESS_IFINDEX)
-REALS = {r.name: r for r in (B1, B2, B3_VLAN, B1_6, B2_6, B4_SEG2, B5_SEG2_VLAN, B4_SEG2_6, B6_HERE)}
+# Routed, behind the gateway: reached in tunnels.
+T4_IPIP = Real("t4ipip", ip_address("198.18.5.20"), GATEWAY_MAC, tunnel="ipip")
+T6_IPIP = Real("t6ipip", ip_address("2001:db8:5::20"), GATEWAY_MAC, tunnel="ipip")
+T4_GUE = Real("t4gue", ip_address("198.18.5.21"), GATEWAY_MAC, tunnel="gue")
+T6_GUE = Real("t6gue", ip_address("2001:db8:5::21"), GATEWAY_MAC, tunnel="gue")
+T4_NO_ROUTE = Real("t4none", ip_address("198.18.6.20"), GATEWAY_MAC, tunnel="ipip")  # no route to it
+REALS = {r.name: r for r in (B1, B2, B3_VLAN, B1_6, B2_6, B4_SEG2, B5_SEG2_VLAN, B4_SEG2_6, B6_HERE,
+                             T4_IPIP, T6_IPIP, T4_GUE, T6_GUE, T4_NO_ROUTE)}
 
 
 def service(
@@ -76,6 +93,16 @@ SERVICES = {
     "seg2v6": service(VIP6, 84, "tcp", B4_SEG2_6.backend()),
     "seg2vlan4": service(VIP4, 85, "tcp", B5_SEG2_VLAN.backend()),
     "here4": service(VIP4, 86, "tcp", B6_HERE.backend()),
+    # Tunnels, every family pair: "ipip46" is an IPv4 VIP's flows in IPv6 to the backend.
+    "ipip44": service(VIP4, 100, "tcp", T4_IPIP.backend()),
+    "ipip66": service(VIP6, 100, "tcp", T6_IPIP.backend()),
+    "ipip46": service(VIP4, 101, "tcp", T6_IPIP.backend()),
+    "ipip64": service(VIP6, 101, "tcp", T4_IPIP.backend()),
+    "gue44": service(VIP4, 102, "udp", T4_GUE.backend()),
+    "gue66": service(VIP6, 102, "tcp", T6_GUE.backend()),
+    "gue46": service(VIP4, 103, "tcp", T6_GUE.backend()),
+    "gue64": service(VIP6, 103, "udp", T4_GUE.backend()),
+    "noroute4": service(VIP4, 104, "tcp", T4_NO_ROUTE.backend()),
 }
 
 
@@ -88,6 +115,7 @@ VARIANTS = {
 
 def program(plane: bpf.DataPlane) -> None:
     plane.set_interface_mac(INGRESS_IFINDEX, LB_MAC)
+    plane.set_tunnel(TUNNEL_SOURCE4, TUNNEL_SOURCE6)
     plane.clear_flows()
     for spec in SERVICES.values():
         plane.set_service(spec)
