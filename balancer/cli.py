@@ -92,7 +92,24 @@ def build_parser() -> argparse.ArgumentParser:
         _api_options(admin)
     reload = sub.add_parser("reload", help="make a running daemon re-read its config file, and say what changed")
     _api_options(reload)
+    decap = sub.add_parser("decap", help="on a backend (root): take xdplb's IPIP/GUE tunnels off in XDP, no daemon")
+    decap.add_argument("action", choices=("attach", "detach", "status"))
+    decap.add_argument("interface", metavar="IFACE")
+    decap.add_argument("--gue-port", type=int, default=6080, help="UDP port of GUE (default 6080)")
+    decap.add_argument("--address", action="append", type=_ip_address, metavar="ADDR",
+                       help="a tunnel address of this host (repeatable; default: the interface's global ones)")
+    decap.add_argument("--mode", choices=("auto", "native", "generic"), default="auto",
+                       help="XDP attach mode (auto: native, else generic)")
     return parser
+
+
+def _ip_address(text: str) -> config.IpAddress:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
 
 
 _ADMIN_VERBS = {
@@ -275,6 +292,29 @@ def _refusal(code: int, body: Any) -> str:
     return f"HTTP {code}: {error or body}"
 
 
+def _decap(args: argparse.Namespace) -> int:
+    import bpf
+    from bpf import decap
+
+    try:
+        if args.action == "attach":
+            found = decap.attach(args.interface, mode=args.mode, gue_port=args.gue_port, addresses=args.address)
+        elif args.action == "detach":
+            decap.detach(args.interface)
+            print(f"{args.interface}: decap detached")
+            return 0
+        else:
+            found = decap.status(args.interface)
+    except (bpf.DataPlaneError, bpf.KernelHeadersError) as error:
+        print(f"xdplb decap: {error}", file=sys.stderr)
+        return 1
+    counters = found.counters
+    print(f"{found.interface}: decap attached ({found.mode}, program {found.prog_id}); tunnels to "
+          f"{', '.join(map(str, found.addresses))}; GUE port {found.gue_port or 'off'}")
+    print(f"  frames {counters.rx_packets}  ipip {counters.ipip}  gue {counters.gue}  malformed {counters.malformed}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``xdplb`` console script."""
     parser = build_parser()
@@ -293,6 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _admin(args)
     if args.command == "reload":
         return _reload(args)
+    if args.command == "decap":
+        return _decap(args)
     parser.print_help()
     return 2
 

@@ -1,0 +1,289 @@
+"""The backend's side of layer-3 DSR: ``decap.c`` loaded, attached and found again from its interface.
+
+``attach()`` leaves the program on the interface after the process ends (an attached XDP program keeps itself and
+its maps); ``status()`` and ``detach()`` find it again through the interface's XDP program id, so nothing is pinned
+and nothing runs on the backend. They refuse an interface whose program is not xdplb's decap.
+"""
+
+import ctypes
+import dataclasses
+import logging
+import os
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Any
+
+import config
+from bpf._kernel_source import ensure_kernel_source
+from bpf.dataplane import DEFAULT_GUE_PORT, AttachMode
+from bpf.errors import DataPlaneError
+
+__all__ = ["DecapCounters", "DecapStatus", "attach", "detach", "load", "status"]
+
+log = logging.getLogger(__name__)
+
+PROGRAM = Path(__file__).with_name("decap.c")
+_PROG_NAME = "xdplb_decap"
+_XDP_FLAGS = {"generic": 1 << 1, "native": 1 << 2}
+# IFLA_XDP_*_PROG_ID (include/uapi/linux/if_link.h): the program attached in each mode, absent when none.
+_PROG_IDS = {"IFLA_XDP_DRV_PROG_ID": "native", "IFLA_XDP_SKB_PROG_ID": "generic", "IFLA_XDP_HW_PROG_ID": "offload"}
+
+
+@dataclass(frozen=True)
+class DecapCounters:
+    """``struct decap_stats`` of decap.c, summed over CPUs."""
+
+    rx_packets: int = 0
+    ipip: int = 0
+    gue: int = 0
+    malformed: int = 0
+
+
+@dataclass(frozen=True)
+class DecapStatus:
+    """What ``status()`` found on an interface."""
+
+    interface: str
+    mode: str
+    prog_id: int
+    addresses: tuple[config.IpAddress, ...]
+    gue_port: int | None
+    counters: DecapCounters
+
+
+class LoadedDecap:
+    """The compiled program and its maps, in this process (``load()``)."""
+
+    def __init__(self, bpf: Any) -> None:
+        self._bpf = bpf
+        self.fn = bpf.load_func(_PROG_NAME.encode(), type(bpf).XDP)
+
+    @property
+    def prog_fd(self) -> int:
+        return int(self.fn.fd)
+
+    def set_gue_port(self, port: int | None) -> None:
+        """Take GUE to UDP ``port`` off (None: no GUE)."""
+        if port is not None and not 0 < port < 65536:
+            raise DataPlaneError(f"GUE port {port} out of range")
+        table = self._bpf[b"decap_config"]
+        table[table.Key(0)] = table.Leaf(socket.htons(port or 0))
+
+    def add_addresses(self, addresses: Iterable[config.IpAddress]) -> None:
+        """Take tunnels to these addresses off."""
+        for address in addresses:
+            table = self._bpf[f"decap_addrs_v{address.version}".encode()]
+            key = table.Key.from_buffer_copy(address.packed)
+            table[key] = table.Leaf(1)
+
+    def counters(self) -> DecapCounters:
+        table = self._bpf[b"decap_stats"]
+        values = table[table.Key(0)]
+        return DecapCounters(**{f.name: sum(getattr(v, f.name) for v in values)
+                                for f in dataclasses.fields(DecapCounters)})
+
+    def cleanup(self) -> None:
+        self._bpf.cleanup()
+
+
+def load(*, gue_port: int | None = DEFAULT_GUE_PORT, addresses: Iterable[config.IpAddress] = ()) -> LoadedDecap:
+    """Compile and load ``decap.c`` with its settings (needs root and kernel headers)."""
+    from bcc import BPF  # only on Debian's python, and only needed here
+
+    ensure_kernel_source()
+    try:
+        loaded = LoadedDecap(BPF(src_file=str(PROGRAM).encode(), cflags=["-w"]))
+    except Exception as error:
+        raise DataPlaneError(f"loading the decap program failed: {error}") from error
+    loaded.set_gue_port(gue_port)
+    loaded.add_addresses(addresses)
+    return loaded
+
+
+def attach(ifname: str, *, mode: AttachMode = "auto", gue_port: int | None = DEFAULT_GUE_PORT,
+           addresses: Iterable[config.IpAddress] | None = None) -> DecapStatus:
+    """Attach the decap program to ``ifname`` for ``addresses`` (default: the interface's own global ones) and
+    leave it there. Refuses an interface with another XDP program on it; replaces an earlier decap."""
+    from bcc import BPF
+
+    existing = _attached(ifname)
+    if existing is not None and _prog_name(existing[1]) != _PROG_NAME:
+        raise DataPlaneError(f"{ifname} has another XDP program (id {existing[1]}): detach it first")
+    chosen = tuple(addresses) if addresses is not None else _interface_addresses(ifname)
+    if not chosen:
+        raise DataPlaneError(f"{ifname} has no global address to take tunnels to: give --address")
+    loaded = load(gue_port=gue_port, addresses=chosen)
+    if existing is not None:
+        BPF.remove_xdp(ifname.encode(), _XDP_FLAGS.get(existing[0], 0))
+    modes = ["native", "generic"] if mode == "auto" else [mode]
+    for index, candidate in enumerate(modes):
+        try:
+            BPF.attach_xdp(ifname.encode(), loaded.fn, _XDP_FLAGS[candidate])
+        except Exception as error:
+            if index + 1 < len(modes):
+                continue
+            loaded.cleanup()
+            raise DataPlaneError(f"attaching the decap program to {ifname} in {candidate} mode failed: {error}") from error
+        log.info("event=decap_attached interface=%s mode=%s addresses=%s gue_port=%s", ifname, candidate,
+                 ",".join(map(str, chosen)), gue_port)
+        break
+    return status(ifname)
+
+
+def detach(ifname: str) -> None:
+    """Take the decap program off ``ifname``; DataPlaneError if what is there is not it."""
+    from bcc import BPF
+
+    existing = _attached(ifname)
+    if existing is None:
+        raise DataPlaneError(f"{ifname} has no XDP program")
+    if _prog_name(existing[1]) != _PROG_NAME:
+        raise DataPlaneError(f"{ifname} has another XDP program (id {existing[1]}), not xdplb's decap")
+    BPF.remove_xdp(ifname.encode(), _XDP_FLAGS.get(existing[0], 0))
+    log.info("event=decap_detached interface=%s", ifname)
+
+
+def status(ifname: str) -> DecapStatus:
+    """The decap program on ``ifname``: mode, addresses, GUE port and counters, read from the kernel."""
+    existing = _attached(ifname)
+    if existing is None:
+        raise DataPlaneError(f"{ifname} has no XDP program")
+    mode, prog_id = existing
+    if _prog_name(prog_id) != _PROG_NAME:
+        raise DataPlaneError(f"{ifname} has another XDP program (id {prog_id}), not xdplb's decap")
+    maps = _maps_of(prog_id)
+    try:
+        stats = _percpu_values(maps["decap_stats"], 0, len(dataclasses.fields(DecapCounters)))
+        counters = DecapCounters(*stats)
+        addresses = tuple(ip_address(key) for name in ("decap_addrs_v4", "decap_addrs_v6")
+                          for key in _keys(maps[name]))
+        port = socket.ntohs(int.from_bytes(_lookup(maps["decap_config"], 0, 4)[:2], "little"))
+    finally:
+        for fd in maps.values():
+            os.close(fd)
+    return DecapStatus(ifname, mode, prog_id, addresses, port or None, counters)
+
+
+# The kernel's side, through libbpf's calls as bcc's library exports them.
+
+class _ProgInfo(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("tag", ctypes.c_uint8 * 8),
+                ("jited_prog_len", ctypes.c_uint32), ("xlated_prog_len", ctypes.c_uint32),
+                ("jited_prog_insns", ctypes.c_uint64), ("xlated_prog_insns", ctypes.c_uint64),
+                ("load_time", ctypes.c_uint64), ("created_by_uid", ctypes.c_uint32),
+                ("nr_map_ids", ctypes.c_uint32), ("map_ids", ctypes.c_uint64), ("name", ctypes.c_char * 16)]
+
+
+class _MapInfo(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("key_size", ctypes.c_uint32),
+                ("value_size", ctypes.c_uint32), ("max_entries", ctypes.c_uint32), ("map_flags", ctypes.c_uint32),
+                ("name", ctypes.c_char * 16)]
+
+
+def _lib() -> Any:
+    from bcc import libbcc
+
+    return libbcc.lib
+
+
+def _info(fd: int, info: ctypes.Structure) -> None:
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    if _lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)) != 0:
+        raise DataPlaneError(f"reading BPF object info failed: {os.strerror(ctypes.get_errno() or 1)}")
+
+
+def _prog_fd(prog_id: int) -> int:
+    fd = int(_lib().bpf_prog_get_fd_by_id(prog_id))
+    if fd < 0:
+        raise DataPlaneError(f"no BPF program with id {prog_id}")
+    return fd
+
+
+def _prog_name(prog_id: int) -> str:
+    fd = _prog_fd(prog_id)
+    try:
+        info = _ProgInfo()
+        _info(fd, info)
+        return str(info.name.decode())
+    finally:
+        os.close(fd)
+
+
+def _maps_of(prog_id: int) -> dict[str, int]:
+    """The program's maps by name, as open fds (the caller closes them)."""
+    fd = _prog_fd(prog_id)
+    try:
+        ids = (ctypes.c_uint32 * 16)()
+        info = _ProgInfo(nr_map_ids=len(ids), map_ids=ctypes.addressof(ids))
+        _info(fd, info)
+        count = min(info.nr_map_ids, len(ids))
+    finally:
+        os.close(fd)
+    maps: dict[str, int] = {}
+    for map_id in ids[:count]:
+        map_fd = int(_lib().bpf_map_get_fd_by_id(map_id))
+        if map_fd < 0:
+            continue
+        map_info = _MapInfo()
+        _info(map_fd, map_info)
+        maps[map_info.name.decode()] = map_fd
+    return maps
+
+
+def _lookup(fd: int, key: int, size: int) -> bytes:
+    value = ctypes.create_string_buffer(size)
+    if _lib().bpf_map_lookup_elem(fd, ctypes.byref(ctypes.c_uint32(key)), value) != 0:
+        raise DataPlaneError("reading a decap map failed")
+    return value.raw
+
+
+def _percpu_values(fd: int, key: int, fields: int) -> list[int]:
+    cpus = _possible_cpus()
+    raw = _lookup(fd, key, 8 * fields * cpus)
+    words = [int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 8)]
+    return [sum(words[cpu * fields + field] for cpu in range(cpus)) for field in range(fields)]
+
+
+def _keys(fd: int) -> list[bytes]:
+    info = _MapInfo()
+    _info(fd, info)
+    keys, key, previous = [], ctypes.create_string_buffer(info.key_size), None
+    while _lib().bpf_map_get_next_key(fd, previous, key) == 0:
+        keys.append(key.raw)
+        previous = ctypes.create_string_buffer(key.raw, info.key_size)
+    return keys
+
+
+def _possible_cpus() -> int:
+    text = Path("/sys/devices/system/cpu/possible").read_text().strip()
+    return max(int(part.split("-")[-1]) for part in text.split(",")) + 1
+
+
+def _attached(ifname: str) -> tuple[str, int] | None:
+    """(mode, program id) of the XDP program on ``ifname``, or None."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        indexes = ipr.link_lookup(ifname=ifname)
+        if not indexes:
+            raise DataPlaneError(f"no interface {ifname}")
+        (link,) = ipr.get_links(indexes[0])
+    xdp = link.get_attr("IFLA_XDP")
+    for attr, mode in _PROG_IDS.items():
+        prog_id = xdp.get_attr(attr) if xdp is not None else None
+        if prog_id:
+            return mode, int(prog_id)
+    return None
+
+
+def _interface_addresses(ifname: str) -> tuple[config.IpAddress, ...]:
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        index = ipr.link_lookup(ifname=ifname)[0]
+        found = [ip_address(message.get_attr("IFA_ADDRESS"))
+                 for message in ipr.get_addr(index=index) if message["scope"] == 0]  # global scope only
+    return tuple(found)
