@@ -1,6 +1,6 @@
 /* xdplb decap: the backend's side of layer-3 DSR, for hosts with no tunnel modules (or none wanted).
  *
- * A frame whose outer IPv4 or IPv6 header is addressed to one of this host's tunnel addresses (decap_addrs_v4/v6,
+ * A frame whose outer IPv4 or IPv6 header is addressed to one of this host's tunnel addresses (decap_config,
  * filled by `xdplb decap attach`) and carries IP in IP (protocol 4 or 41) or GUE (UDP to DECAP_GUE_PORT, the
  * inner IP packet right after the UDP header) loses its outer headers: the inner packet goes on to the stack
  * (XDP_PASS) behind the same Ethernet header (and VLAN tag), and the stack sees the VIP, which must be on the
@@ -15,13 +15,15 @@
 #include <linux/ipv6.h>
 #include <linux/udp.h>
 
-#ifndef DECAP_ADDRS
-#define DECAP_ADDRS 64             /* tunnel addresses per family */
-#endif
+#define DECAP_ADDRS 8              /* tunnel addresses per family: scanned, cheaper than a hash lookup */
 
+/* Everything the program reads for a frame, in one map entry. */
 struct decap_config {
     __be16 gue_port;               /* 0: no GUE */
-    __u8 pad[2];
+    __u8 count_v4;                 /* addresses in use at the front of addrs_v4 / addrs_v6 */
+    __u8 count_v6;
+    __be32 addrs_v4[DECAP_ADDRS];
+    struct in6_addr addrs_v6[DECAP_ADDRS];
 };
 
 /* Per-CPU counters, summed by bpf/decap.py (the same names, in this order). */
@@ -32,8 +34,6 @@ struct decap_stats {
     __u64 malformed;               /* for a tunnel address, tunnel protocol, but inner packet not IP of its kind */
 };
 
-BPF_HASH(decap_addrs_v4, __be32, __u8, DECAP_ADDRS);
-BPF_HASH(decap_addrs_v6, struct in6_addr, __u8, DECAP_ADDRS);
 BPF_ARRAY(decap_config, struct decap_config, 1);
 BPF_PERCPU_ARRAY(decap_stats, struct decap_stats, 1);
 
@@ -82,10 +82,30 @@ static __always_inline __be16 inner_ethertype(__u8 *inner, void *data_end, __u8 
     return 0;
 }
 
-static __always_inline int decap_l4(struct xdp_md *ctx, struct decap_stats *s, __u32 l2, __u32 ip_len, __u8 proto,
-                                    void *l4, void *data_end)
+static __always_inline int ours_v4(struct decap_config *cfg, __be32 addr)
 {
-    __u32 zero = 0;
+    int found = 0;
+#pragma unroll
+    for (int i = 0; i < DECAP_ADDRS; i++)
+        found |= i < cfg->count_v4 && cfg->addrs_v4[i] == addr;
+    return found;
+}
+
+static __always_inline int ours_v6(struct decap_config *cfg, struct in6_addr *addr)
+{
+    const __u64 *a = (const __u64 *)addr;
+    int found = 0;
+#pragma unroll
+    for (int i = 0; i < DECAP_ADDRS; i++) {
+        const __u64 *b = (const __u64 *)&cfg->addrs_v6[i];
+        found |= i < cfg->count_v6 && !((a[0] ^ b[0]) | (a[1] ^ b[1]));
+    }
+    return found;
+}
+
+static __always_inline int decap_l4(struct xdp_md *ctx, struct decap_stats *s, struct decap_config *cfg, __u32 l2,
+                                    __u32 ip_len, __u8 proto, void *l4, void *data_end)
+{
     if (proto == IPPROTO_IPIP || proto == IPPROTO_IPV6) {
         __be16 inner = inner_ethertype(l4, data_end, proto);
         if (!inner) {
@@ -100,8 +120,7 @@ static __always_inline int decap_l4(struct xdp_md *ctx, struct decap_stats *s, _
     if (proto != IPPROTO_UDP)
         return XDP_PASS;
     struct udphdr *udp = l4;
-    struct decap_config *cfg = decap_config.lookup(&zero);
-    if ((void *)(udp + 1) > data_end || !cfg || !cfg->gue_port || udp->dest != cfg->gue_port)
+    if ((void *)(udp + 1) > data_end || !cfg->gue_port || udp->dest != cfg->gue_port)
         return XDP_PASS;
     __be16 inner = inner_ethertype((void *)(udp + 1), data_end, 0);
     if (!inner) {
@@ -120,8 +139,11 @@ int xdplb_decap(struct xdp_md *ctx)
     void *data_end = (void *)(long)ctx->data_end;
     __u32 zero = 0;
     struct decap_stats *s = decap_stats.lookup(&zero);
+    struct decap_config *cfg = decap_config.lookup(&zero);
     if (s)
         s->rx_packets++;
+    if (!cfg)
+        return XDP_PASS;
     struct ethhdr *eth = data;
     if ((void *)(eth + 1) > data_end)
         return XDP_PASS;
@@ -138,19 +160,17 @@ int xdplb_decap(struct xdp_md *ctx)
         struct iphdr *ip = data + l2;
         if ((void *)(ip + 1) > data_end || ip->ihl != 5 || (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)))
             return XDP_PASS;
-        __be32 daddr = ip->daddr;
-        if (!decap_addrs_v4.lookup(&daddr))
+        if (!ours_v4(cfg, ip->daddr))
             return XDP_PASS;
-        return decap_l4(ctx, s, l2, sizeof(*ip), ip->protocol, ip + 1, data_end);
+        return decap_l4(ctx, s, cfg, l2, sizeof(*ip), ip->protocol, ip + 1, data_end);
     }
     if (proto == bpf_htons(ETH_P_IPV6)) {
         struct ipv6hdr *ip6 = data + l2;
         if ((void *)(ip6 + 1) > data_end)
             return XDP_PASS;
-        struct in6_addr daddr = ip6->daddr;
-        if (!decap_addrs_v6.lookup(&daddr))
+        if (!ours_v6(cfg, &ip6->daddr))
             return XDP_PASS;
-        return decap_l4(ctx, s, l2, sizeof(*ip6), ip6->nexthdr, ip6 + 1, data_end);
+        return decap_l4(ctx, s, cfg, l2, sizeof(*ip6), ip6->nexthdr, ip6 + 1, data_end);
     }
     return XDP_PASS;
 }

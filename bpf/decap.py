@@ -21,12 +21,14 @@ from bpf._kernel_source import ensure_kernel_source
 from bpf.dataplane import DEFAULT_GUE_PORT, AttachMode
 from bpf.errors import DataPlaneError
 
-__all__ = ["DecapCounters", "DecapStatus", "attach", "detach", "load", "status"]
+__all__ = ["MAX_ADDRESSES", "DecapCounters", "DecapStatus", "LoadedDecap", "attach", "detach", "load", "status"]
 
 log = logging.getLogger(__name__)
 
 PROGRAM = Path(__file__).with_name("decap.c")
 _PROG_NAME = "xdplb_decap"
+MAX_ADDRESSES = 8  # DECAP_ADDRS of decap.c
+_CONFIG_SIZE = 4 + 4 * MAX_ADDRESSES + 16 * MAX_ADDRESSES  # struct decap_config
 _XDP_FLAGS = {"generic": 1 << 1, "native": 1 << 2}
 # IFLA_XDP_*_PROG_ID (include/uapi/linux/if_link.h): the program attached in each mode, absent when none.
 _PROG_IDS = {"IFLA_XDP_DRV_PROG_ID": "native", "IFLA_XDP_SKB_PROG_ID": "generic", "IFLA_XDP_HW_PROG_ID": "offload"}
@@ -65,19 +67,26 @@ class LoadedDecap:
     def prog_fd(self) -> int:
         return int(self.fn.fd)
 
-    def set_gue_port(self, port: int | None) -> None:
-        """Take GUE to UDP ``port`` off (None: no GUE)."""
-        if port is not None and not 0 < port < 65536:
-            raise DataPlaneError(f"GUE port {port} out of range")
+    def configure(self, gue_port: int | None, addresses: Iterable[config.IpAddress]) -> None:
+        """Take tunnels to ``addresses`` off (at most ``MAX_ADDRESSES`` per family), and GUE to UDP ``gue_port``
+        (None: no GUE)."""
+        if gue_port is not None and not 0 < gue_port < 65536:
+            raise DataPlaneError(f"GUE port {gue_port} out of range")
+        by_family: dict[int, list[config.IpAddress]] = {4: [], 6: []}
+        for address in dict.fromkeys(addresses):
+            by_family[address.version].append(address)
+        for family, found in by_family.items():
+            if len(found) > MAX_ADDRESSES:
+                raise DataPlaneError(f"at most {MAX_ADDRESSES} IPv{family} tunnel addresses, not {len(found)}")
         table = self._bpf[b"decap_config"]
-        table[table.Key(0)] = table.Leaf(socket.htons(port or 0))
-
-    def add_addresses(self, addresses: Iterable[config.IpAddress]) -> None:
-        """Take tunnels to these addresses off."""
-        for address in addresses:
-            table = self._bpf[f"decap_addrs_v{address.version}".encode()]
-            key = table.Key.from_buffer_copy(address.packed)
-            table[key] = table.Leaf(1)
+        value = table.Leaf()
+        value.gue_port = socket.htons(gue_port or 0)
+        value.count_v4, value.count_v6 = len(by_family[4]), len(by_family[6])
+        for index, address in enumerate(by_family[4]):
+            value.addrs_v4[index] = int.from_bytes(address.packed, "little")
+        for index, address in enumerate(by_family[6]):
+            ctypes.memmove(ctypes.addressof(value.addrs_v6[index]), address.packed, 16)
+        table[table.Key(0)] = value
 
     def counters(self) -> DecapCounters:
         table = self._bpf[b"decap_stats"]
@@ -98,8 +107,7 @@ def load(*, gue_port: int | None = DEFAULT_GUE_PORT, addresses: Iterable[config.
         loaded = LoadedDecap(BPF(src_file=str(PROGRAM).encode(), cflags=["-w"]))
     except Exception as error:
         raise DataPlaneError(f"loading the decap program failed: {error}") from error
-    loaded.set_gue_port(gue_port)
-    loaded.add_addresses(addresses)
+    loaded.configure(gue_port, addresses)
     return loaded
 
 
@@ -158,9 +166,12 @@ def status(ifname: str) -> DecapStatus:
     try:
         stats = _percpu_values(maps["decap_stats"], 0, len(dataclasses.fields(DecapCounters)))
         counters = DecapCounters(*stats)
-        addresses = tuple(ip_address(key) for name in ("decap_addrs_v4", "decap_addrs_v6")
-                          for key in _keys(maps[name]))
-        port = socket.ntohs(int.from_bytes(_lookup(maps["decap_config"], 0, 4)[:2], "little"))
+        raw = _lookup(maps["decap_config"], 0, _CONFIG_SIZE)
+        count_v4, count_v6 = raw[2], raw[3]
+        v6_at = 4 + 4 * MAX_ADDRESSES
+        addresses = (*(ip_address(raw[4 + 4 * i:8 + 4 * i]) for i in range(count_v4)),
+                     *(ip_address(raw[v6_at + 16 * i:v6_at + 16 * (i + 1)]) for i in range(count_v6)))
+        port = int.from_bytes(raw[:2], "big")
     finally:
         for fd in maps.values():
             os.close(fd)
@@ -245,16 +256,6 @@ def _percpu_values(fd: int, key: int, fields: int) -> list[int]:
     raw = _lookup(fd, key, 8 * fields * cpus)
     words = [int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 8)]
     return [sum(words[cpu * fields + field] for cpu in range(cpus)) for field in range(fields)]
-
-
-def _keys(fd: int) -> list[bytes]:
-    info = _MapInfo()
-    _info(fd, info)
-    keys, key, previous = [], ctypes.create_string_buffer(info.key_size), None
-    while _lib().bpf_map_get_next_key(fd, previous, key) == 0:
-        keys.append(key.raw)
-        previous = ctypes.create_string_buffer(key.raw, info.key_size)
-    return keys
 
 
 def _possible_cpus() -> int:
