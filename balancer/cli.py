@@ -93,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     reload = sub.add_parser("reload", help="make a running daemon re-read its config file, and say what changed")
     _api_options(reload)
     decap = sub.add_parser("decap", help="on a backend (root): take xdplb's IPIP/GUE tunnels off in XDP, no daemon")
-    decap.add_argument("action", choices=("attach", "detach", "status"))
-    decap.add_argument("interface", metavar="IFACE")
+    decap.add_argument("action", choices=("attach", "detach", "status"),
+                       help="attach (replaces an earlier decap), detach, or show mode, addresses and counters")
+    decap.add_argument("interface", metavar="IFACE", help="the backend's interface the tunnels arrive on")
     decap.add_argument("--gue-port", type=int, default=6080, help="UDP port of GUE (default 6080)")
     decap.add_argument("--address", action="append", type=_ip_address, metavar="ADDR",
                        help="a tunnel address of this host (repeatable; default: the interface's global ones)")

@@ -66,6 +66,18 @@ def _plane_settings(cfg: config.XdplbConfig) -> bpf.DataPlaneSettings:
     )
 
 
+_TUNNEL_FIELDS = ("tunnel_source_v4", "tunnel_source_v6", "gue_port")
+
+
+def _tunnel_settings(cfg: config.XdplbConfig) -> tuple[Any, ...]:
+    """``DataPlane.set_tunnel``'s arguments: written to a map, so a reload applies them."""
+    return tuple(getattr(cfg.dataplane, name) for name in _TUNNEL_FIELDS)
+
+
+def _tunnel_fields_of(cfg: config.XdplbConfig) -> dict[str, Any]:
+    return dict(zip(_TUNNEL_FIELDS, _tunnel_settings(cfg), strict=True))
+
+
 def _targets(targets: desired.HealthTargets, admin: Mapping[str, config.AdminState]) -> list[healthchecks.Target]:
     return [
         healthchecks.Target(
@@ -209,11 +221,13 @@ class Daemon:
         self._prebuild = asyncio.create_task(self._reconciler.prebuild(self._config, self._overrides), name="maglev prebuild")
         self._prebuild.add_done_callback(_log_prebuild_failure)
         await asyncio.to_thread(plane.setup)
+        plane.set_tunnel(*_tunnel_settings(self._config))
         for interface in self._config.interfaces:
             plane.attach(interface.name, interface.mode)
         self._neighbours = self._neighbour_factory(self._macs_changed, interfaces=plane.attached_ifindexes)
         await self._neighbours.start()
         _warn_about_neighbour_limits(self._config)
+        _warn_about_forwarding(self._config)
         if self._link_factory is not None:
             self._links = self._link_factory(lambda: self._mark(()))  # a pass looks at the links: _reattach
             await self._links.start()
@@ -468,8 +482,10 @@ class Daemon:
                 self._unknown.discard(key)
         self._set_settled()
         for service in services:
-            self._addresses_of[service.name] = [backend.address for backend in service.backends]
-            for backend in service.backends:
+            # The neighbours watched: those of backends on a segment of ours (a tunnelled one is routed).
+            on_link = [backend for backend in service.backends if service.forwarding_of(backend) == "l2"]
+            self._addresses_of[service.name] = [backend.address for backend in on_link]
+            for backend in on_link:
                 self._services_of.setdefault(backend.address, set()).add(service.name)
             pinned = {backend.address: backend.interface for backend in service.backends if backend.interface}
             if pinned:
@@ -565,7 +581,11 @@ class Daemon:
                 except Exception:
                     log.exception("event=reload_undo_failed config=%s", self.config_path)
             raise
-        if new.dataplane != old.dataplane:
+        if _tunnel_settings(new) != _tunnel_settings(old) and self._plane is not None:
+            self._plane.set_tunnel(*_tunnel_settings(new))  # before the pass that may write tunnelled backends
+            changes.append("dataplane tunnel settings applied")
+            _warn_about_forwarding(new)
+        if new.dataplane.model_copy(update=_tunnel_fields_of(old)) != old.dataplane:
             changes.append("dataplane settings changed: take effect at the next restart")
         if (new.api.listen, new.api.idle_timeout) != (old.api.listen, old.api.idle_timeout):
             changes.append("api listen address or idle timeout changed: takes effect at the next restart")
@@ -761,7 +781,8 @@ def _log_prebuild_failure(task: "asyncio.Task[None]") -> None:
 def _warn_about_neighbour_limits(cfg: config.XdplbConfig) -> None:
     """Say which sysctls to raise when the backends outnumber what the kernel's neighbour table keeps."""
     for family in (4, 6):
-        backends = {backend.address for _, backend in cfg.backends() if backend.address.version == family}
+        backends = {backend.address for service, backend in cfg.backends()
+                    if backend.address.version == family and service.forwarding_of(backend) == "l2"}
         limits = neighbours.neighbour_table_limits(family)
         thresh3 = limits.get("gc_thresh3")
         if thresh3 is not None and len(backends) > thresh3 // 2:
@@ -771,6 +792,26 @@ def _warn_about_neighbour_limits(cfg: config.XdplbConfig) -> None:
                 "raise=net.%s.neigh.default.gc_thresh1,gc_thresh2,gc_thresh3 suggested=%d,%d,%d",
                 family, len(backends), thresh3, name, len(backends), 2 * len(backends), 4 * len(backends),
             )  # fmt: skip
+
+
+def _warn_about_forwarding(cfg: config.XdplbConfig, proc_sys: Path = Path("/proc/sys/net")) -> list[str]:
+    """Say which forwarding sysctls to turn on when tunnelled backends need them: bpf_fib_lookup refuses to give
+    a next hop for a frame that came in on an interface that does not forward (every such frame is dropped, counted
+    as ``no_route``). Returns the sysctls named."""
+    families = {backend.address.version for service, backend in cfg.backends() if service.forwarding_of(backend) != "l2"}
+    off = []
+    for family in sorted(families):
+        for interface in cfg.interfaces:
+            path = proc_sys / ("ipv4" if family == 4 else "ipv6") / "conf" / interface.name / "forwarding"
+            try:
+                if path.read_text().strip() == "0":
+                    off.append(".".join(path.relative_to(proc_sys.parent).parts))
+            except OSError:
+                continue  # not there (yet): the attach reports a missing interface
+    if off:
+        log.warning("event=forwarding_off_for_tunnels set=%s note=tunnelled_frames_are_dropped_as_no_route",
+                    ",".join(f"{name}=1" for name in off))
+    return off
 
 
 class _Stop(Exception):

@@ -90,7 +90,7 @@ def dataplane_services(
 
     ``services``: just these of ``cfg``'s (None: all). A backend's MAC and interface come from ``macs`` (absent or
     None: unresolved, so it takes no new flows; a bare MAC: on the ingress interface); its VLAN from the config,
-    else from where its entry was learnt.
+    else from where its entry was learnt. A tunnelled backend (``forwarding`` ipip or gue) needs neither.
     """
     out = []
     for service in cfg.services if services is None else services:
@@ -101,6 +101,10 @@ def dataplane_services(
             if admin is config.AdminState.DISABLED or not _is_up(health.get(key)):
                 continue
             weight = 0 if admin is config.AdminState.DRAINED else backend.weight
+            forwarding = service.forwarding_of(backend)
+            if forwarding != "l2":  # routed: the data plane asks the FIB, no MAC of ours
+                members.append(bpf.Backend(backend.address, weight=weight, tunnel=forwarding))
+                continue
             hop = macs.get(backend.address)
             if isinstance(hop, str):
                 hop = bpf.NextHop(hop)

@@ -40,6 +40,7 @@ def _backend_report(
         since=health.since if health is not None else 0.0,
         last_check_seconds=health.last_check_seconds if health is not None else None,
         mac=programmed.mac if programmed is not None else None,
+        forwarding=service.forwarding_of(backend),
         dataplane=where,
         table_entries=programmed.table_entries if programmed is not None else 0,
         packets=counters.packets,

@@ -40,6 +40,7 @@ class BackendReport:
     since: float  # epoch seconds of the last health change
     last_check_seconds: float | None  # duration of the last check run
     mac: str | None
+    forwarding: str  # l2 | ipip | gue: how its packets get there (a tunnelled one has no MAC)
     dataplane: str  # active | draining (weight 0) | no MAC (neighbour unresolved) | removed: down | removed: disabled
     table_entries: int  # Maglev slots it holds
     packets: int

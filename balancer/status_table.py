@@ -104,7 +104,8 @@ def render(status: Mapping[str, Any], previous: Mapping[str, Any] | None = None)
             count = backend["packets"]
             rows.append([
                 f"  {backend['address']}", backend["health"] if backend["health"] != "down" else "DOWN",
-                backend["reason"], admin, str(backend["weight"]), backend["dataplane"],
+                backend["reason"], admin, str(backend["weight"]),
+                backend["dataplane"] + (f" ({tunnel})" if (tunnel := backend.get("forwarding", "l2")) != "l2" else ""),
                 rate((*key, backend["address"]), count) if previous is not None else str(count),
             ])
     if rows:

@@ -14,7 +14,7 @@ from config._logs import LOG_FORMATS, EventFormatter, configure_logging, logfmt_
 from config._loader import format_path, load_config, parse_config, validate_config
 from config._root import XdplbConfig
 from config._rules import is_prime
-from config._service import AdminState, BackendConfig, PolicyConfig, ServiceConfig, vip_port_proto
+from config._service import AdminState, BackendConfig, Forwarding, PolicyConfig, ServiceConfig, vip_port_proto
 from config._system import ApiConfig, DataplaneConfig, InterfaceConfig
 from config._types import IpAddress, Prefix
 from config.bgp import BgpConfig, BgpPeer, RouteAttributes
@@ -24,6 +24,7 @@ __all__ = [
     "AdminState",
     "ApiConfig",
     "BackendConfig",
+    "Forwarding",
     "BgpConfig",
     "BgpPeer",
     "Check",

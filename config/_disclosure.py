@@ -51,7 +51,8 @@ _ATTRIBUTES: _Node = True  # next hop, MED, local preference, communities
 _TREE: Mapping[str, _Node] = {
     "interfaces": True,
     "dataplane": dict.fromkeys(
-        ("flow_table_size", "new_flow_rate_limit", "max_services", "max_backends", "answer_ping"), True
+        ("flow_table_size", "new_flow_rate_limit", "max_services", "max_backends", "answer_ping", "tunnel_source_v4",
+         "tunnel_source_v6", "gue_port"), True
     ),
     "bgp": {
         **dict.fromkeys(("local_as", "router_id"), True),
@@ -64,12 +65,13 @@ _TREE: Mapping[str, _Node] = {
     "policies": {"*": {"checks": _CHECKS}},
     "services": {
         "*": {
-            **dict.fromkeys(("name", "vips", "vip", "port", "protocol", "sticky", "table_size", "need", "policy"),
-                            True),
+            **dict.fromkeys(("name", "vips", "vip", "port", "protocol", "sticky", "table_size", "need", "policy",
+                             "forwarding"), True),
             "bgp": _ATTRIBUTES,
             "checks": _CHECKS,
             "backends": {
-                "*": {**dict.fromkeys(("address", "weight", "state", "vlan", "interface", "policy"), True),
+                "*": {**dict.fromkeys(("address", "weight", "state", "vlan", "interface", "forwarding", "policy"),
+                                      True),
                       "checks": _CHECKS},
             },
         },

@@ -90,9 +90,21 @@ def verify_table_fits(service: "ServiceConfig") -> list[Problem]:
     return []
 
 
+def verify_tunnelled_backends(service: "ServiceConfig") -> list[Problem]:
+    """A tunnelled backend is routed: the kernel's FIB picks the interface, and no VLAN applies."""
+    return [
+        (("backends", j, field), f"{backend.address} is reached by {service.forwarding_of(backend)}: the route "
+                                 f"decides its interface, so it takes no {field}")
+        for j, backend in enumerate(service.backends)
+        if service.forwarding_of(backend) != "l2"
+        for field in ("interface", "vlan") if getattr(backend, field) is not None
+    ]
+
+
 def service_problems(service: "ServiceConfig") -> list[Problem]:
     """Every rule about one service on its own."""
-    rules = (verify_policy_or_checks, verify_unique_vips, verify_unique_backends, verify_need, verify_table_fits)
+    rules = (verify_policy_or_checks, verify_unique_vips, verify_unique_backends, verify_need, verify_table_fits,
+             verify_tunnelled_backends)
     return [problem for rule in rules for problem in rule(service)]
 
 
@@ -295,6 +307,19 @@ def verify_dataplane_limits(config: "XdplbConfig") -> list[Problem]:
     return problems
 
 
+def verify_tunnel_sources(config: "XdplbConfig") -> list[Problem]:
+    """A tunnel to a backend of an IP family starts from the node's tunnel source of that family."""
+    sources = {4: config.dataplane.tunnel_source_v4, 6: config.dataplane.tunnel_source_v6}
+    return [
+        (("services", i, "backends", j, "address"),
+         f"{backend.address} is reached by {service.forwarding_of(backend)}, which needs "
+         f"dataplane.tunnel_source_v{backend.address.version} (the outer source address of the tunnel)")
+        for i, service in enumerate(config.services)
+        for j, backend in enumerate(service.backends)
+        if service.forwarding_of(backend) != "l2" and sources[backend.address.version] is None
+    ]
+
+
 def root_problems(config: "XdplbConfig") -> list[Problem]:
     """Every rule about the whole document; udp checks only once policies are known to exist."""
     rules = (
@@ -310,6 +335,7 @@ def root_problems(config: "XdplbConfig") -> list[Problem]:
         verify_next_hop_family,
         verify_shared_vip_routes,
         verify_dataplane_limits,
+        verify_tunnel_sources,
     )
     problems = [problem for rule in rules for problem in rule(config)]
     if not verify_known_policies(config):

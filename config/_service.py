@@ -39,6 +39,9 @@ class PolicyConfig(XdplbModel):
     checks: tuple[Check, ...] = Field(description="the checks; a backend is healthy when all of them pass")
 
 
+Forwarding = Literal["l2", "ipip", "gue"]
+
+
 class BackendConfig(XdplbModel):
     """A real server; a plain string ``198.18.0.11`` is short for ``{address: 198.18.0.11}``."""
 
@@ -62,6 +65,9 @@ class BackendConfig(XdplbModel):
         description="the attached interface the backend is on (one of `interfaces`), where its MAC is looked up "
         "and its packets leave (XDP_REDIRECT when it is not the one they came in on); unset: learnt, the interface "
         "of its neighbour entry (the lowest-numbered attached one that has an entry)",
+    )
+    forwarding: Forwarding | None = Field(
+        None, description="how its packets get there, as the service's `forwarding`; unset: the service's"
     )
     policy: str | None = Field(None, description="name of a policy whose checks to run")
     checks: tuple[Check, ...] | None = Field(None, description=_CHECKS_DESCRIPTION)
@@ -146,6 +152,13 @@ class ServiceConfig(XdplbModel):
     bgp: RouteAttributes | None = Field(
         None, description="attributes of this service's VIP routes; fields set here override `bgp.attributes`"
     )
+    forwarding: Forwarding = Field(
+        "l2",
+        description="how packets reach the backends: `l2`, the backend's MAC on a segment of the balancer (layer-2 "
+        "DSR); `ipip` or `gue`, the client's packet in a tunnel to the backend's address, routed by the kernel's "
+        "FIB (layer-3 DSR; needs `dataplane.tunnel_source_v4`/`_v6` for the backends' families, and forwarding on "
+        "for the attached interfaces; the backend takes the tunnel off: `xdplb decap`)",
+    )
     policy: str | None = Field(None, description="name of a policy whose checks to run")
     checks: tuple[Check, ...] | None = Field(None, description=_CHECKS_DESCRIPTION)
     backends: tuple[BackendConfig, ...] = Field((), description="the real servers")
@@ -188,6 +201,10 @@ class ServiceConfig(XdplbModel):
     def _prime(cls, value: int) -> int:
         _rules.check_table_size(value)
         return value
+
+    def forwarding_of(self, backend: BackendConfig) -> Forwarding:
+        """``backend``'s forwarding: its own, else the service's."""
+        return backend.forwarding or self.forwarding
 
     def backend_key(self, backend: BackendConfig) -> str:
         """A stable key of ``backend`` within this service across reloads: ``"web/198.18.0.11"``."""

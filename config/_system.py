@@ -74,13 +74,22 @@ class DataplaneConfig(XdplbModel):
         description="answer ICMP and ICMPv6 echo requests (ping) to a VIP address in XDP; false leaves them to the "
         "kernel",
     )
+    tunnel_source_v4: _types.IPv4HostAddress | None = Field(
+        None, description="outer source address of IPv4 tunnels (`forwarding: ipip|gue`): an address of this node "
+        "that the backends' replies to it could be routed back to",
+    )
+    tunnel_source_v6: _types.IPv6HostAddress | None = Field(
+        None, description="outer source address of IPv6 tunnels",
+    )
+    gue_port: _types.Port = Field(6080, description="outer UDP destination port of GUE (the backends' decap port)")
 
     def memory_bytes(self, tables: int) -> int:
         """Kernel memory the maps need, in bytes, for ``tables`` Maglev entries in use (each 8 bytes, twice while
         a table is being replaced), with the flow table, backends and per-CPU counters at these sizes."""
         cpus = os.cpu_count() or 1
         flows = self.flow_table_size * (32 + 56)  # an IPv4 and an IPv6 entry per flow-table row
-        backends = self.max_backends * (24 + 24 * cpus)  # entry and per-CPU counters
+        backends = self.max_backends * (24 + 20 + (24 + 32) * cpus)  # entry, tunnel address, per-CPU counters and
+        # next hop
         services = self.max_services * (2 * 64 + 32 * cpus)  # v4/v6 hash entries and per-CPU counters
         return 2 * 8 * tables + flows + backends + services
 

@@ -1,7 +1,7 @@
 """Field types shared by the config models, and the way a model validator reports problems at precise paths."""
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Annotated
 
 from pydantic import BeforeValidator, Field, ValidationError
@@ -91,3 +91,20 @@ def raise_problems(title: str, problems: Iterable[Problem]) -> None:
     ]
     if details:
         raise ValidationError.from_exception_data(title, details)
+
+
+def _host_address_of(version: int) -> Callable[[object], IpAddress]:
+    def validate(value: object) -> IpAddress:
+        address = host_address(value)
+        if address.version != version:
+            raise ValueError(f"{address} is not an IPv{version} address")
+        return address
+
+    return validate
+
+
+IPv4HostAddress = Annotated[ipaddress.IPv4Address, BeforeValidator(_host_address_of(4))]
+"""A host address that must be IPv4."""
+
+IPv6HostAddress = Annotated[ipaddress.IPv6Address, BeforeValidator(_host_address_of(6))]
+"""A host address that must be IPv6."""

@@ -168,7 +168,8 @@ class FakeController:
                 key=key, address=str(backend.address), weight=backend.weight, admin=str(admin),
                 admin_override=str(self.overrides[key]) if key in self.overrides else None,
                 health=health, reason=reason, since=STARTED_AT + 3, last_check_seconds=0.0021,
-                mac="02:00:00:00:00:11", dataplane=dataplane, table_entries=0, packets=packets,
+                mac="02:00:00:00:00:11", forwarding=service.forwarding_of(backend), dataplane=dataplane,
+                table_entries=0, packets=packets,
                 bytes=packets * 600, new_flows=packets // 20,
             ))
         active = [b for b in backends if b.dataplane == "active"]

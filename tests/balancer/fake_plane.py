@@ -25,6 +25,7 @@ class FakeDataPlane:
         self.writes: list[bpf.ServiceKey] = []  # every service update that reached the "maps"
         self.fail: set[bpf.ServiceKey] = set()  # updates of these raise DataPlaneError until removed from the set
         self.reserved: list[int] = []  # the size of each reserve_tables call
+        self.tunnel: tuple[config.IpAddress | None, config.IpAddress | None, int] = (None, None, 0)  # set_tunnel
         self._specs: dict[bpf.ServiceKey, bpf.Service] = {}
         self._status: dict[bpf.ServiceKey, bpf.ServiceStatus] = {}
         self._ids: dict[bpf.ServiceKey, int] = {}
@@ -69,8 +70,12 @@ class FakeDataPlane:
     def needs_update(self, service: bpf.Service) -> bool:
         return self._specs.get(service.key) != service
 
+    def set_tunnel(self, source_v4: config.IpAddress | None, source_v6: config.IpAddress | None,
+                   gue_port: int = bpf.DEFAULT_GUE_PORT) -> None:
+        self.tunnel = (source_v4, source_v6, gue_port)
+
     def table_key(self, service: bpf.Service) -> bpf.maglev.TableKey | None:
-        candidates = [(str(b.address), b.weight) for b in service.backends if b.mac is not None and b.weight > 0]
+        candidates = [(str(b.address), b.weight) for b in service.backends if b.reachable_by_frame and b.weight > 0]
         return self.maglev.key(candidates, service.table_size) if candidates else None
 
     def reserve_tables(self, services: Sequence[bpf.Service]) -> None:
@@ -86,7 +91,11 @@ class FakeDataPlane:
             if len(self._ids) >= self.max_services:
                 raise bpf.DataPlaneError(f"too many services (max_services={self.max_services})")
             self._ids[service.key] = len(self._ids)
-        candidates = [b for b in service.backends if b.mac is not None and b.weight > 0]
+        candidates = [b for b in service.backends if b.reachable_by_frame and b.weight > 0]
+        for backend in service.backends:
+            if backend.tunnel is not None and self.tunnel[0 if backend.address.version == 4 else 1] is None:
+                raise bpf.DataPlaneError(f"backend {backend.address}: {backend.tunnel} needs a tunnel source of "
+                                         f"IPv{backend.address.version} (set_tunnel)")
         key = self.table_key(service)
         table = list(self.maglev.table(*key)) if key is not None else []
         entries = {str(b.address): table.count(i) for i, b in enumerate(candidates)}
@@ -94,8 +103,8 @@ class FakeDataPlane:
         for backend in service.backends:
             slot = self._slots.setdefault((service.key, backend.address), len(self._slots) + 1)
             state = (
-                bpf.BackendState.ACTIVE if backend.mac and backend.weight
-                else bpf.BackendState.DRAINING if backend.mac else bpf.BackendState.NO_MAC
+                bpf.BackendState.ACTIVE if backend.reachable_by_frame and backend.weight
+                else bpf.BackendState.DRAINING if backend.reachable_by_frame else bpf.BackendState.NO_MAC
             )  # fmt: skip
             entry_count = entries.get(str(backend.address), 0)
             backends.append(bpf.BackendStatus(backend.address, backend.weight, backend.mac, slot, entry_count, state))

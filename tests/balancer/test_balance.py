@@ -44,7 +44,8 @@ def _snapshot(packets: int, flows: int, health: tuple[str, str], reattached: int
         return status.BackendReport(
             key=f"s/{address}", address=address, weight=1, admin="enabled", admin_override=None, health=state,
             reason="status 200" if state == "up" else "connection refused", since=0.0, last_check_seconds=None,
-            mac=None, dataplane="active" if state == "up" else "removed: down", table_entries=0, packets=0, bytes=0,
+            mac=None, forwarding="l2", dataplane="active" if state == "up" else "removed: down", table_entries=0,
+            packets=0, bytes=0,
             new_flows=0)
 
     service = status.ServiceReport(

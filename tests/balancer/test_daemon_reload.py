@@ -426,3 +426,29 @@ async def test_a_snapshot_reads_the_kernels_counters_in_the_assembling_thread_no
     snapshot = await asyncio.to_thread(assemble)
     assert len(readers) == 2 and threading.get_ident() not in readers
     assert snapshot.services and snapshot.flow_table_entries == {"ipv4": 0, "ipv6": 0}
+
+
+async def test_a_reload_adds_a_tunnelled_service_and_applies_the_tunnel_settings(running: Any, listener: int) -> None:
+    """Tunnel sources are written to a map, so a reload applies them before the pass that needs them; the routed
+    backend goes into the data plane with no MAC, and its address is not watched as a neighbour."""
+    d, plane, path = running
+    text = document(port=listener) + """\
+  - name: routed
+    vip: 192.0.2.101
+    port: 80
+    forwarding: gue
+    checks: []
+    backends: [198.18.5.20]
+dataplane: {tunnel_source_v4: 198.18.0.1, gue_port: 7000}
+"""
+    path.write_text(text)
+    result = await d.reload()
+    assert result.ok, result.message
+    assert "dataplane tunnel settings applied" in result.message and "restart" not in result.message
+    assert plane.tunnel == (config.parse_config(text, source="x").dataplane.tunnel_source_v4, None, 7000)
+    key = next(k for k in plane.services if str(k.vip) == "192.0.2.101")
+    (backend,) = plane._specs[key].backends
+    assert (backend.tunnel, backend.mac) == ("gue", None)
+    assert plane.services[key].backends[0].state.value == "active"
+    watched = {str(address) for address in d._neighbours.watched}  # type: ignore[union-attr]
+    assert "198.18.5.20" not in watched and "127.0.0.1" in watched

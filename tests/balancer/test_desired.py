@@ -142,3 +142,20 @@ def test_services_wait_for_their_backends_first_verdicts() -> None:
     routes = desired.routes(cfg(), programmed, ready=True, why_not_ready="", settling={"web"})
     v4 = routes[ipaddress.ip_network("192.0.2.100/32")]
     assert (v4.announce, v4.reason) == (False, "web: waiting for the first health verdicts")
+
+
+def test_a_tunnelled_backend_needs_no_mac_and_keeps_its_forwarding() -> None:
+    config_ = cfg("""
+interfaces: [eth0]
+dataplane: {tunnel_source_v4: 198.18.0.1}
+services:
+  - name: web
+    vip: 192.0.2.100
+    port: 80
+    forwarding: ipip
+    checks: []
+    backends: [198.18.5.20, {address: 198.18.5.21, forwarding: gue}, {address: 198.18.0.11, forwarding: l2}]
+""")
+    (_, service), = desired.dataplane_services(config_, {}, {}, {})  # no MAC known for anyone
+    assert [(str(b.address), b.tunnel, b.mac) for b in service.backends] == [
+        ("198.18.5.20", "ipip", None), ("198.18.5.21", "gue", None), ("198.18.0.11", None, None)]

@@ -164,3 +164,25 @@ def test_a_route_the_speaker_would_refuse_is_named_at_its_next_hop() -> None:
     with pytest.raises(config.ConfigError) as caught:
         preflight.verify(broken, source="lb.yaml")
     assert caught.value.problems == (("bgp.attributes.next_hop", "next-hop 224.0.0.1 is not a unicast address"),)
+
+
+def test_tunnels_say_which_forwarding_sysctls_are_off(tmp_path: Path) -> None:
+    """bpf_fib_lookup gives no next hop for a frame from an interface that does not forward: the daemon says which
+    sysctl to set, for the families of its tunnelled backends only."""
+    from balancer.daemon import _warn_about_forwarding
+
+    for family, value in (("ipv4", "0"), ("ipv6", "0")):
+        conf = tmp_path / "net" / family / "conf" / "eth0"
+        conf.mkdir(parents=True)
+        (conf / "forwarding").write_text(value + "\n")
+    text = """
+interfaces: [eth0]
+dataplane: {tunnel_source_v4: 198.18.0.1}
+services:
+  - {vip: 192.0.2.100, port: 80, forwarding: gue, checks: [], backends: [198.18.5.20]}
+  - {vip: 192.0.2.100, port: 81, checks: [], backends: ["2001:db8::20"]}
+"""
+    cfg = config.parse_config(text, source="x.yaml")
+    assert _warn_about_forwarding(cfg, tmp_path / "net") == ["net.ipv4.conf.eth0.forwarding"]
+    (tmp_path / "net" / "ipv4" / "conf" / "eth0" / "forwarding").write_text("1\n")
+    assert _warn_about_forwarding(cfg, tmp_path / "net") == []

@@ -16,7 +16,7 @@ EXAMPLES = Path(config.__file__).parent / "examples"
 def test_valid_config_prints_the_summary(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["check", str(EXAMPLES / "full.yaml")]) == 0
     out, err = capsys.readouterr()
-    assert re.fullmatch(r"OK: 4 services, 12 backends, 4 VIPs; data plane about \d+ MiB\n", out) and err == "", out
+    assert re.fullmatch(r"OK: 5 services, 14 backends, 5 VIPs; data plane about \d+ MiB\n", out) and err == "", out
 
 
 def test_invalid_config_prints_each_problem_on_stderr(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

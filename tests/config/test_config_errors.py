@@ -97,6 +97,24 @@ CASES = [
          "interfaces: [eth0, eth1]\nservices:\n- {vip: 192.0.2.100, port: 80, backends: "
          "[{address: 198.18.0.11, interface: eth2}]}", "services[0].backends[0].interface",
          "eth2 is not one of the interfaces XDP attaches to (eth0, eth1)"),
+    Case("tunnelled backend with a VLAN",
+         "interfaces: [eth0]\ndataplane: {tunnel_source_v4: 198.18.0.1}\nservices:\n- {vip: 192.0.2.100, port: 80, "
+         "forwarding: ipip, backends: [198.18.5.20, {address: 198.18.5.21, vlan: 7}]}",
+         "services[0].backends[1].vlan",
+         "198.18.5.21 is reached by ipip: the route decides its interface, so it takes no vlan"),
+    Case("backend tunnelled by its own forwarding, pinned to an interface",
+         "interfaces: [eth0]\ndataplane: {tunnel_source_v4: 198.18.0.1}\nservices:\n- {vip: 192.0.2.100, port: 80, "
+         "backends: [{address: 198.18.5.21, forwarding: gue, interface: eth0}]}",
+         "services[0].backends[0].interface",
+         "198.18.5.21 is reached by gue: the route decides its interface, so it takes no interface"),
+    Case("tunnel without a source of the backend's family",
+         "interfaces: [eth0]\ndataplane: {tunnel_source_v4: 198.18.0.1}\nservices:\n- {vip: 192.0.2.100, port: 80, "
+         "forwarding: gue, backends: [198.18.5.20, \"2001:db8:5::20\"]}", "services[0].backends[1].address",
+         "2001:db8:5::20 is reached by gue, which needs dataplane.tunnel_source_v6"),
+    Case("tunnel source of the wrong family", "interfaces: [eth0]\ndataplane: {tunnel_source_v6: 198.18.0.1}",
+         "dataplane.tunnel_source_v6", "198.18.0.1 is not an IPv6 address"),
+    Case("unknown forwarding", "interfaces: [eth0]\nservices:\n- {vip: 192.0.2.100, port: 80, forwarding: gre}",
+         "services[0].forwarding", "'l2', 'ipip' or 'gue'"),
     Case("one address pinned to two interfaces",
          "interfaces: [eth0, eth1]\nservices:\n- {vip: 192.0.2.100, port: 80, backends: "
          "[{address: 198.18.0.11, interface: eth0}]}\n- {vip: 192.0.2.100, port: 81, backends: "
