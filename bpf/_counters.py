@@ -40,6 +40,7 @@ class GlobalCounters:
     drop_no_route: int = 0
     drop_too_big: int = 0
     drop_no_headroom: int = 0
+    icmp_too_big_sent: int = 0
 
 
 @dataclass(frozen=True)

@@ -326,6 +326,122 @@ static __always_inline int look_up_next_hop(struct xdp_md *ctx, struct next_hop 
     return 1;
 }
 
+/* RFC 1071 sum of LEN (a constant, even) bytes at P, added to SUM, not folded. */
+static __always_inline __u32 sum_words(void *p, const int len, __u32 sum)
+{
+    __u16 *word = p;
+#pragma unroll
+    for (int i = 0; i < len / 2; i++)
+        sum += word[i];
+    return sum;
+}
+
+static __always_inline __u16 fold(__u32 sum)
+{
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    return ~sum;
+}
+
+#define TOO_BIG_QUOTE_V4 (sizeof(struct iphdr) + 8)     /* the client's IP header and its ports */
+#define TOO_BIG_QUOTE_V6 (sizeof(struct ipv6hdr) + 8)
+#define TOO_BIG_ROOM_V4 (sizeof(struct iphdr) + sizeof(struct icmphdr))
+#define TOO_BIG_ROOM_V6 (sizeof(struct ipv6hdr) + sizeof(struct icmp6hdr))
+
+/* A client's packet that would be over the route's MTU once in the tunnel: the frame becomes an ICMP
+ * "fragmentation needed" (IPv4 with DF) or ICMPv6 "packet too big" from the VIP to the client, quoting the
+ * client's IP header and 8 bytes, with MTU the room the tunnel leaves, and goes back out of the interface it came
+ * in on, as Katran does, so the client's path MTU discovery lowers its segments. An IPv4 packet without DF (or
+ * with IP options) cannot be fragmented here: dropped, counted in drop_too_big. */
+static __always_inline int too_big(struct xdp_md *ctx, struct packet *pkt, __u32 l2, int inner6, __u32 mtu,
+                                   struct global_stats *g)
+{
+    void *data = (void *)(long)ctx->data;
+    void *data_end = (void *)(long)ctx->data_end;
+    struct ethhdr eth;
+    struct vlan_hdr vlan = {};
+    __u8 src[6];
+    if (data + sizeof(eth) + sizeof(vlan) + TOO_BIG_QUOTE_V6 > data_end || !source_mac(ctx, pkt->eth, src))
+        goto drop;
+    __builtin_memcpy(&eth, data, sizeof(eth));
+    if (l2 != sizeof(eth))
+        __builtin_memcpy(&vlan, data + sizeof(eth), sizeof(vlan));
+    __builtin_memcpy(eth.h_dest, eth.h_source, 6);
+    __builtin_memcpy(eth.h_source, src, 6);
+    struct iphdr *client4 = data + l2;
+    if (!inner6 && (client4->ihl != 5 || !(client4->frag_off & bpf_htons(0x4000))))
+        goto drop;
+    int room = inner6 ? TOO_BIG_ROOM_V6 : TOO_BIG_ROOM_V4;
+    int quote = inner6 ? TOO_BIG_QUOTE_V6 : TOO_BIG_QUOTE_V4;
+    /* Room for the new IP and ICMP headers in front of the client's, then only the quote after them. */
+    if (bpf_xdp_adjust_head(ctx, -room))
+        goto drop;
+    data = (void *)(long)ctx->data;
+    data_end = (void *)(long)ctx->data_end;
+    if (bpf_xdp_adjust_tail(ctx, (int)(l2 + room + quote) - (int)(data_end - data)))
+        goto drop;
+    data = (void *)(long)ctx->data;
+    data_end = (void *)(long)ctx->data_end;
+    if (data + sizeof(eth) + sizeof(vlan) > data_end)
+        goto drop;
+    __builtin_memcpy(data, &eth, sizeof(eth));
+    if (l2 != sizeof(eth))
+        __builtin_memcpy(data + sizeof(eth), &vlan, sizeof(vlan));
+    if (inner6) {
+        struct ipv6hdr *ip6 = data + l2;
+        struct icmp6hdr *icmp6 = (void *)(ip6 + 1);
+        struct ipv6hdr *quoted = (void *)(icmp6 + 1);
+        if ((void *)quoted + TOO_BIG_QUOTE_V6 > data_end)
+            goto drop;
+        ip6->version = 6;
+        ip6->priority = 0;
+        ip6->flow_lbl[0] = ip6->flow_lbl[1] = ip6->flow_lbl[2] = 0;
+        ip6->payload_len = bpf_htons(sizeof(*icmp6) + TOO_BIG_QUOTE_V6);
+        ip6->nexthdr = IPPROTO_ICMPV6;
+        ip6->hop_limit = PING_REPLY_TTL;
+        ip6->saddr = quoted->daddr;
+        ip6->daddr = quoted->saddr;
+        icmp6->icmp6_type = ICMPV6_PKT_TOOBIG;
+        icmp6->icmp6_code = 0;
+        icmp6->icmp6_cksum = 0;
+        icmp6->icmp6_dataun.un_data32[0] = bpf_htonl(mtu);
+        __u32 sum = sum_words(&ip6->saddr, 32, 0) + bpf_htons(sizeof(*icmp6) + TOO_BIG_QUOTE_V6)
+                    + bpf_htons(IPPROTO_ICMPV6);
+        icmp6->icmp6_cksum = fold(sum_words(icmp6, sizeof(*icmp6) + TOO_BIG_QUOTE_V6, sum));
+    } else {
+        struct iphdr *ip = data + l2;
+        struct icmphdr *icmp = (void *)(ip + 1);
+        struct iphdr *quoted = (void *)(icmp + 1);
+        if ((void *)quoted + TOO_BIG_QUOTE_V4 > data_end)
+            goto drop;
+        ip->version = 4;
+        ip->ihl = 5;
+        ip->tos = 0;
+        ip->tot_len = bpf_htons(TOO_BIG_ROOM_V4 + TOO_BIG_QUOTE_V4);
+        ip->id = 0;
+        ip->frag_off = 0;
+        ip->ttl = PING_REPLY_TTL;
+        ip->protocol = IPPROTO_ICMP;
+        ip->check = 0;
+        ip->saddr = quoted->daddr;
+        ip->daddr = quoted->saddr;
+        ip->check = ipv4_checksum(ip);
+        icmp->type = ICMP_DEST_UNREACH;
+        icmp->code = ICMP_FRAG_NEEDED;
+        icmp->checksum = 0;
+        icmp->un.frag.__unused = 0;
+        icmp->un.frag.mtu = bpf_htons(mtu);
+        icmp->checksum = fold(sum_words(icmp, sizeof(*icmp) + TOO_BIG_QUOTE_V4, 0));
+    }
+    if (g)
+        g->icmp_too_big_sent++;
+    return XDP_TX;
+drop:
+    if (g)
+        g->drop_too_big++;
+    return XDP_DROP;
+}
+
 /* Layer-3 DSR: the inner IP packet (the client's, untouched) goes to the backend's own address inside an outer
  * IPv4 or IPv6 header from the node's tunnel source, and for GUE a UDP header whose source port comes from the
  * flow hash (RFC 7605's 49152-65535), so the network's ECMP and the backend's RSS spread flows. The outer frame's
@@ -366,11 +482,8 @@ static __always_inline int tunnel(struct xdp_md *ctx, struct packet *pkt, struct
         hop->generation = b->generation;
         hop->at_ns = now;
     }
-    if (inner_len + outer_len > hop->mtu) {
-        if (g)
-            g->drop_too_big++;
-        return XDP_DROP;
-    }
+    if (inner_len + outer_len > hop->mtu)
+        return too_big(ctx, pkt, l2, inner6, hop->mtu - outer_len, g);
     __u32 egress = hop->ifindex;
     int redirect = egress != ctx->ingress_ifindex;
     if (redirect && tx_ports.redirect_map(egress, XDP_DROP) != XDP_REDIRECT) {

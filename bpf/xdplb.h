@@ -189,6 +189,7 @@ struct global_stats {
     __u64 drop_no_route;           /* tunnel: the FIB has no route or neighbour, or forwarding is off */
     __u64 drop_too_big;            /* tunnel: the encapsulated frame is over the egress MTU */
     __u64 drop_no_headroom;        /* tunnel: no headroom for the outer headers */
+    __u64 icmp_too_big_sent;       /* tunnel: over the MTU, told to the client (frag needed / packet too big) */
 };
 
 struct service_stats {
