@@ -65,8 +65,9 @@ class StatusLine:
         parts = [f"{clock}  {vips}", f"router: {routes}"]
         packets = 0
         for service in status["services"]:
-            up = [self._names.get(b["address"], b["address"]) + ("" if b.get("admin", "enabled") == "enabled"
-                                                                  else f"[{b['admin']}]")
+            up = [self._names.get(b["address"], b["address"])
+                  + ("" if b.get("forwarding", "l2") == "l2" else f"({b['forwarding']})")
+                  + ("" if b.get("admin", "enabled") == "enabled" else f"[{b['admin']}]")
                   for b in service["backends"] if b["health"] == "up" and b["dataplane"] in _IN_SERVICE]
             parts.append(f"{service['name']} backends up {len(up)}/{len(service['backends'])}"
                          + (f" ({' '.join(up)})" if up else ""))
@@ -150,6 +151,9 @@ def _instructions(demo: demo_lab.DemoLab, node: demo_lab.NodeProcess, port: int)
     restart = (f"ip netns exec {b2.host.netns} {sys.executable} -m balancer.lab.http_backend --name {b2.name} "
                f"--port 80 &")
     backends = " ".join(f"{host.name}={host.ipv4}" for host in demo.backends)
+    if demo.routed:
+        backends += ", routed behind the router (GUE, taken off by `xdplb decap`): " + " ".join(
+            f"{host.name}={host.ipv4}" for host in demo.routed)
     service = demo.template["services"][0]["name"]
     return "\n".join([
         f"xdplb demo lab {demo.lab.run_id} is up: client {demo.client.ipv4}, router {demo.router.ipv4} (BIRD, "
@@ -193,7 +197,7 @@ def _run(options: DemoOptions, out: TextIO) -> int:
         out.write(f"removed leftovers of earlier runs: {' '.join(removed)}\n")
     out.write("building the lab (namespaces, BIRD, backends) and starting xdplb (compiling XDP takes a few s)...\n")
     out.flush()
-    demo = demo_lab.DemoLab(nodes=1, handle_signals=False)
+    demo = demo_lab.DemoLab(nodes=1, routed=1, handle_signals=False)
     forwarder = _Forwarder()
     try:
         demo.create()
@@ -213,7 +217,7 @@ def _run(options: DemoOptions, out: TextIO) -> int:
 
 
 def _watch(demo: demo_lab.DemoLab, node: demo_lab.NodeProcess, options: DemoOptions, out: TextIO) -> int:
-    line = StatusLine({host.ipv4: host.name for host in demo.backends})
+    line = StatusLine({host.ipv4: host.name for host in demo.all_backends})
     end = None if options.duration is None else time.monotonic() + options.duration
     while end is None or time.monotonic() < end:
         if node.process.poll() is not None:

@@ -4,7 +4,11 @@ One lab bridge (``balancer.lab.netns``) joins::
 
     client 198.18.0.2 --VIP via--> router 198.18.0.1 (BIRD, ECMP into its own kernel)
                                       |--> xdplb node 198.18.0.5 (and .6)  -- XDP, L2 DSR -->  backends .11 .12 .13
+                                      |                                   -- GUE via the router --> r1 198.18.1.21
     backends (VIP on lo, HTTP answering their name) --reply straight--> client
+
+``routed`` backends (``xdplb demo`` has one) sit behind the router on a second segment, 198.18.1.0/24, and take
+the tunnel off with ``bpf.decap``.
 
 Each xdplb node is the real ``xdplb run`` as a child process in its namespace, with
 ``config/examples/demo.yaml`` rewritten for the run (interface name, addresses). Run files live in
@@ -43,6 +47,7 @@ __all__ = [
     "CLIENT_IP",
     "DEMO_CONFIG",
     "NODE_IPS",
+    "ROUTED_IPS",
     "ROUTER_IP",
     "WORKDIR_ROOT",
     "DemoError",
@@ -57,6 +62,9 @@ DEMO_CONFIG = Path(config.__file__).parent / "examples" / "demo.yaml"
 """The configuration every demo node runs, with the run's interface and addresses substituted."""
 WORKDIR_ROOT = Path("/run/xdplb-demo")
 ROUTER_IP = "198.18.0.1"
+ROUTED_SUBNET = "198.18.1.0/24"  # behind the router: backends reached in a tunnel
+ROUTED_GATEWAY = "198.18.1.1"  # the router there
+ROUTED_IPS = ("198.18.1.21", "198.18.1.22")
 CLIENT_IP = "198.18.0.2"
 NODE_IPS = ("198.18.0.5", "198.18.0.6")
 BACKEND_IPS = tuple(f"198.18.0.{11 + i}" for i in range(8))
@@ -159,18 +167,20 @@ class DemoLab:
     ``create()`` (or ``with``) builds everything but starts no xdplb node: call ``start_node(i)``.
     """
 
-    def __init__(self, *, nodes: int = 1, backends: int = 3, template: Path = DEMO_CONFIG,
+    def __init__(self, *, nodes: int = 1, backends: int = 3, routed: int = 0, template: Path = DEMO_CONFIG,
                  workdir_root: Path = WORKDIR_ROOT, handle_signals: bool = True) -> None:
-        if not 1 <= nodes <= len(NODE_IPS) or not 1 <= backends <= len(BACKEND_IPS):
-            raise DemoError(f"1-{len(NODE_IPS)} nodes and 1-{len(BACKEND_IPS)} backends")
+        if not 1 <= nodes <= len(NODE_IPS) or not 1 <= backends <= len(BACKEND_IPS) or not 0 <= routed <= len(ROUTED_IPS):
+            raise DemoError(f"1-{len(NODE_IPS)} nodes, 1-{len(BACKEND_IPS)} backends and 0-{len(ROUTED_IPS)} routed ones")
         self.template: dict[str, Any] = yaml.safe_load(template.read_text())
         self.lab = netns.Lab(handle_signals=handle_signals)
         self.workdir_root = workdir_root
         self.workdir = workdir_root  # set per run in create()
         self._node_count = nodes
         self._backend_count = backends
+        self._routed_count = routed
         self.nodes: list[netns.Host] = []
-        self.backends: list[netns.Host] = []
+        self.backends: list[netns.Host] = []  # on the nodes' segment: layer-2 DSR
+        self.routed: list[netns.Host] = []  # behind the router, on a segment of their own: GUE
         self.servers: dict[str, http_backend.HttpBackend | None] = {}
         self.processes: list[NodeProcess | None] = [None] * nodes
         self._bird: bird_lab.BirdLab | None = None
@@ -249,9 +259,36 @@ class DemoLab:
         self._bird = bird_lab.BirdLab(peers=peers, netns=router.netns, router_id=ROUTER_IP, kernel_merge_paths=True)
         self._write_run_record()
         self._bird.start()
-        for backend in self.backends:
+        if self._routed_count:
+            self._create_routed(lab, router)
+        for backend in self.all_backends:
             self.start_backend(backend.name)
         log.info("event=demo_lab_created run=%s nodes=%d backends=%d", lab.run_id, len(self.nodes), len(self.backends))
+
+    def _create_routed(self, lab: netns.Lab, router: netns.Host) -> None:
+        """A second segment behind the router with the routed backends, which take xdplb's GUE off with its decap
+        program (the kernel needs no tunnel module); the nodes route there through the router and forward, as
+        bpf_fib_lookup wants (in their own namespaces)."""
+        from bpf import decap
+
+        segment = lab.add_segment()
+        router.add_interface(segment, ipv4=ROUTED_GATEWAY)
+        self.routed = [lab.add_host(f"r{i + 1}", ipv4=ROUTED_IPS[i], segment=segment)
+                       for i in range(self._routed_count)]
+        for host in self.routed:
+            host.add_route(f"{CLIENT_IP.rpartition('.')[0]}.0/24", via=ROUTED_GATEWAY)
+            for vip in self.vips:
+                host.add_vip_on_loopback(vip)
+            with host.entered():
+                decap.attach(host.ifname, mode="generic")
+        for node in self.nodes:
+            node.add_route(ROUTED_SUBNET, via=ROUTER_IP)
+            node.set_sysctl("net.ipv4.conf.all.forwarding", 1)
+
+    @property
+    def all_backends(self) -> list[netns.Host]:
+        """The layer-2 backends, then the routed ones."""
+        return [*self.backends, *self.routed]
 
     def _write_run_record(self) -> None:
         record = {"run_id": self.lab.run_id, "bird_workdir": str(self.bird.workdir)}
@@ -307,8 +344,8 @@ class DemoLab:
     # backends
 
     def backend(self, name: str) -> netns.Host:
-        """The backend host ``name`` (b1, b2, ...)."""
-        for host in self.backends:
+        """The backend host ``name`` (b1, b2, ..., r1, ...)."""
+        for host in self.all_backends:
             if host.name == name:
                 return host
         raise DemoError(f"no backend {name}")
@@ -339,6 +376,9 @@ class DemoLab:
         data["bgp"]["router_id"] = node.ipv4
         peer = data["bgp"]["peers"][0]
         peer.update(address=ROUTER_IP, local_address=node.ipv4, port=self.bird.port)
+        if self.routed:  # the first service also reaches the routed backends, in GUE from this node's address
+            data.setdefault("dataplane", {})["tunnel_source_v4"] = node.ipv4
+            data["services"][0]["backends"] += [{"address": host.ipv4, "forwarding": "gue"} for host in self.routed]
         return data
 
     def write_config(self, index: int, data: dict[str, Any]) -> Path:
