@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     decap.add_argument("action", choices=("attach", "detach", "status"),
                        help="attach (replaces an earlier decap), detach, or show mode, addresses and counters")
     decap.add_argument("interface", metavar="IFACE", help="the backend's interface the tunnels arrive on")
-    decap.add_argument("--gue-port", type=int, default=6080, help="UDP port of GUE (default 6080)")
+    decap.add_argument("--gue-port", type=int, default=6080, help="UDP port of GUE (default 6080; 0: IPIP only)")
     decap.add_argument("--address", action="append", type=_ip_address, metavar="ADDR",
                        help="a tunnel address of this host (repeatable; default: the interface's global ones)")
     decap.add_argument("--mode", choices=("auto", "native", "generic"), default="auto",
@@ -299,7 +299,8 @@ def _decap(args: argparse.Namespace) -> int:
 
     try:
         if args.action == "attach":
-            found = decap.attach(args.interface, mode=args.mode, gue_port=args.gue_port, addresses=args.address)
+            found = decap.attach(args.interface, mode=args.mode, gue_port=args.gue_port or None,
+                                 addresses=args.address)
         elif args.action == "detach":
             decap.detach(args.interface)
             print(f"{args.interface}: decap detached")

@@ -571,6 +571,7 @@ class Daemon:
         undo: list[Callable[[], Awaitable[object]]] = []
         try:
             await self._apply_interfaces(old, new, undo)
+            changes += self._apply_tunnel(old, new, undo)
             changes += await self._apply_bgp(old, new, undo)
             # verifies every check before it changes anything; a policy changed may change any service's checks
             self._update_targets(new, overrides_, changed=None if new.policies != old.policies else changed)
@@ -581,10 +582,7 @@ class Daemon:
                 except Exception:
                     log.exception("event=reload_undo_failed config=%s", self.config_path)
             raise
-        if _tunnel_settings(new) != _tunnel_settings(old) and self._plane is not None:
-            self._plane.set_tunnel(*_tunnel_settings(new))  # before the pass that may write tunnelled backends
-            changes.append("dataplane tunnel settings applied")
-            _warn_about_forwarding(new)
+        _warn_about_forwarding(new)  # interfaces and tunnelled backends may have come, whatever the settings did
         if new.dataplane.model_copy(update=_tunnel_fields_of(old)) != old.dataplane:
             changes.append("dataplane settings changed: take effect at the next restart")
         if (new.api.listen, new.api.idle_timeout) != (old.api.listen, old.api.idle_timeout):
@@ -597,6 +595,8 @@ class Daemon:
             self._save_overrides()
         self._mark(changed)
         await self._converge()
+        if self._plane is not None and _tunnel_settings(new) != _tunnel_settings(old):
+            self._plane.set_tunnel(*_tunnel_settings(new))  # a source taken away: only once its backends are gone
         return changes
 
     async def _apply_interfaces(
@@ -662,6 +662,24 @@ class Daemon:
 
         undo.append(restore)
         return [f"bgp {line}" for line in lines]
+
+    def _apply_tunnel(self, old: config.XdplbConfig, new: config.XdplbConfig,
+                      undo: list[Callable[[], Awaitable[object]]]) -> list[str]:
+        """Tunnel sources and GUE port are a map write: applied now, before the pass that writes the backends that
+        need them. A source the new config drops stays until that pass has taken its backends out (``_reload``
+        writes the new settings after it), so no frame leaves with no source."""
+        plane = self._plane
+        if plane is None or _tunnel_settings(new) == _tunnel_settings(old):
+            return []
+        before = _tunnel_settings(old)
+        v4, v6, port = _tunnel_settings(new)
+        plane.set_tunnel(v4 if v4 is not None else before[0], v6 if v6 is not None else before[1], port)
+
+        async def restore() -> None:
+            plane.set_tunnel(*before)
+
+        undo.append(restore)
+        return ["dataplane tunnel settings applied"]
 
     async def _start_speaker(self, bgp_config: config.BgpConfig | None) -> None:
         """A started speaker for ``bgp_config`` (None: no BGP), announcing nothing until the next pass."""

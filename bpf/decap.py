@@ -124,9 +124,13 @@ def attach(ifname: str, *, mode: AttachMode = "auto", gue_port: int | None = DEF
     if not chosen:
         raise DataPlaneError(f"{ifname} has no global address to take tunnels to: give --address")
     loaded = load(gue_port=gue_port, addresses=chosen)
-    if existing is not None:
-        BPF.remove_xdp(ifname.encode(), _XDP_FLAGS.get(existing[0], 0))
+    # An earlier decap in the mode asked for is replaced in place (no moment without one); in another mode it
+    # has to go first.
     modes = ["native", "generic"] if mode == "auto" else [mode]
+    if existing is not None and existing[0] not in modes:
+        _remove_xdp(ifname, existing[0])
+    elif existing is not None:
+        modes = [existing[0]]
     for index, candidate in enumerate(modes):
         try:
             BPF.attach_xdp(ifname.encode(), loaded.fn, _XDP_FLAGS[candidate])
@@ -143,15 +147,22 @@ def attach(ifname: str, *, mode: AttachMode = "auto", gue_port: int | None = DEF
 
 def detach(ifname: str) -> None:
     """Take the decap program off ``ifname``; DataPlaneError if what is there is not it."""
-    from bcc import BPF
-
     existing = _attached(ifname)
     if existing is None:
         raise DataPlaneError(f"{ifname} has no XDP program")
     if _prog_name(existing[1]) != _PROG_NAME:
         raise DataPlaneError(f"{ifname} has another XDP program (id {existing[1]}), not xdplb's decap")
-    BPF.remove_xdp(ifname.encode(), _XDP_FLAGS.get(existing[0], 0))
+    _remove_xdp(ifname, existing[0])
     log.info("event=decap_detached interface=%s", ifname)
+
+
+def _remove_xdp(ifname: str, mode: str) -> None:
+    from bcc import BPF
+
+    try:
+        BPF.remove_xdp(ifname.encode(), _XDP_FLAGS.get(mode, 0))
+    except Exception as error:  # bcc raises bare Exceptions
+        raise DataPlaneError(f"detaching XDP from {ifname} failed: {error}") from error
 
 
 def status(ifname: str) -> DecapStatus:
@@ -234,13 +245,22 @@ def _maps_of(prog_id: int) -> dict[str, int]:
     finally:
         os.close(fd)
     maps: dict[str, int] = {}
-    for map_id in ids[:count]:
-        map_fd = int(_lib().bpf_map_get_fd_by_id(map_id))
-        if map_fd < 0:
-            continue
-        map_info = _MapInfo()
-        _info(map_fd, map_info)
-        maps[map_info.name.decode()] = map_fd
+    try:
+        for map_id in ids[:count]:
+            map_fd = int(_lib().bpf_map_get_fd_by_id(map_id))
+            if map_fd < 0:
+                continue
+            map_info = _MapInfo()
+            try:
+                _info(map_fd, map_info)
+            except DataPlaneError:
+                os.close(map_fd)
+                raise
+            maps[map_info.name.decode()] = map_fd
+    except DataPlaneError:
+        for fd in maps.values():
+            os.close(fd)
+        raise
     return maps
 
 

@@ -64,6 +64,7 @@ struct packet {
     __u8 syn;                      /* TCP SYN without ACK: a connection attempt */
     __u8 icmp;                     /* an ICMP error about the flow: forwarded, never a new flow or an entry */
     __u32 hash;                    /* the flow key's flow-table hash: a tunnel's entropy (GUE port, flow label) */
+    __u32 ip_len;                  /* the IP packet's own length (the frame may carry Ethernet padding after it) */
 };
 
 static __always_inline __u32 rotl32(__u32 x, __u32 r) { return (x << r) | (x >> (32 - r)); }
@@ -296,8 +297,8 @@ static __always_inline __u16 ipv4_checksum(struct iphdr *ip)
 #define AF_INET6 10
 
 /* The FIB's next hop towards DEST into HOP: returns 0 when there is none (no route or neighbour, forwarding off
- * on the ingress interface). Two lookups: the first, with the largest length, only to learn the route's MTU (the
- * FIB says it when a length is over it), the second for the neighbour. */
+ * on the ingress interface). The first lookup asks with the largest length, to learn the route's MTU (the FIB
+ * says it when a length is over it); then a second one for the neighbour, unless the first already succeeded. */
 static __always_inline int look_up_next_hop(struct xdp_md *ctx, struct next_hop *hop, struct tunnel_dest *dest,
                                             struct tunnel_config *cfg, int outer6)
 {
@@ -313,11 +314,14 @@ static __always_inline int look_up_next_hop(struct xdp_md *ctx, struct next_hop 
         __builtin_memcpy(&fib.ipv4_dst, dest->addr, 4);
     }
     fib.tot_len = 0xffff;
-    if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_FRAG_NEEDED)
-        return 0;
-    __u16 mtu = fib.mtu_result;
-    fib.tot_len = 0;
-    if (bpf_fib_lookup(ctx, &fib, sizeof(fib), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+    int rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+    __u16 mtu = 0xffff;  /* SUCCESS: the route takes the largest length there is */
+    if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
+        mtu = fib.mtu_result;
+        fib.tot_len = 0;
+        rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+    }
+    if (rc != BPF_FIB_LKUP_RET_SUCCESS)
         return 0;
     hop->mtu = mtu;
     hop->ifindex = fib.ifindex;
@@ -466,7 +470,9 @@ static __always_inline int tunnel(struct xdp_md *ctx, struct packet *pkt, struct
         return XDP_DROP;
     int inner6 = (inner[0] >> 4) == 6;
     __u8 tos = inner6 ? (__u8)((inner[0] << 4) | (inner[1] >> 4)) : inner[1];  /* traffic class or TOS */
-    __u32 inner_len = pkt->len - l2;
+    __u32 inner_len = pkt->ip_len;  /* what is in the tunnel: the IP packet, not the frame's padding */
+    if (!inner_len || inner_len > pkt->len - l2)
+        return XDP_DROP;  /* cannot happen: the parse checked it */
     __u32 outer_len = (outer6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr)) + (gue ? sizeof(struct udphdr) : 0);
 
     struct next_hop *hop = next_hops.lookup(&slot);
@@ -482,8 +488,14 @@ static __always_inline int tunnel(struct xdp_md *ctx, struct packet *pkt, struct
         hop->generation = b->generation;
         hop->at_ns = now;
     }
-    if (inner_len + outer_len > hop->mtu)
+    if (inner_len + outer_len > hop->mtu) {
+        if (pkt->icmp) {  /* never an ICMP error about an ICMP error (RFC 1122 3.2.2, RFC 4443 2.4) */
+            if (g)
+                g->drop_too_big++;
+            return XDP_DROP;
+        }
         return too_big(ctx, pkt, l2, inner6, hop->mtu - outer_len, g);
+    }
     __u32 egress = hop->ifindex;
     int redirect = egress != ctx->ingress_ifindex;
     if (redirect && tx_ports.redirect_map(egress, XDP_DROP) != XDP_REDIRECT) {
@@ -876,6 +888,7 @@ static __always_inline int balance_v4(struct xdp_md *ctx, struct packet pkt, str
         return drop_or_pass_v4(iph->daddr, g, 0);
     if (iph->protocol != IPPROTO_TCP && iph->protocol != IPPROTO_UDP && iph->protocol != IPPROTO_ICMP)
         return XDP_PASS;
+    pkt.ip_len = total;
     if (iph->frag_off & bpf_htons(IP_MF | IP_OFFSET))
         return drop_or_pass_v4(iph->daddr, g, 1);
     if (iph->protocol == IPPROTO_ICMP) {
@@ -931,6 +944,7 @@ static __always_inline int balance_v6(struct xdp_md *ctx, struct packet pkt, str
     /* Malformed: not version 6, or a payload longer than the bytes in the frame. */
     if (ip6->version != 6 || avail > (__u32)(data_end - l4))
         return drop_or_pass_v6(&ip6->daddr, g, 0);
+    pkt.ip_len = sizeof(*ip6) + avail;
 #pragma unroll
     for (int i = 0; i < MAX_IPV6_EXT_HEADERS; i++) {
         if (nexthdr == IPPROTO_TCP || nexthdr == IPPROTO_UDP || nexthdr == IPPROTO_ICMPV6)

@@ -105,6 +105,7 @@ def _bare_type(annotation: object) -> str:
         str: "string",
         Path: "path",
         ipaddress.IPv4Address: "IPv4 address",
+        ipaddress.IPv6Address: "IPv6 address",
     }
     return simple.get(annotation, str(annotation))
 

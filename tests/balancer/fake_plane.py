@@ -26,6 +26,7 @@ class FakeDataPlane:
         self.fail: set[bpf.ServiceKey] = set()  # updates of these raise DataPlaneError until removed from the set
         self.reserved: list[int] = []  # the size of each reserve_tables call
         self.tunnel: tuple[config.IpAddress | None, config.IpAddress | None, int] = (None, None, 0)  # set_tunnel
+        self.tunnel_log: list[tuple[object, tuple[bpf.ServiceKey, ...]]] = []
         self._specs: dict[bpf.ServiceKey, bpf.Service] = {}
         self._status: dict[bpf.ServiceKey, bpf.ServiceStatus] = {}
         self._ids: dict[bpf.ServiceKey, int] = {}
@@ -73,6 +74,7 @@ class FakeDataPlane:
     def set_tunnel(self, source_v4: config.IpAddress | None, source_v6: config.IpAddress | None,
                    gue_port: int = bpf.DEFAULT_GUE_PORT) -> None:
         self.tunnel = (source_v4, source_v6, gue_port)
+        self.tunnel_log.append((self.tunnel, tuple(self._specs)))  # with the services in the maps then
 
     def table_key(self, service: bpf.Service) -> bpf.maglev.TableKey | None:
         candidates = [(str(b.address), b.weight) for b in service.backends if b.reachable_by_frame and b.weight > 0]

@@ -452,3 +452,12 @@ dataplane: {tunnel_source_v4: 198.18.0.1, gue_port: 7000}
     assert plane.services[key].backends[0].state.value == "active"
     watched = {str(address) for address in d._neighbours.watched}  # type: ignore[union-attr]
     assert "198.18.5.20" not in watched and "127.0.0.1" in watched
+
+    # Back without it: the source goes only once the routed service is out of the maps.
+    path.write_text(document(port=listener))
+    result = await d.reload()
+    assert result.ok, result.message
+    assert plane.tunnel == (None, None, 6080)
+    (settings, services_then), = plane.tunnel_log[-1:]
+    assert key not in services_then
+    assert all(entry[0][0] is not None for entry in plane.tunnel_log[1:-1]), plane.tunnel_log

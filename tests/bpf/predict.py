@@ -67,7 +67,9 @@ def forwarded(packet: Packet, real: world.Real, *, flow: Packet | None = None, f
 
 def _tunnelled(packet: Packet, real: world.Real, flow: Packet, flow_seed: int) -> bytes:
     frame = bytes(packet)
-    inner = frame[18:] if Dot1Q in packet or Dot1AD in packet else frame[14:]
+    rest = frame[18:] if Dot1Q in packet or Dot1AD in packet else frame[14:]
+    ip_len = int.from_bytes(rest[2:4], "big") if rest[0] >> 4 == 4 else 40 + int.from_bytes(rest[4:6], "big")
+    inner, padding = rest[:ip_len], rest[ip_len:]  # Ethernet padding stays at the end, outside the tunnel
     ip = flow[IP] if IP in flow else flow[IPv6]
     l4 = flow[TCP] if TCP in flow else flow[UDP]
     key = flowhash.flow_key(ipaddress.ip_address(ip.src), ipaddress.ip_address(ip.dst), l4.sport, l4.dport,
@@ -76,4 +78,4 @@ def _tunnelled(packet: Packet, real: world.Real, flow: Packet, flow_seed: int) -
     outer = tunnel.outer_headers(inner, source, real.address, flow_hash=flowhash.murmur3_32(key, flow_seed),
                                  gue_port=bpf.DEFAULT_GUE_PORT if real.tunnel == "gue" else None)
     ethertype = 0x0800 if real.address.version == 4 else 0x86DD
-    return bytes(Ether(dst=world.GATEWAY_MAC, src=world.EGRESS_MAC, type=ethertype)) + outer + inner
+    return bytes(Ether(dst=world.GATEWAY_MAC, src=world.EGRESS_MAC, type=ethertype)) + outer + inner + padding

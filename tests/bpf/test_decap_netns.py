@@ -35,6 +35,8 @@ def test_attach_status_detach_from_the_interface_alone(hosts: tuple[Host, Host])
         assert (attached.mode, attached.addresses, attached.gue_port) == ("generic", (ip_address(backend.ipv4),), 6080)
         again = decap.status(backend.ifname)  # from the kernel: prog id, maps, counters
         assert (again.prog_id, again.counters) == (attached.prog_id, decap.DecapCounters())
+        replaced = decap.attach(backend.ifname, mode="generic", gue_port=None)  # in place, settings anew
+        assert (replaced.mode, replaced.gue_port) == ("generic", None) and replaced.prog_id != attached.prog_id
         decap.detach(backend.ifname)
         with pytest.raises(bpf.DataPlaneError, match="no XDP program"):
             decap.status(backend.ifname)
