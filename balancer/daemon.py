@@ -168,6 +168,7 @@ class Daemon:
         self._addresses_of: dict[str, list[config.IpAddress]] = {}  # service name -> its backends' addresses
         self._checked_of: dict[str, list[str]] = {}  # service name -> keys of its backends that run checks
         self._pinned_of: dict[str, dict[config.IpAddress, str]] = {}  # service name -> backends pinned to interfaces
+        self._routed_of: dict[str, list[config.IpAddress]] = {}  # service name -> its tunnelled backends
         self._first_seen: dict[str, float] = {}  # service name -> when it first appeared (monotonic)
         self._ready = False
         self._started_at = time.time()
@@ -464,6 +465,7 @@ class Daemon:
         for name in names:
             self._checked_of.pop(name, None)
             self._pinned_of.pop(name, None)
+            self._routed_of.pop(name, None)
             for address in self._addresses_of.pop(name, ()):
                 owners = self._services_of.get(address)
                 if owners is not None:
@@ -484,6 +486,9 @@ class Daemon:
         for service in services:
             # The neighbours watched: those of backends on a segment of ours (a tunnelled one is routed).
             on_link = [backend for backend in service.backends if service.forwarding_of(backend) == "l2"]
+            routed = [backend.address for backend in service.backends if service.forwarding_of(backend) != "l2"]
+            if routed:
+                self._routed_of[service.name] = routed
             self._addresses_of[service.name] = [backend.address for backend in on_link]
             for backend in on_link:
                 self._services_of.setdefault(backend.address, set()).add(service.name)
@@ -494,6 +499,11 @@ class Daemon:
             pinned = {address: name for each in self._pinned_of.values() for address, name in each.items()}
             found = self._neighbours.watch(self._services_of, pinned=pinned)
             self._macs = {address: self._macs.get(address) for address in self._services_of} | found
+
+    @property
+    def _tunnelled(self) -> set[config.IpAddress]:
+        """Every tunnelled backend's address."""
+        return {address for routed in self._routed_of.values() for address in routed}
 
     def _set_settled(self) -> None:
         if self._unknown:
@@ -735,11 +745,20 @@ class Daemon:
             self._mark((member[0],))
 
     async def _probe_loop(self) -> None:
-        """Probe backends whose MAC is unknown, so the kernel resolves them; the answers come as events."""
+        """Probe backends whose MAC is unknown, so the kernel resolves them; the answers come as events.
+
+        Tunnelled backends are probed too when the data plane dropped frames for want of a next hop since the last
+        round: a datagram to a routed address makes the kernel resolve the route's gateway, which nothing else
+        keeps resolved when no health check goes that way."""
         watcher = self._neighbours
         assert watcher is not None
+        no_route = None
         while True:
             unresolved = watcher.unresolved()
+            dropped = self._plane.read_totals().drop_no_route if self._plane is not None and self._routed_of else 0
+            if no_route is not None and dropped > no_route:
+                unresolved = [*unresolved, *self._tunnelled]
+            no_route = dropped
             if unresolved:
                 await asyncio.to_thread(watcher.probe, unresolved)
             await asyncio.sleep(PROBE_INTERVAL)

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import config
 from bpf.service import ServiceKey
 
-__all__ = ["BackendCounters", "Counters", "GlobalCounters", "ServiceCounters", "read_counters"]
+__all__ = ["BackendCounters", "Counters", "GlobalCounters", "ServiceCounters", "read_counters", "read_totals"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,11 @@ def read_counters(
         services=_sum_rows(table("service_stats"), service_ids, ServiceCounters),
         backends=_sum_rows(table("backend_stats"), backend_slots, BackendCounters),
     )
+
+
+def read_totals(table: Callable[[str], Any]) -> GlobalCounters:
+    """The global counters alone: one per-CPU row, cheap enough to read every second."""
+    return _sum_row(table("global_stats"), 0, GlobalCounters)
 
 
 K = TypeVar("K")

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import config
 from bpf import _abi
-from bpf._counters import Counters, read_counters
+from bpf._counters import Counters, GlobalCounters, read_counters, read_totals
 from bpf._kernel_source import ensure_kernel_source
 from bpf._tables import KernelMaps, MapOps, TableStore
 from bpf.errors import DataPlaneError
@@ -588,6 +588,10 @@ class DataPlane:
             del addrs[key]
 
     # counters
+
+    def read_totals(self) -> GlobalCounters:
+        """The global counters alone (``read_counters().totals``, without the per-service and per-backend rows)."""
+        return read_totals(self.table)
 
     def read_counters(self) -> Counters:
         """Sum the per-CPU counters: global, per service and per backend."""

@@ -27,6 +27,7 @@ class FakeDataPlane:
         self.reserved: list[int] = []  # the size of each reserve_tables call
         self.tunnel: tuple[config.IpAddress | None, config.IpAddress | None, int] = (None, None, 0)  # set_tunnel
         self.tunnel_log: list[tuple[object, tuple[bpf.ServiceKey, ...]]] = []
+        self.totals = bpf.GlobalCounters()  # what read_totals() says
         self._specs: dict[bpf.ServiceKey, bpf.Service] = {}
         self._status: dict[bpf.ServiceKey, bpf.ServiceStatus] = {}
         self._ids: dict[bpf.ServiceKey, int] = {}
@@ -60,6 +61,9 @@ class FakeDataPlane:
 
     def read_counters(self) -> bpf.Counters:
         return bpf.Counters(bpf.GlobalCounters(), {}, {})
+
+    def read_totals(self) -> bpf.GlobalCounters:
+        return self.totals
 
     def flow_table_entries(self) -> dict[int, int]:
         return {4: 0, 6: 0}

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import bgp
+import bpf
 import config
 import healthchecks
 from balancer import daemon, desired
@@ -64,6 +65,7 @@ class ResolvedNeighbours:
     def __init__(self, on_change: Any, *, interfaces: Any = ()) -> None:
         self.watched: set[Any] = set()
         self.interfaces = _ifindexes(interfaces)
+        self.probed: list[Any] = []
 
     async def start(self) -> None:
         pass
@@ -83,7 +85,7 @@ class ResolvedNeighbours:
         return []
 
     def probe(self, addresses: Any) -> None:
-        pass
+        self.probed.extend(addresses)
 
 
 class FakeSpeaker:
@@ -461,3 +463,25 @@ dataplane: {tunnel_source_v4: 198.18.0.1, gue_port: 7000}
     (settings, services_then), = plane.tunnel_log[-1:]
     assert key not in services_then
     assert all(entry[0][0] is not None for entry in plane.tunnel_log[1:-1]), plane.tunnel_log
+
+
+async def test_tunnelled_backends_are_probed_when_frames_found_no_next_hop(running: Any, listener: int) -> None:
+    """A datagram to a routed backend makes the kernel resolve the route's gateway: sent when the data plane counts
+    drops for want of a next hop, which happen when no health check keeps that gateway resolved."""
+    d, plane, path = running
+    path.write_text(document(port=listener) + """\
+  - name: routed
+    vip: 192.0.2.101
+    port: 80
+    forwarding: ipip
+    checks: []
+    backends: [198.18.5.20]
+dataplane: {tunnel_source_v4: 198.18.0.1}
+""")
+    assert (await d.reload()).ok
+    probed = d._neighbours.probed  # type: ignore[union-attr]
+    await asyncio.sleep(2.5 * daemon.PROBE_INTERVAL)
+    assert "198.18.5.20" not in {str(a) for a in probed}, "no drops: no probe"
+    plane.totals = bpf.GlobalCounters(drop_no_route=3)
+    await asyncio.sleep(2.5 * daemon.PROBE_INTERVAL)
+    assert "198.18.5.20" in {str(a) for a in probed}
