@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     decap.add_argument("--gue-port", type=int, default=6080, help="UDP port of GUE (default 6080; 0: IPIP only)")
     decap.add_argument("--address", action="append", type=_ip_address, metavar="ADDR",
                        help="a tunnel address of this host (repeatable; default: the interface's global ones)")
+    decap.add_argument("--source", action="append", type=_ip_address, metavar="ADDR",
+                       help="take tunnels only from this outer source, a balancer's tunnel source (repeatable; "
+                       "default: from any)")
     decap.add_argument("--mode", choices=("auto", "native", "generic"), default="auto",
                        help="XDP attach mode (auto: native, else generic)")
     return parser
@@ -300,7 +303,7 @@ def _decap(args: argparse.Namespace) -> int:
     try:
         if args.action == "attach":
             found = decap.attach(args.interface, mode=args.mode, gue_port=args.gue_port or None,
-                                 addresses=args.address)
+                                 addresses=args.address, sources=args.source or ())
         elif args.action == "detach":
             decap.detach(args.interface)
             print(f"{args.interface}: decap detached")
@@ -312,8 +315,10 @@ def _decap(args: argparse.Namespace) -> int:
         return 1
     counters = found.counters
     print(f"{found.interface}: decap attached ({found.mode}, program {found.prog_id}); tunnels to "
-          f"{', '.join(map(str, found.addresses))}; GUE port {found.gue_port or 'off'}")
-    print(f"  frames {counters.rx_packets}  ipip {counters.ipip}  gue {counters.gue}  malformed {counters.malformed}")
+          f"{', '.join(map(str, found.addresses))} from {', '.join(map(str, found.sources)) or 'any source'}; "
+          f"GUE port {found.gue_port or 'off'}")
+    print(f"  frames {counters.rx_packets}  ipip {counters.ipip}  gue {counters.gue}  malformed {counters.malformed}"
+          f"  refused {counters.refused}")
     return 0
 
 

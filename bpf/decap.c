@@ -5,7 +5,8 @@
  * inner IP packet right after the UDP header) loses its outer headers: the inner packet goes on to the stack
  * (XDP_PASS) behind the same Ethernet header (and VLAN tag), and the stack sees the VIP, which must be on the
  * host (loopback), as its destination. Everything else passes untouched. Outer fragments, IPv4 options and IPv6
- * extension headers are left to the kernel.
+ * extension headers are left to the kernel. With outer sources given (the balancers' tunnel sources), a tunnel
+ * from any other source is dropped and counted: it could carry any inner source past the path's filters.
  */
 #include <uapi/linux/bpf.h>
 #include <linux/if_ether.h>
@@ -24,6 +25,11 @@ struct decap_config {
     __u8 count_v6;
     __be32 addrs_v4[DECAP_ADDRS];
     struct in6_addr addrs_v6[DECAP_ADDRS];
+    __u8 sources_v4;               /* outer sources allowed, at the front of srcs_v4 / srcs_v6; 0: any */
+    __u8 sources_v6;
+    __u8 pad[2];
+    __be32 srcs_v4[DECAP_ADDRS];
+    struct in6_addr srcs_v6[DECAP_ADDRS];
 };
 
 /* Per-CPU counters, summed by bpf/decap.py (the same names, in this order). */
@@ -32,6 +38,7 @@ struct decap_stats {
     __u64 ipip;                    /* IP in IP taken off (4in4, 6in6, 4in6, 6in4) */
     __u64 gue;                     /* GUE taken off */
     __u64 malformed;               /* for a tunnel address, tunnel protocol, but inner packet not IP of its kind */
+    __u64 refused;                 /* a tunnel from an outer source not allowed (when sources are given): dropped */
 };
 
 BPF_ARRAY(decap_config, struct decap_config, 1);
@@ -82,31 +89,37 @@ static __always_inline __be16 inner_ethertype(__u8 *inner, void *data_end, __u8 
     return 0;
 }
 
-static __always_inline int ours_v4(struct decap_config *cfg, __be32 addr)
+/* Whether ADDR is among the first COUNT of LIST. */
+static __always_inline int listed_v4(const __be32 *list, __u8 count, __be32 addr)
 {
     int found = 0;
 #pragma unroll
     for (int i = 0; i < DECAP_ADDRS; i++)
-        found |= i < cfg->count_v4 && cfg->addrs_v4[i] == addr;
+        found |= i < count && list[i] == addr;
     return found;
 }
 
-static __always_inline int ours_v6(struct decap_config *cfg, struct in6_addr *addr)
+static __always_inline int listed_v6(const struct in6_addr *list, __u8 count, struct in6_addr *addr)
 {
     const __u64 *a = (const __u64 *)addr;
     int found = 0;
 #pragma unroll
     for (int i = 0; i < DECAP_ADDRS; i++) {
-        const __u64 *b = (const __u64 *)&cfg->addrs_v6[i];
-        found |= i < cfg->count_v6 && !((a[0] ^ b[0]) | (a[1] ^ b[1]));
+        const __u64 *b = (const __u64 *)&list[i];
+        found |= i < count && !((a[0] ^ b[0]) | (a[1] ^ b[1]));
     }
     return found;
 }
 
 static __always_inline int decap_l4(struct xdp_md *ctx, struct decap_stats *s, struct decap_config *cfg, __u32 l2,
-                                    __u32 ip_len, __u8 proto, void *l4, void *data_end)
+                                    __u32 ip_len, __u8 proto, void *l4, void *data_end, int allowed)
 {
     if (proto == IPPROTO_IPIP || proto == IPPROTO_IPV6) {
+        if (!allowed) {
+            if (s)
+                s->refused++;
+            return XDP_DROP;
+        }
         __be16 inner = inner_ethertype(l4, data_end, proto);
         if (!inner) {
             if (s)
@@ -122,6 +135,11 @@ static __always_inline int decap_l4(struct xdp_md *ctx, struct decap_stats *s, s
     struct udphdr *udp = l4;
     if ((void *)(udp + 1) > data_end || !cfg->gue_port || udp->dest != cfg->gue_port)
         return XDP_PASS;
+    if (!allowed) {
+        if (s)
+            s->refused++;
+        return XDP_DROP;
+    }
     __be16 inner = inner_ethertype((void *)(udp + 1), data_end, 0);
     if (!inner) {
         if (s)
@@ -160,17 +178,19 @@ int xdplb_decap(struct xdp_md *ctx)
         struct iphdr *ip = data + l2;
         if ((void *)(ip + 1) > data_end || ip->ihl != 5 || (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)))
             return XDP_PASS;
-        if (!ours_v4(cfg, ip->daddr))
+        if (!listed_v4(cfg->addrs_v4, cfg->count_v4, ip->daddr))
             return XDP_PASS;
-        return decap_l4(ctx, s, cfg, l2, sizeof(*ip), ip->protocol, ip + 1, data_end);
+        int allowed = !cfg->sources_v4 || listed_v4(cfg->srcs_v4, cfg->sources_v4, ip->saddr);
+        return decap_l4(ctx, s, cfg, l2, sizeof(*ip), ip->protocol, ip + 1, data_end, allowed);
     }
     if (proto == bpf_htons(ETH_P_IPV6)) {
         struct ipv6hdr *ip6 = data + l2;
         if ((void *)(ip6 + 1) > data_end)
             return XDP_PASS;
-        if (!ours_v6(cfg, &ip6->daddr))
+        if (!listed_v6(cfg->addrs_v6, cfg->count_v6, &ip6->daddr))
             return XDP_PASS;
-        return decap_l4(ctx, s, cfg, l2, sizeof(*ip6), ip6->nexthdr, ip6 + 1, data_end);
+        int allowed = !cfg->sources_v6 || listed_v6(cfg->srcs_v6, cfg->sources_v6, &ip6->saddr);
+        return decap_l4(ctx, s, cfg, l2, sizeof(*ip6), ip6->nexthdr, ip6 + 1, data_end, allowed);
     }
     return XDP_PASS;
 }

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 PROGRAM = Path(__file__).with_name("decap.c")
 _PROG_NAME = "xdplb_decap"
 MAX_ADDRESSES = 8  # DECAP_ADDRS of decap.c
-_CONFIG_SIZE = 4 + 4 * MAX_ADDRESSES + 16 * MAX_ADDRESSES  # struct decap_config
+_LIST_SIZE = 4 + 4 * MAX_ADDRESSES + 16 * MAX_ADDRESSES  # port, counts and the tunnel addresses
+_CONFIG_SIZE = 2 * _LIST_SIZE  # struct decap_config: then source counts, pad and the allowed sources
 _XDP_FLAGS = {"generic": 1 << 1, "native": 1 << 2}
 # IFLA_XDP_*_PROG_ID (include/uapi/linux/if_link.h): the program attached in each mode, absent when none.
 _PROG_IDS = {"IFLA_XDP_DRV_PROG_ID": "native", "IFLA_XDP_SKB_PROG_ID": "generic", "IFLA_XDP_HW_PROG_ID": "offload"}
@@ -42,6 +43,7 @@ class DecapCounters:
     ipip: int = 0
     gue: int = 0
     malformed: int = 0
+    refused: int = 0
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class DecapStatus:
     addresses: tuple[config.IpAddress, ...]
     gue_port: int | None
     counters: DecapCounters
+    sources: tuple[config.IpAddress, ...] = ()  # outer sources allowed; empty: any
 
 
 class LoadedDecap:
@@ -67,25 +70,25 @@ class LoadedDecap:
     def prog_fd(self) -> int:
         return int(self.fn.fd)
 
-    def configure(self, gue_port: int | None, addresses: Iterable[config.IpAddress]) -> None:
+    def configure(self, gue_port: int | None, addresses: Iterable[config.IpAddress],
+                  sources: Iterable[config.IpAddress] = ()) -> None:
         """Take tunnels to ``addresses`` off (at most ``MAX_ADDRESSES`` per family), and GUE to UDP ``gue_port``
-        (None: no GUE)."""
+        (None: no GUE); with ``sources``, only tunnels from those (per family: a family with none takes any)."""
         if gue_port is not None and not 0 < gue_port < 65536:
             raise DataPlaneError(f"GUE port {gue_port} out of range")
-        by_family: dict[int, list[config.IpAddress]] = {4: [], 6: []}
-        for address in dict.fromkeys(addresses):
-            by_family[address.version].append(address)
-        for family, found in by_family.items():
-            if len(found) > MAX_ADDRESSES:
-                raise DataPlaneError(f"at most {MAX_ADDRESSES} IPv{family} tunnel addresses, not {len(found)}")
         table = self._bpf[b"decap_config"]
         value = table.Leaf()
         value.gue_port = socket.htons(gue_port or 0)
-        value.count_v4, value.count_v6 = len(by_family[4]), len(by_family[6])
-        for index, address in enumerate(by_family[4]):
-            value.addrs_v4[index] = int.from_bytes(address.packed, "little")
-        for index, address in enumerate(by_family[6]):
-            ctypes.memmove(ctypes.addressof(value.addrs_v6[index]), address.packed, 16)
+        for what, given, v4, v6 in (("tunnel addresses", addresses, "addrs_v4", "addrs_v6"),
+                                    ("tunnel sources", sources, "srcs_v4", "srcs_v6")):
+            by_family = _by_family(given, what)
+            counts = ("count_v4", "count_v6") if v4 == "addrs_v4" else ("sources_v4", "sources_v6")
+            setattr(value, counts[0], len(by_family[4]))
+            setattr(value, counts[1], len(by_family[6]))
+            for index, address in enumerate(by_family[4]):
+                getattr(value, v4)[index] = int.from_bytes(address.packed, "little")
+            for index, address in enumerate(by_family[6]):
+                ctypes.memmove(ctypes.addressof(getattr(value, v6)[index]), address.packed, 16)
         table[table.Key(0)] = value
 
     def counters(self) -> DecapCounters:
@@ -98,7 +101,18 @@ class LoadedDecap:
         self._bpf.cleanup()
 
 
-def load(*, gue_port: int | None = DEFAULT_GUE_PORT, addresses: Iterable[config.IpAddress] = ()) -> LoadedDecap:
+def _by_family(addresses: Iterable[config.IpAddress], what: str) -> dict[int, list[config.IpAddress]]:
+    by_family: dict[int, list[config.IpAddress]] = {4: [], 6: []}
+    for address in dict.fromkeys(addresses):
+        by_family[address.version].append(address)
+    for family, found in by_family.items():
+        if len(found) > MAX_ADDRESSES:
+            raise DataPlaneError(f"at most {MAX_ADDRESSES} IPv{family} {what}, not {len(found)}")
+    return by_family
+
+
+def load(*, gue_port: int | None = DEFAULT_GUE_PORT, addresses: Iterable[config.IpAddress] = (),
+         sources: Iterable[config.IpAddress] = ()) -> LoadedDecap:
     """Compile and load ``decap.c`` with its settings (needs root and kernel headers)."""
     from bcc import BPF  # only on Debian's python, and only needed here
 
@@ -107,14 +121,16 @@ def load(*, gue_port: int | None = DEFAULT_GUE_PORT, addresses: Iterable[config.
         loaded = LoadedDecap(BPF(src_file=str(PROGRAM).encode(), cflags=["-w"]))
     except Exception as error:
         raise DataPlaneError(f"loading the decap program failed: {error}") from error
-    loaded.configure(gue_port, addresses)
+    loaded.configure(gue_port, addresses, sources)
     return loaded
 
 
 def attach(ifname: str, *, mode: AttachMode = "auto", gue_port: int | None = DEFAULT_GUE_PORT,
-           addresses: Iterable[config.IpAddress] | None = None) -> DecapStatus:
-    """Attach the decap program to ``ifname`` for ``addresses`` (default: the interface's own global ones) and
-    leave it there. Refuses an interface with another XDP program on it; replaces an earlier decap."""
+           addresses: Iterable[config.IpAddress] | None = None,
+           sources: Iterable[config.IpAddress] = ()) -> DecapStatus:
+    """Attach the decap program to ``ifname`` for ``addresses`` (default: the interface's own global ones), taking
+    tunnels only from ``sources`` when given, and leave it there. Refuses an interface with another XDP program on
+    it; replaces an earlier decap."""
     from bcc import BPF
 
     existing = _attached(ifname)
@@ -123,7 +139,7 @@ def attach(ifname: str, *, mode: AttachMode = "auto", gue_port: int | None = DEF
     chosen = tuple(addresses) if addresses is not None else _interface_addresses(ifname)
     if not chosen:
         raise DataPlaneError(f"{ifname} has no global address to take tunnels to: give --address")
-    loaded = load(gue_port=gue_port, addresses=chosen)
+    loaded = load(gue_port=gue_port, addresses=chosen, sources=sources)
     # An earlier decap in the mode asked for is replaced in place (no moment without one); in another mode it
     # has to go first.
     modes = ["native", "generic"] if mode == "auto" else [mode]
@@ -178,15 +194,20 @@ def status(ifname: str) -> DecapStatus:
         stats = _percpu_values(maps["decap_stats"], 0, len(dataclasses.fields(DecapCounters)))
         counters = DecapCounters(*stats)
         raw = _lookup(maps["decap_config"], 0, _CONFIG_SIZE)
-        count_v4, count_v6 = raw[2], raw[3]
-        v6_at = 4 + 4 * MAX_ADDRESSES
-        addresses = (*(ip_address(raw[4 + 4 * i:8 + 4 * i]) for i in range(count_v4)),
-                     *(ip_address(raw[v6_at + 16 * i:v6_at + 16 * (i + 1)]) for i in range(count_v6)))
+        addresses = _listed(raw, 4, raw[2], raw[3])
+        sources = _listed(raw, _LIST_SIZE + 4, raw[_LIST_SIZE], raw[_LIST_SIZE + 1])
         port = int.from_bytes(raw[:2], "big")
     finally:
         for fd in maps.values():
             os.close(fd)
-    return DecapStatus(ifname, mode, prog_id, addresses, port or None, counters)
+    return DecapStatus(ifname, mode, prog_id, addresses, port or None, counters, sources)
+
+
+def _listed(raw: bytes, at: int, count_v4: int, count_v6: int) -> tuple[config.IpAddress, ...]:
+    """The addresses of one list of ``struct decap_config`` (IPv4 then IPv6) that starts at ``at``."""
+    v6_at = at + 4 * MAX_ADDRESSES
+    return (*(ip_address(raw[at + 4 * i:at + 4 * (i + 1)]) for i in range(count_v4)),
+            *(ip_address(raw[v6_at + 16 * i:v6_at + 16 * (i + 1)]) for i in range(count_v6)))
 
 
 # The kernel's side, through libbpf's calls as bcc's library exports them.

@@ -69,7 +69,7 @@ def _delta(loaded: decap.LoadedDecap, frame: bytes) -> tuple[testing.TestRun, di
 def test_a_tunnel_to_this_host_is_taken_off(loaded: decap.LoadedDecap, inner: IP, to: object, gue: bool) -> None:
     run, moved = _delta(loaded, _tunnelled(bytes(inner), to, gue=gue))
     assert (run.verdict, run.data) == ("XDP_PASS", _plain(bytes(inner)))
-    assert moved == {"ipip": int(not gue), "gue": int(gue), "malformed": 0}
+    assert moved == {"ipip": int(not gue), "gue": int(gue), "malformed": 0, "refused": 0}
 
 
 def test_a_vlan_tag_stays_with_the_frame(loaded: decap.LoadedDecap) -> None:
@@ -92,7 +92,7 @@ def test_a_vlan_tag_stays_with_the_frame(loaded: decap.LoadedDecap) -> None:
 def test_anything_else_passes_untouched(loaded: decap.LoadedDecap, frame: bytes) -> None:
     run, moved = _delta(loaded, frame)
     assert (run.verdict, run.data) == ("XDP_PASS", frame)
-    assert moved == {"ipip": 0, "gue": 0, "malformed": 0}
+    assert moved == {"ipip": 0, "gue": 0, "malformed": 0, "refused": 0}
 
 
 @pytest.mark.parametrize("frame", [
@@ -105,7 +105,7 @@ def test_a_tunnel_with_no_ip_of_its_kind_inside_is_dropped_and_counted(loaded: d
                                                                         frame: bytes) -> None:
     run, moved = _delta(loaded, frame)
     assert run.verdict == "XDP_DROP"
-    assert moved == {"ipip": 0, "gue": 0, "malformed": 1}
+    assert moved == {"ipip": 0, "gue": 0, "malformed": 1, "refused": 0}
 
 
 @pytest.mark.parametrize("case", [c for c in tunnel_cases.CASES if c.verdict == "XDP_REDIRECT"],
@@ -125,3 +125,22 @@ def test_xdplbs_own_frames_come_back_to_the_clients_packet(packet_plane: bpf.Dat
     assert received.verdict == "XDP_PASS"
     assert received.data == bytes(Ether(dst=GATEWAY_MAC, src=world.EGRESS_MAC,
                                         type=0x0800 if inner[0] >> 4 == 4 else 0x86DD)) + inner
+
+
+def test_with_sources_given_a_tunnel_from_another_is_dropped_and_counted() -> None:
+    """Any host that reaches the backend could tunnel it a packet with any inner source: with the balancers'
+    sources given, only theirs are taken off; other traffic to the host still passes."""
+    require_bpf()
+    program = decap.load(addresses=[HERE4, HERE6], sources=[SOURCE4])
+    try:
+        stranger = _tunnelled(bytes(INNER4), HERE4, gue=False, source=OTHER4)
+        run, moved = _delta(program, stranger)
+        assert (run.verdict, moved) == ("XDP_DROP", {"ipip": 0, "gue": 0, "malformed": 0, "refused": 1})
+        run, moved = _delta(program, _tunnelled(bytes(INNER4), HERE4, gue=True))
+        assert (run.verdict, run.data, moved["gue"]) == ("XDP_PASS", _plain(bytes(INNER4)), 1)
+        run, moved = _delta(program, _tunnelled(bytes(INNER6), HERE6, gue=False))  # no IPv6 source given: any
+        assert (run.verdict, moved["ipip"]) == ("XDP_PASS", 1)
+        plain = bytes(Ether(dst=BACKEND_MAC) / IP(src=str(OTHER4), dst=str(HERE4)) / TCP(dport=22))
+        assert _delta(program, plain)[0].verdict == "XDP_PASS"
+    finally:
+        program.cleanup()
