@@ -280,17 +280,27 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *pkt, struc
     return redirect ? XDP_REDIRECT : XDP_TX;
 }
 
-/* RFC 1071 over an IPv4 header without options. */
-static __always_inline __u16 ipv4_checksum(struct iphdr *ip)
+/* RFC 1071 sum of LEN (a constant, even) bytes at P, added to SUM, not folded. */
+static __always_inline __u32 sum_words(void *p, const int len, __u32 sum)
 {
-    __u16 *word = (__u16 *)ip;
-    __u32 sum = 0;
+    __u16 *word = p;
 #pragma unroll
-    for (int i = 0; i < (int)sizeof(*ip) / 2; i++)
+    for (int i = 0; i < len / 2; i++)
         sum += word[i];
+    return sum;
+}
+
+static __always_inline __u16 fold(__u32 sum)
+{
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     return ~sum;
+}
+
+/* RFC 1071 over an IPv4 header without options (its check field zero). */
+static __always_inline __u16 ipv4_checksum(struct iphdr *ip)
+{
+    return fold(sum_words(ip, sizeof(*ip), 0));
 }
 
 #define AF_INET 2
@@ -328,23 +338,6 @@ static __always_inline int look_up_next_hop(struct xdp_md *ctx, struct next_hop 
     __builtin_memcpy(hop->dmac, fib.dmac, 6);
     __builtin_memcpy(hop->smac, fib.smac, 6);
     return 1;
-}
-
-/* RFC 1071 sum of LEN (a constant, even) bytes at P, added to SUM, not folded. */
-static __always_inline __u32 sum_words(void *p, const int len, __u32 sum)
-{
-    __u16 *word = p;
-#pragma unroll
-    for (int i = 0; i < len / 2; i++)
-        sum += word[i];
-    return sum;
-}
-
-static __always_inline __u16 fold(__u32 sum)
-{
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    return ~sum;
 }
 
 #define TOO_BIG_QUOTE_V4 (sizeof(struct iphdr) + 8)     /* the client's IP header and its ports */
@@ -450,9 +443,9 @@ drop:
  * IPv4 or IPv6 header from the node's tunnel source, and for GUE a UDP header whose source port comes from the
  * flow hash (RFC 7605's 49152-65535), so the network's ECMP and the backend's RSS spread flows. The outer frame's
  * next hop and interface come from the kernel's FIB (bpf_fib_lookup: routes decide as they do for the host; it
- * wants forwarding on for the ingress interface), cached per CPU for up to a second (struct next_hop); a frame
- * over the route's MTU is dropped and counted. A VLAN tag on the frame is left behind: the FIB's interface is the
- * one the outer frame needs. */
+ * wants forwarding on for the ingress interface), cached per CPU for up to a second (struct next_hop); a packet
+ * over the route's MTU once encapsulated is answered by too_big(). A VLAN tag on the frame is left behind: the
+ * FIB's interface is the one the outer frame needs. */
 static __always_inline int tunnel(struct xdp_md *ctx, struct packet *pkt, struct backend *b, __u32 slot,
                                   int new_flow, struct global_stats *g)
 {
