@@ -7,6 +7,7 @@ all four. Cleanup is safe after a partial setup and runs once.
 """
 
 import asyncio
+import collections
 import functools
 import gc
 import logging
@@ -78,7 +79,11 @@ def _tunnel_fields_of(cfg: config.XdplbConfig) -> dict[str, Any]:
     return dict(zip(_TUNNEL_FIELDS, _tunnel_settings(cfg), strict=True))
 
 
-def _targets(targets: desired.HealthTargets, admin: Mapping[str, config.AdminState]) -> list[healthchecks.Target]:
+def _targets(
+    targets: desired.HealthTargets,
+    admin: Mapping[str, config.AdminState],
+    vias: Mapping[str, healthchecks.ViaDataPlane],
+) -> list[healthchecks.Target]:
     return [
         healthchecks.Target(
             key=key,
@@ -86,9 +91,19 @@ def _targets(targets: desired.HealthTargets, admin: Mapping[str, config.AdminSta
             port=service.port,
             checks=checks,
             admin=desired.admin_state(service, backend, admin),
+            via=vias.get(key),
         )
         for key, (service, backend, checks) in targets.items()
     ]
+
+
+def _through_data_path(checks: Iterable[config.Check]) -> bool:
+    return any(check.via == "dataplane" for check in checks)
+
+
+def _wants_check_paths(cfg: config.XdplbConfig) -> bool:
+    """Whether any backend runs a check through the data path (then the check path programs are loaded)."""
+    return any(_through_data_path(cfg.resolved_checks(service, backend)) for service, backend in cfg.backends())
 
 
 _CHECKS_PER_WORKER = 2000.0  # checks per second one checker process is given (it holds about 5,000 on one core)
@@ -169,6 +184,8 @@ class Daemon:
         self._checked_of: dict[str, list[str]] = {}  # service name -> keys of its backends that run checks
         self._pinned_of: dict[str, dict[config.IpAddress, str]] = {}  # service name -> backends pinned to interfaces
         self._routed_of: dict[str, list[config.IpAddress]] = {}  # service name -> its tunnelled backends
+        self._path_ids: dict[str, int] = {}  # backend key -> its check path (checks with via: dataplane)
+        self._free_path_ids: collections.deque[int] = collections.deque(range(bpf.MAX_CHECK_PATHS))
         self._first_seen: dict[str, float] = {}  # service name -> when it first appeared (monotonic)
         self._ready = False
         self._started_at = time.time()
@@ -225,6 +242,8 @@ class Daemon:
         plane.set_tunnel(*_tunnel_settings(self._config))
         for interface in self._config.interfaces:
             plane.attach(interface.name, interface.mode)
+        if _wants_check_paths(self._config):
+            await asyncio.to_thread(plane.enable_check_paths)
         self._neighbours = self._neighbour_factory(self._macs_changed, interfaces=plane.attached_ifindexes)
         await self._neighbours.start()
         _warn_about_neighbour_limits(self._config)
@@ -450,12 +469,15 @@ class Daemon:
                 if checks:
                     fresh[service.backend_key(backend)] = (service, backend, checks)
         gone = [key for name in names for key in self._checked_of.get(name, ()) if key not in fresh]
+        vias = self._write_check_paths(fresh)
         if self._scheduler is not None:
             if changed is None:
-                self._scheduler.update(_targets(fresh, overrides_))
+                self._scheduler.update(_targets(fresh, overrides_, vias))
             else:
-                self._scheduler.change(_targets(fresh, overrides_), gone)
+                self._scheduler.change(_targets(fresh, overrides_, vias), gone)
         # Nothing below can fail: the scheduler took the change.
+        self._forget_check_paths([key for key in gone if key in self._path_ids]
+                                 + [key for key in fresh if key in self._path_ids and key not in vias])
         self.metrics.forget([(key, *self._members[key][:2]) for key in gone if key in self._members])
         for key in gone:
             self._members.pop(key, None)
@@ -499,6 +521,37 @@ class Daemon:
             pinned = {address: name for each in self._pinned_of.values() for address, name in each.items()}
             found = self._neighbours.watch(self._services_of, pinned=pinned)
             self._macs = {address: self._macs.get(address) for address in self._services_of} | found
+
+    def _write_check_paths(self, fresh: desired.HealthTargets) -> dict[str, healthchecks.ViaDataPlane]:
+        """The data plane's path for every backend of ``fresh`` that checks through it (written before a checker can
+        use it: a marked packet with no path is dropped), by backend key."""
+        vias: dict[str, healthchecks.ViaDataPlane] = {}
+        for key, (service, backend, checks) in fresh.items():
+            vip = service.check_vip(backend)
+            if vip is None or not _through_data_path(checks):
+                continue
+            if self._plane is None or not self._plane.check_paths_enabled:
+                raise DaemonError("checks with via: dataplane need the check path programs: none are loaded")
+            path_id = self._path_ids.get(key)
+            if path_id is None:
+                if not self._free_path_ids:
+                    raise DaemonError(f"{key}: no check path left (at most {bpf.MAX_CHECK_PATHS})")
+                path_id = self._free_path_ids.popleft()
+                self._path_ids[key] = path_id
+            forwarding = service.forwarding_of(backend)
+            self._plane.set_check_path(path_id, vip, backend.address, None if forwarding == "l2" else forwarding)
+            vias[key] = healthchecks.ViaDataPlane(bpf.check_mark(path_id), vip)
+        return vias
+
+    def _forget_check_paths(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            path_id = self._path_ids.pop(key)
+            self._free_path_ids.append(path_id)
+            if self._plane is not None:
+                try:
+                    self._plane.remove_check_path(path_id)
+                except bpf.DataPlaneError as error:  # a stale path only drops packets nobody sends any more
+                    log.warning("event=check_path_remove_failed backend=%s error=%s", key, error)
 
     @property
     def _tunnelled(self) -> set[config.IpAddress]:
@@ -583,6 +636,8 @@ class Daemon:
             await self._apply_interfaces(old, new, undo)
             changes += self._apply_tunnel(old, new, undo)
             changes += await self._apply_bgp(old, new, undo)
+            if self._plane is not None and not self._plane.check_paths_enabled and _wants_check_paths(new):
+                await asyncio.to_thread(self._plane.enable_check_paths)  # stays loaded if the reload is undone
             # verifies every check before it changes anything; a policy changed may change any service's checks
             self._update_targets(new, overrides_, changed=None if new.policies != old.policies else changed)
         except BaseException:

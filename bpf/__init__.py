@@ -10,6 +10,8 @@
 
 from bpf._counters import BackendCounters, Counters, GlobalCounters, ServiceCounters
 from bpf._kernel_source import KernelHeadersError, ensure_kernel_source
+from bpf.check_path import MAX_CHECK_PATHS, CheckPathCounters
+from bpf.check_path import mark_of as check_mark
 from bpf.dataplane import DEFAULT_GUE_PORT, AttachMode, DataPlane, DataPlaneSettings
 from bpf.errors import DataPlaneError
 from bpf.maglev import DEFAULT_TABLE_SIZE, MaglevCache, maglev_table
@@ -19,9 +21,11 @@ from bpf.service import (Backend, BackendState, BackendStatus, NextHop, Protocol
 __all__ = [
     "DEFAULT_GUE_PORT",
     "DEFAULT_TABLE_SIZE",
+    "MAX_CHECK_PATHS",
     "AttachMode",
     "Backend",
     "BackendCounters",
+    "CheckPathCounters",
     "BackendState",
     "BackendStatus",
     "Counters",
@@ -38,6 +42,7 @@ __all__ = [
     "ServiceKey",
     "ServiceStatus",
     "Tunnel",
+    "check_mark",
     "ensure_kernel_source",
     "maglev_table",
 ]

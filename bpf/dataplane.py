@@ -24,13 +24,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import config
-from bpf import _abi
+from bpf import _abi, check_path
 from bpf._counters import Counters, GlobalCounters, read_counters, read_totals
 from bpf._kernel_source import ensure_kernel_source
 from bpf._tables import KernelMaps, MapOps, TableStore
 from bpf.errors import DataPlaneError
 from bpf.maglev import MaglevCache, TableKey
-from bpf.service import PROTO_NUMBERS, Backend, BackendState, BackendStatus, Service, ServiceKey, ServiceStatus
+from bpf.service import (PROTO_NUMBERS, Backend, BackendState, BackendStatus, Service, ServiceKey, ServiceStatus,
+                         Tunnel)
 
 __all__ = ["DEFAULT_GUE_PORT", "AttachMode", "DataPlane", "DataPlaneSettings"]
 
@@ -119,6 +120,9 @@ class DataPlane:
         self._ifindexes: dict[str, int] = {}  # ifname -> its ifindex when attached
         self._egress: set[int] = set()  # ifindexes in tx_ports: backends on them are reached (XDP_TX or redirect)
         self._tunnel_sources: dict[int, config.IpAddress | None] = {}  # by IP version (set_tunnel)
+        self._gue_port = DEFAULT_GUE_PORT
+        self._check_paths: check_path.CheckPaths | None = None  # loaded by enable_check_paths
+        self._check_routes: dict[int, tuple[config.IpAddress, config.IpAddress, Tunnel | None]] = {}
         self._services: dict[ServiceKey, _ProgrammedService] = {}
         # Service updates may run in a worker thread (a Maglev table's install waits for an RCU grace period in the
         # kernel, ~8 ms): they hold this lock, and so do the readers of the service state on the event loop.
@@ -162,6 +166,12 @@ class DataPlane:
 
     def cleanup(self) -> None:
         """Detach from every interface and release the program; safe after a partial setup, and twice."""
+        if self._check_paths is not None:
+            paths, self._check_paths = self._check_paths, None
+            try:
+                paths.cleanup()
+            except DataPlaneError as error:
+                log.warning("event=check_paths_cleanup_failed error=%s", error)
         for ifname in list(self._attached):
             try:
                 self.detach(ifname)
@@ -221,6 +231,8 @@ class DataPlane:
                     continue
                 raise DataPlaneError(f"attaching XDP to {ifname} in {candidate} mode failed: {error}") from error
             self._attached[ifname] = flags
+            if self._check_paths is not None:
+                self._check_paths.attach(ifname)
             before = self._ifindexes.get(ifname)
             self._ifindexes[ifname] = self._set_interface_mac(ifname)
             if before is not None and before not in self._ifindexes.values():  # re-created: a new ifindex
@@ -237,6 +249,8 @@ class DataPlane:
         ifindex = self._ifindexes.pop(ifname, None)
         if ifindex is not None and ifindex not in self._ifindexes.values():
             self.remove_egress(ifindex)
+        if self._check_paths is not None:
+            self._check_paths.detach(ifname)
         if flags is None:
             return
         try:
@@ -335,6 +349,54 @@ class DataPlane:
         value.gue_port = socket.htons(gue_port)
         configs[configs.Key(0)] = value
         self._tunnel_sources = {4: source_v4, 6: source_v6}
+        self._gue_port = gue_port
+        for path_id, (vip, backend, tunnel) in list(self._check_routes.items()):
+            if tunnel is not None and self._tunnel_sources.get(backend.version) is not None:
+                self.set_check_path(path_id, vip, backend, tunnel)
+
+    # checks through the data path
+
+    @property
+    def check_paths_enabled(self) -> bool:
+        """Whether ``enable_check_paths`` has loaded the check path programs."""
+        return self._check_paths is not None
+
+    def enable_check_paths(self) -> None:
+        """Load the tc programs that send checks through the data path (a second: clang runs) and put them on every
+        interface the XDP program is on, and on those it is attached to later. Idempotent."""
+        if self._check_paths is not None:
+            return
+        paths = check_path.load()
+        try:
+            for ifname in self._attached:
+                paths.attach(ifname)
+        except DataPlaneError:
+            paths.cleanup()
+            raise
+        self._check_paths = paths
+
+    def set_check_path(self, path_id: int, vip: config.IpAddress, backend: config.IpAddress,
+                       tunnel: Tunnel | None) -> None:
+        """Checks marked ``check_path.mark_of(path_id)``, connected to ``backend``, go to ``vip`` by the backend's
+        forwarding: ``tunnel`` None (layer 2), ``"ipip"`` or ``"gue"`` from this node's tunnel source."""
+        if self._check_paths is None:
+            raise DataPlaneError("check paths are not loaded: call enable_check_paths() first")
+        if tunnel not in (None, "ipip", "gue"):
+            raise DataPlaneError(f"check path {path_id}: unknown tunnel {tunnel!r}")
+        source = self._tunnel_sources.get(backend.version) if tunnel is not None else None
+        path = check_path.CheckPath(vip, backend, tunnel, source, self._gue_port)
+        self._check_paths.put(path_id, path)
+        self._check_routes[path_id] = (vip, backend, tunnel)
+
+    def remove_check_path(self, path_id: int) -> None:
+        """No more checks by ``path_id`` (its marked packets are dropped from now on)."""
+        self._check_routes.pop(path_id, None)
+        if self._check_paths is not None:
+            self._check_paths.remove(path_id)
+
+    def check_path_counters(self) -> check_path.CheckPathCounters:
+        """What the check path programs did (all zero when they are not loaded)."""
+        return self._check_paths.counters() if self._check_paths is not None else check_path.CheckPathCounters()
 
     def _write_tunnel_dest(self, slot: int, backend: Backend) -> None:
         family = backend.address.version

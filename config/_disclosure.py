@@ -42,7 +42,7 @@ def _headers(value: Any) -> Any:
 _CHECK: Mapping[str, _Node] = {
     **dict.fromkeys(("type", "port", "timing", "method", "host", "sni", "expect_status", "tls_verify", "ca_file",
                      "keepalive", "max_body_bytes", "expect_body", "expect_body_regex", "expect", "name", "qtype",
-                     "transport", "rcode"), True),
+                     "transport", "rcode", "via"), True),
     "path": _path_without_query,
     "headers": _headers,
 }  # not "send": a TCP check's payload is often a login (AUTH <password>)

@@ -21,6 +21,7 @@ __all__ = ["check_table_size", "is_prime", "root_problems", "service_problems", 
 
 _MAX_TABLE = 1048573
 _POLICY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+MAX_CHECK_PATHS = 65536  # bpf.check_path.MAX_CHECK_PATHS: the low 16 bits of a check socket's SO_MARK
 
 
 class _HasChecks(Protocol):
@@ -320,6 +321,28 @@ def verify_tunnel_sources(config: "XdplbConfig") -> list[Problem]:
     ]
 
 
+def verify_check_path_families(config: "XdplbConfig") -> list[Problem]:
+    """A check through the data path goes to a VIP of the backend's own family: the checker's socket is connected to
+    the backend's address, and the data plane puts the VIP in its place. Needs known policies."""
+    problems: list[Problem] = []
+    for i, service in enumerate(config.services):
+        for j, backend in enumerate(service.backends):
+            checks = _inherit.written_checks(service, backend, config.policies) or ()
+            if service.check_vip(backend) is not None or not any(check.via == "dataplane" for check in checks):
+                continue
+            where = _inherit.written_checks_path(service, backend, i, j) or ("services", i, "backends", j)
+            problems.append((where, f"{backend.address} runs a check with via: dataplane, which goes to a VIP of "
+                                    f"the backend's family, and {service.name} has no IPv{backend.address.version} VIP"))
+    paths = sum(
+        1 for service in config.services for backend in service.backends
+        if any(check.via == "dataplane" for check in _inherit.written_checks(service, backend, config.policies) or ())
+    )
+    if paths > MAX_CHECK_PATHS:
+        problems.append((("services",), f"{paths} backends run checks with via: dataplane; the data plane has paths "
+                                        f"for {MAX_CHECK_PATHS}"))
+    return problems
+
+
 def root_problems(config: "XdplbConfig") -> list[Problem]:
     """Every rule about the whole document; udp checks only once policies are known to exist."""
     rules = (
@@ -339,5 +362,5 @@ def root_problems(config: "XdplbConfig") -> list[Problem]:
     )
     problems = [problem for rule in rules for problem in rule(config)]
     if not verify_known_policies(config):
-        problems += verify_udp_checks(config)
+        problems += verify_udp_checks(config) + verify_check_path_families(config)
     return problems

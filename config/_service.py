@@ -206,6 +206,11 @@ class ServiceConfig(XdplbModel):
         """``backend``'s forwarding: its own, else the service's."""
         return backend.forwarding or self.forwarding
 
+    def check_vip(self, backend: BackendConfig) -> _types.IpAddress | None:
+        """The VIP that ``backend``'s checks with ``via: dataplane`` are sent to: the first of the backend's IP
+        family (None: the service has none of it)."""
+        return next((vip for vip in self.vips if vip.version == backend.address.version), None)
+
     def backend_key(self, backend: BackendConfig) -> str:
         """A stable key of ``backend`` within this service across reloads: ``"web/198.18.0.11"``."""
         return f"{self.name}/{backend.address_text}"

@@ -60,6 +60,11 @@ class CheckTiming(XdplbModel):
 class _CheckBase(XdplbModel):
     port: _types.Port | None = Field(None, description="port to probe; default: the service's port (side-car health port)")
     timing: CheckTiming = Field(default_factory=CheckTiming, description="how often the check runs and what flips the state")
+    via: Literal["direct", "dataplane"] = Field(
+        "direct",
+        description="direct: to the backend's own address; dataplane: to the VIP, delivered to this backend as the data "
+        "plane forwards (MAC rewrite or tunnel), so a backend that does not answer as the VIP is down",
+    )
 
 
 class HttpCheck(_CheckBase):

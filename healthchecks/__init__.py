@@ -43,6 +43,7 @@ from healthchecks._health import (
     HealthChange,
     HealthState,
     Target,
+    ViaDataPlane,
 )
 from healthchecks._probe import probe
 from healthchecks._process_scheduler import ProcessScheduler
@@ -67,6 +68,7 @@ __all__ = [
     "Scheduler",
     "SchedulerStateError",
     "Target",
+    "ViaDataPlane",
     "probe",
     "verify_check",
 ]

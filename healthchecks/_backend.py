@@ -86,7 +86,9 @@ class Backend:
             _Lane(
                 check,
                 _checker.describe_check(check, target.port),
-                _checker.make_checker(check, target.address, target.port, http_engine=self._http_engine),
+                _checker.make_checker(
+                    check, target.address, target.port, http_engine=self._http_engine, via=target.via
+                ),
                 state,
             )
             for check in target.checks
@@ -145,7 +147,8 @@ class Backend:
         """Take a new spec for the same key: restart the checks only if they changed, keep the state."""
         old, self.target = self.target, target
         disabled = target.admin is _health.AdminState.DISABLED
-        checks_changed = (old.address, old.port, old.checks) != (target.address, target.port, target.checks)
+        before, after = (old.address, old.port, old.checks, old.via), (target.address, target.port, target.checks, target.via)
+        checks_changed = before != after
         admin_changed = old.admin is not target.admin
         ending: list[asyncio.Task[None]] = []
         if checks_changed or (disabled and admin_changed):

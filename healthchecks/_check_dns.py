@@ -17,7 +17,7 @@ import dns.opcode
 import dns.rcode
 
 import config
-from healthchecks import _errors, _failure
+from healthchecks import _errors, _failure, _marked
 
 __all__ = ["DnsChecker"]
 
@@ -106,9 +106,10 @@ class DnsChecker:
     start: _failure.Start | None = None
 
     def __init__(
-        self, check: config.DnsCheck, address: config.IpAddress, port: int
+        self, check: config.DnsCheck, address: config.IpAddress, port: int, *, mark: int | None = None
     ) -> None:
         self._check = check
+        self._mark = mark
         self._address = str(address)
         self._port = port
         self._timeout = check.timing.timeout
@@ -132,12 +133,10 @@ class DnsChecker:
             async with asyncio.timeout(self._timeout):
                 if check.transport == "udp":
                     udp = _UdpProtocol(query, check, ident, waiter)
-                    transport, _ = await loop.create_datagram_endpoint(
-                        lambda: udp, remote_addr=(self._address, self._port)
-                    )
+                    transport, _ = await _marked.datagram(lambda: udp, self._address, self._port, self._mark)
                 else:
-                    transport, _ = await loop.create_connection(
-                        lambda: _TcpProtocol(waiter), self._address, self._port
+                    transport, _ = await _marked.connect(
+                        lambda: _TcpProtocol(waiter), self._address, self._port, self._mark
                     )
                     transport.write(struct.pack("!H", len(query)) + query)
                     phase = "waiting for the reply"

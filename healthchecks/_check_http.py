@@ -11,7 +11,7 @@ import typing
 from collections.abc import Callable
 
 import config
-from healthchecks import _failure, _http_response, _http_spec, _linger, _socket_poller
+from healthchecks import _failure, _http_response, _http_spec, _linger, _marked, _socket_poller
 
 __all__ = ["LeanHttpChecker"]
 
@@ -69,9 +69,10 @@ class LeanHttpChecker:
     """Runs one HTTP(S) check against one backend; ``run()`` never raises and never outlives the timeout."""
 
     def __init__(
-        self, check: config.HttpCheck, address: config.IpAddress, port: int
+        self, check: config.HttpCheck, address: config.IpAddress, port: int, *, mark: int | None = None
     ) -> None:
         self._spec = _http_spec.HttpSpec(check, address, port)
+        self._mark = mark
         self._keepalive = check.keepalive
         self._request = self._spec.request(keepalive=check.keepalive)
         self._head_only = check.method == "HEAD"
@@ -127,7 +128,9 @@ class LeanHttpChecker:
             done(self._verdict(exchange, error))
 
         poller = _socket_poller.poller()
-        exchange = poller.start(self._family, self._sockaddr, self._request, self._reader(), self._spec.timeout, ended)
+        exchange = poller.start(
+            self._family, self._sockaddr, self._request, self._reader(), self._spec.timeout, ended, mark=self._mark
+        )
         return lambda: poller.cancel(exchange)
 
     async def _run_bare(self) -> _failure.Verdict:
@@ -168,10 +171,9 @@ class LeanHttpChecker:
         return protocol
 
     async def _connect(self) -> _ResponseProtocol:
-        loop = asyncio.get_running_loop()
         spec = self._spec
-        _, protocol = await loop.create_connection(
-            _ResponseProtocol, spec.address, spec.port, ssl=spec.ssl, server_hostname=spec.server_hostname
+        _, protocol = await _marked.connect(
+            _ResponseProtocol, spec.address, spec.port, self._mark, ssl=spec.ssl, server_hostname=spec.server_hostname
         )
         return protocol
 

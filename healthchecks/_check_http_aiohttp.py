@@ -3,6 +3,7 @@
 It costs about three times the lean checker's CPU per check (``make bench-healthchecks``).
 """
 
+import functools
 import types
 
 import aiohttp
@@ -20,8 +21,9 @@ class AiohttpChecker:
     start: _failure.Start | None = None
 
     def __init__(
-        self, check: config.HttpCheck, address: config.IpAddress, port: int
+        self, check: config.HttpCheck, address: config.IpAddress, port: int, *, mark: int | None = None
     ) -> None:
+        self._mark = mark
         self._spec = _http_spec.HttpSpec(check, address, port)
         self._url = yarl.URL(self._spec.url, encoded=True)
         self._session: aiohttp.ClientSession | None = None
@@ -34,7 +36,7 @@ class AiohttpChecker:
             trace.on_connection_reuseconn.append(_connected)
             connector = aiohttp.TCPConnector(
                 force_close=not self._spec.check.keepalive, limit=1, ssl=self._spec.ssl or False,
-                socket_factory=_linger.reset_socket,
+                socket_factory=functools.partial(_linger.reset_socket, mark=self._mark),
             )
             self._session = aiohttp.ClientSession(
                 connector=connector, trace_configs=[trace], auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()

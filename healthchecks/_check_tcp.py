@@ -4,7 +4,7 @@ import asyncio
 import typing
 
 import config
-from healthchecks import _errors, _failure, _linger
+from healthchecks import _errors, _failure, _linger, _marked
 
 __all__ = ["TcpChecker", "unescape"]
 
@@ -64,9 +64,10 @@ class TcpChecker:
     start: _failure.Start | None = None
 
     def __init__(
-        self, check: config.TcpCheck, address: config.IpAddress, port: int
+        self, check: config.TcpCheck, address: config.IpAddress, port: int, *, mark: int | None = None
     ) -> None:
         self._address = str(address)
+        self._mark = mark
         self._port = port
         self._timeout = check.timing.timeout
         self._send = _bytes(check.send, "send")
@@ -79,7 +80,7 @@ class TcpChecker:
         phase = "connecting"
         try:
             async with asyncio.timeout(self._timeout):
-                await loop.create_connection(lambda: protocol, self._address, self._port)
+                await _marked.connect(lambda: protocol, self._address, self._port, self._mark)
                 if not self._expect:
                     if self._send and protocol.transport is not None:
                         protocol.transport.write(self._send)

@@ -3,7 +3,7 @@
 from typing import Literal, Protocol
 
 import config
-from healthchecks import _check_dns, _check_http, _check_tcp, _failure
+from healthchecks import _check_dns, _check_http, _check_tcp, _failure, _health
 
 __all__ = ["Checker", "HttpEngine", "describe_check", "make_checker", "verify_check"]
 
@@ -32,19 +32,64 @@ def make_checker(
     service_port: int,
     *,
     http_engine: HttpEngine = "lean",
+    via: _health.ViaDataPlane | None = None,
 ) -> Checker:
-    """The checker for ``check`` on ``address``, at the check's own port or else the service port."""
+    """The checker for ``check`` on ``address``, at the check's own port or else the service port.
+
+    A check with ``via: dataplane`` marks its sockets with ``via.mark``, and its failures name the VIP; ValueError
+    if ``via`` is None then (the core gives every such target its path).
+    """
     port = check.port or service_port
+    mark = None
+    if check.via == "dataplane":
+        if via is None:
+            raise ValueError("a check with via: dataplane needs the data plane's path to the VIP")
+        mark = via.mark
+    checker: Checker
     if isinstance(check, config.HttpCheck):
         if http_engine == "aiohttp":
             # Imported here: aiohttp's client is 13 MB of memory in every checker process that never uses it.
             from healthchecks import _check_http_aiohttp
 
-            return _check_http_aiohttp.AiohttpChecker(check, address, port)
-        return _check_http.LeanHttpChecker(check, address, port)
-    if isinstance(check, config.TcpCheck):
-        return _check_tcp.TcpChecker(check, address, port)
-    return _check_dns.DnsChecker(check, address, port)
+            checker = _check_http_aiohttp.AiohttpChecker(check, address, port, mark=mark)
+        else:
+            checker = _check_http.LeanHttpChecker(check, address, port, mark=mark)
+    elif isinstance(check, config.TcpCheck):
+        checker = _check_tcp.TcpChecker(check, address, port, mark=mark)
+    else:
+        checker = _check_dns.DnsChecker(check, address, port, mark=mark)
+    if via is not None and mark is not None:
+        return _ThroughDataPlane(checker, via.vip, port, datagram=isinstance(check, config.DnsCheck)
+                                 and check.transport == "udp")
+    return checker
+
+
+class _ThroughDataPlane:
+    """A check through the data path: its failures say so, and a silence says what it most likely means."""
+
+    def __init__(self, checker: Checker, vip: config.IpAddress, port: int, *, datagram: bool) -> None:
+        self._checker = checker
+        self._where = f"VIP {f'[{vip}]' if vip.version == 6 else vip}:{port} through the data path"
+        self._datagram = datagram
+        inner = checker.start
+        self.start: _failure.Start | None = None
+        if inner is not None:
+            self.start = lambda done: inner(lambda verdict: done(self._explain(verdict)))
+
+    def _explain(self, verdict: _failure.Verdict) -> _failure.Verdict:
+        ok, reason = verdict
+        if ok:
+            return verdict
+        silent = reason.startswith("timeout") and ("connecting" in reason or self._datagram)
+        if silent:
+            return False, f"no answer on {self._where} (is the VIP on the backend's loopback?)"
+        return False, f"{reason} (on {self._where})"
+
+    async def run(self) -> _failure.Verdict:
+        return self._explain(await self._checker.run())
+
+    async def close(self) -> None:
+        await self._checker.close()
 
 
 def verify_check(
@@ -55,14 +100,16 @@ def verify_check(
 
     Builds the checker as the scheduler would (with its default engine), and opens nothing.
     """
-    make_checker(check, address, service_port)
+    via = _health.ViaDataPlane(0, address) if check.via == "dataplane" else None
+    make_checker(check, address, service_port, via=via)
 
 
 def describe_check(check: config.Check, service_port: int) -> str:
     """A short label for reasons and logs: ``"http :8080/health"``, ``"dns/udp :53"``."""
     port = check.port or service_port
+    through = " via dataplane" if check.via == "dataplane" else ""
     if isinstance(check, config.HttpCheck):
-        return f"{check.type} :{port}{check.path}"
+        return f"{check.type} :{port}{check.path}{through}"
     if isinstance(check, config.DnsCheck):
-        return f"dns/{check.transport} :{port}"
-    return f"tcp :{port}"
+        return f"dns/{check.transport} :{port}{through}"
+    return f"tcp :{port}{through}"

@@ -14,6 +14,7 @@ __all__ = [
     "HealthChange",
     "HealthState",
     "Target",
+    "ViaDataPlane",
 ]
 
 
@@ -28,6 +29,15 @@ class HealthState(enum.Enum):
 AdminState = config.AdminState
 """What the operator says, on top of health: the config's own enum (``DRAINED`` keeps checking, ``DISABLED``
 pauses the checks and reads ``UNKNOWN``)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ViaDataPlane:
+    """How a target's checks with ``via: dataplane`` reach it: from sockets marked ``mark``, which the data plane
+    delivers to ``vip`` by the backend's own forwarding (``bpf.check_path``)."""
+
+    mark: int
+    vip: config.IpAddress
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -49,6 +59,7 @@ class Target:
     port: int
     checks: tuple[config.Check, ...]
     admin: AdminState = AdminState.ENABLED
+    via: ViaDataPlane | None = None  # for its checks with ``via: dataplane``; HealthCheckConfigError without
 
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:

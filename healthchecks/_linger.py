@@ -21,10 +21,13 @@ def reset_on_close(transport: asyncio.BaseTransport) -> None:
 
 
 def reset_socket(
-    addr_info: tuple[int, int, int, str, tuple[str, int] | tuple[str, int, int, int]],
+    addr_info: tuple[int, int, int, str, tuple[str, int] | tuple[str, int, int, int]], *, mark: int | None = None
 ) -> socket.socket:
-    """A socket for aiohttp's ``TCPConnector(socket_factory=...)`` that closes with a reset."""
+    """A socket for aiohttp's ``TCPConnector(socket_factory=...)`` that closes with a reset; ``mark``: its SO_MARK
+    (a check through the data path)."""
     family, type_, proto, _, _ = addr_info
     sock = socket.socket(family=family, type=type_, proto=proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET)
+    if mark is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
     return sock

@@ -14,9 +14,10 @@ async def probe(
     port: int,
     *,
     http_engine: _checker.HttpEngine = "lean",
+    via: _health.ViaDataPlane | None = None,
 ) -> _health.CheckResult:
     """Run ``check`` once against ``address`` (at the check's port, else ``port``) and return its result."""
-    checker = _checker.make_checker(check, address, port, http_engine=http_engine)
+    checker = _checker.make_checker(check, address, port, http_engine=http_engine, via=via)
     begun = time.perf_counter()
     try:
         ok, reason = await checker.run()

@@ -186,6 +186,6 @@ def verify_targets(
     """
     for target in targets:
         existing = current(target.key)
-        if existing is None or existing.checks != target.checks:
+        if existing is None or existing.checks != target.checks or existing.via != target.via:
             for check in target.checks:
-                _checker.make_checker(check, target.address, target.port, http_engine=http_engine)
+                _checker.make_checker(check, target.address, target.port, http_engine=http_engine, via=target.via)

@@ -74,14 +74,19 @@ class SocketPoller:
         reader: _http_response.ResponseReader,
         timeout: float,
         done: Done,
+        *,
+        mark: int | None = None,
     ) -> Exchange:
         """Connect to ``address``, send ``request`` and feed the response to ``reader``; ``done`` is called later
-        (never from here), within ``timeout`` seconds."""
+        (never from here), within ``timeout`` seconds. ``mark``: the socket's SO_MARK (a check through the data
+        path)."""
         loop = self._loop
         sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
         exchange = Exchange(sock, request, reader, done, loop.time() + timeout)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _linger.RESET)
+            if mark is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
             code = sock.connect_ex(address)
             if code not in (0, errno.EINPROGRESS):
                 raise OSError(code, os.strerror(code))

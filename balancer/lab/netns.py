@@ -273,6 +273,12 @@ class Host:
                 self.set_sysctl(f"net.ipv4.conf.{conf}.rp_filter", 0)
         _netlink(self.netns, lambda ipr: ipr.addr("replace", index=_link_index(ipr, "lo"), address=str(addr),
                                                   prefixlen=addr.max_prefixlen))
+
+    def remove_vip_from_loopback(self, vip: str) -> None:
+        """Take ``vip`` off ``lo`` (the classic DSR misconfiguration: the backend answers, but not as the VIP)."""
+        addr = ipaddress.ip_address(vip)
+        _netlink(self.netns, lambda ipr: ipr.addr("del", index=_link_index(ipr, "lo"), address=str(addr),
+                                                  prefixlen=addr.max_prefixlen))
         log.info("event=lab_vip_on_loopback host=%s vip=%s", self.netns, addr)
 
     def set_sysctl(self, name: str, value: int | str) -> None:

@@ -28,6 +28,8 @@ class FakeDataPlane:
         self.tunnel: tuple[config.IpAddress | None, config.IpAddress | None, int] = (None, None, 0)  # set_tunnel
         self.tunnel_log: list[tuple[object, tuple[bpf.ServiceKey, ...]]] = []
         self.totals = bpf.GlobalCounters()  # what read_totals() says
+        self.check_paths: dict[int, tuple[config.IpAddress, config.IpAddress, str | None]] | None = None  # enabled
+        self.fail_check_paths = False  # enable_check_paths raises DataPlaneError, as a failed compile would
         self._specs: dict[bpf.ServiceKey, bpf.Service] = {}
         self._status: dict[bpf.ServiceKey, bpf.ServiceStatus] = {}
         self._ids: dict[bpf.ServiceKey, int] = {}
@@ -79,6 +81,29 @@ class FakeDataPlane:
                    gue_port: int = bpf.DEFAULT_GUE_PORT) -> None:
         self.tunnel = (source_v4, source_v6, gue_port)
         self.tunnel_log.append((self.tunnel, tuple(self._specs)))  # with the services in the maps then
+
+    @property
+    def check_paths_enabled(self) -> bool:
+        return self.check_paths is not None
+
+    def enable_check_paths(self) -> None:
+        if self.fail_check_paths:
+            raise bpf.DataPlaneError("loading the check path programs failed: clang exited 1")
+        if self.check_paths is None:
+            self.check_paths = {}
+
+    def set_check_path(self, path_id: int, vip: config.IpAddress, backend: config.IpAddress,
+                       tunnel: str | None) -> None:
+        if self.check_paths is None:
+            raise bpf.DataPlaneError("check paths are not loaded: call enable_check_paths() first")
+        self.check_paths[path_id] = (vip, backend, tunnel)
+
+    def remove_check_path(self, path_id: int) -> None:
+        if self.check_paths is not None:
+            self.check_paths.pop(path_id, None)
+
+    def check_path_counters(self) -> bpf.CheckPathCounters:
+        return bpf.CheckPathCounters()
 
     def table_key(self, service: bpf.Service) -> bpf.maglev.TableKey | None:
         candidates = [(str(b.address), b.weight) for b in service.backends if b.reachable_by_frame and b.weight > 0]

@@ -5,6 +5,7 @@ fake speaker: no root needed. Each test asserts on what the daemon then runs, no
 """
 
 import asyncio
+import ipaddress
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -337,7 +338,7 @@ def _followed_in_full(d: daemon.Daemon) -> None:
         for key, (service, backend, checks) in targets.items()
     }
     running = {key: target for shard in d._scheduler._shards for key, target in shard.targets.items()}  # type: ignore[union-attr]
-    assert running == {target.key: target for target in daemon._targets(targets, d._overrides)}
+    assert running == {target.key: target for target in daemon._targets(targets, d._overrides, {})}
     services_of: dict[Any, set[str]] = {}
     for service, backend in cfg.backends():
         services_of.setdefault(backend.address, set()).add(service.name)
@@ -485,3 +486,63 @@ dataplane: {tunnel_source_v4: 198.18.0.1}
     plane.totals = bpf.GlobalCounters(drop_no_route=3)
     await asyncio.sleep(2.5 * daemon.PROBE_INTERVAL)
     assert "198.18.5.20" in {str(a) for a in probed}
+
+
+def _running_targets(d: daemon.Daemon) -> dict[str, healthchecks.Target]:
+    return {key: target for shard in d._scheduler._shards for key, target in shard.targets.items()}  # type: ignore[union-attr]
+
+
+THROUGH_DATA_PATH = """\
+  - name: routed
+    vip: 192.0.2.101
+    port: 80
+    forwarding: gue
+    checks: [{type: tcp, via: dataplane, timing: {interval: 5, timeout: 1}}]
+    backends: [198.18.5.20, {address: 198.18.5.21, forwarding: l2}]
+dataplane: {tunnel_source_v4: 198.18.0.1}
+"""
+
+
+async def test_checks_through_the_data_path_get_a_path_each_and_lose_it_when_they_go(
+    running: Any, listener: int
+) -> None:
+    """Each backend checked ``via: dataplane`` gets a path in the data plane (its VIP and forwarding) before its
+    checker runs, and a socket mark naming it; a reload that keeps the backend keeps its path, and one that takes the
+    backend or the option away frees it."""
+    d, plane, path = running
+    assert plane.check_paths is None, "not loaded while no check needs it"
+    path.write_text(document(port=listener) + THROUGH_DATA_PATH)
+    result = await d.reload()
+    assert result.ok, result.message
+    assert plane.check_paths is not None
+    vip = ipaddress.ip_address("192.0.2.101")
+    by_backend = {str(backend): (path_id, str(v), tunnel) for path_id, (v, backend, tunnel) in plane.check_paths.items()}
+    assert {b: (v, t) for b, (_, v, t) in by_backend.items()} == {"198.18.5.20": ("192.0.2.101", "gue"),
+                                                                 "198.18.5.21": ("192.0.2.101", None)}
+    targets = _running_targets(d)
+    for address, (path_id, _, _) in by_backend.items():
+        via = targets[f"routed/{address}"].via
+        assert via == healthchecks.ViaDataPlane(bpf.check_mark(path_id), vip)
+    assert targets["web/127.0.0.1"].via is None
+
+    path.write_text(document(port=listener, med=20) + THROUGH_DATA_PATH)  # nothing of theirs changes
+    assert (await d.reload()).ok
+    assert {str(b): i for i, (_, b, _) in plane.check_paths.items()} == {b: i for b, (i, _, _) in by_backend.items()}
+
+    path.write_text(document(port=listener) + THROUGH_DATA_PATH.replace(", {address: 198.18.5.21, forwarding: l2}", "")
+                    .replace("via: dataplane", "via: direct"))
+    assert (await d.reload()).ok
+    assert plane.check_paths == {} and _running_targets(d)["routed/198.18.5.20"].via is None
+    assert sorted(d._free_path_ids)[:2] == [0, 1]
+
+
+async def test_a_reload_whose_check_paths_cannot_load_is_refused_whole(running: Any, listener: int) -> None:
+    d, plane, path = running
+    digest = d.running_config.digest()
+    plane.fail_check_paths = True
+    path.write_text(document(port=listener) + THROUGH_DATA_PATH)
+    result = await d.reload()
+    assert not result.ok and "loading the check path programs failed" in result.message
+    assert d.running_config.digest() == digest and plane.check_paths is None
+    assert _backend_keys(d) == {"web/127.0.0.1"}, "the new config's checks must not run"
+    assert plane.tunnel[0] is None, "the tunnel source it brought is undone"

@@ -81,6 +81,10 @@ REFUSALS = [
     Refusal("data-plane limits (config)", HEAD + "dataplane: {max_services: 1}\n" + service(vips="[192.0.2.100, "
             "192.0.2.101]"), "dataplane.max_services: the services need 2 data-plane services (one per VIP, port and "
             "protocol) but max_services is 1 (line 2)"),
+    Refusal("check through the data path with no VIP of the backend's family (config)", HEAD + service(
+            "[{type: tcp, via: dataplane}]", backend="'2001:db8::11'"), "services[0].checks: 2001:db8::11 runs a "
+            "check with via: dataplane, which goes to a VIP of the backend's family, and 192.0.2.100:80/tcp has no "
+            "IPv6 VIP (line 3)"),
     Refusal("nested 1,000 deep (loader)", "interfaces: " + "[" * 1000 + "]" * 1000 + "\n",
             "line 1, column 76: nested more than 64 levels deep"),
     Refusal("billion laughs (loader)", "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(

@@ -51,7 +51,8 @@ def e2e_config(demo: demo_lab.DemoLab, index: int, *, weights: dict[str, int] | 
     data = demo.node_config(index)
     data["policies"]["web"]["checks"][0]["timing"] = {"interval": INTERVAL, "timeout": TIMEOUT, "rise": RISE,
                                                       "fall": FALL}
-    data["dataplane"] = {"flow_table_size": 4096}
+    data["dataplane"] = {"flow_table_size": 4096} | {k: v for k, v in data.get("dataplane", {}).items()
+                                                     if k.startswith("tunnel_source")}
     names = backends if backends is not None else [host.name for host in demo.backends[:3]]
     data["services"][0]["backends"] = [
         {"address": demo.backend(name).ipv4, **({"weight": weights[name]} if weights and name in weights else {})}
@@ -62,5 +63,5 @@ def e2e_config(demo: demo_lab.DemoLab, index: int, *, weights: dict[str, int] | 
 
 def backends_by_name(demo: demo_lab.DemoLab, status: dict[str, Any], service: int = 0) -> dict[str, dict[str, Any]]:
     """The status API's backends of a service, keyed by lab host name."""
-    names = {host.ipv4: host.name for host in demo.backends}
+    names = {host.ipv4: host.name for host in demo.all_backends}
     return {names[b["address"]]: b for b in status["services"][service]["backends"]}
