@@ -118,6 +118,13 @@ def _daemon(snapshot: status.Snapshot) -> Iterator[Family]:
         for reason in link_reattach.REASONS:
             reattached.add("_total", _REATTACH.render([interface, reason]), counts.get(reason, 0))
     yield reattached
+    if snapshot.check_paths:
+        paths = Family("xdplb_check_path_packets", "counter",
+                       "Packets of checks through the data path: sent (given their VIP), tunnelled, replies (given "
+                       "back), unknown and refused (marked, but no path or not to its backend: dropped).")
+        for event, count in snapshot.check_paths.items():
+            paths.add("_total", _one("counter", event), count)
+        yield paths
 
 
 def _services(snapshot: status.Snapshot) -> Iterator[Family]:

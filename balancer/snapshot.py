@@ -91,6 +91,7 @@ def gather_snapshot(
     def assemble() -> status.Snapshot:
         counters = plane.read_counters()  # kernel state, read under the plane's own lock: not the loop's to guard
         entries = plane.flow_table_entries()
+        check_paths = asdict(plane.check_path_counters()) if plane.check_paths_enabled else {}
         return _assemble(
             cfg, counters, programmed, health, durations, overrides, routes, speaker is not None, pending,
             announced, peer_states,
@@ -99,7 +100,7 @@ def gather_snapshot(
             ready=ready, interfaces=interfaces, flow_table_entries={"ipv4": entries[4], "ipv6": entries[6]},
             flow_table_size=capacity, reloads=reloads, last_reload_error=last_reload_error,
             last_reload_success=last_reload_success, dataplane_errors=dataplane_errors,
-            checker_restarts=checker_restarts, xdp_reattaches=reattaches,
+            checker_restarts=checker_restarts, xdp_reattaches=reattaches, check_paths=check_paths,
         )
 
     return assemble

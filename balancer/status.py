@@ -113,6 +113,9 @@ class Snapshot:
     checker_restarts: int = 0  # health-checker processes restarted after a crash or a hang, since start
     # XDP attached again after the interface lost it, since start: interface -> reason -> count
     xdp_reattaches: Mapping[str, Mapping[str, int]] = dataclasses.field(default_factory=dict)
+    # what the programs of checks through the data path did (empty: none loaded): sent, tunnelled, replies, unknown,
+    # refused
+    check_paths: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -147,6 +147,7 @@ class FakeController:
             last_reload_error=None,
             last_reload_success=STARTED_AT + 1,
             xdp_reattaches={"eth0": {"xdp_missing": 2}},
+            check_paths={"sent": 40, "tunnelled": 20, "replies": 38, "unknown": 1, "refused": 0},
         )
 
     def _config_digest(self) -> str:

@@ -171,6 +171,15 @@ def test_scrape_reflects_the_current_snapshot(controller: FakeController) -> Non
     assert controller.snapshots == 2  # one snapshot per scrape, no caching, no background reads
 
 
+def test_check_path_counters_are_there_only_when_checks_go_through_the_data_path(controller: FakeController) -> None:
+    text = metrics.Metrics(controller, version="0.1.0").render().decode()
+    assert _sample(text, "xdplb_check_path_packets_total", counter="unknown") == 1
+    assert _sample(text, "xdplb_check_path_packets_total", counter="replies") == 38
+    frozen = _FrozenController()
+    frozen.fixed = dataclasses.replace(frozen.fixed, check_paths={})
+    assert "xdplb_check_path" not in metrics.Metrics(frozen, version="0.1.0").render().decode()
+
+
 class _FrozenController(FakeController):
     """Returns one fixed snapshot object, optionally with services and backends in another order."""
 

@@ -511,10 +511,12 @@ async def test_checks_through_the_data_path_get_a_path_each_and_lose_it_when_the
     backend or the option away frees it."""
     d, plane, path = running
     assert plane.check_paths is None, "not loaded while no check needs it"
+    assert d.snapshot().check_paths == {}
     path.write_text(document(port=listener) + THROUGH_DATA_PATH)
     result = await d.reload()
     assert result.ok, result.message
     assert plane.check_paths is not None
+    assert d.snapshot().check_paths == dict.fromkeys(("sent", "tunnelled", "replies", "unknown", "refused"), 0)
     vip = ipaddress.ip_address("192.0.2.101")
     by_backend = {str(backend): (path_id, str(v), tunnel) for path_id, (v, backend, tunnel) in plane.check_paths.items()}
     assert {b: (v, t) for b, (_, v, t) in by_backend.items()} == {"198.18.5.20": ("192.0.2.101", "gue"),
