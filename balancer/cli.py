@@ -168,8 +168,12 @@ def _check(path: str) -> int:
     return 0
 
 
+RESTART_EXIT_STATUS = 75  # EX_TEMPFAIL: "start me again", the unit's RestartForceExitStatus
+
+
 def _run(args: argparse.Namespace) -> int:
-    """``xdplb run CONFIG``: the daemon, until SIGTERM or SIGINT."""
+    """``xdplb run CONFIG``: the daemon, until SIGTERM or SIGINT (a full stop), or SIGUSR2 (a restart stop: XDP stays
+    attached and the exit status is ``RESTART_EXIT_STATUS``, on which the systemd unit starts it again)."""
     from balancer import api_guard, daemon, overrides  # the daemon pulls in bcc: only for this command
 
     config.configure_logging(args.log_level, args.log_format)
@@ -193,7 +197,7 @@ def _run(args: argparse.Namespace) -> int:
     except config.XdplbError as error:
         print(f"xdplb: {error}", file=sys.stderr)
         return 1
-    return 0
+    return RESTART_EXIT_STATUS if runner.restarting else 0
 
 
 def _balance(args: argparse.Namespace) -> int:

@@ -4,6 +4,11 @@ Lifecycle: ``setup()`` loads the config and the XDP program and attaches it; ``s
 checks, the BGP speaker and the HTTP API; ``serve()`` runs the root tasks until the stop trigger fires;
 ``cleanup()`` withdraws every route, waits ``drain_seconds``, stops everything and detaches XDP. ``run()`` does
 all four. Cleanup is safe after a partial setup and runs once.
+
+A *restart stop* (``restart_stop()``, SIGUSR2) leaves XDP attached, forwarding with its last state, and stops the
+rest. A daemon that starts where an earlier run left its program (a restart stop, or a crash) lets that program
+forward until this run is ready (every first verdict in, or ``start_grace`` over) and then swaps its own in, in
+one step: clients see no gap while the new run compiles and checks.
 """
 
 import asyncio
@@ -196,6 +201,8 @@ class Daemon:
         self.ready_event = asyncio.Event()  # set once VIPs may be announced (tests wait on it)
         self._background: set[asyncio.Task[Any]] = set()
         self._changing = asyncio.Lock()  # reloads and admin changes, one at a time
+        self._restart = False  # set by restart_stop(): cleanup leaves XDP attached
+        self._takeover: dict[str, bpf.AttachMode] = {}  # interface -> mode of the earlier run's program, swapped out when ready
 
     # lifecycle
 
@@ -205,10 +212,12 @@ class Daemon:
         With ``handle_signals`` (main thread only) SIGTERM and SIGINT stop the daemon and SIGHUP reloads.
         """
         loop = asyncio.get_running_loop()
-        signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP) if handle_signals else ()
+        signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2) if handle_signals else ()
         for signum in signals:
             if signum == signal.SIGHUP:
                 loop.add_signal_handler(signum, lambda: self._spawn(self.reload(), "reload"))
+            elif signum == signal.SIGUSR2:
+                loop.add_signal_handler(signum, self.restart_stop)
             else:
                 loop.add_signal_handler(signum, self._signalled, signum)
         try:
@@ -219,6 +228,18 @@ class Daemon:
             await self.cleanup()
             for signum in signals:
                 loop.remove_signal_handler(signum)
+
+    @property
+    def restarting(self) -> bool:
+        """Whether the stop asked for is a restart stop."""
+        return self._restart
+
+    def restart_stop(self) -> None:
+        """Stop for a restart or an upgrade: checks, speaker and API stop, XDP stays attached with its state (the
+        next run takes over from it). Routes are withdrawn as on a full stop."""
+        log.info("event=stopping reason=restart xdp=kept_attached")
+        self._restart = True
+        self.stop_trigger.set()
 
     def _signalled(self, signum: int) -> None:
         log.info("event=stopping reason=signal signal=%s", signal.Signals(signum).name)
@@ -240,8 +261,15 @@ class Daemon:
         self._prebuild.add_done_callback(_log_prebuild_failure)
         await asyncio.to_thread(plane.setup)
         plane.set_tunnel(*_tunnel_settings(self._config))
+        earlier = await asyncio.to_thread(_earlier_programs, plane, self._config)
         for interface in self._config.interfaces:
-            plane.attach(interface.name, interface.mode)
+            if interface.name in earlier:  # it forwards with the last run's state until this run is ready
+                plane.prepare(interface.name)
+                self._takeover[interface.name] = earlier[interface.name]
+                log.info("event=xdp_takeover_pending interface=%s mode=%s note=earlier_program_forwards_until_ready",
+                         interface.name, earlier[interface.name])
+            else:
+                plane.attach(interface.name, interface.mode)
         if _wants_check_paths(self._config):
             await asyncio.to_thread(plane.enable_check_paths)
         self._neighbours = self._neighbour_factory(self._macs_changed, interfaces=plane.attached_ifindexes)
@@ -314,7 +342,7 @@ class Daemon:
         if self._speaker is not None:
             speaker = self._speaker
             await step("bgp", speaker.stop)  # withdraws every route before closing the sessions
-            if self.drain_seconds > 0 and self._plane is not None and self._plane.attached:
+            if self.drain_seconds > 0 and self._plane is not None and self._plane.attached and not self._restart:
                 log.info("event=draining seconds=%.1f", self.drain_seconds)
                 await asyncio.sleep(self.drain_seconds)
         if self._api is not None:
@@ -332,8 +360,13 @@ class Daemon:
             self._prebuild.cancel()
         if self._plane is not None:
             plane = self._plane
-            await step("dataplane", lambda: asyncio.to_thread(plane.cleanup))
-        log.info("event=stopped errors=%d", len(errors))
+            if self._restart:
+                await step("dataplane", lambda: asyncio.to_thread(plane.cleanup, detach=False))
+            else:
+                for name, mode in self._takeover.items():  # a full stop before this run took over
+                    await step("dataplane", functools.partial(asyncio.to_thread, plane.release, name, mode))
+                await step("dataplane", lambda: asyncio.to_thread(plane.cleanup))
+        log.info("event=stopped errors=%d restart=%s", len(errors), self._restart)
 
     # status.Controller
 
@@ -825,10 +858,37 @@ class Daemon:
                 await self._settled.wait()
         except TimeoutError:
             log.warning("event=start_grace_over seconds=%.1f unknown_backends_treated_as_down", self.start_grace)
+        if self._takeover:
+            self._mark(None)
+            await self._converge()  # every service in this run's maps before its program goes in
+            await self._take_over()
         self._ready = True
         self.ready_event.set()
         log.info("event=ready")
         self._mark(None)
+
+    async def _take_over(self) -> None:
+        """Swap this run's program in where an earlier run's still forwards: in that program's mode, one atomic
+        step; when the config asks for another mode, the earlier one has to go first (a gap, logged)."""
+        plane, cfg = self._plane, self._require_config()
+        assert plane is not None
+        modes = {interface.name: interface.mode for interface in cfg.interfaces}
+        for name, earlier in list(self._takeover.items()):
+            wanted = modes.get(name, "auto")
+            try:
+                if wanted in ("auto", earlier):
+                    await asyncio.to_thread(plane.attach, name, earlier)
+                else:
+                    log.warning("event=xdp_takeover_mode_change interface=%s earlier=%s mode=%s note=brief_gap", name,
+                                earlier, wanted)
+                    await asyncio.to_thread(plane.release, name, earlier)
+                    await asyncio.to_thread(plane.attach, name, wanted)
+            except bpf.DataPlaneError as error:  # the earlier program keeps forwarding; the link reattacher retries
+                log.error("event=xdp_takeover_failed interface=%s error=%s", name, error)
+                continue
+            finally:
+                self._takeover.pop(name, None)
+            log.info("event=xdp_taken_over interface=%s mode=%s", name, plane.attached.get(name))
 
     async def _guard(self, name: str, coro: Coroutine[Any, Any, None], *, forever: bool) -> None:
         """Log a root task's crash at once (it then stops the daemon), and a return of one meant to run forever."""
@@ -848,6 +908,19 @@ class Daemon:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def _earlier_programs(plane: bpf.DataPlane, cfg: config.XdplbConfig) -> dict[str, bpf.AttachMode]:
+    """The configured interfaces where an earlier run's program still forwards, with its mode."""
+    found: dict[str, bpf.AttachMode] = {}
+    for interface in cfg.interfaces:
+        try:
+            mode = plane.earlier_program(interface.name)
+        except bpf.DataPlaneError:  # no such interface: attach says so
+            continue
+        if mode is not None:
+            found[interface.name] = mode
+    return found
 
 
 def _service_of(by_name: Mapping[str, config.ServiceConfig], backend_key: str) -> config.ServiceConfig | None:

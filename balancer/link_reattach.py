@@ -106,9 +106,11 @@ class Reattacher:
         self._since: float | None = None  # when the link change that called for action was read (monotonic)
 
     def attachments(self) -> dict[str, Attachment]:
-        """What the data plane attached, as ``plan()`` takes it."""
+        """What the data plane attached, as ``plan()`` takes it (not an interface prepared for a takeover, where an
+        earlier run's program still forwards)."""
         modes = self.plane.attached
-        return {name: Attachment(name, modes[name], ifindex) for name, ifindex in self.plane.attached_ifindexes.items()}
+        return {name: Attachment(name, modes[name], ifindex)
+                for name, ifindex in self.plane.attached_ifindexes.items() if name in modes}
 
     def pending(self) -> bool:
         """Whether the links last seen call for an action (cheap: no I/O); logs an attached interface going away."""

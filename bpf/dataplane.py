@@ -18,13 +18,14 @@ import socket
 import struct
 import threading
 import time
+import typing
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import config
-from bpf import _abi, check_path
+from bpf import _abi, _xdp_programs, check_path
 from bpf._counters import Counters, GlobalCounters, read_counters, read_totals
 from bpf._kernel_source import ensure_kernel_source
 from bpf._tables import KernelMaps, MapOps, TableStore
@@ -44,6 +45,7 @@ DEFAULT_GUE_PORT = 6080  # Katran's default for GUE
 _TUNNEL_FLAGS = {"ipip": _abi.BACKEND_IPIP, "gue": _abi.BACKEND_GUE}
 
 AttachMode = Literal["auto", "native", "generic"]
+_PROG_NAME = "xdplb"  # the program's function name, which the kernel keeps as its name
 _XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 _XDP_FLAGS = {"generic": 1 << 1, "native": 1 << 2}
 
@@ -164,19 +166,23 @@ class DataPlane:
             time.monotonic() - started, self.settings.flow_table_capacity, self.prog_fd,
         )  # fmt: skip
 
-    def cleanup(self) -> None:
-        """Detach from every interface and release the program; safe after a partial setup, and twice."""
+    def cleanup(self, *, detach: bool = True) -> None:
+        """Detach from every interface and release the program; safe after a partial setup, and twice. With
+        ``detach`` False the program stays attached and keeps forwarding with its maps (a restart stop)."""
         if self._check_paths is not None:
             paths, self._check_paths = self._check_paths, None
             try:
                 paths.cleanup()
             except DataPlaneError as error:
                 log.warning("event=check_paths_cleanup_failed error=%s", error)
-        for ifname in list(self._attached):
+        for ifname in list(self._attached) if detach else ():
             try:
                 self.detach(ifname)
             except DataPlaneError as error:
                 log.warning("event=detach_failed interface=%s error=%s", ifname, error)
+        if not detach:
+            log.info("event=xdp_left_attached interfaces=%s", ",".join(self._attached) or "none")
+            self._attached.clear()
         for view in self._flow_views.values():
             view.close()
         self._flow_views.clear()
@@ -240,6 +246,25 @@ class DataPlane:
             log.info("event=xdp_attached interface=%s mode=%s", ifname, candidate)
             return candidate
         raise AssertionError("unreachable")
+
+    def earlier_program(self, ifname: str) -> AttachMode | None:
+        """The mode of an xdplb program that an earlier run left attached to ``ifname`` (a restart, or a crash), or
+        None. Netlink: not from a thread that runs an event loop."""
+        found = _xdp_programs.attached(ifname)
+        if found is None or found[0] not in _XDP_FLAGS:
+            return None
+        try:
+            name = _xdp_programs.prog_name(found[1])
+        except DataPlaneError:
+            return None  # gone meanwhile
+        return typing.cast(AttachMode, found[0]) if name == _PROG_NAME else None
+
+    def prepare(self, ifname: str) -> None:
+        """All of ``attach`` but the attaching: the interface's source MAC and ``tx_ports`` entry in this program's
+        maps, and its ifindex in ``attached_ifindexes``, so that services on it can be written before the program
+        replaces an earlier run's (``attach`` later swaps it in, in one step)."""
+        self._loaded()
+        self._ifindexes[ifname] = self._set_interface_mac(ifname)
 
     def detach(self, ifname: str) -> None:
         """Detach from ``ifname`` (in the mode it was attached with)."""

@@ -20,6 +20,9 @@ import config
 from bpf._kernel_source import ensure_kernel_source
 from bpf.dataplane import DEFAULT_GUE_PORT, AttachMode
 from bpf.errors import DataPlaneError
+from bpf._xdp_programs import _ProgInfo, _info, _lib, _prog_fd
+from bpf._xdp_programs import prog_name as _prog_name
+from bpf._xdp_programs import attached as _attached
 
 __all__ = ["MAX_ADDRESSES", "DecapCounters", "DecapStatus", "LoadedDecap", "attach", "detach", "load", "status"]
 
@@ -31,8 +34,6 @@ MAX_ADDRESSES = 8  # DECAP_ADDRS of decap.c
 _LIST_SIZE = 4 + 4 * MAX_ADDRESSES + 16 * MAX_ADDRESSES  # port, counts and the tunnel addresses
 _CONFIG_SIZE = 2 * _LIST_SIZE  # struct decap_config: then source counts, pad and the allowed sources
 _XDP_FLAGS = {"generic": 1 << 1, "native": 1 << 2}
-# IFLA_XDP_*_PROG_ID (include/uapi/linux/if_link.h): the program attached in each mode, absent when none.
-_PROG_IDS = {"IFLA_XDP_DRV_PROG_ID": "native", "IFLA_XDP_SKB_PROG_ID": "generic", "IFLA_XDP_HW_PROG_ID": "offload"}
 
 
 @dataclass(frozen=True)
@@ -212,47 +213,10 @@ def _listed(raw: bytes, at: int, count_v4: int, count_v6: int) -> tuple[config.I
 
 # The kernel's side, through libbpf's calls as bcc's library exports them.
 
-class _ProgInfo(ctypes.Structure):
-    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("tag", ctypes.c_uint8 * 8),
-                ("jited_prog_len", ctypes.c_uint32), ("xlated_prog_len", ctypes.c_uint32),
-                ("jited_prog_insns", ctypes.c_uint64), ("xlated_prog_insns", ctypes.c_uint64),
-                ("load_time", ctypes.c_uint64), ("created_by_uid", ctypes.c_uint32),
-                ("nr_map_ids", ctypes.c_uint32), ("map_ids", ctypes.c_uint64), ("name", ctypes.c_char * 16)]
-
-
 class _MapInfo(ctypes.Structure):
     _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("key_size", ctypes.c_uint32),
                 ("value_size", ctypes.c_uint32), ("max_entries", ctypes.c_uint32), ("map_flags", ctypes.c_uint32),
                 ("name", ctypes.c_char * 16)]
-
-
-def _lib() -> Any:
-    from bcc import libbcc
-
-    return libbcc.lib
-
-
-def _info(fd: int, info: ctypes.Structure) -> None:
-    size = ctypes.c_uint32(ctypes.sizeof(info))
-    if _lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)) != 0:
-        raise DataPlaneError(f"reading BPF object info failed: {os.strerror(ctypes.get_errno() or 1)}")
-
-
-def _prog_fd(prog_id: int) -> int:
-    fd = int(_lib().bpf_prog_get_fd_by_id(prog_id))
-    if fd < 0:
-        raise DataPlaneError(f"no BPF program with id {prog_id}")
-    return fd
-
-
-def _prog_name(prog_id: int) -> str:
-    fd = _prog_fd(prog_id)
-    try:
-        info = _ProgInfo()
-        _info(fd, info)
-        return str(info.name.decode())
-    finally:
-        os.close(fd)
 
 
 def _maps_of(prog_id: int) -> dict[str, int]:
@@ -302,23 +266,6 @@ def _percpu_values(fd: int, key: int, fields: int) -> list[int]:
 def _possible_cpus() -> int:
     text = Path("/sys/devices/system/cpu/possible").read_text().strip()
     return max(int(part.split("-")[-1]) for part in text.split(",")) + 1
-
-
-def _attached(ifname: str) -> tuple[str, int] | None:
-    """(mode, program id) of the XDP program on ``ifname``, or None."""
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
-        indexes = ipr.link_lookup(ifname=ifname)
-        if not indexes:
-            raise DataPlaneError(f"no interface {ifname}")
-        (link,) = ipr.get_links(indexes[0])
-    xdp = link.get_attr("IFLA_XDP")
-    for attr, mode in _PROG_IDS.items():
-        prog_id = xdp.get_attr(attr) if xdp is not None else None
-        if prog_id:
-            return mode, int(prog_id)
-    return None
 
 
 def _interface_addresses(ifname: str) -> tuple[config.IpAddress, ...]:

@@ -57,3 +57,24 @@ def _actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
         elif not isinstance(action, argparse._HelpAction):
             found.append(action)
     return found
+
+
+@pytest.mark.parametrize(("restart", "status"), [(False, 0), (True, cli.RESTART_EXIT_STATUS)])
+def test_run_exits_with_the_restart_status_after_a_restart_stop(
+    restart: bool, status: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The status systemd's RestartForceExitStatus starts the unit again on; the daemon itself is faked here (its
+    restart stop is tested in tests/balancer/test_daemon_restart.py)."""
+    from balancer import daemon
+
+    class _Daemon:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            self.restarting = False
+
+        async def run(self) -> None:
+            self.restarting = restart
+
+    monkeypatch.setattr(daemon, "Daemon", _Daemon)
+    path = tmp_path / "lb.yaml"
+    path.write_text("interfaces: [lo]\n")
+    assert cli.main(["run", str(path), "--state-file", "none"]) == status

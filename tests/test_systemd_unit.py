@@ -38,3 +38,9 @@ def test_open_file_limit_is_raised_above_the_default() -> None:
 def test_the_runtime_directory_is_private() -> None:
     lines = UNIT.read_text().splitlines()
     assert "RuntimeDirectory=xdplb" in lines and "RuntimeDirectoryMode=0700" in lines
+
+
+def test_a_restart_stop_is_started_again_by_systemd() -> None:
+    lines = UNIT.read_text().splitlines()
+    assert f"RestartForceExitStatus={cli.RESTART_EXIT_STATUS}" in lines
+    assert any("systemctl kill -s SIGUSR2 xdplb" in line for line in lines), "the unit says how to restart"

@@ -18,7 +18,9 @@ class FakeDataPlane:
     def __init__(self, max_services: int = 64, settings: bpf.DataPlaneSettings | None = None) -> None:
         self.settings = settings or bpf.DataPlaneSettings(max_services=max_services)
         self.fail_attach: set[str] = set()  # attaching these interfaces raises DataPlaneError
-        self.interface_log: list[tuple[str, str]] = []  # ("attach"|"detach", interface), in order
+        self.interface_log: list[tuple[str, str]] = []  # ("attach"|"detach"|"prepare"|"release", interface), in order
+        self.earlier: dict[str, str] = {}  # interface -> mode of a program an earlier run left there
+        self.left_attached: dict[str, str] | None = None  # what cleanup(detach=False) left
         self._attached: dict[str, str] = {}
         self.maglev = bpf.MaglevCache()
         self.max_services = max_services
@@ -38,14 +40,28 @@ class FakeDataPlane:
     def setup(self) -> None:
         pass
 
-    def cleanup(self) -> None:
+    def cleanup(self, *, detach: bool = True) -> None:
+        if not detach:
+            self.left_attached = dict(self._attached)
+            self._attached.clear()
         for name in list(self._attached):
             self.detach(name)
+
+    def earlier_program(self, ifname: str) -> str | None:
+        return self.earlier.get(ifname)
+
+    def prepare(self, ifname: str) -> None:
+        self.interface_log.append(("prepare", ifname))
+
+    def release(self, device: str, mode: str) -> None:
+        self.earlier.pop(device, None)
+        self.interface_log.append(("release", device))
 
     def attach(self, ifname: str, mode: str = "auto") -> str:
         if ifname in self.fail_attach:
             raise bpf.DataPlaneError(f"attaching XDP to {ifname} failed: Operation not supported")
         self._attached[ifname] = "generic" if mode == "auto" else mode
+        self.earlier.pop(ifname, None)  # replaced in one step
         self.interface_log.append(("attach", ifname))
         return self._attached[ifname]
 
