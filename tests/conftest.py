@@ -1,9 +1,11 @@
-"""Shared test plumbing: the ``privileged`` marker (root, BPF, network namespaces)."""
+"""Shared test plumbing: the ``privileged`` marker (root, BPF, network namespaces) and the ``lab`` fixture."""
 
 import functools
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -57,3 +59,15 @@ def _resource_tracker_in_the_root_namespace() -> None:
     from multiprocessing import resource_tracker
 
     resource_tracker.ensure_running()
+
+
+@pytest.fixture
+def lab() -> Iterator[Any]:
+    """A namespace lab of the test's own (``balancer.lab.netns.Lab``), removed afterwards; needs BPF (a skip on an
+    unprivileged laptop, a failure in CI)."""
+    from balancer.lab.netns import Lab
+    from tests.bpf.conftest import require_bpf
+
+    require_bpf()
+    with Lab() as made:
+        yield made

@@ -11,7 +11,6 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,18 +18,10 @@ import pytest
 from balancer.lab.netns import Lab
 from tests.balancer.test_daemon_netns import VIP, _get
 from tests.balancer.test_link_reattach_netns import _xdp
-from tests.bpf.conftest import require_bpf
 
 pytestmark = pytest.mark.privileged
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    require_bpf()
-    with Lab() as lab:
-        yield lab
 
 
 class Lines:

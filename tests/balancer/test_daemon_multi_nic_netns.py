@@ -7,7 +7,6 @@ segment, never through the balancer.
 """
 
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,17 +15,9 @@ import config
 from balancer.lab.netns import Lab
 from tests.balancer.daemon_thread import DaemonThread
 from tests.balancer.test_daemon_netns import VIP, _get, _wait
-from tests.bpf.conftest import require_bpf
 
 pytestmark = pytest.mark.privileged
 REQUESTS = 45
-
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    require_bpf()
-    with Lab() as lab:
-        yield lab
 
 
 def test_daemon_balances_one_vip_over_backends_behind_two_interfaces(lab: Lab, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import signal
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,6 @@ from balancer import daemon
 from balancer.lab.bird_lab import BirdLab, BirdPeer
 from balancer.lab.netns import Host, Lab
 from tests.balancer.daemon_thread import DaemonThread
-from tests.bpf.conftest import require_bpf
 
 pytestmark = pytest.mark.privileged
 
@@ -92,13 +91,6 @@ services:
 {members}
 """
     return text
-
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    require_bpf()
-    with Lab() as lab:
-        yield lab
 
 
 def test_daemon_end_to_end(lab: Lab, tmp_path: Path) -> None:

@@ -3,7 +3,6 @@ the next run lets it forward until it is ready, then swaps its own in; no reques
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,16 +11,8 @@ from balancer.lab.netns import Host, Lab
 from bpf import _xdp_programs
 from tests.balancer.daemon_thread import DaemonThread
 from tests.balancer.test_daemon_netns import VIP, _get, _wait
-from tests.bpf.conftest import require_bpf
 
 pytestmark = pytest.mark.privileged
-
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    require_bpf()
-    with Lab() as lab:
-        yield lab
 
 
 class _Prober:

@@ -3,7 +3,6 @@ GUE; each backend takes its tunnel off with ``xdplb decap`` (the kernel here has
 client straight back through the router, past the balancer."""
 
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,16 +12,8 @@ from balancer.lab.netns import Lab
 from bpf import decap
 from tests.balancer.daemon_thread import DaemonThread
 from tests.balancer.test_daemon_netns import VIP, _get, _wait
-from tests.bpf.conftest import require_bpf
 
 pytestmark = pytest.mark.privileged
-
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    require_bpf()
-    with Lab() as lab:
-        yield lab
 
 
 def test_routed_backends_in_ipip_and_gue(lab: Lab, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,20 +18,12 @@ import pytest
 from balancer.lab.netns import Host, Lab
 from tests.balancer.daemon_thread import DaemonThread
 from tests.balancer.test_daemon_netns import VIP, two_backends
-from tests.bpf.conftest import require_bpf
 
 pytestmark = pytest.mark.privileged
 
 REATTACH_WITHIN = 1.0  # seconds: the bound
 PROBE_TIMEOUT = 0.1  # seconds one request to the VIP may take: the gap's resolution
 _XDP_FLAGS_SKB_MODE = 1 << 1
-
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    require_bpf()
-    with Lab() as lab:
-        yield lab
 
 
 def _xdp(host: Host) -> dict[str, int]:

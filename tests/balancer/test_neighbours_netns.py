@@ -2,7 +2,6 @@
 interface it was learnt on) come from events."""
 
 import asyncio
-from collections.abc import Iterator
 from ipaddress import ip_address
 
 import pytest
@@ -11,19 +10,11 @@ import bpf
 import config
 from balancer import neighbours
 from balancer.lab.netns import Host, Lab
-from tests.bpf.conftest import require_bpf
 
 pytestmark = pytest.mark.privileged
 
 NUD_PERMANENT, NUD_FAILED = 0x80, 0x20
 MOVED = "02:00:5e:00:53:99"
-
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    require_bpf()
-    with Lab() as lab:
-        yield lab
 
 
 Reports = dict[config.IpAddress, bpf.NextHop | None]

@@ -1,21 +1,12 @@
 """Several segments: a host with a leg on each, hosts on the second segment, and XDP_PASS on a host's veth peers
 (what native XDP out of a veth needs)."""
 
-from collections.abc import Iterator
 
 import pytest
 
 from balancer.lab.netns import Lab, LabError, segment_subnets
-from tests.bpf.conftest import require_bpf
 
 pytestmark = pytest.mark.privileged
-
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    require_bpf()
-    with Lab() as lab:
-        yield lab
 
 
 
