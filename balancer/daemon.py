@@ -341,7 +341,11 @@ class Daemon:
 
         if self._speaker is not None:
             speaker = self._speaker
-            await step("bgp", speaker.stop)  # withdraws every route before closing the sessions
+            # A restart stop under graceful restart leaves the routes with the peers; any other stop withdraws them
+            # before closing the sessions.
+            keep = self._restart and self._config is not None and self._config.bgp is not None \
+                and self._config.bgp.graceful_restart is not None
+            await step("bgp", functools.partial(speaker.stop, withdraw=not keep))
             if self.drain_seconds > 0 and self._plane is not None and self._plane.attached and not self._restart:
                 log.info("event=draining seconds=%.1f", self.drain_seconds)
                 await asyncio.sleep(self.drain_seconds)
@@ -648,6 +652,8 @@ class Daemon:
             settling=settling,
             changed=changed,
         )
+        if self._ready and self._speaker is not None:
+            self._speaker.end_of_rib()  # the routes are complete: with graceful restart, the peers hear it
         loop = asyncio.get_running_loop()
         if failed:  # data-plane errors: counted and logged by the reconciler; try those services again
             loop.call_later(RETRY_INTERVAL, self._mark, failed)

@@ -118,6 +118,10 @@ def _neighbor(config: BgpConfig, peer: BgpPeer, *, passive: bool = False) -> lis
         body.append(f'md5-password "{peer.password}";')
     if passive:
         body.append("passive true;")
+    if config.graceful_restart is not None:
+        # The peer keeps our routes when a session drops without a NOTIFICATION; it drops the stale ones at our
+        # End-of-RIB, which the speaker sends once the daemon's routes are complete (ExaBGP's own would come first).
+        body += [f"capability {{ graceful-restart {config.graceful_restart.restart_time}; }}", "manual-eor true;"]
     body += [
         f"family {{ {family} unicast; }}",
         f"api {{ processes [ {PROCESS_NAME} ]; neighbor-changes; send {{ parsed; update; }} }}",

@@ -91,6 +91,8 @@ class Speaker:
         self._restarts = 0
         self._bridge: list[str] = []
         self._exabgp_lock = asyncio.Lock()  # one of: (re)starting ExaBGP, reconfiguring it
+        self._routes_complete = False  # end_of_rib() called: with graceful restart, each session gets an End-of-RIB
+        self._eor_tasks: set[asyncio.Task[None]] = set()
         # Rendering checks the peers (passwords, families) before anything runs.
         _exabgp_config.render(config, bridge=["bridge"])
 
@@ -122,6 +124,38 @@ class Speaker:
         the replay will send them). ExabgpTimeoutError if ExaBGP hung meanwhile (it is restarted). Rejections do not
         raise here: see ``rejected``."""
         return await self._writer.flush()
+
+    def end_of_rib(self) -> None:
+        """Say that the routes wanted are complete (the daemon is ready). With graceful restart, every established
+        session gets an End-of-RIB once those routes are sent, and so does each session that comes up later: a peer
+        that kept our routes from before a restart then drops only the stale ones we did not announce again.
+        Without graceful restart ExaBGP sends End-of-RIB itself, and this does nothing."""
+        if self._routes_complete:
+            return
+        self._routes_complete = True
+        for address, state in self._peers.snapshot().items():
+            if state.state is _peers.PeerStatus.ESTABLISHED:
+                self._send_eor(address)
+
+    def _send_eor(self, address: IpAddress) -> None:
+        if self._config.graceful_restart is None or self._state != "running":
+            return
+        task = asyncio.get_running_loop().create_task(self._eor(address), name=f"bgp-eor {address}")
+        self._eor_tasks.add(task)
+        task.add_done_callback(self._eor_tasks.discard)
+
+    async def _eor(self, address: IpAddress) -> None:
+        family = "ipv4" if address.version == 4 else "ipv6"
+        try:
+            await self._writer.flush()  # the routes first: ExaBGP sends them in the order it was given them
+            run = self._run
+            if run is None or not run.alive:
+                return  # ExaBGP restarts: the session comes up again, and gets its End-of-RIB then
+            await run.command(f"neighbor {address} announce eor {family} unicast", timeout=self._command_timeout)
+        except _errors.BgpError as error:
+            log.warning("event=bgp_eor_failed peer=%s error=%s", address, error)
+            return
+        log.info("event=bgp_eor_sent peer=%s routes=%d", address, len(self._writer.wanted))
 
     @property
     def restarts(self) -> int:
@@ -181,8 +215,12 @@ class Speaker:
         self._state = "running"
         log.info("event=bgp_started peers=%d workdir=%s", len(self._config.peers), self._workdir)
 
-    async def stop(self) -> None:
-        """Withdraw every route, let the withdrawals reach the peers, close the sessions, stop ExaBGP. Idempotent."""
+    async def stop(self, *, withdraw: bool = True) -> None:
+        """Withdraw every route, let the withdrawals reach the peers, close the sessions, stop ExaBGP. Idempotent.
+
+        With ``withdraw`` False (a restart stop under graceful restart) ExaBGP is killed at once instead: the sessions
+        drop without a NOTIFICATION, and the peers keep our routes for the restart time.
+        """
         if self._state in ("new", "stopped"):
             self._state = "stopped"
             return
@@ -190,14 +228,23 @@ class Speaker:
             await self._stop_done.wait()
             return
         self._state = "stopping"
-        withdrawn = len(self._writer.wanted)
+        withdrawn = len(self._writer.wanted) if withdraw else 0
         try:
             self._stopped.set()
             if self._supervisor is not None:
                 self._supervisor.cancel()
                 await asyncio.gather(self._supervisor, return_exceptions=True)
+            for task in list(self._eor_tasks):
+                task.cancel()
             run = self._run
-            self._writer.set_routes({})  # one `clear adj-rib out`, whatever the number of routes
+            if not withdraw and run is not None:
+                run.kill()  # SIGKILL: the kernel closes the sessions, with no NOTIFICATION from ExaBGP
+                await run.wait_ended()
+                log.info("event=bgp_left_routes routes=%d note=peers_keep_them_for_the_restart_time",
+                         len(self._writer.wanted))
+                run = None
+            elif withdraw:
+                self._writer.set_routes({})  # one `clear adj-rib out`, whatever the number of routes
             if run is not None and run.alive:
                 try:
                     await self._writer.flush()  # bounded: a hung ExaBGP is killed after command_timeout
@@ -465,6 +512,8 @@ class Speaker:
     def _peer_changed(self, state: _peers.PeerState) -> None:
         log.info("event=bgp_peer_state peer=%s state=%s routes_sent=%d reason=%s",
                  state.address, state.state.value, state.routes_sent, state.reason)
+        if state.state is _peers.PeerStatus.ESTABLISHED and self._routes_complete:
+            self._send_eor(state.address)
         self._sent_changed.set()
         for queue in self._watchers:
             queue.put_nowait(state)

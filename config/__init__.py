@@ -17,7 +17,7 @@ from config._rules import is_prime
 from config._service import AdminState, BackendConfig, Forwarding, PolicyConfig, ServiceConfig, vip_port_proto
 from config._system import ApiConfig, DataplaneConfig, InterfaceConfig
 from config._types import IpAddress, Prefix
-from config.bgp import BgpConfig, BgpPeer, RouteAttributes
+from config.bgp import BgpConfig, BgpPeer, GracefulRestart, RouteAttributes
 from config.checks import Check, CheckTiming, DnsCheck, HttpCheck, TcpCheck, parse_status_codes
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "Forwarding",
     "BgpConfig",
     "BgpPeer",
+    "GracefulRestart",
     "Check",
     "CheckTiming",
     "ConfigError",

@@ -55,7 +55,7 @@ _TREE: Mapping[str, _Node] = {
          "tunnel_source_v6", "gue_port"), True
     ),
     "bgp": {
-        **dict.fromkeys(("local_as", "router_id"), True),
+        **dict.fromkeys(("local_as", "router_id", "graceful_restart"), True),
         "attributes": _ATTRIBUTES,
         "peers": {"*": dict.fromkeys(("address", "peer_as", "local_as", "local_address", "port", "hold_time",
                                       "passive"), True)},

@@ -19,7 +19,7 @@ from pydantic_core import PydanticUndefined
 from config._root import XdplbConfig
 from config._service import BackendConfig, PolicyConfig, ServiceConfig
 from config._system import ApiConfig, DataplaneConfig, InterfaceConfig
-from config.bgp import BgpConfig, BgpPeer, RouteAttributes
+from config.bgp import BgpConfig, BgpPeer, GracefulRestart, RouteAttributes
 from config.checks import CheckTiming, DnsCheck, HttpCheck, TcpCheck
 
 __all__ = ["BEGIN", "END", "render_reference", "replace_reference"]
@@ -34,6 +34,7 @@ _SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("bgp", BgpConfig),
     ("bgp.peers[]", BgpPeer),
     ("bgp.attributes, services[].bgp", RouteAttributes),
+    ("bgp.graceful_restart", GracefulRestart),
     ("api", ApiConfig),
     ("policies.NAME", PolicyConfig),
     ("services[]", ServiceConfig),

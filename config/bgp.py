@@ -9,7 +9,7 @@ from pydantic import BeforeValidator, Field, field_validator
 from config import _types
 from config._base import XdplbModel
 
-__all__ = ["BgpConfig", "BgpPeer", "RouteAttributes"]
+__all__ = ["BgpConfig", "BgpPeer", "GracefulRestart", "RouteAttributes"]
 
 Asn = Annotated[int, Field(ge=1, le=4294967295, strict=True)]
 
@@ -94,6 +94,16 @@ class BgpPeer(XdplbModel):
         return value
 
 
+class GracefulRestart(XdplbModel):
+    """BGP graceful restart (RFC 4724), as the restarting speaker: the peers keep our routes across a restart stop."""
+
+    restart_time: int = Field(
+        120, ge=1, le=4095, strict=True,
+        description="seconds a peer keeps our routes after the session drops without a NOTIFICATION (a restart "
+        "stop, a crash, a host that died), until we are back and say our routes are complete (End-of-RIB)",
+    )
+
+
 class BgpConfig(XdplbModel):
     """The local BGP speaker."""
 
@@ -101,3 +111,8 @@ class BgpConfig(XdplbModel):
     router_id: RouterId = Field(description="BGP identifier, usually an address of this node")
     peers: tuple[BgpPeer, ...] = Field((), description="neighbours to announce healthy VIPs to")
     attributes: RouteAttributes = Field(default_factory=RouteAttributes, description="defaults for every VIP")
+    graceful_restart: GracefulRestart | None = Field(
+        None, description="opt-in: the peers keep our routes through a restart stop (SIGUSR2), and also when this "
+        "host dies, for restart_time; a full stop still withdraws them at once; unset: a session that drops takes "
+        "the routes with it",
+    )

@@ -102,6 +102,8 @@ class FakeSpeaker:
         self.history: list[dict[Any, Any]] = []
         self.announced: dict[Any, Any] = {}
         self.rejected: dict[Any, Any] = {}
+        self.end_of_rib_at: dict[Any, Any] | None = None  # the routes announced when end_of_rib() was first called
+        self.stopped_withdrawing: bool | None = None
         FakeSpeaker.instances.append(self)
 
     async def start(self) -> None:
@@ -124,10 +126,15 @@ class FakeSpeaker:
         finally:
             self.busy = False
 
-    async def stop(self) -> None:
+    async def stop(self, *, withdraw: bool = True) -> None:
         await asyncio.sleep(0.05)
-        self.announced = {}
+        self.stopped_withdrawing = withdraw
+        if withdraw:
+            self.announced = {}
         self.running = False
+
+    def end_of_rib(self) -> None:
+        self.end_of_rib_at = dict(self.announced) if self.end_of_rib_at is None else self.end_of_rib_at
 
     def set_routes(self, routes: Any) -> None:
         self.announced = dict(routes)

@@ -109,3 +109,29 @@ def _earlier_plane(settings: Any) -> FakeDataPlane:
     plane.earlier = {"lo": "generic"}
     _EARLIER.append(plane)
     return plane
+
+
+async def test_end_of_rib_follows_the_first_routes_and_a_restart_stop_leaves_them_under_graceful_restart(
+    tmp_path: Path, listener: int
+) -> None:
+    path = tmp_path / "lb.yaml"
+    path.write_text(document(port=listener).replace("  attributes:", "  graceful_restart: {restart_time: 30}\n"
+                                                                     "  attributes:"))
+    d, _, task = await _run(path, {})
+    speaker = FakeSpeaker.instances[-1]
+    async with asyncio.timeout(10):
+        while speaker.end_of_rib_at is None:
+            await asyncio.sleep(0.05)
+    assert [str(prefix) for prefix in speaker.end_of_rib_at] == ["192.0.2.100/32"], "after the routes, not before"
+    d.restart_stop()
+    await asyncio.wait_for(task, 20)
+    assert speaker.stopped_withdrawing is False and speaker.announced, "the peers keep the routes"
+
+
+async def test_without_graceful_restart_a_restart_stop_withdraws(tmp_path: Path, listener: int) -> None:
+    path = tmp_path / "lb.yaml"
+    path.write_text(document(port=listener))
+    d, _, task = await _run(path, {})
+    d.restart_stop()
+    await asyncio.wait_for(task, 20)
+    assert FakeSpeaker.instances[-1].stopped_withdrawing is True

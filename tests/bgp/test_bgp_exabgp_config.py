@@ -38,6 +38,14 @@ def test_neighbor_block_carries_every_peer_setting() -> None:
     assert "announce" not in text and " route " not in text, "no static route: nothing before the core asks"
 
 
+def test_graceful_restart_asks_for_the_capability_and_our_own_end_of_rib() -> None:
+    plain = _exabgp_config.render(_config(), bridge=["bridge"])
+    assert "graceful-restart" not in plain and "manual-eor" not in plain, "ExaBGP's defaults: no GR, its own EOR"
+    graceful = _config().model_copy(update={"graceful_restart": config.GracefulRestart(restart_time=90)})
+    text = _exabgp_config.render(graceful, bridge=["bridge"])
+    assert "    capability { graceful-restart 90; }" in text and "    manual-eor true;" in text
+
+
 def test_ipv6_peer_gets_ipv6_family_and_default_local_as() -> None:
     text = _exabgp_config.render(_config(address="2001:db8::1"), bridge=["b"])
     assert "family { ipv6 unicast; }" in text
