@@ -7,7 +7,7 @@ DEBIAN_PACKAGES := python3 python3-venv python3-dev gcc libc6-dev util-linux pyt
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install test lint demo bench-dataplane bench-healthchecks bench-bgp bench-api bench-scale clean
+.PHONY: install test lint demo bench-dataplane bench-healthchecks bench-bgp bench-api bench-scale bench-restart clean
 
 install: $(VENV)/.installed
 
@@ -52,6 +52,9 @@ bench-api: install
 
 bench-scale: install
 	$(PY) benchmarks/bench_scale.py $(BENCH_ARGS)
+
+bench-restart: install
+	$(PY) benchmarks/bench_restart.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -202,7 +202,7 @@ class Daemon:
         self._background: set[asyncio.Task[Any]] = set()
         self._changing = asyncio.Lock()  # reloads and admin changes, one at a time
         self._restart = False  # set by restart_stop(): cleanup leaves XDP attached
-        self._takeover: dict[str, bpf.AttachMode] = {}  # interface -> mode of the earlier run's program, swapped out when ready
+        self._takeover: dict[str, bpf.EarlierProgram] = {}  # interface -> mode of the earlier run's program, swapped out when ready
 
     # lifecycle
 
@@ -266,8 +266,8 @@ class Daemon:
             if interface.name in earlier:  # it forwards with the last run's state until this run is ready
                 plane.prepare(interface.name)
                 self._takeover[interface.name] = earlier[interface.name]
-                log.info("event=xdp_takeover_pending interface=%s mode=%s note=earlier_program_forwards_until_ready",
-                         interface.name, earlier[interface.name])
+                log.info("event=xdp_takeover_pending interface=%s mode=%s prog_id=%d "
+                         "note=earlier_program_forwards_until_ready", interface.name, *earlier[interface.name])
             else:
                 plane.attach(interface.name, interface.mode)
         if _wants_check_paths(self._config):
@@ -367,8 +367,8 @@ class Daemon:
             if self._restart:
                 await step("dataplane", lambda: asyncio.to_thread(plane.cleanup, detach=False))
             else:
-                for name, mode in self._takeover.items():  # a full stop before this run took over
-                    await step("dataplane", functools.partial(asyncio.to_thread, plane.release, name, mode))
+                for name, earlier in self._takeover.items():  # a full stop before this run took over
+                    await step("dataplane", functools.partial(asyncio.to_thread, plane.release, name, earlier.mode))
                 await step("dataplane", lambda: asyncio.to_thread(plane.cleanup))
         log.info("event=stopped errors=%d restart=%s", len(errors), self._restart)
 
@@ -882,12 +882,12 @@ class Daemon:
         for name, earlier in list(self._takeover.items()):
             wanted = modes.get(name, "auto")
             try:
-                if wanted in ("auto", earlier):
-                    await asyncio.to_thread(plane.attach, name, earlier)
+                if wanted in ("auto", earlier.mode):
+                    await asyncio.to_thread(plane.take_over, name, earlier)
                 else:
                     log.warning("event=xdp_takeover_mode_change interface=%s earlier=%s mode=%s note=brief_gap", name,
-                                earlier, wanted)
-                    await asyncio.to_thread(plane.release, name, earlier)
+                                earlier.mode, wanted)
+                    await asyncio.to_thread(plane.release, name, earlier.mode)
                     await asyncio.to_thread(plane.attach, name, wanted)
             except bpf.DataPlaneError as error:  # the earlier program keeps forwarding; the link reattacher retries
                 log.error("event=xdp_takeover_failed interface=%s error=%s", name, error)
@@ -916,16 +916,16 @@ class Daemon:
         task.add_done_callback(self._background.discard)
 
 
-def _earlier_programs(plane: bpf.DataPlane, cfg: config.XdplbConfig) -> dict[str, bpf.AttachMode]:
-    """The configured interfaces where an earlier run's program still forwards, with its mode."""
-    found: dict[str, bpf.AttachMode] = {}
+def _earlier_programs(plane: bpf.DataPlane, cfg: config.XdplbConfig) -> dict[str, bpf.EarlierProgram]:
+    """The configured interfaces where an earlier run's program still forwards, with that program."""
+    found: dict[str, bpf.EarlierProgram] = {}
     for interface in cfg.interfaces:
         try:
-            mode = plane.earlier_program(interface.name)
+            earlier = plane.earlier_program(interface.name)
         except bpf.DataPlaneError:  # no such interface: attach says so
             continue
-        if mode is not None:
-            found[interface.name] = mode
+        if earlier is not None:
+            found[interface.name] = earlier
     return found
 
 

@@ -12,7 +12,7 @@ from bpf._counters import BackendCounters, Counters, GlobalCounters, ServiceCoun
 from bpf._kernel_source import KernelHeadersError, ensure_kernel_source
 from bpf.check_path import MAX_CHECK_PATHS, CheckPathCounters
 from bpf.check_path import mark_of as check_mark
-from bpf.dataplane import DEFAULT_GUE_PORT, AttachMode, DataPlane, DataPlaneSettings
+from bpf.dataplane import DEFAULT_GUE_PORT, AttachMode, DataPlane, DataPlaneSettings, EarlierProgram
 from bpf.errors import DataPlaneError
 from bpf.maglev import DEFAULT_TABLE_SIZE, MaglevCache, maglev_table
 from bpf.service import (Backend, BackendState, BackendStatus, NextHop, Protocol, Service, ServiceKey, ServiceStatus,
@@ -32,6 +32,7 @@ __all__ = [
     "DataPlane",
     "DataPlaneError",
     "DataPlaneSettings",
+    "EarlierProgram",
     "GlobalCounters",
     "KernelHeadersError",
     "MaglevCache",

@@ -2,12 +2,15 @@
 library exports them): for ``decap`` and for a data plane taking over from an earlier run's program."""
 
 import ctypes
+import ctypes.util
+import functools
 import os
+import socket
 from typing import Any
 
 from bpf.errors import DataPlaneError
 
-__all__ = ["attached", "prog_name"]
+__all__ = ["attached", "prog_name", "replace"]
 
 # IFLA_XDP_*_PROG_ID (include/uapi/linux/if_link.h): the program attached in each mode, absent when none.
 _PROG_IDS = {"IFLA_XDP_DRV_PROG_ID": "native", "IFLA_XDP_SKB_PROG_ID": "generic", "IFLA_XDP_HW_PROG_ID": "offload"}
@@ -66,3 +69,40 @@ def attached(ifname: str) -> tuple[str, int] | None:
         if prog_id:
             return mode, int(prog_id)
     return None
+
+
+_XDP_FLAGS_REPLACE = 1 << 4
+
+
+class _XdpAttachOpts(ctypes.Structure):
+    """libbpf's ``struct bpf_xdp_attach_opts``."""
+
+    _fields_ = [("sz", ctypes.c_size_t), ("old_prog_fd", ctypes.c_int)]
+
+
+@functools.cache
+def _libbpf() -> Any:
+    name = ctypes.util.find_library("bpf")
+    if name is None:
+        raise DataPlaneError("libbpf not found: install libbpf1")
+    lib = ctypes.CDLL(name, use_errno=True)
+    lib.bpf_xdp_attach.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_uint32, ctypes.POINTER(_XdpAttachOpts)]
+    lib.bpf_xdp_attach.restype = ctypes.c_int
+    return lib
+
+
+def replace(ifname: str, prog_fd: int, expected_id: int, mode_flags: int) -> None:
+    """Attach ``prog_fd`` to ``ifname`` in place of program ``expected_id``, atomically and only if that one is still
+    there (``XDP_FLAGS_REPLACE``); DataPlaneError otherwise."""
+    try:
+        ifindex = socket.if_nametoindex(ifname)
+    except OSError as error:
+        raise DataPlaneError(f"no interface {ifname}") from error
+    old_fd = _prog_fd(expected_id)
+    try:
+        opts = _XdpAttachOpts(sz=ctypes.sizeof(_XdpAttachOpts), old_prog_fd=old_fd)
+        code = _libbpf().bpf_xdp_attach(ifindex, prog_fd, mode_flags | _XDP_FLAGS_REPLACE, ctypes.byref(opts))
+    finally:
+        os.close(old_fd)
+    if code != 0:
+        raise DataPlaneError(f"the kernel refused the swap: {os.strerror(-code)} (another program is attached?)")

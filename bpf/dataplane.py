@@ -34,7 +34,7 @@ from bpf.maglev import MaglevCache, TableKey
 from bpf.service import (PROTO_NUMBERS, Backend, BackendState, BackendStatus, Service, ServiceKey, ServiceStatus,
                          Tunnel)
 
-__all__ = ["DEFAULT_GUE_PORT", "AttachMode", "DataPlane", "DataPlaneSettings"]
+__all__ = ["DEFAULT_GUE_PORT", "AttachMode", "DataPlane", "DataPlaneSettings", "EarlierProgram"]
 
 log = logging.getLogger(__name__)
 _FLOW_WAYS = _abi.header_defines()["FLOW_WAYS"]
@@ -48,6 +48,13 @@ AttachMode = Literal["auto", "native", "generic"]
 _PROG_NAME = "xdplb"  # the program's function name, which the kernel keeps as its name
 _XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 _XDP_FLAGS = {"generic": 1 << 1, "native": 1 << 2}
+
+
+class EarlierProgram(typing.NamedTuple):
+    """An xdplb program an earlier run left attached: its attach mode and the kernel's id of it."""
+
+    mode: AttachMode
+    prog_id: int
 
 
 @dataclass(frozen=True)
@@ -236,20 +243,23 @@ class DataPlane:
                     log.warning("event=xdp_native_failed interface=%s error=%s fallback=generic", ifname, error)
                     continue
                 raise DataPlaneError(f"attaching XDP to {ifname} in {candidate} mode failed: {error}") from error
-            self._attached[ifname] = flags
-            if self._check_paths is not None:
-                self._check_paths.attach(ifname)
-            before = self._ifindexes.get(ifname)
-            self._ifindexes[ifname] = self._set_interface_mac(ifname)
-            if before is not None and before not in self._ifindexes.values():  # re-created: a new ifindex
-                self.remove_egress(before)
-            log.info("event=xdp_attached interface=%s mode=%s", ifname, candidate)
+            self._now_attached(ifname, candidate)
             return candidate
         raise AssertionError("unreachable")
 
-    def earlier_program(self, ifname: str) -> AttachMode | None:
-        """The mode of an xdplb program that an earlier run left attached to ``ifname`` (a restart, or a crash), or
-        None. Netlink: not from a thread that runs an event loop."""
+    def _now_attached(self, ifname: str, mode: str) -> None:
+        self._attached[ifname] = _XDP_FLAGS[mode]
+        if self._check_paths is not None:
+            self._check_paths.attach(ifname)
+        before = self._ifindexes.get(ifname)
+        self._ifindexes[ifname] = self._set_interface_mac(ifname)
+        if before is not None and before not in self._ifindexes.values():  # re-created: a new ifindex
+            self.remove_egress(before)
+        log.info("event=xdp_attached interface=%s mode=%s", ifname, mode)
+
+    def earlier_program(self, ifname: str) -> "EarlierProgram | None":
+        """The xdplb program that an earlier run left attached to ``ifname`` (a restart, or a crash), or None.
+        Netlink: not from a thread that runs an event loop."""
         found = _xdp_programs.attached(ifname)
         if found is None or found[0] not in _XDP_FLAGS:
             return None
@@ -257,7 +267,18 @@ class DataPlane:
             name = _xdp_programs.prog_name(found[1])
         except DataPlaneError:
             return None  # gone meanwhile
-        return typing.cast(AttachMode, found[0]) if name == _PROG_NAME else None
+        return EarlierProgram(typing.cast(AttachMode, found[0]), found[1]) if name == _PROG_NAME else None
+
+    def take_over(self, ifname: str, earlier: "EarlierProgram") -> None:
+        """Put this program on ``ifname`` in place of ``earlier``, in one step (``XDP_FLAGS_REPLACE``): the kernel
+        swaps them only if ``earlier`` is still the one attached, and refuses otherwise (DataPlaneError), so a
+        program attached meanwhile by someone else is never replaced unseen."""
+        _, fn = self._loaded()
+        try:
+            _xdp_programs.replace(ifname, int(fn.fd), earlier.prog_id, _XDP_FLAGS[earlier.mode])
+        except DataPlaneError as error:
+            raise DataPlaneError(f"taking over XDP on {ifname} from program {earlier.prog_id}: {error}") from error
+        self._now_attached(ifname, earlier.mode)
 
     def prepare(self, ifname: str) -> None:
         """All of ``attach`` but the attaching: the interface's source MAC and ``tx_ports`` entry in this program's

@@ -47,8 +47,14 @@ class FakeDataPlane:
         for name in list(self._attached):
             self.detach(name)
 
-    def earlier_program(self, ifname: str) -> str | None:
-        return self.earlier.get(ifname)
+    def earlier_program(self, ifname: str) -> bpf.EarlierProgram | None:
+        mode = self.earlier.get(ifname)
+        return bpf.EarlierProgram(mode, 7) if mode in ("native", "generic") else None  # type: ignore[arg-type]
+
+    def take_over(self, ifname: str, earlier: bpf.EarlierProgram) -> None:
+        if self.earlier.get(ifname) != earlier.mode:
+            raise bpf.DataPlaneError(f"taking over XDP on {ifname} from program {earlier.prog_id}: File exists")
+        self.attach(ifname, earlier.mode)
 
     def prepare(self, ifname: str) -> None:
         self.interface_log.append(("prepare", ifname))
