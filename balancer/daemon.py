@@ -6,7 +6,7 @@ checks, the BGP speaker and the HTTP API; ``serve()`` runs the root tasks until 
 all four. Cleanup is safe after a partial setup and runs once.
 
 A *restart stop* (``restart_stop()``, SIGUSR2) leaves XDP attached, forwarding with its last state, and stops the
-rest. A daemon that starts where an earlier run left its program (a restart stop, or a crash) lets that program
+rest (with ``bgp.graceful_restart``, leaving the routes with the peers). A daemon that starts where an earlier run left its program (a restart stop, or a crash) lets that program
 forward until this run is ready (every first verdict in, or ``start_grace`` over) and then swaps its own in, in
 one step: clients see no gap while the new run compiles and checks.
 """
@@ -202,7 +202,7 @@ class Daemon:
         self._background: set[asyncio.Task[Any]] = set()
         self._changing = asyncio.Lock()  # reloads and admin changes, one at a time
         self._restart = False  # set by restart_stop(): cleanup leaves XDP attached
-        self._takeover: dict[str, bpf.EarlierProgram] = {}  # interface -> mode of the earlier run's program, swapped out when ready
+        self._takeover: dict[str, bpf.EarlierProgram] = {}  # interface -> the earlier run's program, until ready
 
     # lifecycle
 
@@ -236,7 +236,8 @@ class Daemon:
 
     def restart_stop(self) -> None:
         """Stop for a restart or an upgrade: checks, speaker and API stop, XDP stays attached with its state (the
-        next run takes over from it). Routes are withdrawn as on a full stop."""
+        next run takes over from it), no drain. Routes are withdrawn as on a full stop, unless
+        ``bgp.graceful_restart`` is set: then the peers keep them until the next run's End-of-RIB."""
         log.info("event=stopping reason=restart xdp=kept_attached")
         self._restart = True
         self.stop_trigger.set()

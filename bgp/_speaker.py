@@ -46,6 +46,10 @@ class Speaker:
     NOTIFICATION (Administrative Shutdown). If this process dies, ExaBGP dies with it (PDEATHSIG) and the peers drop
     the routes.
 
+    With ``graceful_restart`` in the config (RFC 4724) the sessions advertise it and ExaBGP's own End-of-RIB is off:
+    ``end_of_rib()`` sends one to each session once the caller's routes are complete, and ``stop(withdraw=False)``
+    kills ExaBGP so that the sessions drop without a NOTIFICATION and the peers keep the routes for the restart time.
+
     ExaBGP's config (0600: it holds the MD5 passwords) and the API socket live in a fresh private directory under
     ``runtime_dir`` (default: ``$RUNTIME_DIRECTORY``, or ``/run/xdplb``; see ``bgp._runtime``), removed by
     ``stop()``; one a SIGKILLed daemon left behind is removed by the next ``start()``.
