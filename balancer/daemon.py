@@ -20,7 +20,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Set
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Mapping, Set
 from pathlib import Path
 from typing import Any
 
@@ -273,6 +273,8 @@ class Daemon:
                 plane.attach(interface.name, interface.mode)
         if _wants_check_paths(self._config):
             await asyncio.to_thread(plane.enable_check_paths)
+            self._spawn(asyncio.to_thread(_warn_about_check_routes, self._config, set(plane.attached_ifindexes.values())),
+                        "check route warnings")
         self._neighbours = self._neighbour_factory(self._macs_changed, interfaces=plane.attached_ifindexes)
         await self._neighbours.start()
         _warn_about_neighbour_limits(self._config)
@@ -688,6 +690,9 @@ class Daemon:
                     log.exception("event=reload_undo_failed config=%s", self.config_path)
             raise
         _warn_about_forwarding(new)  # interfaces and tunnelled backends may have come, whatever the settings did
+        if self._plane is not None and self._plane.check_paths_enabled:  # a route lookup per such backend: not awaited
+            self._spawn(asyncio.to_thread(_warn_about_check_routes, new, set(self._plane.attached_ifindexes.values())),
+                        "check route warnings")
         if new.dataplane.model_copy(update=_tunnel_fields_of(old)) != old.dataplane:
             changes.append("dataplane settings changed: take effect at the next restart")
         if (new.api.listen, new.api.idle_timeout) != (old.api.listen, old.api.idle_timeout):
@@ -984,6 +989,46 @@ def _warn_about_forwarding(cfg: config.XdplbConfig, proc_sys: Path = Path("/proc
         log.warning("event=forwarding_off_for_tunnels set=%s note=tunnelled_frames_are_dropped_as_no_route",
                     ",".join(f"{name}=1" for name in off))
     return off
+
+
+def check_routes_elsewhere(
+    cfg: config.XdplbConfig, ifindexes: Collection[int], route_of: Callable[[str], int | None] | None = None
+) -> list[tuple[str, int | None]]:
+    """The backends checked through the data path whose route leaves by an interface the check path programs are
+    not on (``ifindexes``), with that interface's index (None: no route). Their marked checks go to the backend's
+    own address unchanged and test nothing of the VIP, so the daemon warns about them. ``route_of`` asks the
+    kernel by default (netlink: run it in a thread)."""
+    wanted = [backend for service, backend in cfg.backends()
+              if _through_data_path(cfg.resolved_checks(service, backend))]
+    if not wanted:
+        return []
+    if route_of is None:
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            return check_routes_elsewhere(cfg, ifindexes, functools.partial(_route_interface, ipr))
+    addresses = dict.fromkeys(backend.address_text for backend in wanted)
+    return [(address, oif) for address in addresses if (oif := route_of(address)) not in ifindexes]
+
+
+def _route_interface(ipr: Any, address: str) -> int | None:
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        routes = ipr.route("get", dst=address)
+    except NetlinkError:
+        return None
+    oif = routes[0].get_attr("RTA_OIF") if routes else None
+    return int(oif) if oif is not None else None
+
+
+def _warn_about_check_routes(cfg: config.XdplbConfig, ifindexes: Collection[int]) -> None:
+    elsewhere = check_routes_elsewhere(cfg, ifindexes)
+    for backend, oif in elsewhere[:10]:
+        log.warning("event=check_path_route_elsewhere backend=%s ifindex=%s note=its_checks_via_dataplane_go_to_its_"
+                    "own_address_and_test_nothing_of_the_vip", backend, oif if oif is not None else "none")
+    if len(elsewhere) > 10:
+        log.warning("event=check_path_route_elsewhere more_backends=%d", len(elsewhere) - 10)
 
 
 class _Stop(Exception):

@@ -555,3 +555,11 @@ async def test_a_reload_whose_check_paths_cannot_load_is_refused_whole(running: 
     assert d.running_config.digest() == digest and plane.check_paths is None
     assert _backend_keys(d) == {"web/127.0.0.1"}, "the new config's checks must not run"
     assert plane.tunnel[0] is None, "the tunnel source it brought is undone"
+
+
+def test_backends_checked_through_the_data_path_whose_route_leaves_elsewhere_are_named() -> None:
+    cfg = config.parse_config(document(port=80) + THROUGH_DATA_PATH, source="x")
+    routes = {"198.18.5.20": 3, "198.18.5.21": 9}
+    assert daemon.check_routes_elsewhere(cfg, {3}, routes.get) == [("198.18.5.21", 9)]
+    assert daemon.check_routes_elsewhere(cfg, {3, 9}, routes.get) == []
+    assert daemon.check_routes_elsewhere(config.parse_config(document(port=80), source="x"), set(), routes.get) == []

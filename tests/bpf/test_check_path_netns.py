@@ -237,3 +237,20 @@ def test_detach_leaves_the_interface_as_it_was(world: World) -> None:
     with world.lb.entered():
         world.paths.attach(world.lb.ifname)
     assert _probe(world, HTTP, world.real.ipv4, via).ok
+
+
+def test_the_daemon_finds_backends_whose_route_leaves_elsewhere(world: World) -> None:
+    """A marked check whose route leaves by an interface without the programs goes to the backend's own address
+    unchanged: the daemon names such backends (here, one with no route at all) in a warning."""
+    from balancer import daemon
+
+    cfg = config.parse_config(f"""
+interfaces: [{world.lb.ifname}]
+services:
+  - vip: {VIP4}
+    port: 80
+    checks: [{{type: tcp, via: dataplane}}]
+    backends: [{world.real.ipv4}, 203.0.113.9]
+""", source="x")
+    found = _in(world.lb, lambda: daemon.check_routes_elsewhere(cfg, {world.lb.ifindex}))
+    assert found == [("203.0.113.9", None)]
