@@ -885,6 +885,11 @@ class Daemon:
         plane, cfg = self._plane, self._require_config()
         assert plane is not None
         modes = {interface.name: interface.mode for interface in cfg.interfaces}
+        for earlier in dict.fromkeys(self._takeover.values()):  # one program, usually on every interface
+            try:
+                await asyncio.to_thread(plane.inherit_counters, earlier)
+            except bpf.DataPlaneError as error:  # the counters restart at zero; forwarding is what matters
+                log.warning("event=counters_not_inherited prog_id=%d error=%s", earlier.prog_id, error)
         for name, earlier in list(self._takeover.items()):
             wanted = modes.get(name, "auto")
             try:

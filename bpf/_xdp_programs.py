@@ -6,11 +6,13 @@ import ctypes.util
 import functools
 import os
 import socket
+from pathlib import Path
 from typing import Any
 
 from bpf.errors import DataPlaneError
 
-__all__ = ["attached", "prog_name", "replace"]
+__all__ = ["attached", "keys_of", "map_sizes", "maps_of", "percpu_values", "possible_cpus", "prog_name", "read", "read_raw",
+           "replace", "write_raw"]
 
 # IFLA_XDP_*_PROG_ID (include/uapi/linux/if_link.h): the program attached in each mode, absent when none.
 _PROG_IDS = {"IFLA_XDP_DRV_PROG_ID": "native", "IFLA_XDP_SKB_PROG_ID": "generic", "IFLA_XDP_HW_PROG_ID": "offload"}
@@ -106,3 +108,96 @@ def replace(ifname: str, prog_fd: int, expected_id: int, mode_flags: int) -> Non
         os.close(old_fd)
     if code != 0:
         raise DataPlaneError(f"the kernel refused the swap: {os.strerror(-code)} (another program is attached?)")
+
+
+class _MapInfo(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("key_size", ctypes.c_uint32),
+                ("value_size", ctypes.c_uint32), ("max_entries", ctypes.c_uint32), ("map_flags", ctypes.c_uint32),
+                ("name", ctypes.c_char * 16)]
+
+
+def maps_of(prog_id: int) -> dict[str, int]:
+    """The program's maps by name (the kernel keeps 15 characters), as open fds (the caller closes them)."""
+    fd = _prog_fd(prog_id)
+    try:
+        ids = (ctypes.c_uint32 * 64)()
+        info = _ProgInfo(nr_map_ids=len(ids), map_ids=ctypes.addressof(ids))
+        _info(fd, info)
+        count = min(info.nr_map_ids, len(ids))
+    finally:
+        os.close(fd)
+    maps: dict[str, int] = {}
+    try:
+        for map_id in ids[:count]:
+            map_fd = int(_lib().bpf_map_get_fd_by_id(map_id))
+            if map_fd < 0:
+                continue
+            map_info = _MapInfo()
+            try:
+                _info(map_fd, map_info)
+            except DataPlaneError:
+                os.close(map_fd)
+                raise
+            maps[map_info.name.decode()] = map_fd
+    except DataPlaneError:
+        for fd in maps.values():
+            os.close(fd)
+        raise
+    return maps
+
+
+def map_sizes(fd: int) -> tuple[int, int, int]:
+    """(key size, value size, max entries) of the map ``fd``."""
+    info = _MapInfo()
+    _info(fd, info)
+    return int(info.key_size), int(info.value_size), int(info.max_entries)
+
+
+def read_raw(fd: int, key: bytes, size: int) -> bytes | None:
+    """The value of ``key`` (``size`` bytes; a per-CPU map's are per CPU, each rounded up to 8), or None."""
+    value = ctypes.create_string_buffer(size)
+    if _lib().bpf_map_lookup_elem(fd, ctypes.c_char_p(key), value) != 0:
+        return None
+    return value.raw
+
+
+def write_raw(fd: int, key: bytes, value: bytes) -> None:
+    if _lib().bpf_map_update_elem(fd, ctypes.c_char_p(key), ctypes.c_char_p(value), 0) != 0:
+        raise DataPlaneError(f"writing a map failed: {os.strerror(ctypes.get_errno() or 1)}")
+
+
+def keys_of(fd: int, key_size: int) -> list[bytes]:
+    """Every key of the hash map ``fd``."""
+    found: list[bytes] = []
+    current = ctypes.create_string_buffer(key_size)
+    following = ctypes.create_string_buffer(key_size)
+    previous = None
+    for _ in range(1 << 20):  # bounded: a hash map holds far fewer
+        if _lib().bpf_get_next_key(fd, previous, following) != 0:
+            break
+        found.append(following.raw)
+        ctypes.memmove(current, following, key_size)
+        previous = current
+    return found
+
+
+def read(fd: int, key: int, size: int) -> bytes:
+    """The value of u32 ``key``; DataPlaneError if there is none."""
+    value = read_raw(fd, key.to_bytes(4, "little"), size)
+    if value is None:
+        raise DataPlaneError("reading a map failed")
+    return value
+
+
+def percpu_values(fd: int, key: int, fields: int) -> list[int]:
+    """The ``fields`` u64 fields of row ``key`` of a per-CPU array, summed over the CPUs."""
+    cpus = possible_cpus()
+    raw = read(fd, key, 8 * fields * cpus)
+    words = [int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 8)]
+    return [sum(words[cpu * fields + field] for cpu in range(cpus)) for field in range(fields)]
+
+
+@functools.cache
+def possible_cpus() -> int:
+    text = Path("/sys/devices/system/cpu/possible").read_text().strip()
+    return max(int(part.split("-")[-1]) for part in text.split(",")) + 1

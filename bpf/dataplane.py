@@ -10,6 +10,7 @@ service as it was: the previous table keeps serving, with the slots it points at
 import array
 import ctypes
 import fcntl
+import ipaddress
 import math
 import logging
 import mmap
@@ -46,6 +47,10 @@ _TUNNEL_FLAGS = {"ipip": _abi.BACKEND_IPIP, "gue": _abi.BACKEND_GUE}
 
 AttachMode = Literal["auto", "native", "generic"]
 _PROG_NAME = "xdplb"  # the program's function name, which the kernel keeps as its name
+# The maps an earlier run's counters are read from; their layouts must be ours for them to be carried over.
+_INHERITED = ("global_stats", "service_stats", "backend_stats", "services_v4", "services_v6", "backends",
+              "tunnel_dests")
+_TUNNEL_MASK = _abi.BACKEND_IPIP | _abi.BACKEND_GUE
 _XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 _XDP_FLAGS = {"generic": 1 << 1, "native": 1 << 2}
 
@@ -268,6 +273,84 @@ class DataPlane:
         except DataPlaneError:
             return None  # gone meanwhile
         return EarlierProgram(typing.cast(AttachMode, found[0]), found[1]) if name == _PROG_NAME else None
+
+    def inherit_counters(self, earlier: "EarlierProgram") -> bool:
+        """Carry the counters of ``earlier`` (an earlier run's program, still attached) over into this program's
+        maps, before ``take_over``: the totals, each service's (matched by VIP, port and protocol) and each backend's
+        (by service, and by tunnel address or MAC). Counts made by ``earlier`` between this call and the swap are
+        not carried. False, and nothing written, when a counter or table layout differs (another ABI)."""
+        ours = {name: int(self.table(name).map_fd) for name in _INHERITED}
+        theirs = _xdp_programs.maps_of(earlier.prog_id)
+        try:
+            if any(name not in theirs or _xdp_programs.map_sizes(theirs[name]) != _xdp_programs.map_sizes(fd)
+                   for name, fd in ours.items()):
+                log.warning("event=counters_not_inherited prog_id=%d reason=another_layout", earlier.prog_id)
+                return False
+            with self._lock:
+                copied = self._inherit(ours, theirs)
+        finally:
+            for fd in theirs.values():
+                os.close(fd)
+        log.info("event=counters_inherited prog_id=%d services=%d backends=%d", earlier.prog_id, *copied)
+        return True
+
+    def _inherit(self, ours: Mapping[str, int], theirs: Mapping[str, int]) -> tuple[int, int]:
+        def row(name: str, index: int) -> bytes | None:
+            size = _xdp_programs.map_sizes(theirs[name])[1]
+            return _xdp_programs.read_raw(theirs[name], index.to_bytes(4, "little"),
+                                          _round8(size) * _xdp_programs.possible_cpus())
+
+        def copy(name: str, old: int, new: int) -> None:
+            value = row(name, old)
+            if value is not None:
+                _xdp_programs.write_raw(ours[name], new.to_bytes(4, "little"), value)
+
+        copy("global_stats", 0, 0)
+        old_ids: dict[int, ServiceKey] = {}
+        for family, name in ((4, "services_v4"), (6, "services_v6")):
+            key_size, value_size, _ = _xdp_programs.map_sizes(theirs[name])
+            for raw_key in _xdp_programs.keys_of(theirs[name], key_size):
+                value = _xdp_programs.read_raw(theirs[name], raw_key, value_size)
+                if value is not None:
+                    old_ids[int.from_bytes(value[:4], "little")] = _service_key(family, raw_key)
+        old_keys = set(old_ids.values())
+        programmed = {key: service for key, service in self._services.items() if key in old_keys}
+        for old_id, key in old_ids.items():
+            if key in programmed:
+                copy("service_stats", old_id, programmed[key].service_id)
+        # A backend's slot: by its service and its tunnel address, or its MAC (what the old maps say of a slot).
+        wanted: dict[tuple[int, bytes], int] = {}
+        by_key = {service.service_id: service for service in programmed.values()}
+        old_of_new = {service.service_id: old for old, key in old_ids.items() if (service := programmed.get(key))}
+        for new_id, service in by_key.items():
+            for backend in service.spec.backends:
+                slot = service.slots.get(backend.address)
+                if slot is None:
+                    continue
+                identity = (backend.address.packed.ljust(16, b"\0") if backend.tunnel is not None
+                            else bytes.fromhex((backend.mac or "").replace(":", "")))
+                wanted[(old_of_new[new_id], identity)] = slot
+        backends_size = _xdp_programs.map_sizes(theirs["backends"])[1]
+        dests_size = _xdp_programs.map_sizes(theirs["tunnel_dests"])[1]
+        copied_backends = 0
+        for old_slot in range(1, self.settings.max_backends):
+            if not wanted:
+                break
+            value = _xdp_programs.read_raw(theirs["backends"], old_slot.to_bytes(4, "little"), backends_size)
+            if value is None or not int.from_bytes(value[12:16], "little"):  # flags: a slot never written
+                continue
+            old_id, flags = int.from_bytes(value[16:20], "little"), int.from_bytes(value[12:16], "little")
+            if flags & _TUNNEL_MASK:
+                dest = _xdp_programs.read_raw(theirs["tunnel_dests"], old_slot.to_bytes(4, "little"), dests_size)
+                identity = dest[:16] if dest is not None else b""
+            else:
+                identity = value[:6]
+            new_slot = wanted.pop((old_id, identity), None)
+            if new_slot is not None:
+                copy("backend_stats", old_slot, new_slot)
+                copied_backends += 1
+        self._counter_rows = None
+        return len(programmed), copied_backends
 
     def take_over(self, ifname: str, earlier: "EarlierProgram") -> None:
         """Put this program on ``ifname`` in place of ``earlier``, in one step (``XDP_FLAGS_REPLACE``): the kernel
@@ -763,6 +846,19 @@ def _prog_id(fd: int) -> int:
             if key == "prog_id":
                 return int(value)
     raise DataPlaneError(f"fd {fd} is not a BPF program (no prog_id in its fdinfo)")
+
+
+def _round8(size: int) -> int:
+    return (size + 7) // 8 * 8
+
+
+def _service_key(family: int, raw: bytes) -> ServiceKey:
+    """A ``struct service_key_v4``/``_v6`` as a ServiceKey."""
+    size = 4 if family == 4 else 16
+    protocols = {number: name for name, number in PROTO_NUMBERS.items()}
+    vip = ipaddress.ip_address(raw[:size])
+    port = int.from_bytes(raw[size:size + 2], "big")
+    return ServiceKey(vip, port, protocols.get(raw[size + 2], "tcp"))  # type: ignore[arg-type]
 
 
 def _family_map(prefix: str, vip: config.IpAddress) -> str:

@@ -20,8 +20,10 @@ import config
 from bpf._kernel_source import ensure_kernel_source
 from bpf.dataplane import DEFAULT_GUE_PORT, AttachMode
 from bpf.errors import DataPlaneError
-from bpf._xdp_programs import _ProgInfo, _info, _lib, _prog_fd
+from bpf._xdp_programs import maps_of as _maps_of
+from bpf._xdp_programs import percpu_values as _percpu_values
 from bpf._xdp_programs import prog_name as _prog_name
+from bpf._xdp_programs import read as _read
 from bpf._xdp_programs import attached as _attached
 
 __all__ = ["MAX_ADDRESSES", "DecapCounters", "DecapStatus", "LoadedDecap", "attach", "detach", "load", "status"]
@@ -194,7 +196,7 @@ def status(ifname: str) -> DecapStatus:
     try:
         stats = _percpu_values(maps["decap_stats"], 0, len(dataclasses.fields(DecapCounters)))
         counters = DecapCounters(*stats)
-        raw = _lookup(maps["decap_config"], 0, _CONFIG_SIZE)
+        raw = _read(maps["decap_config"], 0, _CONFIG_SIZE)
         addresses = _listed(raw, 4, raw[2], raw[3])
         sources = _listed(raw, _LIST_SIZE + 4, raw[_LIST_SIZE], raw[_LIST_SIZE + 1])
         port = int.from_bytes(raw[:2], "big")
@@ -212,61 +214,6 @@ def _listed(raw: bytes, at: int, count_v4: int, count_v6: int) -> tuple[config.I
 
 
 # The kernel's side, through libbpf's calls as bcc's library exports them.
-
-class _MapInfo(ctypes.Structure):
-    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("key_size", ctypes.c_uint32),
-                ("value_size", ctypes.c_uint32), ("max_entries", ctypes.c_uint32), ("map_flags", ctypes.c_uint32),
-                ("name", ctypes.c_char * 16)]
-
-
-def _maps_of(prog_id: int) -> dict[str, int]:
-    """The program's maps by name, as open fds (the caller closes them)."""
-    fd = _prog_fd(prog_id)
-    try:
-        ids = (ctypes.c_uint32 * 16)()
-        info = _ProgInfo(nr_map_ids=len(ids), map_ids=ctypes.addressof(ids))
-        _info(fd, info)
-        count = min(info.nr_map_ids, len(ids))
-    finally:
-        os.close(fd)
-    maps: dict[str, int] = {}
-    try:
-        for map_id in ids[:count]:
-            map_fd = int(_lib().bpf_map_get_fd_by_id(map_id))
-            if map_fd < 0:
-                continue
-            map_info = _MapInfo()
-            try:
-                _info(map_fd, map_info)
-            except DataPlaneError:
-                os.close(map_fd)
-                raise
-            maps[map_info.name.decode()] = map_fd
-    except DataPlaneError:
-        for fd in maps.values():
-            os.close(fd)
-        raise
-    return maps
-
-
-def _lookup(fd: int, key: int, size: int) -> bytes:
-    value = ctypes.create_string_buffer(size)
-    if _lib().bpf_map_lookup_elem(fd, ctypes.byref(ctypes.c_uint32(key)), value) != 0:
-        raise DataPlaneError("reading a decap map failed")
-    return value.raw
-
-
-def _percpu_values(fd: int, key: int, fields: int) -> list[int]:
-    cpus = _possible_cpus()
-    raw = _lookup(fd, key, 8 * fields * cpus)
-    words = [int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 8)]
-    return [sum(words[cpu * fields + field] for cpu in range(cpus)) for field in range(fields)]
-
-
-def _possible_cpus() -> int:
-    text = Path("/sys/devices/system/cpu/possible").read_text().strip()
-    return max(int(part.split("-")[-1]) for part in text.split(",")) + 1
-
 
 def _interface_addresses(ifname: str) -> tuple[config.IpAddress, ...]:
     from pyroute2 import IPRoute

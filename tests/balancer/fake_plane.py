@@ -51,6 +51,10 @@ class FakeDataPlane:
         mode = self.earlier.get(ifname)
         return bpf.EarlierProgram(mode, 7) if mode in ("native", "generic") else None  # type: ignore[arg-type]
 
+    def inherit_counters(self, earlier: bpf.EarlierProgram) -> bool:
+        self.interface_log.append(("inherit", str(earlier.prog_id)))
+        return True
+
     def take_over(self, ifname: str, earlier: bpf.EarlierProgram) -> None:
         if self.earlier.get(ifname) != earlier.mode:
             raise bpf.DataPlaneError(f"taking over XDP on {ifname} from program {earlier.prog_id}: File exists")

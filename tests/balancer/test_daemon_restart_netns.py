@@ -82,6 +82,9 @@ services:
     with _Prober(client) as prober:
         time.sleep(0.5)
         assert first.loop is not None
+        for _ in range(150):  # counts the new run's own traffic, a second of the prober's, could not reach
+            _get(client, VIP)
+        before = first.snapshot()  # a little less than the program will have counted at the stop
         first.loop.call_soon_threadsafe(first.daemon.restart_stop)
         first.stop()
         with lb.entered():
@@ -95,11 +98,17 @@ services:
             with lb.entered():
                 assert _xdp_programs.attached(lb.ifname) == ("generic", second.daemon.dataplane.prog_id)
             time.sleep(1.0)
-            drops = second.snapshot().totals["drop_no_backend"]
+            after = second.snapshot()
+            drops = after.totals["drop_no_backend"]
         finally:
             prober.__exit__()
             second.stop()
     assert drops == 0, "the new program saw traffic before its services were written"
+    # The counters carry on: the new program's start from the earlier one's (which only grew since `before`).
+    assert after.totals["rx_packets"] > before.totals["rx_packets"] > 500
+    assert after.services[0].packets > before.services[0].packets
+    packets = {b.address: b.packets for b in before.services[0].backends}
+    assert all(b.packets > packets[b.address] > 100 for b in after.services[0].backends), (before, after)
     assert prober.failures == [] and prober.slowest < 0.8, (prober.failures[:3], prober.slowest)
     assert served_alone > 10 and len(prober.outcomes) > served_alone + 20
     assert set(prober.outcomes) == {"b1", "b2"}
