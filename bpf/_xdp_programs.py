@@ -11,7 +11,7 @@ from typing import Any
 
 from bpf.errors import DataPlaneError
 
-__all__ = ["attached", "keys_of", "map_sizes", "maps_of", "percpu_values", "possible_cpus", "prog_name", "read", "read_raw",
+__all__ = ["attached", "keys_of", "libbpf", "map_sizes", "maps_of", "percpu_values", "possible_cpus", "prog_name", "read", "read_raw",
            "replace", "write_raw"]
 
 # IFLA_XDP_*_PROG_ID (include/uapi/linux/if_link.h): the program attached in each mode, absent when none.
@@ -83,14 +83,12 @@ class _XdpAttachOpts(ctypes.Structure):
 
 
 @functools.cache
-def _libbpf() -> Any:
+def libbpf() -> Any:
+    """The system's libbpf (libbpf1), for the calls bcc does not make: tc hooks and filters, XDP replace."""
     name = ctypes.util.find_library("bpf")
     if name is None:
         raise DataPlaneError("libbpf not found: install libbpf1")
-    lib = ctypes.CDLL(name, use_errno=True)
-    lib.bpf_xdp_attach.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_uint32, ctypes.POINTER(_XdpAttachOpts)]
-    lib.bpf_xdp_attach.restype = ctypes.c_int
-    return lib
+    return ctypes.CDLL(name, use_errno=True)
 
 
 def replace(ifname: str, prog_fd: int, expected_id: int, mode_flags: int) -> None:
@@ -103,7 +101,7 @@ def replace(ifname: str, prog_fd: int, expected_id: int, mode_flags: int) -> Non
     old_fd = _prog_fd(expected_id)
     try:
         opts = _XdpAttachOpts(sz=ctypes.sizeof(_XdpAttachOpts), old_prog_fd=old_fd)
-        code = _libbpf().bpf_xdp_attach(ifindex, prog_fd, mode_flags | _XDP_FLAGS_REPLACE, ctypes.byref(opts))
+        code = libbpf().bpf_xdp_attach(ifindex, prog_fd, mode_flags | _XDP_FLAGS_REPLACE, ctypes.byref(opts))
     finally:
         os.close(old_fd)
     if code != 0:

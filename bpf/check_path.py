@@ -7,10 +7,8 @@ this way (and not Katran's socket to the VIP, or vc5's namespace with NAT addres
 """
 
 import ctypes
-import ctypes.util
 import dataclasses
 import errno
-import functools
 import logging
 import os
 import socket
@@ -19,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import config
+from bpf import _xdp_programs
 from bpf._kernel_source import ensure_kernel_source
 from bpf.errors import DataPlaneError
 from bpf.service import Tunnel
@@ -84,20 +83,6 @@ class _TcOpts(ctypes.Structure):
                 ("prog_id", ctypes.c_uint32), ("handle", ctypes.c_uint32), ("priority", ctypes.c_uint32)]
 
 
-@functools.cache
-def _libbpf() -> Any:
-    name = ctypes.util.find_library("bpf")
-    if name is None:
-        raise DataPlaneError("libbpf not found: install libbpf1 (tc programs are attached through it)")
-    lib = ctypes.CDLL(name, use_errno=True)
-    for function, argtypes in (("bpf_tc_hook_create", [ctypes.POINTER(_TcHook)]),
-                               ("bpf_tc_attach", [ctypes.POINTER(_TcHook), ctypes.POINTER(_TcOpts)]),
-                               ("bpf_tc_detach", [ctypes.POINTER(_TcHook), ctypes.POINTER(_TcOpts)])):
-        getattr(lib, function).argtypes = argtypes
-        getattr(lib, function).restype = ctypes.c_int
-    return lib
-
-
 def _hook(ifindex: int, point: int) -> _TcHook:
     return _TcHook(sz=ctypes.sizeof(_TcHook), ifindex=ifindex, attach_point=point)
 
@@ -153,7 +138,7 @@ class CheckPaths:
 
     def attach(self, ifname: str) -> None:
         """Put both programs on ``ifname`` (its clsact hooks; created if missing), replacing ours if there."""
-        lib = _libbpf()
+        lib = _xdp_programs.libbpf()
         try:
             ifindex = socket.if_nametoindex(ifname)
         except OSError as error:
@@ -177,7 +162,7 @@ class CheckPaths:
             return
         for point in (_TC_EGRESS, _TC_INGRESS):
             opts = _TcOpts(sz=ctypes.sizeof(_TcOpts), handle=_HANDLE, priority=_PRIORITY)
-            code = _libbpf().bpf_tc_detach(ctypes.byref(_hook(ifindex, point)), ctypes.byref(opts))
+            code = _xdp_programs.libbpf().bpf_tc_detach(ctypes.byref(_hook(ifindex, point)), ctypes.byref(opts))
             if code not in (0, -errno.ENOENT, -errno.ENODEV, -errno.EINVAL):
                 raise DataPlaneError(f"detaching the check path program from {ifname} failed: {os.strerror(-code)}")
         log.info("event=check_paths_detached interface=%s", ifname)
