@@ -887,9 +887,9 @@ class Daemon:
         modes = {interface.name: interface.mode for interface in cfg.interfaces}
         for earlier in dict.fromkeys(self._takeover.values()):  # one program, usually on every interface
             try:
-                await asyncio.to_thread(plane.inherit_counters, earlier)
-            except bpf.DataPlaneError as error:  # the counters restart at zero; forwarding is what matters
-                log.warning("event=counters_not_inherited prog_id=%d error=%s", earlier.prog_id, error)
+                await asyncio.to_thread(plane.inherit, earlier)
+            except (bpf.DataPlaneError, OSError) as error:  # counters from zero, flows by Maglev: it still forwards
+                log.warning("event=state_not_inherited prog_id=%d error=%s", earlier.prog_id, error)
         for name, earlier in list(self._takeover.items()):
             wanted = modes.get(name, "auto")
             try:

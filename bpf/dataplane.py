@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import config
-from bpf import _abi, _xdp_programs, check_path
+from bpf import _abi, _flow_carry, _xdp_programs, check_path
 from bpf._counters import Counters, GlobalCounters, read_counters, read_totals
 from bpf._kernel_source import ensure_kernel_source
 from bpf._tables import KernelMaps, MapOps, TableStore
@@ -49,7 +49,7 @@ AttachMode = Literal["auto", "native", "generic"]
 _PROG_NAME = "xdplb"  # the program's function name, which the kernel keeps as its name
 # The maps an earlier run's counters are read from; their layouts must be ours for them to be carried over.
 _INHERITED = ("global_stats", "service_stats", "backend_stats", "services_v4", "services_v6", "backends",
-              "tunnel_dests")
+              "tunnel_dests", "flows_v4", "flows_v6")
 _TUNNEL_MASK = _abi.BACKEND_IPIP | _abi.BACKEND_GUE
 _XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 _XDP_FLAGS = {"generic": 1 << 1, "native": 1 << 2}
@@ -274,27 +274,44 @@ class DataPlane:
             return None  # gone meanwhile
         return EarlierProgram(typing.cast(AttachMode, found[0]), found[1]) if name == _PROG_NAME else None
 
-    def inherit_counters(self, earlier: "EarlierProgram") -> bool:
-        """Carry the counters of ``earlier`` (an earlier run's program, still attached) over into this program's
-        maps, before ``take_over``: the totals, each service's (matched by VIP, port and protocol) and each backend's
-        (by service, and by tunnel address or MAC). Counts made by ``earlier`` between this call and the swap are
-        not carried. False, and nothing written, when a counter or table layout differs (another ABI)."""
+    def inherit(self, earlier: "EarlierProgram") -> bool:
+        """Carry the state of ``earlier`` (an earlier run's program, still attached) over into this program's maps,
+        after this run's services are written and before ``take_over``: the counters (the totals, each service's
+        matched by VIP, port and protocol, each backend's by service and by tunnel address or MAC) and the flow
+        table (each flow to the same backend, in this run's slot: ``_flow_carry``). What ``earlier`` does between
+        this call and the swap is not carried. False, and nothing written, when a layout differs (another ABI)."""
         ours = {name: int(self.table(name).map_fd) for name in _INHERITED}
         theirs = _xdp_programs.maps_of(earlier.prog_id)
         try:
-            if any(name not in theirs or _xdp_programs.map_sizes(theirs[name]) != _xdp_programs.map_sizes(fd)
+            if any(name not in theirs or _xdp_programs.map_sizes(theirs[name])[:2] != _xdp_programs.map_sizes(fd)[:2]
                    for name, fd in ours.items()):
-                log.warning("event=counters_not_inherited prog_id=%d reason=another_layout", earlier.prog_id)
+                log.warning("event=state_not_inherited prog_id=%d reason=another_layout", earlier.prog_id)
                 return False
             with self._lock:
-                copied = self._inherit(ours, theirs)
+                services, slots = self._inherit(ours, theirs)
+                flows = {family: self._carry_flows(family, theirs[f"flows_v{family}"], slots) for family in (4, 6)}
         finally:
             for fd in theirs.values():
                 os.close(fd)
-        log.info("event=counters_inherited prog_id=%d services=%d backends=%d", earlier.prog_id, *copied)
+        log.info("event=state_inherited prog_id=%d services=%d backends=%d flows_v4=%d flows_v6=%d",
+                 earlier.prog_id, services, len(slots), flows[4], flows[6])
         return True
 
-    def _inherit(self, ours: Mapping[str, int], theirs: Mapping[str, int]) -> tuple[int, int]:
+    def _carry_flows(self, family: int, old_fd: int, slots: Mapping[int, tuple[int, int]]) -> int:
+        if not slots:
+            return 0
+        _, set_size, old_sets = _xdp_programs.map_sizes(old_fd)
+        new_fd = int(self.table(f"flows_v{family}").map_fd)
+
+        def pages(sets: int) -> int:
+            return -(-sets * set_size // mmap.PAGESIZE) * mmap.PAGESIZE
+
+        with (mmap.mmap(old_fd, pages(old_sets), mmap.MAP_SHARED, mmap.PROT_READ) as old,
+              mmap.mmap(new_fd, pages(self.settings.flow_sets), mmap.MAP_SHARED,
+                        mmap.PROT_READ | mmap.PROT_WRITE) as new):
+            return _flow_carry.carry_flows(family, old, old_sets, new, self.settings.flow_sets, self._flow_seed, slots)
+
+    def _inherit(self, ours: Mapping[str, int], theirs: Mapping[str, int]) -> tuple[int, dict[int, tuple[int, int]]]:
         def row(name: str, index: int) -> bytes | None:
             size = _xdp_programs.map_sizes(theirs[name])[1]
             return _xdp_programs.read_raw(theirs[name], index.to_bytes(4, "little"),
@@ -332,8 +349,8 @@ class DataPlane:
                 wanted[(old_of_new[new_id], identity)] = slot
         backends_size = _xdp_programs.map_sizes(theirs["backends"])[1]
         dests_size = _xdp_programs.map_sizes(theirs["tunnel_dests"])[1]
-        copied_backends = 0
-        for old_slot in range(1, self.settings.max_backends):
+        slots: dict[int, tuple[int, int]] = {}  # old slot -> this run's slot and its generation
+        for old_slot in range(1, _xdp_programs.map_sizes(theirs["backends"])[2]):
             if not wanted:
                 break
             value = _xdp_programs.read_raw(theirs["backends"], old_slot.to_bytes(4, "little"), backends_size)
@@ -348,9 +365,9 @@ class DataPlane:
             new_slot = wanted.pop((old_id, identity), None)
             if new_slot is not None:
                 copy("backend_stats", old_slot, new_slot)
-                copied_backends += 1
+                slots[old_slot] = (new_slot, self._generations.get(new_slot, 0))
         self._counter_rows = None
-        return len(programmed), copied_backends
+        return len(programmed), slots
 
     def take_over(self, ifname: str, earlier: "EarlierProgram") -> None:
         """Put this program on ``ifname`` in place of ``earlier``, in one step (``XDP_FLAGS_REPLACE``): the kernel

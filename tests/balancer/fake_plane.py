@@ -51,7 +51,7 @@ class FakeDataPlane:
         mode = self.earlier.get(ifname)
         return bpf.EarlierProgram(mode, 7) if mode in ("native", "generic") else None  # type: ignore[arg-type]
 
-    def inherit_counters(self, earlier: bpf.EarlierProgram) -> bool:
+    def inherit(self, earlier: bpf.EarlierProgram) -> bool:
         self.interface_log.append(("inherit", str(earlier.prog_id)))
         return True
 
