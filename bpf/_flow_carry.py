@@ -3,7 +3,8 @@
 The two tables differ in their index seed (chosen per load) and in slot numbers, so every entry is placed again:
 its key hashed with this run's seed (MurmurHash3 over the key's words, as ``xdplb.c`` does), its slot and generation
 translated, and its check word computed anew. An entry is carried only if it is consistent: seen, with a slot this
-run knows, and with a check word that puts it in the set it sits in (a torn entry almost never does). Where this
+run knows, of that slot's current generation (an older one is a flow the old run already sent elsewhere), and with a
+check word that puts it in the set it sits in (a torn entry almost never does). Where this
 run's set is full, the entry is left out: that flow follows Maglev again, as every flow did before.
 """
 
@@ -46,9 +47,10 @@ def _check(key_hash: int, slot: int, generation: int) -> int:
 
 
 def carry_flows(family: int, old: mmap.mmap | bytearray, old_sets: int, new: mmap.mmap | bytearray, new_sets: int, seed: int,
-                slots: Mapping[int, tuple[int, int]]) -> int:
+                slots: Mapping[int, tuple[int, int, int]]) -> int:
     """Place the entries of the old table (``old_sets`` sets) into the new one (``new_sets`` sets, index seed
-    ``seed``); ``slots`` maps an old backend slot to (new slot, its generation). Returns the entries carried."""
+    ``seed``); ``slots`` maps an old backend slot to (new slot, its generation, the old slot's generation).
+    Returns the entries carried."""
     key_size = _KEY_SIZES[family]
     entry_size = key_size + 16  # flow (backend, generation), seen, check
     set_size = entry_size * _WAYS
@@ -58,13 +60,13 @@ def carry_flows(family: int, old: mmap.mmap | bytearray, old_sets: int, new: mma
         for way in range(_WAYS):
             at = base + way * entry_size
             backend, generation, seen, check = struct.unpack_from("<IIII", old, at + key_size)
-            if not seen or not generation or backend not in slots:
+            if not seen or not generation or backend not in slots or slots[backend][2] != generation:
                 continue
             # The old index hash, recovered from the check word, must put the entry in the set it is in.
             if (check ^ ((backend * 0x9E3779B1) & _M32) ^ generation ^ 0x5BD1E995) & (old_sets - 1) != set_index:
                 continue
             key = bytes(old[at:at + key_size])
-            new_slot, new_generation = slots[backend]
+            new_slot, new_generation, _ = slots[backend]
             key_hash = flow_hash(key, seed)
             target = (key_hash & (new_sets - 1)) * set_size
             for new_way in range(_WAYS):

@@ -297,7 +297,7 @@ class DataPlane:
                  earlier.prog_id, services, len(slots), flows[4], flows[6])
         return True
 
-    def _carry_flows(self, family: int, old_fd: int, slots: Mapping[int, tuple[int, int]]) -> int:
+    def _carry_flows(self, family: int, old_fd: int, slots: Mapping[int, tuple[int, int, int]]) -> int:
         if not slots:
             return 0
         _, set_size, old_sets = _xdp_programs.map_sizes(old_fd)
@@ -311,7 +311,8 @@ class DataPlane:
                         mmap.PROT_READ | mmap.PROT_WRITE) as new):
             return _flow_carry.carry_flows(family, old, old_sets, new, self.settings.flow_sets, self._flow_seed, slots)
 
-    def _inherit(self, ours: Mapping[str, int], theirs: Mapping[str, int]) -> tuple[int, dict[int, tuple[int, int]]]:
+    def _inherit(self, ours: Mapping[str, int],
+                 theirs: Mapping[str, int]) -> tuple[int, dict[int, tuple[int, int, int]]]:
         def row(name: str, index: int) -> bytes | None:
             size = _xdp_programs.map_sizes(theirs[name])[1]
             return _xdp_programs.read_raw(theirs[name], index.to_bytes(4, "little"),
@@ -349,14 +350,15 @@ class DataPlane:
                 wanted[(old_of_new[new_id], identity)] = slot
         backends_size = _xdp_programs.map_sizes(theirs["backends"])[1]
         dests_size = _xdp_programs.map_sizes(theirs["tunnel_dests"])[1]
-        slots: dict[int, tuple[int, int]] = {}  # old slot -> this run's slot and its generation
+        slots: dict[int, tuple[int, int, int]] = {}  # old slot -> this run's slot and generation, and the old one
         for old_slot in range(1, _xdp_programs.map_sizes(theirs["backends"])[2]):
             if not wanted:
                 break
             value = _xdp_programs.read_raw(theirs["backends"], old_slot.to_bytes(4, "little"), backends_size)
-            if value is None or not int.from_bytes(value[12:16], "little"):  # flags: a slot never written
+            flags = int.from_bytes(value[12:16], "little") if value is not None else 0
+            if value is None or not flags & _abi.BACKEND_USABLE:  # never written, removed, or no MAC: no flows
                 continue
-            old_id, flags = int.from_bytes(value[16:20], "little"), int.from_bytes(value[12:16], "little")
+            old_id, old_generation = int.from_bytes(value[16:20], "little"), int.from_bytes(value[8:12], "little")
             if flags & _TUNNEL_MASK:
                 dest = _xdp_programs.read_raw(theirs["tunnel_dests"], old_slot.to_bytes(4, "little"), dests_size)
                 identity = dest[:16] if dest is not None else b""
@@ -365,7 +367,7 @@ class DataPlane:
             new_slot = wanted.pop((old_id, identity), None)
             if new_slot is not None:
                 copy("backend_stats", old_slot, new_slot)
-                slots[old_slot] = (new_slot, self._generations.get(new_slot, 0))
+                slots[old_slot] = (new_slot, self._generations.get(new_slot, 0), old_generation)
         self._counter_rows = None
         return len(programmed), slots
 

@@ -56,14 +56,15 @@ def test_consistent_entries_move_to_their_new_set_with_their_new_slot() -> None:
     _put(old, _key(1002), OLD_SEED, OLD_SETS, slot=7, generation=3, seen=502, check=0xDEADBEEF)  # torn
     _put(old, _key(1003), OLD_SEED, OLD_SETS, slot=9, generation=1, seen=503)  # a slot the new run lacks
     _put(old, _key(1004), OLD_SEED, OLD_SETS, slot=7, generation=0, seen=504)  # never placed
+    _put(old, _key(1005), OLD_SEED, OLD_SETS, slot=7, generation=2, seen=505)  # the slot's previous backend
 
-    carried = _flow_carry.carry_flows(4, old, OLD_SETS, new, NEW_SETS, NEW_SEED, {7: (2, 5), 8: (3, 1)})
+    carried = _flow_carry.carry_flows(4, old, OLD_SETS, new, NEW_SETS, NEW_SEED, {7: (2, 5, 3), 8: (3, 1, 1)})
 
     assert carried == 2
     new_hash = flowhash.murmur3_32(_key(1000), NEW_SEED)
     assert _find(new, _key(1000)) == (2, 5, 500, _check(new_hash, 2, 5)), "the check word the program accepts"
     assert _find(new, _key(1001))[:3] == (3, 1, 501)  # type: ignore[index]
-    assert all(_find(new, _key(port)) is None for port in (1002, 1003, 1004))
+    assert all(_find(new, _key(port)) is None for port in (1002, 1003, 1004, 1005))
 
 
 def test_a_full_set_leaves_the_rest_to_maglev() -> None:
@@ -73,7 +74,7 @@ def test_a_full_set_leaves_the_rest_to_maglev() -> None:
     for port in ports:
         _put(old, _key(port), OLD_SEED, OLD_SETS, slot=7, generation=1, seen=10) if _fits(old, _key(port)) else None
     placed = sum(1 for port in ports if _was_put(old, _key(port)))
-    carried = _flow_carry.carry_flows(4, old, OLD_SETS, new, NEW_SETS, NEW_SEED, {7: (2, 1)})
+    carried = _flow_carry.carry_flows(4, old, OLD_SETS, new, NEW_SETS, NEW_SEED, {7: (2, 1, 1)})
     assert carried == min(placed, 4)
 
 
