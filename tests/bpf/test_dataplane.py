@@ -113,7 +113,9 @@ def test_counters_per_service_and_backend(plane: bpf.DataPlane) -> None:
     for real in (B1, B2):
         delta = after.backends[(spec.key, real.address)].packets - before.backends[(spec.key, real.address)].packets
         assert delta == sent[real.name]
-    assert plane.flow_table_entries()[4] == plane.count_flow_entries()[4] >= 40
+    # 40 flows over the 64 sets of 4 ways: about one run in 25 a set gets a fifth, which evicts one of them.
+    evicted = after.totals.flow_evictions - before.totals.flow_evictions
+    assert plane.flow_table_entries()[4] == plane.count_flow_entries()[4] == 40 - evicted
 
 
 def test_set_service_is_idempotent_and_never_rewrites_a_live_table(plane: bpf.DataPlane) -> None:
