@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-__all__ = ["HEADER", "PROGRAM", "header_defines"]
+__all__ = ["ABI", "HEADER", "PROGRAM", "header_defines"]
 
 HEADER = Path(__file__).with_name("xdplb.h")
 PROGRAM = Path(__file__).with_name("xdplb.c")
@@ -16,6 +16,7 @@ def header_defines() -> dict[str, int]:
 
 
 _DEFINES = header_defines()
+ABI = _DEFINES["XDPLB_ABI"]
 SERVICE_STICKY = _DEFINES["SERVICE_STICKY"]
 BACKEND_USABLE = _DEFINES["BACKEND_USABLE"]
 BACKEND_IPIP = _DEFINES["BACKEND_IPIP"]

@@ -12,11 +12,13 @@ import mmap
 import struct
 from collections.abc import Mapping
 
+from bpf import _abi
+
 __all__ = ["carry_flows", "flow_hash"]
 
 _M32 = 0xFFFFFFFF
 _KEY_SIZES = {4: 16, 6: 40}  # struct flow_key_v4 / _v6
-_WAYS = 4  # FLOW_WAYS
+_WAYS = _abi.header_defines()["FLOW_WAYS"]
 
 
 def _rotl(x: int, r: int) -> int:

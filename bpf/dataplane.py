@@ -170,6 +170,7 @@ class DataPlane:
             self._fn = self._bpf.load_func(b"xdplb", BPF.XDP)
         except Exception as error:
             raise DataPlaneError(f"loading the XDP program failed: {error}") from error
+        self._bpf[b"abi"][ctypes.c_int(0)] = ctypes.c_uint32(_abi.ABI)
         ops = self._table_ops or KernelMaps(self._bpf[b"maglev_tables"])
         self._tables = TableStore(ops, self.settings.max_tables)
         _return_free_heap()
@@ -279,10 +280,17 @@ class DataPlane:
         after this run's services are written and before ``take_over``: the counters (the totals, each service's
         matched by VIP, port and protocol, each backend's by service and by tunnel address or MAC) and the flow
         table (each flow to the same backend, in this run's slot: ``_flow_carry``). What ``earlier`` does between
-        this call and the swap is not carried. False, and nothing written, when a layout differs (another ABI)."""
+        this call and the swap is not carried. False, and nothing written, when ``earlier`` has another ABI (its
+        ``abi`` map, missing before the ABI had a number) or a map of another layout."""
         ours = {name: int(self.table(name).map_fd) for name in _INHERITED}
         theirs = _xdp_programs.maps_of(earlier.prog_id)
         try:
+            found = _xdp_programs.read_raw(theirs["abi"], bytes(4), 4) if "abi" in theirs else None
+            their_abi = int.from_bytes(found, "little") if found is not None else None
+            if their_abi != _abi.ABI:
+                log.warning("event=state_not_inherited prog_id=%d reason=another_abi abi=%s ours=%d "
+                            "note=counters_from_zero_flows_by_maglev", earlier.prog_id, their_abi, _abi.ABI)
+                return False
             if any(name not in theirs or _xdp_programs.map_sizes(theirs[name])[:2] != _xdp_programs.map_sizes(fd)[:2]
                    for name, fd in ours.items()):
                 log.warning("event=state_not_inherited prog_id=%d reason=another_layout", earlier.prog_id)
@@ -313,10 +321,11 @@ class DataPlane:
 
     def _inherit(self, ours: Mapping[str, int],
                  theirs: Mapping[str, int]) -> tuple[int, dict[int, tuple[int, int, int]]]:
+        sizes = {name: _xdp_programs.map_sizes(fd) for name, fd in theirs.items() if name in _INHERITED}
+        cpus = _xdp_programs.possible_cpus()
+
         def row(name: str, index: int) -> bytes | None:
-            size = _xdp_programs.map_sizes(theirs[name])[1]
-            return _xdp_programs.read_raw(theirs[name], index.to_bytes(4, "little"),
-                                          _round8(size) * _xdp_programs.possible_cpus())
+            return _xdp_programs.read_raw(theirs[name], index.to_bytes(4, "little"), _round8(sizes[name][1]) * cpus)
 
         def copy(name: str, old: int, new: int) -> None:
             value = row(name, old)
@@ -326,7 +335,7 @@ class DataPlane:
         copy("global_stats", 0, 0)
         old_ids: dict[int, ServiceKey] = {}
         for family, name in ((4, "services_v4"), (6, "services_v6")):
-            key_size, value_size, _ = _xdp_programs.map_sizes(theirs[name])
+            key_size, value_size, _ = sizes[name]
             for raw_key in _xdp_programs.keys_of(theirs[name], key_size):
                 value = _xdp_programs.read_raw(theirs[name], raw_key, value_size)
                 if value is not None:
@@ -348,10 +357,10 @@ class DataPlane:
                 identity = (backend.address.packed.ljust(16, b"\0") if backend.tunnel is not None
                             else bytes.fromhex((backend.mac or "").replace(":", "")))
                 wanted[(old_of_new[new_id], identity)] = slot
-        backends_size = _xdp_programs.map_sizes(theirs["backends"])[1]
-        dests_size = _xdp_programs.map_sizes(theirs["tunnel_dests"])[1]
+        _, backends_size, backend_slots = sizes["backends"]
+        dests_size = sizes["tunnel_dests"][1]
         slots: dict[int, tuple[int, int, int]] = {}  # old slot -> this run's slot and generation, and the old one
-        for old_slot in range(1, _xdp_programs.map_sizes(theirs["backends"])[2]):
+        for old_slot in range(1, backend_slots):
             if not wanted:
                 break
             value = _xdp_programs.read_raw(theirs["backends"], old_slot.to_bytes(4, "little"), backends_size)

@@ -51,6 +51,8 @@ BPF_PERCPU_ARRAY(clocks, struct clock_cache, 1);
 BPF_ARRAY(tunnel_dests, struct tunnel_dest, MAX_BACKENDS);
 BPF_ARRAY(tunnel_configs, struct tunnel_config, 1);
 BPF_PERCPU_ARRAY(next_hops, struct next_hop, MAX_BACKENDS);
+/* XDPLB_ABI, written by the loader: a later run reads it through this program's maps before taking its state. */
+BPF_ARRAY(abi, __u32, 1);
 
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1fff
@@ -1011,8 +1013,11 @@ int xdplb(struct xdp_md *ctx)
 
     if (g)
         g->rx_packets++;
-    if ((void *)(eth + 1) > data_end)
+    if ((void *)(eth + 1) > data_end) {
+        int zero = 0;
+        abi.lookup(&zero); /* a map the code never names is not among the program's maps: this keeps `abi` there */
         goto out;
+    }
     __be16 proto = eth->h_proto;
     void *l3 = eth + 1;
     if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {

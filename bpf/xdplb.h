@@ -5,6 +5,11 @@
 #ifndef XDPLB_H
 #define XDPLB_H
 
+/* The ABI: the layouts of the maps and what their fields and counter slots mean. Raise it with any change to them.
+ * A run takes an earlier run's state over (counters, flow table) only from a program of the same ABI (its `abi`
+ * map); from another one it swaps in with fresh maps (bpf/README.md, "Restarts"). */
+#define XDPLB_ABI 1
+
 #ifndef MAX_SERVICES
 #define MAX_SERVICES 4096          /* (VIP, port, proto) entries per family; also rows of service_stats */
 #endif

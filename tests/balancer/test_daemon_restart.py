@@ -6,6 +6,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+import bpf
 from balancer import daemon
 from tests.balancer.fake_plane import FakeDataPlane
 from tests.balancer.test_daemon_reload import FakeSpeaker, ResolvedNeighbours, document, listener
@@ -135,3 +138,49 @@ async def test_without_graceful_restart_a_restart_stop_withdraws(tmp_path: Path,
     d.restart_stop()
     await asyncio.wait_for(task, 20)
     assert FakeSpeaker.instances[-1].stopped_withdrawing is True
+
+
+class _RefusingPlane(_RecordingPlane):
+    """The carry-over fails (the earlier program's maps went away) and the kernel refuses the swap (someone else
+    attached a program in between)."""
+
+    def inherit(self, earlier: Any) -> bool:
+        super().inherit(earlier)
+        raise OSError(2, "No such file or directory")
+
+    def take_over(self, ifname: str, earlier: Any) -> None:
+        raise bpf.DataPlaneError(f"taking over XDP on {ifname} from program {earlier.prog_id}: another program is "
+                                 "attached")
+
+
+async def test_a_refused_takeover_is_logged_and_the_daemon_runs_on(tmp_path: Path, listener: int,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "lb.yaml"
+    path.write_text(document(port=listener))
+    planes: list[_RefusingPlane] = []
+
+    def plane_factory(settings: Any) -> Any:
+        plane = _RefusingPlane(settings)
+        plane.earlier, plane.owner = {"lo": "native"}, d
+        planes.append(plane)
+        return plane
+
+    FakeSpeaker.instances, FakeSpeaker.fail_with = [], None
+    d = daemon.Daemon(path, start_grace=5.0, drain_seconds=0, speaker_factory=FakeSpeaker,  # type: ignore[arg-type]
+                      plane_factory=plane_factory, neighbour_factory=ResolvedNeighbours, check_workers=1,
+                      link_factory=None)
+    task = asyncio.create_task(d.run(handle_signals=False))
+    try:
+        async with asyncio.timeout(20):
+            await d.ready_event.wait()
+        assert ("inherit", "7") in planes[0].interface_log, "the carry-over was tried"
+        assert "event=xdp_takeover_failed interface=lo" in caplog.text
+        assert "event=state_not_inherited prog_id=7" in caplog.text
+        assert planes[0].attached == {} and ("release", "lo") not in planes[0].interface_log, \
+            "the earlier program is left forwarding, not removed"
+        await asyncio.sleep(0.5)
+        assert not task.done(), "the daemon runs on"
+        assert FakeSpeaker.instances[-1].announced, "and announces what its checks found"
+    finally:
+        d.stop_trigger.set()
+        await asyncio.wait_for(task, 20)

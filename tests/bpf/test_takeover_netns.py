@@ -1,12 +1,14 @@
 """Taking over from an earlier run's program on a real interface: one atomic swap, and only from the program that
 was found there (``XDP_FLAGS_REPLACE``): one attached meanwhile by someone else is never replaced unseen."""
 
+import ctypes
+
 import pytest
 
 import bpf
 from balancer.lab import xdp
 from balancer.lab.netns import Lab
-from bpf import _xdp_programs
+from bpf import _abi, _xdp_programs, testing
 
 pytestmark = pytest.mark.privileged
 
@@ -41,3 +43,36 @@ def test_the_swap_happens_only_from_the_program_found(lab: Lab) -> None:
                 later.cleanup()
             earlier.cleanup(detach=False)
             assert _xdp_programs.attached(host.ifname) is None, "the later one detached what it took over"
+
+
+def test_state_is_carried_over_only_from_a_program_of_the_same_abi(lab: Lab) -> None:
+    """The earlier program's ``abi`` map says which ABI its maps have. Of another one (here: the value rewritten, as
+    a program built from another ``XDPLB_ABI`` would hold), nothing is read: the counters start from zero, and the
+    swap still goes through, so the new program runs with its own fresh maps."""
+    host = lab.add_host("lb", ipv4="198.18.0.5")
+    earlier = bpf.DataPlane(bpf.DataPlaneSettings(flow_table_size=1024))
+    later = bpf.DataPlane(bpf.DataPlaneSettings(flow_table_size=1024))
+    with host.entered():
+        try:
+            earlier.setup()
+            earlier.attach(host.ifname, "native")
+            testing.prog_test_run(earlier.prog_fd, b"\0" * 64, repeat=40)  # 40 frames counted, none balanced
+            assert earlier.read_totals().rx_packets >= 40  # and what the interface itself sees meanwhile
+            later.setup()
+            found = later.earlier_program(host.ifname)
+            assert found is not None
+            abi = earlier.table("abi")
+            abi[ctypes.c_int(0)] = ctypes.c_uint32(_abi.ABI + 1)
+            assert later.inherit(found) is False
+            assert later.read_totals().rx_packets == 0, "nothing read from another ABI's maps"
+
+            abi[ctypes.c_int(0)] = ctypes.c_uint32(_abi.ABI)
+            assert later.inherit(found) is True
+            carried = later.read_totals().rx_packets
+            assert 40 <= carried <= earlier.read_totals().rx_packets, "the same ABI: the counters carry on"
+
+            later.take_over(host.ifname, found)
+            assert _xdp_programs.attached(host.ifname) == ("native", later.prog_id)
+        finally:
+            later.cleanup()
+            earlier.cleanup(detach=False)
