@@ -7,15 +7,21 @@ request every 100 ms. Three ways of restarting the node are measured in one run,
 1. ``restart``: a restart stop (SIGUSR2) and a new start;
 2. ``upgrade``: the same, with a program that differs (the new run is built with ``answer_ping`` flipped: another
    program, the same maps);
-3. ``full_stop``: SIGTERM (withdraw, drain, detach) and a new start: the baseline.
+3. ``abi_change``: the same, with the earlier program's ``abi`` map rewritten to another ABI, as a program built
+   from another ``XDPLB_ABI`` would hold: the new run carries nothing over (fresh counters, an empty flow table)
+   and swaps in all the same;
+4. ``full``: SIGTERM (withdraw, drain, detach) and a new start: the baseline.
 
 For each: the seconds from the stop to the new run being ready, the new connections that failed or waited on a
-retransmitted SYN (over 0.5 s), the long-lived connections broken, and the longest stretch with failures. The last
-line is one JSON object.
+retransmitted SYN (over 0.5 s), the long-lived connections broken, the longest stretch with failures, and how long
+BIRD had no route to the VIP through the node (polled every 100 ms). The last line is one JSON object, its keys
+``<scenario>_<figure>`` (``restart_new_failed``, ``full_established_broken``, ...).
 """
 
 import argparse
+import ctypes
 import json
+import os
 import signal
 import socket
 import sys
@@ -27,6 +33,7 @@ from typing import Any
 from balancer.lab import demo_lab
 from balancer.lab.demo_lab import DemoLab
 from balancer.lab.netns import Host
+from bpf import _abi, _xdp_programs
 
 VIP = "192.0.2.100"
 SLOW = 0.5  # seconds: a connection this slow lost its SYN (the first retransmission comes after 1 s)
@@ -39,8 +46,9 @@ class Figures:
     new_failed: int = 0
     new_slow: int = 0
     long_lived: int = 0
-    long_lived_broken: int = 0
+    established_broken: int = 0
     failing_seconds: float = 0.0  # first to last failure
+    route_absent_ms: int = 0
     failures_at: list[float] = field(default_factory=list, repr=False)
 
 
@@ -136,21 +144,69 @@ def _read_response(sock: socket.socket, buffer: bytes) -> bytes:
     return rest[length:]
 
 
+class RouteWatch:
+    """Polls BIRD every 100 ms, in a thread, for the VIP's route through the node; sums the time it was missing."""
+
+    def __init__(self, demo: DemoLab, max_seconds: float) -> None:
+        self.demo = demo
+        self.absent = 0.0
+        self.stop = threading.Event()
+        self._deadline = time.monotonic() + max_seconds
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        last = time.monotonic()
+        while not self.stop.is_set() and time.monotonic() < self._deadline:
+            present = demo_lab.NODE_IPS[0] in self.demo.announced_by(VIP)
+            now = time.monotonic()
+            if not present:
+                self.absent += now - last
+            last = now
+            self.stop.wait(0.1)
+
+    def __enter__(self) -> "RouteWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self._thread.join(5)
+
+
+def _set_left_programs_abi(host: Host, abi: int) -> None:
+    """Write ``abi`` into the ``abi`` map of the program the stopped node left on its interface."""
+    with host.entered():
+        found = _xdp_programs.attached(host.ifname)
+        assert found is not None, "a restart stop leaves the program attached"
+        maps = _xdp_programs.maps_of(found[1])
+        try:
+            _xdp_programs.write_raw(maps["abi"], bytes(4), bytes(ctypes.c_uint32(abi)))
+        finally:
+            for fd in maps.values():
+                os.close(fd)
+
+
 def _scenario(demo: DemoLab, data: dict[str, Any], how: str, *, rate: float, held: int) -> Figures:
     node = demo.processes[0]
     assert node is not None
-    with Load(demo.client, rate=rate, held=held, max_seconds=120) as load:
+    with RouteWatch(demo, max_seconds=120) as route, Load(demo.client, rate=rate, held=held, max_seconds=120) as load:
         time.sleep(2.0)
         stopped = time.monotonic()
-        node.process.send_signal(signal.SIGTERM if how == "full_stop" else signal.SIGUSR2)
+        node.process.send_signal(signal.SIGTERM if how == "full" else signal.SIGUSR2)
         node.process.wait(30)
         new_data = data
         if how == "upgrade":
             new_data = {**data, "dataplane": {**data["dataplane"], "answer_ping": not data["dataplane"].get(
                 "answer_ping", True)}}
+        if how == "abi_change":
+            _set_left_programs_abi(demo.nodes[0], _abi.ABI + 1)
+        logged_before = len(node.log())  # the log file is appended to by every run
         node = demo.start_node(0, data=new_data, drain_seconds=0.5)
         node.wait_ready(90)
         ready = time.monotonic() - stopped
+        carried = {"full": None, "abi_change": "reason=another_abi"}.get(how, "event=state_inherited")
+        if carried is not None and carried not in node.log()[logged_before:]:
+            raise AssertionError(f"{how}: the new run's log has no {carried}")
         _wait(lambda: demo.announced_by(VIP) == {demo_lab.NODE_IPS[0]}, 30)
         time.sleep(3.0)
         load.stop.set()
@@ -164,8 +220,9 @@ def _scenario(demo: DemoLab, data: dict[str, Any], how: str, *, rate: float, hel
         new_failed=sum(1 for _, what in events if what == "failed"),
         new_slow=sum(1 for _, what in events if what == "slow"),
         long_lived=held,
-        long_lived_broken=sum(1 for _, what in events if what == "broken"),
+        established_broken=sum(1 for _, what in events if what == "broken"),
         failing_seconds=round(max(failures) - min(failures), 2) if failures else 0.0,
+        route_absent_ms=round(route.absent * 1000),
     )
 
 
@@ -190,7 +247,7 @@ def main() -> int:
         node = demo.start_node(0, data=data, drain_seconds=0.5)
         node.wait_ready(90)
         _wait(lambda: demo.announced_by(VIP) == {demo_lab.NODE_IPS[0]}, 30)
-        for how in ("restart", "upgrade", "full_stop"):
+        for how in ("restart", "upgrade", "abi_change", "full"):
             print(f"measuring {how} ...", file=sys.stderr, flush=True)
             results[how] = _scenario(demo, data, how, rate=args.rate, held=args.held)
         final = demo.processes[0]
@@ -200,7 +257,7 @@ def main() -> int:
     print(f"{'':20}" + "".join(f"{how:>12}" for how in results))
     for name in names:
         print(f"{name:20}" + "".join(f"{getattr(figures, name):>12}" for figures in results.values()))
-    print(json.dumps({how: {name: getattr(figures, name) for name in names} for how, figures in results.items()}))
+    print(json.dumps({f"{how}_{name}": getattr(figures, name) for how, figures in results.items() for name in names}))
     return 0
 
 
