@@ -3,11 +3,11 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEBIAN_PACKAGES := python3 python3-venv python3-dev gcc libc6-dev util-linux python3-bpfcc libbpfcc libbpf1 linux-headers-amd64 bird2 iproute2 tcpdump prometheus curl
+DEBIAN_PACKAGES := python3 python3-venv python3-dev gcc libc6-dev util-linux python3-bpfcc libbpfcc libbpf1 linux-headers-amd64 bird2 iproute2 tcpdump prometheus curl chromium
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install test lint demo bench-dataplane bench-healthchecks bench-bgp bench-api bench-scale bench-restart clean
+.PHONY: install test lint demo bench-dataplane bench-healthchecks bench-bgp bench-api bench-scale bench-restart bench-console clean
 
 install: $(VENV)/.installed
 
@@ -55,6 +55,9 @@ bench-scale: install
 
 bench-restart: install
 	$(PY) benchmarks/bench_restart.py $(BENCH_ARGS)
+
+bench-console: install
+	$(PY) benchmarks/bench_console.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

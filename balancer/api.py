@@ -9,6 +9,9 @@ Routes (JSON unless said otherwise; errors are ``{"error": "..."}``):
 ``GET /api/v1/summary``                   counts of backends (by health, data-plane state, admin state), services
                                           up, VIPs announced, peers established, and the first backends that take
                                           no new flows (``status.summary``): a few kilobytes at any size
+``GET /api/v1/services``                  a page of service rows, problems first (``status_pages``): query
+                                          ``q`` (words to look for), ``problems=1``, ``offset``, ``limit``
+``GET /api/v1/backends?service=ID``       a page of one service's backends, not serving first (same query)
 ``GET /api/v1/config``                    ``{"digest", "source", "config"}``: the running config, values not on
                                           ``config.redact``'s allow-list redacted
 ``POST /api/v1/reload``                   re-read the file: 200 and the ``ReloadResult``, or 400 and the result
@@ -17,7 +20,7 @@ Routes (JSON unless said otherwise; errors are ``{"error": "..."}``):
                                           KEY (``web/198.18.0.11``, may be percent-encoded), ``reset`` returns to
                                           the file's state; 200 and the backend, 404 for an unknown KEY
 ``GET /metrics``                          Prometheus exposition (``balancer.metrics``)
-``GET /``, ``GET /static/*``              the console: one page polling ``/api/v1/status`` every 2 s
+``GET /``, ``GET /static/*``              the console: polls the summary and the pages it shows every 2 s
 ========================================  =====================================================================
 
 Connections are bounded as ``balancer.api_guard`` describes (idle and header timeout, connection limits that leave
@@ -39,7 +42,7 @@ from typing import Any
 from aiohttp import web
 
 import config
-from balancer import api_auth, api_guard, api_logs, metrics, snapshot_cache, status
+from balancer import api_auth, api_guard, api_logs, metrics, snapshot_cache, status, status_pages
 
 __all__ = ["CONTROLLER", "STATIC_DIR", "ApiError", "ApiServer", "make_app"]
 
@@ -106,6 +109,41 @@ def _snapshot_route(name: str, to_json: Callable[[status.Snapshot], dict[str, An
 
 _status = _snapshot_route("status", status.to_json)
 _summary = _snapshot_route("summary", status.summary)
+
+
+def _page_request(request: web.Request) -> status_pages.PageRequest:
+    query = request.query
+    try:
+        return status_pages.PageRequest(query=query.get("q", "")[:200], problems=query.get("problems") in ("1", "true"),
+                                        offset=int(query.get("offset", "0")), limit=int(query.get("limit", "50")))
+    except ValueError as error:
+        raise _error(web.HTTPBadRequest, f"bad page: {error}") from None
+
+
+async def _service_index(request: web.Request) -> tuple[snapshot_cache.Taken, status_pages.ServiceIndex]:
+    _authorize_read(request)
+    taken = await request.app[_METRICS].snapshots.get()
+    index = await taken.rendered("service_index", lambda: functools.partial(status_pages.ServiceIndex, taken.snapshot))
+    return taken, index
+
+
+async def _services(request: web.Request) -> web.Response:
+    page = _page_request(request)
+    taken, index = await _service_index(request)
+    body = await asyncio.to_thread(index.services, page)
+    body["time"] = taken.at
+    return web.json_response(body)
+
+
+async def _backends(request: web.Request) -> web.Response:
+    page = _page_request(request)
+    service_id = request.query.get("service", "")
+    taken, index = await _service_index(request)
+    body = await asyncio.to_thread(index.backends, service_id, page)
+    if body is None:
+        raise _error(web.HTTPNotFound, f"no service {service_id!r}")
+    body["time"] = taken.at
+    return web.json_response(body)
 
 
 def _config_json(running: config.XdplbConfig, source: str) -> bytes:
@@ -205,6 +243,8 @@ def make_app(
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/api/v1/status", _status)
     app.router.add_get("/api/v1/summary", _summary)
+    app.router.add_get("/api/v1/services", _services)
+    app.router.add_get("/api/v1/backends", _backends)
     app.router.add_get("/api/v1/config", _config)
     app.router.add_post("/api/v1/reload", _reload)
     app.router.add_post("/api/v1/backends/{key:.+}/{action:drain|disable|enable|reset}", _admin)

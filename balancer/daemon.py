@@ -195,6 +195,7 @@ class Daemon:
         self._ready = False
         self._started_at = time.time()
         self._reloads = {"success": 0, "failure": 0}
+        self._transitions: collections.Counter[str] = collections.Counter()  # health changes, by the state entered
         self._last_reload_error: str | None = None
         self._last_reload_success: float | None = None
         self._cleaned = False
@@ -413,6 +414,7 @@ class Daemon:
             routes=self._reconciler.routes,
             speaker=self._speaker,
             reloads=self._reloads,
+            health_transitions=self._transitions,
             last_reload_error=self._last_reload_error,
             last_reload_success=self._last_reload_success,
             dataplane_errors=self._reconciler.dataplane_errors,
@@ -841,6 +843,7 @@ class Daemon:
             else:
                 self._unknown.discard(change.key)
                 self.metrics.health_transition(member[0], member[1], change.new.value)
+                self._transitions[change.new.value] += 1
             self._set_settled()
             self._mark((member[0],))
 

@@ -68,6 +68,7 @@ def gather_snapshot(
     checker_restarts: int = 0,
     xdp_reattaches: Mapping[str, Mapping[str, int]] | None = None,
     durations: Mapping[str, float] | None = None,
+    health_transitions: Mapping[str, int] | None = None,
 ) -> Callable[[], status.Snapshot]:
     """Copy what the core changes (the mappings: milliseconds at 10,000 backends) and return the function that
     assembles the snapshot from those copies and the kernel's counters, safe to call in a worker thread while the
@@ -85,6 +86,7 @@ def gather_snapshot(
     interfaces = dict(plane.attached)
     capacity = plane.settings.flow_table_capacity
     reloads = dict(reloads)
+    transitions = dict(health_transitions or {})
     reattaches = {name: dict(reasons) for name, reasons in (xdp_reattaches or {}).items()}
     digest = cfg.digest()  # computed once per config (it is frozen), in the reload's thread
 
@@ -101,6 +103,7 @@ def gather_snapshot(
             flow_table_size=capacity, reloads=reloads, last_reload_error=last_reload_error,
             last_reload_success=last_reload_success, dataplane_errors=dataplane_errors,
             checker_restarts=checker_restarts, xdp_reattaches=reattaches, check_paths=check_paths,
+            health_transitions=transitions,
         )
 
     return assemble

@@ -24,6 +24,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from balancer import status
 
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 Render = Callable[[], Callable[[], bytes]]
 """Called on the loop to take what the rendering needs; what it returns is called in a worker thread."""
+_T = TypeVar("_T")
 
 
 @dataclasses.dataclass(eq=False)
@@ -43,11 +45,12 @@ class Taken:
     at: float
     monotonic: float
     generation: int = 0
-    _renders: dict[str, "asyncio.Future[bytes]"] = dataclasses.field(default_factory=dict, repr=False)
+    _renders: dict[str, "asyncio.Future[Any]"] = dataclasses.field(default_factory=dict, repr=False)
 
-    async def rendered(self, key: str, prepare: Render) -> bytes:
-        """The rendering named ``key`` of this snapshot: made once, by ``prepare()`` on the loop and what it returns
-        in a worker thread. Concurrent callers share the one rendering; a failed one is tried again next time."""
+    async def rendered(self, key: str, prepare: Callable[[], Callable[[], _T]]) -> _T:
+        """The rendering named ``key`` of this snapshot (bytes, or anything derived from it once, such as an
+        index): made once, by ``prepare()`` on the loop and what it returns in a worker thread. Concurrent callers
+        share the one rendering; a failed one is tried again next time."""
         future = self._renders.get(key)
         if future is None:
             future = asyncio.ensure_future(asyncio.to_thread(prepare()))
@@ -55,7 +58,7 @@ class Taken:
             future.add_done_callback(lambda done: self._forget_failed(key, done))
         return await asyncio.shield(future)  # a client that goes away does not cancel the others' rendering
 
-    def _forget_failed(self, key: str, done: "asyncio.Future[bytes]") -> None:
+    def _forget_failed(self, key: str, done: "asyncio.Future[Any]") -> None:
         if done.cancelled() or done.exception() is not None:
             if self._renders.get(key) is done:
                 del self._renders[key]

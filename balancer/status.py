@@ -116,6 +116,8 @@ class Snapshot:
     # what the programs of checks through the data path did (empty: none loaded): sent, tunnelled, replies, unknown,
     # refused
     check_paths: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    # backends' health changes since start, by the state entered (up, down): the console charts them over time
+    health_transitions: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,7 +191,8 @@ SUMMARY_NOT_SERVING_LIMIT = 100
 
 def summary(snapshot: Snapshot) -> dict[str, Any]:
     """The snapshot in counts, and the backends that do not take new flows first: what an operator (or a probe)
-    looks at before anything else, a few kilobytes at any size."""
+    looks at before anything else, a few kilobytes at any size (the console's header, charts and side tables).
+    Lists are cut at ``SUMMARY_NOT_SERVING_LIMIT``; peers are few."""
     health: collections.Counter[str] = collections.Counter()
     dataplane: collections.Counter[str] = collections.Counter()
     admin: collections.Counter[str] = collections.Counter()
@@ -217,6 +220,15 @@ def summary(snapshot: Snapshot) -> dict[str, Any]:
         "peers": {"total": len(snapshot.peers), "established": sum(1 for p in snapshot.peers if p.state == "established")},
         "not_serving_total": backends - dataplane["active"],
         "not_serving": not_serving,
+        "vips_withdrawn": [{"prefix": v.prefix, "reason": v.reason, "services": list(v.services)}
+                           for v in snapshot.vips if not v.announced][:SUMMARY_NOT_SERVING_LIMIT],
+        "peer_sessions": [to_json(peer) for peer in snapshot.peers],
+        "interfaces": dict(snapshot.interfaces),
+        "started_at": snapshot.started_at,
+        "totals": dict(snapshot.totals),
+        "flow_table_entries": dict(snapshot.flow_table_entries),
+        "flow_table_size": snapshot.flow_table_size,
+        "health_transitions": dict(snapshot.health_transitions),
         "dataplane_errors": snapshot.dataplane_errors,
         "checker_restarts": snapshot.checker_restarts,
         "last_reload_error": snapshot.last_reload_error,

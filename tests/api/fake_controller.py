@@ -78,6 +78,8 @@ class FakeController:
         self.next_config: config.XdplbConfig | None = None
         self.reloads = {"success": 1, "failure": 0}
         self.snapshots = 0
+        self.down_every = 0  # when set, a backend whose address is a multiple of it is down (scaled configs)
+        self.ticking = False  # when set, every snapshot is a tick later than the last (counters grow: rates show)
 
     @property
     def running_config(self) -> config.XdplbConfig:
@@ -109,6 +111,8 @@ class FakeController:
 
     def snapshot(self) -> status.Snapshot:
         self.snapshots += 1
+        if self.ticking:
+            self.tick += 1
         services = []
         for service in self._config.services:
             for vip in service.vips:
@@ -148,6 +152,7 @@ class FakeController:
             last_reload_success=STARTED_AT + 1,
             xdp_reattaches={"eth0": {"xdp_missing": 2}},
             check_paths={"sent": 40, "tunnelled": 20, "replies": 38, "unknown": 1, "refused": 0},
+            health_transitions={"up": 12 + t, "down": 3 + t // 2},
         )
 
     def _config_digest(self) -> str:
@@ -160,6 +165,8 @@ class FakeController:
         for backend in service.backends:
             key = service.backend_key(backend)
             health, reason, rate = _BACKENDS.get(str(backend.address), _SCALED_BACKEND)
+            if self.down_every and int(backend.address) % self.down_every == 0:
+                health, reason, rate = "down", "connection refused", 0
             admin = self.overrides.get(key, backend.state)
             takes = health == "up" and admin == config.AdminState.ENABLED and backend.weight > 0
             dataplane = "active" if takes else "removed: disabled" if admin == "disabled" else (
@@ -194,7 +201,7 @@ def scaled_config(services: int, backends: int, *, ports_per_vip: int = 4) -> co
     lines = ["interfaces: [eth0]", 'api: {listen: "127.0.0.1:9180"}', "services:"]
     for s in range(services):
         v = s // ports_per_vip
-        vip = f"10.{v // 250}.{v % 250}.1"
+        vip = f"198.19.{v // 250}.{v % 250 + 1}"
         lines.append(f"  - {{name: s{s}, vip: {vip}, port: {8000 + s % ports_per_vip}, table_size: 509, "
                      "checks: [{type: http, path: /}], backends: [")
         first = s * backends

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from balancer import api, metrics, snapshot_cache, status
+from balancer import api, metrics, snapshot_cache
 from tests.api.fake_controller import FakeController
 
 
@@ -53,14 +53,9 @@ async def serve_pretending(controller: FakeController, listen_host: str) -> Asyn
         await runner.cleanup()
 
 
-class _Ticking(FakeController):
-    def snapshot(self) -> status.Snapshot:
-        self.tick += 1
-        return super().snapshot()
-
-
 async def _main(port: int, per_snapshot: bool) -> None:
-    controller = _Ticking() if per_snapshot else FakeController()
+    controller = FakeController()
+    controller.ticking = per_snapshot
     collected = metrics.Metrics(controller)
     server = api.ApiServer(controller, metrics=collected, host=ipaddress.ip_address("127.0.0.1"), port=port)
     await server.setup()

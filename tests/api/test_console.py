@@ -29,7 +29,9 @@ async def test_console_page_and_its_assets_are_served_from_here(base_url: str, h
     parser.feed(html)
     assets = [link for link in parser.links if link.startswith("/static/")]
     assert sorted(assets) == ["/static/console.css", "/static/console.js"]
-    assert all(link.startswith("/") and not link.startswith("//") for link in parser.links), parser.links
+    # "data:," is the empty icon, so that the browser asks for no /favicon.ico
+    assert all(link == "data:," or link.startswith("/") and not link.startswith("//") for link in parser.links), \
+        parser.links
     for asset in assets:
         async with http.get(f"{base_url}{asset}") as response:
             assert response.status == 200, asset
@@ -38,14 +40,11 @@ async def test_console_page_and_its_assets_are_served_from_here(base_url: str, h
         assert "@import" not in body
 
 
-def test_console_script_polls_the_status_and_calls_the_admin_routes() -> None:
+def test_console_script_inserts_data_as_text_only() -> None:
+    """What the script does is tested in a browser (``tests/console``); this is what it must never do: server data
+    (names, reasons) parsed as markup."""
     script = (api.STATIC_DIR / "console.js").read_text()
-    assert 'fetch("/api/v1/status"' in script and "POLL_MS = 2000" in script
-    assert '"/api/v1/backends/" + encodeURIComponent(key) + "/" + action' in script
-    # data is inserted as text only
-    assert not re.search(r"\.(innerHTML|outerHTML)\b|insertAdjacentHTML|document\.write|eval\(", script)
-    for action in ("drain", "enable", "disable", "reset"):
-        assert f'"{action}"' in script
+    assert not re.search(r"\.(innerHTML|outerHTML)\b|insertAdjacentHTML|document\.write|eval\(|new Function", script)
 
 
 async def test_static_route_does_not_escape_its_directory(base_url: str, http: aiohttp.ClientSession) -> None:
