@@ -148,7 +148,7 @@ def _arguments(error: config.ConfigError) -> str:
 
 
 async def _run(cfg: config.XdplbConfig, options: BalanceOptions, out: TextIO) -> int:
-    from balancer import daemon  # bcc, the checkers: only once the arguments are good
+    from balancer import daemon, faces  # bcc, the checkers: only once the arguments are good
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -157,8 +157,8 @@ async def _run(cfg: config.XdplbConfig, options: BalanceOptions, out: TextIO) ->
         loop.add_signal_handler(signum, stop.set)
     if options.duration is not None:
         loop.call_later(options.duration, stop.set)
-    node = daemon.Daemon(Path(_SOURCE), initial_config=cfg, stop=stop, drain_seconds=0.0, start_grace=5.0,
-                         api_factory=daemon.default_api if options.api else None)
+    node = daemon.Daemon(Path(_SOURCE), initial_config=cfg, stop=stop, drain_seconds=0.0, start_grace=5.0)
+    faces.attach(node, serve_api=options.api is not None)
     task = asyncio.create_task(node.run(handle_signals=False), name="xdplb-balance")
     printer = asyncio.create_task(_print_status(node, options, out), name="status-line")
     try:

@@ -174,7 +174,7 @@ RESTART_EXIT_STATUS = 75  # EX_TEMPFAIL: "start me again", the unit's RestartFor
 def _run(args: argparse.Namespace) -> int:
     """``xdplb run CONFIG``: the daemon, until SIGTERM or SIGINT (a full stop), or SIGUSR2 (a restart stop: XDP stays
     attached and the exit status is ``RESTART_EXIT_STATUS``, on which the systemd unit starts it again)."""
-    from balancer import api_guard, daemon, overrides  # the daemon pulls in bcc: only for this command
+    from balancer import api_guard, daemon, faces, overrides  # the daemon pulls in bcc: only for this command
 
     config.configure_logging(args.log_level, args.log_format)
     api_guard.raise_open_file_limit()  # before any socket: the API's connection limit is computed from it
@@ -189,8 +189,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
         state_file = Path(args.state_file) if args.state_file else overrides.default_path(config_path)
     runner = daemon.Daemon(config_path, start_grace=args.start_grace, drain_seconds=args.drain_seconds,
-                           api_factory=daemon.default_api, state_file=state_file,
-                           check_workers=args.check_workers)
+                           state_file=state_file, check_workers=args.check_workers)
+    faces.attach(runner)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as loop:
             loop.run(runner.run())

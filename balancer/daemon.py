@@ -28,11 +28,11 @@ import bgp
 import bpf
 import config
 import healthchecks
-from balancer import api, desired, link_reattach, link_watcher, metrics, neighbours, overrides, reconciler, reload_diff
+from balancer import desired, link_reattach, link_watcher, loop_probe, neighbours, overrides, reconciler, reload_diff
 from balancer import snapshot, status, version
 from balancer import preflight
 
-__all__ = ["Daemon", "DaemonError", "default_api"]
+__all__ = ["Daemon", "DaemonError"]
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,9 @@ class Daemon:
     """Implements ``status.Controller`` for the API; one instance per run.
 
     ``stop`` is the stop trigger (signals set it in ``run()``); ``start_grace`` bounds the wait for every backend's
-    first health verdict before VIPs may be announced; ``api_factory`` builds the HTTP API (None: no API).
+    first health verdict before VIPs may be announced. The daemon knows none of its faces: ``observers`` (the
+    metrics) are told of check runs and health changes, ``faces`` (the HTTP API) are started and stopped with it;
+    ``balancer.faces.attach`` adds both, as the CLI does.
     """
 
     def __init__(
@@ -142,7 +144,6 @@ class Daemon:
         start_grace: float = 10.0,
         drain_seconds: float = 1.0,
         speaker_factory: Callable[[config.BgpConfig], bgp.Speaker] = bgp.Speaker,
-        api_factory: Callable[["Daemon"], Any] | None = None,
         state_file: Path | None = None,
         check_workers: int | None = None,
         plane_factory: Callable[[bpf.DataPlaneSettings], bpf.DataPlane] = bpf.DataPlane,
@@ -159,10 +160,11 @@ class Daemon:
         self._speaker_factory = speaker_factory
         self._plane_factory = plane_factory
         self._neighbour_factory = neighbour_factory  # (on_change, interfaces=ifindexes): the kernel's table
-        self._api_factory = api_factory
         self._link_factory = link_factory  # (on_change): the kernel's links, to re-attach XDP; None: not watched
         self.state_file = state_file  # admin overrides survive restarts here; None: kept in memory only
-        self.metrics = metrics.Metrics(self, version=version.installed_version())
+        self.observers: list[status.Observer] = []  # told of check runs and health changes
+        self.faces: list[status.Face] = []  # started once the core has, cleaned up first at the stop
+        self.loop_probe = loop_probe.LoopProbe()  # how late the event loop wakes up: exported by the metrics
         self._members: dict[str, tuple[str, str, tuple[str, ...]]] = {}  # backend key -> service, address, check types
         self._config: config.XdplbConfig | None = None
         self._loader = config.IncrementalLoader()  # remembers the file's pieces: a reload reads what changed
@@ -175,7 +177,7 @@ class Daemon:
         self._speaker: bgp.Speaker | None = None
         self._reconciler: reconciler.Reconciler | None = None
         self._prebuild: asyncio.Task[None] | None = None
-        self._api: Any = None
+        self._started_faces: list[status.Face] = []
         self._overrides: dict[str, config.AdminState] = {}
         self._dirty = asyncio.Event()
         self._changed: set[str] | None = set()  # services to look at in the next pass (None: all)
@@ -296,12 +298,11 @@ class Daemon:
         self._events = self._scheduler.events()  # before the first check: every verdict arrives as an event
         self._scheduler.start()
         await self._start_speaker(cfg.bgp)
-        if self._api_factory is not None:
-            self._api = self._api_factory(self)
-        if self._api is not None:
-            await self._api.setup()
-            await self._api.start()
-        self.metrics.loop_probe.start()
+        for face in self.faces:
+            self._started_faces.append(face)
+            await face.setup()
+            await face.start()
+        self.loop_probe.start()
         # Everything loaded so far (bcc and clang's objects, the config, the modules) lives as long as the daemon:
         # out of the collector's reach, a full collection no longer walks it, which stalled the loop for 100-200 ms
         # every few seconds (measured with the scale lab's loop probe).
@@ -353,9 +354,10 @@ class Daemon:
             if self.drain_seconds > 0 and self._plane is not None and self._plane.attached and not self._restart:
                 log.info("event=draining seconds=%.1f", self.drain_seconds)
                 await asyncio.sleep(self.drain_seconds)
-        if self._api is not None:
-            await step("api", self._api.cleanup)
-        await step("loop-probe", self.metrics.loop_probe.stop)
+        for face in reversed(self._started_faces):
+            await step(type(face).__name__, face.cleanup)
+        self._started_faces.clear()
+        await step("loop-probe", self.loop_probe.stop)
         if self._scheduler is not None:
             await step("healthchecks", self._scheduler.stop)
         if self._neighbours is not None:
@@ -520,7 +522,9 @@ class Daemon:
         # Nothing below can fail: the scheduler took the change.
         self._forget_check_paths([key for key in gone if key in self._path_ids]
                                  + [key for key in fresh if key in self._path_ids and key not in vias])
-        self.metrics.forget([(key, *self._members[key][:2]) for key in gone if key in self._members])
+        leaving = [(key, *self._members[key][:2]) for key in gone if key in self._members]
+        for observer in self.observers:
+            observer.forget(leaving)
         for key in gone:
             self._members.pop(key, None)
             self._health.pop(key, None)
@@ -607,14 +611,16 @@ class Daemon:
             self._settled.set()
 
     def _observe_check(self, run: healthchecks.CheckRun) -> None:
-        self.metrics.observe_schedule_lag(run.lag)
+        for observer in self.observers:
+            observer.observe_schedule_lag(run.lag)
         member = self._members.get(run.key)
         if member is not None:
             self._durations[run.key] = run.result.duration
             if run.check < len(member[2]):
-                self.metrics.observe_check(
-                    run.key, member[0], member[1], member[2][run.check], run.result.duration, run.result.ok
-                )
+                for observer in self.observers:
+                    observer.observe_check(
+                        run.key, member[0], member[1], member[2][run.check], run.result.duration, run.result.ok
+                    )
 
     def _require_config(self) -> config.XdplbConfig:
         if self._config is None:
@@ -842,7 +848,8 @@ class Daemon:
                     self._unknown.add(change.key)
             else:
                 self._unknown.discard(change.key)
-                self.metrics.health_transition(member[0], member[1], change.new.value)
+                for observer in self.observers:
+                    observer.health_transition(member[0], member[1], change.new.value)
                 self._transitions[change.new.value] += 1
             self._set_settled()
             self._mark((member[0],))
@@ -951,11 +958,6 @@ def _service_of(by_name: Mapping[str, config.ServiceConfig], backend_key: str) -
     if service is None or not any(backend.address_text == address for backend in service.backends):
         return None
     return service
-
-
-def default_api(daemon: "Daemon") -> api.ApiServer:
-    """The HTTP API (JSON status, admin, console, /metrics) on the config's listen address."""
-    return api.ApiServer(daemon, metrics=daemon.metrics)
 
 
 def _log_prebuild_failure(task: "asyncio.Task[None]") -> None:

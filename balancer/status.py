@@ -8,7 +8,7 @@ and the Prometheus collector all read it, so they always agree. They read it thr
 import collections
 import dataclasses
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, Protocol
 
 import config
@@ -16,6 +16,8 @@ import config
 __all__ = [
     "BackendReport",
     "Controller",
+    "Face",
+    "Observer",
     "PeerReport",
     "ReloadResult",
     "ServiceReport",
@@ -156,6 +158,35 @@ class Controller(Protocol):
 
     async def set_admin(self, backend_key: str, state: config.AdminState | None) -> None:
         """Override a backend's admin state at run time (None: back to the file's). KeyError if unknown."""
+
+
+class Observer(Protocol):
+    """What a face (the metrics) learns from the core as it happens, beyond what a snapshot shows: each check run
+    and health change. Called on the event loop, thousands of times a second at scale: it must only count."""
+
+    def observe_check(self, backend_key: str, service: str, address: str, check_type: str, seconds: float,
+                      ok: bool) -> None:
+        """One check run of ``backend_key`` (of ``service`` at ``address``) took ``seconds``."""
+
+    def observe_schedule_lag(self, seconds: float) -> None:
+        """A check run started ``seconds`` after it was due."""
+
+    def health_transition(self, service: str, backend: str, to_state: str) -> None:
+        """``backend`` (its address) of ``service`` became ``to_state`` (up, down)."""
+
+    def forget(self, backends: Collection[tuple[str, str, str]]) -> None:
+        """These backends (key, service, address) left the config."""
+
+
+class Face(Protocol):
+    """Something the daemon serves while it runs (the HTTP API): set up and started once the core has started,
+    cleaned up when it stops, before the core's own parts."""
+
+    async def setup(self) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def cleanup(self) -> None: ...
 
 
 def to_json(value: Any) -> Any:

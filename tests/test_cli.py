@@ -65,7 +65,7 @@ def test_run_exits_with_the_restart_status_after_a_restart_stop(
 ) -> None:
     """The status systemd's RestartForceExitStatus starts the unit again on; the daemon itself is faked here (its
     restart stop is tested in tests/balancer/test_daemon_restart.py)."""
-    from balancer import daemon
+    from balancer import daemon, faces
 
     class _Daemon:
         def __init__(self, *args: object, **kwargs: object) -> None:
@@ -75,6 +75,7 @@ def test_run_exits_with_the_restart_status_after_a_restart_stop(
             self.restarting = restart
 
     monkeypatch.setattr(daemon, "Daemon", _Daemon)
+    monkeypatch.setattr(faces, "attach", lambda node, **options: None)
     path = tmp_path / "lb.yaml"
     path.write_text("interfaces: [lo]\n")
     assert cli.main(["run", str(path), "--state-file", "none"]) == status

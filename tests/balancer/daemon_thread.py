@@ -7,19 +7,21 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from balancer import daemon, status
+from balancer import daemon, faces, status
 from balancer.lab.netns import Host
 
 T = TypeVar("T")
 
 
 class DaemonThread:
-    """``start()`` runs ``Daemon.run()`` inside ``host``'s namespace; ``call()`` runs code on the daemon's loop."""
+    """``start()`` runs ``Daemon.run()`` inside ``host``'s namespace; ``call()`` runs code on the daemon's loop.
+    With ``serve_api`` the daemon gets its faces (metrics and the HTTP API), as ``xdplb run`` gives them."""
 
-    def __init__(self, host: Host, config_path: Path, **options: Any) -> None:
+    def __init__(self, host: Host, config_path: Path, *, serve_api: bool = False, **options: Any) -> None:
         self.host = host
         self.config_path = config_path
         self.options = options
+        self.serve_api = serve_api
         self.daemon: daemon.Daemon | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.error: BaseException | None = None
@@ -32,6 +34,8 @@ class DaemonThread:
             self.loop = loop
             try:
                 self.daemon = daemon.Daemon(self.config_path, **self.options)
+                if self.serve_api:
+                    faces.attach(self.daemon)
                 self._started.set()
                 loop.run_until_complete(self.daemon.run(handle_signals=False))
             except BaseException as error:

@@ -112,7 +112,7 @@ def test_daemon_end_to_end(lab: Lab, tmp_path: Path) -> None:
     peer = BirdPeer(name="xdplb", address=ipaddress.ip_address(lb.ipv4), peer_as=LOCAL_AS, local_as=ROUTER_AS,
                     local_address=ipaddress.ip_address(router.ipv4), multihop=False)
     with BirdLab(peers=[peer], netns=router.netns, router_id=router.ipv4) as bird:
-        runner = DaemonThread(lb, path, start_grace=10.0, drain_seconds=0.2, api_factory=daemon.default_api)
+        runner = DaemonThread(lb, path, start_grace=10.0, drain_seconds=0.2, serve_api=True)
         runner.start()
         try:
             _run_story(runner, bird, client, servers, lb)
@@ -291,14 +291,14 @@ def test_admin_overrides_survive_a_restart(lab: Lab, tmp_path: Path) -> None:
     client, lb, backends = two_backends(lab, path)
     state = tmp_path / "overrides.json"
 
-    first = DaemonThread(lb, path, start_grace=10.0, drain_seconds=0, api_factory=daemon.default_api,
+    first = DaemonThread(lb, path, start_grace=10.0, drain_seconds=0, serve_api=True,
                          state_file=state)
     first.start()
     try:
         assert _api(lb, "/api/v1/backends/web/198.18.0.11/drain", post=True)[0] == 200
     finally:
         first.stop()
-    second = DaemonThread(lb, path, start_grace=10.0, drain_seconds=0, api_factory=daemon.default_api,
+    second = DaemonThread(lb, path, start_grace=10.0, drain_seconds=0, serve_api=True,
                           state_file=state)
     second.start()
     try:

@@ -16,7 +16,7 @@ import bgp
 import bpf
 import config
 import healthchecks
-from balancer import daemon, desired
+from balancer import daemon, desired, faces
 from tests.balancer.fake_plane import FakeDataPlane
 
 CHECK_PORT_CONFIG = "{type: tcp, port: %d, timing: {interval: 0.2, timeout: 0.1, rise: 1, fall: 1}}"
@@ -409,15 +409,16 @@ async def test_an_admin_change_reaches_the_data_plane_when_the_service_name_has_
 
 async def test_a_reload_drops_the_metric_series_of_the_backends_it_removes(running: Any, listener: int) -> None:
     d, _, path = running
+    collected = faces.attach(d, serve_api=False)  # the daemon tells its observers from now on
     path.write_text(document(port=listener, extra_service=True))
     assert (await d.reload()).ok
     failures = 'xdplb_healthcheck_failures_total{backend="127.0.0.2",check="tcp",service="api"}'
     async with asyncio.timeout(10):  # nothing listens on 127.0.0.2: its checks fail
-        while failures not in d.metrics.render().decode():
+        while failures not in collected.render().decode():
             await asyncio.sleep(0.1)
     path.write_text(document(port=listener))
     assert (await d.reload()).ok
-    text = d.metrics.render().decode()
+    text = collected.render().decode()
     assert 'backend="127.0.0.2"' not in text and 'backend="127.0.0.1"' in text
 
 
