@@ -28,6 +28,7 @@ $(VENV)/.installed: $(VENV)/.debian pyproject.toml
 	@touch $@
 
 lint: install
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports

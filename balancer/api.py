@@ -114,8 +114,12 @@ _summary = _snapshot_route("summary", status.summary)
 def _page_request(request: web.Request) -> status_pages.PageRequest:
     query = request.query
     try:
-        return status_pages.PageRequest(query=query.get("q", "")[:200], problems=query.get("problems") in ("1", "true"),
-                                        offset=int(query.get("offset", "0")), limit=int(query.get("limit", "50")))
+        return status_pages.PageRequest(
+            query=query.get("q", "")[:200],
+            problems=query.get("problems") in ("1", "true"),
+            offset=int(query.get("offset", "0")),
+            limit=int(query.get("limit", "50")),
+        )
     except ValueError as error:
         raise _error(web.HTTPBadRequest, f"bad page: {error}") from None
 
@@ -300,11 +304,14 @@ class ApiServer:
         app = make_app(self._controller, metrics=self._metrics, listen_host=self.host)
         idle = self._controller.running_config.api.idle_timeout
         runner = web.AppRunner(
-            app, handle_signals=False, shutdown_timeout=self._shutdown_timeout,
+            app,
+            handle_signals=False,
+            shutdown_timeout=self._shutdown_timeout,
             access_log=api_logs.AccessLog(logging.getLogger("aiohttp.access")),
             access_log_format=_ACCESS_LOG_FORMAT,
-            logger=api_logs.ServerLog(logging.getLogger("aiohttp.server"),
-                                      on_bad_request=lambda: self._metrics.api_refused("bad_request")),
+            logger=api_logs.ServerLog(
+                logging.getLogger("aiohttp.server"), on_bad_request=lambda: self._metrics.api_refused("bad_request")
+            ),
             keepalive_timeout=idle,  # from the accept on, so it is the header deadline too (see api_guard)
             lingering_time=min(idle, 10.0),
         )
@@ -321,8 +328,11 @@ class ApiServer:
         assert server is not None  # set by setup()
         # Not a TCPSite: every connection goes through the guard first.
         self._listener = await asyncio.get_running_loop().create_server(
-            self.guard.protocol_factory(server), str(self.host), self.port, reuse_address=True,
-            backlog=api_guard.ACCEPT_BURST
+            self.guard.protocol_factory(server),
+            str(self.host),
+            self.port,
+            reuse_address=True,
+            backlog=api_guard.ACCEPT_BURST,
         )
         self._started = True
         self.port = self._listener.sockets[0].getsockname()[1]

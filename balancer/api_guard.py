@@ -66,8 +66,13 @@ class ConnectionGuard:
     gets ``"connection_limit"`` or ``"client_limit"`` for every connection reset.
     """
 
-    def __init__(self, *, limit: Callable[[], int], per_client: Callable[[], int],
-                 on_refused: Callable[[str], None] = lambda reason: None) -> None:
+    def __init__(
+        self,
+        *,
+        limit: Callable[[], int],
+        per_client: Callable[[], int],
+        on_refused: Callable[[str], None] = lambda reason: None,
+    ) -> None:
         self._limit = limit
         self._per_client = per_client
         self._on_refused = on_refused

@@ -32,8 +32,9 @@ class TokenBucket:
     """``burst`` events at once, refilled at ``rate`` a second; ``suppressed`` counts the events refused since
     the last one allowed."""
 
-    def __init__(self, *, rate: float = _RATE, burst: int = _BURST,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, *, rate: float = _RATE, burst: int = _BURST, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._rate = rate
         self._burst = float(burst)
         self._tokens = float(burst)
@@ -82,8 +83,15 @@ class ServerLog(_Limited):
     ``on_bad_request`` is called for every malformed request, logged or not (for a metric).
     """
 
-    def __init__(self, logger: logging.Logger, *, on_bad_request: Callable[[], None] = lambda: None,
-                 rate: float = _RATE, burst: int = _BURST, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        on_bad_request: Callable[[], None] = lambda: None,
+        rate: float = _RATE,
+        burst: int = _BURST,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__(logger, rate=rate, burst=burst, clock=clock)
         self._on_bad_request = on_bad_request
 
@@ -94,8 +102,9 @@ class ServerLog(_Limited):
             if self.isEnabledFor(level) and self._allow("bad_request"):
                 remote = args[0] if args else None  # aiohttp: "Error handling request from %s", remote
                 error = " ".join(str(exc_info.message or exc_info).split())[:200]
-                self.logger.log(level, "event=api_bad_request remote=%s status=%s error=%s", remote,
-                                exc_info.code, error)
+                self.logger.log(
+                    level, "event=api_bad_request remote=%s status=%s error=%s", remote, exc_info.code, error
+                )
             return
         if self.isEnabledFor(level) and (level < logging.WARNING or self._allow("error")):
             self.logger.log(level, msg, *args, **kwargs)
@@ -104,8 +113,14 @@ class ServerLog(_Limited):
 class AccessLog(_Limited):
     """The access logger (``AppRunner(access_log=...)``): lines of 4xx and 5xx answers are rate-limited."""
 
-    def __init__(self, logger: logging.Logger, *, rate: float = _RATE, burst: int = _BURST,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        rate: float = _RATE,
+        burst: int = _BURST,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__(logger, rate=rate, burst=burst, clock=clock)
 
     def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:

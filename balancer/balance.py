@@ -93,8 +93,10 @@ class BalanceStatusLine:
             flows += service.new_flows
         if self._last is not None and now > self._last[0]:
             seconds = now - self._last[0]
-            parts.append(f"{max(0, packets - self._last[1]) / seconds:.0f} pps, "
-                         f"{max(0, flows - self._last[2]) / seconds:.0f} new flows/s")
+            parts.append(
+                f"{max(0, packets - self._last[1]) / seconds:.0f} pps, "
+                f"{max(0, flows - self._last[2]) / seconds:.0f} new flows/s"
+            )
         self._last = (now, packets, flows)
         xdp = ", ".join(f"{name} {mode}" for name, mode in sorted(snapshot.interfaces.items()))
         reattached = sum(n for reasons in snapshot.xdp_reattaches.values() for n in reasons.values())
@@ -103,7 +105,10 @@ class BalanceStatusLine:
 
 
 def run_balance(
-    options: BalanceOptions, out: TextIO, err: TextIO | None = None, *,
+    options: BalanceOptions,
+    out: TextIO,
+    err: TextIO | None = None,
+    *,
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
 ) -> int:
     """Run until stopped, the status on ``out`` and errors on ``err``; returns the exit status (2: bad arguments,
@@ -123,11 +128,13 @@ def run_balance(
         err.write("xdplb balance: needs root (XDP)\n")
         return 1
     checks = "no health checks" if options.check == "none" else f"{options.check} health checks"
-    out.write(f"xdplb balance: {options.vip}:{options.port}/tcp on {options.interface} to "
-              f"{len(options.backends)} backends, {checks}; compiling the XDP program (a few seconds)...\n"
-              f"  clients reach {options.vip} through this node: a route to it via this node on the router, or "
-              f"`ip addr add {options.vip}/32 dev lo` here; every backend has {options.vip} on its loopback and does "
-              f"not answer ARP for it (Direct Server Return)\n")
+    out.write(
+        f"xdplb balance: {options.vip}:{options.port}/tcp on {options.interface} to "
+        f"{len(options.backends)} backends, {checks}; compiling the XDP program (a few seconds)...\n"
+        f"  clients reach {options.vip} through this node: a route to it via this node on the router, or "
+        f"`ip addr add {options.vip}/32 dev lo` here; every backend has {options.vip} on its loopback and does "
+        f"not answer ARP for it (Direct Server Return)\n"
+    )
     out.flush()
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
@@ -141,8 +148,12 @@ def _arguments(error: config.ConfigError) -> str:
     """A config error said in terms of the command line: ``services[0].vip`` is the VIP argument."""
     text = str(error).replace(f"{_SOURCE}: ", "")
     text = re.sub(r"services\[0\]\.backends\[(\d+)\](\.address)?", lambda m: f"RIP {int(m[1]) + 1}", text)
-    for path, name in (("services[0].vip", "VIP"), ("services[0].port", "--port"), ("interfaces[0].name", "IFACE"),
-                       ("api.listen", "--api")):
+    for path, name in (
+        ("services[0].vip", "VIP"),
+        ("services[0].port", "--port"),
+        ("interfaces[0].name", "IFACE"),
+        ("api.listen", "--api"),
+    ):
         text = text.replace(path, name)
     return text
 

@@ -14,14 +14,16 @@ from balancer import api_client, preflight, status_table, version
 __all__ = ["main"]
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="xdplb", description="XDP layer-4 load balancer with BGP route health injection.")
+    parser = argparse.ArgumentParser(
+        prog="xdplb", description="XDP layer-4 load balancer with BGP route health injection."
+    )
     parser.add_argument("--version", action="version", version=f"xdplb {version.installed_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = sub.add_parser(
-        "demo", help="run the balancer in a lab of network namespaces (root): client, BIRD router, backends",
+        "demo",
+        help="run the balancer in a lab of network namespaces (root): client, BIRD router, backends",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Build a lab in network namespaces made for this run: a client, a router running BIRD, one xdplb\n"
         "node and three web backends. Run `xdplb run` there with config/examples/demo.yaml, print the console and\n"
@@ -31,14 +33,29 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="For scripts: `xdplb demo --duration 30` runs 30 s, removes everything it made and exits 0\n"
         "(1 if the daemon failed).",
     )
-    demo.add_argument("--duration", metavar="SECONDS", type=_seconds, default=None,
-                      help="run this many seconds, then clean up and exit (default: until Ctrl-C or SIGTERM)")
-    demo.add_argument("--port", metavar="PORT", type=int, default=9180,
-                      help="first localhost port to try for the console (default 9180; the next free one is used)")
-    demo.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                      help="log level of the lab on stderr (the daemon logs to a file in the run's directory)")
+    demo.add_argument(
+        "--duration",
+        metavar="SECONDS",
+        type=_seconds,
+        default=None,
+        help="run this many seconds, then clean up and exit (default: until Ctrl-C or SIGTERM)",
+    )
+    demo.add_argument(
+        "--port",
+        metavar="PORT",
+        type=int,
+        default=9180,
+        help="first localhost port to try for the console (default 9180; the next free one is used)",
+    )
+    demo.add_argument(
+        "--log-level",
+        default="WARNING",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level of the lab on stderr (the daemon logs to a file in the run's directory)",
+    )
     balance = sub.add_parser(
-        "balance", help="balance VIP:PORT to real servers from one line, no config file (root): the quickest try",
+        "balance",
+        help="balance VIP:PORT to real servers from one line, no config file (root): the quickest try",
         description="Balance TCP port PORT of VIP, arriving on IFACE, to the real servers RIP (layer-2 Direct Server "
         "Return: they must be on IFACE's segment, with VIP on their loopback). The configuration is built in memory "
         "(no BGP, no file) and the real daemon runs it; a status line every 2 s. Ctrl-C, SIGTERM or SIGHUP stop "
@@ -48,42 +65,95 @@ def build_parser() -> argparse.ArgumentParser:
     balance.add_argument("vip", metavar="VIP", help="virtual IP address (IPv4 or IPv6)")
     balance.add_argument("backends", metavar="RIP", nargs="+", help="real server addresses")
     balance.add_argument("--port", type=int, default=80, help="TCP port balanced and checked (default 80)")
-    balance.add_argument("--check", choices=["tcp", "http", "none"], default="tcp",
-                         help="health check of each real server: TCP connect, HTTP GET (2xx), or none (default tcp)")
+    balance.add_argument(
+        "--check",
+        choices=["tcp", "http", "none"],
+        default="tcp",
+        help="health check of each real server: TCP connect, HTTP GET (2xx), or none (default tcp)",
+    )
     balance.add_argument("--http-path", default="/", help="path the HTTP check requests (default /)")
-    balance.add_argument("--mode", choices=["auto", "native", "generic"], default="auto",
-                         help="XDP attach mode (default auto: native, else generic)")
-    balance.add_argument("--api", metavar="ADDRESS:PORT",
-                         help="also serve the HTTP API, console and /metrics there (default: none)")
-    balance.add_argument("--duration", metavar="SECONDS", type=_seconds, default=None,
-                         help="stop after this many seconds (default: until Ctrl-C, SIGTERM or SIGHUP)")
-    balance.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                         help="daemon log level on stderr (default WARNING)")
-    balance.add_argument("--log-format", default="logfmt", choices=config.LOG_FORMATS,
-                         help="logfmt key=value pairs or JSON objects, one event per line (default logfmt)")
+    balance.add_argument(
+        "--mode",
+        choices=["auto", "native", "generic"],
+        default="auto",
+        help="XDP attach mode (default auto: native, else generic)",
+    )
+    balance.add_argument(
+        "--api", metavar="ADDRESS:PORT", help="also serve the HTTP API, console and /metrics there (default: none)"
+    )
+    balance.add_argument(
+        "--duration",
+        metavar="SECONDS",
+        type=_seconds,
+        default=None,
+        help="stop after this many seconds (default: until Ctrl-C, SIGTERM or SIGHUP)",
+    )
+    balance.add_argument(
+        "--log-level",
+        default="WARNING",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="daemon log level on stderr (default WARNING)",
+    )
+    balance.add_argument(
+        "--log-format",
+        default="logfmt",
+        choices=config.LOG_FORMATS,
+        help="logfmt key=value pairs or JSON objects, one event per line (default logfmt)",
+    )
     check = sub.add_parser("check", help="validate a configuration file without touching the system")
     check.add_argument("config", metavar="CONFIG", help="YAML (or .json) configuration file")
     run = sub.add_parser("run", help="run the balancer (root): XDP data plane, health checks, BGP, API")
     run.add_argument("config", metavar="CONFIG", help="YAML (or .json) configuration file; SIGHUP reloads it")
-    run.add_argument("--drain-seconds", metavar="SECONDS", type=_seconds, default=1.0,
-                     help="on stop, seconds between withdrawing the routes and detaching XDP (default 1)")
-    run.add_argument("--start-grace", metavar="SECONDS", type=_seconds, default=10.0,
-                     help="seconds to wait for every backend's first health verdict before announcing (default 10)")
-    run.add_argument("--check-workers", metavar="N", type=_positive_int, default=None,
-                     help="health-checker processes (default: one per 2,000 checks a second, at most one per CPU, "
-                          "sized from the config at start)")
-    run.add_argument("--state-file", metavar="PATH",
-                     help="where admin overrides (drain/disable/enable via the API) survive restarts; default "
-                          "/var/lib/xdplb/overrides-<hash of the config path>.json; 'none' keeps them in memory only")
-    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                     help="log level on stderr (default INFO)")
-    run.add_argument("--log-format", default="logfmt", choices=config.LOG_FORMATS,
-                     help="one event per line on stderr, as logfmt key=value pairs or as a JSON object "
-                          "(default logfmt); the checker processes follow")
+    run.add_argument(
+        "--drain-seconds",
+        metavar="SECONDS",
+        type=_seconds,
+        default=1.0,
+        help="on stop, seconds between withdrawing the routes and detaching XDP (default 1)",
+    )
+    run.add_argument(
+        "--start-grace",
+        metavar="SECONDS",
+        type=_seconds,
+        default=10.0,
+        help="seconds to wait for every backend's first health verdict before announcing (default 10)",
+    )
+    run.add_argument(
+        "--check-workers",
+        metavar="N",
+        type=_positive_int,
+        default=None,
+        help="health-checker processes (default: one per 2,000 checks a second, at most one per CPU, "
+        "sized from the config at start)",
+    )
+    run.add_argument(
+        "--state-file",
+        metavar="PATH",
+        help="where admin overrides (drain/disable/enable via the API) survive restarts; default "
+        "/var/lib/xdplb/overrides-<hash of the config path>.json; 'none' keeps them in memory only",
+    )
+    run.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level on stderr (default INFO)",
+    )
+    run.add_argument(
+        "--log-format",
+        default="logfmt",
+        choices=config.LOG_FORMATS,
+        help="one event per line on stderr, as logfmt key=value pairs or as a JSON object "
+        "(default logfmt); the checker processes follow",
+    )
     show = sub.add_parser("status", help="show VIPs, services, backends and BGP peers of a running daemon")
     _api_options(show)
-    show.add_argument("--rate", metavar="SECONDS", type=_seconds, default=0.0,
-                      help="sample twice, SECONDS apart, and show packets per second instead of totals")
+    show.add_argument(
+        "--rate",
+        metavar="SECONDS",
+        type=_seconds,
+        default=0.0,
+        help="sample twice, SECONDS apart, and show packets per second instead of totals",
+    )
     show.add_argument("--json", action="store_true", help="print the status JSON as the API returns it")
     for verb, what in _ADMIN_VERBS.items():
         admin = sub.add_parser(verb, help=f"{what} a backend of a running daemon (an override kept until reset)")
@@ -93,17 +163,33 @@ def build_parser() -> argparse.ArgumentParser:
     reload = sub.add_parser("reload", help="make a running daemon re-read its config file, and say what changed")
     _api_options(reload)
     decap = sub.add_parser("decap", help="on a backend (root): take xdplb's IPIP/GUE tunnels off in XDP, no daemon")
-    decap.add_argument("action", choices=("attach", "detach", "status"),
-                       help="attach (replaces an earlier decap), detach, or show mode, addresses and counters")
+    decap.add_argument(
+        "action",
+        choices=("attach", "detach", "status"),
+        help="attach (replaces an earlier decap), detach, or show mode, addresses and counters",
+    )
     decap.add_argument("interface", metavar="IFACE", help="the backend's interface the tunnels arrive on")
     decap.add_argument("--gue-port", type=int, default=6080, help="UDP port of GUE (default 6080; 0: IPIP only)")
-    decap.add_argument("--address", action="append", type=_ip_address, metavar="ADDR",
-                       help="a tunnel address of this host (repeatable; default: the interface's global ones)")
-    decap.add_argument("--source", action="append", type=_ip_address, metavar="ADDR",
-                       help="take tunnels only from this outer source, a balancer's tunnel source (repeatable; "
-                       "default: from any)")
-    decap.add_argument("--mode", choices=("auto", "native", "generic"), default="auto",
-                       help="XDP attach mode (auto: native, else generic)")
+    decap.add_argument(
+        "--address",
+        action="append",
+        type=_ip_address,
+        metavar="ADDR",
+        help="a tunnel address of this host (repeatable; default: the interface's global ones)",
+    )
+    decap.add_argument(
+        "--source",
+        action="append",
+        type=_ip_address,
+        metavar="ADDR",
+        help="take tunnels only from this outer source, a balancer's tunnel source (repeatable; default: from any)",
+    )
+    decap.add_argument(
+        "--mode",
+        choices=("auto", "native", "generic"),
+        default="auto",
+        help="XDP attach mode (auto: native, else generic)",
+    )
     return parser
 
 
@@ -127,10 +213,16 @@ _ADMIN_VERBS = {
 def _api_options(parser: argparse.ArgumentParser) -> None:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--api", metavar="URL", help=f"base URL of the daemon's API (default {api_client.DEFAULT_URL})")
-    where.add_argument("--config", metavar="CONFIG",
-                       help="take the API address (api.listen) and token file (api.token_file) from this config")
-    parser.add_argument("--token-file", metavar="PATH",
-                        help="file holding the API's bearer token (default: the config's api.token_file, if any)")
+    where.add_argument(
+        "--config",
+        metavar="CONFIG",
+        help="take the API address (api.listen) and token file (api.token_file) from this config",
+    )
+    parser.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="file holding the API's bearer token (default: the config's api.token_file, if any)",
+    )
 
 
 def _seconds(text: str) -> float:
@@ -188,8 +280,13 @@ def _run(args: argparse.Namespace) -> int:
         state_file = None
     else:
         state_file = Path(args.state_file) if args.state_file else overrides.default_path(config_path)
-    runner = daemon.Daemon(config_path, start_grace=args.start_grace, drain_seconds=args.drain_seconds,
-                           state_file=state_file, check_workers=args.check_workers)
+    runner = daemon.Daemon(
+        config_path,
+        start_grace=args.start_grace,
+        drain_seconds=args.drain_seconds,
+        state_file=state_file,
+        check_workers=args.check_workers,
+    )
     faces.attach(runner)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as loop:
@@ -206,8 +303,15 @@ def _balance(args: argparse.Namespace) -> int:
 
     config.configure_logging(args.log_level, args.log_format)
     options = balance.BalanceOptions(
-        interface=args.interface, vip=args.vip, backends=tuple(args.backends), port=args.port, check=args.check,
-        http_path=args.http_path, mode=args.mode, api=args.api, duration=args.duration,
+        interface=args.interface,
+        vip=args.vip,
+        backends=tuple(args.backends),
+        port=args.port,
+        check=args.check,
+        http_path=args.http_path,
+        mode=args.mode,
+        api=args.api,
+        duration=args.duration,
     )
     return balance.run_balance(options, sys.stdout, loop_factory=_loop_factory())
 
@@ -306,8 +410,13 @@ def _decap(args: argparse.Namespace) -> int:
 
     try:
         if args.action == "attach":
-            found = decap.attach(args.interface, mode=args.mode, gue_port=args.gue_port or None,
-                                 addresses=args.address, sources=args.source or ())
+            found = decap.attach(
+                args.interface,
+                mode=args.mode,
+                gue_port=args.gue_port or None,
+                addresses=args.address,
+                sources=args.source or (),
+            )
         elif args.action == "detach":
             decap.detach(args.interface)
             print(f"{args.interface}: decap detached")
@@ -318,11 +427,15 @@ def _decap(args: argparse.Namespace) -> int:
         print(f"xdplb decap: {error}", file=sys.stderr)
         return 1
     counters = found.counters
-    print(f"{found.interface}: decap attached ({found.mode}, program {found.prog_id}); tunnels to "
-          f"{', '.join(map(str, found.addresses))} from {', '.join(map(str, found.sources)) or 'any source'}; "
-          f"GUE port {found.gue_port or 'off'}")
-    print(f"  frames {counters.rx_packets}  ipip {counters.ipip}  gue {counters.gue}  malformed {counters.malformed}"
-          f"  refused {counters.refused}")
+    print(
+        f"{found.interface}: decap attached ({found.mode}, program {found.prog_id}); tunnels to "
+        f"{', '.join(map(str, found.addresses))} from {', '.join(map(str, found.sources)) or 'any source'}; "
+        f"GUE port {found.gue_port or 'off'}"
+    )
+    print(
+        f"  frames {counters.rx_packets}  ipip {counters.ipip}  gue {counters.gue}  malformed {counters.malformed}"
+        f"  refused {counters.refused}"
+    )
     return 0
 
 

@@ -46,7 +46,6 @@ class DaemonError(config.XdplbError, RuntimeError):
     """The daemon was used out of order or could not start."""
 
 
-
 def _load_for_reload(loader: config.IncrementalLoader, path: Path) -> config.XdplbConfig:
     """``preflight.load`` at the cost of what changed in the file, and the digest computed here in the worker thread
     (it is cached), not on the loop."""
@@ -261,7 +260,9 @@ class Daemon:
         self._plane = plane
         self._reconciler = reconciler.Reconciler(plane, None)
         # Tables built on the other core while clang compiles the program: the first verdicts only write maps.
-        self._prebuild = asyncio.create_task(self._reconciler.prebuild(self._config, self._overrides), name="maglev prebuild")
+        self._prebuild = asyncio.create_task(
+            self._reconciler.prebuild(self._config, self._overrides), name="maglev prebuild"
+        )
         self._prebuild.add_done_callback(_log_prebuild_failure)
         await asyncio.to_thread(plane.setup)
         plane.set_tunnel(*_tunnel_settings(self._config))
@@ -270,14 +271,20 @@ class Daemon:
             if interface.name in earlier:  # it forwards with the last run's state until this run is ready
                 plane.prepare(interface.name)
                 self._takeover[interface.name] = earlier[interface.name]
-                log.info("event=xdp_takeover_pending interface=%s mode=%s prog_id=%d "
-                         "note=earlier_program_forwards_until_ready", interface.name, *earlier[interface.name])
+                log.info(
+                    "event=xdp_takeover_pending interface=%s mode=%s prog_id=%d "
+                    "note=earlier_program_forwards_until_ready",
+                    interface.name,
+                    *earlier[interface.name],
+                )
             else:
                 plane.attach(interface.name, interface.mode)
         if _wants_check_paths(self._config):
             await asyncio.to_thread(plane.enable_check_paths)
-            self._spawn(asyncio.to_thread(_warn_about_check_routes, self._config, set(plane.attached_ifindexes.values())),
-                        "check route warnings")
+            self._spawn(
+                asyncio.to_thread(_warn_about_check_routes, self._config, set(plane.attached_ifindexes.values())),
+                "check route warnings",
+            )
         self._neighbours = self._neighbour_factory(self._macs_changed, interfaces=plane.attached_ifindexes)
         await self._neighbours.start()
         _warn_about_neighbour_limits(self._config)
@@ -348,8 +355,12 @@ class Daemon:
             speaker = self._speaker
             # A restart stop under graceful restart leaves the routes with the peers; any other stop withdraws them
             # before closing the sessions.
-            keep = self._restart and self._config is not None and self._config.bgp is not None \
+            keep = (
+                self._restart
+                and self._config is not None
+                and self._config.bgp is not None
                 and self._config.bgp.graceful_restart is not None
+            )
             await step("bgp", functools.partial(speaker.stop, withdraw=not keep))
             if self.drain_seconds > 0 and self._plane is not None and self._plane.attached and not self._restart:
                 log.info("event=draining seconds=%.1f", self.drain_seconds)
@@ -520,8 +531,10 @@ class Daemon:
             else:
                 self._scheduler.change(_targets(fresh, overrides_, vias), gone)
         # Nothing below can fail: the scheduler took the change.
-        self._forget_check_paths([key for key in gone if key in self._path_ids]
-                                 + [key for key in fresh if key in self._path_ids and key not in vias])
+        self._forget_check_paths(
+            [key for key in gone if key in self._path_ids]
+            + [key for key in fresh if key in self._path_ids and key not in vias]
+        )
         leaving = [(key, *self._members[key][:2]) for key in gone if key in self._members]
         for observer in self.observers:
             observer.forget(leaving)
@@ -699,8 +712,10 @@ class Daemon:
             raise
         _warn_about_forwarding(new)  # interfaces and tunnelled backends may have come, whatever the settings did
         if self._plane is not None and self._plane.check_paths_enabled:  # a route lookup per such backend: not awaited
-            self._spawn(asyncio.to_thread(_warn_about_check_routes, new, set(self._plane.attached_ifindexes.values())),
-                        "check route warnings")
+            self._spawn(
+                asyncio.to_thread(_warn_about_check_routes, new, set(self._plane.attached_ifindexes.values())),
+                "check route warnings",
+            )
         if new.dataplane.model_copy(update=_tunnel_fields_of(old)) != old.dataplane:
             changes.append("dataplane settings changed: take effect at the next restart")
         if (new.api.listen, new.api.idle_timeout) != (old.api.listen, old.api.idle_timeout):
@@ -781,8 +796,9 @@ class Daemon:
         undo.append(restore)
         return [f"bgp {line}" for line in lines]
 
-    def _apply_tunnel(self, old: config.XdplbConfig, new: config.XdplbConfig,
-                      undo: list[Callable[[], Awaitable[object]]]) -> list[str]:
+    def _apply_tunnel(
+        self, old: config.XdplbConfig, new: config.XdplbConfig, undo: list[Callable[[], Awaitable[object]]]
+    ) -> list[str]:
         """Tunnel sources and GUE port are a map write: applied now, before the pass that writes the backends that
         need them. A source the new config drops stays until that pass has taken its backends out (``_reload``
         writes the new settings after it), so no frame leaves with no source."""
@@ -906,8 +922,12 @@ class Daemon:
                 if wanted in ("auto", earlier.mode):
                     await asyncio.to_thread(plane.take_over, name, earlier)
                 else:
-                    log.warning("event=xdp_takeover_mode_change interface=%s earlier=%s mode=%s note=brief_gap", name,
-                                earlier.mode, wanted)
+                    log.warning(
+                        "event=xdp_takeover_mode_change interface=%s earlier=%s mode=%s note=brief_gap",
+                        name,
+                        earlier.mode,
+                        wanted,
+                    )
                     await asyncio.to_thread(plane.release, name, earlier.mode)
                     await asyncio.to_thread(plane.attach, name, wanted)
             except bpf.DataPlaneError as error:  # the earlier program keeps forwarding; the link reattacher retries
@@ -968,8 +988,11 @@ def _log_prebuild_failure(task: "asyncio.Task[None]") -> None:
 def _warn_about_neighbour_limits(cfg: config.XdplbConfig) -> None:
     """Say which sysctls to raise when the backends outnumber what the kernel's neighbour table keeps."""
     for family in (4, 6):
-        backends = {backend.address for service, backend in cfg.backends()
-                    if backend.address.version == family and service.forwarding_of(backend) == "l2"}
+        backends = {
+            backend.address
+            for service, backend in cfg.backends()
+            if backend.address.version == family and service.forwarding_of(backend) == "l2"
+        }
         limits = neighbours.neighbour_table_limits(family)
         thresh3 = limits.get("gc_thresh3")
         if thresh3 is not None and len(backends) > thresh3 // 2:
@@ -985,7 +1008,9 @@ def _warn_about_forwarding(cfg: config.XdplbConfig, proc_sys: Path = Path("/proc
     """Say which forwarding sysctls to turn on when tunnelled backends need them: bpf_fib_lookup refuses to give
     a next hop for a frame that came in on an interface that does not forward (every such frame is dropped, counted
     as ``no_route``). Returns the sysctls named."""
-    families = {backend.address.version for service, backend in cfg.backends() if service.forwarding_of(backend) != "l2"}
+    families = {
+        backend.address.version for service, backend in cfg.backends() if service.forwarding_of(backend) != "l2"
+    }
     off = []
     for family in sorted(families):
         for interface in cfg.interfaces:
@@ -996,8 +1021,10 @@ def _warn_about_forwarding(cfg: config.XdplbConfig, proc_sys: Path = Path("/proc
             except OSError:
                 continue  # not there (yet): the attach reports a missing interface
     if off:
-        log.warning("event=forwarding_off_for_tunnels set=%s note=tunnelled_frames_are_dropped_as_no_route",
-                    ",".join(f"{name}=1" for name in off))
+        log.warning(
+            "event=forwarding_off_for_tunnels set=%s note=tunnelled_frames_are_dropped_as_no_route",
+            ",".join(f"{name}=1" for name in off),
+        )
     return off
 
 
@@ -1008,8 +1035,9 @@ def check_routes_elsewhere(
     not on (``ifindexes``), with that interface's index (None: no route). Their marked checks go to the backend's
     own address unchanged and test nothing of the VIP, so the daemon warns about them. ``route_of`` asks the
     kernel by default (netlink: run it in a thread)."""
-    wanted = [backend for service, backend in cfg.backends()
-              if _through_data_path(cfg.resolved_checks(service, backend))]
+    wanted = [
+        backend for service, backend in cfg.backends() if _through_data_path(cfg.resolved_checks(service, backend))
+    ]
     if not wanted:
         return []
     if route_of is None:
@@ -1035,8 +1063,12 @@ def _route_interface(ipr: Any, address: str) -> int | None:
 def _warn_about_check_routes(cfg: config.XdplbConfig, ifindexes: Collection[int]) -> None:
     elsewhere = check_routes_elsewhere(cfg, ifindexes)
     for backend, oif in elsewhere[:10]:
-        log.warning("event=check_path_route_elsewhere backend=%s ifindex=%s note=its_checks_via_dataplane_go_to_its_"
-                    "own_address_and_test_nothing_of_the_vip", backend, oif if oif is not None else "none")
+        log.warning(
+            "event=check_path_route_elsewhere backend=%s ifindex=%s note=its_checks_via_dataplane_go_to_its_"
+            "own_address_and_test_nothing_of_the_vip",
+            backend,
+            oif if oif is not None else "none",
+        )
     if len(elsewhere) > 10:
         log.warning("event=check_path_route_elsewhere more_backends=%d", len(elsewhere) - 10)
 

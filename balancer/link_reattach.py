@@ -58,9 +58,7 @@ class Action:
     release: str | None = None
 
 
-def plan(
-    attachments: Mapping[str, Attachment], links: Mapping[int, link_watcher.Link], prog_id: int
-) -> list[Action]:
+def plan(attachments: Mapping[str, Attachment], links: Mapping[int, link_watcher.Link], prog_id: int) -> list[Action]:
     """What to do so that every attached interface runs program ``prog_id`` again; empty while all do.
 
     >>> eth0 = Attachment("eth0", "native", 4)
@@ -109,8 +107,11 @@ class Reattacher:
         """What the data plane attached, as ``plan()`` takes it (not an interface prepared for a takeover, where an
         earlier run's program still forwards)."""
         modes = self.plane.attached
-        return {name: Attachment(name, modes[name], ifindex)
-                for name, ifindex in self.plane.attached_ifindexes.items() if name in modes}
+        return {
+            name: Attachment(name, modes[name], ifindex)
+            for name, ifindex in self.plane.attached_ifindexes.items()
+            if name in modes
+        }
 
     def pending(self) -> bool:
         """Whether the links last seen call for an action (cheap: no I/O); logs an attached interface going away."""

@@ -48,8 +48,14 @@ class LoopProbe:
     A stall of at least ``log_above`` seconds is logged (``event=loop_stall``), at most once per ``log_every``.
     """
 
-    def __init__(self, *, interval: float = 0.01, log_above: float = 0.25, log_every: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        interval: float = 0.01,
+        log_above: float = 0.25,
+        log_every: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.interval = interval
         self._log_above = log_above
         self._log_every = log_every
@@ -104,8 +110,9 @@ class LoopProbe:
         if self._logged_at is not None and now - self._logged_at < self._log_every:
             self._unlogged += 1
             return
-        log.warning("event=loop_stall seconds=%.3f max_seconds=%.3f unlogged_stalls=%d",
-                    seconds, self._max, self._unlogged)
+        log.warning(
+            "event=loop_stall seconds=%.3f max_seconds=%.3f unlogged_stalls=%d", seconds, self._max, self._unlogged
+        )
         self._logged_at, self._unlogged = now, 0
 
     async def _run(self) -> None:

@@ -128,37 +128,56 @@ _REASON = metrics_text.Labels(["reason"])
 
 
 def _event_families(events: _Events) -> Iterator[Family]:
-    checks = Family("xdplb_healthcheck_duration_seconds", "histogram",
-                    "Duration of health check runs of the service's backends, connect to verdict.")
+    checks = Family(
+        "xdplb_healthcheck_duration_seconds",
+        "histogram",
+        "Duration of health check runs of the service's backends, connect to verdict.",
+    )
     for service_check, histogram in sorted(events.checks.items()):
-        checks.add_histogram(_SERVICE_CHECK, _SERVICE_CHECK.pieces(service_check), histogram.bounds,
-                             histogram.cumulative(), histogram.total)
+        checks.add_histogram(
+            _SERVICE_CHECK,
+            _SERVICE_CHECK.pieces(service_check),
+            histogram.bounds,
+            histogram.cumulative(),
+            histogram.total,
+        )
     yield checks
-    failures = Family("xdplb_healthcheck_failures", "counter",
-                      "Failed health check runs of a backend (0 from its first run).")
+    failures = Family(
+        "xdplb_healthcheck_failures", "counter", "Failed health check runs of a backend (0 from its first run)."
+    )
     for backend_check, count in sorted(events.failures.items()):
         failures.add("_total", _BACKEND_CHECK.render(backend_check), count)
     yield failures
-    transitions = Family("xdplb_backend_state_transitions", "counter",
-                         "Health state changes of a backend, by the state entered.")
+    transitions = Family(
+        "xdplb_backend_state_transitions", "counter", "Health state changes of a backend, by the state entered."
+    )
     for key, count in sorted(events.transitions.items()):
         transitions.add("_total", _TRANSITION.render(key), count)
     yield transitions
-    lag = Family("xdplb_healthcheck_schedule_lag_seconds", "histogram",
-                 "How late health check runs started after they were due.")
+    lag = Family(
+        "xdplb_healthcheck_schedule_lag_seconds", "histogram", "How late health check runs started after they were due."
+    )
     lag.add_histogram(_NONE, [], LAG_BUCKETS, events.lag.cumulative(), events.lag.total)
     yield lag
-    stall = Family("xdplb_event_loop_stall_seconds", "histogram",
-                   "How late the loop probe woke from each short sleep: the event loop was busy.")
-    stall.add_histogram(_NONE, [], loop_probe.STALL_BUCKETS, list(itertools.accumulate(events.stalls.counts)),
-                        events.stalls.sum)
+    stall = Family(
+        "xdplb_event_loop_stall_seconds",
+        "histogram",
+        "How late the loop probe woke from each short sleep: the event loop was busy.",
+    )
+    stall.add_histogram(
+        _NONE, [], loop_probe.STALL_BUCKETS, list(itertools.accumulate(events.stalls.counts)), events.stalls.sum
+    )
     yield stall
-    stall_max = Family("xdplb_event_loop_stall_seconds_max", "gauge",
-                       "The longest event-loop stall the probe has seen since start.")
+    stall_max = Family(
+        "xdplb_event_loop_stall_seconds_max", "gauge", "The longest event-loop stall the probe has seen since start."
+    )
     stall_max.add("", "", events.stalls.max)
     yield stall_max
-    refused = Family("xdplb_api_refused", "counter",
-                     "API connections reset over a connection limit, and malformed requests, by reason.")
+    refused = Family(
+        "xdplb_api_refused",
+        "counter",
+        "API connections reset over a connection limit, and malformed requests, by reason.",
+    )
     for reason, count in sorted(events.api_refused.items()):
         refused.add("_total", _REASON.render([reason]), count)
     yield refused
@@ -178,9 +197,14 @@ class Metrics:
     ``controller`` with its 1 s interval) serves scrapes, and the API's status from the same snapshots.
     """
 
-    def __init__(self, controller: status.Controller, *, version: str | None = None,
-                 loop_probe: loop_probe.LoopProbe | None = None,
-                 snapshots: snapshot_cache.SnapshotCache | None = None) -> None:
+    def __init__(
+        self,
+        controller: status.Controller,
+        *,
+        version: str | None = None,
+        loop_probe: loop_probe.LoopProbe | None = None,
+        snapshots: snapshot_cache.SnapshotCache | None = None,
+    ) -> None:
         self._controller = controller
         self.snapshots = snapshots if snapshots is not None else snapshot_cache.SnapshotCache(controller)
         self._version = version if version is not None else build.installed_version()
@@ -284,4 +308,3 @@ def _read_snapshot(controller: status.Controller) -> status.Snapshot | None:
     except Exception:  # a scrape must not take the API down; the gap in the series is the signal
         log.exception("event=metrics_snapshot_failed")
         return None
-

@@ -16,8 +16,10 @@ Family = metrics_text.Family
 
 _SERVICE = metrics_text.Labels(["service", "vip", "port", "proto"], extra="reason")
 _BACKEND = metrics_text.Labels(["service", "vip", "port", "proto", "backend"], extra="state")
-_ONE = {name: metrics_text.Labels([name]) for name in ("digest", "result", "family", "vip", "peer", "reason",
-                                                        "action", "counter")}
+_ONE = {
+    name: metrics_text.Labels([name])
+    for name in ("digest", "result", "family", "vip", "peer", "reason", "action", "counter")
+}
 _ATTACHED = metrics_text.Labels(["interface", "mode"])
 _REATTACH = metrics_text.Labels(["interface", "reason"])
 _ADMIN_STATES = tuple(sorted(state.value for state in config.AdminState))
@@ -43,7 +45,7 @@ _TOTALS_HELP = {
     "xdplb_flow_table_lookups": "Flow-table lookups by result.",
     "xdplb_flow_table_inserts": "New flows remembered in the flow table.",
     "xdplb_flow_table_evictions": "New flows that took the entry of a flow seen within the last minute "
-                                  "(the flow table is too small for the active flows).",
+    "(the flow table is too small for the active flows).",
     "xdplb_flood_guard_skips": "New flows forwarded without being remembered (over the new-flow rate limit).",
     "xdplb_dropped_packets": "Packets dropped by the XDP program, by reason.",
     "xdplb_dataplane_events": "Other data-plane counters, by name.",
@@ -90,38 +92,56 @@ def _daemon(snapshot: status.Snapshot) -> Iterator[Family]:
     for result in sorted({"failure", "success", *snapshot.reloads}):
         reloads.add("_total", _one("result", result), snapshot.reloads.get(result, 0))
     yield reloads
-    failures = Family("xdplb_dataplane_update_errors", "counter",
-                      "Data-plane updates that failed (logged; the service keeps its previous state and is retried).")
+    failures = Family(
+        "xdplb_dataplane_update_errors",
+        "counter",
+        "Data-plane updates that failed (logged; the service keeps its previous state and is retried).",
+    )
     failures.add("_total", "", snapshot.dataplane_errors)
     yield failures
-    restarts = Family("xdplb_healthcheck_worker_restarts", "counter",
-                      "Health-checker processes restarted after a crash or a hang (their backends keep their state).")
+    restarts = Family(
+        "xdplb_healthcheck_worker_restarts",
+        "counter",
+        "Health-checker processes restarted after a crash or a hang (their backends keep their state).",
+    )
     restarts.add("_total", "", snapshot.checker_restarts)
     yield restarts
-    successful = Family("xdplb_config_last_reload_successful", "gauge",
-                        "1 unless the last reload failed (the previous config then stays in force).")
+    successful = Family(
+        "xdplb_config_last_reload_successful",
+        "gauge",
+        "1 unless the last reload failed (the previous config then stays in force).",
+    )
     successful.add("", "", _flag(not snapshot.last_reload_error))
     yield successful
     if snapshot.last_reload_success is not None:
-        last = Family("xdplb_config_last_reload_success_timestamp_seconds", "gauge",
-                      "When a configuration was last applied, in seconds since the epoch.")
+        last = Family(
+            "xdplb_config_last_reload_success_timestamp_seconds",
+            "gauge",
+            "When a configuration was last applied, in seconds since the epoch.",
+        )
         last.add("", "", snapshot.last_reload_success)
         yield last
     attached = Family("xdplb_xdp_attached", "gauge", "Interfaces the XDP program is attached to, by mode.")
     for interface, mode in sorted(snapshot.interfaces.items()):
         attached.add("", _ATTACHED.render([interface, mode]), 1.0)
     yield attached
-    reattached = Family("xdplb_xdp_reattach", "counter",
-                        "XDP attached again after the interface lost it (NIC reset, re-created, renamed, replaced).")
+    reattached = Family(
+        "xdplb_xdp_reattach",
+        "counter",
+        "XDP attached again after the interface lost it (NIC reset, re-created, renamed, replaced).",
+    )
     for interface in sorted({*snapshot.interfaces, *snapshot.xdp_reattaches}):
         counts = snapshot.xdp_reattaches.get(interface, {})
         for reason in link_reattach.REASONS:
             reattached.add("_total", _REATTACH.render([interface, reason]), counts.get(reason, 0))
     yield reattached
     if snapshot.check_paths:
-        paths = Family("xdplb_check_path_packets", "counter",
-                       "Packets of checks through the data path: sent (given their VIP), tunnelled, replies (given "
-                       "back), unknown and refused (marked, but no path or not to its backend: dropped).")
+        paths = Family(
+            "xdplb_check_path_packets",
+            "counter",
+            "Packets of checks through the data path: sent (given their VIP), tunnelled, replies (given "
+            "back), unknown and refused (marked, but no path or not to its backend: dropped).",
+        )
         for event, count in snapshot.check_paths.items():
             paths.add("_total", _one("counter", event), count)
         yield paths
@@ -132,8 +152,11 @@ def _services(snapshot: status.Snapshot) -> Iterator[Family]:
     healthy = Family("xdplb_service_healthy_backends", "gauge", "Backends taking new flows.")
     need = Family("xdplb_service_needed_backends", "gauge", "Healthy backends needed to announce the VIP.")
     configured = Family("xdplb_service_backends", "gauge", "Backends configured.")
-    table = Family("xdplb_service_maglev_table_entries", "gauge",
-                   "Maglev lookup-table entries in use (0 when no backend takes new flows).")
+    table = Family(
+        "xdplb_service_maglev_table_entries",
+        "gauge",
+        "Maglev lookup-table entries in use (0 when no backend takes new flows).",
+    )
     packets = Family("xdplb_service_packets", "counter", "Packets forwarded for the service.")
     octets = Family("xdplb_service_bytes", "counter", "Bytes forwarded for the service.")
     flows = Family("xdplb_service_new_flows", "counter", "New flows hashed to a backend.")
@@ -161,8 +184,11 @@ def _backends(snapshot: status.Snapshot) -> Iterator[Family]:
     active = Family("xdplb_backend_active", "gauge", "1 when the backend takes new flows in the data plane.")
     weight = Family("xdplb_backend_weight", "gauge", "Configured weight.")
     slots = Family("xdplb_backend_maglev_table_entries", "gauge", "Maglev lookup-table entries it holds.")
-    since = Family("xdplb_backend_last_change_timestamp_seconds", "gauge",
-                   "When its health last changed, in seconds since the epoch.")
+    since = Family(
+        "xdplb_backend_last_change_timestamp_seconds",
+        "gauge",
+        "When its health last changed, in seconds since the epoch.",
+    )
     packets = Family("xdplb_backend_packets", "counter", "Packets forwarded to the backend.")
     octets = Family("xdplb_backend_bytes", "counter", "Bytes forwarded to the backend.")
     flows = Family("xdplb_backend_new_flows", "counter", "New flows hashed to the backend.")
@@ -208,8 +234,11 @@ def _dataplane(snapshot: status.Snapshot) -> Iterator[Family]:
         else:
             add("xdplb_dataplane_events", {"counter": key}, value)
     yield from (counters[name] for name in sorted(counters))
-    entries = Family("xdplb_flow_table_entries", "gauge",
-                     "Active flows in the flow table (entries seen within the last minute), by family.")
+    entries = Family(
+        "xdplb_flow_table_entries",
+        "gauge",
+        "Active flows in the flow table (entries seen within the last minute), by family.",
+    )
     for family_name, count in sorted(snapshot.flow_table_entries.items()):
         entries.add("", _one("family", family_name), count)
     yield entries

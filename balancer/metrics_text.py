@@ -88,8 +88,9 @@ class Family:
         """One sample: ``<name><suffix><labels> <value>`` (``suffix`` ``_total`` for counters)."""
         self.lines.append(f"{self.name}{suffix}{labels} {value(number)}\n")
 
-    def add_histogram(self, labels: Labels, pieces: Sequence[str], bounds: Sequence[float],
-                      cumulative: Sequence[int], total: float) -> None:
+    def add_histogram(
+        self, labels: Labels, pieces: Sequence[str], bounds: Sequence[float], cumulative: Sequence[int], total: float
+    ) -> None:
         """The buckets (``le`` from ``bounds`` then ``+Inf``; ``labels`` made with ``extra="le"``), _count, _sum."""
         name = self.name
         for bound, count in zip([*map(str, bounds), "+Inf"], cumulative):

@@ -51,7 +51,10 @@ class NeighbourWatcher:
     """
 
     def __init__(
-        self, on_change: Callable[[MacChanges], None], *, interfaces: Collection[int] | Mapping[str, int] = (),
+        self,
+        on_change: Callable[[MacChanges], None],
+        *,
+        interfaces: Collection[int] | Mapping[str, int] = (),
         link_info: Callable[[int], tuple[int, int]] | None = None,
     ) -> None:
         self._on_change = on_change

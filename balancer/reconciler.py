@@ -83,7 +83,11 @@ class Reconciler:
             started = time.monotonic()
             failed = await self._apply_dataplane(cfg, health, overrides, macs, settling, changed)
             routes = desired.routes(
-                cfg, self.plane.services, ready=ready, why_not_ready=why_not_ready, settling=settling,
+                cfg,
+                self.plane.services,
+                ready=ready,
+                why_not_ready=why_not_ready,
+                settling=settling,
                 plan=self._plan(cfg)[0],
             )
             for prefix, route in routes.items():
@@ -195,4 +199,3 @@ class Reconciler:
             log.error("event=bgp_set_routes_failed error=%s", error)
         for prefix, refusal in self.speaker.rejected.items():
             self.errors[f"bgp {prefix}"] = str(refusal)
-

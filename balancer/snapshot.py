@@ -12,6 +12,7 @@ from balancer import desired, status
 
 __all__ = ["gather_snapshot"]
 
+
 def _backend_report(
     service: config.ServiceConfig,
     backend: config.BackendConfig,
@@ -95,14 +96,33 @@ def gather_snapshot(
         entries = plane.flow_table_entries()
         check_paths = asdict(plane.check_path_counters()) if plane.check_paths_enabled else {}
         return _assemble(
-            cfg, counters, programmed, health, durations, overrides, routes, speaker is not None, pending,
-            announced, peer_states,
+            cfg,
+            counters,
+            programmed,
+            health,
+            durations,
+            overrides,
+            routes,
+            speaker is not None,
+            pending,
+            announced,
+            peer_states,
         ).snapshot(
-            version=version, config_digest=digest, config_source=config_source, started_at=started_at,
-            ready=ready, interfaces=interfaces, flow_table_entries={"ipv4": entries[4], "ipv6": entries[6]},
-            flow_table_size=capacity, reloads=reloads, last_reload_error=last_reload_error,
-            last_reload_success=last_reload_success, dataplane_errors=dataplane_errors,
-            checker_restarts=checker_restarts, xdp_reattaches=reattaches, check_paths=check_paths,
+            version=version,
+            config_digest=digest,
+            config_source=config_source,
+            started_at=started_at,
+            ready=ready,
+            interfaces=interfaces,
+            flow_table_entries={"ipv4": entries[4], "ipv6": entries[6]},
+            flow_table_size=capacity,
+            reloads=reloads,
+            last_reload_error=last_reload_error,
+            last_reload_success=last_reload_success,
+            dataplane_errors=dataplane_errors,
+            checker_restarts=checker_restarts,
+            xdp_reattaches=reattaches,
+            check_paths=check_paths,
             health_transitions=transitions,
         )
 

@@ -67,8 +67,14 @@ class Taken:
 class SnapshotCache:
     """``controller.snapshot()`` at most once per ``interval`` seconds; ``interval=0`` builds on every ``get()``."""
 
-    def __init__(self, controller: status.Controller, *, interval: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        controller: status.Controller,
+        *,
+        interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self._controller = controller
         self.interval = interval
         self._clock = clock

@@ -164,8 +164,9 @@ class Observer(Protocol):
     """What a face (the metrics) learns from the core as it happens, beyond what a snapshot shows: each check run
     and health change. Called on the event loop, thousands of times a second at scale: it must only count."""
 
-    def observe_check(self, backend_key: str, service: str, address: str, check_type: str, seconds: float,
-                      ok: bool) -> None:
+    def observe_check(
+        self, backend_key: str, service: str, address: str, check_type: str, seconds: float, ok: bool
+    ) -> None:
         """One check run of ``backend_key`` (of ``service`` at ``address``) took ``seconds``."""
 
     def observe_schedule_lag(self, seconds: float) -> None:
@@ -248,11 +249,17 @@ def summary(snapshot: Snapshot) -> dict[str, Any]:
         "backends": {"total": backends, "health": dict(health), "dataplane": dict(dataplane), "admin": dict(admin)},
         "services": {"total": len(snapshot.services), "up": sum(1 for s in snapshot.services if s.up)},
         "vips": {"total": len(snapshot.vips), "announced": sum(1 for v in snapshot.vips if v.announced)},
-        "peers": {"total": len(snapshot.peers), "established": sum(1 for p in snapshot.peers if p.state == "established")},
+        "peers": {
+            "total": len(snapshot.peers),
+            "established": sum(1 for p in snapshot.peers if p.state == "established"),
+        },
         "not_serving_total": backends - dataplane["active"],
         "not_serving": not_serving,
-        "vips_withdrawn": [{"prefix": v.prefix, "reason": v.reason, "services": list(v.services)}
-                           for v in snapshot.vips if not v.announced][:SUMMARY_NOT_SERVING_LIMIT],
+        "vips_withdrawn": [
+            {"prefix": v.prefix, "reason": v.reason, "services": list(v.services)}
+            for v in snapshot.vips
+            if not v.announced
+        ][:SUMMARY_NOT_SERVING_LIMIT],
         "peer_sessions": [to_json(peer) for peer in snapshot.peers],
         "interfaces": dict(snapshot.interfaces),
         "started_at": snapshot.started_at,

@@ -63,8 +63,15 @@ class ServiceIndex:
             text = " ".join([service.name, key, *(backend.address for backend in service.backends)]).lower()
             not_serving = sum(1 for backend in service.backends if backend.dataplane != "active")
             entries.append(_Entry(service, key, not_serving, text))
-        entries.sort(key=lambda e: (e.service.up, -e.not_serving, _address_order(e.service.vip), e.service.port,
-                                    e.service.protocol))
+        entries.sort(
+            key=lambda e: (
+                e.service.up,
+                -e.not_serving,
+                _address_order(e.service.vip),
+                e.service.port,
+                e.service.protocol,
+            )
+        )
         self._entries = entries
         self._by_id = {entry.id: entry for entry in entries}
 
@@ -76,7 +83,7 @@ class ServiceIndex:
             if (not request.problems or not entry.service.up or entry.not_serving)
             and all(word in entry.text for word in words)
         ]  # fmt: skip
-        rows = [_service_row(entry) for entry in matched[request.offset:request.offset + request.limit]]
+        rows = [_service_row(entry) for entry in matched[request.offset : request.offset + request.limit]]
         return {"total": len(matched), "offset": request.offset, "limit": request.limit, "services": rows}
 
     def backends(self, service_id: str, request: PageRequest) -> dict[str, Any] | None:
@@ -92,9 +99,14 @@ class ServiceIndex:
              and all(word in f"{backend.address} {backend.reason} {backend.dataplane}".lower() for word in words)),
             key=_health_rank,
         )  # fmt: skip
-        page = matched[request.offset:request.offset + request.limit]
-        return {"service": _service_row(entry), "total": len(matched), "offset": request.offset,
-                "limit": request.limit, "backends": [status.to_json(backend) for backend in page]}
+        page = matched[request.offset : request.offset + request.limit]
+        return {
+            "service": _service_row(entry),
+            "total": len(matched),
+            "offset": request.offset,
+            "limit": request.limit,
+            "backends": [status.to_json(backend) for backend in page],
+        }
 
 
 def _service_row(entry: _Entry) -> dict[str, Any]:
@@ -108,4 +120,3 @@ def _service_row(entry: _Entry) -> dict[str, Any]:
         "not_serving": entry.not_serving, "health": health, "packets": service.packets, "bytes": service.bytes,
         "new_flows": service.new_flows, "drop_no_backend": service.drop_no_backend, "table_size": service.table_size,
     }  # fmt: skip
-

@@ -93,21 +93,32 @@ def render(status: Mapping[str, Any], previous: Mapping[str, Any] | None = None)
         key = _service_key(service)
         count = service["packets"]
         where = config.vip_port_proto(service["vip"], service["port"], service["protocol"])
-        rows.append([
-            where if service["name"] == where else f"{service['name']} {where}",
-            "up" if service["up"] else "DOWN",
-            f"{service['healthy']} of {len(service['backends'])} take flows, need {service['need']}",
-            "", "", "", rate(key, count) if previous is not None else str(count),
-        ])
+        rows.append(
+            [
+                where if service["name"] == where else f"{service['name']} {where}",
+                "up" if service["up"] else "DOWN",
+                f"{service['healthy']} of {len(service['backends'])} take flows, need {service['need']}",
+                "",
+                "",
+                "",
+                rate(key, count) if previous is not None else str(count),
+            ]
+        )
         for backend in service["backends"]:
             admin = backend["admin"] + ("*" if backend.get("admin_override") else "")
             count = backend["packets"]
-            rows.append([
-                f"  {backend['address']}", backend["health"] if backend["health"] != "down" else "DOWN",
-                backend["reason"], admin, str(backend["weight"]),
-                backend["dataplane"] + (f" ({tunnel})" if (tunnel := backend.get("forwarding", "l2")) != "l2" else ""),
-                rate((*key, backend["address"]), count) if previous is not None else str(count),
-            ])
+            rows.append(
+                [
+                    f"  {backend['address']}",
+                    backend["health"] if backend["health"] != "down" else "DOWN",
+                    backend["reason"],
+                    admin,
+                    str(backend["weight"]),
+                    backend["dataplane"]
+                    + (f" ({tunnel})" if (tunnel := backend.get("forwarding", "l2")) != "l2" else ""),
+                    rate((*key, backend["address"]), count) if previous is not None else str(count),
+                ]
+            )
     if rows:
         lines += _table(["SERVICE / BACKEND", "HEALTH", "REASON", "ADMIN", "WEIGHT", "DATA PLANE", traffic], rows)
         if any(b.get("admin_override") for s in status["services"] for b in s["backends"]):
@@ -116,10 +127,19 @@ def render(status: Mapping[str, Any], previous: Mapping[str, Any] | None = None)
         lines.append("no services")
     if status["peers"]:
         lines.append("")
-        lines += _table(["BGP PEER", "STATE", "SINCE", "ROUTES", "REASON"], [
-            [p["address"], p["state"], f"{_duration(now - p['since'])} ago", str(p["routes_sent"]), p["reason"] or ""]
-            for p in status["peers"]
-        ])
+        lines += _table(
+            ["BGP PEER", "STATE", "SINCE", "ROUTES", "REASON"],
+            [
+                [
+                    p["address"],
+                    p["state"],
+                    f"{_duration(now - p['since'])} ago",
+                    str(p["routes_sent"]),
+                    p["reason"] or "",
+                ]
+                for p in status["peers"]
+            ],
+        )
     if status.get("last_reload_error"):
         lines += ["", f"last reload failed: {status['last_reload_error']}"]
     return "\n".join(lines) + "\n"

@@ -27,8 +27,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from tests.api import fake_controller, serving  # noqa: E402
 
 
-PROMETHEUS = {"Accept": "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
-                         "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1", "Accept-Encoding": "gzip"}
+PROMETHEUS = {
+    "Accept": "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    "Accept-Encoding": "gzip",
+}
 """What Prometheus sends when it scrapes."""
 
 
@@ -89,27 +92,43 @@ async def _main(services: int, backends: int) -> dict[str, Any]:
         ticker = _Ticker()
         ticker.start()
         await asyncio.sleep(0.1)
-        for name, path in (("metrics", "/metrics"), ("metrics_again", "/metrics"),
-                           ("metrics_as_prometheus", "/metrics"), ("status", "/api/v1/status"),
-                           ("status_again", "/api/v1/status"), ("healthz", "/healthz")):
+        for name, path in (
+            ("metrics", "/metrics"),
+            ("metrics_again", "/metrics"),
+            ("metrics_as_prometheus", "/metrics"),
+            ("status", "/api/v1/status"),
+            ("status_again", "/api/v1/status"),
+            ("healthz", "/healthz"),
+        ):
             await asyncio.sleep(0.0 if name.endswith("_again") else 1.5)  # "again": within the second
             headers = PROMETHEUS if name == "metrics_as_prometheus" else None  # OpenMetrics, gzip
             seconds, (body,) = await _timed(ticker, url + path, headers=headers)
-            figures: dict[str, Any] = {"seconds": round(seconds, 3), "loop_stall_ms": round(ticker.worst * 1000),
-                                       "bytes": len(body)}
+            figures: dict[str, Any] = {
+                "seconds": round(seconds, 3),
+                "loop_stall_ms": round(ticker.worst * 1000),
+                "bytes": len(body),
+            }
             if path == "/metrics" and headers is None:
                 figures["series"] = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
             results[name] = figures
-            print(f"{name:14} {seconds:6.2f} s  loop stall {ticker.worst * 1000:5.0f} ms  "
-                  f"{len(body) / 1e6:6.1f} MB  {figures.get('series', '')}", flush=True)
+            print(
+                f"{name:14} {seconds:6.2f} s  loop stall {ticker.worst * 1000:5.0f} ms  "
+                f"{len(body) / 1e6:6.1f} MB  {figures.get('series', '')}",
+                flush=True,
+            )
         await asyncio.sleep(1.5)
         before = controller.snapshots
         seconds, _ = await _timed(ticker, *[url + "/metrics"] * 3, *[url + "/api/v1/status"] * 3)
-        results["concurrent_3_metrics_3_status"] = {"seconds": round(seconds, 3),
-                                                    "loop_stall_ms": round(ticker.worst * 1000),
-                                                    "snapshots": controller.snapshots - before}
-        print(f"3 x /metrics and 3 x status at once: {seconds:.2f} s, loop stall {ticker.worst * 1000:.0f} ms, "
-              f"{controller.snapshots - before} snapshots built", flush=True)
+        results["concurrent_3_metrics_3_status"] = {
+            "seconds": round(seconds, 3),
+            "loop_stall_ms": round(ticker.worst * 1000),
+            "snapshots": controller.snapshots - before,
+        }
+        print(
+            f"3 x /metrics and 3 x status at once: {seconds:.2f} s, loop stall {ticker.worst * 1000:.0f} ms, "
+            f"{controller.snapshots - before} snapshots built",
+            flush=True,
+        )
     return results
 
 

@@ -73,9 +73,13 @@ async def main(rounds: int) -> None:
         for _ in range(max(3, rounds // 10)):
             prefix = "192.0.2.40/32"
             controller = await asyncio.create_subprocess_exec(
-                sys.executable, str(ROOT / "tests" / "bgp" / "bgp_controller.py"), str(bird.workdir),
-                bgp_support.speaker_config(bird).model_dump_json(), prefix,
-                stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                sys.executable,
+                str(ROOT / "tests" / "bgp" / "bgp_controller.py"),
+                str(bird.workdir),
+                bgp_support.speaker_config(bird).model_dump_json(),
+                prefix,
+                stdout=asyncio.subprocess.PIPE,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
             )
             assert controller.stdout is not None
             while (await controller.stdout.readline()) != b"ready\n":

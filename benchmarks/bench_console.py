@@ -42,14 +42,17 @@ async def _poll_figures(console: Console, polls: int) -> dict[str, Any]:
     done = await console.polls() - first
     return {
         "elements": await console.elements(),
-        "fetch_ms_median": statistics.median(fetch), "fetch_ms_max": max(fetch),
-        "draw_ms_median": statistics.median(draw), "draw_ms_max": max(draw),
+        "fetch_ms_median": statistics.median(fetch),
+        "fetch_ms_max": max(fetch),
+        "draw_ms_median": statistics.median(draw),
+        "draw_ms_max": max(draw),
         "busy_percent": round(100 * statistics.mean(draw) * done / 1000 / elapsed, 1),
     }
 
 
-async def _measure(browser: Browser, name: str, controller: fake_controller.FakeController, polls: int,
-                   shots: Path) -> dict[str, Any]:
+async def _measure(
+    browser: Browser, name: str, controller: fake_controller.FakeController, polls: int, shots: Path
+) -> dict[str, Any]:
     controller.ticking = True
     async with serving.serve(controller) as (url, _):
         started = time.monotonic()

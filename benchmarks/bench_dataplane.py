@@ -183,19 +183,22 @@ def measure_segment(settings: bpf.DataPlaneSettings, minimal_fd: int, *, repeat:
             try:
                 plane.set_egress(host.ifindex, host.mac)
                 plane.set_tunnel(ip_address(host.ipv4), None)
-                backends = tuple(bpf.Backend(ip_address(f"198.18.1.{10 + i}"), mac=f"02:00:00:00:03:{i:02x}",
-                                             ifindex=host.ifindex) for i in range(8))
+                backends = tuple(
+                    bpf.Backend(ip_address(f"198.18.1.{10 + i}"), mac=f"02:00:00:00:03:{i:02x}", ifindex=host.ifindex)
+                    for i in range(8)
+                )
                 plane.set_service(bpf.Service(bpf.ServiceKey(VIP4, 80, "tcp"), backends))
-                cases = [Case("minimal", minimal_fd, frame(VIP4), "XDP_TX"),
-                         Case("redirect", plane.prog_fd, frame(VIP4), "XDP_REDIRECT")]
+                cases = [
+                    Case("minimal", minimal_fd, frame(VIP4), "XDP_TX"),
+                    Case("redirect", plane.prog_fd, frame(VIP4), "XDP_REDIRECT"),
+                ]
                 restorer = BPF(text=RESTORE.encode(), cflags=[f"-DFRAME_LEN={len(frame(VIP4))}"])
                 restore = (restorer.load_func(b"restore", BPF.XDP).fd, restorer[b"next"])
                 cases.append(Case("restored_minimal", minimal_fd, frame(VIP4), "XDP_TX", via_wrapper=True))
                 for port, tunnel in ((81, "ipip"), (82, "gue")):
                     routed = tuple(bpf.Backend(ip_address(f"198.18.5.{10 + i}"), tunnel=tunnel) for i in range(8))
                     plane.set_service(bpf.Service(bpf.ServiceKey(VIP4, port, "tcp"), routed))
-                    cases.append(Case(tunnel, plane.prog_fd, frame(VIP4, dport=port), "XDP_REDIRECT",
-                                      via_wrapper=True))
+                    cases.append(Case(tunnel, plane.prog_fd, frame(VIP4, dport=port), "XDP_REDIRECT", via_wrapper=True))
                 for case in cases[1:]:
                     testing.prog_test_run(plane.prog_fd, case.data)  # establish the flow
                 least = measure(cases, repeat=repeat, runs=runs, wrapper=restore)
@@ -222,13 +225,22 @@ def measure_decap(minimal_fd: int, *, repeat: int, runs: int) -> float:
         table = wrapper[b"head"]
         table[table.Key(0)] = table.Leaf.from_buffer_copy(tunnelled[:head_len])
         restore = (wrapper.load_func(b"restore_outer", BPF.XDP).fd, wrapper[b"next"])
-        least = measure([Case("minimal", minimal_fd, tunnelled, "XDP_TX", via_wrapper=True),
-                         Case("decap", program.prog_fd, tunnelled, "XDP_PASS", via_wrapper=True)],
-                        repeat=repeat, runs=runs, wrapper=restore)
+        least = measure(
+            [
+                Case("minimal", minimal_fd, tunnelled, "XDP_TX", via_wrapper=True),
+                Case("decap", program.prog_fd, tunnelled, "XDP_PASS", via_wrapper=True),
+            ],
+            repeat=repeat,
+            runs=runs,
+            wrapper=restore,
+        )
         if program.counters().ipip < repeat * runs:
             raise SystemExit("the decap benchmark's frames were not all taken off")
-        return least["decap"] - least["minimal"] + measure([Case("minimal", minimal_fd, tunnelled, "XDP_TX")],
-                                                           repeat=repeat, runs=runs)["minimal"]
+        return (
+            least["decap"]
+            - least["minimal"]
+            + measure([Case("minimal", minimal_fd, tunnelled, "XDP_TX")], repeat=repeat, runs=runs)["minimal"]
+        )
     finally:
         wrapper.cleanup()
         program.cleanup()
@@ -257,21 +269,26 @@ def main() -> None:
 
     testing.prog_test_run(inserting.prog_fd, frame(VIP4))  # establish the flows
     testing.prog_test_run(inserting.prog_fd, frame(VIP6))
-    least = measure([
-        Case("minimal", minimal_fd, frame(VIP4), "XDP_TX"),
-        Case("flow_hit", inserting.prog_fd, frame(VIP4), "XDP_TX"),
-        Case("flow_hit_v6", inserting.prog_fd, frame(VIP6), "XDP_TX"),
-        Case("not_a_vip", inserting.prog_fd, frame("192.0.2.200"), "XDP_PASS"),
-        Case("wrapped_minimal", minimal_fd, frame(VIP4), "XDP_TX", via_wrapper=True),
-        Case("new_flow", inserting.prog_fd, frame(VIP4), "XDP_TX", via_wrapper=True),
-        Case("new_flow_no_insert", guarded.prog_fd, frame(VIP4), "XDP_TX", via_wrapper=True),
-        Case("syn", inserting.prog_fd, frame(VIP4, flags="S"), "XDP_TX", via_wrapper=True),
-    ], wrapper=(wrapper_fd, jump), **run)
+    least = measure(
+        [
+            Case("minimal", minimal_fd, frame(VIP4), "XDP_TX"),
+            Case("flow_hit", inserting.prog_fd, frame(VIP4), "XDP_TX"),
+            Case("flow_hit_v6", inserting.prog_fd, frame(VIP6), "XDP_TX"),
+            Case("not_a_vip", inserting.prog_fd, frame("192.0.2.200"), "XDP_PASS"),
+            Case("wrapped_minimal", minimal_fd, frame(VIP4), "XDP_TX", via_wrapper=True),
+            Case("new_flow", inserting.prog_fd, frame(VIP4), "XDP_TX", via_wrapper=True),
+            Case("new_flow_no_insert", guarded.prog_fd, frame(VIP4), "XDP_TX", via_wrapper=True),
+            Case("syn", inserting.prog_fd, frame(VIP4, flags="S"), "XDP_TX", via_wrapper=True),
+        ],
+        wrapper=(wrapper_fd, jump),
+        **run,
+    )
     inserted = inserting.read_counters().totals.flow_inserts
     for plane in (inserting, guarded):
         plane.cleanup()
     segment = measure_segment(
-        bpf.DataPlaneSettings(flow_table_size=args.flow_table_size, new_flow_rate_limit=0), minimal_fd, **run)
+        bpf.DataPlaneSettings(flow_table_size=args.flow_table_size, new_flow_rate_limit=0), minimal_fd, **run
+    )
 
     decap = measure_decap(minimal_fd, **run)
 
@@ -289,15 +306,27 @@ def main() -> None:
         "decap_ns": decap,
     }
     base = figures["minimal_ns"]
-    ratios = {name.removesuffix("_ns") + "_ratio": round(value / base, 2) for name, value in figures.items()
-              if name not in ("minimal_ns", "wrapper_overhead_ns")}
+    ratios = {
+        name.removesuffix("_ns") + "_ratio": round(value / base, 2)
+        for name, value in figures.items()
+        if name not in ("minimal_ns", "wrapper_overhead_ns")
+    }
     print(f"{'case':<24}{'ns/packet':>10}{'x minimal':>11}")
     for name, value in figures.items():
         ratio = ratios.get(name.removesuffix("_ns") + "_ratio")
         print(f"{name.removesuffix('_ns'):<24}{value:>10.1f}{'' if ratio is None else f'{ratio:>10.2f}x'}")
     print(f"flow-table inserts during the run: {inserted} (table size {args.flow_table_size})")
-    print(json.dumps({**{k: round(v, 1) for k, v in figures.items()}, **ratios,
-                      "repeat": args.repeat, "runs": args.runs, "flow_table_size": args.flow_table_size}))
+    print(
+        json.dumps(
+            {
+                **{k: round(v, 1) for k, v in figures.items()},
+                **ratios,
+                "repeat": args.repeat,
+                "runs": args.runs,
+                "flow_table_size": args.flow_table_size,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

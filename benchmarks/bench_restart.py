@@ -135,7 +135,9 @@ def _read_response(sock: socket.socket, buffer: bytes) -> bytes:
             raise ConnectionResetError("closed")
         buffer += chunk
     head, _, rest = buffer.partition(b"\r\n\r\n")
-    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    length = next(
+        int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
+    )
     while len(rest) < length:
         chunk = sock.recv(4096)
         if not chunk:
@@ -196,8 +198,10 @@ def _scenario(demo: DemoLab, data: dict[str, Any], how: str, *, rate: float, hel
         node.process.wait(30)
         new_data = data
         if how == "upgrade":
-            new_data = {**data, "dataplane": {**data["dataplane"], "answer_ping": not data["dataplane"].get(
-                "answer_ping", True)}}
+            new_data = {
+                **data,
+                "dataplane": {**data["dataplane"], "answer_ping": not data["dataplane"].get("answer_ping", True)},
+            }
         if how == "abi_change":
             _set_left_programs_abi(demo.nodes[0], _abi.ABI + 1)
         logged_before = len(node.log())  # the log file is appended to by every run

@@ -12,9 +12,17 @@ import sys
 from balancer.lab import scale
 
 TARGETS = {  # key: (target, "max" or "eq")
-    "ready_s": (15.0, "max"), "false_downs": (0, "eq"), "cpu_cores": (0.6, "max"), "check_lag_p99_ms": (50.0, "max"),
-    "loop_stall_max_ms": (50.0, "max"), "reload_1pct_s": (1.0, "max"), "reload_checks_s": (1.0, "max"),
-    "reload_flaps": (0, "eq"), "metrics_scrape_s": (0.5, "max"), "status_s": (0.5, "max"), "rss_mb": (300.0, "max"),
+    "ready_s": (15.0, "max"),
+    "false_downs": (0, "eq"),
+    "cpu_cores": (0.6, "max"),
+    "check_lag_p99_ms": (50.0, "max"),
+    "loop_stall_max_ms": (50.0, "max"),
+    "reload_1pct_s": (1.0, "max"),
+    "reload_checks_s": (1.0, "max"),
+    "reload_flaps": (0, "eq"),
+    "metrics_scrape_s": (0.5, "max"),
+    "status_s": (0.5, "max"),
+    "rss_mb": (300.0, "max"),
     "stop_s": (4.0, "max"),  # 3 s plus the node's 1 s drain
 }
 
@@ -28,9 +36,14 @@ def main() -> int:
     args = parser.parse_args()
     total = args.services * args.backends
     with scale.ScaleLab(services=args.services, backends=args.backends, spare=max(1, total // 100)) as lab:
-        figures = scale.measure(lab, window=args.window, settle=10.0, flap_window=30.0,
-                                    ready_timeout=args.ready_timeout,
-                                    progress=lambda line: print(line, file=sys.stderr, flush=True))
+        figures = scale.measure(
+            lab,
+            window=args.window,
+            settle=10.0,
+            flap_window=30.0,
+            ready_timeout=args.ready_timeout,
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
+        )
     print(f"{'figure':22} {'measured':>12} {'target':>10}")
     for name, value in figures.items():
         target = TARGETS.get(name)

@@ -69,6 +69,7 @@ def verify_route(prefix: config.Prefix, attributes: config.RouteAttributes) -> N
     would raise."""
     _exabgp_config.check_attributes(prefix, attributes)
 
+
 __all__ = [
     "AttributeMismatchError",
     "BgpError",

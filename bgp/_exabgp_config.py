@@ -66,18 +66,33 @@ def problems(config: BgpConfig) -> list[tuple[tuple[str | int, ...], str]]:
             found.append(((*where, "address"), f"peer {peer.address} is already peers[{first[peer.address]}]"))
         first.setdefault(peer.address, index)
         if peer.passive:
-            found.append(((*where, "passive"), f"peer {peer.address}: passive sessions are not supported by the "
-                          "ExaBGP driver"))
+            found.append(
+                ((*where, "passive"), f"peer {peer.address}: passive sessions are not supported by the ExaBGP driver")
+            )
         if peer.local_address is not None and peer.local_address.version != peer.address.version:
-            found.append(((*where, "local_address"), f"peer {peer.address}: local address {peer.local_address} is "
-                          "of another family"))
+            found.append(
+                (
+                    (*where, "local_address"),
+                    f"peer {peer.address}: local address {peer.local_address} is of another family",
+                )
+            )
         if peer.password is not None and (not peer.password or _BAD_PASSWORD.search(peer.password)):
             # The password itself is never shown: errors reach logs and the status API.
-            found.append(((*where, "password"), f"peer {peer.address}: the MD5 password must be non-empty, without "
-                          "quotes, backslashes or line breaks"))
+            found.append(
+                (
+                    (*where, "password"),
+                    f"peer {peer.address}: the MD5 password must be non-empty, without "
+                    "quotes, backslashes or line breaks",
+                )
+            )
         elif peer.password is not None and len(peer.password.encode()) > _MAX_PASSWORD:
-            found.append(((*where, "password"), f"peer {peer.address}: the MD5 password must be at most "
-                          f"{_MAX_PASSWORD} bytes (the kernel's TCP-MD5 key size; ExaBGP refuses longer ones)"))
+            found.append(
+                (
+                    (*where, "password"),
+                    f"peer {peer.address}: the MD5 password must be at most "
+                    f"{_MAX_PASSWORD} bytes (the kernel's TCP-MD5 key size; ExaBGP refuses longer ones)",
+                )
+            )
     return found
 
 

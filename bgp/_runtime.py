@@ -75,7 +75,7 @@ def replace_private(path: Path, text: str) -> None:
 def _owner_pid(name: str) -> int | None:
     if not name.startswith(_PREFIX):
         return None
-    pid = name[len(_PREFIX):].split("-", 1)[0]
+    pid = name[len(_PREFIX) :].split("-", 1)[0]
     return int(pid) if pid.isdigit() else None
 
 

@@ -244,8 +244,10 @@ class Speaker:
             if not withdraw and run is not None:
                 run.kill()  # SIGKILL: the kernel closes the sessions, with no NOTIFICATION from ExaBGP
                 await run.wait_ended()
-                log.info("event=bgp_left_routes routes=%d note=peers_keep_them_for_the_restart_time",
-                         len(self._writer.wanted))
+                log.info(
+                    "event=bgp_left_routes routes=%d note=peers_keep_them_for_the_restart_time",
+                    len(self._writer.wanted),
+                )
                 run = None
             elif withdraw:
                 self._writer.set_routes({})  # one `clear adj-rib out`, whatever the number of routes
@@ -298,9 +300,7 @@ class Speaker:
         self._require_running("reconfigure")
         found = _exabgp_config.problems(new)
         if found:
-            raise _errors.ReconfigureError(
-                "; ".join(f"bgp.{_path(path)}: {message}" for path, message in found), found
-            )
+            raise _errors.ReconfigureError("; ".join(f"bgp.{_path(path)}: {message}" for path, message in found), found)
         async with self._exabgp_lock:
             self._require_running("reconfigure")
             old = self._config
@@ -514,8 +514,13 @@ class Speaker:
             self._sent_changed.set()
 
     def _peer_changed(self, state: _peers.PeerState) -> None:
-        log.info("event=bgp_peer_state peer=%s state=%s routes_sent=%d reason=%s",
-                 state.address, state.state.value, state.routes_sent, state.reason)
+        log.info(
+            "event=bgp_peer_state peer=%s state=%s routes_sent=%d reason=%s",
+            state.address,
+            state.state.value,
+            state.routes_sent,
+            state.reason,
+        )
         if state.state is _peers.PeerStatus.ESTABLISHED and self._routes_complete:
             self._send_eor(state.address)
         self._sent_changed.set()

@@ -15,8 +15,17 @@ from bpf.check_path import mark_of as check_mark
 from bpf.dataplane import DEFAULT_GUE_PORT, AttachMode, DataPlane, DataPlaneSettings, EarlierProgram
 from bpf.errors import DataPlaneError
 from bpf.maglev import DEFAULT_TABLE_SIZE, MaglevCache, maglev_table
-from bpf.service import (Backend, BackendState, BackendStatus, NextHop, Protocol, Service, ServiceKey, ServiceStatus,
-                         Tunnel)
+from bpf.service import (
+    Backend,
+    BackendState,
+    BackendStatus,
+    NextHop,
+    Protocol,
+    Service,
+    ServiceKey,
+    ServiceStatus,
+    Tunnel,
+)
 
 __all__ = [
     "DEFAULT_GUE_PORT",

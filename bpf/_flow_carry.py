@@ -48,8 +48,15 @@ def _check(key_hash: int, slot: int, generation: int) -> int:
     return (key_hash ^ ((slot * 0x9E3779B1) & _M32) ^ generation ^ 0x5BD1E995) & _M32
 
 
-def carry_flows(family: int, old: mmap.mmap | bytearray, old_sets: int, new: mmap.mmap | bytearray, new_sets: int, seed: int,
-                slots: Mapping[int, tuple[int, int, int]]) -> int:
+def carry_flows(
+    family: int,
+    old: mmap.mmap | bytearray,
+    old_sets: int,
+    new: mmap.mmap | bytearray,
+    new_sets: int,
+    seed: int,
+    slots: Mapping[int, tuple[int, int, int]],
+) -> int:
     """Place the entries of the old table (``old_sets`` sets) into the new one (``new_sets`` sets, index seed
     ``seed``); ``slots`` maps an old backend slot to (new slot, its generation, the old slot's generation).
     Returns the entries carried."""
@@ -67,7 +74,7 @@ def carry_flows(family: int, old: mmap.mmap | bytearray, old_sets: int, new: mma
             # The old index hash, recovered from the check word, must put the entry in the set it is in.
             if (check ^ ((backend * 0x9E3779B1) & _M32) ^ generation ^ 0x5BD1E995) & (old_sets - 1) != set_index:
                 continue
-            key = bytes(old[at:at + key_size])
+            key = bytes(old[at : at + key_size])
             new_slot, new_generation, _ = slots[backend]
             key_hash = flow_hash(key, seed)
             target = (key_hash & (new_sets - 1)) * set_size
@@ -75,9 +82,16 @@ def carry_flows(family: int, old: mmap.mmap | bytearray, old_sets: int, new: mma
                 place = target + new_way * entry_size
                 if struct.unpack_from("<I", new, place + key_size + 8)[0]:  # seen: taken
                     continue
-                new[place:place + key_size] = key
-                struct.pack_into("<IIII", new, place + key_size, new_slot, new_generation, seen,
-                                 _check(key_hash, new_slot, new_generation))
+                new[place : place + key_size] = key
+                struct.pack_into(
+                    "<IIII",
+                    new,
+                    place + key_size,
+                    new_slot,
+                    new_generation,
+                    seen,
+                    _check(key_hash, new_slot, new_generation),
+                )
                 carried += 1
                 break
     return carried

@@ -11,19 +11,40 @@ from typing import Any
 
 from bpf.errors import DataPlaneError
 
-__all__ = ["attached", "keys_of", "libbpf", "map_sizes", "maps_of", "percpu_values", "possible_cpus", "prog_name", "read", "read_raw",
-           "replace", "write_raw"]
+__all__ = [
+    "attached",
+    "keys_of",
+    "libbpf",
+    "map_sizes",
+    "maps_of",
+    "percpu_values",
+    "possible_cpus",
+    "prog_name",
+    "read",
+    "read_raw",
+    "replace",
+    "write_raw",
+]
 
 # IFLA_XDP_*_PROG_ID (include/uapi/linux/if_link.h): the program attached in each mode, absent when none.
 _PROG_IDS = {"IFLA_XDP_DRV_PROG_ID": "native", "IFLA_XDP_SKB_PROG_ID": "generic", "IFLA_XDP_HW_PROG_ID": "offload"}
 
 
 class _ProgInfo(ctypes.Structure):
-    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("tag", ctypes.c_uint8 * 8),
-                ("jited_prog_len", ctypes.c_uint32), ("xlated_prog_len", ctypes.c_uint32),
-                ("jited_prog_insns", ctypes.c_uint64), ("xlated_prog_insns", ctypes.c_uint64),
-                ("load_time", ctypes.c_uint64), ("created_by_uid", ctypes.c_uint32),
-                ("nr_map_ids", ctypes.c_uint32), ("map_ids", ctypes.c_uint64), ("name", ctypes.c_char * 16)]
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("tag", ctypes.c_uint8 * 8),
+        ("jited_prog_len", ctypes.c_uint32),
+        ("xlated_prog_len", ctypes.c_uint32),
+        ("jited_prog_insns", ctypes.c_uint64),
+        ("xlated_prog_insns", ctypes.c_uint64),
+        ("load_time", ctypes.c_uint64),
+        ("created_by_uid", ctypes.c_uint32),
+        ("nr_map_ids", ctypes.c_uint32),
+        ("map_ids", ctypes.c_uint64),
+        ("name", ctypes.c_char * 16),
+    ]
 
 
 def _lib() -> Any:
@@ -109,9 +130,15 @@ def replace(ifname: str, prog_fd: int, expected_id: int, mode_flags: int) -> Non
 
 
 class _MapInfo(ctypes.Structure):
-    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("key_size", ctypes.c_uint32),
-                ("value_size", ctypes.c_uint32), ("max_entries", ctypes.c_uint32), ("map_flags", ctypes.c_uint32),
-                ("name", ctypes.c_char * 16)]
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("name", ctypes.c_char * 16),
+    ]
 
 
 def maps_of(prog_id: int) -> dict[str, int]:
@@ -191,7 +218,7 @@ def percpu_values(fd: int, key: int, fields: int) -> list[int]:
     """The ``fields`` u64 fields of row ``key`` of a per-CPU array, summed over the CPUs."""
     cpus = possible_cpus()
     raw = read(fd, key, 8 * fields * cpus)
-    words = [int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 8)]
+    words = [int.from_bytes(raw[i : i + 8], "little") for i in range(0, len(raw), 8)]
     return [sum(words[cpu * fields + field] for cpu in range(cpus)) for field in range(fields)]
 
 

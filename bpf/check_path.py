@@ -58,8 +58,10 @@ class CheckPath:
         if self.vip.version != self.backend.version:
             raise DataPlaneError(f"check path to {self.vip} by {self.backend}: a VIP and a backend of one family")
         if self.tunnel is not None and (self.source is None or self.source.version != self.backend.version):
-            raise DataPlaneError(f"check path to {self.vip} by {self.backend}: {self.tunnel} needs a tunnel source "
-                                 f"of IPv{self.backend.version}")
+            raise DataPlaneError(
+                f"check path to {self.vip} by {self.backend}: {self.tunnel} needs a tunnel source "
+                f"of IPv{self.backend.version}"
+            )
 
 
 @dataclass(frozen=True)
@@ -74,13 +76,23 @@ class CheckPathCounters:
 
 
 class _TcHook(ctypes.Structure):
-    _fields_ = [("sz", ctypes.c_size_t), ("ifindex", ctypes.c_int), ("attach_point", ctypes.c_int),
-                ("parent", ctypes.c_uint32)]
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("ifindex", ctypes.c_int),
+        ("attach_point", ctypes.c_int),
+        ("parent", ctypes.c_uint32),
+    ]
 
 
 class _TcOpts(ctypes.Structure):
-    _fields_ = [("sz", ctypes.c_size_t), ("prog_fd", ctypes.c_int), ("flags", ctypes.c_uint32),
-                ("prog_id", ctypes.c_uint32), ("handle", ctypes.c_uint32), ("priority", ctypes.c_uint32)]
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("prog_fd", ctypes.c_int),
+        ("flags", ctypes.c_uint32),
+        ("prog_id", ctypes.c_uint32),
+        ("handle", ctypes.c_uint32),
+        ("priority", ctypes.c_uint32),
+    ]
 
 
 def _hook(ifindex: int, point: int) -> _TcHook:
@@ -147,8 +159,9 @@ class CheckPaths:
         if code not in (0, -errno.EEXIST):
             raise DataPlaneError(f"creating the clsact qdisc on {ifname} failed: {os.strerror(-code)}")
         for point, fn in ((_TC_EGRESS, self._egress), (_TC_INGRESS, self._ingress)):
-            opts = _TcOpts(sz=ctypes.sizeof(_TcOpts), prog_fd=fn.fd, flags=_TC_F_REPLACE, handle=_HANDLE,
-                           priority=_PRIORITY)
+            opts = _TcOpts(
+                sz=ctypes.sizeof(_TcOpts), prog_fd=fn.fd, flags=_TC_F_REPLACE, handle=_HANDLE, priority=_PRIORITY
+            )
             code = lib.bpf_tc_attach(ctypes.byref(_hook(ifindex, point)), ctypes.byref(opts))
             if code != 0:
                 raise DataPlaneError(f"attaching the check path program to {ifname} failed: {os.strerror(-code)}")
@@ -171,8 +184,9 @@ class CheckPaths:
         """The programs' counters, summed over CPUs."""
         table = self._bpf[b"check_path_stats"]
         values = table[table.Key(0)]
-        return CheckPathCounters(**{f.name: sum(getattr(v, f.name) for v in values)
-                                    for f in dataclasses.fields(CheckPathCounters)})
+        return CheckPathCounters(
+            **{f.name: sum(getattr(v, f.name) for v in values) for f in dataclasses.fields(CheckPathCounters)}
+        )
 
     def cleanup(self) -> None:
         """Detach from every interface and unload."""

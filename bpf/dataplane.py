@@ -32,8 +32,7 @@ from bpf._kernel_source import ensure_kernel_source
 from bpf._tables import KernelMaps, MapOps, TableStore
 from bpf.errors import DataPlaneError
 from bpf.maglev import MaglevCache, TableKey
-from bpf.service import (PROTO_NUMBERS, Backend, BackendState, BackendStatus, Service, ServiceKey, ServiceStatus,
-                         Tunnel)
+from bpf.service import PROTO_NUMBERS, Backend, BackendState, BackendStatus, Service, ServiceKey, ServiceStatus, Tunnel
 
 __all__ = ["DEFAULT_GUE_PORT", "AttachMode", "DataPlane", "DataPlaneSettings", "EarlierProgram"]
 
@@ -48,8 +47,17 @@ _TUNNEL_FLAGS = {"ipip": _abi.BACKEND_IPIP, "gue": _abi.BACKEND_GUE}
 AttachMode = Literal["auto", "native", "generic"]
 _PROG_NAME = "xdplb"  # the program's function name, which the kernel keeps as its name
 # The maps an earlier run's counters are read from; their layouts must be ours for them to be carried over.
-_INHERITED = ("global_stats", "service_stats", "backend_stats", "services_v4", "services_v6", "backends",
-              "tunnel_dests", "flows_v4", "flows_v6")
+_INHERITED = (
+    "global_stats",
+    "service_stats",
+    "backend_stats",
+    "services_v4",
+    "services_v6",
+    "backends",
+    "tunnel_dests",
+    "flows_v4",
+    "flows_v6",
+)
 _TUNNEL_MASK = _abi.BACKEND_IPIP | _abi.BACKEND_GUE
 _XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 _XDP_FLAGS = {"generic": 1 << 1, "native": 1 << 2}
@@ -123,7 +131,10 @@ class DataPlane:
     """
 
     def __init__(
-        self, settings: DataPlaneSettings | None = None, *, maglev: MaglevCache | None = None,
+        self,
+        settings: DataPlaneSettings | None = None,
+        *,
+        maglev: MaglevCache | None = None,
         table_ops: MapOps | None = None,
     ) -> None:
         self.settings = settings or DataPlaneSettings()
@@ -288,11 +299,18 @@ class DataPlane:
             found = _xdp_programs.read_raw(theirs["abi"], bytes(4), 4) if "abi" in theirs else None
             their_abi = int.from_bytes(found, "little") if found is not None else None
             if their_abi != _abi.ABI:
-                log.warning("event=state_not_inherited prog_id=%d reason=another_abi abi=%s ours=%d "
-                            "note=counters_from_zero_flows_by_maglev", earlier.prog_id, their_abi, _abi.ABI)
+                log.warning(
+                    "event=state_not_inherited prog_id=%d reason=another_abi abi=%s ours=%d "
+                    "note=counters_from_zero_flows_by_maglev",
+                    earlier.prog_id,
+                    their_abi,
+                    _abi.ABI,
+                )
                 return False
-            if any(name not in theirs or _xdp_programs.map_sizes(theirs[name])[:2] != _xdp_programs.map_sizes(fd)[:2]
-                   for name, fd in ours.items()):
+            if any(
+                name not in theirs or _xdp_programs.map_sizes(theirs[name])[:2] != _xdp_programs.map_sizes(fd)[:2]
+                for name, fd in ours.items()
+            ):
                 log.warning("event=state_not_inherited prog_id=%d reason=another_layout", earlier.prog_id)
                 return False
             with self._lock:
@@ -301,8 +319,14 @@ class DataPlane:
         finally:
             for fd in theirs.values():
                 os.close(fd)
-        log.info("event=state_inherited prog_id=%d services=%d backends=%d flows_v4=%d flows_v6=%d",
-                 earlier.prog_id, services, len(slots), flows[4], flows[6])
+        log.info(
+            "event=state_inherited prog_id=%d services=%d backends=%d flows_v4=%d flows_v6=%d",
+            earlier.prog_id,
+            services,
+            len(slots),
+            flows[4],
+            flows[6],
+        )
         return True
 
     def _carry_flows(self, family: int, old_fd: int, slots: Mapping[int, tuple[int, int, int]]) -> int:
@@ -314,13 +338,15 @@ class DataPlane:
         def pages(sets: int) -> int:
             return -(-sets * set_size // mmap.PAGESIZE) * mmap.PAGESIZE
 
-        with (mmap.mmap(old_fd, pages(old_sets), mmap.MAP_SHARED, mmap.PROT_READ) as old,
-              mmap.mmap(new_fd, pages(self.settings.flow_sets), mmap.MAP_SHARED,
-                        mmap.PROT_READ | mmap.PROT_WRITE) as new):
+        with (
+            mmap.mmap(old_fd, pages(old_sets), mmap.MAP_SHARED, mmap.PROT_READ) as old,
+            mmap.mmap(new_fd, pages(self.settings.flow_sets), mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE) as new,
+        ):
             return _flow_carry.carry_flows(family, old, old_sets, new, self.settings.flow_sets, self._flow_seed, slots)
 
-    def _inherit(self, ours: Mapping[str, int],
-                 theirs: Mapping[str, int]) -> tuple[int, dict[int, tuple[int, int, int]]]:
+    def _inherit(
+        self, ours: Mapping[str, int], theirs: Mapping[str, int]
+    ) -> tuple[int, dict[int, tuple[int, int, int]]]:
         sizes = {name: _xdp_programs.map_sizes(fd) for name, fd in theirs.items() if name in _INHERITED}
         cpus = _xdp_programs.possible_cpus()
 
@@ -354,8 +380,11 @@ class DataPlane:
                 slot = service.slots.get(backend.address)
                 if slot is None:
                     continue
-                identity = (backend.address.packed.ljust(16, b"\0") if backend.tunnel is not None
-                            else bytes.fromhex((backend.mac or "").replace(":", "")))
+                identity = (
+                    backend.address.packed.ljust(16, b"\0")
+                    if backend.tunnel is not None
+                    else bytes.fromhex((backend.mac or "").replace(":", ""))
+                )
                 wanted[(old_of_new[new_id], identity)] = slot
         _, backends_size, backend_slots = sizes["backends"]
         dests_size = sizes["tunnel_dests"][1]
@@ -487,12 +516,17 @@ class DataPlane:
         value.mac[:] = list(bytes.fromhex(mac.replace(":", "")))
         value.known = 1
         if ifindex >= self.settings.max_ifindex:
-            log.warning("event=ifindex_beyond_map ifindex=%d max_ifindex=%d source_mac=frame_destination", ifindex, self.settings.max_ifindex)
+            log.warning(
+                "event=ifindex_beyond_map ifindex=%d max_ifindex=%d source_mac=frame_destination",
+                ifindex,
+                self.settings.max_ifindex,
+            )
             return
         interfaces[interfaces.Key(ifindex)] = value
 
-    def set_tunnel(self, source_v4: config.IpAddress | None, source_v6: config.IpAddress | None,
-                   gue_port: int = DEFAULT_GUE_PORT) -> None:
+    def set_tunnel(
+        self, source_v4: config.IpAddress | None, source_v6: config.IpAddress | None, gue_port: int = DEFAULT_GUE_PORT
+    ) -> None:
         """The node's tunnel settings: the outer source address of each family (None: no tunnels of that family;
         ``set_service`` refuses them) and the UDP destination port of GUE."""
         if source_v4 is not None and source_v4.version != 4 or source_v6 is not None and source_v6.version != 6:
@@ -532,8 +566,9 @@ class DataPlane:
             raise
         self._check_paths = paths
 
-    def set_check_path(self, path_id: int, vip: config.IpAddress, backend: config.IpAddress,
-                       tunnel: Tunnel | None) -> None:
+    def set_check_path(
+        self, path_id: int, vip: config.IpAddress, backend: config.IpAddress, tunnel: Tunnel | None
+    ) -> None:
         """Checks marked ``check_path.mark_of(path_id)``, connected to ``backend``, go to ``vip`` by the backend's
         forwarding: ``tunnel`` None (layer 2), ``"ipip"`` or ``"gue"`` from this node's tunnel source."""
         if self._check_paths is None:
@@ -558,8 +593,9 @@ class DataPlane:
     def _write_tunnel_dest(self, slot: int, backend: Backend) -> None:
         family = backend.address.version
         if self._tunnel_sources.get(family) is None:
-            raise DataPlaneError(f"backend {backend.address}: {backend.tunnel} needs a tunnel source of IPv{family} "
-                                 "(set_tunnel)")
+            raise DataPlaneError(
+                f"backend {backend.address}: {backend.tunnel} needs a tunnel source of IPv{family} (set_tunnel)"
+            )
         dests = self.table("tunnel_dests")
         value = dests.Leaf()
         value.addr[:] = list(backend.address.packed.ljust(16, b"\0"))
@@ -652,8 +688,11 @@ class DataPlane:
 
     def table_key(self, service: Service) -> TableKey | None:
         """The ``maglev`` cache key of the table ``service`` needs (None: no backend takes new flows)."""
-        candidates = [(str(b.address), b.weight) for b in service.backends
-                      if b.reachable_by_frame and b.weight > 0 and (not b.ifindex or b.ifindex in self._egress)]
+        candidates = [
+            (str(b.address), b.weight)
+            for b in service.backends
+            if b.reachable_by_frame and b.weight > 0 and (not b.ifindex or b.ifindex in self._egress)
+        ]
         return self.maglev.key(candidates, service.table_size) if candidates else None
 
     def read_table(self, key: ServiceKey) -> list[config.IpAddress]:
@@ -761,7 +800,9 @@ class DataPlane:
             self._table_store().retire(programmed.table_id)
         programmed.table_id, programmed.inputs = table_id, inputs
         programmed.entries = dict(Counter(table))
-        log.info("event=service_programmed service=%s backends=%d table_size=%d", service.key, len(candidates), len(table))
+        log.info(
+            "event=service_programmed service=%s backends=%d table_size=%d", service.key, len(candidates), len(table)
+        )
 
     def _new_slot(self) -> int:
         if not self._free_slots:
@@ -885,7 +926,7 @@ def _service_key(family: int, raw: bytes) -> ServiceKey:
     size = 4 if family == 4 else 16
     protocols = {number: name for name, number in PROTO_NUMBERS.items()}
     vip = ipaddress.ip_address(raw[:size])
-    port = int.from_bytes(raw[size:size + 2], "big")
+    port = int.from_bytes(raw[size : size + 2], "big")
     return ServiceKey(vip, port, protocols.get(raw[size + 2], "tcp"))  # type: ignore[arg-type]
 
 

@@ -73,8 +73,9 @@ class LoadedDecap:
     def prog_fd(self) -> int:
         return int(self.fn.fd)
 
-    def configure(self, gue_port: int | None, addresses: Iterable[config.IpAddress],
-                  sources: Iterable[config.IpAddress] = ()) -> None:
+    def configure(
+        self, gue_port: int | None, addresses: Iterable[config.IpAddress], sources: Iterable[config.IpAddress] = ()
+    ) -> None:
         """Take tunnels to ``addresses`` off (at most ``MAX_ADDRESSES`` per family), and GUE to UDP ``gue_port``
         (None: no GUE); with ``sources``, only tunnels from those (per family: a family with none takes any)."""
         if gue_port is not None and not 0 < gue_port < 65536:
@@ -82,8 +83,10 @@ class LoadedDecap:
         table = self._bpf[b"decap_config"]
         value = table.Leaf()
         value.gue_port = socket.htons(gue_port or 0)
-        for what, given, v4, v6 in (("tunnel addresses", addresses, "addrs_v4", "addrs_v6"),
-                                    ("tunnel sources", sources, "srcs_v4", "srcs_v6")):
+        for what, given, v4, v6 in (
+            ("tunnel addresses", addresses, "addrs_v4", "addrs_v6"),
+            ("tunnel sources", sources, "srcs_v4", "srcs_v6"),
+        ):
             by_family = _by_family(given, what)
             counts = ("count_v4", "count_v6") if v4 == "addrs_v4" else ("sources_v4", "sources_v6")
             setattr(value, counts[0], len(by_family[4]))
@@ -97,8 +100,9 @@ class LoadedDecap:
     def counters(self) -> DecapCounters:
         table = self._bpf[b"decap_stats"]
         values = table[table.Key(0)]
-        return DecapCounters(**{f.name: sum(getattr(v, f.name) for v in values)
-                                for f in dataclasses.fields(DecapCounters)})
+        return DecapCounters(
+            **{f.name: sum(getattr(v, f.name) for v in values) for f in dataclasses.fields(DecapCounters)}
+        )
 
     def cleanup(self) -> None:
         self._bpf.cleanup()
@@ -114,8 +118,12 @@ def _by_family(addresses: Iterable[config.IpAddress], what: str) -> dict[int, li
     return by_family
 
 
-def load(*, gue_port: int | None = DEFAULT_GUE_PORT, addresses: Iterable[config.IpAddress] = (),
-         sources: Iterable[config.IpAddress] = ()) -> LoadedDecap:
+def load(
+    *,
+    gue_port: int | None = DEFAULT_GUE_PORT,
+    addresses: Iterable[config.IpAddress] = (),
+    sources: Iterable[config.IpAddress] = (),
+) -> LoadedDecap:
     """Compile and load ``decap.c`` with its settings (needs root and kernel headers)."""
     from bcc import BPF  # only on Debian's python, and only needed here
 
@@ -128,9 +136,14 @@ def load(*, gue_port: int | None = DEFAULT_GUE_PORT, addresses: Iterable[config.
     return loaded
 
 
-def attach(ifname: str, *, mode: AttachMode = "auto", gue_port: int | None = DEFAULT_GUE_PORT,
-           addresses: Iterable[config.IpAddress] | None = None,
-           sources: Iterable[config.IpAddress] = ()) -> DecapStatus:
+def attach(
+    ifname: str,
+    *,
+    mode: AttachMode = "auto",
+    gue_port: int | None = DEFAULT_GUE_PORT,
+    addresses: Iterable[config.IpAddress] | None = None,
+    sources: Iterable[config.IpAddress] = (),
+) -> DecapStatus:
     """Attach the decap program to ``ifname`` for ``addresses`` (default: the interface's own global ones), taking
     tunnels only from ``sources`` when given, and leave it there. Refuses an interface with another XDP program on
     it; replaces an earlier decap."""
@@ -157,9 +170,16 @@ def attach(ifname: str, *, mode: AttachMode = "auto", gue_port: int | None = DEF
             if index + 1 < len(modes):
                 continue
             loaded.cleanup()
-            raise DataPlaneError(f"attaching the decap program to {ifname} in {candidate} mode failed: {error}") from error
-        log.info("event=decap_attached interface=%s mode=%s addresses=%s gue_port=%s", ifname, candidate,
-                 ",".join(map(str, chosen)), gue_port)
+            raise DataPlaneError(
+                f"attaching the decap program to {ifname} in {candidate} mode failed: {error}"
+            ) from error
+        log.info(
+            "event=decap_attached interface=%s mode=%s addresses=%s gue_port=%s",
+            ifname,
+            candidate,
+            ",".join(map(str, chosen)),
+            gue_port,
+        )
         break
     return status(ifname)
 
@@ -209,17 +229,23 @@ def status(ifname: str) -> DecapStatus:
 def _listed(raw: bytes, at: int, count_v4: int, count_v6: int) -> tuple[config.IpAddress, ...]:
     """The addresses of one list of ``struct decap_config`` (IPv4 then IPv6) that starts at ``at``."""
     v6_at = at + 4 * MAX_ADDRESSES
-    return (*(ip_address(raw[at + 4 * i:at + 4 * (i + 1)]) for i in range(count_v4)),
-            *(ip_address(raw[v6_at + 16 * i:v6_at + 16 * (i + 1)]) for i in range(count_v6)))
+    return (
+        *(ip_address(raw[at + 4 * i : at + 4 * (i + 1)]) for i in range(count_v4)),
+        *(ip_address(raw[v6_at + 16 * i : v6_at + 16 * (i + 1)]) for i in range(count_v6)),
+    )
 
 
 # The kernel's side, through libbpf's calls as bcc's library exports them.
+
 
 def _interface_addresses(ifname: str) -> tuple[config.IpAddress, ...]:
     from pyroute2 import IPRoute
 
     with IPRoute() as ipr:
         index = ipr.link_lookup(ifname=ifname)[0]
-        found = [ip_address(message.get_attr("IFA_ADDRESS"))
-                 for message in ipr.get_addr(index=index) if message["scope"] == 0]  # global scope only
+        found = [
+            ip_address(message.get_attr("IFA_ADDRESS"))
+            for message in ipr.get_addr(index=index)
+            if message["scope"] == 0
+        ]  # global scope only
     return tuple(found)

@@ -11,8 +11,16 @@ from bpf.errors import DataPlaneError
 from bpf.maglev import DEFAULT_TABLE_SIZE
 
 __all__ = [
-    "PROTO_NUMBERS", "Backend", "BackendState", "BackendStatus", "NextHop", "Protocol", "Service", "ServiceKey",
-    "ServiceStatus", "Tunnel",
+    "PROTO_NUMBERS",
+    "Backend",
+    "BackendState",
+    "BackendStatus",
+    "NextHop",
+    "Protocol",
+    "Service",
+    "ServiceKey",
+    "ServiceStatus",
+    "Tunnel",
 ]
 
 Protocol = Literal["tcp", "udp"]

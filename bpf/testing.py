@@ -90,8 +90,9 @@ class TestRun:
     __test__ = False  # not a pytest class
 
 
-def prog_test_run(prog_fd: int, data: bytes, *, repeat: int = 1, ingress_ifindex: int = 0,
-                  live: bool = False) -> TestRun:
+def prog_test_run(
+    prog_fd: int, data: bytes, *, repeat: int = 1, ingress_ifindex: int = 0, live: bool = False
+) -> TestRun:
     """Run an XDP program on ``data`` ``repeat`` times; ``ingress_ifindex`` (0: loopback) must exist in this netns.
 
     ``live`` (BPF_F_TEST_XDP_LIVE_FRAMES): the verdict is carried out, so an XDP_TX or XDP_REDIRECT frame really

@@ -40,9 +40,30 @@ def _headers(value: Any) -> Any:
 
 
 _CHECK: Mapping[str, _Node] = {
-    **dict.fromkeys(("type", "port", "timing", "method", "host", "sni", "expect_status", "tls_verify", "ca_file",
-                     "keepalive", "max_body_bytes", "expect_body", "expect_body_regex", "expect", "name", "qtype",
-                     "transport", "rcode", "via"), True),
+    **dict.fromkeys(
+        (
+            "type",
+            "port",
+            "timing",
+            "method",
+            "host",
+            "sni",
+            "expect_status",
+            "tls_verify",
+            "ca_file",
+            "keepalive",
+            "max_body_bytes",
+            "expect_body",
+            "expect_body_regex",
+            "expect",
+            "name",
+            "qtype",
+            "transport",
+            "rcode",
+            "via",
+        ),
+        True,
+    ),
     "path": _path_without_query,
     "headers": _headers,
 }  # not "send": a TCP check's payload is often a login (AUTH <password>)
@@ -51,28 +72,53 @@ _ATTRIBUTES: _Node = True  # next hop, MED, local preference, communities
 _TREE: Mapping[str, _Node] = {
     "interfaces": True,
     "dataplane": dict.fromkeys(
-        ("flow_table_size", "new_flow_rate_limit", "max_services", "max_backends", "answer_ping", "tunnel_source_v4",
-         "tunnel_source_v6", "gue_port"), True
+        (
+            "flow_table_size",
+            "new_flow_rate_limit",
+            "max_services",
+            "max_backends",
+            "answer_ping",
+            "tunnel_source_v4",
+            "tunnel_source_v6",
+            "gue_port",
+        ),
+        True,
     ),
     "bgp": {
         **dict.fromkeys(("local_as", "router_id", "graceful_restart"), True),
         "attributes": _ATTRIBUTES,
-        "peers": {"*": dict.fromkeys(("address", "peer_as", "local_as", "local_address", "port", "hold_time",
-                                      "passive"), True)},
+        "peers": {
+            "*": dict.fromkeys(
+                ("address", "peer_as", "local_as", "local_address", "port", "hold_time", "passive"), True
+            )
+        },
     },
-    "api": dict.fromkeys(("listen", "token_file", "read_token_required", "idle_timeout", "max_connections",
-                          "max_connections_per_client", "fd_reserve"), True),
+    "api": dict.fromkeys(
+        (
+            "listen",
+            "token_file",
+            "read_token_required",
+            "idle_timeout",
+            "max_connections",
+            "max_connections_per_client",
+            "fd_reserve",
+        ),
+        True,
+    ),
     "policies": {"*": {"checks": _CHECKS}},
     "services": {
         "*": {
-            **dict.fromkeys(("name", "vips", "vip", "port", "protocol", "sticky", "table_size", "need", "policy",
-                             "forwarding"), True),
+            **dict.fromkeys(
+                ("name", "vips", "vip", "port", "protocol", "sticky", "table_size", "need", "policy", "forwarding"),
+                True,
+            ),
             "bgp": _ATTRIBUTES,
             "checks": _CHECKS,
             "backends": {
-                "*": {**dict.fromkeys(("address", "weight", "state", "vlan", "interface", "forwarding", "policy"),
-                                      True),
-                      "checks": _CHECKS},
+                "*": {
+                    **dict.fromkeys(("address", "weight", "state", "vlan", "interface", "forwarding", "policy"), True),
+                    "checks": _CHECKS,
+                },
             },
         },
     },

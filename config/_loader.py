@@ -22,7 +22,13 @@ from config._root import XdplbConfig
 from config._types import Loc
 
 __all__ = [
-    "MAX_BYTES", "MAX_PROBLEMS", "duplicate_keys", "format_path", "load_config", "parse_config", "read_text",
+    "MAX_BYTES",
+    "MAX_PROBLEMS",
+    "duplicate_keys",
+    "format_path",
+    "load_config",
+    "parse_config",
+    "read_text",
     "validate_config",
 ]
 

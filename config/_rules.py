@@ -17,7 +17,14 @@ if TYPE_CHECKING:
     from config._root import XdplbConfig
     from config._service import ServiceConfig
 
-__all__ = ["check_table_size", "is_prime", "root_problems", "service_problems", "verify_policy_names", "verify_policy_or_checks"]
+__all__ = [
+    "check_table_size",
+    "is_prime",
+    "root_problems",
+    "service_problems",
+    "verify_policy_names",
+    "verify_policy_or_checks",
+]
 
 _MAX_TABLE = 1048573
 _POLICY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -94,18 +101,28 @@ def verify_table_fits(service: "ServiceConfig") -> list[Problem]:
 def verify_tunnelled_backends(service: "ServiceConfig") -> list[Problem]:
     """A tunnelled backend is routed: the kernel's FIB picks the interface, and no VLAN applies."""
     return [
-        (("backends", j, field), f"{backend.address} is reached by {service.forwarding_of(backend)}: the route "
-                                 f"decides its interface, so it takes no {field}")
+        (
+            ("backends", j, field),
+            f"{backend.address} is reached by {service.forwarding_of(backend)}: the route "
+            f"decides its interface, so it takes no {field}",
+        )
         for j, backend in enumerate(service.backends)
         if service.forwarding_of(backend) != "l2"
-        for field in ("interface", "vlan") if getattr(backend, field) is not None
+        for field in ("interface", "vlan")
+        if getattr(backend, field) is not None
     ]
 
 
 def service_problems(service: "ServiceConfig") -> list[Problem]:
     """Every rule about one service on its own."""
-    rules = (verify_policy_or_checks, verify_unique_vips, verify_unique_backends, verify_need, verify_table_fits,
-             verify_tunnelled_backends)
+    rules = (
+        verify_policy_or_checks,
+        verify_unique_vips,
+        verify_unique_backends,
+        verify_need,
+        verify_table_fits,
+        verify_tunnelled_backends,
+    )
     return [problem for rule in rules for problem in rule(service)]
 
 
@@ -177,8 +194,13 @@ def verify_backend_interfaces(config: "XdplbConfig") -> list[Problem]:
                 continue
             first = pinned.setdefault(backend.address, (name, i, j))
             if first[0] != name:
-                problems.append((path, f"{backend.address} is pinned to {first[0]} by services[{first[1]}]"
-                                       f".backends[{first[2]}]: one address is on one interface"))
+                problems.append(
+                    (
+                        path,
+                        f"{backend.address} is pinned to {first[0]} by services[{first[1]}]"
+                        f".backends[{first[2]}]: one address is on one interface",
+                    )
+                )
     return problems
 
 
@@ -203,7 +225,8 @@ def verify_udp_checks(config: "XdplbConfig") -> list[Problem]:
         if service.protocol != "udp":
             continue
         bare = [
-            j for j, backend in enumerate(service.backends)
+            j
+            for j, backend in enumerate(service.backends)
             if _inherit.written_checks(service, backend, config.policies) is None
         ]
         if bare:
@@ -241,8 +264,10 @@ def verify_peer_families(config: "XdplbConfig") -> list[Problem]:
     if config.bgp is None:
         return []
     return [
-        (("bgp", "peers", i, "local_address"), f"IPv{peer.local_address.version} but the peer address "
-         f"{peer.address} is IPv{peer.address.version}")
+        (
+            ("bgp", "peers", i, "local_address"),
+            f"IPv{peer.local_address.version} but the peer address {peer.address} is IPv{peer.address.version}",
+        )
         for i, peer in enumerate(config.bgp.peers)
         if peer.local_address is not None and peer.local_address.version != peer.address.version
     ]
@@ -300,11 +325,21 @@ def verify_dataplane_limits(config: "XdplbConfig") -> list[Problem]:
     slots = sum(len(service.vips) * len(service.backends) for service in config.services)
     problems: list[Problem] = []
     if services > limits.max_services:
-        problems.append((("dataplane", "max_services"), f"the services need {services} data-plane services "
-                         f"(one per VIP, port and protocol) but max_services is {limits.max_services}"))
+        problems.append(
+            (
+                ("dataplane", "max_services"),
+                f"the services need {services} data-plane services "
+                f"(one per VIP, port and protocol) but max_services is {limits.max_services}",
+            )
+        )
     if slots > limits.max_backends - 1:
-        problems.append((("dataplane", "max_backends"), f"the services need {slots} backend slots (one per VIP, "
-                         f"port, protocol and backend) but max_backends is {limits.max_backends} (one is kept unused)"))
+        problems.append(
+            (
+                ("dataplane", "max_backends"),
+                f"the services need {slots} backend slots (one per VIP, "
+                f"port, protocol and backend) but max_backends is {limits.max_backends} (one is kept unused)",
+            )
+        )
     return problems
 
 
@@ -312,9 +347,11 @@ def verify_tunnel_sources(config: "XdplbConfig") -> list[Problem]:
     """A tunnel to a backend of an IP family starts from the node's tunnel source of that family."""
     sources = {4: config.dataplane.tunnel_source_v4, 6: config.dataplane.tunnel_source_v6}
     return [
-        (("services", i, "backends", j, "address"),
-         f"{backend.address} is reached by {service.forwarding_of(backend)}, which needs "
-         f"dataplane.tunnel_source_v{backend.address.version} (the outer source address of the tunnel)")
+        (
+            ("services", i, "backends", j, "address"),
+            f"{backend.address} is reached by {service.forwarding_of(backend)}, which needs "
+            f"dataplane.tunnel_source_v{backend.address.version} (the outer source address of the tunnel)",
+        )
         for i, service in enumerate(config.services)
         for j, backend in enumerate(service.backends)
         if service.forwarding_of(backend) != "l2" and sources[backend.address.version] is None
@@ -331,15 +368,26 @@ def verify_check_path_families(config: "XdplbConfig") -> list[Problem]:
             if service.check_vip(backend) is not None or not any(check.via == "dataplane" for check in checks):
                 continue
             where = _inherit.written_checks_path(service, backend, i, j) or ("services", i, "backends", j)
-            problems.append((where, f"{backend.address} runs a check with via: dataplane, which goes to a VIP of "
-                                    f"the backend's family, and {service.name} has no IPv{backend.address.version} VIP"))
+            problems.append(
+                (
+                    where,
+                    f"{backend.address} runs a check with via: dataplane, which goes to a VIP of "
+                    f"the backend's family, and {service.name} has no IPv{backend.address.version} VIP",
+                )
+            )
     paths = sum(
-        1 for service in config.services for backend in service.backends
+        1
+        for service in config.services
+        for backend in service.backends
         if any(check.via == "dataplane" for check in _inherit.written_checks(service, backend, config.policies) or ())
     )
     if paths > MAX_CHECK_PATHS:
-        problems.append((("services",), f"{paths} backends run checks with via: dataplane; the data plane has paths "
-                                        f"for {MAX_CHECK_PATHS}"))
+        problems.append(
+            (
+                ("services",),
+                f"{paths} backends run checks with via: dataplane; the data plane has paths for {MAX_CHECK_PATHS}",
+            )
+        )
     return problems
 
 

@@ -57,7 +57,10 @@ class BackendConfig(XdplbModel):
         description="`enabled`; `drained` (no new flows, existing ones stay); `disabled` (removed, no checks)",
     )
     vlan: int | None = Field(
-        None, ge=1, le=4094, strict=True,
+        None,
+        ge=1,
+        le=4094,
+        strict=True,
         description="802.1Q tag to send its packets with (a VLAN of a trunk interface); unset: untagged",
     )
     interface: str | None = Field(
@@ -131,8 +134,9 @@ class ServiceConfig(XdplbModel):
     port: _types.Port = Field(description="destination port")
     protocol: Literal["tcp", "udp"] = Field("tcp", description="`tcp` or `udp`")
     sticky: bool = Field(
-        False, strict=True,
-        description="hash on the client and VIP addresses only, so a client sticks to a backend on every port"
+        False,
+        strict=True,
+        description="hash on the client and VIP addresses only, so a client sticks to a backend on every port",
     )
     table_size: int = Field(
         16381,

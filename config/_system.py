@@ -41,8 +41,11 @@ class DataplaneConfig(XdplbModel):
     """Sizing and hashing of the XDP data plane; the same on every node of an anycast group."""
 
     flow_table_size: int = Field(
-        65536, ge=1024, le=16777216, strict=True,
-        description="flow-table entries (connections remembered; LRU within sets of 4, shared by all CPUs)"
+        65536,
+        ge=1024,
+        le=16777216,
+        strict=True,
+        description="flow-table entries (connections remembered; LRU within sets of 4, shared by all CPUs)",
     )
     hash_seed: int = Field(
         0,
@@ -60,26 +63,33 @@ class DataplaneConfig(XdplbModel):
         "without being remembered (flood guard); 0 means no limit",
     )
     max_services: int = Field(
-        4096, ge=1, le=65536, strict=True,
-        description="data-plane services, one per (VIP, port, protocol); sizes the maps"
+        4096,
+        ge=1,
+        le=65536,
+        strict=True,
+        description="data-plane services, one per (VIP, port, protocol); sizes the maps",
     )
     max_backends: int = Field(
         16384,
         ge=2,
         le=1048576,
-        strict=True, description="backend slots, one per (VIP, port, protocol) and real server, plus one kept unused",
+        strict=True,
+        description="backend slots, one per (VIP, port, protocol) and real server, plus one kept unused",
     )
     answer_ping: bool = Field(
-        True, strict=True,
+        True,
+        strict=True,
         description="answer ICMP and ICMPv6 echo requests (ping) to a VIP address in XDP; false leaves them to the "
         "kernel",
     )
     tunnel_source_v4: _types.IPv4HostAddress | None = Field(
-        None, description="outer source address of IPv4 tunnels (`forwarding: ipip|gue`): an address of this node "
+        None,
+        description="outer source address of IPv4 tunnels (`forwarding: ipip|gue`): an address of this node "
         "that the backends' replies to it could be routed back to",
     )
     tunnel_source_v6: _types.IPv6HostAddress | None = Field(
-        None, description="outer source address of IPv6 tunnels",
+        None,
+        description="outer source address of IPv6 tunnels",
     )
     gue_port: _types.Port = Field(6080, description="outer UDP destination port of GUE (the backends' decap port)")
 
@@ -104,7 +114,9 @@ def parse_listen(text: str) -> tuple[_types.IpAddress, int]:
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        raise ValueError(f"bad listen address {text!r}: {host!r} is not an IP address (names are not accepted)") from None
+        raise ValueError(
+            f"bad listen address {text!r}: {host!r} is not an IP address (names are not accepted)"
+        ) from None
     try:
         _types.plain_address(address)
     except ValueError as error:

@@ -8,7 +8,15 @@ from pydantic import BeforeValidator, Field, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 __all__ = [
-    "AnyAddress", "HostAddress", "IpAddress", "Loc", "Port", "Prefix", "Problem", "host_address", "plain_address",
+    "AnyAddress",
+    "HostAddress",
+    "IpAddress",
+    "Loc",
+    "Port",
+    "Prefix",
+    "Problem",
+    "host_address",
+    "plain_address",
     "raise_problems",
 ]
 

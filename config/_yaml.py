@@ -175,7 +175,6 @@ def _compose_document(loader: Any, max_depth: int) -> tuple[nodes.Node, int]:
 class _Constructor(constructor.SafeConstructor):
     """SafeConstructor restricted to the core schema, with bounded integers and merge keys flattened in a loop."""
 
-
     def construct_yaml_int(self, node: nodes.ScalarNode) -> int:
         text = str(self.construct_scalar(node))
         if not re.fullmatch(r"[-+]?[0-9]+", text):

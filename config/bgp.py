@@ -98,7 +98,10 @@ class GracefulRestart(XdplbModel):
     """BGP graceful restart (RFC 4724), as the restarting speaker: the peers keep our routes across a restart stop."""
 
     restart_time: int = Field(
-        120, ge=1, le=4095, strict=True,
+        120,
+        ge=1,
+        le=4095,
+        strict=True,
         description="seconds a peer keeps our routes after the session drops without a NOTIFICATION (a restart "
         "stop, a crash, a host that died), until we are back and say our routes are complete (End-of-RIB)",
     )
@@ -112,7 +115,8 @@ class BgpConfig(XdplbModel):
     peers: tuple[BgpPeer, ...] = Field((), description="neighbours to announce healthy VIPs to")
     attributes: RouteAttributes = Field(default_factory=RouteAttributes, description="defaults for every VIP")
     graceful_restart: GracefulRestart | None = Field(
-        None, description="opt-in: the peers keep our routes through a restart stop (SIGUSR2), and also when this "
+        None,
+        description="opt-in: the peers keep our routes through a restart stop (SIGUSR2), and also when this "
         "host dies, for restart_time; a full stop still withdraws them at once; unset: a session that drops takes "
         "the routes with it",
     )

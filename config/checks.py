@@ -44,8 +44,11 @@ class CheckTiming(XdplbModel):
     )
     down_interval: Seconds | None = Field(None, description="interval while down; default: interval")
     jitter: float = Field(
-        1.0, ge=0, le=1, strict=True,
-        description="random start offset as a fraction of the interval, so checks do not fire together"
+        1.0,
+        ge=0,
+        le=1,
+        strict=True,
+        description="random start offset as a fraction of the interval, so checks do not fire together",
     )
 
     @model_validator(mode="after")
@@ -58,8 +61,12 @@ class CheckTiming(XdplbModel):
 
 
 class _CheckBase(XdplbModel):
-    port: _types.Port | None = Field(None, description="port to probe; default: the service's port (side-car health port)")
-    timing: CheckTiming = Field(default_factory=CheckTiming, description="how often the check runs and what flips the state")
+    port: _types.Port | None = Field(
+        None, description="port to probe; default: the service's port (side-car health port)"
+    )
+    timing: CheckTiming = Field(
+        default_factory=CheckTiming, description="how often the check runs and what flips the state"
+    )
     via: Literal["direct", "dataplane"] = Field(
         "direct",
         description="direct: to the backend's own address; dataplane: to the VIP, delivered to this backend as the data "

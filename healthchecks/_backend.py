@@ -26,7 +26,17 @@ class _Lane:
     """One check of a backend: its checker, its state machine and its last result."""
 
     __slots__ = (
-        "check", "label", "checker", "machine", "last_result", "task", "failing", "driving", "driven", "abandon", "epoch",
+        "check",
+        "label",
+        "checker",
+        "machine",
+        "last_result",
+        "task",
+        "failing",
+        "driving",
+        "driven",
+        "abandon",
+        "epoch",
     )
 
     def __init__(self, check: config.Check, label: str, checker: _checker.Checker, state: _health.HealthState) -> None:
@@ -147,7 +157,10 @@ class Backend:
         """Take a new spec for the same key: restart the checks only if they changed, keep the state."""
         old, self.target = self.target, target
         disabled = target.admin is _health.AdminState.DISABLED
-        before, after = (old.address, old.port, old.checks, old.via), (target.address, target.port, target.checks, target.via)
+        before, after = (
+            (old.address, old.port, old.checks, old.via),
+            (target.address, target.port, target.checks, target.via),
+        )
         checks_changed = before != after
         admin_changed = old.admin is not target.admin
         ending: list[asyncio.Task[None]] = []
@@ -299,9 +312,7 @@ class Backend:
         if new is not old:
             self.since = now
             # DEBUG: the core logs each change it receives, with its context (``event=backend_health``): one line.
-            log.debug(
-                "event=backend_%s backend=%s old=%s reason=%r", new.value, self.target.key, old.value, reason
-            )
+            log.debug("event=backend_%s backend=%s old=%s reason=%r", new.value, self.target.key, old.value, reason)
         else:
             log.info("event=backend_admin backend=%s admin=%s", self.target.key, self.target.admin.value)
         self._publish(_health.HealthChange(self.target.key, old, new, reason, now, self.target.admin))

@@ -35,7 +35,9 @@ class AiohttpChecker:
             trace.on_connection_create_end.append(_connected)
             trace.on_connection_reuseconn.append(_connected)
             connector = aiohttp.TCPConnector(
-                force_close=not self._spec.check.keepalive, limit=1, ssl=self._spec.ssl or False,
+                force_close=not self._spec.check.keepalive,
+                limit=1,
+                ssl=self._spec.ssl or False,
                 socket_factory=functools.partial(_linger.reset_socket, mark=self._mark),
             )
             self._session = aiohttp.ClientSession(
@@ -90,9 +92,7 @@ class AiohttpChecker:
             await session.close()
 
 
-async def _connected(
-    session: aiohttp.ClientSession, context: types.SimpleNamespace, params: object
-) -> None:
+async def _connected(session: aiohttp.ClientSession, context: types.SimpleNamespace, params: object) -> None:
     progress = context.trace_request_ctx
     if isinstance(progress, dict):
         progress["phase"] = "waiting for the response"

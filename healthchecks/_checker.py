@@ -59,8 +59,9 @@ def make_checker(
     else:
         checker = _check_dns.DnsChecker(check, address, port, mark=mark)
     if via is not None and mark is not None:
-        return _ThroughDataPlane(checker, via.vip, port, datagram=isinstance(check, config.DnsCheck)
-                                 and check.transport == "udp")
+        return _ThroughDataPlane(
+            checker, via.vip, port, datagram=isinstance(check, config.DnsCheck) and check.transport == "udp"
+        )
     return checker
 
 
@@ -92,9 +93,7 @@ class _ThroughDataPlane:
         await self._checker.close()
 
 
-def verify_check(
-    check: config.Check, address: config.IpAddress, service_port: int
-) -> None:
+def verify_check(check: config.Check, address: config.IpAddress, service_port: int) -> None:
     """Return if ``check`` can run against ``address``; else HealthCheckConfigError, whose ``field`` names the
     check's field at fault (a path that is not Latin-1, a CA file that cannot be loaded).
 

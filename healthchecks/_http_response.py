@@ -151,4 +151,3 @@ class ResponseReader:
         self.done = True
         self.reusable = reusable and self._keepalive
         self.truncated = self._want_body and self._consumed > len(self.body)
-

@@ -14,9 +14,7 @@ USER_AGENT = "xdplb-healthcheck"
 class HttpSpec:
     """The request and the expectations of one HTTP(S) check against one address and port."""
 
-    def __init__(
-        self, check: config.HttpCheck, address: config.IpAddress, port: int
-    ) -> None:
+    def __init__(self, check: config.HttpCheck, address: config.IpAddress, port: int) -> None:
         self.check = check
         self.address = str(address)
         self.port = port
@@ -105,4 +103,6 @@ def _context(check: config.HttpCheck) -> ssl.SSLContext:
         return _tls.client_context(verify=check.tls_verify, ca_file=check.ca_file)
     except (OSError, ValueError) as error:  # missing, unreadable, not PEM (ssl.SSLError), a NUL in the name
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-        raise _errors.HealthCheckConfigError(f"ca_file {check.ca_file!r}: cannot load: {reason}", field="ca_file") from None
+        raise _errors.HealthCheckConfigError(
+            f"ca_file {check.ca_file!r}: cannot load: {reason}", field="ca_file"
+        ) from None

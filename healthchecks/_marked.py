@@ -57,4 +57,3 @@ async def datagram(
     except BaseException:
         sock.close()
         raise
-

@@ -29,15 +29,19 @@ def test_the_cli_loads_no_lab_module() -> None:
     assert out.stdout == "[]\n"
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["run", "x.yaml", "--drain-seconds", "-1"], "argument --drain-seconds: must be between 0 and a year, not -1"),
-    (["run", "x.yaml", "--start-grace", "nan"], "argument --start-grace: must be between 0 and a year, not nan"),
-    (["run", "x.yaml", "--start-grace", "soon"], "argument --start-grace: not a number of seconds: 'soon'"),
-    (["demo", "--duration", "-5"], "argument --duration: must be between 0 and a year, not -5"),
-    (["status", "--rate", "inf"], "argument --rate: must be between 0 and a year, not inf"),
-])
-def test_bad_durations_are_refused_before_anything_runs(argv: list[str], message: str,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "x.yaml", "--drain-seconds", "-1"], "argument --drain-seconds: must be between 0 and a year, not -1"),
+        (["run", "x.yaml", "--start-grace", "nan"], "argument --start-grace: must be between 0 and a year, not nan"),
+        (["run", "x.yaml", "--start-grace", "soon"], "argument --start-grace: not a number of seconds: 'soon'"),
+        (["demo", "--duration", "-5"], "argument --duration: must be between 0 and a year, not -5"),
+        (["status", "--rate", "inf"], "argument --rate: must be between 0 and a year, not inf"),
+    ],
+)
+def test_bad_durations_are_refused_before_anything_runs(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit:
         cli.main(argv)
     assert exit.value.code == 2 and message in capsys.readouterr().err

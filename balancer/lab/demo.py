@@ -32,6 +32,7 @@ STATUS_EVERY = 2.0
 
 _IN_SERVICE = ("active", "draining (weight 0)")  # up, and the data plane has it: traffic works
 
+
 class _Stopped(Exception):
     """SIGTERM arrived: unwind like Ctrl-C does."""
 
@@ -60,17 +61,23 @@ class StatusLine:
         )
         if status is None:
             return f"{clock}  router: {routes} | xdplb API not answering"
-        vips = ", ".join(f"{v['vip']} {'announced' if v['announced'] else 'withdrawn (' + v['reason'] + ')'}"
-                         for v in status["vips"])
+        vips = ", ".join(
+            f"{v['vip']} {'announced' if v['announced'] else 'withdrawn (' + v['reason'] + ')'}" for v in status["vips"]
+        )
         parts = [f"{clock}  {vips}", f"router: {routes}"]
         packets = 0
         for service in status["services"]:
-            up = [self._names.get(b["address"], b["address"])
-                  + ("" if b.get("forwarding", "l2") == "l2" else f"({b['forwarding']})")
-                  + ("" if b.get("admin", "enabled") == "enabled" else f"[{b['admin']}]")
-                  for b in service["backends"] if b["health"] == "up" and b["dataplane"] in _IN_SERVICE]
-            parts.append(f"{service['name']} backends up {len(up)}/{len(service['backends'])}"
-                         + (f" ({' '.join(up)})" if up else ""))
+            up = [
+                self._names.get(b["address"], b["address"])
+                + ("" if b.get("forwarding", "l2") == "l2" else f"({b['forwarding']})")
+                + ("" if b.get("admin", "enabled") == "enabled" else f"[{b['admin']}]")
+                for b in service["backends"]
+                if b["health"] == "up" and b["dataplane"] in _IN_SERVICE
+            ]
+            parts.append(
+                f"{service['name']} backends up {len(up)}/{len(service['backends'])}"
+                + (f" ({' '.join(up)})" if up else "")
+            )
             packets += int(service["packets"])
         if self._last is not None and now > self._last[0]:
             parts.append(f"{max(0, packets - self._last[1]) / (now - self._last[0]):.0f} pps to the VIP")
@@ -145,34 +152,41 @@ def _instructions(demo: demo_lab.DemoLab, node: demo_lab.NodeProcess, port: int)
     vip = demo.vips[0]
     base = f"http://127.0.0.1:{port}"
     b2 = demo.servers.get("b2") or next(server for server in demo.servers.values() if server is not None)
-    fetch = (f"ip netns exec {client} curl -s http://{vip}/" if shutil.which("curl") else
-             f"ip netns exec {client} python3 -c \"import urllib.request; "
-             f"print(urllib.request.urlopen('http://{vip}/').read().decode(), end='')\"")
-    restart = (f"ip netns exec {b2.host.netns} {sys.executable} -m balancer.lab.http_backend --name {b2.name} "
-               f"--port 80 &")
+    fetch = (
+        f"ip netns exec {client} curl -s http://{vip}/"
+        if shutil.which("curl")
+        else f'ip netns exec {client} python3 -c "import urllib.request; '
+        f"print(urllib.request.urlopen('http://{vip}/').read().decode(), end='')\""
+    )
+    restart = (
+        f"ip netns exec {b2.host.netns} {sys.executable} -m balancer.lab.http_backend --name {b2.name} --port 80 &"
+    )
     backends = " ".join(f"{host.name}={host.ipv4}" for host in demo.backends)
     if demo.routed:
         backends += ", routed behind the router (GUE, taken off by `xdplb decap`): " + " ".join(
-            f"{host.name}={host.ipv4}" for host in demo.routed)
+            f"{host.name}={host.ipv4}" for host in demo.routed
+        )
     service = demo.template["services"][0]["name"]
-    return "\n".join([
-        f"xdplb demo lab {demo.lab.run_id} is up: client {demo.client.ipv4}, router {demo.router.ipv4} (BIRD, "
-        f"AS {demo.router_as}), xdplb {node.host.ipv4} (AS {demo.local_as}), backends {backends}",
-        f"  console   {base}/",
-        f"  metrics   {base}/metrics",
-        f"  status    {base}/api/v1/status     or: xdplb status --api {base}",
-        "Try, in another shell (as root):",
-        f"  {fetch}",
-        f"  for i in $(seq 30); do {fetch}; done | sort | uniq -c     # traffic spreads",
-        f"  kill {b2.process.pid}     # stops {b2.name}'s web server: watch it go down",
-        f"  {restart}     # starts it again",
-        f"  kill {' '.join(str(server.process.pid) for server in demo.servers.values() if server is not None)}"
-        "     # stops every backend: the route leaves the router",
-        f"  ip netns exec {router} ip route show {vip}     # the route BIRD installed on the router",
-        f"  curl -s -X POST {base}/api/v1/backends/{service}%2F{b2.host.ipv4}/drain     # drain (then .../reset)",
-        f"Daemon log: {node.log_path}",
-        "Ctrl-C removes everything this demo made.",
-    ])
+    return "\n".join(
+        [
+            f"xdplb demo lab {demo.lab.run_id} is up: client {demo.client.ipv4}, router {demo.router.ipv4} (BIRD, "
+            f"AS {demo.router_as}), xdplb {node.host.ipv4} (AS {demo.local_as}), backends {backends}",
+            f"  console   {base}/",
+            f"  metrics   {base}/metrics",
+            f"  status    {base}/api/v1/status     or: xdplb status --api {base}",
+            "Try, in another shell (as root):",
+            f"  {fetch}",
+            f"  for i in $(seq 30); do {fetch}; done | sort | uniq -c     # traffic spreads",
+            f"  kill {b2.process.pid}     # stops {b2.name}'s web server: watch it go down",
+            f"  {restart}     # starts it again",
+            f"  kill {' '.join(str(server.process.pid) for server in demo.servers.values() if server is not None)}"
+            "     # stops every backend: the route leaves the router",
+            f"  ip netns exec {router} ip route show {vip}     # the route BIRD installed on the router",
+            f"  curl -s -X POST {base}/api/v1/backends/{service}%2F{b2.host.ipv4}/drain     # drain (then .../reset)",
+            f"Daemon log: {node.log_path}",
+            "Ctrl-C removes everything this demo made.",
+        ]
+    )
 
 
 def run_demo(options: DemoOptions, out: TextIO) -> int:

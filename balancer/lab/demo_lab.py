@@ -77,8 +77,15 @@ class DemoError(config.XdplbError, RuntimeError):
 class NodeProcess:
     """One ``xdplb run`` child in a node's namespace; talks to its API from inside that namespace."""
 
-    def __init__(self, host: netns.Host, *, config_path: Path, log_path: Path, process: subprocess.Popen[Any],
-                 api: tuple[str, int]) -> None:
+    def __init__(
+        self,
+        host: netns.Host,
+        *,
+        config_path: Path,
+        log_path: Path,
+        process: subprocess.Popen[Any],
+        api: tuple[str, int],
+    ) -> None:
         self.host = host
         self.api = api  # the API's listen address inside the node's namespace
         self.config_path = config_path
@@ -96,8 +103,11 @@ class NodeProcess:
 
     def errors(self) -> list[str]:
         """Log lines at level ERROR or CRITICAL, and the first line of every traceback."""
-        return [line for line in self.log().splitlines()
-                if "level=error" in line or "level=critical" in line or line.startswith("Traceback")]
+        return [
+            line
+            for line in self.log().splitlines()
+            if "level=error" in line or "level=critical" in line or line.startswith("Traceback")
+        ]
 
     def request(
         self, method: str, path: str, *, timeout: float = 5.0, headers: dict[str, str] | None = None
@@ -167,10 +177,24 @@ class DemoLab:
     ``create()`` (or ``with``) builds everything but starts no xdplb node: call ``start_node(i)``.
     """
 
-    def __init__(self, *, nodes: int = 1, backends: int = 3, routed: int = 0, template: Path = DEMO_CONFIG,
-                 workdir_root: Path = WORKDIR_ROOT, handle_signals: bool = True) -> None:
-        if not 1 <= nodes <= len(NODE_IPS) or not 1 <= backends <= len(BACKEND_IPS) or not 0 <= routed <= len(ROUTED_IPS):
-            raise DemoError(f"1-{len(NODE_IPS)} nodes, 1-{len(BACKEND_IPS)} backends and 0-{len(ROUTED_IPS)} routed ones")
+    def __init__(
+        self,
+        *,
+        nodes: int = 1,
+        backends: int = 3,
+        routed: int = 0,
+        template: Path = DEMO_CONFIG,
+        workdir_root: Path = WORKDIR_ROOT,
+        handle_signals: bool = True,
+    ) -> None:
+        if (
+            not 1 <= nodes <= len(NODE_IPS)
+            or not 1 <= backends <= len(BACKEND_IPS)
+            or not 0 <= routed <= len(ROUTED_IPS)
+        ):
+            raise DemoError(
+                f"1-{len(NODE_IPS)} nodes, 1-{len(BACKEND_IPS)} backends and 0-{len(ROUTED_IPS)} routed ones"
+            )
         self.template: dict[str, Any] = yaml.safe_load(template.read_text())
         self.lab = netns.Lab(handle_signals=handle_signals)
         self.workdir_root = workdir_root
@@ -252,8 +276,14 @@ class DemoLab:
             for backend in self.backends:
                 backend.add_vip_on_loopback(vip)
         peers = [
-            bird_lab.BirdPeer(name=f"xdplb{i + 1}", address=ipaddress.ip_address(node.ipv4), peer_as=self.local_as,
-                              local_as=self.router_as, local_address=ipaddress.ip_address(ROUTER_IP), multihop=False)
+            bird_lab.BirdPeer(
+                name=f"xdplb{i + 1}",
+                address=ipaddress.ip_address(node.ipv4),
+                peer_as=self.local_as,
+                local_as=self.router_as,
+                local_address=ipaddress.ip_address(ROUTER_IP),
+                multihop=False,
+            )
             for i, node in enumerate(self.nodes)
         ]
         self._bird = bird_lab.BirdLab(peers=peers, netns=router.netns, router_id=ROUTER_IP, kernel_merge_paths=True)
@@ -273,8 +303,9 @@ class DemoLab:
 
         segment = lab.add_segment()
         router.add_interface(segment, ipv4=ROUTED_GATEWAY)
-        self.routed = [lab.add_host(f"r{i + 1}", ipv4=ROUTED_IPS[i], segment=segment)
-                       for i in range(self._routed_count)]
+        self.routed = [
+            lab.add_host(f"r{i + 1}", ipv4=ROUTED_IPS[i], segment=segment) for i in range(self._routed_count)
+        ]
         for host in self.routed:
             host.add_route(f"{CLIENT_IP.rpartition('.')[0]}.0/24", via=ROUTED_GATEWAY)
             for vip in self.vips:
@@ -389,8 +420,15 @@ class DemoLab:
         tmp.replace(path)
         return path
 
-    def start_node(self, index: int, *, data: dict[str, Any] | None = None, drain_seconds: float = 1.0,
-                   start_grace: float = 10.0, log_level: str = "INFO") -> NodeProcess:
+    def start_node(
+        self,
+        index: int,
+        *,
+        data: dict[str, Any] | None = None,
+        drain_seconds: float = 1.0,
+        start_grace: float = 10.0,
+        log_level: str = "INFO",
+    ) -> NodeProcess:
         """Run ``xdplb run`` in node ``index``'s namespace (not waiting for it: see ``NodeProcess.wait_ready``)."""
         current = self.processes[index]
         if current is not None and current.process.poll() is None:
@@ -399,12 +437,28 @@ class DemoLab:
         path = self.write_config(index, data)
         api_host, _, api_port = str(data["api"]["listen"]).rpartition(":")
         log_path = self.workdir / f"lb{index + 1}.log"
-        argv = [sys.executable, "-m", "balancer.cli", "run", str(path), "--drain-seconds", str(drain_seconds),
-                "--start-grace", str(start_grace), "--log-level", log_level]
+        argv = [
+            sys.executable,
+            "-m",
+            "balancer.cli",
+            "run",
+            str(path),
+            "--drain-seconds",
+            str(drain_seconds),
+            "--start-grace",
+            str(start_grace),
+            "--log-level",
+            log_level,
+        ]
         with open(log_path, "ab") as out:
             process = self.nodes[index].popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-        node = NodeProcess(self.nodes[index], config_path=path, log_path=log_path, process=process,
-                           api=(api_host.strip("[]"), int(api_port)))
+        node = NodeProcess(
+            self.nodes[index],
+            config_path=path,
+            log_path=log_path,
+            process=process,
+            api=(api_host.strip("[]"), int(api_port)),
+        )
         self.processes[index] = node
         return node
 
@@ -413,7 +467,9 @@ class DemoLab:
     def announced_by(self, vip: str) -> set[str]:
         """The next hops BIRD has for ``vip``/32 (one per node announcing it)."""
         prefix = f"{vip}/32"
-        return {str(route.next_hop) for route in self.bird.routes(prefix) if route.prefix == ipaddress.ip_network(prefix)}
+        return {
+            str(route.next_hop) for route in self.bird.routes(prefix) if route.prefix == ipaddress.ip_network(prefix)
+        }
 
     def kernel_route(self, vip: str) -> str:
         """``ip route show VIP`` in the router's namespace: what BIRD installed in its kernel."""

@@ -11,8 +11,7 @@ __all__ = ["forward_localhost"]
 log = logging.getLogger(__name__)
 
 
-async def forward_localhost(port: int, host: Host, host_port: int, *,
-                            address: str = "127.0.0.1") -> asyncio.Server:
+async def forward_localhost(port: int, host: Host, host_port: int, *, address: str = "127.0.0.1") -> asyncio.Server:
     """Accept on 127.0.0.1:``port`` here and relay each connection to ``address``:``host_port`` inside ``host``.
 
     This is how a browser on the machine reaches the console or /metrics of a daemon inside the lab; it runs in

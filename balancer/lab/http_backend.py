@@ -91,8 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # A short shutdown timeout: open /stream responses must not hold a stopping backend for a minute.
     try:
-        web.run_app(build_app(args.name), host=args.bind, port=args.port, access_log=None, print=None,
-                    shutdown_timeout=0.5)
+        web.run_app(
+            build_app(args.name), host=args.bind, port=args.port, access_log=None, print=None, shutdown_timeout=0.5
+        )
     except OSError as exc:
         sys.stderr.write(f"http_backend {args.name}: cannot serve on port {args.port}: {exc}\n")
         return 1
@@ -102,8 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 class HttpBackend:
     """A running lab backend in a lab host, from ``Host.start_http_backend``; ``stop()`` it or use ``with``."""
 
-    def __init__(self, host: Host, *, name: str, port: int, address: str, process: subprocess.Popen[Any],
-                 stderr: IO[bytes]) -> None:
+    def __init__(
+        self, host: Host, *, name: str, port: int, address: str, process: subprocess.Popen[Any], stderr: IO[bytes]
+    ) -> None:
         self.host = host
         self.name = name
         self.port = port

@@ -158,8 +158,9 @@ def segment_subnets(segment: int) -> tuple[ipaddress.IPv4Network, ipaddress.IPv6
 class HostInterface:
     """One veth of a host: its name, ifindex and MAC in the host's namespace, its bridge port, its segment."""
 
-    def __init__(self, *, ifname: str, ifindex: int, mac: str, port: str, segment: int, ipv4: str,
-                 ipv6: str | None) -> None:
+    def __init__(
+        self, *, ifname: str, ifindex: int, mac: str, port: str, segment: int, ipv4: str, ipv6: str | None
+    ) -> None:
         self.ifname = ifname
         self.ifindex = ifindex
         self.mac = mac
@@ -190,8 +191,19 @@ class Host:
     XDP_TX out of ``ifname`` needs an XDP program (XDP_PASS is enough) on ``port`` (field notes).
     """
 
-    def __init__(self, lab: Lab, *, name: str, netns: str, ifname: str, ifindex: int, mac: str,
-                 ipv4: str, ipv6: str | None, port: str) -> None:
+    def __init__(
+        self,
+        lab: Lab,
+        *,
+        name: str,
+        netns: str,
+        ifname: str,
+        ifindex: int,
+        mac: str,
+        ipv4: str,
+        ipv6: str | None,
+        port: str,
+    ) -> None:
         self._lab = lab
         self.name = name
         self.netns = netns
@@ -201,11 +213,13 @@ class Host:
         self.mac = mac
         self.ipv4 = ipv4
         self.ipv6 = ipv6
-        self.interfaces = [HostInterface(ifname=ifname, ifindex=ifindex, mac=mac, port=port, segment=0, ipv4=ipv4,
-                                         ipv6=ipv6)]
+        self.interfaces = [
+            HostInterface(ifname=ifname, ifindex=ifindex, mac=mac, port=port, segment=0, ipv4=ipv4, ipv6=ipv6)
+        ]
 
-    def add_interface(self, segment: int, *, ipv4: str, ipv6: str | None = None, mac: str | None = None
-                      ) -> HostInterface:
+    def add_interface(
+        self, segment: int, *, ipv4: str, ipv6: str | None = None, mac: str | None = None
+    ) -> HostInterface:
         """Plug another veth of this host into segment ``segment`` (``Lab.add_segment()``), with addresses of
         that segment's subnets; returns it (also in ``interfaces``)."""
         return self._lab._add_interface(self, segment, ipv4=ipv4, ipv6=ipv6, mac=mac)
@@ -271,14 +285,20 @@ class Host:
                 self.set_sysctl(f"net.ipv4.conf.{conf}.arp_announce", 2)
             for conf in ("all", "default", "lo", self.ifname):
                 self.set_sysctl(f"net.ipv4.conf.{conf}.rp_filter", 0)
-        _netlink(self.netns, lambda ipr: ipr.addr("replace", index=_link_index(ipr, "lo"), address=str(addr),
-                                                  prefixlen=addr.max_prefixlen))
+        _netlink(
+            self.netns,
+            lambda ipr: ipr.addr(
+                "replace", index=_link_index(ipr, "lo"), address=str(addr), prefixlen=addr.max_prefixlen
+            ),
+        )
 
     def remove_vip_from_loopback(self, vip: str) -> None:
         """Take ``vip`` off ``lo`` (the classic DSR misconfiguration: the backend answers, but not as the VIP)."""
         addr = ipaddress.ip_address(vip)
-        _netlink(self.netns, lambda ipr: ipr.addr("del", index=_link_index(ipr, "lo"), address=str(addr),
-                                                  prefixlen=addr.max_prefixlen))
+        _netlink(
+            self.netns,
+            lambda ipr: ipr.addr("del", index=_link_index(ipr, "lo"), address=str(addr), prefixlen=addr.max_prefixlen),
+        )
         log.info("event=lab_vip_on_loopback host=%s vip=%s", self.netns, addr)
 
     def set_sysctl(self, name: str, value: int | str) -> None:
@@ -295,6 +315,7 @@ class Host:
 
     def disable_tx_checksum_offload(self) -> None:
         """Turn off tx checksum offload on the veth: native XDP drops the partial checksums it would send."""
+
         def disable() -> None:
             with self.entered(), contextlib.closing(Ethtool()) as ethtool:
                 features = ethtool.get_features(self.ifname)
@@ -307,6 +328,7 @@ class Host:
 
     def tx_checksum_offload(self) -> bool:
         """Return whether any tx checksum offload is still on for the veth."""
+
         def enabled() -> bool:
             with self.entered(), contextlib.closing(Ethtool()) as ethtool:
                 features = ethtool.get_features(self.ifname).features
@@ -318,8 +340,9 @@ class Host:
         # nsenter joins the network namespace only; `ip netns exec` would also remount /sys and hide /sys/fs/bpf.
         return ["nsenter", f"--net={registry.NETNS_DIR / self.netns}", "--", *argv]
 
-    def run(self, argv: Sequence[str], *, check: bool = True, timeout: float = 60.0,
-            **kwargs: Any) -> subprocess.CompletedProcess[Any]:
+    def run(
+        self, argv: Sequence[str], *, check: bool = True, timeout: float = 60.0, **kwargs: Any
+    ) -> subprocess.CompletedProcess[Any]:
         """Run ``argv`` in this namespace and wait for it (``subprocess.run`` arguments apply)."""
         return subprocess.run(self._command(argv), check=check, timeout=timeout, **kwargs)
 
@@ -329,16 +352,18 @@ class Host:
         self._lab._processes.append(proc)
         return proc
 
-    def start_http_backend(self, name: str, port: int = 80, *, bind: str | None = None,
-                           timeout: float = 15.0) -> http_backend.HttpBackend:
+    def start_http_backend(
+        self, name: str, port: int = 80, *, bind: str | None = None, timeout: float = 15.0
+    ) -> http_backend.HttpBackend:
         """Start ``python -m balancer.lab.http_backend`` here and return once it answers ``GET /healthz``."""
         argv = [sys.executable, "-m", "balancer.lab.http_backend", "--name", name, "--port", str(port)]
         if bind is not None:
             argv += ["--bind", bind]
         stderr = tempfile.TemporaryFile()  # a file, not a pipe nobody reads: errors must never block the server
         proc = self.popen(argv, stdout=subprocess.DEVNULL, stderr=stderr)
-        backend = http_backend.HttpBackend(self, name=name, port=port, address=bind or self.ipv4, process=proc,
-                                          stderr=stderr)
+        backend = http_backend.HttpBackend(
+            self, name=name, port=port, address=bind or self.ipv4, process=proc, stderr=stderr
+        )
         try:
             backend.wait_ready(timeout)
         except BaseException:
@@ -362,8 +387,9 @@ class _SigtermToExit:
                 return  # somebody else owns SIGTERM; they must unwind to destroy()
             # SystemExit unwinds through `with Lab()` and atexit, both call destroy(); with no lab left, or in a
             # forked child, SIGTERM kills the default way.
-            self._handler = sigterm.raising_handler(lambda signum: SystemExit(128 + signum),
-                                                    armed=lambda: bool(self.labs))
+            self._handler = sigterm.raising_handler(
+                lambda signum: SystemExit(128 + signum), armed=lambda: bool(self.labs)
+            )
             signal.signal(signal.SIGTERM, self._handler)
         self.labs.add(lab)
 
@@ -422,8 +448,9 @@ class Lab:
         self.create()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.destroy()
 
     def create(self) -> Lab:
@@ -463,8 +490,9 @@ class Lab:
         segment_subnets(segment)
         _netlink(self.switch_netns, lambda ipr: self._add_bridge(ipr, self.bridge_of(segment)))
         self._segments += 1
-        log.info("event=lab_segment_added run=%s segment=%d subnets=%s,%s", self.run_id, segment,
-                 *segment_subnets(segment))
+        log.info(
+            "event=lab_segment_added run=%s segment=%d subnets=%s,%s", self.run_id, segment, *segment_subnets(segment)
+        )
         return segment
 
     def _segment(self, segment: int) -> tuple[ipaddress.IPv4Network, ipaddress.IPv6Network]:
@@ -472,8 +500,9 @@ class Lab:
             raise LabError(f"lab {self.run_id} has no segment {segment}: add_segment() first")
         return segment_subnets(segment)
 
-    def add_host(self, role: str, *, ipv4: str, ipv6: str | None = None, mac: str | None = None,
-                 segment: int = 0) -> Host:
+    def add_host(
+        self, role: str, *, ipv4: str, ipv6: str | None = None, mac: str | None = None, segment: int = 0
+    ) -> Host:
         """Add host ``role`` (1-6 of ``[a-z0-9]``, a letter first) with one veth into segment ``segment``'s bridge.
 
         ``ipv4`` must lie in the segment's IPv4 subnet (198.18.0.0/24 for segment 0) and ``ipv6`` in its IPv6 one
@@ -497,16 +526,19 @@ class Lab:
             Path("/proc/sys/net/ipv6/conf/default/accept_dad").write_text("0\n")
         _netlink(self.switch_netns, lambda ipr: self._plug(ipr, port, name, ifname, mac, segment))
         index, actual_mac = _netlink(name, lambda ipr: _configure(ipr, ifname, ipv4, ipv6))
-        host = Host(self, name=role, netns=name, ifname=ifname, ifindex=index, mac=actual_mac, ipv4=ipv4, ipv6=ipv6,
-                    port=port)
+        host = Host(
+            self, name=role, netns=name, ifname=ifname, ifindex=index, mac=actual_mac, ipv4=ipv4, ipv6=ipv6, port=port
+        )
         host.interfaces[0].segment = segment
         self.hosts[role] = host
-        log.info("event=lab_host_added run=%s host=%s ipv4=%s ipv6=%s mac=%s", self.run_id, name, ipv4, ipv6,
-                 actual_mac)
+        log.info(
+            "event=lab_host_added run=%s host=%s ipv4=%s ipv6=%s mac=%s", self.run_id, name, ipv4, ipv6, actual_mac
+        )
         return host
 
-    def _add_interface(self, host: Host, segment: int, *, ipv4: str, ipv6: str | None, mac: str | None
-                       ) -> HostInterface:
+    def _add_interface(
+        self, host: Host, segment: int, *, ipv4: str, ipv6: str | None, mac: str | None
+    ) -> HostInterface:
         net4, net6 = self._segment(segment)
         ipv4 = _in_subnet(ipv4, net4, "host address")
         ipv6 = None if ipv6 is None else _in_subnet(ipv6, net6, "host address")
@@ -514,11 +546,18 @@ class Lab:
         port = f"{self.run_id}-p{next(self._port_numbers)}"
         _netlink(self.switch_netns, lambda ipr: self._plug(ipr, port, host.netns, ifname, mac, segment))
         index, actual_mac = _netlink(host.netns, lambda ipr: _configure(ipr, ifname, ipv4, ipv6))
-        interface = HostInterface(ifname=ifname, ifindex=index, mac=actual_mac, port=port, segment=segment,
-                                  ipv4=ipv4, ipv6=ipv6)
+        interface = HostInterface(
+            ifname=ifname, ifindex=index, mac=actual_mac, port=port, segment=segment, ipv4=ipv4, ipv6=ipv6
+        )
         host.interfaces.append(interface)
-        log.info("event=lab_interface_added run=%s host=%s interface=%s segment=%d ipv4=%s", self.run_id,
-                 host.netns, ifname, segment, ipv4)
+        log.info(
+            "event=lab_interface_added run=%s host=%s interface=%s segment=%d ipv4=%s",
+            self.run_id,
+            host.netns,
+            ifname,
+            segment,
+            ipv4,
+        )
         return interface
 
     def replug(self, role: str, *, down: float = 0.0) -> int:
@@ -590,8 +629,12 @@ class Lab:
         netns.create(name)
 
     def _write_record(self) -> None:
-        record = {"run_id": self.run_id, "pid": os.getpid(), "start_time": registry.start_time(os.getpid()),
-                  "namespaces": self._namespaces}
+        record = {
+            "run_id": self.run_id,
+            "pid": os.getpid(),
+            "start_time": registry.start_time(os.getpid()),
+            "namespaces": self._namespaces,
+        }
         tmp = self.record_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(record, indent=1) + "\n")
         tmp.replace(self.record_path)

@@ -94,8 +94,17 @@ class ScaleLab:
     ``spare`` more backend addresses exist on the backend host (for reloads that add backends).
     """
 
-    def __init__(self, *, services: int, backends: int, interval: float = 2.0, timeout: float = 1.0,
-                 rise: int = 2, fall: int = 3, spare: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        services: int,
+        backends: int,
+        interval: float = 2.0,
+        timeout: float = 1.0,
+        rise: int = 2,
+        fall: int = 3,
+        spare: int = 0,
+    ) -> None:
         if services % len(PORTS) or not 0 < services // len(PORTS) <= 250:
             raise ValueError(f"services must be a multiple of {len(PORTS)} up to {250 * len(PORTS)}")
         self.services = services
@@ -120,8 +129,17 @@ class ScaleLab:
         for i in range(self.services):
             vip, port = self.vips[i // len(PORTS)], PORTS[i % len(PORTS)]
             members = [{"address": backend_address(i * self.backends + j)} for j in range(self.backends)]
-            services.append({"name": f"s{i}", "vip": vip, "port": port, "protocol": "tcp", "need": 1,
-                             "policy": "web", "backends": members})
+            services.append(
+                {
+                    "name": f"s{i}",
+                    "vip": vip,
+                    "port": port,
+                    "protocol": "tcp",
+                    "need": 1,
+                    "policy": "web",
+                    "backends": members,
+                }
+            )
         data["services"] = services
         return data
 
@@ -153,13 +171,21 @@ class ScaleLab:
             ipr.addr("replace", index=node.ifindex, address=NODE_BACKEND_SIDE, prefixlen=BACKEND_NET.prefixlen)
             for address in addresses:
                 ipr.neigh("replace", dst=address, lladdr=host.mac, ifindex=node.ifindex, state=_NUD_PERMANENT)
-        self._server = host.popen([sys.executable, "-m", "balancer.lab.scale", "serve", *map(str, PORTS)],
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self._server = host.popen(
+            [sys.executable, "-m", "balancer.lab.scale", "serve", *map(str, PORTS)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         assert self._server.stdout is not None
         if self._server.stdout.readline().strip() != b"serving":
             raise demo_lab.DemoError("the scale lab's web server did not start")
-        log.info("event=scale_lab_created services=%d backends=%d seconds=%.1f", self.services, count,
-                 time.monotonic() - started)
+        log.info(
+            "event=scale_lab_created services=%d backends=%d seconds=%.1f",
+            self.services,
+            count,
+            time.monotonic() - started,
+        )
 
     def destroy(self) -> None:
         """Stop the server, then the demo lab (node, BIRD, namespaces). Idempotent."""
@@ -237,8 +263,15 @@ def wait_for(what: str, predicate: Callable[[], bool], timeout: float, *, every:
         time.sleep(every)
 
 
-def measure(lab: ScaleLab, *, window: float, settle: float, flap_window: float, ready_timeout: float = 300.0,
-            progress: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+def measure(
+    lab: ScaleLab,
+    *,
+    window: float,
+    settle: float,
+    flap_window: float,
+    ready_timeout: float = 300.0,
+    progress: Callable[[str], None] = lambda line: None,
+) -> dict[str, Any]:
     """Start the node, and measure: start until all up, a steady window, a 1% reload, a check reload, the stop.
 
     Every server stays healthy throughout, so any transition to down is false, and any transition of a backend a
@@ -264,11 +297,15 @@ def measure(lab: ScaleLab, *, window: float, settle: float, flap_window: float, 
     time.sleep(window)
     scrape_s, after = lab.metrics()
     elapsed = time.monotonic() - window_started
-    figures["false_downs"] = int(sample_sum(after, "xdplb_backend_state_transitions_total", state="down")
-                                 - sample_sum(before, "xdplb_backend_state_transitions_total", state="down"))
+    figures["false_downs"] = int(
+        sample_sum(after, "xdplb_backend_state_transitions_total", state="down")
+        - sample_sum(before, "xdplb_backend_state_transitions_total", state="down")
+    )
     figures["cpu_cores"] = (cpu_seconds(node.pid) - cpu_before) / elapsed  # checkers and ExaBGP included
     figures["cpu_daemon_cores"] = (cpu_seconds(node.pid, children=False) - daemon_cpu_before) / elapsed
-    figures["check_lag_p99_ms"] = 1000 * histogram_quantile(before, after, "xdplb_healthcheck_schedule_lag_seconds", 0.99)
+    figures["check_lag_p99_ms"] = 1000 * histogram_quantile(
+        before, after, "xdplb_healthcheck_schedule_lag_seconds", 0.99
+    )
     figures["loop_stall_max_ms"] = 1000 * sample_sum(after, "xdplb_event_loop_stall_seconds_max")  # since start
     figures["loop_stall_steady_ms"] = 1000 * histogram_quantile(before, after, "xdplb_event_loop_stall_seconds", 1.0)
     figures["metrics_scrape_s"] = scrape_s
@@ -305,8 +342,10 @@ def measure(lab: ScaleLab, *, window: float, settle: float, flap_window: float, 
     time.sleep(flap_window)
     _, after = lab.metrics()
     figures["reload_flaps"] = int(flaps(before, after))
-    progress(f"reloads: 1% in {figures['reload_1pct_s']:.2f} s, checks in {figures['reload_checks_s']:.2f} s, "
-             f"{figures['reload_flaps']} flaps")
+    progress(
+        f"reloads: 1% in {figures['reload_1pct_s']:.2f} s, checks in {figures['reload_checks_s']:.2f} s, "
+        f"{figures['reload_flaps']} flaps"
+    )
 
     return _stop(lab, figures)
 
@@ -372,6 +411,7 @@ def sample_sum(text: str, name: str, **labels: str) -> float:
 
 def histogram_quantile(before: str, after: str, name: str, quantile: float) -> float:
     """The ``quantile`` of histogram ``name`` over the observations made between two scrapes (bucket bound)."""
+
     def buckets(text: str) -> dict[float, float]:
         out: dict[float, float] = {}
         for match in re.finditer(rf'^{name}_bucket{{.*?le="([^"]+)".*?}} (\S+)$', text, re.MULTILINE):
@@ -389,15 +429,18 @@ def histogram_quantile(before: str, after: str, name: str, quantile: float) -> f
 
 def flaps(before: str, after: str) -> float:
     """Health transitions between two scrapes of the backends present in both (ones a reload added are not)."""
-    pattern = re.compile(r'^xdplb_backend_state_transitions_total\{(.*?)\} (\S+)$', re.MULTILINE)
+    pattern = re.compile(r"^xdplb_backend_state_transitions_total\{(.*?)\} (\S+)$", re.MULTILINE)
 
     def by_labels(text: str) -> dict[str, float]:
         return {match.group(1): float(match.group(2)) for match in pattern.finditer(text)}
 
     first, second = by_labels(before), by_labels(after)
     backends = {re.sub(r',?state="[^"]*"', "", labels) for labels in first}
-    return sum(value - first.get(labels, 0.0) for labels, value in second.items()
-               if re.sub(r',?state="[^"]*"', "", labels) in backends)
+    return sum(
+        value - first.get(labels, 0.0)
+        for labels, value in second.items()
+        if re.sub(r',?state="[^"]*"', "", labels) in backends
+    )
 
 
 def series_count(text: str) -> int:

@@ -15,8 +15,7 @@ __all__ = ["Handler", "raising_handler"]
 Handler = Callable[[int, FrameType | None], None]
 
 
-def raising_handler(error: Callable[[int], BaseException], *,
-                    armed: Callable[[], bool] = lambda: True) -> Handler:
+def raising_handler(error: Callable[[int], BaseException], *, armed: Callable[[], bool] = lambda: True) -> Handler:
     """A handler that raises ``error(signum)`` in the process that made it while ``armed()``; elsewhere (a forked
     child) or once disarmed, the process dies of the signal the default way.
 

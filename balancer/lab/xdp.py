@@ -47,8 +47,13 @@ def load_pass() -> int:
     """Load the XDP_PASS program; returns its fd (the caller closes it)."""
     insns = ctypes.create_string_buffer(_INSNS, len(_INSNS))
     license_ = ctypes.create_string_buffer(_LICENSE, len(_LICENSE))
-    attr = _ProgLoad(prog_type=_BPF_PROG_TYPE_XDP, insn_cnt=len(_INSNS) // 8, insns=ctypes.addressof(insns),
-                     license=ctypes.addressof(license_), prog_name=b"xdplb_lab_pass")
+    attr = _ProgLoad(
+        prog_type=_BPF_PROG_TYPE_XDP,
+        insn_cnt=len(_INSNS) // 8,
+        insns=ctypes.addressof(insns),
+        license=ctypes.addressof(license_),
+        prog_name=b"xdplb_lab_pass",
+    )
     fd = int(_libc.syscall(_SYSCALL_BPF[platform.machine()], _BPF_PROG_LOAD, ctypes.byref(attr), ctypes.sizeof(attr)))
     if fd < 0:
         err = ctypes.get_errno()

@@ -86,8 +86,9 @@ class FakeController:
         return self._config
 
     async def reload(self) -> status.ReloadResult:
-        result = self.next_reload or status.ReloadResult(ok=True, config_digest=self._config.digest(),
-                                                          message="applied: no changes")
+        result = self.next_reload or status.ReloadResult(
+            ok=True, config_digest=self._config.digest(), message="applied: no changes"
+        )
         if result.ok:
             self.reloads["success"] += 1
             if self.next_config is not None:
@@ -129,22 +130,45 @@ class FakeController:
             interfaces={"eth0": "native"},
             services=tuple(services),
             vips=tuple(
-                status.VipReport(vip=vip, prefix=f"{vip}/{128 if ':' in vip else 32}", announced=up[name],
-                                 reason="all services up" if up[name] else f"{name}: 0 of 1 needed backends healthy",
-                                 services=(name,))
+                status.VipReport(
+                    vip=vip,
+                    prefix=f"{vip}/{128 if ':' in vip else 32}",
+                    announced=up[name],
+                    reason="all services up" if up[name] else f"{name}: 0 of 1 needed backends healthy",
+                    services=(name,),
+                )
                 for vip, name in vips.items()
             ),
             peers=(
-                status.PeerReport(address="198.18.0.1", state="established", since=STARTED_AT + 5, routes_sent=3,
-                                  reason=None),
-                status.PeerReport(address="2001:db8::1", state="down", since=STARTED_AT + 5, routes_sent=0,
-                                  reason="connection refused"),
+                status.PeerReport(
+                    address="198.18.0.1", state="established", since=STARTED_AT + 5, routes_sent=3, reason=None
+                ),
+                status.PeerReport(
+                    address="2001:db8::1",
+                    state="down",
+                    since=STARTED_AT + 5,
+                    routes_sent=0,
+                    reason="connection refused",
+                ),
             ),
-            totals={"rx_packets": 5000 + 1600 * t, "passed": 200 + 60 * t, "forwarded": 4796 + 1540 * t,
-                    "forwarded_bytes": 3_000_000 + 900_000 * t, "flow_hits": 4500, "flow_misses": 296,
-                    "flow_inserts": 296, "flood_guard_skips": 0, "drop_no_backend": 4, "drop_malformed": 0,
-                    "drop_fragment": 0, "drop_vlan_push": 0, "drop_no_source_mac": 0, "flow_evictions": 2,
-                    "icmp_too_big_forwarded": 3, "icmp_echo_replies": 12},
+            totals={
+                "rx_packets": 5000 + 1600 * t,
+                "passed": 200 + 60 * t,
+                "forwarded": 4796 + 1540 * t,
+                "forwarded_bytes": 3_000_000 + 900_000 * t,
+                "flow_hits": 4500,
+                "flow_misses": 296,
+                "flow_inserts": 296,
+                "flood_guard_skips": 0,
+                "drop_no_backend": 4,
+                "drop_malformed": 0,
+                "drop_fragment": 0,
+                "drop_vlan_push": 0,
+                "drop_no_source_mac": 0,
+                "flow_evictions": 2,
+                "icmp_too_big_forwarded": 3,
+                "icmp_echo_replies": 12,
+            },
             flow_table_entries={"ipv4": 250, "ipv6": 46},
             flow_table_size=65536,
             reloads=dict(self.reloads),
@@ -169,26 +193,53 @@ class FakeController:
                 health, reason, rate = "down", "connection refused", 0
             admin = self.overrides.get(key, backend.state)
             takes = health == "up" and admin == config.AdminState.ENABLED and backend.weight > 0
-            dataplane = "active" if takes else "removed: disabled" if admin == "disabled" else (
-                "draining" if health == "up" else "removed: down")
+            dataplane = (
+                "active"
+                if takes
+                else "removed: disabled"
+                if admin == "disabled"
+                else ("draining" if health == "up" else "removed: down")
+            )
             packets = (1000 + rate * self.tick) * share
-            backends.append(status.BackendReport(
-                key=key, address=str(backend.address), weight=backend.weight, admin=str(admin),
-                admin_override=str(self.overrides[key]) if key in self.overrides else None,
-                health=health, reason=reason, since=STARTED_AT + 3, last_check_seconds=0.0021,
-                mac="02:00:00:00:00:11", forwarding=service.forwarding_of(backend), dataplane=dataplane,
-                table_entries=0, packets=packets,
-                bytes=packets * 600, new_flows=packets // 20,
-            ))
+            backends.append(
+                status.BackendReport(
+                    key=key,
+                    address=str(backend.address),
+                    weight=backend.weight,
+                    admin=str(admin),
+                    admin_override=str(self.overrides[key]) if key in self.overrides else None,
+                    health=health,
+                    reason=reason,
+                    since=STARTED_AT + 3,
+                    last_check_seconds=0.0021,
+                    mac="02:00:00:00:00:11",
+                    forwarding=service.forwarding_of(backend),
+                    dataplane=dataplane,
+                    table_entries=0,
+                    packets=packets,
+                    bytes=packets * 600,
+                    new_flows=packets // 20,
+                )
+            )
         active = [b for b in backends if b.dataplane == "active"]
         slots = service.table_size if active else 0
         backends = [dataclasses.replace(b, table_entries=slots // len(active) if b in active else 0) for b in backends]
         packets = sum(b.packets for b in backends)
         return status.ServiceReport(
-            name=service.name, vip=vip, port=service.port, protocol=service.protocol, sticky=service.sticky,
-            need=service.need, healthy=len(active), up=len(active) >= service.need, table_size=slots,
-            packets=packets, bytes=sum(b.bytes for b in backends), new_flows=sum(b.new_flows for b in backends),
-            drop_no_backend=2, backends=tuple(backends),
+            name=service.name,
+            vip=vip,
+            port=service.port,
+            protocol=service.protocol,
+            sticky=service.sticky,
+            need=service.need,
+            healthy=len(active),
+            up=len(active) >= service.need,
+            table_size=slots,
+            packets=packets,
+            bytes=sum(b.bytes for b in backends),
+            new_flows=sum(b.new_flows for b in backends),
+            drop_no_backend=2,
+            backends=tuple(backends),
         )
 
 
@@ -202,11 +253,15 @@ def scaled_config(services: int, backends: int, *, ports_per_vip: int = 4) -> co
     for s in range(services):
         v = s // ports_per_vip
         vip = f"198.19.{v // 250}.{v % 250 + 1}"
-        lines.append(f"  - {{name: s{s}, vip: {vip}, port: {8000 + s % ports_per_vip}, table_size: 509, "
-                     "checks: [{type: http, path: /}], backends: [")
+        lines.append(
+            f"  - {{name: s{s}, vip: {vip}, port: {8000 + s % ports_per_vip}, table_size: 509, "
+            "checks: [{type: http, path: /}], backends: ["
+        )
         first = s * backends
-        lines += [f"      198.{18 + (first + b) // 62500}.{(first + b) // 250 % 250}.{(first + b) % 250 + 1},"
-                  for b in range(backends)]
+        lines += [
+            f"      198.{18 + (first + b) // 62500}.{(first + b) // 250 % 250}.{(first + b) % 250 + 1},"
+            for b in range(backends)
+        ]
         lines.append("    ]}")
     return config.parse_config("\n".join(lines) + "\n", source="scaled.yaml")
 

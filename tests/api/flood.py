@@ -16,7 +16,9 @@ async def _one(index: int, args: argparse.Namespace, stats: dict[str, int], unti
     loop = asyncio.get_running_loop()
     while True:
         try:
-            reader, writer = await asyncio.open_connection(args.host, args.port, local_addr=(f"127.0.0.{2 + index % args.sources}", 0))
+            reader, writer = await asyncio.open_connection(
+                args.host, args.port, local_addr=(f"127.0.0.{2 + index % args.sources}", 0)
+            )
         except OSError as error:
             stats["connect_failed"] += 1
             key = f"error_{error.errno}"

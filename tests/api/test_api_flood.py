@@ -147,8 +147,9 @@ CONNECTION_LIMIT = 1024 - FD_RESERVE - api_guard.ACCEPT_BURST  # at most: the fa
 PER_CLIENT = 300
 
 
-@pytest.mark.parametrize(("sources", "refused_as"), [(1, "client_limit"), (10, "connection_limit")],
-                         ids=["one client", "ten clients"])
+@pytest.mark.parametrize(
+    ("sources", "refused_as"), [(1, "client_limit"), (10, "connection_limit")], ids=["one client", "ten clients"]
+)
 async def test_two_thousand_idle_connections_change_nothing(sources: int, refused_as: str) -> None:
     """2,000 connections that never finish a request, each opened again when the server closes it, from one
     address (over the per-client limit) or from ten (over the overall limit: 1,024 less the reserve), in a process
@@ -157,16 +158,27 @@ async def test_two_thousand_idle_connections_change_nothing(sources: int, refuse
     stops reopening, the server has let go of every descriptor while the client still holds on.
 
     Ten clients can keep the API full, so requests from others then wait for a slot; health checks never do."""
-    controller = _controller(idle_timeout=IDLE_TIMEOUT, max_connections=5000, max_connections_per_client=PER_CLIENT,
-                             fd_reserve=FD_RESERVE)
+    controller = _controller(
+        idle_timeout=IDLE_TIMEOUT, max_connections=5000, max_connections_per_client=PER_CLIENT, fd_reserve=FD_RESERVE
+    )
     with _soft_nofile(1024):
         async with _served(controller) as (url, collected):
             assert await _get(f"{url}/api/v1/status") == 200
             baseline = _open_fds()
             flood = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "tests.api.flood", "127.0.0.1", str(_port(url)),
-                "--connections", str(FLOOD_CONNECTIONS), "--sources", str(sources),
-                "--reconnect", str(FLOOD_RECONNECT_SECONDS), "--hold", str(FLOOD_HOLD_SECONDS),
+                sys.executable,
+                "-m",
+                "tests.api.flood",
+                "127.0.0.1",
+                str(_port(url)),
+                "--connections",
+                str(FLOOD_CONNECTIONS),
+                "--sources",
+                str(sources),
+                "--reconnect",
+                str(FLOOD_RECONNECT_SECONDS),
+                "--hold",
+                str(FLOOD_HOLD_SECONDS),
                 stdout=asyncio.subprocess.PIPE,
             )
             try:

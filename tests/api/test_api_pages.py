@@ -20,8 +20,12 @@ async def test_services_come_one_row_each_problems_first(base_url: str, http: ai
     code, body = await _get(http, f"{base_url}/api/v1/services")
     assert code == 200 and body["total"] == 4 and body["offset"] == 0
     rows = body["services"]
-    assert [row["id"] for row in rows] == ["192.0.2.100:80/tcp", "[2001:db8::100]:80/tcp", "192.0.2.53:53/udp",
-                                           "[2001:db8::53]:53/udp"], "web's two VIPs first: each has 2 not serving"
+    assert [row["id"] for row in rows] == [
+        "192.0.2.100:80/tcp",
+        "[2001:db8::100]:80/tcp",
+        "192.0.2.53:53/udp",
+        "[2001:db8::53]:53/udp",
+    ], "web's two VIPs first: each has 2 not serving"
     web = rows[0]
     assert (web["name"], web["up"], web["backends"], web["not_serving"], web["healthy"]) == ("web", True, 3, 2, 1)
     assert web["health"] == {"up": 2, "down": 1, "unknown": 0}
@@ -43,7 +47,10 @@ async def test_a_services_backends_come_not_serving_first(base_url: str, http: a
     code, body = await _get(http, f"{base_url}/api/v1/backends", service="192.0.2.100:80/tcp")
     assert code == 200 and body["service"]["id"] == "192.0.2.100:80/tcp" and body["total"] == 3
     assert [(b["address"], b["dataplane"]) for b in body["backends"]] == [
-        ("198.18.0.12", "removed: down"), ("198.18.0.13", "draining"), ("198.18.0.11", "active")]
+        ("198.18.0.12", "removed: down"),
+        ("198.18.0.13", "draining"),
+        ("198.18.0.11", "active"),
+    ]
     assert body["backends"][0]["key"] == "web/198.18.0.12", "the key the admin calls take"
     _, problems = await _get(http, f"{base_url}/api/v1/backends", service="192.0.2.100:80/tcp", problems="1")
     assert [b["address"] for b in problems["backends"]] == ["198.18.0.12", "198.18.0.13"]
@@ -85,8 +92,9 @@ async def test_pages_at_a_thousand_backends(scaled_url: str, http: aiohttp.Clien
     assert code == 200 and body["total"] == 10 and len(body["backends"]) == 2
 
 
-async def test_the_summary_carries_what_the_console_charts(controller: FakeController, base_url: str,
-                                                           http: aiohttp.ClientSession) -> None:
+async def test_the_summary_carries_what_the_console_charts(
+    controller: FakeController, base_url: str, http: aiohttp.ClientSession
+) -> None:
     controller.tick = 4
     _, body = await _get(http, f"{base_url}/api/v1/summary")
     assert body["health_transitions"] == {"up": 16, "down": 5}

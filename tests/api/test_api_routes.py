@@ -20,8 +20,9 @@ from tests.api import fake_controller, serving
 from tests.api.fake_controller import FakeController
 
 
-async def test_healthz_says_ok_only_once_ready(controller: FakeController, base_url: str,
-                                               http: aiohttp.ClientSession) -> None:
+async def test_healthz_says_ok_only_once_ready(
+    controller: FakeController, base_url: str, http: aiohttp.ClientSession
+) -> None:
     controller.ready = False
     async with http.get(f"{base_url}/healthz") as response:
         assert (response.status, await response.text()) == (503, "starting\n")
@@ -30,16 +31,18 @@ async def test_healthz_says_ok_only_once_ready(controller: FakeController, base_
         assert (response.status, await response.text()) == (200, "ok\n")
 
 
-async def test_healthz_builds_no_snapshot(controller: FakeController, base_url: str,
-                                          http: aiohttp.ClientSession) -> None:
+async def test_healthz_builds_no_snapshot(
+    controller: FakeController, base_url: str, http: aiohttp.ClientSession
+) -> None:
     for _ in range(3):
         async with http.get(f"{base_url}/healthz") as response:
             assert response.status == 200
     assert controller.snapshots == 0  # answered from Controller.ready: O(1) however many backends
 
 
-async def test_status_is_the_snapshot_as_json_with_the_server_time(controller: FakeController, base_url: str,
-                                                                   http: aiohttp.ClientSession) -> None:
+async def test_status_is_the_snapshot_as_json_with_the_server_time(
+    controller: FakeController, base_url: str, http: aiohttp.ClientSession
+) -> None:
     before = time.time()
     async with http.get(f"{base_url}/api/v1/status") as response:
         assert response.status == 200
@@ -53,8 +56,9 @@ async def test_status_is_the_snapshot_as_json_with_the_server_time(controller: F
     assert body["config_digest"] == controller.running_config.digest()
 
 
-async def test_summary_counts_what_the_status_lists(controller: FakeController, base_url: str,
-                                                     http: aiohttp.ClientSession) -> None:
+async def test_summary_counts_what_the_status_lists(
+    controller: FakeController, base_url: str, http: aiohttp.ClientSession
+) -> None:
     async with http.get(f"{base_url}/api/v1/summary") as response:
         assert (response.status, response.content_type) == (200, "application/json")
         body = await response.json()
@@ -73,16 +77,19 @@ async def test_summary_counts_what_the_status_lists(controller: FakeController, 
 def test_summary_lists_a_bounded_number_of_backends(controller: FakeController) -> None:
     snapshot = controller.snapshot()
     service = snapshot.services[0]
-    many = tuple(dataclasses.replace(service.backends[0], key=f"web/198.18.1.{i}", dataplane="removed: down")
-                 for i in range(status.SUMMARY_NOT_SERVING_LIMIT + 20))
+    many = tuple(
+        dataclasses.replace(service.backends[0], key=f"web/198.18.1.{i}", dataplane="removed: down")
+        for i in range(status.SUMMARY_NOT_SERVING_LIMIT + 20)
+    )
     big = dataclasses.replace(snapshot, services=(dataclasses.replace(service, backends=many),))
     body = status.summary(big)
     assert body["not_serving_total"] == len(many)
     assert len(body["not_serving"]) == status.SUMMARY_NOT_SERVING_LIMIT
 
 
-async def test_config_is_the_running_one_with_secrets_redacted(controller: FakeController, base_url: str,
-                                                               http: aiohttp.ClientSession) -> None:
+async def test_config_is_the_running_one_with_secrets_redacted(
+    controller: FakeController, base_url: str, http: aiohttp.ClientSession
+) -> None:
     async with http.get(f"{base_url}/api/v1/config") as response:
         assert response.status == 200
         text = await response.text()
@@ -102,8 +109,9 @@ async def test_config_is_the_running_one_with_secrets_redacted(controller: FakeC
     assert body["config"] == expected
 
 
-async def test_reload_answers_200_with_the_result(controller: FakeController, base_url: str,
-                                                  http: aiohttp.ClientSession) -> None:
+async def test_reload_answers_200_with_the_result(
+    controller: FakeController, base_url: str, http: aiohttp.ClientSession
+) -> None:
     async with http.post(f"{base_url}/api/v1/reload") as response:
         assert response.status == 200
         body = await response.json()
@@ -111,8 +119,9 @@ async def test_reload_answers_200_with_the_result(controller: FakeController, ba
     assert controller.reloads["success"] == 2
 
 
-async def test_failed_reload_answers_400_with_the_errors(controller: FakeController, base_url: str,
-                                                         http: aiohttp.ClientSession) -> None:
+async def test_failed_reload_answers_400_with_the_errors(
+    controller: FakeController, base_url: str, http: aiohttp.ClientSession
+) -> None:
     digest = controller.running_config.digest()
     errors = "xdplb.yaml: services[0].port: port 0 is not in 1..65535 (line 7)"
     controller.next_reload = status.ReloadResult(ok=False, config_digest=digest, message=errors)
@@ -124,14 +133,17 @@ async def test_failed_reload_answers_400_with_the_errors(controller: FakeControl
         assert (await response.json())["reloads"] == {"success": 1, "failure": 1}
 
 
-@pytest.mark.parametrize(("action", "state"), [
-    ("drain", config.AdminState.DRAINED),
-    ("disable", config.AdminState.DISABLED),
-    ("enable", config.AdminState.ENABLED),
-])
-async def test_admin_actions_override_the_state(controller: FakeController, base_url: str,
-                                                http: aiohttp.ClientSession, action: str,
-                                                state: config.AdminState) -> None:
+@pytest.mark.parametrize(
+    ("action", "state"),
+    [
+        ("drain", config.AdminState.DRAINED),
+        ("disable", config.AdminState.DISABLED),
+        ("enable", config.AdminState.ENABLED),
+    ],
+)
+async def test_admin_actions_override_the_state(
+    controller: FakeController, base_url: str, http: aiohttp.ClientSession, action: str, state: config.AdminState
+) -> None:
     async with http.post(f"{base_url}/api/v1/backends/web/198.18.0.11/{action}") as response:
         assert response.status == 200
         body = await response.json()
@@ -139,8 +151,9 @@ async def test_admin_actions_override_the_state(controller: FakeController, base
     assert body == {"key": "web/198.18.0.11", "action": action, "admin": state.value, "admin_override": state.value}
 
 
-async def test_reset_clears_the_override(controller: FakeController, base_url: str,
-                                         http: aiohttp.ClientSession) -> None:
+async def test_reset_clears_the_override(
+    controller: FakeController, base_url: str, http: aiohttp.ClientSession
+) -> None:
     async with http.post(f"{base_url}/api/v1/backends/web/198.18.0.13/enable") as response:
         assert (await response.json())["admin"] == "enabled"
     async with http.post(f"{base_url}/api/v1/backends/web/198.18.0.13/reset") as response:
@@ -151,8 +164,9 @@ async def test_reset_clears_the_override(controller: FakeController, base_url: s
 
 
 @pytest.mark.parametrize("encode", [False, True], ids=["raw", "percent-encoded"])
-async def test_keys_with_slashes_brackets_and_colons_route(controller: FakeController, base_url: str,
-                                                           http: aiohttp.ClientSession, encode: bool) -> None:
+async def test_keys_with_slashes_brackets_and_colons_route(
+    controller: FakeController, base_url: str, http: aiohttp.ClientSession, encode: bool
+) -> None:
     key = "[2001:db8::53]:53/udp/2001:db8::21"
     path = quote(key, safe="") if encode else key
     url = yarl.URL(f"{base_url}/api/v1/backends/{path}/drain", encoded=True)
@@ -161,31 +175,37 @@ async def test_keys_with_slashes_brackets_and_colons_route(controller: FakeContr
     assert controller.admin_calls == [(key, config.AdminState.DRAINED)]
 
 
-async def test_unknown_backend_is_404_and_changes_nothing(controller: FakeController, base_url: str,
-                                                          http: aiohttp.ClientSession) -> None:
+async def test_unknown_backend_is_404_and_changes_nothing(
+    controller: FakeController, base_url: str, http: aiohttp.ClientSession
+) -> None:
     async with http.post(f"{base_url}/api/v1/backends/web/198.18.0.99/drain") as response:
         assert response.status == 404
         assert await response.json() == {"error": "no backend 'web/198.18.0.99'"}
     assert controller.admin_calls == [] and controller.overrides == {}
 
 
-@pytest.mark.parametrize(("method", "path", "code"), [
-    ("POST", "/api/v1/backends/web/198.18.0.11/explode", 404),
-    ("POST", "/api/v1/backends/drain", 404),
-    ("GET", "/api/v1/backends/web/198.18.0.11/drain", 405),
-    ("GET", "/api/v1/reload", 405),
-    ("POST", "/api/v1/status", 405),
-    ("GET", "/api/v2/status", 404),
-])
-async def test_wrong_method_or_path(controller: FakeController, base_url: str, http: aiohttp.ClientSession,
-                                    method: str, path: str, code: int) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "code"),
+    [
+        ("POST", "/api/v1/backends/web/198.18.0.11/explode", 404),
+        ("POST", "/api/v1/backends/drain", 404),
+        ("GET", "/api/v1/backends/web/198.18.0.11/drain", 405),
+        ("GET", "/api/v1/reload", 405),
+        ("POST", "/api/v1/status", 405),
+        ("GET", "/api/v2/status", 404),
+    ],
+)
+async def test_wrong_method_or_path(
+    controller: FakeController, base_url: str, http: aiohttp.ClientSession, method: str, path: str, code: int
+) -> None:
     async with http.request(method, f"{base_url}{path}") as response:
         assert response.status == code
     assert controller.admin_calls == []
 
 
 async def test_loopback_without_token_refuses_cross_origin_and_rebinding(
-        controller: FakeController, base_url: str, http: aiohttp.ClientSession) -> None:
+    controller: FakeController, base_url: str, http: aiohttp.ClientSession
+) -> None:
     url = f"{base_url}/api/v1/backends/web/198.18.0.11/drain"
     async with http.post(url, headers={"Origin": "http://evil.example"}) as response:
         assert response.status == 403
@@ -262,8 +282,9 @@ async def test_not_loopback_without_token_refuses_admin(http: aiohttp.ClientSess
     assert controller.reloads["success"] == 1
 
 
-async def test_server_lifecycle_order_and_idempotent_cleanup(controller: FakeController,
-                                                             http: aiohttp.ClientSession) -> None:
+async def test_server_lifecycle_order_and_idempotent_cleanup(
+    controller: FakeController, http: aiohttp.ClientSession
+) -> None:
     server = api.ApiServer(controller, metrics=metrics.Metrics(controller), port=0)
     assert str(server.host) == "127.0.0.1"  # from the config's api.listen
     with pytest.raises(api.ApiError, match=r"call setup\(\) before start\(\)"):
@@ -296,8 +317,9 @@ async def test_serves_on_ipv6_loopback(controller: FakeController, http: aiohttp
         pytest.skip(f"no ::1: {error}")
 
 
-async def test_reload_raising_a_config_error_is_a_400_too(controller: FakeController, base_url: str,
-                                                          http: aiohttp.ClientSession) -> None:
+async def test_reload_raising_a_config_error_is_a_400_too(
+    controller: FakeController, base_url: str, http: aiohttp.ClientSession
+) -> None:
     async def refuse() -> status.ReloadResult:
         raise config.ConfigError("xdplb.yaml", [("services[0].port", "not a port")])
 
@@ -305,12 +327,16 @@ async def test_reload_raising_a_config_error_is_a_400_too(controller: FakeContro
     async with http.post(f"{base_url}/api/v1/reload") as response:
         assert response.status == 400
         body = await response.json()
-    assert body == {"ok": False, "config_digest": controller.running_config.digest(),
-                    "message": "xdplb.yaml: services[0].port: not a port"}
+    assert body == {
+        "ok": False,
+        "config_digest": controller.running_config.digest(),
+        "message": "xdplb.yaml: services[0].port: not a port",
+    }
 
 
-async def test_requests_are_logged_as_key_value_events(controller: FakeController, http: aiohttp.ClientSession,
-                                                       caplog: pytest.LogCaptureFixture) -> None:
+async def test_requests_are_logged_as_key_value_events(
+    controller: FakeController, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.INFO):
         async with serving.serve(controller) as (base_url, _):
             async with http.get(f"{base_url}/healthz") as response:

@@ -37,8 +37,10 @@ class _ReloadingController(FakeController):
 
 async def test_a_rejected_reload_shows_no_value_of_a_secret(tmp_path: Path, http: aiohttp.ClientSession) -> None:
     path = tmp_path / "xdplb.yaml"
-    path.write_text("interfaces: [eth0]\nbgp: {local_as: 65001, router_id: 192.0.2.1, peers: [{address: 198.18.0.1,"
-                    " peer_as: 65000, password: 20251201}]}\n")
+    path.write_text(
+        "interfaces: [eth0]\nbgp: {local_as: 65001, router_id: 192.0.2.1, peers: [{address: 198.18.0.1,"
+        " peer_as: 65000, password: 20251201}]}\n"
+    )
     controller = _ReloadingController(path)
     async with serving.serve(controller, snapshot_interval=0) as (base_url, _):
         async with http.post(f"{base_url}/api/v1/reload") as response:
@@ -55,13 +57,15 @@ def read_guarded(tmp_path: Path) -> FakeController:
     token = tmp_path / "token"
     token.write_text("read-token\n")
     text = fake_controller.CONFIG_YAML.replace("LISTEN", "127.0.0.1:9180").replace(
-        "api: {", f'api: {{token_file: "{token}", read_token_required: true, ')
+        "api: {", f'api: {{token_file: "{token}", read_token_required: true, '
+    )
     return FakeController(config.parse_config(text, source="fake.yaml"))
 
 
 @pytest.mark.parametrize("path", ["/api/v1/status", "/api/v1/summary", "/api/v1/config", "/metrics"])
-async def test_read_endpoints_can_require_the_token(read_guarded: FakeController, http: aiohttp.ClientSession,
-                                                    path: str) -> None:
+async def test_read_endpoints_can_require_the_token(
+    read_guarded: FakeController, http: aiohttp.ClientSession, path: str
+) -> None:
     async with serving.serve(read_guarded) as (base_url, _):
         async with http.get(f"{base_url}{path}") as response:
             assert response.status == 401
@@ -90,15 +94,20 @@ async def _raw(base_url: str, request: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("value", [b"Bearer s3cr\xe9t", b"Bearer \xff\xfe", "Bearer \u00e9\u20ac".encode()])
-async def test_a_non_ascii_authorization_header_is_a_401(tmp_path: Path, caplog: pytest.LogCaptureFixture,
-                                                         value: bytes) -> None:
+async def test_a_non_ascii_authorization_header_is_a_401(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, value: bytes
+) -> None:
     token = tmp_path / "token"
     token.write_text("s3cret\n")
     controller = FakeController(fake_controller.load(token_file=str(token)))
     caplog.set_level(logging.DEBUG)
     async with serving.serve(controller) as (base_url, _):
-        answer = await _raw(base_url, b"POST /api/v1/reload HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: " + value +
-                            b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        answer = await _raw(
+            base_url,
+            b"POST /api/v1/reload HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: "
+            + value
+            + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
     assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
     assert controller.reloads["success"] == 1

@@ -30,8 +30,9 @@ async def test_console_page_and_its_assets_are_served_from_here(base_url: str, h
     assets = [link for link in parser.links if link.startswith("/static/")]
     assert sorted(assets) == ["/static/console.css", "/static/console.js"]
     # "data:," is the empty icon, so that the browser asks for no /favicon.ico
-    assert all(link == "data:," or link.startswith("/") and not link.startswith("//") for link in parser.links), \
+    assert all(link == "data:," or link.startswith("/") and not link.startswith("//") for link in parser.links), (
         parser.links
+    )
     for asset in assets:
         async with http.get(f"{base_url}{asset}") as response:
             assert response.status == 200, asset

@@ -73,8 +73,14 @@ def test_alert_rules_fire_as_their_unit_tests_say() -> None:
 
 def test_alerts_cover_the_required_conditions_over_existing_metrics() -> None:
     rules = {rule["alert"]: rule for rule in _rules()}
-    assert set(rules) >= {"XdplbVipWithdrawn", "XdplbServiceNoBackends", "XdplbBgpSessionDown", "XdplbHighDropRate",
-                          "XdplbConfigReloadFailing", "XdplbFlowTableEvictingActiveFlows"}
+    assert set(rules) >= {
+        "XdplbVipWithdrawn",
+        "XdplbServiceNoBackends",
+        "XdplbBgpSessionDown",
+        "XdplbHighDropRate",
+        "XdplbConfigReloadFailing",
+        "XdplbFlowTableEvictingActiveFlows",
+    }
     assert rules["XdplbBgpSessionDown"]["for"] == "1m"
     series = _golden_series()
     for name, rule in rules.items():
@@ -140,8 +146,14 @@ def test_dashboard_exprs_name_existing_series_and_defined_variables() -> None:
         assert _names(expr) <= series, f"{title}: {_names(expr) - series} not in the golden /metrics"
         used |= _names(expr)
     # the headline series all appear somewhere
-    assert used >= {"xdplb_vip_announced", "xdplb_bgp_session_up", "xdplb_backend_up", "xdplb_service_packets_total",
-                    "xdplb_dropped_packets_total", "xdplb_healthcheck_duration_seconds_bucket"}
+    assert used >= {
+        "xdplb_vip_announced",
+        "xdplb_bgp_session_up",
+        "xdplb_backend_up",
+        "xdplb_service_packets_total",
+        "xdplb_dropped_packets_total",
+        "xdplb_healthcheck_duration_seconds_bucket",
+    }
 
 
 def test_dashboard_exprs_are_valid_promql(tmp_path: Path) -> None:

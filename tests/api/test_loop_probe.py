@@ -18,7 +18,7 @@ async def test_a_blocking_call_on_the_loop_is_seen_as_a_stall() -> None:
     await probe.stop()
     seen = probe.read()
     assert 0.18 <= seen.max < 1.0
-    assert sum(seen.counts[loop_probe.STALL_BUCKETS.index(0.1) + 1:]) >= 1  # in the 0.25 s bucket or above
+    assert sum(seen.counts[loop_probe.STALL_BUCKETS.index(0.1) + 1 :]) >= 1  # in the 0.25 s bucket or above
     assert seen.sum >= 0.18
     assert sum(seen.counts) >= 5  # it kept waking up around the stall
 
@@ -75,5 +75,7 @@ def test_long_stalls_are_logged_at_most_once_per_period(caplog: pytest.LogCaptur
         now[0] += 60
         probe.observe(0.4)
     lines = [r.getMessage() for r in caplog.records]
-    assert lines == ["event=loop_stall seconds=0.300 max_seconds=0.300 unlogged_stalls=0",
-                     "event=loop_stall seconds=0.400 max_seconds=0.500 unlogged_stalls=1"]
+    assert lines == [
+        "event=loop_stall seconds=0.300 max_seconds=0.300 unlogged_stalls=0",
+        "event=loop_stall seconds=0.400 max_seconds=0.500 unlogged_stalls=1",
+    ]

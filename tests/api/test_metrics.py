@@ -31,8 +31,24 @@ GOLDEN = Path(__file__).with_name("golden") / "metrics.txt"
 
 # Every label any xdplb metric may carry: each is bounded by the configuration or by the code.
 BOUNDED_LABELS = {
-    "action", "backend", "check", "counter", "digest", "family", "interface", "le", "mode", "peer", "port", "proto",
-    "reason", "result", "service", "state", "version", "vip",
+    "action",
+    "backend",
+    "check",
+    "counter",
+    "digest",
+    "family",
+    "interface",
+    "le",
+    "mode",
+    "peer",
+    "port",
+    "proto",
+    "reason",
+    "result",
+    "service",
+    "state",
+    "version",
+    "vip",
 }
 
 
@@ -93,14 +109,32 @@ async def test_names_follow_prometheus_conventions(controller: FakeController, h
 async def test_every_suggested_family_is_there(controller: FakeController, http: aiohttp.ClientSession) -> None:
     names = {family.name for family in text_string_to_metric_families(await _scrape(controller, http))}
     assert names >= {
-        "xdplb_backend_up", "xdplb_backend_weight", "xdplb_backend_admin_state", "xdplb_service_up",
-        "xdplb_service_healthy_backends", "xdplb_service_packets", "xdplb_service_bytes", "xdplb_service_new_flows",
-        "xdplb_backend_packets", "xdplb_backend_bytes", "xdplb_backend_new_flows", "xdplb_dropped_packets",
-        "xdplb_packets", "xdplb_flow_table_entries", "xdplb_flow_table_size", "xdplb_vip_announced",
-        "xdplb_bgp_session_up", "xdplb_bgp_routes_sent", "xdplb_config_reloads",
-        "xdplb_config_last_reload_success_timestamp_seconds", "xdplb_build_info",
-        "xdplb_healthcheck_duration_seconds", "xdplb_healthcheck_failures", "xdplb_backend_state_transitions",
-        "xdplb_healthcheck_schedule_lag_seconds", "xdplb_event_loop_stall_seconds",
+        "xdplb_backend_up",
+        "xdplb_backend_weight",
+        "xdplb_backend_admin_state",
+        "xdplb_service_up",
+        "xdplb_service_healthy_backends",
+        "xdplb_service_packets",
+        "xdplb_service_bytes",
+        "xdplb_service_new_flows",
+        "xdplb_backend_packets",
+        "xdplb_backend_bytes",
+        "xdplb_backend_new_flows",
+        "xdplb_dropped_packets",
+        "xdplb_packets",
+        "xdplb_flow_table_entries",
+        "xdplb_flow_table_size",
+        "xdplb_vip_announced",
+        "xdplb_bgp_session_up",
+        "xdplb_bgp_routes_sent",
+        "xdplb_config_reloads",
+        "xdplb_config_last_reload_success_timestamp_seconds",
+        "xdplb_build_info",
+        "xdplb_healthcheck_duration_seconds",
+        "xdplb_healthcheck_failures",
+        "xdplb_backend_state_transitions",
+        "xdplb_healthcheck_schedule_lag_seconds",
+        "xdplb_event_loop_stall_seconds",
         "xdplb_event_loop_stall_seconds_max",
     }
 
@@ -113,8 +147,9 @@ def _sample(text: str, name: str, **labels: str) -> float:
     raise AssertionError(f"no sample {name} {labels}")
 
 
-async def test_events_land_in_histogram_and_counter_with_addresses(controller: FakeController,
-                                                                   http: aiohttp.ClientSession) -> None:
+async def test_events_land_in_histogram_and_counter_with_addresses(
+    controller: FakeController, http: aiohttp.ClientSession
+) -> None:
     text = await _scrape(controller, http)
     web = {"service": "web", "check": "http"}  # durations per service and check type, not per backend
     assert _sample(text, "xdplb_healthcheck_duration_seconds_count", **web) == 3
@@ -127,8 +162,9 @@ async def test_events_land_in_histogram_and_counter_with_addresses(controller: F
     assert _sample(text, "xdplb_backend_state_transitions_total", backend="198.18.0.12", state="down") == 1
 
 
-async def test_schedule_lag_and_loop_stalls_are_exported(controller: FakeController,
-                                                          http: aiohttp.ClientSession) -> None:
+async def test_schedule_lag_and_loop_stalls_are_exported(
+    controller: FakeController, http: aiohttp.ClientSession
+) -> None:
     text = await _scrape(controller, http)
     assert _sample(text, "xdplb_healthcheck_schedule_lag_seconds_count") == 2
     assert _sample(text, "xdplb_healthcheck_schedule_lag_seconds_bucket", le="0.001") == 1
@@ -188,10 +224,13 @@ class _FrozenController(FakeController):
         snapshot = super().snapshot()
         if shuffle is not None:
             rng = random.Random(shuffle)
-            services = [dataclasses.replace(s, backends=tuple(rng.sample(s.backends, len(s.backends))))
-                        for s in snapshot.services]
+            services = [
+                dataclasses.replace(s, backends=tuple(rng.sample(s.backends, len(s.backends))))
+                for s in snapshot.services
+            ]
             snapshot = dataclasses.replace(
-                snapshot, services=tuple(rng.sample(services, len(services))),
+                snapshot,
+                services=tuple(rng.sample(services, len(services))),
                 vips=tuple(rng.sample(snapshot.vips, len(snapshot.vips))),
                 peers=tuple(reversed(snapshot.peers)),
                 totals=dict(rng.sample(list(snapshot.totals.items()), len(snapshot.totals))),
@@ -222,8 +261,9 @@ class _BrokenController(FakeController):
         raise RuntimeError("maps gone")
 
 
-async def test_failing_snapshot_still_serves_the_static_metrics(http: aiohttp.ClientSession,
-                                                                caplog: pytest.LogCaptureFixture) -> None:
+async def test_failing_snapshot_still_serves_the_static_metrics(
+    http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.ERROR, logger="balancer.metrics"):
         text = await _scrape(_BrokenController(), http, events=False)
     names = {family.name for family in text_string_to_metric_families(text)}
@@ -231,8 +271,9 @@ async def test_failing_snapshot_still_serves_the_static_metrics(http: aiohttp.Cl
     assert "event=metrics_snapshot_failed" in caplog.text
 
 
-async def test_openmetrics_is_served_when_asked_and_parses(controller: FakeController,
-                                                           http: aiohttp.ClientSession) -> None:
+async def test_openmetrics_is_served_when_asked_and_parses(
+    controller: FakeController, http: aiohttp.ClientSession
+) -> None:
     async with serving.serve(controller) as (base_url, collected):
         _feed_events(collected)
         headers = {"Accept": "application/openmetrics-text; version=1.0.0"}

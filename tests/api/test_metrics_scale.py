@@ -26,7 +26,9 @@ def _series(services: int, backends: int) -> int:
     controller = fake_controller.ScaledController(services, backends, ports_per_vip=1)
     collected = metrics.Metrics(controller, version="0.1.0")
     for service, backend in controller.running_config.backends():
-        collected.observe_check(service.backend_key(backend), service.name, backend.address_text, "http", 0.002, ok=True)
+        collected.observe_check(
+            service.backend_key(backend), service.name, backend.address_text, "http", 0.002, ok=True
+        )
         collected.health_transition(service.name, str(backend.address), "up")
     text = collected.render().decode()
     return sum(1 for line in text.splitlines() if line and not line.startswith("#"))

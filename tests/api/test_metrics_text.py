@@ -50,7 +50,9 @@ class _Odd(FakeController):
 def _metrics(controller: FakeController) -> metrics.Metrics:
     collected = metrics.Metrics(controller, version="0.1.0")
     for service, backend in controller.running_config.backends():
-        collected.observe_check(service.backend_key(backend), service.name, backend.address_text, "http", 0.0031, ok=True)
+        collected.observe_check(
+            service.backend_key(backend), service.name, backend.address_text, "http", 0.0031, ok=True
+        )
         collected.observe_check(service.backend_key(backend), 'svc"\\', backend.address_text, "tcp", 2.0, ok=False)
         collected.health_transition(service.name, str(backend.address), "up")
     collected.observe_schedule_lag(0.004)
@@ -80,10 +82,30 @@ async def test_openmetrics_is_what_prometheus_client_writes(name: str) -> None:
     assert _again(parsed, openmetrics_exposition.generate_latest) == ours
 
 
-@pytest.mark.parametrize("number", [
-    0, 1, -1, 2, 0.1, 1e-7, 5e-324, 999_999.0, 1e6, 1_790_000_001.0, 123456.789, 1e16, -1e16, -1e17, 2 ** 64,
-    math.inf, -math.inf, math.nan, 3,
-])
+@pytest.mark.parametrize(
+    "number",
+    [
+        0,
+        1,
+        -1,
+        2,
+        0.1,
+        1e-7,
+        5e-324,
+        999_999.0,
+        1e6,
+        1_790_000_001.0,
+        123456.789,
+        1e16,
+        -1e16,
+        -1e17,
+        2**64,
+        math.inf,
+        -math.inf,
+        math.nan,
+        3,
+    ],
+)
 def test_values_are_formatted_as_go_does(number: float) -> None:
     assert metrics_text.value(number) == floatToGoString(number)  # type: ignore[no-untyped-call]
 
@@ -92,6 +114,8 @@ def test_extra_labels_go_where_sorting_puts_them() -> None:
     labels = metrics_text.Labels(["service", "vip", "backend"], extra="state")
     pieces = labels.pieces(["web", "192.0.2.1", "198.18.0.11"])
     assert labels.join(pieces) == '{backend="198.18.0.11",service="web",vip="192.0.2.1"}'
-    assert labels.join(pieces, metrics_text.label("state", "up")) == \
-        '{backend="198.18.0.11",service="web",state="up",vip="192.0.2.1"}'
+    assert (
+        labels.join(pieces, metrics_text.label("state", "up"))
+        == '{backend="198.18.0.11",service="web",state="up",vip="192.0.2.1"}'
+    )
     assert metrics_text.Labels([]).render([]) == ""

@@ -97,7 +97,8 @@ async def test_a_failed_rendering_is_tried_again(controller: FakeController) -> 
 
 
 async def test_concurrent_requests_share_one_snapshot_and_one_rendering_each(
-        controller: FakeController, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch) -> None:
+    controller: FakeController, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
     encodes: list[int] = []
     dumps: list[int] = []
     encode, dump = metrics.Metrics._encode, api._render_json
@@ -113,6 +114,7 @@ async def test_concurrent_requests_share_one_snapshot_and_one_rendering_each(
     monkeypatch.setattr(metrics.Metrics, "_encode", counting_encode)
     monkeypatch.setattr(api, "_render_json", counting_dump)
     async with serving.serve(controller) as (base_url, _):
+
         async def get(path: str) -> bytes:
             async with http.get(f"{base_url}{path}") as response:
                 assert response.status == 200
@@ -125,8 +127,9 @@ async def test_concurrent_requests_share_one_snapshot_and_one_rendering_each(
     assert threading.get_ident() not in encodes + dumps  # rendered off the loop
 
 
-async def test_scrapes_within_the_interval_get_the_same_body(controller: FakeController,
-                                                             http: aiohttp.ClientSession) -> None:
+async def test_scrapes_within_the_interval_get_the_same_body(
+    controller: FakeController, http: aiohttp.ClientSession
+) -> None:
     async with serving.serve(controller) as (base_url, collected):
         async with http.get(f"{base_url}/metrics") as response:
             first = await response.read()
@@ -139,8 +142,9 @@ async def test_scrapes_within_the_interval_get_the_same_body(controller: FakeCon
             assert await response.read() != first
 
 
-async def test_status_time_is_when_the_snapshot_was_taken(controller: FakeController, base_url: str,
-                                                          http: aiohttp.ClientSession) -> None:
+async def test_status_time_is_when_the_snapshot_was_taken(
+    controller: FakeController, base_url: str, http: aiohttp.ClientSession
+) -> None:
     times = []
     for _ in range(2):
         async with http.get(f"{base_url}/api/v1/status") as response:
@@ -148,8 +152,9 @@ async def test_status_time_is_when_the_snapshot_was_taken(controller: FakeContro
     assert times[0] == times[1] and controller.snapshots == 1  # the same snapshot: a rate over it is "-", not 0
 
 
-async def test_admin_calls_and_reloads_show_at_once(controller: FakeController, base_url: str,
-                                                    http: aiohttp.ClientSession) -> None:
+async def test_admin_calls_and_reloads_show_at_once(
+    controller: FakeController, base_url: str, http: aiohttp.ClientSession
+) -> None:
     async with http.get(f"{base_url}/api/v1/status") as response:
         assert (await response.json())["reloads"]["success"] == 1
     async with http.post(f"{base_url}/api/v1/backends/web/198.18.0.11/drain") as response:

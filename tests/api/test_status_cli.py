@@ -20,8 +20,9 @@ async def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int
     return code, out, err
 
 
-async def test_prints_vips_services_backends_and_peers(controller: FakeController, base_url: str,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+async def test_prints_vips_services_backends_and_peers(
+    controller: FakeController, base_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     controller.overrides["dns/198.18.0.21"] = config.AdminState.DISABLED
     code, out, err = await _run(["status", "--api", base_url], capsys)
     assert (code, err) == (0, "")
@@ -73,8 +74,9 @@ async def test_something_else_than_the_api_exits_1(base_url: str, capsys: pytest
     assert code == 1 and "answered HTTP 404" in err
 
 
-async def test_address_taken_from_the_config_file(controller: FakeController, base_url: str, tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+async def test_address_taken_from_the_config_file(
+    controller: FakeController, base_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     port = base_url.rsplit(":", 1)[1]
     path = tmp_path / "xdplb.yaml"
     path.write_text(f'interfaces: [eth0]\napi: {{listen: "127.0.0.1:{port}"}}\n')
@@ -88,16 +90,23 @@ async def test_address_taken_from_the_config_file(controller: FakeController, ba
 
 
 def test_wildcard_listen_is_reached_over_loopback() -> None:
-    assert status_table.api_url(fake_controller.load(listen="0.0.0.0:9180", token_file="t")) == \
-        "http://127.0.0.1:9180"
+    assert status_table.api_url(fake_controller.load(listen="0.0.0.0:9180", token_file="t")) == "http://127.0.0.1:9180"
     assert status_table.api_url(fake_controller.load(listen="[::]:9181", token_file="t")) == "http://[::1]:9181"
     assert status_table.api_url(fake_controller.load(listen="[::1]:9182")) == "http://[::1]:9182"
 
 
 async def test_console_script_end_to_end(base_url: str) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "balancer.cli", "status", "--api", base_url, "--json",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "balancer.cli",
+        "status",
+        "--api",
+        base_url,
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 0, err.decode()
     assert b'"config_source": "/etc/xdplb/fake.yaml"' in out

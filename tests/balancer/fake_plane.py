@@ -103,8 +103,12 @@ class FakeDataPlane:
     def needs_update(self, service: bpf.Service) -> bool:
         return self._specs.get(service.key) != service
 
-    def set_tunnel(self, source_v4: config.IpAddress | None, source_v6: config.IpAddress | None,
-                   gue_port: int = bpf.DEFAULT_GUE_PORT) -> None:
+    def set_tunnel(
+        self,
+        source_v4: config.IpAddress | None,
+        source_v6: config.IpAddress | None,
+        gue_port: int = bpf.DEFAULT_GUE_PORT,
+    ) -> None:
         self.tunnel = (source_v4, source_v6, gue_port)
         self.tunnel_log.append((self.tunnel, tuple(self._specs)))  # with the services in the maps then
 
@@ -118,8 +122,9 @@ class FakeDataPlane:
         if self.check_paths is None:
             self.check_paths = {}
 
-    def set_check_path(self, path_id: int, vip: config.IpAddress, backend: config.IpAddress,
-                       tunnel: str | None) -> None:
+    def set_check_path(
+        self, path_id: int, vip: config.IpAddress, backend: config.IpAddress, tunnel: str | None
+    ) -> None:
         if self.check_paths is None:
             raise bpf.DataPlaneError("check paths are not loaded: call enable_check_paths() first")
         self.check_paths[path_id] = (vip, backend, tunnel)
@@ -151,8 +156,10 @@ class FakeDataPlane:
         candidates = [b for b in service.backends if b.reachable_by_frame and b.weight > 0]
         for backend in service.backends:
             if backend.tunnel is not None and self.tunnel[0 if backend.address.version == 4 else 1] is None:
-                raise bpf.DataPlaneError(f"backend {backend.address}: {backend.tunnel} needs a tunnel source of "
-                                         f"IPv{backend.address.version} (set_tunnel)")
+                raise bpf.DataPlaneError(
+                    f"backend {backend.address}: {backend.tunnel} needs a tunnel source of "
+                    f"IPv{backend.address.version} (set_tunnel)"
+                )
         key = self.table_key(service)
         table = list(self.maglev.table(*key)) if key is not None else []
         entries = {str(b.address): table.count(i) for i, b in enumerate(candidates)}

@@ -60,11 +60,25 @@ def test_balance_one_line(lab: Lab) -> None:
         host.start_http_backend(host.name, 80)
     client.add_route(f"{VIP}/32", via=lb.ipv4)
 
-    argv = [sys.executable, "-m", "balancer.cli", "balance", lb.ifname, VIP, *(b.ipv4 for b in backends),
-            "--check", "http", "--mode", "generic", "--log-level", "INFO"]
+    argv = [
+        sys.executable,
+        "-m",
+        "balancer.cli",
+        "balance",
+        lb.ifname,
+        VIP,
+        *(b.ipv4 for b in backends),
+        "--check",
+        "http",
+        "--mode",
+        "generic",
+        "--log-level",
+        "INFO",
+    ]
     stderr = tempfile.TemporaryFile(mode="w+")
-    proc = lb.popen(argv, stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT,
-                    env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = lb.popen(
+        argv, stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
     try:
         assert proc.stdout is not None
         lines = Lines(proc.stdout)

@@ -60,8 +60,10 @@ services:
     runner = DaemonThread(lb, path, start_grace=10.0, drain_seconds=0.2)
     runner.start()
     try:
-        _wait("every backend active", lambda: [(b.health, b.dataplane) for b in runner.snapshot().services[0].backends]
-              == [("up", "active")] * 3)
+        _wait(
+            "every backend active",
+            lambda: [(b.health, b.dataplane) for b in runner.snapshot().services[0].backends] == [("up", "active")] * 3,
+        )
         before = runner.snapshot().totals
         answers = Counter(_get(client, VIP) for _ in range(REQUESTS))
         after = runner.snapshot().totals

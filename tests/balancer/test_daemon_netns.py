@@ -109,8 +109,14 @@ def test_daemon_end_to_end(lab: Lab, tmp_path: Path) -> None:
     path.write_text(_config(lb, router, backends))
     config.load_config(path)  # the test's own config is valid
 
-    peer = BirdPeer(name="xdplb", address=ipaddress.ip_address(lb.ipv4), peer_as=LOCAL_AS, local_as=ROUTER_AS,
-                    local_address=ipaddress.ip_address(router.ipv4), multihop=False)
+    peer = BirdPeer(
+        name="xdplb",
+        address=ipaddress.ip_address(lb.ipv4),
+        peer_as=LOCAL_AS,
+        local_as=ROUTER_AS,
+        local_address=ipaddress.ip_address(router.ipv4),
+        multihop=False,
+    )
     with BirdLab(peers=[peer], netns=router.netns, router_id=router.ipv4) as bird:
         runner = DaemonThread(lb, path, start_grace=10.0, drain_seconds=0.2, serve_api=True)
         runner.start()
@@ -156,8 +162,11 @@ def _metric(text: str, name: str, **labels: str) -> float:
 def _run_story(runner: DaemonThread, bird: BirdLab, client: Host, servers: dict, lb: Host) -> None:
     # Ready means every backend has a verdict: all three are up, and only then is the VIP announced.
     assert runner.snapshot().ready
-    _wait("every backend active", lambda: [(b.health, b.dataplane) for b in runner.snapshot().services[0].backends]
-          == [("up", "active")] * 3, timeout=5)
+    _wait(
+        "every backend active",
+        lambda: [(b.health, b.dataplane) for b in runner.snapshot().services[0].backends] == [("up", "active")] * 3,
+        timeout=5,
+    )
     _wait("the VIP in BIRD", lambda: bird.route(f"{VIP}/32") is not None)
     route = bird.route(f"{VIP}/32")
     assert route is not None and (route.med, route.communities) == (50, ("65001:100",))
@@ -183,8 +192,11 @@ def _run_story(runner: DaemonThread, bird: BirdLab, client: Host, servers: dict,
     checkers = _checker_pids()
     assert checkers, "the daemon checks in worker processes"
     os.kill(checkers[0], signal.SIGKILL)
-    _wait("the checker restarted", lambda: _metric(_api(lb, "/metrics")[1].decode(),
-                                                   "xdplb_healthcheck_worker_restarts_total") == 1, timeout=10)
+    _wait(
+        "the checker restarted",
+        lambda: _metric(_api(lb, "/metrics")[1].decode(), "xdplb_healthcheck_worker_restarts_total") == 1,
+        timeout=10,
+    )
     _wait("checks running again", lambda: set(_checker_pids()) - set(checkers) != set(), timeout=10)
     time.sleep(1.0)  # some checks of the new process have run
     assert [(b.health, b.since) for b in runner.snapshot().services[0].backends] == before
@@ -192,8 +204,11 @@ def _run_story(runner: DaemonThread, bird: BirdLab, client: Host, servers: dict,
 
     # b3's server dies: down within fall x interval + timeout + margin, and its share goes to the others.
     servers["b3"].stop()
-    _wait("b3 down and out of the data plane (the next pass, tens of ms after the verdict)",
-          lambda: runner.snapshot().services[0].backends[2].dataplane == "removed: down", timeout=5)
+    _wait(
+        "b3 down and out of the data plane (the next pass, tens of ms after the verdict)",
+        lambda: runner.snapshot().services[0].backends[2].dataplane == "removed: down",
+        timeout=5,
+    )
     b3 = runner.snapshot().services[0].backends[2]
     assert b3.dataplane == "removed: down" and "refused" in b3.reason, b3
     assert set(_get(client, VIP) for _ in range(20)) == {"b1", "b2"}
@@ -202,8 +217,12 @@ def _run_story(runner: DaemonThread, bird: BirdLab, client: Host, servers: dict,
     conn, response, first = _open_stream_to(client, "b1")
     assert _api(lb, "/api/v1/backends/web/198.18.0.11/drain", post=True)[0] == 200
     b1 = runner.snapshot().services[0].backends[0]
-    assert (b1.admin, b1.admin_override, b1.dataplane, b1.table_entries) == ("drained", "drained",
-                                                                             "draining (weight 0)", 0)
+    assert (b1.admin, b1.admin_override, b1.dataplane, b1.table_entries) == (
+        "drained",
+        "drained",
+        "draining (weight 0)",
+        0,
+    )
     assert set(_get(client, VIP) for _ in range(20)) == {"b2"}
     assert runner.call(_slots_in_kernel_table) == {"198.18.0.12"}, "the kernel's Maglev table holds b2 only"
     with client.entered():
@@ -234,7 +253,9 @@ def _run_story(runner: DaemonThread, bird: BirdLab, client: Host, servers: dict,
     assert snap.config_digest == digest and snap.reloads == {"success": 1, "failure": 1}
     assert _get(client, VIP) in {"b1", "b2"}
     # Valid to the schema, but a check the checker cannot send: refused too, before anything changed.
-    path.write_text(good.replace("      - {type: http,", "      - {type: dns, name: a..b, port: 53}\n      - {type: http,"))
+    path.write_text(
+        good.replace("      - {type: http,", "      - {type: dns, name: a..b, port: 53}\n      - {type: http,")
+    )
     code, body = _api(lb, "/api/v1/reload", post=True)
     assert code == 400 and "a..b" in body.decode(), body
     assert runner.snapshot().config_digest == digest
@@ -254,7 +275,7 @@ async def _slots_in_kernel_table(d: daemon.Daemon) -> set[str]:
 
 
 def _config_with_second_vip(text: str) -> str:
-    web = text[text.index("  - name: web\n"):]
+    web = text[text.index("  - name: web\n") :]
     return text + web.replace("  - name: web\n", "  - name: web2\n").replace(f"vip: {VIP}", f"vip: {VIP2}")
 
 
@@ -291,15 +312,13 @@ def test_admin_overrides_survive_a_restart(lab: Lab, tmp_path: Path) -> None:
     client, lb, backends = two_backends(lab, path)
     state = tmp_path / "overrides.json"
 
-    first = DaemonThread(lb, path, start_grace=10.0, drain_seconds=0, serve_api=True,
-                         state_file=state)
+    first = DaemonThread(lb, path, start_grace=10.0, drain_seconds=0, serve_api=True, state_file=state)
     first.start()
     try:
         assert _api(lb, "/api/v1/backends/web/198.18.0.11/drain", post=True)[0] == 200
     finally:
         first.stop()
-    second = DaemonThread(lb, path, start_grace=10.0, drain_seconds=0, serve_api=True,
-                          state_file=state)
+    second = DaemonThread(lb, path, start_grace=10.0, drain_seconds=0, serve_api=True, state_file=state)
     second.start()
     try:
         b1 = second.snapshot().services[0].backends[0]

@@ -22,8 +22,16 @@ from tests.balancer.fake_plane import FakeDataPlane
 CHECK_PORT_CONFIG = "{type: tcp, port: %d, timing: {interval: 0.2, timeout: 0.1, rise: 1, fall: 1}}"
 
 
-def document(*, port: int, interfaces: str = "[lo]", med: int = 10, peers: str = "192.0.2.1", path: str = "",
-             extra_service: bool = False, with_bgp: bool = True) -> str:
+def document(
+    *,
+    port: int,
+    interfaces: str = "[lo]",
+    med: int = 10,
+    peers: str = "192.0.2.1",
+    path: str = "",
+    extra_service: bool = False,
+    with_bgp: bool = True,
+) -> str:
     check = CHECK_PORT_CONFIG % port
     peer_list = ", ".join(f"{{address: {address}, peer_as: 65000}}" for address in peers.split())
     text = f"""\
@@ -166,9 +174,16 @@ async def running(tmp_path: Path, listener: int) -> AsyncIterator[tuple[daemon.D
         planes.append(FakeDataPlane(settings=settings))
         return planes[-1]
 
-    d = daemon.Daemon(path, start_grace=5.0, drain_seconds=0, speaker_factory=FakeSpeaker,  # type: ignore[arg-type]
-                      plane_factory=plane_factory, neighbour_factory=ResolvedNeighbours, check_workers=1,
-                      link_factory=None)
+    d = daemon.Daemon(
+        path,
+        start_grace=5.0,
+        drain_seconds=0,
+        speaker_factory=FakeSpeaker,  # type: ignore[arg-type]
+        plane_factory=plane_factory,
+        neighbour_factory=ResolvedNeighbours,
+        check_workers=1,
+        link_factory=None,
+    )
     task = asyncio.create_task(d.run(handle_signals=False))
     async with asyncio.timeout(20):
         await d.ready_event.wait()
@@ -219,7 +234,9 @@ async def test_a_refused_bgp_change_leaves_the_sessions_and_the_rest_as_they_wer
     FakeSpeaker.fail_with = "192.0.2.2"
     result = await d.reload()
     assert not result.ok and "ExaBGP refused" in result.message
-    assert FakeSpeaker.instances == [speaker] and speaker.running, "the running speaker was neither stopped nor replaced"
+    assert FakeSpeaker.instances == [speaker] and speaker.running, (
+        "the running speaker was neither stopped nor replaced"
+    )
     assert [str(p.address) for p in speaker.config.peers] == ["192.0.2.1"]
     assert _backend_keys(d) == {"web/127.0.0.1"}, "the new service's checks must not run"
     assert _announced(d) and d.snapshot().last_reload_error is not None
@@ -362,9 +379,7 @@ SERVICE = """\
 """
 
 
-async def test_reloads_that_change_some_services_leave_the_state_of_a_full_update(
-    running: Any, listener: int
-) -> None:
+async def test_reloads_that_change_some_services_leave_the_state_of_a_full_update(running: Any, listener: int) -> None:
     d, _, path = running
     check = "checks: [" + CHECK_PORT_CONFIG % listener + "]"
     web = SERVICE.format(name="web", vip="192.0.2.100", port=80, checks=check, backends="127.0.0.1")
@@ -374,15 +389,19 @@ async def test_reloads_that_change_some_services_leave_the_state_of_a_full_updat
         web + SERVICE.format(name="api2", vip="192.0.2.101", port=81, checks=check, backends="127.0.0.1, 127.0.0.4"),
         web + SERVICE.format(name="api2", vip="192.0.2.101", port=81, checks="policy: p", backends="127.0.0.4"),
         web + SERVICE.format(name="api2", vip="192.0.2.101", port=81, checks="policy: p", backends="127.0.0.4"),
-        web.replace(check, "policy: p") + SERVICE.format(name="x", vip="192.0.2.9", port=9, checks="checks: []",
-                                                         backends="{address: 127.0.0.5, interface: lo}"),
+        web.replace(check, "policy: p")
+        + SERVICE.format(
+            name="x", vip="192.0.2.9", port=9, checks="checks: []", backends="{address: 127.0.0.5, interface: lo}"
+        ),
         web,
     ]
     for index, services in enumerate(steps):
         text = f"interfaces: [lo]\npolicies:\n  p: {{checks: [{CHECK_PORT_CONFIG % listener}]}}\nservices:\n{services}"
         if index == 4:  # only the policy changes: the services that use it check otherwise
-            text = text.replace("p: {checks: [{type: tcp, port: %d, timing: {interval: 0.2" % listener,
-                                "p: {checks: [{type: tcp, port: %d, timing: {interval: 0.3" % listener)
+            text = text.replace(
+                "p: {checks: [{type: tcp, port: %d, timing: {interval: 0.2" % listener,
+                "p: {checks: [{type: tcp, port: %d, timing: {interval: 0.3" % listener,
+            )
         path.write_text(text)
         result = await d.reload()
         assert result.ok, (index, result.message)
@@ -443,7 +462,9 @@ async def test_a_reload_adds_a_tunnelled_service_and_applies_the_tunnel_settings
     """Tunnel sources are written to a map, so a reload applies them before the pass that needs them; the routed
     backend goes into the data plane with no MAC, and its address is not watched as a neighbour."""
     d, plane, path = running
-    text = document(port=listener) + """\
+    text = (
+        document(port=listener)
+        + """\
   - name: routed
     vip: 192.0.2.101
     port: 80
@@ -452,6 +473,7 @@ async def test_a_reload_adds_a_tunnelled_service_and_applies_the_tunnel_settings
     backends: [198.18.5.20]
 dataplane: {tunnel_source_v4: 198.18.0.1, gue_port: 7000}
 """
+    )
     path.write_text(text)
     result = await d.reload()
     assert result.ok, result.message
@@ -469,7 +491,7 @@ dataplane: {tunnel_source_v4: 198.18.0.1, gue_port: 7000}
     result = await d.reload()
     assert result.ok, result.message
     assert plane.tunnel == (None, None, 6080)
-    (settings, services_then), = plane.tunnel_log[-1:]
+    ((settings, services_then),) = plane.tunnel_log[-1:]
     assert key not in services_then
     assert all(entry[0][0] is not None for entry in plane.tunnel_log[1:-1]), plane.tunnel_log
 
@@ -478,7 +500,9 @@ async def test_tunnelled_backends_are_probed_when_frames_found_no_next_hop(runni
     """A datagram to a routed backend makes the kernel resolve the route's gateway: sent when the data plane counts
     drops for want of a next hop, which happen when no health check keeps that gateway resolved."""
     d, plane, path = running
-    path.write_text(document(port=listener) + """\
+    path.write_text(
+        document(port=listener)
+        + """\
   - name: routed
     vip: 192.0.2.101
     port: 80
@@ -486,7 +510,8 @@ async def test_tunnelled_backends_are_probed_when_frames_found_no_next_hop(runni
     checks: []
     backends: [198.18.5.20]
 dataplane: {tunnel_source_v4: 198.18.0.1}
-""")
+"""
+    )
     assert (await d.reload()).ok
     probed = d._neighbours.probed  # type: ignore[union-attr]
     await asyncio.sleep(2.5 * daemon.PROBE_INTERVAL)
@@ -526,9 +551,13 @@ async def test_checks_through_the_data_path_get_a_path_each_and_lose_it_when_the
     assert plane.check_paths is not None
     assert d.snapshot().check_paths == dict.fromkeys(("sent", "tunnelled", "replies", "unknown", "refused"), 0)
     vip = ipaddress.ip_address("192.0.2.101")
-    by_backend = {str(backend): (path_id, str(v), tunnel) for path_id, (v, backend, tunnel) in plane.check_paths.items()}
-    assert {b: (v, t) for b, (_, v, t) in by_backend.items()} == {"198.18.5.20": ("192.0.2.101", "gue"),
-                                                                 "198.18.5.21": ("192.0.2.101", None)}
+    by_backend = {
+        str(backend): (path_id, str(v), tunnel) for path_id, (v, backend, tunnel) in plane.check_paths.items()
+    }
+    assert {b: (v, t) for b, (_, v, t) in by_backend.items()} == {
+        "198.18.5.20": ("192.0.2.101", "gue"),
+        "198.18.5.21": ("192.0.2.101", None),
+    }
     targets = _running_targets(d)
     for address, (path_id, _, _) in by_backend.items():
         via = targets[f"routed/{address}"].via
@@ -539,8 +568,12 @@ async def test_checks_through_the_data_path_get_a_path_each_and_lose_it_when_the
     assert (await d.reload()).ok
     assert {str(b): i for i, (_, b, _) in plane.check_paths.items()} == {b: i for b, (i, _, _) in by_backend.items()}
 
-    path.write_text(document(port=listener) + THROUGH_DATA_PATH.replace(", {address: 198.18.5.21, forwarding: l2}", "")
-                    .replace("via: dataplane", "via: direct"))
+    path.write_text(
+        document(port=listener)
+        + THROUGH_DATA_PATH.replace(", {address: 198.18.5.21, forwarding: l2}", "").replace(
+            "via: dataplane", "via: direct"
+        )
+    )
     assert (await d.reload()).ok
     assert plane.check_paths == {} and _running_targets(d)["routed/198.18.5.20"].via is None
     assert sorted(d._free_path_ids)[:2] == [0, 1]

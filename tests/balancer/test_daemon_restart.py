@@ -42,17 +42,25 @@ async def _run(path: Path, earlier: dict[str, str]) -> tuple[daemon.Daemon, _Rec
         planes.append(plane)
         return plane
 
-    d = daemon.Daemon(path, start_grace=5.0, drain_seconds=0.5, speaker_factory=FakeSpeaker,  # type: ignore[arg-type]
-                      plane_factory=plane_factory, neighbour_factory=ResolvedNeighbours, check_workers=1,
-                      link_factory=None)
+    d = daemon.Daemon(
+        path,
+        start_grace=5.0,
+        drain_seconds=0.5,
+        speaker_factory=FakeSpeaker,  # type: ignore[arg-type]
+        plane_factory=plane_factory,
+        neighbour_factory=ResolvedNeighbours,
+        check_workers=1,
+        link_factory=None,
+    )
     task = asyncio.create_task(d.run(handle_signals=False))
     async with asyncio.timeout(20):
         await d.ready_event.wait()
     return d, planes[0], task
 
 
-async def test_a_start_over_an_earlier_program_swaps_in_only_once_every_verdict_is_in(tmp_path: Path,
-                                                                                      listener: int) -> None:
+async def test_a_start_over_an_earlier_program_swaps_in_only_once_every_verdict_is_in(
+    tmp_path: Path, listener: int
+) -> None:
     path = tmp_path / "lb.yaml"
     path.write_text(document(port=listener))
     d, plane, task = await _run(path, {"lo": "native"})
@@ -91,11 +99,20 @@ async def test_a_restart_stop_leaves_xdp_attached_and_skips_the_drain(tmp_path: 
 
 async def test_a_full_stop_before_the_takeover_removes_the_earlier_program(tmp_path: Path, listener: int) -> None:
     path = tmp_path / "lb.yaml"
-    path.write_text(document(port=listener) + "  - {name: never, vip: 192.0.2.102, port: 80, backends: [127.0.0.3], "
-                    "checks: [{type: tcp, port: 9, timing: {interval: 60, timeout: 1}}]}\n")
-    d = daemon.Daemon(path, start_grace=30.0, drain_seconds=0, speaker_factory=FakeSpeaker,  # type: ignore[arg-type]
-                      plane_factory=lambda settings: _earlier_plane(settings),
-                      neighbour_factory=ResolvedNeighbours, check_workers=1, link_factory=None)
+    path.write_text(
+        document(port=listener) + "  - {name: never, vip: 192.0.2.102, port: 80, backends: [127.0.0.3], "
+        "checks: [{type: tcp, port: 9, timing: {interval: 60, timeout: 1}}]}\n"
+    )
+    d = daemon.Daemon(
+        path,
+        start_grace=30.0,
+        drain_seconds=0,
+        speaker_factory=FakeSpeaker,  # type: ignore[arg-type]
+        plane_factory=lambda settings: _earlier_plane(settings),
+        neighbour_factory=ResolvedNeighbours,
+        check_workers=1,
+        link_factory=None,
+    )
     task = asyncio.create_task(d.run(handle_signals=False))
     await asyncio.sleep(1.0)  # set up, waiting for a verdict that takes a minute
     assert not d.ready
@@ -118,8 +135,9 @@ async def test_end_of_rib_follows_the_first_routes_and_a_restart_stop_leaves_the
     tmp_path: Path, listener: int
 ) -> None:
     path = tmp_path / "lb.yaml"
-    path.write_text(document(port=listener).replace("  attributes:", "  graceful_restart: {restart_time: 30}\n"
-                                                                     "  attributes:"))
+    path.write_text(
+        document(port=listener).replace("  attributes:", "  graceful_restart: {restart_time: 30}\n  attributes:")
+    )
     d, _, task = await _run(path, {})
     speaker = FakeSpeaker.instances[-1]
     async with asyncio.timeout(10):
@@ -149,12 +167,14 @@ class _RefusingPlane(_RecordingPlane):
         raise OSError(2, "No such file or directory")
 
     def take_over(self, ifname: str, earlier: Any) -> None:
-        raise bpf.DataPlaneError(f"taking over XDP on {ifname} from program {earlier.prog_id}: another program is "
-                                 "attached")
+        raise bpf.DataPlaneError(
+            f"taking over XDP on {ifname} from program {earlier.prog_id}: another program is attached"
+        )
 
 
-async def test_a_refused_takeover_is_logged_and_the_daemon_runs_on(tmp_path: Path, listener: int,
-                                                                   caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_refused_takeover_is_logged_and_the_daemon_runs_on(
+    tmp_path: Path, listener: int, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "lb.yaml"
     path.write_text(document(port=listener))
     planes: list[_RefusingPlane] = []
@@ -166,9 +186,16 @@ async def test_a_refused_takeover_is_logged_and_the_daemon_runs_on(tmp_path: Pat
         return plane
 
     FakeSpeaker.instances, FakeSpeaker.fail_with = [], None
-    d = daemon.Daemon(path, start_grace=5.0, drain_seconds=0, speaker_factory=FakeSpeaker,  # type: ignore[arg-type]
-                      plane_factory=plane_factory, neighbour_factory=ResolvedNeighbours, check_workers=1,
-                      link_factory=None)
+    d = daemon.Daemon(
+        path,
+        start_grace=5.0,
+        drain_seconds=0,
+        speaker_factory=FakeSpeaker,  # type: ignore[arg-type]
+        plane_factory=plane_factory,
+        neighbour_factory=ResolvedNeighbours,
+        check_workers=1,
+        link_factory=None,
+    )
     task = asyncio.create_task(d.run(handle_signals=False))
     try:
         async with asyncio.timeout(20):
@@ -176,8 +203,9 @@ async def test_a_refused_takeover_is_logged_and_the_daemon_runs_on(tmp_path: Pat
         assert ("inherit", "7") in planes[0].interface_log, "the carry-over was tried"
         assert "event=xdp_takeover_failed interface=lo" in caplog.text
         assert "event=state_not_inherited prog_id=7" in caplog.text
-        assert planes[0].attached == {} and ("release", "lo") not in planes[0].interface_log, \
+        assert planes[0].attached == {} and ("release", "lo") not in planes[0].interface_log, (
             "the earlier program is left forwarding, not removed"
+        )
         await asyncio.sleep(0.5)
         assert not task.done(), "the daemon runs on"
         assert FakeSpeaker.instances[-1].announced, "and announces what its checks found"

@@ -86,8 +86,10 @@ def test_a_restart_loses_no_request(lab: Lab, tmp_path: Path) -> None:
     first.start()
     assert first.daemon is not None and first.daemon.dataplane is not None
     first_prog = first.daemon.dataplane.prog_id
-    _wait("both backends active", lambda: [b.dataplane for b in first.snapshot().services[0].backends]
-          == ["active", "active"])
+    _wait(
+        "both backends active",
+        lambda: [b.dataplane for b in first.snapshot().services[0].backends] == ["active", "active"],
+    )
     first.call(lambda d: d.set_admin(f"web/{backends[0].ipv4}", config.AdminState.DRAINED))  # kept by the next run
     with _Prober(client) as prober:
         time.sleep(0.5)
@@ -135,8 +137,10 @@ def test_a_drained_backends_connection_survives_a_restart(lab: Lab, tmp_path: Pa
     state = tmp_path / "overrides.json"
     first = DaemonThread(lb, path, start_grace=20.0, drain_seconds=0.2, state_file=state)
     first.start()
-    _wait("both backends active", lambda: [b.dataplane for b in first.snapshot().services[0].backends]
-          == ["active", "active"])
+    _wait(
+        "both backends active",
+        lambda: [b.dataplane for b in first.snapshot().services[0].backends] == ["active", "active"],
+    )
     (stream,) = traffic.open_streams(client, VIP, 25, want=["b1"]).values()
     first.call(lambda d: d.set_admin(f"web/{backends[0].ipv4}", config.AdminState.DRAINED))
     lines: list[bytes] = []

@@ -54,8 +54,10 @@ services:
     runner = DaemonThread(lb, path, start_grace=10.0, drain_seconds=0.2)
     runner.start()
     try:
-        _wait("both routed backends active", lambda: [b.dataplane for b in runner.snapshot().services[0].backends]
-              == ["active", "active"])
+        _wait(
+            "both routed backends active",
+            lambda: [b.dataplane for b in runner.snapshot().services[0].backends] == ["active", "active"],
+        )
         assert [b.forwarding for b in runner.snapshot().services[0].backends] == ["ipip", "gue"]
         answers = Counter(_get(client, VIP) for _ in range(30))
         assert set(answers) == {"rb1", "rb2"}, answers
@@ -84,8 +86,7 @@ def test_routed_ipv6_backends_in_gue_and_an_ipv4_vip_in_ipv6(lab: Lab, tmp_path:
     router.add_interface(routed, ipv4="198.18.1.1", ipv6="2001:db8:1::1")
     router.set_sysctl("net.ipv4.ip_forward", 1)
     router.set_sysctl("net.ipv6.conf.all.forwarding", 1)
-    backends = [lab.add_host(f"rb{i}", ipv4=f"198.18.1.1{i}", ipv6=f"2001:db8:1::1{i}", segment=routed)
-                for i in (1, 2)]
+    backends = [lab.add_host(f"rb{i}", ipv4=f"198.18.1.1{i}", ipv6=f"2001:db8:1::1{i}", segment=routed) for i in (1, 2)]
     for host in backends:
         host.add_route("198.18.0.0/24", via="198.18.1.1")
         host.add_route("2001:db8::/64", via="2001:db8:1::1")
@@ -131,8 +132,10 @@ services:
     runner = DaemonThread(lb, path, start_grace=10.0, drain_seconds=0.2)
     runner.start()
     try:
-        _wait("every routed backend active", lambda: [b.dataplane for s in runner.snapshot().services
-                                                      for b in s.backends] == ["active"] * 4)
+        _wait(
+            "every routed backend active",
+            lambda: [b.dataplane for s in runner.snapshot().services for b in s.backends] == ["active"] * 4,
+        )
         for vip in (VIP6, VIP):
             answers = Counter(_get(client, vip) for _ in range(24))
             assert set(answers) == {"rb1", "rb2"}, (vip, answers)

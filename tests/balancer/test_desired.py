@@ -61,8 +61,9 @@ def test_a_backends_interface_comes_from_its_next_hop() -> None:
     hops[addresses[0]] = "02:00:00:00:00:02"  # a bare MAC: the ingress interface
     hops[addresses[1]] = None
     health = up(*(service.backend_key(backend) for service, backend in config_.backends()))
-    by_address = {b.address: b for _, service in desired.dataplane_services(config_, health, {}, hops)
-                  for b in service.backends}
+    by_address = {
+        b.address: b for _, service in desired.dataplane_services(config_, health, {}, hops) for b in service.backends
+    }
     assert (by_address[addresses[0]].mac, by_address[addresses[0]].ifindex) == ("02:00:00:00:00:02", 0)
     assert (by_address[addresses[1]].mac, by_address[addresses[1]].ifindex) == (None, 0)
     assert {(b.mac, b.ifindex) for a, b in by_address.items() if a not in addresses[:2]} == {("02:00:00:00:00:01", 7)}
@@ -70,7 +71,8 @@ def test_a_backends_interface_comes_from_its_next_hop() -> None:
 
 def test_only_healthy_enabled_backends_are_in_the_data_plane_and_drained_ones_weigh_nothing() -> None:
     health = up("web/198.18.0.11", "web/198.18.0.13", "web/198.18.0.14") | {
-        "web/198.18.0.12": desired.Health("down", "connection refused", 0.0)}
+        "web/198.18.0.12": desired.Health("down", "connection refused", 0.0)
+    }
     services = dataplane(cfg(), health, {})
     assert members(services, WEB4) == [("198.18.0.11", 1, 0), ("198.18.0.13", 0, 0)]
     assert members(services, WEB6) == members(services, WEB4), "every VIP of a service gets the same backends"
@@ -83,8 +85,11 @@ def test_unknown_health_keeps_a_backend_out() -> None:
 
 
 def test_admin_overrides_beat_the_file() -> None:
-    overrides = {"web/198.18.0.11": config.AdminState.DRAINED, "web/198.18.0.13": config.AdminState.ENABLED,
-                 "dns/198.18.0.21": config.AdminState.DISABLED}
+    overrides = {
+        "web/198.18.0.11": config.AdminState.DRAINED,
+        "web/198.18.0.13": config.AdminState.ENABLED,
+        "dns/198.18.0.21": config.AdminState.DISABLED,
+    }
     health = up("web/198.18.0.11", "web/198.18.0.12", "web/198.18.0.13", "web/198.18.0.14")
     services = dataplane(cfg(), health, overrides)
     assert members(services, WEB4) == [("198.18.0.11", 0, 0), ("198.18.0.12", 3, 0), ("198.18.0.13", 1, 0)]
@@ -92,14 +97,25 @@ def test_admin_overrides_beat_the_file() -> None:
 
 
 def status(key: bpf.ServiceKey, *reasons: str) -> bpf.ServiceStatus:
-    return bpf.ServiceStatus(key, 0, 7, tuple(
-        bpf.BackendStatus(ipaddress.ip_address(f"198.18.0.{i}"), 1, "02:00:00:00:00:01", i, 1, bpf.BackendState(reason))
-        for i, reason in enumerate(reasons, start=1)))
+    return bpf.ServiceStatus(
+        key,
+        0,
+        7,
+        tuple(
+            bpf.BackendStatus(
+                ipaddress.ip_address(f"198.18.0.{i}"), 1, "02:00:00:00:00:01", i, 1, bpf.BackendState(reason)
+            )
+            for i, reason in enumerate(reasons, start=1)
+        ),
+    )
 
 
 def test_a_vip_is_announced_only_when_ready_and_every_service_on_it_has_need_healthy() -> None:
-    programmed = {WEB4: status(WEB4, "active", "active"), WEB6: status(WEB6, "active", "draining (weight 0)"),
-                  DNS: status(DNS, "active")}
+    programmed = {
+        WEB4: status(WEB4, "active", "active"),
+        WEB6: status(WEB6, "active", "draining (weight 0)"),
+        DNS: status(DNS, "active"),
+    }
     routes = desired.routes(cfg(), programmed, ready=True, why_not_ready="")
     v4, v6 = routes[ipaddress.ip_network("192.0.2.100/32")], routes[ipaddress.ip_network("2001:db8:100::100/128")]
     assert (v4.announce, v4.reason, v4.services) == (True, "all services up", ("web", "dns"))
@@ -124,7 +140,8 @@ def test_need_zero_announces_regardless() -> None:
 
 def test_reload_diff_names_what_changed() -> None:
     new = CONFIG.replace("{address: 198.18.0.12, weight: 3}", "{address: 198.18.0.12, weight: 4}").replace(
-        "      - {address: 198.18.0.14, state: disabled}\n", "      - 198.18.0.15\n")
+        "      - {address: 198.18.0.14, state: disabled}\n", "      - 198.18.0.15\n"
+    )
     new += "  - {name: extra, vip: 192.0.2.101, port: 443, backends: [198.18.0.31]}\n"
     changes = reload_diff.describe_changes(cfg(), cfg(new))
     assert changes == ["service extra added", "service web changed (+198.18.0.15 -198.18.0.14 ~198.18.0.12)"]
@@ -132,13 +149,21 @@ def test_reload_diff_names_what_changed() -> None:
 
 
 def test_services_wait_for_their_backends_first_verdicts() -> None:
-    health = {"web/198.18.0.11": desired.Health("unknown", "", 0.0), "web/198.18.0.12": desired.Health("up", "", 0.0),
-              "web/198.18.0.13": desired.Health("up", "", 0.0), "web/198.18.0.14": desired.Health("unknown", "", 0.0)}
+    health = {
+        "web/198.18.0.11": desired.Health("unknown", "", 0.0),
+        "web/198.18.0.12": desired.Health("up", "", 0.0),
+        "web/198.18.0.13": desired.Health("up", "", 0.0),
+        "web/198.18.0.14": desired.Health("unknown", "", 0.0),
+    }
     assert desired.unsettled_services(cfg(), health, {}) == {"web"}
-    assert desired.unsettled_services(cfg(), health, {"web/198.18.0.11": config.AdminState.DISABLED}) == set(), \
+    assert desired.unsettled_services(cfg(), health, {"web/198.18.0.11": config.AdminState.DISABLED}) == set(), (
         "a disabled backend runs no checks: nobody waits for it (198.18.0.14 is disabled in the file)"
-    programmed = {WEB4: status(WEB4, "active", "active"), WEB6: status(WEB6, "active", "active"),
-                  DNS: status(DNS, "active")}
+    )
+    programmed = {
+        WEB4: status(WEB4, "active", "active"),
+        WEB6: status(WEB6, "active", "active"),
+        DNS: status(DNS, "active"),
+    }
     routes = desired.routes(cfg(), programmed, ready=True, why_not_ready="", settling={"web"})
     v4 = routes[ipaddress.ip_network("192.0.2.100/32")]
     assert (v4.announce, v4.reason) == (False, "web: waiting for the first health verdicts")
@@ -156,6 +181,9 @@ services:
     checks: []
     backends: [198.18.5.20, {address: 198.18.5.21, forwarding: gue}, {address: 198.18.0.11, forwarding: l2}]
 """)
-    (_, service), = desired.dataplane_services(config_, {}, {}, {})  # no MAC known for anyone
+    ((_, service),) = desired.dataplane_services(config_, {}, {}, {})  # no MAC known for anyone
     assert [(str(b.address), b.tunnel, b.mac) for b in service.backends] == [
-        ("198.18.5.20", "ipip", None), ("198.18.5.21", "gue", None), ("198.18.0.11", None, None)]
+        ("198.18.5.20", "ipip", None),
+        ("198.18.5.21", "gue", None),
+        ("198.18.0.11", None, None),
+    ]

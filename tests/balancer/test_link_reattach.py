@@ -20,8 +20,14 @@ OURS, THEIRS = 17, 99
 _ATTACHED = {"native": ("xdp", "IFLA_XDP_DRV_PROG_ID"), "generic": ("xdpgeneric", "IFLA_XDP_SKB_PROG_ID")}
 
 
-def message(index: int, name: str, xdp: Mapping[str, int] | None = None, *, kind: int = RTM_NEWLINK,
-            family: int = socket.AF_UNSPEC) -> bytes:
+def message(
+    index: int,
+    name: str,
+    xdp: Mapping[str, int] | None = None,
+    *,
+    kind: int = RTM_NEWLINK,
+    family: int = socket.AF_UNSPEC,
+) -> bytes:
     """An ``RTM_NEWLINK``/``RTM_DELLINK`` as the kernel sends it, with the XDP programs of ``xdp`` (mode -> id)."""
     msg = ifinfmsg()
     msg["header"]["type"] = kind
@@ -61,25 +67,43 @@ CASES = [
     Case("an unrelated interface comes and goes", (message(7, "veth9"), message(7, "veth9", kind=RTM_DELLINK)), ()),
     Case("link down and up, program kept", (ETH0, ETH0), ()),
     Case("NIC reset: the program is gone", (message(4, "eth0"),), (Action("eth0", "xdp_missing"),)),
-    Case("`ip link set dev eth0 xdp off`, then another program in our mode",
-         (message(4, "eth0"), message(4, "eth0", {"generic": THEIRS})), (Action("eth0", "xdp_replaced"),)),
-    Case("another program in the other mode", (message(4, "eth0", {"native": THEIRS}),),
-         (Action("eth0", "xdp_replaced"),)),
+    Case(
+        "`ip link set dev eth0 xdp off`, then another program in our mode",
+        (message(4, "eth0"), message(4, "eth0", {"generic": THEIRS})),
+        (Action("eth0", "xdp_replaced"),),
+    ),
+    Case(
+        "another program in the other mode",
+        (message(4, "eth0", {"native": THEIRS}),),
+        (Action("eth0", "xdp_replaced"),),
+    ),
     Case("deleted: wait for it", (message(4, "eth0", kind=RTM_DELLINK),), ()),
-    Case("deleted and re-created: a new ifindex, no program",
-         (message(4, "eth0", kind=RTM_DELLINK), message(8, "eth0")), (Action("eth0", "recreated"),)),
-    Case("renamed away, program still on it: detach it there; nothing has the name yet",
-         (message(4, "wan0", {"generic": OURS}),), (Action("eth0", "renamed", release="wan0"),)),
-    Case("renamed away and another interface took the name",
-         (message(4, "wan0", {"generic": OURS}), message(9, "eth0")),
-         (Action("eth0", "renamed", release="wan0"), Action("eth0", "renamed"))),
-    Case("renamed away and released: only the new eth0 needs it",
-         (message(4, "wan0"), message(9, "eth0")), (Action("eth0", "renamed"),)),
-    Case("renamed away and back: same interface, program still on", (message(4, "wan0", {"generic": OURS}), ETH0),
-         ()),
-    Case("a bridge's message about its port (AF_BRIDGE) changes nothing",
-         (message(4, "eth0", family=socket.AF_BRIDGE), message(4, "eth0", kind=RTM_DELLINK, family=socket.AF_BRIDGE)),
-         ()),
+    Case(
+        "deleted and re-created: a new ifindex, no program",
+        (message(4, "eth0", kind=RTM_DELLINK), message(8, "eth0")),
+        (Action("eth0", "recreated"),),
+    ),
+    Case(
+        "renamed away, program still on it: detach it there; nothing has the name yet",
+        (message(4, "wan0", {"generic": OURS}),),
+        (Action("eth0", "renamed", release="wan0"),),
+    ),
+    Case(
+        "renamed away and another interface took the name",
+        (message(4, "wan0", {"generic": OURS}), message(9, "eth0")),
+        (Action("eth0", "renamed", release="wan0"), Action("eth0", "renamed")),
+    ),
+    Case(
+        "renamed away and released: only the new eth0 needs it",
+        (message(4, "wan0"), message(9, "eth0")),
+        (Action("eth0", "renamed"),),
+    ),
+    Case("renamed away and back: same interface, program still on", (message(4, "wan0", {"generic": OURS}), ETH0), ()),
+    Case(
+        "a bridge's message about its port (AF_BRIDGE) changes nothing",
+        (message(4, "eth0", family=socket.AF_BRIDGE), message(4, "eth0", kind=RTM_DELLINK, family=socket.AF_BRIDGE)),
+        (),
+    ),
 ]
 
 

@@ -110,8 +110,12 @@ def test_xdp_comes_back_after_nic_resets(lab: Lab, tmp_path: Path, caplog: pytes
     runner.start()
     measured: list[Measured] = []
     try:
-        _wait_for("both backends active", lambda: [b.dataplane for b in runner.snapshot().services[0].backends]
-                  == ["active"] * 2, timeout=10, poll=0.05)
+        _wait_for(
+            "both backends active",
+            lambda: [b.dataplane for b in runner.snapshot().services[0].backends] == ["active"] * 2,
+            timeout=10,
+            poll=0.05,
+        )
         ours = _xdp(lb)["generic"]
         with Prober(client) as prober:
             _wait_for("traffic through the VIP", lambda: any(ok for _, _, ok in prober.results), timeout=5)
@@ -127,9 +131,11 @@ def test_xdp_comes_back_after_nic_resets(lab: Lab, tmp_path: Path, caplog: pytes
     daemon_side = [float(line.rsplit("=", 1)[1]) for line in caplog.messages if "event=xdp_reattached" in line]
     assert len(daemon_side) == 4 and max(daemon_side) < REATTACH_WITHIN
     for m, seconds in zip(measured, daemon_side, strict=True):
-        print(f"\n{m.what}: XDP back {m.reattach * 1000:.0f} ms after the change began "
-              f"({seconds * 1000:.0f} ms after the daemon saw it); requests answered again after "
-              f"{m.traffic_gap * 1000:.0f} ms (resolution: the {PROBE_TIMEOUT * 1000:.0f} ms request timeout)")
+        print(
+            f"\n{m.what}: XDP back {m.reattach * 1000:.0f} ms after the change began "
+            f"({seconds * 1000:.0f} ms after the daemon saw it); requests answered again after "
+            f"{m.traffic_gap * 1000:.0f} ms (resolution: the {PROBE_TIMEOUT * 1000:.0f} ms request timeout)"
+        )
 
 
 def _detached(lb: Host, prober: Prober, ours: int) -> Measured:
@@ -183,12 +189,20 @@ def _load_xdp_pass() -> int:
     """Someone else's XDP program: ``r0 = XDP_PASS; exit``, loaded with bpf(2) (BPF_PROG_LOAD). Returns its fd."""
 
     class Attr(ctypes.Structure):
-        _fields_ = [("prog_type", ctypes.c_uint32), ("insn_cnt", ctypes.c_uint32), ("insns", ctypes.c_uint64),
-                    ("license", ctypes.c_uint64), ("log_level", ctypes.c_uint32), ("log_size", ctypes.c_uint32),
-                    ("log_buf", ctypes.c_uint64), ("kern_version", ctypes.c_uint32), ("prog_flags", ctypes.c_uint32),
-                    ("pad", ctypes.c_char * 64)]
+        _fields_ = [
+            ("prog_type", ctypes.c_uint32),
+            ("insn_cnt", ctypes.c_uint32),
+            ("insns", ctypes.c_uint64),
+            ("license", ctypes.c_uint64),
+            ("log_level", ctypes.c_uint32),
+            ("log_size", ctypes.c_uint32),
+            ("log_buf", ctypes.c_uint64),
+            ("kern_version", ctypes.c_uint32),
+            ("prog_flags", ctypes.c_uint32),
+            ("pad", ctypes.c_char * 64),
+        ]
 
-    insns = bytes.fromhex("b700000002000000" "9500000000000000")  # mov64 r0, 2 (XDP_PASS); exit
+    insns = bytes.fromhex("b7000000020000009500000000000000")  # mov64 r0, 2 (XDP_PASS); exit
     code = ctypes.create_string_buffer(insns, len(insns))
     license_ = ctypes.create_string_buffer(b"GPL")
     attr = Attr(prog_type=6, insn_cnt=2, insns=ctypes.addressof(code), license=ctypes.addressof(license_))

@@ -83,9 +83,11 @@ async def _two_interfaces(lb: Host, address: config.IpAddress, macs: dict[int, s
         low = min(macs)
         assert watcher.watch([address]) == {address: bpf.NextHop(macs[low], low)}, "unpinned: the lowest ifindex"
         assert watcher.watch([address], pinned={address: second}) == {
-            address: bpf.NextHop(macs[attached[second]], attached[second])}, "pinned: that interface's entry"
+            address: bpf.NextHop(macs[attached[second]], attached[second])
+        }, "pinned: that interface's entry"
         assert watcher.watch([address], pinned={address: first}) == {
-            address: bpf.NextHop(macs[attached[first]], attached[first])}
+            address: bpf.NextHop(macs[attached[first]], attached[first])
+        }
         assert watcher.watch([address], pinned={address: "gone0"}) == {address: None}, "pinned elsewhere: none"
 
         del attached[second]  # the second interface detached: its entries no longer count

@@ -40,58 +40,118 @@ class Refusal:
 
 
 REFUSALS = [
-    Refusal("passive session", HEAD + BGP % ", passive: true", "bgp.peers[0].passive: peer 198.18.0.1: passive "
-            "sessions are not supported by the ExaBGP driver"),
-    Refusal("quote in the MD5 password", HEAD + BGP % ", password: 'pa\"ss'", "bgp.peers[0].password: peer "
-            "198.18.0.1: the MD5 password must be non-empty, without quotes, backslashes or line breaks"),
-    Refusal("empty MD5 password", HEAD + BGP % ", password: ''", "bgp.peers[0].password: peer 198.18.0.1: the MD5 "
-            "password must be non-empty, without quotes, backslashes or line breaks"),
-    Refusal("MD5 password over 80 bytes", HEAD + BGP % (", password: " + "x" * 81), "bgp.peers[0].password: peer "
-            "198.18.0.1: the MD5 password must be at most 80 bytes (the kernel's TCP-MD5 key size; ExaBGP refuses "
-            "longer ones)"),
-    Refusal("duplicate peer (config)", HEAD + BGP % "}, {address: 198.18.0.1, peer_as: 65002",
-            "bgp.peers[1].address: 198.18.0.1 is already peers[0] (line 2)"),
-    Refusal("local address of another family (config)", HEAD + BGP % ", local_address: '2001:db8::2'",
-            "bgp.peers[0].local_address: IPv6 but the peer address 198.18.0.1 is IPv4 (line 2)"),
-    Refusal("next hop that cannot be announced (config)", HEAD + BGP.replace("peers:", "attributes: {next_hop: "
-            "0.0.0.0}, peers:") % "" + service(), "bgp.attributes.next_hop: 0.0.0.0 is not a host address "
-            "(unspecified, multicast or broadcast) (line 2)"),
-    Refusal("non-Latin-1 path in a policy", HEAD + "policies: {web: {checks: [{type: http, path: '/caf\u2603'}]}}\n"
-            + service(policy="web"), "policies.web.checks[0].path: path '/caf\u2603': only Latin-1 characters "
-            "can be sent (percent-encode the others)"),
-    Refusal("non-Latin-1 host in a service's checks", HEAD + service("[{type: tcp}, {type: http, host: "
-            "'\u4f8b.example'}]"), "services[0].checks[1].host: host '\u4f8b.example': only Latin-1 characters "
-            "can be sent (write a name in its xn-- form)"),
-    Refusal("non-Latin-1 header in a backend's checks", HEAD + service(backend="{address: 198.18.0.11, checks: "
-            "[{type: http, headers: {X-A: '\u2603'}}]}"), "services[0].backends[0].checks[0].headers: header "
-            "'X-A': only Latin-1 characters can be sent"),
-    Refusal("missing ca_file", HEAD + service("[{type: https, ca_file: /nonexistent/ca.pem}]"),
-            "services[0].checks[0].ca_file: ca_file '/nonexistent/ca.pem': cannot load: No such file or directory"),
-    Refusal("tcp send beyond \\xff", HEAD + service("[{type: tcp, send: '\\U0001F600'}]"),
-            "services[0].checks[0].send: tcp check send: bad escape or a character beyond \\xff: ordinal not in "
-            "range(256)"),
-    Refusal("tcp expect with a bad escape", HEAD + service("[{type: tcp, expect: '\\x'}]"),
-            "services[0].checks[0].expect: tcp check expect: bad escape or a character beyond \\xff: truncated "
-            "\\xXX escape"),
-    Refusal("dns name that cannot be encoded", HEAD + service("[{type: dns, name: 'a..b'}]", protocol="udp"),
-            "services[0].checks[0].name: dns check: bad name 'a..b': A DNS label is empty."),
-    Refusal("body regex bytes cannot take (config)", HEAD + service("[{type: http, expect_body_regex: "
-            "'\\N{DIGIT ONE}'}]"), "services[0].checks[0].expect_body_regex: bad regular expression: bad escape \\N "
-            "at position 0 (line 3)"),
-    Refusal("data-plane limits (config)", HEAD + "dataplane: {max_services: 1}\n" + service(vips="[192.0.2.100, "
-            "192.0.2.101]"), "dataplane.max_services: the services need 2 data-plane services (one per VIP, port and "
-            "protocol) but max_services is 1 (line 2)"),
-    Refusal("check through the data path with no VIP of the backend's family (config)", HEAD + service(
-            "[{type: tcp, via: dataplane}]", backend="'2001:db8::11'"), "services[0].checks: 2001:db8::11 runs a "
-            "check with via: dataplane, which goes to a VIP of the backend's family, and 192.0.2.100:80/tcp has no "
-            "IPv6 VIP (line 3)"),
-    Refusal("nested 1,000 deep (loader)", "interfaces: " + "[" * 1000 + "]" * 1000 + "\n",
-            "line 1, column 76: nested more than 64 levels deep"),
-    Refusal("billion laughs (loader)", "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
-        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}' if i > 1 else '*a'] * 10)}]\n" for i in range(1, 8)),
-        "line 6, column 15: more than 250,000 nodes (aliases count each time they are used)"),
-    Refusal("need: no (config)", HEAD + service(need="no"), "services[0].need: input should be a valid integer, got "
-            "'no' (a whole number in decimal digits, unquoted) (line 3)"),
+    Refusal(
+        "passive session",
+        HEAD + BGP % ", passive: true",
+        "bgp.peers[0].passive: peer 198.18.0.1: passive sessions are not supported by the ExaBGP driver",
+    ),
+    Refusal(
+        "quote in the MD5 password",
+        HEAD + BGP % ", password: 'pa\"ss'",
+        "bgp.peers[0].password: peer "
+        "198.18.0.1: the MD5 password must be non-empty, without quotes, backslashes or line breaks",
+    ),
+    Refusal(
+        "empty MD5 password",
+        HEAD + BGP % ", password: ''",
+        "bgp.peers[0].password: peer 198.18.0.1: the MD5 "
+        "password must be non-empty, without quotes, backslashes or line breaks",
+    ),
+    Refusal(
+        "MD5 password over 80 bytes",
+        HEAD + BGP % (", password: " + "x" * 81),
+        "bgp.peers[0].password: peer "
+        "198.18.0.1: the MD5 password must be at most 80 bytes (the kernel's TCP-MD5 key size; ExaBGP refuses "
+        "longer ones)",
+    ),
+    Refusal(
+        "duplicate peer (config)",
+        HEAD + BGP % "}, {address: 198.18.0.1, peer_as: 65002",
+        "bgp.peers[1].address: 198.18.0.1 is already peers[0] (line 2)",
+    ),
+    Refusal(
+        "local address of another family (config)",
+        HEAD + BGP % ", local_address: '2001:db8::2'",
+        "bgp.peers[0].local_address: IPv6 but the peer address 198.18.0.1 is IPv4 (line 2)",
+    ),
+    Refusal(
+        "next hop that cannot be announced (config)",
+        HEAD + BGP.replace("peers:", "attributes: {next_hop: 0.0.0.0}, peers:") % "" + service(),
+        "bgp.attributes.next_hop: 0.0.0.0 is not a host address (unspecified, multicast or broadcast) (line 2)",
+    ),
+    Refusal(
+        "non-Latin-1 path in a policy",
+        HEAD + "policies: {web: {checks: [{type: http, path: '/caf\u2603'}]}}\n" + service(policy="web"),
+        "policies.web.checks[0].path: path '/caf\u2603': only Latin-1 characters "
+        "can be sent (percent-encode the others)",
+    ),
+    Refusal(
+        "non-Latin-1 host in a service's checks",
+        HEAD + service("[{type: tcp}, {type: http, host: '\u4f8b.example'}]"),
+        "services[0].checks[1].host: host '\u4f8b.example': only Latin-1 characters "
+        "can be sent (write a name in its xn-- form)",
+    ),
+    Refusal(
+        "non-Latin-1 header in a backend's checks",
+        HEAD + service(backend="{address: 198.18.0.11, checks: [{type: http, headers: {X-A: '\u2603'}}]}"),
+        "services[0].backends[0].checks[0].headers: header 'X-A': only Latin-1 characters can be sent",
+    ),
+    Refusal(
+        "missing ca_file",
+        HEAD + service("[{type: https, ca_file: /nonexistent/ca.pem}]"),
+        "services[0].checks[0].ca_file: ca_file '/nonexistent/ca.pem': cannot load: No such file or directory",
+    ),
+    Refusal(
+        "tcp send beyond \\xff",
+        HEAD + service("[{type: tcp, send: '\\U0001F600'}]"),
+        "services[0].checks[0].send: tcp check send: bad escape or a character beyond \\xff: ordinal not in range(256)",
+    ),
+    Refusal(
+        "tcp expect with a bad escape",
+        HEAD + service("[{type: tcp, expect: '\\x'}]"),
+        "services[0].checks[0].expect: tcp check expect: bad escape or a character beyond \\xff: truncated "
+        "\\xXX escape",
+    ),
+    Refusal(
+        "dns name that cannot be encoded",
+        HEAD + service("[{type: dns, name: 'a..b'}]", protocol="udp"),
+        "services[0].checks[0].name: dns check: bad name 'a..b': A DNS label is empty.",
+    ),
+    Refusal(
+        "body regex bytes cannot take (config)",
+        HEAD + service("[{type: http, expect_body_regex: '\\N{DIGIT ONE}'}]"),
+        "services[0].checks[0].expect_body_regex: bad regular expression: bad escape \\N at position 0 (line 3)",
+    ),
+    Refusal(
+        "data-plane limits (config)",
+        HEAD + "dataplane: {max_services: 1}\n" + service(vips="[192.0.2.100, 192.0.2.101]"),
+        "dataplane.max_services: the services need 2 data-plane services (one per VIP, port and "
+        "protocol) but max_services is 1 (line 2)",
+    ),
+    Refusal(
+        "check through the data path with no VIP of the backend's family (config)",
+        HEAD + service("[{type: tcp, via: dataplane}]", backend="'2001:db8::11'"),
+        "services[0].checks: 2001:db8::11 runs a "
+        "check with via: dataplane, which goes to a VIP of the backend's family, and 192.0.2.100:80/tcp has no "
+        "IPv6 VIP (line 3)",
+    ),
+    Refusal(
+        "nested 1,000 deep (loader)",
+        "interfaces: " + "[" * 1000 + "]" * 1000 + "\n",
+        "line 1, column 76: nested more than 64 levels deep",
+    ),
+    Refusal(
+        "billion laughs (loader)",
+        "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+        + "".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}' if i > 1 else '*a'] * 10)}]\n" for i in range(1, 8)),
+        "line 6, column 15: more than 250,000 nodes (aliases count each time they are used)",
+    ),
+    Refusal(
+        "need: no (config)",
+        HEAD + service(need="no"),
+        "services[0].need: input should be a valid integer, got "
+        "'no' (a whole number in decimal digits, unquoted) (line 3)",
+    ),
 ]
 
 
@@ -126,9 +186,7 @@ async def test_check_start_and_reload_refuse_alike(
 
 def test_the_table_covers_every_refusal_in_the_code() -> None:
     root = Path(healthchecks.__file__).parent
-    check_fields = {
-        field for source in root.glob("*.py") for field in re.findall(r'field="(\w+)"', source.read_text())
-    }
+    check_fields = {field for source in root.glob("*.py") for field in re.findall(r'field="(\w+)"', source.read_text())}
     bgp_fields = set(re.findall(r'\(\*where, "(\w+)"\)', (Path(bgp.__file__).parent / "_exabgp_config.py").read_text()))
     covered = {case.line.split(":")[0].rsplit(".", 1)[-1] for case in REFUSALS}
     assert check_fields and bgp_fields
@@ -145,7 +203,9 @@ def test_a_valid_document_passes_every_step(tmp_path: Path, capsys: pytest.Captu
 
 def test_one_refusal_per_written_check_however_many_backends_run_it(tmp_path: Path) -> None:
     backends = ", ".join(f"198.18.0.{i}" for i in range(1, 200))
-    document = HEAD + "policies: {web: {checks: [{type: http, path: '/\u2603'}]}}\n" + service(backend=backends, policy="web")
+    document = (
+        HEAD + "policies: {web: {checks: [{type: http, path: '/\u2603'}]}}\n" + service(backend=backends, policy="web")
+    )
     with pytest.raises(config.ConfigError) as caught:
         preflight.verify(config.parse_config(document, source="lb.yaml"), source="lb.yaml")
     assert [path for path, _ in caught.value.problems] == ["policies.web.checks[0].path"]

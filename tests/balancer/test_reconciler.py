@@ -18,8 +18,10 @@ def cfg(services: int, backends: int = 3, table_size: int = 251) -> config.Xdplb
     lines = ["interfaces: [eth0]", "services:"]
     for i in range(services):
         addresses = ", ".join(f"198.18.{i}.{10 + j}" for j in range(backends))
-        lines.append(f"  - {{name: s{i}, vip: 192.0.2.{10 + i}, port: 80, checks: [], table_size: {table_size}, "
-                     f"backends: [{addresses}]}}")
+        lines.append(
+            f"  - {{name: s{i}, vip: 192.0.2.{10 + i}, port: 80, checks: [], table_size: {table_size}, "
+            f"backends: [{addresses}]}}"
+        )
     return config.parse_config("\n".join(lines) + "\n", source="test.yaml")
 
 
@@ -119,7 +121,9 @@ def test_one_pass_at_a_time_so_an_older_pass_never_overwrites_a_newer_one() -> N
     async def main() -> None:
         plane, c = FakeDataPlane(), cfg(12, table_size=16381)
         r = reconciler.Reconciler(plane, None)  # type: ignore[arg-type]
-        all_down = {f"s{i}/198.18.{i}.{10 + j}": desired.Health("down", "timeout", 0.0) for i in range(12) for j in range(3)}
+        all_down = {
+            f"s{i}/198.18.{i}.{10 + j}": desired.Health("down", "timeout", 0.0) for i in range(12) for j in range(3)
+        }
         older = asyncio.create_task(converge(r, c))  # waits for 12 large tables from a worker thread
         await asyncio.sleep(0)
         await converge(r, c, health=all_down)  # needs no table: without the lock it would finish first
@@ -149,8 +153,11 @@ def test_the_fake_reports_what_the_real_data_plane_reports() -> None:
             assert not real.needs_update(service) and not fake.needs_update(service)
 
             def comparable(status: bpf.ServiceStatus) -> tuple[object, ...]:
-                return (status.key, status.table_size,
-                        [(b.address, b.weight, b.mac, b.table_entries, b.reason) for b in status.backends])
+                return (
+                    status.key,
+                    status.table_size,
+                    [(b.address, b.weight, b.mac, b.table_entries, b.reason) for b in status.backends],
+                )
 
             assert comparable(got_real) == comparable(got_fake)
             assert real.table_key(service) == fake.table_key(service)

@@ -65,8 +65,12 @@ def test_a_process_started_dying_with_us_dies_when_its_starter_is_killed() -> No
         "child = subprocess.Popen(_channel.dying_with_us(['sleep', '60'])); print(child.pid, flush=True);"
         "import time; time.sleep(60)"
     )
-    proc = subprocess.Popen([sys.executable, "-c", starter], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", starter],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
     assert proc.stdout is not None
     child = int(proc.stdout.readline())
     time.sleep(0.3)  # setpriv has set the signal and exec'd sleep

@@ -116,14 +116,22 @@ def test_duplicate_peer_addresses_are_refused() -> None:
 
 
 def test_verify_config_lists_every_refusal_at_its_path_without_the_password() -> None:
-    cfg = config.BgpConfig.model_validate({"local_as": 65001, "router_id": "192.0.2.1", "peers": [
-        {"address": "192.0.2.254", "peer_as": 65001, "passive": True},
-        {"address": "192.0.2.253", "peer_as": 65001, "password": 'se"cret'},
-        {"address": "192.0.2.252", "peer_as": 65001, "password": "fine"},
-    ]})
+    cfg = config.BgpConfig.model_validate(
+        {
+            "local_as": 65001,
+            "router_id": "192.0.2.1",
+            "peers": [
+                {"address": "192.0.2.254", "peer_as": 65001, "passive": True},
+                {"address": "192.0.2.253", "peer_as": 65001, "password": 'se"cret'},
+                {"address": "192.0.2.252", "peer_as": 65001, "password": "fine"},
+            ],
+        }
+    )
     assert bgp.verify_config(cfg) == [
         (("peers", 0, "passive"), "peer 192.0.2.254: passive sessions are not supported by the ExaBGP driver"),
-        (("peers", 1, "password"),
-         "peer 192.0.2.253: the MD5 password must be non-empty, without quotes, backslashes or line breaks"),
+        (
+            ("peers", 1, "password"),
+            "peer 192.0.2.253: the MD5 password must be non-empty, without quotes, backslashes or line breaks",
+        ),
     ]
     assert bgp.verify_config(cfg.model_copy(update={"peers": cfg.peers[2:]})) == []

@@ -90,7 +90,9 @@ async def test_sigkill_of_the_controller_withdraws_within_a_second(bird: bird_la
 
 
 async def test_exabgp_that_cannot_start_is_an_error(bird: bird_lab.BirdLab) -> None:
-    speaker = bgp.Speaker(speaker_config(bird), exabgp=[sys.executable, "-c", "import sys; print('no exabgp here'); sys.exit(3)"])
+    speaker = bgp.Speaker(
+        speaker_config(bird), exabgp=[sys.executable, "-c", "import sys; print('no exabgp here'); sys.exit(3)"]
+    )
     with pytest.raises(bgp.BgpError, match="exited with 3.*no exabgp here"):
         await speaker.start()
     with pytest.raises(bgp.SpeakerStateError):
@@ -165,7 +167,7 @@ async def test_restart_backs_off_while_exabgp_keeps_failing(bird: bird_lab.BirdL
     wrapper = tmp_path / "exabgp-flaky"
     wrapper.write_text(
         "#!/bin/sh\n"
-        f'echo run >> {counter}\n'
+        f"echo run >> {counter}\n"
         f'n=$(wc -l < {counter}); if [ "$n" -eq 2 ] || [ "$n" -eq 3 ]; then echo "flaky start $n"; exit 1; fi\n'
         f'exec {sys.executable} -m exabgp "$@"\n'
     )

@@ -95,7 +95,9 @@ async def test_two_speakers_one_bird_both_paths_then_one() -> None:
 
 async def test_md5_protected_session() -> None:
     need_bird()
-    peer = bird_lab.BirdPeer(name="secured", address=ipaddress.ip_address("127.0.0.2"), peer_as=LOCAL_AS, password="xdplb md5")
+    peer = bird_lab.BirdPeer(
+        name="secured", address=ipaddress.ip_address("127.0.0.2"), peer_as=LOCAL_AS, password="xdplb md5"
+    )
     with bird_lab.BirdLab(peers=[peer]) as bird:
         bgp_peer = config.BgpPeer(
             address=ipaddress.ip_address("127.0.0.1"),

@@ -219,7 +219,7 @@ async def test_a_config_that_fails_leaves_the_old_one_in_force(
 
         monkeypatch.setattr(_exabgp_config, "render", bad)
         wanted = _config(_first(bird), _second(bird2, password="secret-pw"))
-        with pytest.raises(bgp.ReconfigureError, match='exabgp refused the new config') as failed:
+        with pytest.raises(bgp.ReconfigureError, match="exabgp refused the new config") as failed:
             await speaker.reconfigure(wanted)
         assert "secret-pw" not in str(failed.value)
         assert conf.read_text() == text
@@ -230,7 +230,7 @@ async def test_a_config_that_fails_leaves_the_old_one_in_force(
             pass
 
         monkeypatch.setattr(_reload, "validate", passes)
-        with pytest.raises(bgp.ReconfigureError, match='exabgp refused the new config') as failed:
+        with pytest.raises(bgp.ReconfigureError, match="exabgp refused the new config") as failed:
             await speaker.reconfigure(wanted)
         assert "secret-pw" not in str(failed.value)
         monkeypatch.undo()

@@ -14,10 +14,13 @@ import pytest
 import bgp
 import config
 
-CONFIG = config.BgpConfig.model_validate({
-    "local_as": 65001, "router_id": "192.0.2.1",
-    "peers": [{"address": "127.0.0.2", "peer_as": 65000, "password": "md5-secret"}],
-})
+CONFIG = config.BgpConfig.model_validate(
+    {
+        "local_as": 65001,
+        "router_id": "192.0.2.1",
+        "peers": [{"address": "127.0.0.2", "peer_as": 65000, "password": "md5-secret"}],
+    }
+)
 
 # argv: -c server CONFIG; records the modes and location of what the speaker prepared, then fails the start
 _STAND_IN = """
@@ -49,8 +52,7 @@ async def _start_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **kwargs:
     return result
 
 
-async def test_the_config_is_private_in_the_runtime_directory(tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_config_is_private_in_the_runtime_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     base = tmp_path / "run" / "xdplb"
     monkeypatch.setenv("RUNTIME_DIRECTORY", str(base))  # what systemd's RuntimeDirectory=xdplb sets
     seen = await _start_once(tmp_path, monkeypatch)
@@ -58,13 +60,18 @@ async def test_the_config_is_private_in_the_runtime_directory(tmp_path: Path,
     assert workdir.parent == base and workdir.name.startswith(f"bgp-{os.getpid()}-")
     assert seen["password_inside"] is True
     assert (seen["config_mode"], seen["socket_mode"], seen["workdir_mode"], seen["base_mode"]) == (
-        0o600, 0o600, 0o700, 0o700)
+        0o600,
+        0o600,
+        0o700,
+        0o700,
+    )
     assert not workdir.exists()  # removed when the start failed, as by stop()
     assert stat.S_IMODE(base.stat().st_mode) == 0o700
 
 
-async def test_what_a_killed_daemon_left_is_removed_at_the_next_start(tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_what_a_killed_daemon_left_is_removed_at_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     base = tmp_path / "runtime"
     base.mkdir(mode=0o755)
     stale = base / f"bgp-{_dead_pid()}-k1ll3d"

@@ -168,4 +168,3 @@ async def test_peer_state_changes_are_reported(bird: bird_lab.BirdLab) -> None:
     assert v6[-1] is bgp.PeerStatus.DOWN
     assert [s for s in watched if s.address.version == 6][-1].state is bgp.PeerStatus.DOWN
     assert all(state.since.tzinfo is not None for state in seen)
-

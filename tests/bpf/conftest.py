@@ -55,19 +55,27 @@ def egress_netns() -> Iterator[Host]:
         host = lab.add_host("pkt", ipv4="198.18.0.250")
         name = f"{lab.run_id}-s2"
         with host.ipr() as ipr:
-            ipr.link("add", ifname=name, index=world.EGRESS_IFINDEX, kind="veth", peer={"ifname": f"{name}p"},
-                     address=world.EGRESS_MAC)
+            ipr.link(
+                "add",
+                ifname=name,
+                index=world.EGRESS_IFINDEX,
+                kind="veth",
+                peer={"ifname": f"{name}p"},
+                address=world.EGRESS_MAC,
+            )
             for ifname in (name, f"{name}p"):
                 ipr.link("set", index=ipr.link_lookup(ifname=ifname)[0], state="up")
             assert ipr.link_lookup(ifname=name) == [world.EGRESS_IFINDEX]
             # Routed backends behind a gateway on the second segment, for the tunnels' FIB lookups.
             for cidr in world.SEGMENT2_ADDRESSES:
                 address, length = cidr.split("/")
-                ipr.addr("add", index=world.EGRESS_IFINDEX, address=address, prefixlen=int(length),
-                         flags=0x80)  # IFA_F_NODAD: usable at once
+                ipr.addr(
+                    "add", index=world.EGRESS_IFINDEX, address=address, prefixlen=int(length), flags=0x80
+                )  # IFA_F_NODAD: usable at once
             for gateway in (world.GATEWAY4, world.GATEWAY6):
-                ipr.neigh("add", dst=str(gateway), lladdr=world.GATEWAY_MAC, ifindex=world.EGRESS_IFINDEX,
-                          state=0x80)  # NUD_PERMANENT
+                ipr.neigh(
+                    "add", dst=str(gateway), lladdr=world.GATEWAY_MAC, ifindex=world.EGRESS_IFINDEX, state=0x80
+                )  # NUD_PERMANENT
             for prefix, gateway in world.ROUTED_PREFIXES:
                 ipr.route("add", dst=prefix, gateway=str(gateway))
         for name in ("net.ipv4.conf.all.forwarding", "net.ipv6.conf.all.forwarding"):

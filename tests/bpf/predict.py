@@ -72,10 +72,16 @@ def _tunnelled(packet: Packet, real: world.Real, flow: Packet, flow_seed: int) -
     inner, padding = rest[:ip_len], rest[ip_len:]  # Ethernet padding stays at the end, outside the tunnel
     ip = flow[IP] if IP in flow else flow[IPv6]
     l4 = flow[TCP] if TCP in flow else flow[UDP]
-    key = flowhash.flow_key(ipaddress.ip_address(ip.src), ipaddress.ip_address(ip.dst), l4.sport, l4.dport,
-                            6 if TCP in flow else 17)
+    key = flowhash.flow_key(
+        ipaddress.ip_address(ip.src), ipaddress.ip_address(ip.dst), l4.sport, l4.dport, 6 if TCP in flow else 17
+    )
     source = world.TUNNEL_SOURCE4 if real.address.version == 4 else world.TUNNEL_SOURCE6
-    outer = tunnel.outer_headers(inner, source, real.address, flow_hash=flowhash.murmur3_32(key, flow_seed),
-                                 gue_port=bpf.DEFAULT_GUE_PORT if real.tunnel == "gue" else None)
+    outer = tunnel.outer_headers(
+        inner,
+        source,
+        real.address,
+        flow_hash=flowhash.murmur3_32(key, flow_seed),
+        gue_port=bpf.DEFAULT_GUE_PORT if real.tunnel == "gue" else None,
+    )
     ethertype = 0x0800 if real.address.version == 4 else 0x86DD
     return bytes(Ether(dst=world.GATEWAY_MAC, src=world.EGRESS_MAC, type=ethertype)) + outer + inner + padding

@@ -128,16 +128,24 @@ def world() -> Iterator[World]:
                 paths.cleanup()
 
 
-def _probe(world: World, check: config.Check, backend: str, via: healthchecks.ViaDataPlane | None,
-           engine: healthchecks.HttpEngine = "lean") -> healthchecks.CheckResult:
-    return _in(world.lb, lambda: asyncio.run(healthchecks.probe(check, ip_address(backend), PORT, http_engine=engine,
-                                                                via=via)))
+def _probe(
+    world: World,
+    check: config.Check,
+    backend: str,
+    via: healthchecks.ViaDataPlane | None,
+    engine: healthchecks.HttpEngine = "lean",
+) -> healthchecks.CheckResult:
+    return _in(
+        world.lb, lambda: asyncio.run(healthchecks.probe(check, ip_address(backend), PORT, http_engine=engine, via=via))
+    )
 
 
 def _path(world: World, path_id: int, vip: str, backend: str, tunnel: bpf.Tunnel | None) -> healthchecks.ViaDataPlane:
     source = {4: world.lb.ipv4, 6: world.lb.ipv6}[ip_address(backend).version]
-    world.paths.put(path_id, check_path.CheckPath(ip_address(vip), ip_address(backend), tunnel,
-                                                  ip_address(source) if tunnel else None))
+    world.paths.put(
+        path_id,
+        check_path.CheckPath(ip_address(vip), ip_address(backend), tunnel, ip_address(source) if tunnel else None),
+    )
     return healthchecks.ViaDataPlane(check_path.mark_of(path_id), ip_address(vip))
 
 
@@ -169,16 +177,23 @@ def test_a_check_reaches_the_backend_as_the_vip_by_its_forwarding(
     assert counters.sent > 0 and counters.replies > 0 and counters.unknown == counters.refused == 0
     assert counters.tunnelled == (counters.sent if tunnel else 0)
     taken_off = {"ipip": after.ipip - before.ipip, "gue": after.gue - before.gue}
-    assert taken_off == {"ipip": counters.sent if tunnel == "ipip" else 0, "gue": counters.sent if tunnel == "gue" else 0}
+    assert taken_off == {
+        "ipip": counters.sent if tunnel == "ipip" else 0,
+        "gue": counters.sent if tunnel == "gue" else 0,
+    }
 
 
-@pytest.mark.parametrize("check, engine", [
-    (config.HttpCheck(path="/healthz", via="dataplane", keepalive=True, timing=FAST), "lean"),
-    (config.HttpCheck(path="/healthz", via="dataplane", timing=FAST), "aiohttp"),
-    (config.TcpCheck(via="dataplane", timing=FAST), "lean"),
-    (config.DnsCheck(port=DNS_PORT, via="dataplane", timing=FAST), "lean"),
-    (config.DnsCheck(port=DNS_PORT, transport="tcp", via="dataplane", timing=FAST), "lean"),
-], ids=["http-keepalive", "http-aiohttp", "tcp", "dns-udp", "dns-tcp"])
+@pytest.mark.parametrize(
+    "check, engine",
+    [
+        (config.HttpCheck(path="/healthz", via="dataplane", keepalive=True, timing=FAST), "lean"),
+        (config.HttpCheck(path="/healthz", via="dataplane", timing=FAST), "aiohttp"),
+        (config.TcpCheck(via="dataplane", timing=FAST), "lean"),
+        (config.DnsCheck(port=DNS_PORT, via="dataplane", timing=FAST), "lean"),
+        (config.DnsCheck(port=DNS_PORT, transport="tcp", via="dataplane", timing=FAST), "lean"),
+    ],
+    ids=["http-keepalive", "http-aiohttp", "tcp", "dns-udp", "dns-tcp"],
+)
 def test_every_checker_marks_its_sockets(world: World, check: config.Check, engine: healthchecks.HttpEngine) -> None:
     via = _path(world, 8, VIP4, world.real.ipv4, "gue")
     before = world.paths.counters()
@@ -195,10 +210,14 @@ def test_a_backend_without_the_vip_fails_and_says_why(world: World) -> None:
     result = _probe(world, HTTP, world.real.ipv4, via)
 
     assert (result.ok, result.reason) == (
-        False, "no answer on VIP 192.0.2.100:8080 through the data path (is the VIP on the backend's loopback?)")
+        False,
+        "no answer on VIP 192.0.2.100:8080 through the data path (is the VIP on the backend's loopback?)",
+    )
     dns = _probe(world, config.DnsCheck(port=DNS_PORT, via="dataplane", timing=FAST), world.real.ipv4, via)
-    assert dns.reason == f"no answer on VIP 192.0.2.100:{DNS_PORT} through the data path (is the VIP on the " \
-                         "backend's loopback?)"
+    assert (
+        dns.reason == f"no answer on VIP 192.0.2.100:{DNS_PORT} through the data path (is the VIP on the "
+        "backend's loopback?)"
+    )
     world.real.add_vip_on_loopback(VIP4)
     assert _probe(world, HTTP, world.real.ipv4, via).ok
 
@@ -244,13 +263,16 @@ def test_the_daemon_finds_backends_whose_route_leaves_elsewhere(world: World) ->
     unchanged: the daemon names such backends (here, one with no route at all) in a warning."""
     from balancer import daemon
 
-    cfg = config.parse_config(f"""
+    cfg = config.parse_config(
+        f"""
 interfaces: [{world.lb.ifname}]
 services:
   - vip: {VIP4}
     port: 80
     checks: [{{type: tcp, via: dataplane}}]
     backends: [{world.real.ipv4}, 203.0.113.9]
-""", source="x")
+""",
+        source="x",
+    )
     found = _in(world.lb, lambda: daemon.check_routes_elsewhere(cfg, {world.lb.ifindex}))
     assert found == [("203.0.113.9", None)]

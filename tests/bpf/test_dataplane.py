@@ -26,11 +26,18 @@ def test_every_choice_equals_the_reference(plane: bpf.DataPlane) -> None:
     for n in range(1500):
         spec = specs[n % len(specs)]
         vip = spec.key.vip
-        src = ip_address(rng.getrandbits(32)) if vip.version == 4 else ip_address((0x20010DB8 << 96) | rng.getrandbits(64))
+        src = (
+            ip_address(rng.getrandbits(32))
+            if vip.version == 4
+            else ip_address((0x20010DB8 << 96) | rng.getrandbits(64))
+        )
         sport = rng.randrange(1024, 65536)
         # SYNs and UDP through a sticky table: nothing is inserted, every packet is a Maglev choice.
-        packet = (tcp(sport, spec.key.port, flags="S", src=src, dst=vip) if spec.key.proto == "tcp"
-                  else udp(sport, spec.key.port, src=src, dst=vip))
+        packet = (
+            tcp(sport, spec.key.port, flags="S", src=src, dst=vip)
+            if spec.key.proto == "tcp"
+            else udp(sport, spec.key.port, src=src, dst=vip)
+        )
         verdict, real = send(plane, packet)
         expected = predict.chosen_real(spec, packet).name
         if (verdict, real) != ("XDP_TX", expected):
@@ -139,7 +146,9 @@ def test_backend_without_mac_is_kept_out_and_says_why(plane: bpf.DataPlane) -> N
     unresolved = bpf.Backend(ip_address("198.18.0.99"))
     status = plane.set_service(service(world.VIP4, 94, "tcp", unresolved, B2.backend()))
     assert [(str(b.address), b.reason, b.table_entries) for b in status.backends] == [
-        ("198.18.0.99", "no MAC (neighbour unresolved)", 0), ("198.18.0.12", "active", world.TABLE_SIZE)]
+        ("198.18.0.99", "no MAC (neighbour unresolved)", 0),
+        ("198.18.0.12", "active", world.TABLE_SIZE),
+    ]
     assert {send(plane, tcp(p, 94, flags="S"))[1] for p in range(100, 140)} == {"b2"}
 
 
@@ -161,8 +170,9 @@ def test_flood_guard_bypasses_inserts_above_the_rate_limit() -> None:
     from tests.bpf.conftest import require_bpf
 
     require_bpf()
-    plane = bpf.DataPlane(bpf.DataPlaneSettings(flow_table_size=256, max_services=8, max_backends=16,
-                                                new_flow_rate_limit=10))
+    plane = bpf.DataPlane(
+        bpf.DataPlaneSettings(flow_table_size=256, max_services=8, max_backends=16, new_flow_rate_limit=10)
+    )
     plane.setup()
     try:
         plane.set_interface_mac(world.INGRESS_IFINDEX, world.LB_MAC)
@@ -185,14 +195,17 @@ def test_answer_ping_off_leaves_echo_to_the_kernel() -> None:
     from tests.bpf.conftest import require_bpf
 
     require_bpf()
-    plane = bpf.DataPlane(bpf.DataPlaneSettings(flow_table_size=256, max_services=len(world.SERVICES),
-                                                max_backends=64, answer_ping=False))
+    plane = bpf.DataPlane(
+        bpf.DataPlaneSettings(flow_table_size=256, max_services=len(world.SERVICES), max_backends=64, answer_ping=False)
+    )
     plane.setup()
     try:
         world.program(plane)
         ether = Ether(dst=world.LB_MAC, src=world.CLIENT_MAC)
-        for packet in (ether / IP(src=str(world.CLIENT4), dst=str(world.VIP4)) / ICMP(type=8),
-                       ether / IPv6(src=str(world.CLIENT6), dst=str(world.VIP6)) / ICMPv6EchoRequest()):
+        for packet in (
+            ether / IP(src=str(world.CLIENT4), dst=str(world.VIP4)) / ICMP(type=8),
+            ether / IPv6(src=str(world.CLIENT6), dst=str(world.VIP6)) / ICMPv6EchoRequest(),
+        ):
             assert send(plane, packet) == ("XDP_PASS", None)
         assert plane.read_counters().totals.icmp_echo_replies == 0
         assert send(plane, tcp(2000, 80))[0] == "XDP_TX"
@@ -299,8 +312,9 @@ def test_a_torn_entry_is_rewritten_in_its_own_way(plane: bpf.DataPlane) -> None:
     assert plane.read_counters().totals.flow_hits == after.flow_hits + 1
 
 
-def test_in_a_machines_first_minute_empty_entries_are_not_active_flows(plane: bpf.DataPlane,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_in_a_machines_first_minute_empty_entries_are_not_active_flows(
+    plane: bpf.DataPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An empty entry's last-seen time is 0: within a minute of boot that is not "seen within a minute"."""
     send(plane, tcp(43200, 80))
     monkeypatch.setattr(bpf.dataplane.time, "clock_gettime_ns", lambda clock: 10 << 30)
@@ -314,8 +328,10 @@ def test_a_pushed_vlan_tag_is_counted_per_service_and_backend(plane: bpf.DataPla
     assert send(plane, packet) == ("XDP_TX", "b3")
     after = plane.read_counters()
     backend = (spec.key, world.B3_VLAN.address)
-    for old, new in ((before.services[spec.key], after.services[spec.key]),
-                     (before.backends[backend], after.backends[backend])):
+    for old, new in (
+        (before.services[spec.key], after.services[spec.key]),
+        (before.backends[backend], after.backends[backend]),
+    ):
         assert (new.packets - old.packets, new.bytes - old.bytes) == (1, len(packet) + 4)
 
 
@@ -358,8 +374,9 @@ def test_a_vlan_push_without_headroom_drops_the_frame_and_counts_it(plane: bpf.D
         fd = wrapper.load_func(b"no_headroom", BPF.XDP).fd
         untagged = predict.chosen_real(world.SERVICES["web4"], forwarded)
         run = testing.prog_test_run(fd, bytes(forwarded), ingress_ifindex=world.INGRESS_IFINDEX)
-        assert (run.verdict, run.data) == ("XDP_TX", predict.forwarded(forwarded, untagged)), \
+        assert (run.verdict, run.data) == ("XDP_TX", predict.forwarded(forwarded, untagged)), (
             "the wrapper itself keeps the frame whole"
+        )
         before = plane.read_counters().totals
         run = testing.prog_test_run(fd, bytes(pushed), ingress_ifindex=world.INGRESS_IFINDEX)
         after = plane.read_counters().totals

@@ -31,8 +31,9 @@ INNER6 = IPv6(src=str(world.CLIENT6), dst=str(world.VIP6)) / TCP(sport=40302, dp
 @pytest.fixture(scope="module")
 def loaded() -> Iterator[decap.LoadedDecap]:
     require_bpf()
-    program = decap.load(gue_port=bpf.DEFAULT_GUE_PORT, addresses=[HERE4, HERE6, world.T4_GUE.address,
-                                                                   world.T6_GUE.address])
+    program = decap.load(
+        gue_port=bpf.DEFAULT_GUE_PORT, addresses=[HERE4, HERE6, world.T4_GUE.address, world.T6_GUE.address]
+    )
     try:
         yield program
     finally:
@@ -44,8 +45,11 @@ def _tunnelled(inner: bytes, to: object, *, gue: bool, tag: int | None = None, s
     source = source or (SOURCE4 if to.version == 4 else SOURCE6)
     outer = tunnel.outer_headers(inner, source, to, gue_port=bpf.DEFAULT_GUE_PORT if gue else None, flow_hash=7)
     ethertype = 0x0800 if to.version == 4 else 0x86DD
-    l2 = (bytes(Ether(dst=BACKEND_MAC, src=GATEWAY_MAC, type=0x8100) / Dot1Q(vlan=tag, type=ethertype))[:18]
-          if tag is not None else bytes(Ether(dst=BACKEND_MAC, src=GATEWAY_MAC, type=ethertype)))
+    l2 = (
+        bytes(Ether(dst=BACKEND_MAC, src=GATEWAY_MAC, type=0x8100) / Dot1Q(vlan=tag, type=ethertype))[:18]
+        if tag is not None
+        else bytes(Ether(dst=BACKEND_MAC, src=GATEWAY_MAC, type=ethertype))
+    )
     return l2 + outer + inner
 
 
@@ -60,12 +64,17 @@ def _delta(loaded: decap.LoadedDecap, frame: bytes) -> tuple[testing.TestRun, di
     before = loaded.counters()
     run = testing.prog_test_run(loaded.prog_fd, frame)
     after = loaded.counters()
-    return run, {f.name: getattr(after, f.name) - getattr(before, f.name) for f in fields(after) if f.name != "rx_packets"}
+    return run, {
+        f.name: getattr(after, f.name) - getattr(before, f.name) for f in fields(after) if f.name != "rx_packets"
+    }
 
 
 @pytest.mark.parametrize("gue", [False, True], ids=["ipip", "gue"])
-@pytest.mark.parametrize(("inner", "to"), [(INNER4, HERE4), (INNER6, HERE6), (INNER4, HERE6), (INNER6, HERE4)],
-                         ids=["4in4", "6in6", "4in6", "6in4"])
+@pytest.mark.parametrize(
+    ("inner", "to"),
+    [(INNER4, HERE4), (INNER6, HERE6), (INNER4, HERE6), (INNER6, HERE4)],
+    ids=["4in4", "6in6", "4in6", "6in4"],
+)
 def test_a_tunnel_to_this_host_is_taken_off(loaded: decap.LoadedDecap, inner: IP, to: object, gue: bool) -> None:
     run, moved = _delta(loaded, _tunnelled(bytes(inner), to, gue=gue))
     assert (run.verdict, run.data) == ("XDP_PASS", _plain(bytes(inner)))
@@ -77,41 +86,74 @@ def test_a_vlan_tag_stays_with_the_frame(loaded: decap.LoadedDecap) -> None:
     assert (run.verdict, run.data) == ("XDP_PASS", _plain(bytes(INNER6), tag=30))
 
 
-@pytest.mark.parametrize("frame", [
-    pytest.param(_tunnelled(bytes(INNER4), OTHER4, gue=False), id="IPIP to another address"),
-    pytest.param(bytes(Ether(dst=BACKEND_MAC) / IP(src=str(SOURCE4), dst=str(HERE4)) / UDP(sport=50000, dport=53)
-                       / bytes(INNER4)), id="UDP to another port"),
-    pytest.param(bytes(Ether(dst=BACKEND_MAC) / IP(src=str(SOURCE4), dst=str(HERE4)) / TCP(dport=22)),
-                 id="plain TCP to this host"),
-    pytest.param(bytes(Ether(dst=BACKEND_MAC) / IP(src=str(SOURCE4), dst=str(HERE4), proto=4, flags="MF")
-                       / bytes(INNER4)), id="an outer fragment"),
-    pytest.param(bytes(Ether(dst=BACKEND_MAC) / IP(src=str(SOURCE4), dst=str(HERE4), proto=4, options=[b"\x01"] * 4)
-                       / bytes(INNER4)), id="outer IPv4 options"),
-    pytest.param(bytes(Ether(dst=BACKEND_MAC) / Raw(b"\x00" * 8)), id="a runt"),
-])
+@pytest.mark.parametrize(
+    "frame",
+    [
+        pytest.param(_tunnelled(bytes(INNER4), OTHER4, gue=False), id="IPIP to another address"),
+        pytest.param(
+            bytes(
+                Ether(dst=BACKEND_MAC)
+                / IP(src=str(SOURCE4), dst=str(HERE4))
+                / UDP(sport=50000, dport=53)
+                / bytes(INNER4)
+            ),
+            id="UDP to another port",
+        ),
+        pytest.param(
+            bytes(Ether(dst=BACKEND_MAC) / IP(src=str(SOURCE4), dst=str(HERE4)) / TCP(dport=22)),
+            id="plain TCP to this host",
+        ),
+        pytest.param(
+            bytes(Ether(dst=BACKEND_MAC) / IP(src=str(SOURCE4), dst=str(HERE4), proto=4, flags="MF") / bytes(INNER4)),
+            id="an outer fragment",
+        ),
+        pytest.param(
+            bytes(
+                Ether(dst=BACKEND_MAC)
+                / IP(src=str(SOURCE4), dst=str(HERE4), proto=4, options=[b"\x01"] * 4)
+                / bytes(INNER4)
+            ),
+            id="outer IPv4 options",
+        ),
+        pytest.param(bytes(Ether(dst=BACKEND_MAC) / Raw(b"\x00" * 8)), id="a runt"),
+    ],
+)
 def test_anything_else_passes_untouched(loaded: decap.LoadedDecap, frame: bytes) -> None:
     run, moved = _delta(loaded, frame)
     assert (run.verdict, run.data) == ("XDP_PASS", frame)
     assert moved == {"ipip": 0, "gue": 0, "malformed": 0, "refused": 0}
 
 
-@pytest.mark.parametrize("frame", [
-    pytest.param(bytes(Ether(dst=BACKEND_MAC) / IP(src=str(SOURCE4), dst=str(HERE4), proto=4) / bytes(INNER6)),
-                 id="IPv6 behind protocol 4"),
-    pytest.param(bytes(Ether(dst=BACKEND_MAC) / IP(src=str(SOURCE4), dst=str(HERE4)) / UDP(sport=50000, dport=6080)
-                       / Raw(b"\x10" * 40)), id="GUE of no IP"),
-])
-def test_a_tunnel_with_no_ip_of_its_kind_inside_is_dropped_and_counted(loaded: decap.LoadedDecap,
-                                                                        frame: bytes) -> None:
+@pytest.mark.parametrize(
+    "frame",
+    [
+        pytest.param(
+            bytes(Ether(dst=BACKEND_MAC) / IP(src=str(SOURCE4), dst=str(HERE4), proto=4) / bytes(INNER6)),
+            id="IPv6 behind protocol 4",
+        ),
+        pytest.param(
+            bytes(
+                Ether(dst=BACKEND_MAC)
+                / IP(src=str(SOURCE4), dst=str(HERE4))
+                / UDP(sport=50000, dport=6080)
+                / Raw(b"\x10" * 40)
+            ),
+            id="GUE of no IP",
+        ),
+    ],
+)
+def test_a_tunnel_with_no_ip_of_its_kind_inside_is_dropped_and_counted(loaded: decap.LoadedDecap, frame: bytes) -> None:
     run, moved = _delta(loaded, frame)
     assert run.verdict == "XDP_DROP"
     assert moved == {"ipip": 0, "gue": 0, "malformed": 1, "refused": 0}
 
 
-@pytest.mark.parametrize("case", [c for c in tunnel_cases.CASES if c.verdict == "XDP_REDIRECT"],
-                         ids=lambda c: c.description)
-def test_xdplbs_own_frames_come_back_to_the_clients_packet(packet_plane: bpf.DataPlane, egress_netns: Host,
-                                                           loaded: decap.LoadedDecap, case: Case) -> None:
+@pytest.mark.parametrize(
+    "case", [c for c in tunnel_cases.CASES if c.verdict == "XDP_REDIRECT"], ids=lambda c: c.description
+)
+def test_xdplbs_own_frames_come_back_to_the_clients_packet(
+    packet_plane: bpf.DataPlane, egress_netns: Host, loaded: decap.LoadedDecap, case: Case
+) -> None:
     """The two programs in a row, as on the wire: the balancer's tunnelled frame, then the backend's decap, give
     the client's IP packet byte for byte."""
     for packet in case.before:
@@ -123,8 +165,10 @@ def test_xdplbs_own_frames_come_back_to_the_clients_packet(packet_plane: bpf.Dat
     frame = bytes(case.packet)
     inner = frame[18:] if Dot1Q in case.packet else frame[14:]
     assert received.verdict == "XDP_PASS"
-    assert received.data == bytes(Ether(dst=GATEWAY_MAC, src=world.EGRESS_MAC,
-                                        type=0x0800 if inner[0] >> 4 == 4 else 0x86DD)) + inner
+    assert (
+        received.data
+        == bytes(Ether(dst=GATEWAY_MAC, src=world.EGRESS_MAC, type=0x0800 if inner[0] >> 4 == 4 else 0x86DD)) + inner
+    )
 
 
 def test_with_sources_given_a_tunnel_from_another_is_dropped_and_counted() -> None:

@@ -84,14 +84,33 @@ def test_the_cli_attaches_shows_and_detaches(hosts: tuple[Host, Host]) -> None:
     _, backend = hosts
 
     def xdplb(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return backend.run([sys.executable, "-m", "balancer.cli", "decap", *args], check=check, capture_output=True,
-                           text=True, cwd=Path(__file__).resolve().parents[2])
+        return backend.run(
+            [sys.executable, "-m", "balancer.cli", "decap", *args],
+            check=check,
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parents[2],
+        )
 
-    attached = xdplb("attach", backend.ifname, "--mode", "generic", "--address", "198.18.0.20",
-                     "--address", "2001:db8::20", "--gue-port", "7000", "--source", "198.18.0.5")
+    attached = xdplb(
+        "attach",
+        backend.ifname,
+        "--mode",
+        "generic",
+        "--address",
+        "198.18.0.20",
+        "--address",
+        "2001:db8::20",
+        "--gue-port",
+        "7000",
+        "--source",
+        "198.18.0.5",
+    )
     assert "decap attached (generic" in attached.stdout
     assert "tunnels to 198.18.0.20, 2001:db8::20 from 198.18.0.5; GUE port 7000" in attached.stdout
-    assert "ipip 0  gue 0  malformed 0  refused 0" in xdplb("status", backend.ifname).stdout  # frames: whatever the veth saw
+    assert (
+        "ipip 0  gue 0  malformed 0  refused 0" in xdplb("status", backend.ifname).stdout
+    )  # frames: whatever the veth saw
     assert "decap detached" in xdplb("detach", backend.ifname).stdout
     refused = xdplb("status", backend.ifname, check=False)
     assert (refused.returncode, refused.stderr.strip()) == (1, f"xdplb decap: {backend.ifname} has no XDP program")

@@ -22,8 +22,10 @@ VIP4, VIP6 = "192.0.2.100", "2001:db8:100::100"
 def test_requests_to_the_vips_reach_every_backend_and_replies_bypass_the_balancer(lab: Lab) -> None:
     client = lab.add_host("client", ipv4="198.18.0.2", ipv6="2001:db8::2")
     lb = lab.add_host("lb", ipv4="198.18.0.5", ipv6="2001:db8::5")
-    backends = [lab.add_host(name, ipv4=f"198.18.0.{11 + i}", ipv6=f"2001:db8::{11 + i:x}")
-                for i, name in enumerate(("b1", "b2"))]
+    backends = [
+        lab.add_host(name, ipv4=f"198.18.0.{11 + i}", ipv6=f"2001:db8::{11 + i:x}")
+        for i, name in enumerate(("b1", "b2"))
+    ]
     for host in backends:
         host.add_vip_on_loopback(VIP4)
         host.add_vip_on_loopback(VIP6)
@@ -37,13 +39,21 @@ def test_requests_to_the_vips_reach_every_backend_and_replies_bypass_the_balance
         try:
             assert plane.attach(lb.ifname, "generic") == "generic"
             for vip, family in ((VIP4, "ipv4"), (VIP6, "ipv6")):
-                status = plane.set_service(bpf.Service(
-                    bpf.ServiceKey(ip_address(vip), 80, "tcp"),
-                    tuple(bpf.Backend(ip_address(getattr(h, family))) for h in backends), table_size=1021))
+                status = plane.set_service(
+                    bpf.Service(
+                        bpf.ServiceKey(ip_address(vip), 80, "tcp"),
+                        tuple(bpf.Backend(ip_address(getattr(h, family))) for h in backends),
+                        table_size=1021,
+                    )
+                )
                 assert {b.reason for b in status.backends} == {"no MAC (neighbour unresolved)"}
-                status = plane.set_service(bpf.Service(
-                    bpf.ServiceKey(ip_address(vip), 80, "tcp"),
-                    tuple(bpf.Backend(ip_address(getattr(h, family)), mac=h.mac) for h in backends), table_size=1021))
+                status = plane.set_service(
+                    bpf.Service(
+                        bpf.ServiceKey(ip_address(vip), 80, "tcp"),
+                        tuple(bpf.Backend(ip_address(getattr(h, family)), mac=h.mac) for h in backends),
+                        table_size=1021,
+                    )
+                )
                 assert {b.reason for b in status.backends} == {"active"}
         except BaseException:
             plane.cleanup()

@@ -12,8 +12,9 @@ def _reasons(status: bpf.ServiceStatus) -> dict[str, str]:
     return {str(b.address): b.reason for b in status.backends}
 
 
-def test_a_backend_on_an_interface_not_attached_takes_no_flows_until_it_is(packet_plane: bpf.DataPlane,
-                                                                          egress_netns: Host) -> None:
+def test_a_backend_on_an_interface_not_attached_takes_no_flows_until_it_is(
+    packet_plane: bpf.DataPlane, egress_netns: Host
+) -> None:
     spec = world.SERVICES["split4"]
     b1, b4 = str(world.B1.address), str(world.B4_SEG2.address)
     with egress_netns.entered():
@@ -25,7 +26,9 @@ def test_a_backend_on_an_interface_not_attached_takes_no_flows_until_it_is(packe
         assert _reasons(status) == {b1: "active", b4: f"interface {world.EGRESS_IFINDEX} not attached"}
         assert packet_plane.read_table(spec.key) == [world.B1.address] * world.TABLE_SIZE
         for sport in range(41000, 41020):  # every new flow goes to b1, none is dropped
-            run = testing.prog_test_run(packet_plane.prog_fd, bytes(tcp(sport, 83)), ingress_ifindex=world.INGRESS_IFINDEX)
+            run = testing.prog_test_run(
+                packet_plane.prog_fd, bytes(tcp(sport, 83)), ingress_ifindex=world.INGRESS_IFINDEX
+            )
             assert run.verdict == "XDP_TX"
 
         packet_plane.set_egress(world.EGRESS_IFINDEX, world.EGRESS_MAC)  # what attach() does

@@ -22,15 +22,25 @@ def _check(key_hash: int, slot: int, generation: int) -> int:
     return (key_hash ^ ((slot * 0x9E3779B1) & 0xFFFFFFFF) ^ generation ^ 0x5BD1E995) & 0xFFFFFFFF
 
 
-def _put(table: bytearray, key: bytes, seed: int, sets: int, slot: int, generation: int, seen: int,
-         *, check: int | None = None) -> None:
+def _put(
+    table: bytearray,
+    key: bytes,
+    seed: int,
+    sets: int,
+    slot: int,
+    generation: int,
+    seen: int,
+    *,
+    check: int | None = None,
+) -> None:
     key_hash = flowhash.murmur3_32(key, seed)
     at = (key_hash & (sets - 1)) * SET
     while struct.unpack_from("<I", table, at + 24)[0]:
         at += ENTRY
-    table[at:at + 16] = key
-    struct.pack_into("<IIII", table, at + 16, slot, generation, seen,
-                     _check(key_hash, slot, generation) if check is None else check)
+    table[at : at + 16] = key
+    struct.pack_into(
+        "<IIII", table, at + 16, slot, generation, seen, _check(key_hash, slot, generation) if check is None else check
+    )
 
 
 def _find(table: bytearray, key: bytes) -> tuple[int, int, int, int] | None:
@@ -38,7 +48,7 @@ def _find(table: bytearray, key: bytes) -> tuple[int, int, int, int] | None:
     base = (key_hash & (NEW_SETS - 1)) * SET
     for way in range(4):
         at = base + way * ENTRY
-        if bytes(table[at:at + 16]) == key:
+        if bytes(table[at : at + 16]) == key:
             return struct.unpack_from("<IIII", table, at + 16)
     return None
 
@@ -69,8 +79,9 @@ def test_consistent_entries_move_to_their_new_set_with_their_new_slot() -> None:
 
 def test_a_full_set_leaves_the_rest_to_maglev() -> None:
     old, new = bytearray(OLD_SETS * SET), bytearray(NEW_SETS * SET)
-    ports = [port for port in range(1, 5000)
-             if flowhash.murmur3_32(_key(port), NEW_SEED) & (NEW_SETS - 1) == 0][:6]  # one new set, six flows
+    ports = [port for port in range(1, 5000) if flowhash.murmur3_32(_key(port), NEW_SEED) & (NEW_SETS - 1) == 0][
+        :6
+    ]  # one new set, six flows
     for port in ports:
         _put(old, _key(port), OLD_SEED, OLD_SETS, slot=7, generation=1, seen=10) if _fits(old, _key(port)) else None
     placed = sum(1 for port in ports if _was_put(old, _key(port)))
@@ -85,4 +96,4 @@ def _fits(table: bytearray, key: bytes) -> bool:
 
 def _was_put(table: bytearray, key: bytes) -> bool:
     at = (flowhash.murmur3_32(key, OLD_SEED) & (OLD_SETS - 1)) * SET
-    return any(bytes(table[at + way * ENTRY:at + way * ENTRY + 16]) == key for way in range(4))
+    return any(bytes(table[at + way * ENTRY : at + way * ENTRY + 16]) == key for way in range(4))

@@ -74,10 +74,15 @@ def test_one_vip_reaches_backends_behind_two_interfaces_and_replies_bypass_the_b
             for interface in lb.interfaces:
                 assert plane.attach(interface.ifname, mode) == mode
             for vip, family in ((VIP4, "ipv4"), (VIP6, "ipv6")):
-                backends = tuple(bpf.Backend(ip_address(getattr(h, family)), mac=hops[(h.name, family)][0],
-                                             ifindex=hops[(h.name, family)][1]) for h in (b1, b2))
-                status = plane.set_service(bpf.Service(bpf.ServiceKey(ip_address(vip), 80, "tcp"), backends,
-                                                       table_size=1021))
+                backends = tuple(
+                    bpf.Backend(
+                        ip_address(getattr(h, family)), mac=hops[(h.name, family)][0], ifindex=hops[(h.name, family)][1]
+                    )
+                    for h in (b1, b2)
+                )
+                status = plane.set_service(
+                    bpf.Service(bpf.ServiceKey(ip_address(vip), 80, "tcp"), backends, table_size=1021)
+                )
                 assert {b.reason for b in status.backends} == {"active"}
         except BaseException:
             plane.cleanup()

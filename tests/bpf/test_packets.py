@@ -75,14 +75,18 @@ def _check(plane: bpf.DataPlane, case: Case) -> None:
 
 
 def test_counters_mirror_the_c_struct(plane: bpf.DataPlane) -> None:
-    for name, cls in (("global_stats", bpf.GlobalCounters), ("service_stats", bpf.ServiceCounters),
-                      ("backend_stats", bpf.BackendCounters)):
+    for name, cls in (
+        ("global_stats", bpf.GlobalCounters),
+        ("service_stats", bpf.ServiceCounters),
+        ("backend_stats", bpf.BackendCounters),
+    ):
         leaf = plane.table(name).sLeaf if hasattr(plane.table(name), "sLeaf") else plane.table(name).Leaf
         assert [n for n, _ in leaf._fields_] == [f.name for f in fields(cls)], name
 
 
-def test_a_redirected_frame_leaves_through_the_backends_interface(packet_plane: bpf.DataPlane,
-                                                                   egress_netns: Host) -> None:
+def test_a_redirected_frame_leaves_through_the_backends_interface(
+    packet_plane: bpf.DataPlane, egress_netns: Host
+) -> None:
     """The harness returns XDP_REDIRECT but not where to; a live test run carries the redirect out, and the
     frame arrives, rewritten, at the far end of the second segment's veth (which needs an XDP program, field
     notes)."""

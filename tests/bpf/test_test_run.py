@@ -18,4 +18,3 @@ def test_a_refused_run_is_an_os_error_with_the_kernels_reason() -> None:
     with pytest.raises(OSError) as error:
         testing.prog_test_run(-1, b"\x00" * 64)  # no such program
     assert error.value.errno in (errno.EBADF, errno.EPERM) and "BPF_PROG_TEST_RUN" in str(error.value)
-

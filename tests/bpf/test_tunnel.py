@@ -43,8 +43,7 @@ def test_a_tunnelled_backend_takes_no_interface_or_vlan(field: dict[str, int]) -
         bpf.Service(bpf.ServiceKey(world.VIP4, 110, "tcp"), (backend,)).validate()
 
 
-def test_the_next_hop_follows_a_route_change_within_a_second(packet_plane: bpf.DataPlane,
-                                                              egress_netns: Host) -> None:
+def test_the_next_hop_follows_a_route_change_within_a_second(packet_plane: bpf.DataPlane, egress_netns: Host) -> None:
     """The cached next hop is looked up again after NEXT_HOP_TTL_NS: a route moved to another gateway takes the
     frames there, and a route removed drops them (counted), without a word to the data plane."""
     packet = bytes(eth() / v4() / TCP(sport=40201, dport=100, flags="A") / PAYLOAD)

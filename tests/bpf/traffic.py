@@ -17,12 +17,18 @@ from tests.bpf import world
 
 def tcp(sport: int, dport: int, *, flags: str = "A", src: object = world.CLIENT4, dst: object = world.VIP4) -> Packet:
     ip = IP if ip_address(str(dst)).version == 4 else IPv6
-    return Ether(dst=world.LB_MAC, src=world.CLIENT_MAC) / ip(src=str(src), dst=str(dst)) / TCP(sport=sport, dport=dport, flags=flags)
+    return (
+        Ether(dst=world.LB_MAC, src=world.CLIENT_MAC)
+        / ip(src=str(src), dst=str(dst))
+        / TCP(sport=sport, dport=dport, flags=flags)
+    )
 
 
 def udp(sport: int, dport: int, *, src: object = world.CLIENT4, dst: object = world.VIP4) -> Packet:
     ip = IP if ip_address(str(dst)).version == 4 else IPv6
-    return Ether(dst=world.LB_MAC, src=world.CLIENT_MAC) / ip(src=str(src), dst=str(dst)) / UDP(sport=sport, dport=dport)
+    return (
+        Ether(dst=world.LB_MAC, src=world.CLIENT_MAC) / ip(src=str(src), dst=str(dst)) / UDP(sport=sport, dport=dport)
+    )
 
 
 def send(plane: bpf.DataPlane, packet: Packet) -> tuple[str, str | None]:

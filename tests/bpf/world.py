@@ -11,9 +11,7 @@ from ipaddress import ip_address
 import bpf
 import config
 
-SETTINGS = bpf.DataPlaneSettings(
-    flow_table_size=256, max_services=64, max_backends=256, new_flow_rate_limit=100000
-)
+SETTINGS = bpf.DataPlaneSettings(flow_table_size=256, max_services=64, max_backends=256, new_flow_rate_limit=100000)
 INGRESS_IFINDEX = 1
 LB_MAC = "02:00:00:00:00:01"
 EGRESS_IFINDEX = 10  # made with this index in the packet tests' namespace
@@ -67,8 +65,25 @@ T6_IPIP = Real("t6ipip", ip_address("2001:db8:5::20"), GATEWAY_MAC, tunnel="ipip
 T4_GUE = Real("t4gue", ip_address("198.18.5.21"), GATEWAY_MAC, tunnel="gue")
 T6_GUE = Real("t6gue", ip_address("2001:db8:5::21"), GATEWAY_MAC, tunnel="gue")
 T4_NO_ROUTE = Real("t4none", ip_address("198.18.6.20"), GATEWAY_MAC, tunnel="ipip")  # no route to it
-REALS = {r.name: r for r in (B1, B2, B3_VLAN, B1_6, B2_6, B4_SEG2, B5_SEG2_VLAN, B4_SEG2_6, B6_HERE,
-                             T4_IPIP, T6_IPIP, T4_GUE, T6_GUE, T4_NO_ROUTE)}
+REALS = {
+    r.name: r
+    for r in (
+        B1,
+        B2,
+        B3_VLAN,
+        B1_6,
+        B2_6,
+        B4_SEG2,
+        B5_SEG2_VLAN,
+        B4_SEG2_6,
+        B6_HERE,
+        T4_IPIP,
+        T6_IPIP,
+        T4_GUE,
+        T6_GUE,
+        T4_NO_ROUTE,
+    )
+}
 
 
 def service(

@@ -48,7 +48,9 @@ def test_console_script_exit_codes(tmp_path: Path) -> None:
     good = subprocess.run([*command, str(EXAMPLES / "demo.yaml")], capture_output=True, text=True)
     assert good.returncode == 0 and good.stdout.startswith("OK: 1 services, 3 backends, 1 VIPs; data plane about ")
     bad_path = tmp_path / "bad.yaml"
-    bad_path.write_text("interfaces: [eth0]\nservices: [{vip: 192.0.2.100, port: 80, need: 2, backends: [198.18.0.11]}]\n")
+    bad_path.write_text(
+        "interfaces: [eth0]\nservices: [{vip: 192.0.2.100, port: 80, need: 2, backends: [198.18.0.11]}]\n"
+    )
     bad = subprocess.run([*command, str(bad_path)], capture_output=True, text=True)
     assert (bad.returncode, bad.stdout) == (1, "")
     assert bad.stderr == f"{bad_path}: services[0].need: need is 2 but the service has 1 backend (line 2)\n"

@@ -18,15 +18,57 @@ from hypothesis import strategies as st
 
 import config
 
-EXAMPLES = [yaml.safe_load(path.read_text()) for path in sorted((Path(config.__file__).parent / "examples").glob("*.yaml"))]
+EXAMPLES = [
+    yaml.safe_load(path.read_text()) for path in sorted((Path(config.__file__).parent / "examples").glob("*.yaml"))
+]
 EXAMPLES_CI = 2000 if os.environ.get("CI") == "true" else 150
 FUZZ = settings(max_examples=EXAMPLES_CI, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 HOSTILE_SCALARS = [
-    "yes", "no", "on", "off", "0x50", "0o17", "010", "8_0", "1:20", "80.0", "1e3", ".inf", ".nan", "-0", "~", "",
-    "2001-02-30", "9" * 5000, "-" + "9" * 30, "2001:db8::100%x", "::ffff:192.0.2.1", "0.0.0.0", "255.255.255.255",
-    "/\u2603", "\u00e9", "\x00", "a\nb", "'", '"', "\\", "%", "{", "[", "*", "&", "!", "<<", "\U0001F600",
-    "192.0.2.100/24", "fe80::1%eth0", "[::1]:9180", "65000:100", "200-299", "x" * 300,
+    "yes",
+    "no",
+    "on",
+    "off",
+    "0x50",
+    "0o17",
+    "010",
+    "8_0",
+    "1:20",
+    "80.0",
+    "1e3",
+    ".inf",
+    ".nan",
+    "-0",
+    "~",
+    "",
+    "2001-02-30",
+    "9" * 5000,
+    "-" + "9" * 30,
+    "2001:db8::100%x",
+    "::ffff:192.0.2.1",
+    "0.0.0.0",
+    "255.255.255.255",
+    "/\u2603",
+    "\u00e9",
+    "\x00",
+    "a\nb",
+    "'",
+    '"',
+    "\\",
+    "%",
+    "{",
+    "[",
+    "*",
+    "&",
+    "!",
+    "<<",
+    "\U0001f600",
+    "192.0.2.100/24",
+    "fe80::1%eth0",
+    "[::1]:9180",
+    "65000:100",
+    "200-299",
+    "x" * 300,
 ]
 SCALARS = st.one_of(
     st.sampled_from(HOSTILE_SCALARS),
@@ -80,11 +122,15 @@ def mutated_examples(draw: st.DrawFn) -> object:
         elif action == "copy":
             document = _set(document, path, json.loads(json.dumps(_get(document, draw(st.sampled_from(paths))))))
         elif action == "wrap":
-            document = _set(document, path, [_get(document, path)] if draw(st.booleans()) else {"k": _get(document, path)})
+            document = _set(
+                document, path, [_get(document, path)] if draw(st.booleans()) else {"k": _get(document, path)}
+            )
         elif action == "empty":
             document = _set(document, path, draw(st.sampled_from([[], {}, None, ""])))
         elif action == "key" and isinstance(_get(document, path), dict):
-            _get(document, path)[draw(st.sampled_from(["vip", "vips", "<<", "type", "port", "x y", "1"]))] = draw(SCALARS)
+            _get(document, path)[draw(st.sampled_from(["vip", "vips", "<<", "type", "port", "x y", "1"]))] = draw(
+                SCALARS
+            )
     return document
 
 
@@ -93,10 +139,31 @@ class _Dumper(yaml.SafeDumper):
 
 
 RAW = [
-    *HOSTILE_SCALARS, "!!int abc", "!!int", "!!float", "!!float x", "!!bool yes", "!!null x", "!!timestamp 2001-02-30",
-    "!!binary aGk=", "!!set {a}", "!!omap [a: 1]", "!!python/name:os.system", "*undefined", "&x [*x]", "[[[[[[[[]]]]]]]]",
-    "1e999", "-1e999", "NaN", "Infinity", "9" * 5000, "0." + "0" * 400 + "1", '"\\ud800"', '"\\x00"',
-    "{a: 1, a: 2}", "[" * 70 + "]" * 70,
+    *HOSTILE_SCALARS,
+    "!!int abc",
+    "!!int",
+    "!!float",
+    "!!float x",
+    "!!bool yes",
+    "!!null x",
+    "!!timestamp 2001-02-30",
+    "!!binary aGk=",
+    "!!set {a}",
+    "!!omap [a: 1]",
+    "!!python/name:os.system",
+    "*undefined",
+    "&x [*x]",
+    "[[[[[[[[]]]]]]]]",
+    "1e999",
+    "-1e999",
+    "NaN",
+    "Infinity",
+    "9" * 5000,
+    "0." + "0" * 400 + "1",
+    '"\\ud800"',
+    '"\\x00"',
+    "{a: 1, a: 2}",
+    "[" * 70 + "]" * 70,
 ]
 """Scalar text written unquoted in place of a mutated value (YAML, or JSON where it is a JSON value at all)."""
 
@@ -123,14 +190,57 @@ def test_mutated_examples_are_accepted_or_cleanly_refused(document: object, as_j
     _assert_clean(_text(document, as_json), source)
 
 
-FRAGMENTS = st.sampled_from([
-    "interfaces: [eth0]\n", "services:\n", "- ", "  ", "    ", "{", "}", "[", "]", ", ", ": ", "\n", "? ", "&a ", "*a",
-    "&b ", "*b", "<<: *a\n", "!!int ", "!!str ", "!!float ", "!!bool ", "!!timestamp ", "!!binary ", "!!set ", "!foo ",
-    "! ", "'", '"', "|\n", ">\n", "---\n", "...\n", "#", "vip: 192.0.2.100", "port: 80", "backends: [198.18.0.11]",
-    "checks: [{type: http, path: /}]", "bgp: {local_as: 65001, router_id: 192.0.2.1}", "policies: {p: {checks: []}}",
-    "dataplane: {max_services: 1}", "api: {listen: '[::]:1', token_file: ''}", "\t", "\\", "%YAML 1.1\n", "%TAG ! x\n",
-    *HOSTILE_SCALARS[:30],
-])
+FRAGMENTS = st.sampled_from(
+    [
+        "interfaces: [eth0]\n",
+        "services:\n",
+        "- ",
+        "  ",
+        "    ",
+        "{",
+        "}",
+        "[",
+        "]",
+        ", ",
+        ": ",
+        "\n",
+        "? ",
+        "&a ",
+        "*a",
+        "&b ",
+        "*b",
+        "<<: *a\n",
+        "!!int ",
+        "!!str ",
+        "!!float ",
+        "!!bool ",
+        "!!timestamp ",
+        "!!binary ",
+        "!!set ",
+        "!foo ",
+        "! ",
+        "'",
+        '"',
+        "|\n",
+        ">\n",
+        "---\n",
+        "...\n",
+        "#",
+        "vip: 192.0.2.100",
+        "port: 80",
+        "backends: [198.18.0.11]",
+        "checks: [{type: http, path: /}]",
+        "bgp: {local_as: 65001, router_id: 192.0.2.1}",
+        "policies: {p: {checks: []}}",
+        "dataplane: {max_services: 1}",
+        "api: {listen: '[::]:1', token_file: ''}",
+        "\t",
+        "\\",
+        "%YAML 1.1\n",
+        "%TAG ! x\n",
+        *HOSTILE_SCALARS[:30],
+    ]
+)
 
 
 @FUZZ

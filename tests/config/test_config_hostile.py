@@ -112,32 +112,63 @@ def test_a_long_chain_of_merge_keys_is_flattened_in_a_loop() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("interfaces: [eth0]\ndataplane: {hash_seed: " + "9" * 5000 + "}\n",
-         "hostile.yaml: line 2, column 24: bad YAML: an integer of 5000 digits (at most 20)"),
-        ("interfaces: [eth0]\ndataplane: {hash_seed: !!int " + "9" * 5000 + "}\n",
-         "hostile.yaml: line 2, column 24: bad YAML: an integer of 5000 digits (at most 20)"),
-        ("interfaces: [eth0]\ndataplane: {hash_seed: !!int abc}\n",
-         "hostile.yaml: line 2, column 24: bad YAML: 'abc' is not a decimal integer"),
-        ("interfaces: [eth0]\ndataplane: {hash_seed: !!timestamp 2001-02-30}\n",
-         "hostile.yaml: line 2, column 24: bad YAML: could not determine a constructor for the tag "
-         "'tag:yaml.org,2002:timestamp'"),
-        ("interfaces: [eth0]\ndataplane: {hash_seed: !!float abc}\n",
-         "hostile.yaml: line 2, column 24: bad YAML: 'abc' is not a number"),
-        ("interfaces: [eth0]\napi: {listen: !!binary aGVsbG8=}\n",
-         "hostile.yaml: line 2, column 15: bad YAML: could not determine a constructor for the tag "
-         "'tag:yaml.org,2002:binary'"),
-        ("interfaces: !!python/object:os.system [eth0]\n",
-         "hostile.yaml: line 1, column 13: bad YAML: could not determine a constructor for the tag "
-         "'tag:yaml.org,2002:python/object:os.system'"),
-        ("interfaces: [eth0]\nservices: [{vip: 192.0.2.100, port: 2001-02-30, backends: [198.18.0.11]}]\n",
-         "hostile.yaml: services[0].port: input should be a valid integer, got '2001-02-30' "
-         "(a whole number in decimal digits, unquoted) (line 2)"),
-        ("interfaces: [eth0]\nx: *nowhere\n", "hostile.yaml: line 2, column 4: bad YAML: found undefined alias 'nowhere'"),
-        ("? [a, b]\n: c\n", "hostile.yaml: line 1, column 3: bad YAML: found unhashable key (while constructing a "
-         "mapping)"),
+        (
+            "interfaces: [eth0]\ndataplane: {hash_seed: " + "9" * 5000 + "}\n",
+            "hostile.yaml: line 2, column 24: bad YAML: an integer of 5000 digits (at most 20)",
+        ),
+        (
+            "interfaces: [eth0]\ndataplane: {hash_seed: !!int " + "9" * 5000 + "}\n",
+            "hostile.yaml: line 2, column 24: bad YAML: an integer of 5000 digits (at most 20)",
+        ),
+        (
+            "interfaces: [eth0]\ndataplane: {hash_seed: !!int abc}\n",
+            "hostile.yaml: line 2, column 24: bad YAML: 'abc' is not a decimal integer",
+        ),
+        (
+            "interfaces: [eth0]\ndataplane: {hash_seed: !!timestamp 2001-02-30}\n",
+            "hostile.yaml: line 2, column 24: bad YAML: could not determine a constructor for the tag "
+            "'tag:yaml.org,2002:timestamp'",
+        ),
+        (
+            "interfaces: [eth0]\ndataplane: {hash_seed: !!float abc}\n",
+            "hostile.yaml: line 2, column 24: bad YAML: 'abc' is not a number",
+        ),
+        (
+            "interfaces: [eth0]\napi: {listen: !!binary aGVsbG8=}\n",
+            "hostile.yaml: line 2, column 15: bad YAML: could not determine a constructor for the tag "
+            "'tag:yaml.org,2002:binary'",
+        ),
+        (
+            "interfaces: !!python/object:os.system [eth0]\n",
+            "hostile.yaml: line 1, column 13: bad YAML: could not determine a constructor for the tag "
+            "'tag:yaml.org,2002:python/object:os.system'",
+        ),
+        (
+            "interfaces: [eth0]\nservices: [{vip: 192.0.2.100, port: 2001-02-30, backends: [198.18.0.11]}]\n",
+            "hostile.yaml: services[0].port: input should be a valid integer, got '2001-02-30' "
+            "(a whole number in decimal digits, unquoted) (line 2)",
+        ),
+        (
+            "interfaces: [eth0]\nx: *nowhere\n",
+            "hostile.yaml: line 2, column 4: bad YAML: found undefined alias 'nowhere'",
+        ),
+        (
+            "? [a, b]\n: c\n",
+            "hostile.yaml: line 1, column 3: bad YAML: found unhashable key (while constructing a mapping)",
+        ),
     ],
-    ids=["5000 digits", "!!int 5000 digits", "!!int abc", "!!timestamp 2001-02-30", "!!float abc", "!!binary",
-         "python tag", "2001-02-30 is a string", "undefined alias", "unhashable key"],
+    ids=[
+        "5000 digits",
+        "!!int 5000 digits",
+        "!!int abc",
+        "!!timestamp 2001-02-30",
+        "!!float abc",
+        "!!binary",
+        "python tag",
+        "2001-02-30 is a string",
+        "undefined alias",
+        "unhashable key",
+    ],
 )
 def test_scalars_that_do_not_read_as_their_tag(text: str, message: str) -> None:
     assert refused(text) == message
@@ -185,8 +216,10 @@ def test_a_long_refused_value_is_shortened_in_the_message() -> None:
 
 
 def test_json_and_yaml_agree_on_values() -> None:
-    document = {"interfaces": ["eth0"], "services": [
-        {"vip": "192.0.2.100", "port": 80, "need": 0, "sticky": True, "backends": ["198.18.0.11"]}]}
+    document = {
+        "interfaces": ["eth0"],
+        "services": [{"vip": "192.0.2.100", "port": 80, "need": 0, "sticky": True, "backends": ["198.18.0.11"]}],
+    }
     assert config.parse_config(json.dumps(document), source="a.json") == config.parse_config(
         json.dumps(document), source="a.yaml"
     )

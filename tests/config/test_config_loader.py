@@ -54,7 +54,9 @@ def test_yaml_syntax_error_names_file_line_and_column() -> None:
     with pytest.raises(config.ConfigError) as caught:
         config.parse_config("interfaces: [eth0]\nservices:\n  - vip: 192.0.2.100\n    port: 80: 81\n", source="lb.yaml")
     assert str(caught.value) == "lb.yaml: line 4, column 13: bad YAML: mapping values are not allowed in this context"
-    assert caught.value.problems == (("", "line 4, column 13: bad YAML: mapping values are not allowed in this context"),)
+    assert caught.value.problems == (
+        ("", "line 4, column 13: bad YAML: mapping values are not allowed in this context"),
+    )
 
 
 def test_yaml_unclosed_flow_names_where_it_started() -> None:

@@ -19,11 +19,18 @@ def test_defaults_that_serve(load: Load) -> None:
     assert loaded.dataplane == config.DataplaneConfig(flow_table_size=65536, hash_seed=0, new_flow_rate_limit=125000)
     assert loaded.bgp is None
     assert (loaded.api.listen, str(loaded.api.host), loaded.api.port, loaded.api.token_file) == (
-        "127.0.0.1:9180", "127.0.0.1", 9180, None
+        "127.0.0.1:9180",
+        "127.0.0.1",
+        9180,
+        None,
     )
     service = loaded.services[0]
     assert (service.name, service.protocol, service.sticky, service.table_size, service.need) == (
-        "192.0.2.100:80/tcp", "tcp", False, 16381, 1
+        "192.0.2.100:80/tcp",
+        "tcp",
+        False,
+        16381,
+        1,
     )
     backend = service.backends[0]
     assert (backend.weight, backend.state, backend.vlan) == (1, config.AdminState.ENABLED, None)
@@ -45,9 +52,13 @@ def test_vip_given_as_a_host_prefix_is_the_address(load: Load) -> None:
 
 
 def test_ipv6_default_name_has_brackets(load: Load) -> None:
-    loaded = load("interfaces: [eth0]\nservices: [{vip: '2001:db8::100', port: 53, protocol: udp, checks: [], need: 0}]")
+    loaded = load(
+        "interfaces: [eth0]\nservices: [{vip: '2001:db8::100', port: 53, protocol: udp, checks: [], need: 0}]"
+    )
     assert loaded.services[0].name == "[2001:db8::100]:53/udp"
-    assert config.ServiceConfig.model_validate({"vip": "2001:db8::1", "port": 1, "need": 0}).name == "[2001:db8::1]:1/tcp"
+    assert (
+        config.ServiceConfig.model_validate({"vip": "2001:db8::1", "port": 1, "need": 0}).name == "[2001:db8::1]:1/tcp"
+    )
 
 
 def test_models_are_frozen(load: Load) -> None:
@@ -161,8 +172,14 @@ def test_http_check_fields_cannot_inject_into_the_request() -> None:
 
     import config as cfg_module
 
-    for bad in ({"path": "/a b"}, {"path": "/a\r\nX-Evil: 1"}, {"host": "a\nb"}, {"headers": {"X Bad": "1"}},
-                {"headers": {"X-Ok": "1\r\nX-Evil: 2"}}, {"timing": {"interval": 2, "timeout": 1, "fast_interval": 0.5}}):
+    for bad in (
+        {"path": "/a b"},
+        {"path": "/a\r\nX-Evil: 1"},
+        {"host": "a\nb"},
+        {"headers": {"X Bad": "1"}},
+        {"headers": {"X-Ok": "1\r\nX-Evil: 2"}},
+        {"timing": {"interval": 2, "timeout": 1, "fast_interval": 0.5}},
+    ):
         with pytest.raises(pydantic.ValidationError):
             cfg_module.HttpCheck(**bad)
     assert cfg_module.HttpCheck(path="/healthz?x=1", headers={"X-Probe": "xdplb 1"}).path == "/healthz?x=1"

@@ -17,12 +17,15 @@ class _Dumper(yaml.SafeDumper):
 def dump(document: object) -> str:
     return yaml.dump(document, Dumper=_Dumper)
 
-CHECKS = st.sampled_from([
-    [{"type": "tcp"}],
-    [{"type": "http", "path": "/healthz", "timing": {"interval": 3, "timeout": 1}}],
-    [{"type": "https", "port": 8443}, {"type": "tcp", "port": 22}],
-    [],
-])
+
+CHECKS = st.sampled_from(
+    [
+        [{"type": "tcp"}],
+        [{"type": "http", "path": "/healthz", "timing": {"interval": 3, "timeout": 1}}],
+        [{"type": "https", "port": 8443}, {"type": "tcp", "port": 22}],
+        [],
+    ]
+)
 
 
 @st.composite

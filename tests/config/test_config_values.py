@@ -20,7 +20,9 @@ def service(**fields: str) -> str:
     return "interfaces: [eth0]\nservices:\n- {" + ", ".join(f"{k}: {v}" for k, v in body.items()) + "}\n"
 
 
-BGP = "interfaces: [eth0]\nbgp: {local_as: 65001, router_id: 192.0.2.1, peers: [{address: 198.18.0.1, peer_as: 65000}]}\n"
+BGP = (
+    "interfaces: [eth0]\nbgp: {local_as: 65001, router_id: 192.0.2.1, peers: [{address: 198.18.0.1, peer_as: 65000}]}\n"
+)
 
 CASES = [
     (service(port="yes"), "services[0].port", f"input should be a valid integer, got 'yes' {INT}"),
@@ -37,10 +39,17 @@ CASES = [
     (service(table_size="'16381'"), "services[0].table_size", f"got '16381' {INT}"),
     (service(backends="[{address: 198.18.0.11, weight: yes}]"), "services[0].backends[0].weight", "got 'yes'"),
     (service(backends="[{address: 198.18.0.11, vlan: 0x10}]"), "services[0].backends[0].vlan", "got '0x10'"),
-    (service(sticky="yes"), "services[0].sticky", "input should be a valid boolean, got 'yes' (true or false, unquoted)"),
+    (
+        service(sticky="yes"),
+        "services[0].sticky",
+        "input should be a valid boolean, got 'yes' (true or false, unquoted)",
+    ),
     (service(sticky="1"), "services[0].sticky", "input should be a valid boolean, got 1"),
-    (service(checks="[{type: tcp, timing: {interval: '2'}}]"), "services[0].checks[0].timing.interval",
-     "input should be a valid number, got '2' (a number, unquoted)"),
+    (
+        service(checks="[{type: tcp, timing: {interval: '2'}}]"),
+        "services[0].checks[0].timing.interval",
+        "input should be a valid number, got '2' (a number, unquoted)",
+    ),
     (service(checks="[{type: tcp, timing: {rise: on}}]"), "services[0].checks[0].timing.rise", "got 'on'"),
     (service(checks="[{type: http, keepalive: off}]"), "services[0].checks[0].keepalive", "got 'off'"),
     ("interfaces: [eth0]\ndataplane: {flow_table_size: 1_000}\n", "dataplane.flow_table_size", "got '1_000'"),
@@ -50,19 +59,36 @@ CASES = [
     (BGP.replace("192.0.2.1,", "0.0.0.0,"), "bgp.router_id", "0.0.0.0 is not a BGP identifier (RFC 6286)"),
     (BGP.replace("192.0.2.1,", "1,"), "bgp.router_id", "expected an IPv4 address as a string, got 1"),
     (service(vip="'2001:db8::100%x'"), "services[0].vip", "2001:db8::100%x: an IPv6 zone id (%x) is not accepted"),
-    (service(vip="'::ffff:192.0.2.1'"), "services[0].vip",
-     "::ffff:c000:201 is an IPv4-mapped IPv6 address: write 192.0.2.1"),
+    (
+        service(vip="'::ffff:192.0.2.1'"),
+        "services[0].vip",
+        "::ffff:c000:201 is an IPv4-mapped IPv6 address: write 192.0.2.1",
+    ),
     (service(vip="'::ffff:192.0.2.1/128'"), "services[0].vip", "is an IPv4-mapped IPv6 address"),
     (service(backends="['fe80::1%eth0']"), "services[0].backends[0].address", "an IPv6 zone id (%eth0)"),
     (BGP.replace("198.18.0.1,", "'::ffff:198.18.0.1',"), "bgp.peers[0].address", "IPv4-mapped"),
-    (BGP.replace("peer_as: 65000", "peer_as: 65000, local_address: 'fe80::2%eth0'").replace("198.18.0.1,", "'fe80::1',"),
-     "bgp.peers[0].local_address", "zone id"),
-    (BGP.replace("peers:", "attributes: {next_hop: '::ffff:198.18.0.1'}, peers:"), "bgp.attributes.next_hop",
-     "IPv4-mapped"),
-    (BGP.replace("peers:", "attributes: {next_hop: 0.0.0.0}, peers:"), "bgp.attributes.next_hop",
-     "0.0.0.0 is not a host address"),
-    (BGP.replace("peers:", "attributes: {next_hop: 224.0.0.1}, peers:"), "bgp.attributes.next_hop",
-     "224.0.0.1 is not a host address"),
+    (
+        BGP.replace("peer_as: 65000", "peer_as: 65000, local_address: 'fe80::2%eth0'").replace(
+            "198.18.0.1,", "'fe80::1',"
+        ),
+        "bgp.peers[0].local_address",
+        "zone id",
+    ),
+    (
+        BGP.replace("peers:", "attributes: {next_hop: '::ffff:198.18.0.1'}, peers:"),
+        "bgp.attributes.next_hop",
+        "IPv4-mapped",
+    ),
+    (
+        BGP.replace("peers:", "attributes: {next_hop: 0.0.0.0}, peers:"),
+        "bgp.attributes.next_hop",
+        "0.0.0.0 is not a host address",
+    ),
+    (
+        BGP.replace("peers:", "attributes: {next_hop: 224.0.0.1}, peers:"),
+        "bgp.attributes.next_hop",
+        "224.0.0.1 is not a host address",
+    ),
     ("interfaces: [eth0]\napi: {listen: '[fe80::1%eth0]:9180'}\n", "api.listen", "an IPv6 zone id (%eth0)"),
     ("interfaces: [eth0]\napi: {listen: '[::ffff:127.0.0.1]:9180'}\n", "api.listen", "IPv4-mapped"),
     ("interfaces: [eth0]\napi: {token_file: ''}\n", "api.token_file", "empty: give the path of the token file"),

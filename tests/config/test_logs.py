@@ -34,14 +34,28 @@ def test_values_are_bare_or_quoted(value: object, written: str) -> None:
 
 def test_a_line_is_time_level_logger_then_the_event_with_each_value_quoted_alone() -> None:
     formatter = config.EventFormatter()
-    line = formatter.format(record("event=backend_health backend=%s to=%s reason=%s took=%.3f error=%r",
-                                   "web/198.18.0.11", "down", "http :80/: status 503", 0.25, OSError("a b")))
+    line = formatter.format(
+        record(
+            "event=backend_health backend=%s to=%s reason=%s took=%.3f error=%r",
+            "web/198.18.0.11",
+            "down",
+            "http :80/: status 503",
+            0.25,
+            OSError("a b"),
+        )
+    )
     head, _, body = line.partition(" level=")
     assert head.startswith("time=") and head.endswith("Z") and "T" in head
     assert body.startswith("info logger=balancer.daemon event=backend_health ")
     assert config.logfmt_fields(line) | {"time": "-"} == {
-        "time": "-", "level": "info", "logger": "balancer.daemon", "event": "backend_health",
-        "backend": "web/198.18.0.11", "to": "down", "reason": "http :80/: status 503", "took": "0.250",
+        "time": "-",
+        "level": "info",
+        "logger": "balancer.daemon",
+        "event": "backend_health",
+        "backend": "web/198.18.0.11",
+        "to": "down",
+        "reason": "http :80/: status 503",
+        "took": "0.250",
         "error": "OSError('a b')",
     }
 
@@ -78,7 +92,8 @@ def test_a_child_process_logs_in_the_format_its_parent_chose() -> None:
     for fmt, check in (("json", lambda line: json.loads(line)["a"] == "x y"),
                        ("logfmt", lambda line: config.logfmt_fields(line)["a"] == "x y")):  # fmt: skip
         environment = {**os.environ, "XDPLB_LOG_FORMAT": fmt}
-        done = subprocess.run([sys.executable, "-c", child], env=environment, capture_output=True, text=True,
-                              timeout=60, check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", child], env=environment, capture_output=True, text=True, timeout=60, check=True
+        )
         line = done.stderr.strip()
         assert check(line) and "worker" in line, line

@@ -9,8 +9,15 @@ from playwright.async_api import Browser, async_playwright
 
 CHROMIUM = "/usr/bin/chromium"
 # Flags for a machine with no network beyond loopback: nothing started in the background that would try to reach out.
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture

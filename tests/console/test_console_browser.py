@@ -25,19 +25,27 @@ async def url(controller: FakeController) -> AsyncIterator[str]:
         yield base + "/"
 
 
-async def test_ten_backends_overview_services_and_an_admin_call(browser: Browser, url: str,
-                                                                controller: FakeController) -> None:
+async def test_ten_backends_overview_services_and_an_admin_call(
+    browser: Browser, url: str, controller: FakeController
+) -> None:
     async with open_console(browser, url) as console:
         cards = await console.texts("#overview .card")
         assert any(card.startswith("services up\n4 of 4") for card in cards), cards
         assert any("backends taking new flows\n4 of 8" in card for card in cards), cards
         assert await console.texts("#services tbody tr.service td.mono") == [
-            "192.0.2.100:80/tcp", "[2001:db8::100]:80/tcp", "192.0.2.53:53/udp", "[2001:db8::53]:53/udp"]
+            "192.0.2.100:80/tcp",
+            "[2001:db8::100]:80/tcp",
+            "192.0.2.53:53/udp",
+            "[2001:db8::53]:53/udp",
+        ]
 
         await console.page.click("#services tbody tr.service >> nth=0")
         await console.until("document.querySelectorAll('tr.detail table.backends tbody tr').length === 3")
         assert await console.texts("tr.detail table.backends tbody tr td:first-child") == [
-            "198.18.0.12", "198.18.0.13", "198.18.0.11"], "not serving first"
+            "198.18.0.12",
+            "198.18.0.13",
+            "198.18.0.11",
+        ], "not serving first"
         assert "open=192.0.2.100%3A80%2Ftcp" in console.page.url, "the view is in the link"
 
         await console.page.click("tr.detail button[data-action=drain][data-key='web/198.18.0.11']")

@@ -45,14 +45,20 @@ def wait_for(what: str, probe: Callable[[], T], timeout: float, interval: float 
     return value
 
 
-def e2e_config(demo: demo_lab.DemoLab, index: int, *, weights: dict[str, int] | None = None,
-                backends: list[str] | None = None) -> dict[str, Any]:
+def e2e_config(
+    demo: demo_lab.DemoLab, index: int, *, weights: dict[str, int] | None = None, backends: list[str] | None = None
+) -> dict[str, Any]:
     """Node ``index``'s config with the tests' check timing, optional weights and backend list (host names)."""
     data = demo.node_config(index)
-    data["policies"]["web"]["checks"][0]["timing"] = {"interval": INTERVAL, "timeout": TIMEOUT, "rise": RISE,
-                                                      "fall": FALL}
-    data["dataplane"] = {"flow_table_size": 4096} | {k: v for k, v in data.get("dataplane", {}).items()
-                                                     if k.startswith("tunnel_source")}
+    data["policies"]["web"]["checks"][0]["timing"] = {
+        "interval": INTERVAL,
+        "timeout": TIMEOUT,
+        "rise": RISE,
+        "fall": FALL,
+    }
+    data["dataplane"] = {"flow_table_size": 4096} | {
+        k: v for k, v in data.get("dataplane", {}).items() if k.startswith("tunnel_source")
+    }
     names = backends if backends is not None else [host.name for host in demo.backends[:3]]
     data["services"][0]["backends"] = [
         {"address": demo.backend(name).ipv4, **({"weight": weights[name]} if weights and name in weights else {})}

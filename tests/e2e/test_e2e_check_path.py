@@ -28,8 +28,10 @@ def node() -> Iterator[tuple[DemoLab, NodeProcess]]:
     require_e2e()
     with DemoLab(nodes=1, backends=1, routed=2) as demo:
         data = e2e_config(demo, 0, backends=["b1"])
-        data["services"][0]["backends"] += [{"address": demo.backend("r1").ipv4, "forwarding": "gue"},
-                                            {"address": demo.backend("r2").ipv4, "forwarding": "ipip"}]
+        data["services"][0]["backends"] += [
+            {"address": demo.backend("r1").ipv4, "forwarding": "gue"},
+            {"address": demo.backend("r2").ipv4, "forwarding": "ipip"},
+        ]
         data["policies"]["web"]["checks"][0]["via"] = "dataplane"
         node = demo.start_node(0, data=data, drain_seconds=0.2)
         node.wait_ready()
@@ -60,8 +62,10 @@ def test_a_backend_without_the_vip_goes_down_though_its_address_answers(
     host.remove_vip_from_loopback(VIP)
     try:
         health = wait_for(f"{name} down", lambda: (h := _health(demo, lb))[name][0] == "down" and h, DOWN_WITHIN + 5)
-        assert health[name][1] == f"http :80/ via dataplane: no answer on VIP {VIP}:80 through the data path (is " \
-                                  "the VIP on the backend's loopback?)", health
+        assert (
+            health[name][1] == f"http :80/ via dataplane: no answer on VIP {VIP}:80 through the data path (is "
+            "the VIP on the backend's loopback?)"
+        ), health
         with demo.nodes[0].entered():  # its own address still answers: a direct check would have passed
             with urllib.request.urlopen(f"http://{host.ipv4}/healthz", timeout=3) as response:
                 assert response.status == 200

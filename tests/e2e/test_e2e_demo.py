@@ -25,7 +25,7 @@ UP_LINE = re.compile(r"xdplb demo lab (xl[0-9a-f]{6}) is up")
 def _start(*args: str, sigint_ignored: bool = False) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-m", "balancer.cli", "demo", *args]
     if sigint_ignored:  # as a shell starts a background job (`xdplb demo &`): the demo must still obey SIGINT
-        argv = ["sh", "-c", "trap '' INT; exec \"$0\" \"$@\"", *argv]
+        argv = ["sh", "-c", 'trap \'\' INT; exec "$0" "$@"', *argv]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -158,12 +158,15 @@ def test_status_line_shows_routes_backends_and_rate() -> None:
 
     def status(packets: int, b2: str, b1_dataplane: str = "active") -> dict[str, object]:
         b2_dataplane = "draining (weight 0)" if b2 == "up" else "removed: down"
-        backends = [{"address": "198.18.0.11", "health": "up", "admin": "enabled", "dataplane": b1_dataplane},
-                    {"address": "198.18.0.12", "health": b2, "admin": "drained", "dataplane": b2_dataplane},
-                    {"address": "198.18.1.21", "health": "up", "admin": "enabled", "dataplane": "active",
-                     "forwarding": "gue"}]
-        return {"vips": [{"vip": "192.0.2.100", "announced": True, "reason": "all services up"}],
-                "services": [{"name": "web", "packets": packets, "backends": backends}]}
+        backends = [
+            {"address": "198.18.0.11", "health": "up", "admin": "enabled", "dataplane": b1_dataplane},
+            {"address": "198.18.0.12", "health": b2, "admin": "drained", "dataplane": b2_dataplane},
+            {"address": "198.18.1.21", "health": "up", "admin": "enabled", "dataplane": "active", "forwarding": "gue"},
+        ]
+        return {
+            "vips": [{"vip": "192.0.2.100", "announced": True, "reason": "all services up"}],
+            "services": [{"name": "web", "packets": packets, "backends": backends}],
+        }
 
     first = line.render(status(100, "up"), {"192.0.2.100": {"198.18.0.5"}}, now=10.0)
     assert "192.0.2.100 announced" in first and "via 198.18.0.5" in first and "up 3/3 (b1 b2[drained] r1(gue))" in first

@@ -44,8 +44,10 @@ def test_a_restart_stop_and_start_lose_no_connection() -> None:
         slowest = max(reply.seconds for reply in prober.replies)
         assert slowest < 0.8, f"a request waited {slowest:.2f} s: a dropped SYN"
         assert "event=xdp_taken_over" in node.log()
-        record("restart stop -> ready again", f"{ready_at - stopped_at:.1f} s, {len(prober.replies)} requests, "
-                                              f"0 failed, slowest {slowest * 1000:.0f} ms")
+        record(
+            "restart stop -> ready again",
+            f"{ready_at - stopped_at:.1f} s, {len(prober.replies)} requests, 0 failed, slowest {slowest * 1000:.0f} ms",
+        )
         node.process.send_signal(signal.SIGTERM)
         assert node.process.wait(15) == 0
         assert demo.announced_by(VIP) == set(), "a full stop withdraws"

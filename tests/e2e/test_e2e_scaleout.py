@@ -40,8 +40,9 @@ def two_nodes() -> Iterator[tuple[DemoLab, list[NodeProcess], list[str]]]:
 
 def _carrier(demo: DemoLab, source: str) -> str:
     """The node the router's kernel sends ``source``'s packets for the VIP to (its ECMP hash choice)."""
-    done = demo.router.run(["ip", "-o", "route", "get", VIP, "from", source, "iif", demo.router.ifname],
-                           capture_output=True, text=True)
+    done = demo.router.run(
+        ["ip", "-o", "route", "get", VIP, "from", source, "iif", demo.router.ifname], capture_output=True, text=True
+    )
     words = str(done.stdout).split()
     return words[words.index("via") + 1]
 
@@ -57,7 +58,8 @@ def _new_flows(node: NodeProcess, *, taken_after: float = 0.0) -> int:
 
 
 def test_two_nodes_share_clients_pick_the_same_backends_and_survive_a_node_loss(
-        two_nodes: tuple[DemoLab, list[NodeProcess], list[str]]) -> None:
+    two_nodes: tuple[DemoLab, list[NodeProcess], list[str]],
+) -> None:
     demo, nodes, sources = two_nodes
     carriers = {source: _carrier(demo, source) for source in sources}
     assert set(carriers.values()) == set(demo_lab.NODE_IPS), Counter(carriers.values())
@@ -90,9 +92,11 @@ def test_two_nodes_share_clients_pick_the_same_backends_and_survive_a_node_loss(
     results = {id(s): s.finish(timeout=5) for s in streams}
     moved_ok = sum(results[id(s)][0] for s in on_first)
     all_ok = sum(ok for ok, _ in results.values())
-    record("node loss: connections that survived",
-           f"{moved_ok} of {len(on_first)} moved from the stopped node ({moved_ok / len(on_first):.0%}); "
-           f"{all_ok} of {len(streams)} in all")
+    record(
+        "node loss: connections that survived",
+        f"{moved_ok} of {len(on_first)} moved from the stopped node ({moved_ok / len(on_first):.0%}); "
+        f"{all_ok} of {len(streams)} in all",
+    )
     record("node stop -> its route gone from BIRD", f"{withdrawn * 1000:.0f} ms")
     broken = {s.source: results[id(s)][1] for s in streams if not results[id(s)][0]}
     assert not broken, broken
@@ -102,4 +106,3 @@ def test_two_nodes_share_clients_pick_the_same_backends_and_survive_a_node_loss(
     replies = traffic.fetch_many(demo.client, VIP, 2 * CLIENTS, sources=sources)
     assert all(r.complete for r in replies)
     assert not nodes[0].errors() and not nodes[1].errors(), nodes[0].errors() + nodes[1].errors()
-

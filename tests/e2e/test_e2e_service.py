@@ -71,8 +71,11 @@ class World:
         for name in ("b1", "b2", "b3"):
             if self.demo.servers.get(name) is None:
                 self.demo.start_backend(name)
-        wait_for("b1-b3 up", lambda: all(b["health"] == "up" and b["dataplane"] == "active"
-                                         for b in self.backends().values()), UP_WITHIN + 5)
+        wait_for(
+            "b1-b3 up",
+            lambda: all(b["health"] == "up" and b["dataplane"] == "active" for b in self.backends().values()),
+            UP_WITHIN + 5,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -152,9 +155,11 @@ def test_backend_dies_its_share_moves_and_open_connections_elsewhere_continue(up
     # Failover: from the kill to the start of the last new connection that failed; none started later may fail.
     last_failure = max((r.started for r in failed), default=killed) - killed
     assert last_failure < down_after + 0.5, (last_failure, down_after, [(r.started - killed, r.error) for r in failed])
-    record("failover (backend killed -> no new connection fails)",
-           f"{last_failure:.2f} s; down in the status API after {down_after:.2f} s (bound {DOWN_WITHIN:.2f} s); "
-           f"{len(failed)} of {len(after)} new connections failed meanwhile")
+    record(
+        "failover (backend killed -> no new connection fails)",
+        f"{last_failure:.2f} s; down in the status API after {down_after:.2f} s (bound {DOWN_WITHIN:.2f} s); "
+        f"{len(failed)} of {len(after)} new connections failed meanwhile",
+    )
 
     assert set(_spread(up.fetch(60))) == {"b1", "b2"}
     for name, stream in streams.items():
@@ -254,8 +259,11 @@ def test_reload_adds_a_second_vip_and_a_broken_config_changes_nothing(up: World)
     assert code == 200 and result["ok"] and "service web2 added" in result["message"], result
     wait_for("the second VIP in BIRD", lambda: demo.announced_by(VIP2) == {demo_lab.NODE_IPS[0]}, UP_WITHIN)
     # Its backends are new health targets: announced once `need` (1) of them is up, all active a check later.
-    wait_for("web2's backends active", lambda: all(b["dataplane"] == "active" for b in backends_by_name(
-        demo, up.status(), service=1).values()), UP_WITHIN)
+    wait_for(
+        "web2's backends active",
+        lambda: all(b["dataplane"] == "active" for b in backends_by_name(demo, up.status(), service=1).values()),
+        UP_WITHIN,
+    )
     replies = up.fetch(60, VIP2)
     assert all(r.complete for r in replies) and set(_spread(replies)) == {"b1", "b2", "b3"}
 
@@ -318,6 +326,8 @@ def test_sigkill_route_gone_within_a_second(world: World) -> None:
         seconds = _withdrawn_after(demo, lambda: os.kill(node.pid, signal.SIGKILL), [VIP])
         node.process.wait(5)
         samples.append(seconds)
-    record("SIGKILL -> route gone from BIRD", ", ".join(f"{s * 1000:.0f} ms" for s in samples)
-           + f" (median {statistics.median(samples) * 1000:.0f} ms)")
+    record(
+        "SIGKILL -> route gone from BIRD",
+        ", ".join(f"{s * 1000:.0f} ms" for s in samples) + f" (median {statistics.median(samples) * 1000:.0f} ms)",
+    )
     assert max(samples) < 1.0, samples

@@ -63,18 +63,38 @@ def fetch(client: Host, vip: str, *, source: str | None = None, timeout: float =
     lines = head.decode(errors="replace").split("\r\n")
     headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
     backend = headers.get("x-backend")
-    complete = (lines[0].startswith("HTTP/1.") and " 200 " in lines[0] + " " and backend is not None
-                and headers.get("content-length") == str(len(body)) and body == f"{backend}\n".encode())
-    return Reply(str(source), sport, backend, complete, None if complete else f"incomplete: {data[:200]!r}",
-                 started, time.monotonic() - started)
+    complete = (
+        lines[0].startswith("HTTP/1.")
+        and " 200 " in lines[0] + " "
+        and backend is not None
+        and headers.get("content-length") == str(len(body))
+        and body == f"{backend}\n".encode()
+    )
+    return Reply(
+        str(source),
+        sport,
+        backend,
+        complete,
+        None if complete else f"incomplete: {data[:200]!r}",
+        started,
+        time.monotonic() - started,
+    )
 
 
-def fetch_many(client: Host, vip: str, count: int, *, sources: Sequence[str | None] = (None,),
-               workers: int = 8, timeout: float = 3.0) -> list[Reply]:
+def fetch_many(
+    client: Host,
+    vip: str,
+    count: int,
+    *,
+    sources: Sequence[str | None] = (None,),
+    workers: int = 8,
+    timeout: float = 3.0,
+) -> list[Reply]:
     """``count`` fetches, ``workers`` at a time, cycling through ``sources``."""
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        futures = [pool.submit(fetch, client, vip, source=sources[i % len(sources)], timeout=timeout)
-                   for i in range(count)]
+        futures = [
+            pool.submit(fetch, client, vip, source=sources[i % len(sources)], timeout=timeout) for i in range(count)
+        ]
         return [future.result(timeout + 30) for future in futures]
 
 
@@ -142,8 +162,15 @@ class Stream:
         self.sock.close()
 
 
-def open_streams(client: Host, vip: str, seconds: float, *, want: Iterable[str], sources: Sequence[str | None] = (None,),
-                 tries: int = 60) -> dict[str, Stream]:
+def open_streams(
+    client: Host,
+    vip: str,
+    seconds: float,
+    *,
+    want: Iterable[str],
+    sources: Sequence[str | None] = (None,),
+    tries: int = 60,
+) -> dict[str, Stream]:
     """One stream landed on each backend of ``want`` (new connections until each has one; others are closed)."""
     wanted, found = set(want), {}
     for i in range(tries):
@@ -159,8 +186,9 @@ def open_streams(client: Host, vip: str, seconds: float, *, want: Iterable[str],
     raise AssertionError(f"no stream landed on {sorted(wanted - set(found))} in {tries} tries")
 
 
-def predict(vip: str, backends: Sequence[tuple[str, int]], *, source: str, sport: int, seed: int = 0,
-            table_size: int = 16381) -> int:
+def predict(
+    vip: str, backends: Sequence[tuple[str, int]], *, source: str, sport: int, seed: int = 0, table_size: int = 16381
+) -> int:
     """Index into ``backends`` (address, weight) that the reference Maglev table gives this TCP flow to port 80."""
     table = _table(tuple(backends), table_size)
     h = flowhash.flow_hash(ipaddress.ip_address(source), ipaddress.ip_address(vip), sport, 80, 6, seed=seed)
@@ -200,10 +228,19 @@ class FrameCapture:
             if len(frame) < 34 or frame[12:14] != b"\x08\x00" or frame[23] != 6:
                 continue
             ihl = (frame[14] & 0x0F) * 4
-            sport, dport = struct.unpack("!HH", frame[14 + ihl:18 + ihl])
+            sport, dport = struct.unpack("!HH", frame[14 + ihl : 18 + ihl])
             direction = "out" if address[2] == socket.PACKET_OUTGOING else "in"
-            self.frames.append((direction, frame[6:12].hex(":"), frame[0:6].hex(":"),
-                                socket.inet_ntoa(frame[26:30]), socket.inet_ntoa(frame[30:34]), sport, dport))
+            self.frames.append(
+                (
+                    direction,
+                    frame[6:12].hex(":"),
+                    frame[0:6].hex(":"),
+                    socket.inet_ntoa(frame[26:30]),
+                    socket.inet_ntoa(frame[30:34]),
+                    sport,
+                    dport,
+                )
+            )
 
     def __enter__(self) -> "FrameCapture":
         self._thread.start()

@@ -131,8 +131,11 @@ def test_works_on_uvloop(tmp_path: pathlib.Path, certs: dict[str, pathlib.Path])
         timing = {"interval": 0.2, "timeout": 0.2, "rise": 1, "fall": 1, "jitter": 0}
         targets = [
             target("good", good.port, {"path": "/ok", "timing": timing}),
-            target("expired", expired.port, {"type": "https", "ca_file": str(certs["ca"]), "sni": "localhost",
-                                             "timing": timing}),  # fmt: skip
+            target(
+                "expired",
+                expired.port,
+                {"type": "https", "ca_file": str(certs["ca"]), "sni": "localhost", "timing": timing},
+            ),  # fmt: skip
             target("silent", silent.port, {"timing": timing}),
             healthchecks.Target(
                 key="dns", address=LOOPBACK, port=dns.port, checks=(config.DnsCheck.model_validate({"timing": timing}),)

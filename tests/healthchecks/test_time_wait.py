@@ -67,6 +67,7 @@ async def test_http_checks_leave_no_time_wait(raw_server: Any, engine: healthche
 
 
 @pytest.mark.parametrize("engine", ["lean", "aiohttp"])
-async def test_http_checks_on_aiohttp_leave_no_time_wait(http_app: hc_servers.HttpApp,
-                                                         engine: healthchecks.HttpEngine) -> None:
+async def test_http_checks_on_aiohttp_leave_no_time_wait(
+    http_app: hc_servers.HttpApp, engine: healthchecks.HttpEngine
+) -> None:
     await _run(config.HttpCheck.model_validate({"timing": TIMING, "path": "/ok"}), http_app.port, engine)

@@ -24,19 +24,39 @@ def http(**fields: object) -> config.HttpCheck:
     [
         (http(path="/caf\u00e9"), None, None),  # Latin-1: sent as is
         (http(path="/\u2603"), "path", "path '/\u2603': only Latin-1 characters can be sent"),
-        (http(host="b\u00fccher.\u4f8b"), "host", "only Latin-1 characters can be sent (write a name in its xn-- form)"),
+        (
+            http(host="b\u00fccher.\u4f8b"),
+            "host",
+            "only Latin-1 characters can be sent (write a name in its xn-- form)",
+        ),
         (http(headers={"X-Name": "\u2603"}), "headers", "header 'X-Name': only Latin-1 characters can be sent"),
-        (http(type="https", ca_file="/nonexistent/ca.pem"), "ca_file",
-         "ca_file '/nonexistent/ca.pem': cannot load: No such file or directory"),
+        (
+            http(type="https", ca_file="/nonexistent/ca.pem"),
+            "ca_file",
+            "ca_file '/nonexistent/ca.pem': cannot load: No such file or directory",
+        ),
         (http(type="https", ca_file="/nonexistent/ca.pem", tls_verify=False), None, None),  # not read
         (config.TcpCheck(send="\\U0001F600"), "send", "tcp check send: bad escape or a character beyond \\xff"),
         (config.TcpCheck(expect="\\x"), "expect", "tcp check expect: bad escape"),
         (config.DnsCheck(name="a..b"), "name", "dns check:"),
-        (config.HttpCheck.model_construct(expect_body_regex="\\N{DIGIT ONE}"), "expect_body_regex",
-         "expect_body_regex: cannot match bytes: bad escape"),
+        (
+            config.HttpCheck.model_construct(expect_body_regex="\\N{DIGIT ONE}"),
+            "expect_body_regex",
+            "expect_body_regex: cannot match bytes: bad escape",
+        ),
     ],
-    ids=["latin-1 path", "path", "host", "header", "missing ca_file", "ca_file unused", "send", "expect", "dns name",
-         "regex"],
+    ids=[
+        "latin-1 path",
+        "path",
+        "host",
+        "header",
+        "missing ca_file",
+        "ca_file unused",
+        "send",
+        "expect",
+        "dns name",
+        "regex",
+    ],
 )
 def test_verify_check(check: config.Check, field: str | None, message: str | None) -> None:
     if message is None:

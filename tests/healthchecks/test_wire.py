@@ -102,10 +102,19 @@ def test_head_and_trailer_are_bounded() -> None:
     [
         (b"SSH-2.0-OpenSSH_9.2\r\n", "bad response: not HTTP: b'SSH-2.0-OpenSSH_'"),
         (b"HTTP/2 200\r\n\r\n", "bad response: Expected dot (in the head)"),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", "bad response: Invalid character in Content-Length (in the head)"),
-        (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", "bad response: Duplicate Content-Length (in the head)"),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+            "bad response: Invalid character in Content-Length (in the head)",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "bad response: Duplicate Content-Length (in the head)",
+        ),
         (b"HTTP/1.1 999 Unheard Of\r\n\r\n", "bad response: status 999 out of range"),
-        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "bad response: Invalid character in chunk size (in the body)"),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            "bad response: Invalid character in chunk size (in the body)",
+        ),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", "connection closed in the middle of the body"),
         (b"HTTP/1.1 2", "connection closed before a complete response"),
         (b"", "connection closed before a complete response"),

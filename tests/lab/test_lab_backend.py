@@ -43,7 +43,8 @@ def test_module_serves_quietly_and_stops_promptly_with_a_stream_open() -> None:
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "balancer.lab.http_backend", "--name", "b9", "--port", str(port), "--bind", "127.0.0.1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 20

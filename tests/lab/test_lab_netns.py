@@ -220,8 +220,12 @@ sys.stdin.read()
 
 
 def _child_lab(registry_dir: Path, mode: str) -> tuple[subprocess.Popen[str], dict[str, object]]:
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(registry_dir), mode], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(registry_dir), mode],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert line, "the child lab did not start"

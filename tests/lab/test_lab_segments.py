@@ -1,13 +1,11 @@
 """Several segments: a host with a leg on each, hosts on the second segment, and XDP_PASS on a host's veth peers
 (what native XDP out of a veth needs)."""
 
-
 import pytest
 
 from balancer.lab.netns import Lab, LabError, segment_subnets
 
 pytestmark = pytest.mark.privileged
-
 
 
 def test_a_host_reaches_hosts_of_two_segments_through_its_two_legs(lab: Lab) -> None:
@@ -25,8 +23,16 @@ def test_a_host_reaches_hosts_of_two_segments_through_its_two_legs(lab: Lab) -> 
 
     with far.start_http_backend("far", 80), near.start_http_backend("near", 80):
         for address, name in ((far.ipv4, "far"), (near.ipv4, "near")):
-            result = router.run(["python3", "-c", f"import urllib.request as u; print(u.urlopen('http://{address}/',"
-                                 " timeout=5).read().decode().strip())"], capture_output=True, text=True)
+            result = router.run(
+                [
+                    "python3",
+                    "-c",
+                    f"import urllib.request as u; print(u.urlopen('http://{address}/',"
+                    " timeout=5).read().decode().strip())",
+                ],
+                capture_output=True,
+                text=True,
+            )
             assert result.stdout.strip() == name, result
 
 

@@ -30,8 +30,14 @@ def _checksum(header: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def outer_headers(inner: bytes, source: IPv4Address | IPv6Address, backend: IPv4Address | IPv6Address, *,
-                  gue_port: int | None, flow_hash: int) -> bytes:
+def outer_headers(
+    inner: bytes,
+    source: IPv4Address | IPv6Address,
+    backend: IPv4Address | IPv6Address,
+    *,
+    gue_port: int | None,
+    flow_hash: int,
+) -> bytes:
     """The bytes put in front of the inner IP packet ``inner``: outer IP header, and a UDP header when
     ``gue_port`` is given."""
     inner_v6 = inner[0] >> 4 == 6
@@ -42,8 +48,9 @@ def outer_headers(inner: bytes, source: IPv4Address | IPv6Address, backend: IPv4
         udp = struct.pack("!HHHH", gue_source_port(flow_hash), gue_port, len(inner) + 8, 0)
     payload = len(udp) + len(inner)
     if backend.version == 4:
-        header = struct.pack("!BBHHHBBH4s4s", 0x45, tos, 20 + payload, 0, 0x4000, TTL, proto, 0, source.packed,
-                             backend.packed)
+        header = struct.pack(
+            "!BBHHHBBH4s4s", 0x45, tos, 20 + payload, 0, 0x4000, TTL, proto, 0, source.packed, backend.packed
+        )
         header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
     else:
         first = 6 << 28 | tos << 20 | flow_label(flow_hash)
