@@ -19,6 +19,8 @@
 #include <linux/tcp.h>
 #include <linux/udp.h>
 
+#include "encap.h"
+
 #ifndef CHECK_MARK_BASE
 #define CHECK_MARK_BASE 0x58440000u
 #endif
@@ -33,7 +35,6 @@
 #define PATH_L2 0
 #define PATH_IPIP 1
 #define PATH_GUE 2
-#define IP_DF 0x4000
 
 /* Where checks of one (VIP, backend) go. Addresses are 16 bytes; IPv4 uses the first 4. */
 struct check_path {
@@ -157,13 +158,6 @@ static __always_inline int same_address(const __u8 *a, const __u8 *b)
     return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
 }
 
-static __always_inline __u16 fold(__u64 sum)
-{
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    return (__u16)~sum;
-}
-
 /* Room for the outer headers after the Ethernet header, then the headers themselves. */
 static __always_inline int encapsulate(struct __sk_buff *skb, struct check_path *path)
 {
@@ -176,41 +170,23 @@ static __always_inline int encapsulate(struct __sk_buff *skb, struct check_path 
     if (bpf_skb_adjust_room(skb, outer, BPF_ADJ_ROOM_MAC, flags))
         return -1;
     __u32 payload = skb->len - ETH_HLEN - ip_len;  /* what follows the outer IP header */
-    __u8 proto = gue ? IPPROTO_UDP : (path->family == 4 ? IPPROTO_IPIP : IPPROTO_IPV6);
+    __u8 proto = tunnel_protocol(gue, path->family == 6);
     if (path->family == 4) {
         struct iphdr ip = {};
-        ip.version = 4;
-        ip.ihl = 5;
-        ip.tot_len = bpf_htons(payload + ip_len);
-        ip.frag_off = bpf_htons(IP_DF);
-        ip.ttl = 64;
-        ip.protocol = proto;
-        __builtin_memcpy(&ip.saddr, path->source, 4);
-        __builtin_memcpy(&ip.daddr, path->backend, 4);
-        ip.check = fold(bpf_csum_diff(0, 0, (__be32 *)&ip, sizeof(ip), 0));
+        __be32 source;
+        __builtin_memcpy(&source, path->source, 4);
+        outer_ipv4(&ip, 0, payload + ip_len, proto, source, path->backend);
         if (bpf_skb_store_bytes(skb, ETH_HLEN, &ip, sizeof(ip), 0))
             return -1;
     } else {
         struct ipv6hdr ip6 = {};
-        ip6.version = 6;
-        ip6.flow_lbl[0] = (hash >> 16) & 0x0f;
-        ip6.flow_lbl[1] = hash >> 8;
-        ip6.flow_lbl[2] = hash;
-        ip6.payload_len = bpf_htons(payload);
-        ip6.nexthdr = proto;
-        ip6.hop_limit = 64;
-        __builtin_memcpy(&ip6.saddr, path->source, 16);
-        __builtin_memcpy(&ip6.daddr, path->backend, 16);
+        outer_ipv6(&ip6, 0, hash, payload, proto, (const struct in6_addr *)path->source, path->backend);
         if (bpf_skb_store_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6), 0))
             return -1;
     }
     if (gue) {
-        /* GUE variant 1 as the data plane sends it: the source port from the flow's hash, no UDP checksum. */
-        struct udphdr udp = {
-            .source = bpf_htons(0xc000 | (hash & 0x3fff)),
-            .dest = path->gue_port,
-            .len = bpf_htons(payload),
-        };
+        struct udphdr udp;
+        outer_gue(&udp, hash, path->gue_port, payload);
         if (bpf_skb_store_bytes(skb, ETH_HLEN + ip_len, &udp, sizeof(udp), 0))
             return -1;
     }

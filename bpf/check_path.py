@@ -207,6 +207,11 @@ def load() -> CheckPaths:
 
     ensure_kernel_source()
     try:
-        return CheckPaths(BPF(src_file=str(PROGRAM).encode(), cflags=["-w", f"-DCHECK_MARK_BASE={CHECK_MARK_BASE}u"]))
+        return CheckPaths(
+            BPF(
+                src_file=str(PROGRAM).encode(),
+                cflags=["-w", f"-I{PROGRAM.parent}", f"-DCHECK_MARK_BASE={CHECK_MARK_BASE}u"],
+            )
+        )
     except Exception as error:
         raise DataPlaneError(f"loading the check path programs failed: {error}") from error

@@ -18,6 +18,8 @@
 #include <linux/udp.h>
 
 #include "xdplb.h"
+#include "csum.h"
+#include "encap.h"
 
 /* (VIP, port, proto) -> service. */
 BPF_HASH(services_v4, struct service_key_v4, struct service, MAX_SERVICES);
@@ -282,29 +284,6 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *pkt, struc
     return redirect ? XDP_REDIRECT : XDP_TX;
 }
 
-/* RFC 1071 sum of LEN (a constant, even) bytes at P, added to SUM, not folded. */
-static __always_inline __u32 sum_words(void *p, const int len, __u32 sum)
-{
-    __u16 *word = p;
-#pragma unroll
-    for (int i = 0; i < len / 2; i++)
-        sum += word[i];
-    return sum;
-}
-
-static __always_inline __u16 fold(__u32 sum)
-{
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    return ~sum;
-}
-
-/* RFC 1071 over an IPv4 header without options (its check field zero). */
-static __always_inline __u16 ipv4_checksum(struct iphdr *ip)
-{
-    return fold(sum_words(ip, sizeof(*ip), 0));
-}
-
 #define AF_INET 2
 #define AF_INET6 10
 
@@ -511,47 +490,24 @@ static __always_inline int tunnel(struct xdp_md *ctx, struct packet *pkt, struct
         return XDP_DROP;
     __builtin_memcpy(eth->h_dest, hop->dmac, 6);
     __builtin_memcpy(eth->h_source, hop->smac, 6);
-    __u8 proto = gue ? IPPROTO_UDP : (inner6 ? IPPROTO_IPV6 : IPPROTO_IPIP);
+    __u8 proto = tunnel_protocol(gue, inner6);
     struct udphdr *udp;
     if (outer6) {
         struct ipv6hdr *ip6 = outer;
-        __u32 label = pkt->hash & 0xfffff;
         eth->h_proto = bpf_htons(ETH_P_IPV6);
-        ip6->version = 6;
-        ip6->priority = tos >> 4;
-        ip6->flow_lbl[0] = (__u8)(tos << 4) | (__u8)(label >> 16);
-        ip6->flow_lbl[1] = label >> 8;
-        ip6->flow_lbl[2] = label;
-        ip6->payload_len = bpf_htons(inner_len + (gue ? sizeof(struct udphdr) : 0));
-        ip6->nexthdr = proto;
-        ip6->hop_limit = TUNNEL_TTL;
-        __builtin_memcpy(&ip6->saddr, cfg->source_v6, 16);
-        __builtin_memcpy(&ip6->daddr, dest->addr, 16);
+        outer_ipv6(ip6, tos, pkt->hash, inner_len + (gue ? sizeof(struct udphdr) : 0), proto,
+                   (const struct in6_addr *)cfg->source_v6, dest->addr);
         udp = (void *)(ip6 + 1);
     } else {
         struct iphdr *ip = outer;
         eth->h_proto = bpf_htons(ETH_P_IP);
-        ip->version = 4;
-        ip->ihl = 5;
-        ip->tos = tos;
-        ip->tot_len = bpf_htons(inner_len + outer_len);
-        ip->id = 0;
-        ip->frag_off = bpf_htons(0x4000);  /* DF: path MTU discovery, as the inner TCP does */
-        ip->ttl = TUNNEL_TTL;
-        ip->protocol = proto;
-        ip->check = 0;
-        ip->saddr = cfg->source_v4;
-        __builtin_memcpy(&ip->daddr, dest->addr, 4);
-        ip->check = ipv4_checksum(ip);
+        outer_ipv4(ip, tos, inner_len + outer_len, proto, cfg->source_v4, dest->addr);
         udp = (void *)(ip + 1);
     }
     if (gue) {
         if ((void *)(udp + 1) > data_end)
             return XDP_DROP;
-        udp->source = bpf_htons(0xc000 | (pkt->hash & 0x3fff));
-        udp->dest = cfg->gue_port;
-        udp->len = bpf_htons(inner_len + sizeof(struct udphdr));
-        udp->check = 0;  /* zero: RFC 6935 allows it for tunnels over IPv6 too; the decap side does not check */
+        outer_gue(udp, pkt->hash, cfg->gue_port, inner_len + sizeof(struct udphdr));
     }
     if (g)
         g->tunnelled++;
@@ -760,15 +716,6 @@ static __always_inline int balance_flow_v4(struct xdp_md *ctx, struct packet *pk
                                            struct global_stats *g);
 static __always_inline int balance_flow_v6(struct xdp_md *ctx, struct packet *pkt, struct flow_key_v6 *key,
                                            struct global_stats *g);
-
-/* RFC 1624 (eqn. 3): the checksum at CHECK after one 16-bit word of what it covers changed from OLD to NEW. */
-static __always_inline void csum_replace_word(__u16 *check, __u16 old, __u16 new)
-{
-    __u32 sum = (__u16)~*check + (__u16)~old + new;
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    *check = ~sum;
-}
 
 /* Echo to a VIP address, answered here (ANSWER_PING): a balancer that announces a VIP answers ping for it, as
  * xvs does. The request goes back out of the interface it came in on with MACs and addresses swapped, TTL

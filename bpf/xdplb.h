@@ -51,7 +51,6 @@
 #define BACKEND_IPIP 2             /* tunnelled: IP in IP to its address (4in4, 6in6, 4in6, 6in4), next hop by FIB */
 #define BACKEND_GUE 4              /* tunnelled: IP in UDP (GUE variant 1: the inner packet right after UDP) */
 #define BACKEND_TUNNEL (BACKEND_IPIP | BACKEND_GUE)
-#define TUNNEL_TTL 64              /* TTL / hop limit of the outer header */
 
 /* A service: the Maglev table of one (VIP, port, protocol). */
 struct service_key_v4 {
