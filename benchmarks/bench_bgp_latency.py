@@ -71,23 +71,23 @@ async def main(rounds: int) -> None:
         print(_summary("exabgp SIGKILL->back (restart_delay=0.5s, replay)", back))
         kills = []
         for _ in range(max(3, rounds // 10)):
-            prefix = "192.0.2.40/32"
+            controller_prefix = "192.0.2.40/32"
             controller = await asyncio.create_subprocess_exec(
                 sys.executable,
                 str(ROOT / "tests" / "bgp" / "bgp_controller.py"),
                 str(bird.workdir),
                 bgp_support.speaker_config(bird).model_dump_json(),
-                prefix,
+                controller_prefix,
                 stdout=asyncio.subprocess.PIPE,
                 env={**os.environ, "PYTHONPATH": str(ROOT)},
             )
             assert controller.stdout is not None
             while (await controller.stdout.readline()) != b"ready\n":
                 pass
-            await _until(lambda: bird.route(prefix))
+            await _until(lambda: bird.route(controller_prefix))
             start = time.monotonic()
             controller.kill()
-            kills.append(await _until(lambda: bird.route(prefix) is None) - start)
+            kills.append(await _until(lambda: bird.route(controller_prefix) is None) - start)
             await controller.wait()
             await _until(lambda: not any(p.bgp_state == "Established" for p in bird.protocols().values()))
         print(_summary("controller SIGKILL->gone", kills))

@@ -195,7 +195,8 @@ def measure_segment(settings: bpf.DataPlaneSettings, minimal_fd: int, *, repeat:
                 restorer = BPF(text=RESTORE.encode(), cflags=[f"-DFRAME_LEN={len(frame(VIP4))}"])
                 restore = (restorer.load_func(b"restore", BPF.XDP).fd, restorer[b"next"])
                 cases.append(Case("restored_minimal", minimal_fd, frame(VIP4), "XDP_TX", via_wrapper=True))
-                for port, tunnel in ((81, "ipip"), (82, "gue")):
+                tunnels: tuple[tuple[int, bpf.Tunnel], ...] = ((81, "ipip"), (82, "gue"))
+                for port, tunnel in tunnels:
                     routed = tuple(bpf.Backend(ip_address(f"198.18.5.{10 + i}"), tunnel=tunnel) for i in range(8))
                     plane.set_service(bpf.Service(bpf.ServiceKey(VIP4, port, "tcp"), routed))
                     cases.append(Case(tunnel, plane.prog_fd, frame(VIP4, dport=port), "XDP_REDIRECT", via_wrapper=True))

@@ -94,7 +94,7 @@ async def _check(engine: str, ports: list[int], args: argparse.Namespace) -> dic
             checker.start = None
             return checker
 
-        _checker.make_checker = protocol_path  # type: ignore[assignment]
+        _checker.make_checker = protocol_path
         engine = "lean"
 
     timing = {"interval": args.interval, "timeout": min(args.timeout, args.interval), "rise": 2, "fall": 3}

@@ -8,7 +8,7 @@ import pytest
 from balancer import cli
 
 
-def test_version_names_the_package(capsys) -> None:
+def test_version_names_the_package(capsys: pytest.CaptureFixture[str]) -> None:
     try:
         cli.main(["--version"])
     except SystemExit as exit:

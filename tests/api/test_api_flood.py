@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 import config
-from balancer import api_guard
+from balancer import api_guard, metrics
 from tests.api import fake_controller, serving
 from tests.api.fake_controller import FakeController
 
@@ -49,7 +49,7 @@ async def _get(url: str) -> int:
 
 
 @contextlib.asynccontextmanager
-async def _served(controller: FakeController) -> AsyncIterator[tuple[str, serving.metrics.Metrics]]:
+async def _served(controller: FakeController) -> AsyncIterator[tuple[str, metrics.Metrics]]:
     async with serving.serve(controller) as (url, collected):
         yield url, collected
 

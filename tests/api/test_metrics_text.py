@@ -3,7 +3,7 @@ prometheus_client, comes out byte for byte the same, in both formats, label valu
 
 import dataclasses
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -30,9 +30,9 @@ class _Parsed:
         yield from self._families
 
 
-def _again(families: Iterator[Any], encode: Any) -> bytes:
+def _again(families: Iterable[Any], encode: Any) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Parsed(list(families)))  # type: ignore[arg-type]
+    registry.register(_Parsed(list(families)))
     encoded: bytes = encode(registry)
     return encoded
 
@@ -60,7 +60,7 @@ def _metrics(controller: FakeController) -> metrics.Metrics:
     return collected
 
 
-CONTROLLERS = {
+CONTROLLERS: dict[str, Callable[[], FakeController]] = {
     "fake": FakeController,
     "odd names": _Odd,
     "scaled": lambda: fake_controller.ScaledController(6, 4),

@@ -20,6 +20,7 @@ import pytest
 import bpf
 import config
 from balancer import daemon
+from balancer.lab import http_backend
 from balancer.lab.bird_lab import BirdLab, BirdPeer
 from balancer.lab.netns import Host, Lab
 from tests.balancer.daemon_thread import DaemonThread
@@ -159,7 +160,9 @@ def _metric(text: str, name: str, **labels: str) -> float:
     raise AssertionError(f"no sample {name} {labels}")
 
 
-def _run_story(runner: DaemonThread, bird: BirdLab, client: Host, servers: dict, lb: Host) -> None:
+def _run_story(
+    runner: DaemonThread, bird: BirdLab, client: Host, servers: dict[str, http_backend.HttpBackend], lb: Host
+) -> None:
     # Ready means every backend has a verdict: all three are up, and only then is the VIP announced.
     assert runner.snapshot().ready
     _wait(
@@ -226,9 +229,9 @@ def _run_story(runner: DaemonThread, bird: BirdLab, client: Host, servers: dict,
     assert set(_get(client, VIP) for _ in range(20)) == {"b2"}
     assert runner.call(_slots_in_kernel_table) == {"198.18.0.12"}, "the kernel's Maglev table holds b2 only"
     with client.entered():
-        body = first + response.read().decode()
+        streamed = first + response.read().decode()
         conn.close()
-    assert body.count("\n") >= 5 and body.startswith("b1"), "the drained backend's open connection completed"
+    assert streamed.count("\n") >= 5 and streamed.startswith("b1"), "the drained backend's open connection completed"
     assert _api(lb, "/api/v1/backends/web/198.18.0.11/reset", post=True)[0] == 200
     assert runner.snapshot().services[0].backends[0].admin_override is None
     assert _api(lb, "/api/v1/backends/web/198.18.0.99/drain", post=True)[0] == 404

@@ -4,14 +4,14 @@ traffic is ``test_daemon_restart_netns.py``)."""
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 import bpf
 from balancer import daemon
 from tests.balancer.fake_plane import FakeDataPlane
-from tests.balancer.test_daemon_reload import FakeSpeaker, ResolvedNeighbours, document, listener
+from tests.balancer.test_daemon_reload import FakeSpeaker, document, listener, neighbour_factory, speaker_factory
 
 __all__ = ["listener"]  # the fixture, used by name
 
@@ -46,9 +46,9 @@ async def _run(path: Path, earlier: dict[str, str]) -> tuple[daemon.Daemon, _Rec
         path,
         start_grace=5.0,
         drain_seconds=0.5,
-        speaker_factory=FakeSpeaker,  # type: ignore[arg-type]
+        speaker_factory=speaker_factory,
         plane_factory=plane_factory,
-        neighbour_factory=ResolvedNeighbours,
+        neighbour_factory=neighbour_factory,
         check_workers=1,
         link_factory=None,
     )
@@ -107,9 +107,9 @@ async def test_a_full_stop_before_the_takeover_removes_the_earlier_program(tmp_p
         path,
         start_grace=30.0,
         drain_seconds=0,
-        speaker_factory=FakeSpeaker,  # type: ignore[arg-type]
+        speaker_factory=speaker_factory,
         plane_factory=lambda settings: _earlier_plane(settings),
-        neighbour_factory=ResolvedNeighbours,
+        neighbour_factory=neighbour_factory,
         check_workers=1,
         link_factory=None,
     )
@@ -124,11 +124,11 @@ async def test_a_full_stop_before_the_takeover_removes_the_earlier_program(tmp_p
 _EARLIER: list[FakeDataPlane] = []
 
 
-def _earlier_plane(settings: Any) -> FakeDataPlane:
+def _earlier_plane(settings: bpf.DataPlaneSettings) -> bpf.DataPlane:
     plane = FakeDataPlane(settings=settings)
     plane.earlier = {"lo": "generic"}
     _EARLIER.append(plane)
-    return plane
+    return cast(bpf.DataPlane, plane)  # the fake stands in for the real one
 
 
 async def test_end_of_rib_follows_the_first_routes_and_a_restart_stop_leaves_them_under_graceful_restart(
@@ -190,9 +190,9 @@ async def test_a_refused_takeover_is_logged_and_the_daemon_runs_on(
         path,
         start_grace=5.0,
         drain_seconds=0,
-        speaker_factory=FakeSpeaker,  # type: ignore[arg-type]
+        speaker_factory=speaker_factory,
         plane_factory=plane_factory,
-        neighbour_factory=ResolvedNeighbours,
+        neighbour_factory=neighbour_factory,
         check_workers=1,
         link_factory=None,
     )

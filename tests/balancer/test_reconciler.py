@@ -3,6 +3,7 @@ and retried, Maglev tables built off the loop."""
 
 import asyncio
 import ipaddress
+from array import array
 
 import pytest
 
@@ -76,8 +77,13 @@ def test_the_prebuild_makes_the_tables_the_first_all_up_pass_needs_drains_includ
         r = reconciler.Reconciler(plane, None)  # type: ignore[arg-type]
         await r.prebuild(c, drained)
         built: list[object] = []
-        build = reconciler.maglev.build
-        monkeypatch.setattr(reconciler.maglev, "build", lambda key: built.append(key) or build(key))
+        build = bpf.maglev.build
+
+        def noted_build(key: bpf.maglev.TableKey) -> "array[int]":
+            built.append(key)
+            return build(key)
+
+        monkeypatch.setattr(bpf.maglev, "build", noted_build)
         await r.converge(c, {}, drained, macs(c), ready=True)
         assert sorted(plane.writes) == [key(i) for i in range(3)]
         assert built == [], "every table the pass wanted was already built"

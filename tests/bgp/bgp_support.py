@@ -6,7 +6,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import pytest
 
@@ -34,7 +34,9 @@ def need_bird() -> None:
     pytest.skip("bird2 is not installed")
 
 
-async def wait_for(probe: Callable[[], T | None], *, timeout: float = 10.0, interval: float = 0.005) -> T:
+async def wait_for(
+    probe: Callable[[], T | Literal[False] | None], *, timeout: float = 10.0, interval: float = 0.005
+) -> T:
     """Poll ``probe`` until it returns something truthy; fail with the last value after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:

@@ -16,7 +16,7 @@ def net(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     return ipaddress.ip_network(text)
 
 
-def v4(count: int, start: int = 0) -> list[ipaddress.IPv4Network]:
+def v4(count: int, start: int = 0) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     return [ipaddress.IPv4Network((0xC6120000 + start + i, 32)) for i in range(count)]
 
 

@@ -142,6 +142,7 @@ def _probe(
 
 def _path(world: World, path_id: int, vip: str, backend: str, tunnel: bpf.Tunnel | None) -> healthchecks.ViaDataPlane:
     source = {4: world.lb.ipv4, 6: world.lb.ipv6}[ip_address(backend).version]
+    assert source is not None, "the lb has an address of each family"
     world.paths.put(
         path_id,
         check_path.CheckPath(ip_address(vip), ip_address(backend), tunnel, ip_address(source) if tunnel else None),

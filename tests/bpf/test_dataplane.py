@@ -317,7 +317,7 @@ def test_in_a_machines_first_minute_empty_entries_are_not_active_flows(
 ) -> None:
     """An empty entry's last-seen time is 0: within a minute of boot that is not "seen within a minute"."""
     send(plane, tcp(43200, 80))
-    monkeypatch.setattr(bpf.dataplane.time, "clock_gettime_ns", lambda clock: 10 << 30)
+    monkeypatch.setattr("bpf.dataplane.time.clock_gettime_ns", lambda clock: 10 << 30)
     assert plane.flow_table_entries()[4] == 1
 
 

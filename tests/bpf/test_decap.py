@@ -3,7 +3,7 @@ it leaves alone; and xdplb's own tunnelled frames through it, back to the client
 
 from collections.abc import Iterator
 from dataclasses import fields
-from ipaddress import ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 
 import pytest
 from scapy.layers.inet import IP, TCP, UDP
@@ -40,7 +40,9 @@ def loaded() -> Iterator[decap.LoadedDecap]:
         program.cleanup()
 
 
-def _tunnelled(inner: bytes, to: object, *, gue: bool, tag: int | None = None, source: object = None) -> bytes:
+def _tunnelled(
+    inner: bytes, to: object, *, gue: bool, tag: int | None = None, source: IPv4Address | IPv6Address | None = None
+) -> bytes:
     to = ip_address(str(to))
     source = source or (SOURCE4 if to.version == 4 else SOURCE6)
     outer = tunnel.outer_headers(inner, source, to, gue_port=bpf.DEFAULT_GUE_PORT if gue else None, flow_hash=7)

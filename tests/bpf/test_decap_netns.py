@@ -34,7 +34,10 @@ def test_attach_status_detach_from_the_interface_alone(hosts: tuple[Host, Host])
         attached = decap.attach(backend.ifname, mode="generic")
         assert (attached.mode, attached.addresses, attached.gue_port) == ("generic", (ip_address(backend.ipv4),), 6080)
         again = decap.status(backend.ifname)  # from the kernel: prog id, maps, counters
-        assert (again.prog_id, again.counters) == (attached.prog_id, decap.DecapCounters())
+        # the interface's own traffic (an IPv6 router solicitation) may be counted by now, but nothing decapsulated
+        counted = again.counters
+        assert again.prog_id == attached.prog_id
+        assert (counted.ipip, counted.gue, counted.malformed, counted.refused) == (0, 0, 0, 0)
         replaced = decap.attach(backend.ifname, mode="generic", gue_port=None)  # in place, settings anew
         assert (replaced.mode, replaced.gue_port) == ("generic", None) and replaced.prog_id != attached.prog_id
         decap.detach(backend.ifname)

@@ -41,7 +41,9 @@ def _learn(lb: Host, address: str) -> tuple[str, int]:
 
 
 @pytest.mark.parametrize("mode", ["generic", "native"])
-def test_one_vip_reaches_backends_behind_two_interfaces_and_replies_bypass_the_balancer(lab: Lab, mode: str) -> None:
+def test_one_vip_reaches_backends_behind_two_interfaces_and_replies_bypass_the_balancer(
+    lab: Lab, mode: bpf.AttachMode
+) -> None:
     segment = lab.add_segment()
     client = lab.add_host("client", ipv4="198.18.0.2", ipv6="2001:db8::2")
     client.add_interface(segment, ipv4="198.18.1.2", ipv6="2001:db8:1::2")

@@ -3,6 +3,7 @@ follows the kernel's routes (the frames themselves are packet cases: fixtures/tu
 
 import time
 from ipaddress import ip_address
+from typing import Any
 
 import pytest
 from scapy.layers.inet import TCP
@@ -37,7 +38,7 @@ def test_a_tunnelled_backend_has_no_mac_and_is_active(plane: bpf.DataPlane) -> N
 
 
 @pytest.mark.parametrize("field", [{"vlan": 7}, {"ifindex": 3}])
-def test_a_tunnelled_backend_takes_no_interface_or_vlan(field: dict[str, int]) -> None:
+def test_a_tunnelled_backend_takes_no_interface_or_vlan(field: dict[str, Any]) -> None:
     backend = bpf.Backend(ip_address("198.18.5.20"), tunnel="ipip", **field)
     with pytest.raises(bpf.DataPlaneError, match="the FIB picks its interface"):
         bpf.Service(bpf.ServiceKey(world.VIP4, 110, "tcp"), (backend,)).validate()

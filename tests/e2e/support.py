@@ -2,7 +2,7 @@
 
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from balancer.lab import demo_lab
 from tests.bgp.bgp_support import need_bird
@@ -33,7 +33,7 @@ def record(name: str, value: str) -> None:
     print(f"FIGURE {name}: {value}")
 
 
-def wait_for(what: str, probe: Callable[[], T], timeout: float, interval: float = 0.05) -> T:
+def wait_for(what: str, probe: Callable[[], T | Literal[False] | None], timeout: float, interval: float = 0.05) -> T:
     """Poll ``probe`` until it returns something truthy; fail after ``timeout`` seconds, naming ``what``."""
     deadline = time.monotonic() + timeout
     value = probe()

@@ -125,7 +125,7 @@ def test_traffic_spreads_by_weight_and_replies_come_straight_from_the_backend(up
 
     # Requests leave for the router; every reply frame comes from the MAC of the backend that answered.
     by_port = {r.sport: r.backend for r in replies}
-    macs = {host.name: host.mac for host in demo.backends}
+    macs: dict[str | None, str] = {host.name: host.mac for host in demo.backends}  # by a reply's X-Backend
     to_vip = [f for f in capture.frames if f[0] == "out" and f[4] == VIP and f[5] in by_port]
     from_vip = [f for f in capture.frames if f[0] == "in" and f[3] == VIP and f[6] in by_port]
     assert to_vip and from_vip

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 import uvloop
 
-import hc_servers
+from tests.healthchecks import hc_servers
 
 
 def pytest_asyncio_loop_factories(

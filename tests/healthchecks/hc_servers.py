@@ -41,7 +41,7 @@ class HttpApp:
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=ssl_context)
         await site.start()
-        server = site._server
+        server = typing.cast(asyncio.Server | None, site._server)  # the loop's server (asyncio's or uvloop's)
         assert server is not None and server.sockets
         self.port = server.sockets[0].getsockname()[1]
         return self
@@ -245,7 +245,7 @@ class DnsResponder:
                 if self._tcp is not None:
                     self._tcp.close()
                 continue
-            self._udp, self.port = typing.cast(asyncio.DatagramTransport, transport), port
+            self._udp, self.port = transport, port
             return self
         raise RuntimeError("no free port for the DNS responder")
 

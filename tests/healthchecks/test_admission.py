@@ -1,21 +1,32 @@
 """The bound on checks in flight: a slow server slows the checks down instead of piling them up."""
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 import healthchecks
-import hc_servers
 from healthchecks import _admission
-from test_scheduler import http_target
+from tests.healthchecks import hc_servers
+from tests.healthchecks.test_scheduler import http_target
+
+
+def _start_noting(name: str, started: list[str]) -> Callable[[], bool]:
+    """A check's start that notes ``name`` in ``started`` and goes ahead."""
+
+    def start() -> bool:
+        started.append(name)
+        return True
+
+    return start
 
 
 def test_checks_past_the_limit_wait_in_order_and_get_the_room_of_those_that_end() -> None:
     admission = _admission.Admission(2)
     started: list[str] = []
     for name in "abcd":
-        admission.admit(lambda name=name: started.append(name) is None)
+        admission.admit(_start_noting(name, started))
     assert (started, admission.in_flight, admission.waiting, admission.waited_total) == (["a", "b"], 2, 2, 2)
     admission.release()
     assert (started, admission.in_flight) == (["a", "b", "c"], 2)
@@ -24,9 +35,9 @@ def test_checks_past_the_limit_wait_in_order_and_get_the_room_of_those_that_end(
 def test_a_waiting_check_whose_target_stopped_passes_its_turn_on() -> None:
     admission = _admission.Admission(1)
     started: list[str] = []
-    admission.admit(lambda: started.append("a") is None)
+    admission.admit(_start_noting("a", started))
     admission.admit(lambda: False)  # stopped while it waited
-    admission.admit(lambda: started.append("c") is None)
+    admission.admit(_start_noting("c", started))
     admission.release()
     assert (started, admission.in_flight, admission.waiting) == (["a", "c"], 1, 0)
 
@@ -82,7 +93,7 @@ async def test_a_slow_server_sees_no_more_connections_at_once_than_the_limit(raw
     server = await raw_server(slow)
     runs: list[healthchecks.CheckRun] = []
     scheduler = healthchecks.Scheduler(on_check=runs.append, max_in_flight=2)
-    timing = {"interval": 0.5, "fast_interval": 0.5, "down_interval": 0.5, "timeout": 0.5, "jitter": 0}
+    timing: dict[str, Any] = {"interval": 0.5, "fast_interval": 0.5, "down_interval": 0.5, "timeout": 0.5, "jitter": 0}
     targets = [http_target(f"web{i}", server.port, **timing) for i in range(6)]
     if path == "task":  # keep-alive checks run by a task each, not from the timers
         targets = [_keepalive(t) for t in targets]
@@ -106,7 +117,7 @@ async def test_a_target_removed_with_its_check_in_flight_gives_its_room_back(raw
     answering = await raw_server(hc_servers.http_status(lambda: 200))
     runs: list[healthchecks.CheckRun] = []
     scheduler = healthchecks.Scheduler(on_check=runs.append, max_in_flight=1)
-    timing = {"interval": 10, "fast_interval": 10, "timeout": 5, "jitter": 0}
+    timing: dict[str, Any] = {"interval": 10, "fast_interval": 10, "timeout": 5, "jitter": 0}
     silent, fine = http_target("silent", server.port, **timing), http_target("fine", answering.port, **timing)
     scheduler.update([silent])
     async with scheduler:

@@ -8,7 +8,7 @@ import pytest
 
 import config
 import healthchecks
-import hc_servers
+from tests.healthchecks import hc_servers
 
 LOOPBACK = hc_servers.LOOPBACK
 FAST = {"timing": {"timeout": 0.5, "interval": 1}}

@@ -7,7 +7,7 @@ import pytest
 
 import config
 import healthchecks
-import hc_servers
+from tests.healthchecks import hc_servers
 
 LOOPBACK = hc_servers.LOOPBACK
 TIMING = {"timeout": 0.4, "interval": 1}

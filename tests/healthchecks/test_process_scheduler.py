@@ -10,8 +10,8 @@ import pytest
 
 import config
 import healthchecks
-import hc_servers
 from healthchecks import _worker
+from tests.healthchecks import hc_servers
 
 UP, DOWN, UNKNOWN = healthchecks.HealthState.UP, healthchecks.HealthState.DOWN, healthchecks.HealthState.UNKNOWN
 FAST = {"interval": 0.2, "rise": 1, "fall": 2, "timeout": 0.1, "jitter": 0}

@@ -12,7 +12,7 @@ import uvloop
 
 import config
 import healthchecks
-import hc_servers
+from tests.healthchecks import hc_servers
 
 UP, DOWN = healthchecks.HealthState.UP, healthchecks.HealthState.DOWN
 LOOPBACK = hc_servers.LOOPBACK

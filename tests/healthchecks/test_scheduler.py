@@ -8,11 +8,19 @@ import pytest
 
 import config
 import healthchecks
-import hc_servers
+from tests.healthchecks import hc_servers
 
 UP, DOWN, UNKNOWN = healthchecks.HealthState.UP, healthchecks.HealthState.DOWN, healthchecks.HealthState.UNKNOWN
 LOOPBACK = hc_servers.LOOPBACK
-TIMING = {"interval": 10, "fast_interval": 1, "down_interval": 30, "rise": 2, "fall": 3, "timeout": 0.5, "jitter": 0}
+TIMING: dict[str, Any] = {
+    "interval": 10,
+    "fast_interval": 1,
+    "down_interval": 30,
+    "rise": 2,
+    "fall": 3,
+    "timeout": 0.5,
+    "jitter": 0,
+}
 
 
 class Harness:
@@ -193,7 +201,8 @@ async def test_update_adds_removes_and_restarts_only_what_changed(harness: Harne
     assert (at, run.key) == (30, "a")
     health = harness.scheduler.states()["a"]
     assert (health.state, health.since) == (UP, since_a)
-    assert health.checks[0].check.path == "/health"
+    check = health.checks[0].check
+    assert isinstance(check, config.HttpCheck) and check.path == "/health"
 
 
 async def test_update_rejects_duplicates_and_bad_checks_without_changing_anything(harness: Harness) -> None:
@@ -307,7 +316,7 @@ class _SwallowsCancellation:
 async def test_stop_ends_a_checker_that_swallows_its_cancellation(monkeypatch: pytest.MonkeyPatch) -> None:
     checker = _SwallowsCancellation()
     monkeypatch.setattr("healthchecks._checker.make_checker", lambda *args, **kwargs: checker)
-    timing = {"interval": 0.02, "timeout": 0.01, "rise": 1, "fall": 1, "jitter": 0}
+    timing: dict[str, Any] = {"interval": 0.02, "timeout": 0.01, "rise": 1, "fall": 1, "jitter": 0}
     scheduler = healthchecks.Scheduler()
     scheduler.update([http_target("a", 80, **timing)])
     scheduler.start()

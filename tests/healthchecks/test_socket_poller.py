@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from typing import Any
 
 
-import hc_servers
 from healthchecks import _http_response, _socket_poller
+from tests.healthchecks import hc_servers
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 
@@ -144,7 +144,12 @@ async def test_an_answer_that_arrived_in_time_counts_when_the_loop_was_too_busy_
     # Busy in an I/O callback past the deadline: uvloop then runs due timers before it reads the sockets again.
     loop = asyncio.get_running_loop()
     wake, nudge = socket.socketpair()
-    loop.add_reader(wake.fileno(), lambda: (wake.recv(1), time.sleep(0.4)))
+
+    def busy_reading() -> None:
+        wake.recv(1)
+        time.sleep(0.4)
+
+    loop.add_reader(wake.fileno(), busy_reading)
     try:
         with answering_thread() as port:
             exchange, ended = begin(("127.0.0.1", port), 0.2)

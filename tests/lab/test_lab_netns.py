@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, TypedDict
 
 import aiohttp
 import pytest
@@ -182,7 +182,12 @@ def test_names_are_unique_per_run_and_fit_in_ifnamsiz() -> None:
             assert all(name.startswith(lab.run_id + "-") for name in lab.namespaces)
         with pytest.raises(LabError, match="bad role"):
             first.add_host("backend1", ipv4="198.18.0.3")
-        for bad in ({"ipv4": "10.0.0.1"}, {"ipv4": "198.18.1.1"}, {"ipv4": "198.18.0.4", "ipv6": "2001:db8:1::4"}):
+        not_host_addresses: tuple[dict[str, Any], ...] = (
+            {"ipv4": "10.0.0.1"},
+            {"ipv4": "198.18.1.1"},
+            {"ipv4": "198.18.0.4", "ipv6": "2001:db8:1::4"},
+        )
+        for bad in not_host_addresses:
             with pytest.raises(LabError, match="not a host address"):
                 first.add_host("h", **bad)
 
@@ -219,7 +224,15 @@ sys.stdin.read()
 """
 
 
-def _child_lab(registry_dir: Path, mode: str) -> tuple[subprocess.Popen[str], dict[str, object]]:
+class _ChildLab(TypedDict):
+    """What the child prints of its lab."""
+
+    namespaces: list[str]
+    backend: int  # its HTTP backend's pid
+    record: str
+
+
+def _child_lab(registry_dir: Path, mode: str) -> tuple[subprocess.Popen[str], _ChildLab]:
     proc = subprocess.Popen(
         [sys.executable, "-c", _CHILD, str(registry_dir), mode],
         stdin=subprocess.PIPE,

@@ -82,7 +82,9 @@ def test_the_c_loop_builds_the_python_loops_table(weights: list[int], size: int)
 def test_the_c_loop_refuses_walkers_out_of_range() -> None:
     fill = maglev._maglev_fill
     if fill is None:
-        pytest.fail("bpf._maglev_fill is not built") if os.environ.get("CI") == "true" else pytest.skip("not built")
+        if os.environ.get("CI") == "true":
+            pytest.fail("bpf._maglev_fill is not built")
+        pytest.skip("not built")
     assert list(array("H", fill.fill(array("q", [0, 1, 3, 2]), 7))) == [0] * 7
     for walker in ([0, 1, 7, 2], [0, 1, 0, 7], [0, 1, 0, 0], [0, 0, 0, 1], [-1, 1, 0, 1], [65536, 1, 0, 1]):
         with pytest.raises(ValueError, match="out of range"):
