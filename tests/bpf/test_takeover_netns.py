@@ -2,13 +2,17 @@
 was found there (``XDP_FLAGS_REPLACE``): one attached meanwhile by someone else is never replaced unseen."""
 
 import ctypes
+import ipaddress
 
 import pytest
+from scapy.layers.inet import IP, TCP
+from scapy.layers.l2 import Ether
 
 import bpf
 from balancer.lab import xdp
 from balancer.lab.netns import Lab
 from bpf import _abi, _xdp_programs, testing
+from tests.bpf import world
 
 pytestmark = pytest.mark.privileged
 
@@ -76,3 +80,51 @@ def test_state_is_carried_over_only_from_a_program_of_the_same_abi(lab: Lab) -> 
         finally:
             later.cleanup()
             earlier.cleanup(detach=False)
+
+
+def _established(vip: ipaddress.IPv4Address, sport: int) -> bytes:
+    """A client's established-flow segment (ACK, no SYN): forwarded and remembered in the flow table."""
+    frame = (
+        Ether(src=world.CLIENT_MAC, dst=world.LB_MAC)
+        / IP(src=str(world.CLIENT4), dst=str(vip))
+        / TCP(sport=sport, dport=80, flags="A")
+    )
+    return bytes(frame)
+
+
+def test_only_what_the_new_config_also_has_is_carried_over(lab: Lab) -> None:
+    """The earlier run served web (VIP .100) and old (VIP .101), both on b1; the new config has web and another
+    service on b1 (VIP .102). web's counters and flows carry over; old's do not, though its backend has the same MAC,
+    and nothing of it lands on the new service: state is matched by service and by backend, never by slot."""
+    web, old, new = (ipaddress.IPv4Address(f"192.0.2.{last}") for last in (100, 101, 102))
+    host = lab.add_host("lb", ipv4="198.18.0.5")
+    earlier = bpf.DataPlane(bpf.DataPlaneSettings(flow_table_size=1024))
+    later = bpf.DataPlane(bpf.DataPlaneSettings(flow_table_size=1024))
+    with host.entered():
+        try:
+            earlier.setup()
+            for vip in (web, old):
+                earlier.set_service(world.service(vip, 80, "tcp", world.B1.backend()))
+            earlier.attach(host.ifname, "native")
+            for sport in range(40000, 40010):
+                for vip in (web, old):
+                    assert testing.prog_test_run(earlier.prog_fd, _established(vip, sport)).verdict == "XDP_TX"
+            assert earlier.flow_table_entries()[4] == 20
+
+            later.setup()
+            for vip in (web, new):
+                later.set_service(world.service(vip, 80, "tcp", world.B1.backend()))
+            found = later.earlier_program(host.ifname)
+            assert found is not None and later.inherit(found)
+            counters = later.read_counters()
+            key = {vip: bpf.ServiceKey(vip, 80, "tcp") for vip in (web, new)}
+            assert (
+                counters.services[key[web]].packets == 10
+                and counters.backends[(key[web], world.B1.address)].packets == 10
+            )
+            assert counters.services[key[new]] == bpf.ServiceCounters(), "old's counters are not new's"
+            assert counters.backends[(key[new], world.B1.address)] == bpf.BackendCounters()
+            assert later.flow_table_entries()[4] == 10, "web's ten flows, not old's"
+        finally:
+            later.cleanup()
+            earlier.cleanup()
