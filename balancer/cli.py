@@ -9,7 +9,7 @@ from typing import Any
 from pathlib import Path
 
 import config
-from balancer import api_client, preflight, status_table, version
+from balancer import api_client, preflight, status_table, stop, version
 
 __all__ = ["main"]
 
@@ -160,6 +160,26 @@ def build_parser() -> argparse.ArgumentParser:
         admin.add_argument("service", metavar="SERVICE", help="the service's name (as `xdplb status` shows it)")
         admin.add_argument("backend", metavar="BACKEND", help="the backend's address")
         _api_options(admin)
+    stopping = sub.add_parser(
+        "stop",
+        help="stop a running daemon and wait for it: a full stop, or a restart stop that leaves XDP forwarding",
+        description="Signal the daemon PID and wait until it has exited. --restart: a restart stop (SIGUSR2; XDP "
+        "keeps forwarding with its state, and the next run takes over from it without a client noticing). --full: "
+        "withdraw the routes, drain, detach (SIGTERM). --systemd-unit UNIT (the shipped unit's ExecStop): a restart "
+        "stop when systemd is restarting UNIT (systemctl restart, a package upgrade), else a full stop.",
+    )
+    stopping.add_argument(
+        "pid", metavar="PID", type=_positive_int, help="the daemon's process id ($MAINPID under systemd)"
+    )
+    kind = stopping.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--restart", action="store_true", help="a restart stop: XDP stays attached")
+    kind.add_argument("--full", action="store_true", help="a full stop: withdraw, drain, detach")
+    kind.add_argument(
+        "--systemd-unit", metavar="UNIT", help="ask systemd: a restart stop if its job on UNIT is a restart"
+    )
+    stopping.add_argument(
+        "--timeout", metavar="SECONDS", type=_seconds, default=30.0, help="how long to wait for the exit (default 30)"
+    )
     reload = sub.add_parser("reload", help="make a running daemon re-read its config file, and say what changed")
     _api_options(reload)
     decap = sub.add_parser("decap", help="on a backend (root): take xdplb's IPIP/GUE tunnels off in XDP, no daemon")
@@ -439,6 +459,18 @@ def _decap(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop(args: argparse.Namespace) -> int:
+    """``xdplb stop PID``: 0 once the daemon has exited, 1 if it could not be signalled or did not exit in time."""
+    restart = args.restart or (args.systemd_unit is not None and stop.restart_job_pending(args.systemd_unit))
+    print(f"xdplb stop: {'restart' if restart else 'full'} stop of process {args.pid}", file=sys.stderr)
+    try:
+        stop.stop_daemon(args.pid, restart=restart, timeout=args.timeout)
+    except stop.StopError as error:
+        print(f"xdplb stop: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``xdplb`` console script."""
     parser = build_parser()
@@ -459,6 +491,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _reload(args)
     if args.command == "decap":
         return _decap(args)
+    if args.command == "stop":
+        return _stop(args)
     parser.print_help()
     return 2
 

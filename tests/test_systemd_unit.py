@@ -28,6 +28,18 @@ def test_reload_and_stop_use_the_signals_the_daemon_handles() -> None:
     assert "KillSignal=SIGTERM" in UNIT.read_text().splitlines()
 
 
+def test_stop_asks_systemd_whether_it_is_a_restart() -> None:
+    (argv,) = _commands("ExecStop")
+    assert argv[0].endswith("/xdplb") and argv[1:3] == ["stop", "$MAINPID"]
+    args = cli.build_parser().parse_args([argv[1], "4242", *argv[3:]])  # systemd puts the pid in for $MAINPID
+    assert (args.pid, args.systemd_unit, args.restart, args.full) == (4242, "%n", False, False)
+    timeout = [
+        float(line.split("=", 1)[1]) for line in UNIT.read_text().splitlines() if line.startswith("TimeoutStopSec=")
+    ]
+    assert args.timeout < timeout[0], "xdplb stop gives up before systemd does"
+    assert f"SuccessExitStatus={cli.RESTART_EXIT_STATUS}" in UNIT.read_text().splitlines(), "a restart stop is clean"
+
+
 def test_open_file_limit_is_raised_above_the_default() -> None:
     limits = [line.split("=", 1)[1] for line in UNIT.read_text().splitlines() if line.startswith("LimitNOFILE=")]
     assert len(limits) == 1
