@@ -160,6 +160,24 @@ speaker_factory = cast(Callable[[config.BgpConfig], bgp.Speaker], FakeSpeaker)
 neighbour_factory = cast(Callable[..., neighbours.NeighbourWatcher], ResolvedNeighbours)
 
 
+def fake_daemon(
+    path: Path, plane_factory: Callable[[Any], Any], *, start_grace: float = 5.0, drain_seconds: float = 0.0
+) -> daemon.Daemon:
+    """The real daemon around the fakes: ``plane_factory``'s data plane, a fresh ``FakeSpeaker``, neighbours all
+    resolved, one checker process, no link watcher."""
+    FakeSpeaker.instances, FakeSpeaker.fail_with = [], None
+    return daemon.Daemon(
+        path,
+        start_grace=start_grace,
+        drain_seconds=drain_seconds,
+        speaker_factory=speaker_factory,
+        plane_factory=plane_factory,
+        neighbour_factory=neighbour_factory,
+        check_workers=1,
+        link_factory=None,
+    )
+
+
 @pytest.fixture
 async def listener() -> AsyncIterator[int]:
     """A TCP port on 127.0.0.1 that accepts: what the TCP checks connect to."""
@@ -170,7 +188,6 @@ async def listener() -> AsyncIterator[int]:
 
 @pytest.fixture
 async def running(tmp_path: Path, listener: int) -> AsyncIterator[tuple[daemon.Daemon, FakeDataPlane, Path]]:
-    FakeSpeaker.instances, FakeSpeaker.fail_with = [], None
     path = tmp_path / "lb.yaml"
     path.write_text(document(port=listener))
     planes: list[FakeDataPlane] = []
@@ -179,16 +196,7 @@ async def running(tmp_path: Path, listener: int) -> AsyncIterator[tuple[daemon.D
         planes.append(FakeDataPlane(settings=settings))
         return planes[-1]
 
-    d = daemon.Daemon(
-        path,
-        start_grace=5.0,
-        drain_seconds=0,
-        speaker_factory=speaker_factory,
-        plane_factory=plane_factory,
-        neighbour_factory=neighbour_factory,
-        check_workers=1,
-        link_factory=None,
-    )
+    d = fake_daemon(path, plane_factory)
     task = asyncio.create_task(d.run(handle_signals=False))
     async with asyncio.timeout(20):
         await d.ready_event.wait()

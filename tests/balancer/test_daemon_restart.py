@@ -11,7 +11,7 @@ import pytest
 import bpf
 from balancer import daemon
 from tests.balancer.fake_plane import FakeDataPlane
-from tests.balancer.test_daemon_reload import FakeSpeaker, document, listener, neighbour_factory, speaker_factory
+from tests.balancer.test_daemon_reload import FakeSpeaker, document, fake_daemon, listener
 
 __all__ = ["listener"]  # the fixture, used by name
 
@@ -32,7 +32,6 @@ class _RecordingPlane(FakeDataPlane):
 
 
 async def _run(path: Path, earlier: dict[str, str]) -> tuple[daemon.Daemon, _RecordingPlane, asyncio.Task[None]]:
-    FakeSpeaker.instances, FakeSpeaker.fail_with = [], None
     planes: list[_RecordingPlane] = []
 
     def plane_factory(settings: Any) -> Any:
@@ -42,16 +41,7 @@ async def _run(path: Path, earlier: dict[str, str]) -> tuple[daemon.Daemon, _Rec
         planes.append(plane)
         return plane
 
-    d = daemon.Daemon(
-        path,
-        start_grace=5.0,
-        drain_seconds=0.5,
-        speaker_factory=speaker_factory,
-        plane_factory=plane_factory,
-        neighbour_factory=neighbour_factory,
-        check_workers=1,
-        link_factory=None,
-    )
+    d = fake_daemon(path, plane_factory, drain_seconds=0.5)
     task = asyncio.create_task(d.run(handle_signals=False))
     async with asyncio.timeout(20):
         await d.ready_event.wait()
@@ -103,16 +93,7 @@ async def test_a_full_stop_before_the_takeover_removes_the_earlier_program(tmp_p
         document(port=listener) + "  - {name: never, vip: 192.0.2.102, port: 80, backends: [127.0.0.3], "
         "checks: [{type: tcp, port: 9, timing: {interval: 60, timeout: 1}}]}\n"
     )
-    d = daemon.Daemon(
-        path,
-        start_grace=30.0,
-        drain_seconds=0,
-        speaker_factory=speaker_factory,
-        plane_factory=lambda settings: _earlier_plane(settings),
-        neighbour_factory=neighbour_factory,
-        check_workers=1,
-        link_factory=None,
-    )
+    d = fake_daemon(path, lambda settings: _earlier_plane(settings), start_grace=30.0)
     task = asyncio.create_task(d.run(handle_signals=False))
     await asyncio.sleep(1.0)  # set up, waiting for a verdict that takes a minute
     assert not d.ready
@@ -185,17 +166,7 @@ async def test_a_refused_takeover_is_logged_and_the_daemon_runs_on(
         planes.append(plane)
         return plane
 
-    FakeSpeaker.instances, FakeSpeaker.fail_with = [], None
-    d = daemon.Daemon(
-        path,
-        start_grace=5.0,
-        drain_seconds=0,
-        speaker_factory=speaker_factory,
-        plane_factory=plane_factory,
-        neighbour_factory=neighbour_factory,
-        check_workers=1,
-        link_factory=None,
-    )
+    d = fake_daemon(path, plane_factory)
     task = asyncio.create_task(d.run(handle_signals=False))
     try:
         async with asyncio.timeout(20):
