@@ -131,8 +131,8 @@ class Daemon:
 
     ``stop`` is the stop trigger (signals set it in ``run()``); ``start_grace`` bounds the wait for every backend's
     first health verdict before VIPs may be announced. The daemon knows none of its faces: ``observers`` (the
-    metrics) are told of check runs and health changes, ``faces`` (the HTTP API) are started and stopped with it;
-    ``balancer.faces.attach`` adds both, as the CLI does.
+    metrics) are told of check runs and health changes; ``faces`` make what it serves (the HTTP API), started
+    after its core and stopped before it; ``balancer.faces.attach`` adds both, as the CLI does.
     """
 
     def __init__(
@@ -162,7 +162,8 @@ class Daemon:
         self._link_factory = link_factory  # (on_change): the kernel's links, to re-attach XDP; None: not watched
         self.state_file = state_file  # admin overrides survive restarts here; None: kept in memory only
         self.observers: list[status.Observer] = []  # told of check runs and health changes
-        self.faces: list[status.Face] = []  # started once the core has, cleaned up first at the stop
+        # made, set up and started once the core has started (they may read the running config), cleaned up first
+        self.faces: list[Callable[[Daemon], status.Face]] = []
         self.loop_probe = loop_probe.LoopProbe()  # how late the event loop wakes up: exported by the metrics
         self._members: dict[str, tuple[str, str, tuple[str, ...]]] = {}  # backend key -> service, address, check types
         self._config: config.XdplbConfig | None = None
@@ -305,7 +306,8 @@ class Daemon:
         self._events = self._scheduler.events()  # before the first check: every verdict arrives as an event
         self._scheduler.start()
         await self._start_speaker(cfg.bgp)
-        for face in self.faces:
+        for make in self.faces:
+            face = make(self)
             self._started_faces.append(face)
             await face.setup()
             await face.start()

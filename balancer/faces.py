@@ -19,6 +19,6 @@ def attach(node: daemon.Daemon, *, serve_api: bool = True) -> metrics.Metrics:
     after the core, stopped before it). Returns the metrics."""
     collected = metrics.Metrics(node, version=version.installed_version(), loop_probe=node.loop_probe)
     node.observers.append(collected)
-    if serve_api:
-        node.faces.append(api.ApiServer(node, metrics=collected))
+    if serve_api:  # made when the daemon starts: the server binds the running config's api.listen
+        node.faces.append(lambda started: api.ApiServer(started, metrics=collected))
     return collected

@@ -6,10 +6,12 @@ fake speaker: no root needed. Each test asserts on what the daemon then runs, no
 
 import asyncio
 import ipaddress
+import socket
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
+import aiohttp
 import pytest
 
 import bgp
@@ -618,3 +620,36 @@ def test_backends_checked_through_the_data_path_whose_route_leaves_elsewhere_are
     assert daemon.check_routes_elsewhere(cfg, {3}, routes.get) == [("198.18.5.21", 9)]
     assert daemon.check_routes_elsewhere(cfg, {3, 9}, routes.get) == []
     assert daemon.check_routes_elsewhere(config.parse_config(document(port=80), source="x"), set(), routes.get) == []
+
+
+async def test_the_faces_serve_once_the_core_has_started_and_stop_before_it(tmp_path: Path, listener: int) -> None:
+    """What `xdplb run` composes: the metrics observe the daemon and the HTTP API serves it on the running config's
+    address, made only once the config is loaded, and closed at the stop."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        api_port = probe.getsockname()[1]
+    path = tmp_path / "lb.yaml"
+    path.write_text(document(port=listener) + f'api: {{listen: "127.0.0.1:{api_port}"}}\n')
+    d = fake_daemon(path, lambda settings: FakeDataPlane(settings=settings))
+    faces.attach(d)
+    task = asyncio.create_task(d.run(handle_signals=False))
+    try:
+        async with asyncio.timeout(20):
+            await d.ready_event.wait()
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{api_port}/healthz") as response:
+                assert (response.status, await response.text()) == (200, "ok\n")
+            async with asyncio.timeout(10):  # the first check run reaches the metrics the daemon told
+                while True:
+                    async with http.get(f"http://127.0.0.1:{api_port}/metrics") as response:
+                        if (
+                            'xdplb_healthcheck_duration_seconds_count{check="tcp",service="web"}'
+                            in await response.text()
+                        ):
+                            break
+                    await asyncio.sleep(0.2)
+    finally:
+        d.stop_trigger.set()
+        await asyncio.wait_for(task, 20)
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", api_port), timeout=2):
+        pass  # closed with the daemon
