@@ -131,7 +131,7 @@ class Daemon:
 
     ``stop`` is the stop trigger (signals set it in ``run()``); ``start_grace`` bounds the wait for every backend's
     first health verdict before VIPs may be announced. The daemon knows none of its faces: ``observers`` (the
-    metrics) are told of check runs and health changes; ``faces`` make what it serves (the HTTP API), started
+    metrics) are told of check runs and health changes; ``face_factories`` make what it serves (the HTTP API), started
     after its core and stopped before it; ``balancer.faces.attach`` adds both, as the CLI does.
     """
 
@@ -163,7 +163,7 @@ class Daemon:
         self.state_file = state_file  # admin overrides survive restarts here; None: kept in memory only
         self.observers: list[status.Observer] = []  # told of check runs and health changes
         # made, set up and started once the core has started (they may read the running config), cleaned up first
-        self.faces: list[Callable[[Daemon], status.Face]] = []
+        self.face_factories: list[Callable[[Daemon], status.Face]] = []
         self.loop_probe = loop_probe.LoopProbe()  # how late the event loop wakes up: exported by the metrics
         self._members: dict[str, tuple[str, str, tuple[str, ...]]] = {}  # backend key -> service, address, check types
         self._config: config.XdplbConfig | None = None
@@ -306,7 +306,7 @@ class Daemon:
         self._events = self._scheduler.events()  # before the first check: every verdict arrives as an event
         self._scheduler.start()
         await self._start_speaker(cfg.bgp)
-        for make in self.faces:
+        for make in self.face_factories:
             face = make(self)
             self._started_faces.append(face)
             await face.setup()

@@ -20,5 +20,5 @@ def attach(node: daemon.Daemon, *, serve_api: bool = True) -> metrics.Metrics:
     collected = metrics.Metrics(node, version=version.installed_version(), loop_probe=node.loop_probe)
     node.observers.append(collected)
     if serve_api:  # made when the daemon starts: the server binds the running config's api.listen
-        node.faces.append(lambda started: api.ApiServer(started, metrics=collected))
+        node.face_factories.append(lambda started: api.ApiServer(started, metrics=collected))
     return collected
