@@ -3,7 +3,9 @@
 import argparse
 import asyncio
 import json
+import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 from pathlib import Path
@@ -169,7 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
         "stop when systemd is restarting UNIT (systemctl restart, a package upgrade), else a full stop.",
     )
     stopping.add_argument(
-        "pid", metavar="PID", type=_positive_int, help="the daemon's process id ($MAINPID under systemd)"
+        "pid",
+        metavar="PID",
+        type=_positive_int,
+        nargs="?",
+        help="the daemon's process id ($MAINPID under systemd, empty once the daemon has exited: nothing to do)",
     )
     kind = stopping.add_mutually_exclusive_group(required=True)
     kind.add_argument("--restart", action="store_true", help="a restart stop: XDP stays attached")
@@ -178,7 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--systemd-unit", metavar="UNIT", help="ask systemd: a restart stop if its job on UNIT is a restart"
     )
     stopping.add_argument(
-        "--timeout", metavar="SECONDS", type=_seconds, default=30.0, help="how long to wait for the exit (default 30)"
+        "--timeout",
+        metavar="SECONDS",
+        type=_seconds,
+        default=30.0,
+        help="how long the whole stop may take, asking systemd included (default 30)",
     )
     reload = sub.add_parser("reload", help="make a running daemon re-read its config file, and say what changed")
     _api_options(reload)
@@ -286,6 +296,21 @@ RESTART_EXIT_STATUS = 75  # EX_TEMPFAIL: "start me again", the unit's RestartFor
 def _run(args: argparse.Namespace) -> int:
     """``xdplb run CONFIG``: the daemon, until SIGTERM or SIGINT (a full stop), or SIGUSR2 (a restart stop: XDP stays
     attached and the exit status is ``RESTART_EXIT_STATUS``, on which the systemd unit starts it again)."""
+    # A stop asked for while bcc loads and the config is read (a `systemctl restart` right after a start) is kept
+    # and acted on once the daemon's own handlers are in place: the default actions would kill the process.
+    early: list[int] = []
+    before = {
+        signum: signal.signal(signum, lambda received, _frame: early.append(received))
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
+    }
+    try:
+        return _run_daemon(args, early)
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
+def _run_daemon(args: argparse.Namespace, early: list[int]) -> int:
     from balancer import api_guard, daemon, faces, overrides  # the daemon pulls in bcc: only for this command
 
     config.configure_logging(args.log_level, args.log_format)
@@ -308,9 +333,19 @@ def _run(args: argparse.Namespace) -> int:
         check_workers=args.check_workers,
     )
     faces.attach(runner)
+
+    async def main() -> None:
+        running = asyncio.ensure_future(runner.run())
+        await asyncio.sleep(0)  # run() has put its signal handlers in place
+        if signal.SIGUSR2 in early:
+            runner.restart_stop()
+        elif early:
+            runner.stop_trigger.set()
+        await running
+
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as loop:
-            loop.run(runner.run())
+            loop.run(main())
     except config.XdplbError as error:
         print(f"xdplb: {error}", file=sys.stderr)
         return 1
@@ -460,11 +495,15 @@ def _decap(args: argparse.Namespace) -> int:
 
 
 def _stop(args: argparse.Namespace) -> int:
-    """``xdplb stop PID``: 0 once the daemon has exited, 1 if it could not be signalled or did not exit in time."""
+    """``xdplb stop PID``: 0 once the daemon has exited (or with no PID: it had), 1 if it could not be signalled, is
+    not an xdplb daemon, or did not exit in time."""
+    if args.pid is None:  # systemd runs ExecStop with an empty $MAINPID after the daemon exited on its own
+        return 0
+    started = time.monotonic()
     restart = args.restart or (args.systemd_unit is not None and stop.restart_job_pending(args.systemd_unit))
     print(f"xdplb stop: {'restart' if restart else 'full'} stop of process {args.pid}", file=sys.stderr)
     try:
-        stop.stop_daemon(args.pid, restart=restart, timeout=args.timeout)
+        stop.stop_daemon(args.pid, restart=restart, timeout=args.timeout - (time.monotonic() - started))
     except stop.StopError as error:
         print(f"xdplb stop: {error}", file=sys.stderr)
         return 1

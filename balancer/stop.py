@@ -65,7 +65,17 @@ def restart_job_pending(unit: str, *, timeout: float = 2.0) -> bool:
 
 
 def stop_daemon(pid: int, *, restart: bool, timeout: float = 30.0) -> None:
-    """Send ``pid`` SIGUSR2 (``restart``) or SIGTERM, and wait until it has exited (``timeout`` seconds at most)."""
+    """Send ``pid`` SIGUSR2 (``restart``) or SIGTERM, and wait until it has exited (``timeout`` seconds at most).
+    Refused (StopError) when ``pid`` is not an xdplb daemon: SIGUSR2 kills any other process."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            argv = cmdline.read().split(b"\0")
+    except FileNotFoundError:
+        return  # gone already
+    except OSError as error:
+        raise StopError(f"cannot read process {pid}: {error}") from error
+    if not any(b"xdplb" in arg or b"balancer.cli" in arg for arg in argv[:3]) or b"run" not in argv:
+        raise StopError(f"process {pid} is not an xdplb daemon ({b' '.join(argv[:4]).decode(errors='replace')})")
     try:
         os.kill(pid, signal.SIGUSR2 if restart else signal.SIGTERM)
     except ProcessLookupError:

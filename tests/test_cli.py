@@ -1,4 +1,7 @@
 import argparse
+import asyncio
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -83,3 +86,37 @@ def test_run_exits_with_the_restart_status_after_a_restart_stop(
     path = tmp_path / "lb.yaml"
     path.write_text("interfaces: [lo]\n")
     assert cli.main(["run", str(path), "--state-file", "none"]) == status
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGUSR2, cli.RESTART_EXIT_STATUS), (signal.SIGTERM, 0)])
+def test_a_stop_asked_for_while_starting_is_kept_until_the_daemon_can_act_on_it(
+    signum: signal.Signals, status: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `systemctl restart` in the seconds bcc takes to load: the signal arrives before the daemon's handlers; it
+    must neither kill the process (SIGUSR2's default action) nor be lost. The daemon is faked; its stops are not."""
+    from balancer import daemon, faces, preflight
+
+    class _Daemon:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            self.restarting = False
+            self.stop_trigger = asyncio.Event()
+
+        def restart_stop(self) -> None:
+            self.restarting = True
+            self.stop_trigger.set()
+
+        async def run(self) -> None:
+            await asyncio.wait_for(self.stop_trigger.wait(), 10)
+
+    def load_while_a_signal_arrives(path: str) -> object:
+        os.kill(os.getpid(), signum)
+        return None
+
+    monkeypatch.setattr(daemon, "Daemon", _Daemon)
+    monkeypatch.setattr(faces, "attach", lambda node, **options: None)
+    monkeypatch.setattr(preflight, "load", load_while_a_signal_arrives)
+    before = signal.getsignal(signum)
+    path = tmp_path / "lb.yaml"
+    path.write_text("interfaces: [lo]\n")
+    assert cli.main(["run", str(path), "--state-file", "none"]) == status
+    assert signal.getsignal(signum) == before, "the process's own handlers are back"

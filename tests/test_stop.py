@@ -25,15 +25,17 @@ case "$*" in
 esac
 """
 
-# A stand-in daemon: writes the name of the first signal it gets, then exits (or ignores them all).
+# A stand-in daemon (`xdplb stop` signals only a command line that names xdplb and `run`): writes the name of the
+# first signal it gets, then exits (or ignores them all).
 _DAEMON = textwrap.dedent("""
+    # xdplb run, as far as `xdplb stop` can tell
     import signal, sys, time
     def got(signum, frame):
-        open(sys.argv[1], "w").write(signal.Signals(signum).name)
+        open(sys.argv[2], "w").write(signal.Signals(signum).name)
         sys.exit(0)
     for signum in (signal.SIGTERM, signal.SIGUSR2):
-        signal.signal(signum, signal.SIG_IGN if sys.argv[2] == "deaf" else got)
-    open(sys.argv[1] + ".ready", "w").close()
+        signal.signal(signum, signal.SIG_IGN if sys.argv[3] == "deaf" else got)
+    open(sys.argv[2] + ".ready", "w").close()
     time.sleep(60)
 """)
 
@@ -53,7 +55,7 @@ def bus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _daemon(tmp_path: Path, behaviour: str = "obeys") -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     tmp_path.mkdir(parents=True, exist_ok=True)
     got = tmp_path / "signal"
-    process = subprocess.Popen([sys.executable, "-c", _DAEMON, str(got), behaviour])
+    process = subprocess.Popen([sys.executable, "-c", _DAEMON, "run", str(got), behaviour])
     try:
         deadline = time.monotonic() + 10
         while not Path(str(got) + ".ready").exists():
@@ -124,3 +126,15 @@ def test_explicit_kinds_and_a_daemon_that_does_not_exit(tmp_path: Path) -> None:
 
 def test_an_odd_unit_name_is_escaped_as_systemd_does() -> None:
     assert stop._unit_path("xdplb@eth-0.service") == "/org/freedesktop/systemd1/unit/xdplb_40eth_2d0_2eservice"
+
+
+def test_only_an_xdplb_daemon_is_signalled_and_an_exited_one_is_nothing_to_do() -> None:
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        assert cli.main(["stop", str(other.pid), "--restart"]) == 1
+        time.sleep(0.2)
+        assert other.poll() is None, "SIGUSR2 would have killed it"
+    finally:
+        other.kill()
+        other.wait(5)
+    assert cli.main(["stop", "--systemd-unit", "xdplb.service"]) == 0, "ExecStop after the daemon exited on its own"
