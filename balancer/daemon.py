@@ -162,6 +162,7 @@ class Daemon:
         self._link_factory = link_factory  # (on_change): the kernel's links, to re-attach XDP; None: not watched
         self.state_file = state_file  # admin overrides survive restarts here; None: kept in memory only
         self.observers: list[status.Observer] = []  # told of check runs and health changes
+        self._observer_failures: dict[int, int] = {}
         # made, set up and started once the core has started (they may read the running config), cleaned up first
         self.face_factories: list[Callable[[Daemon], status.Face]] = []
         self.loop_probe = loop_probe.LoopProbe()  # how late the event loop wakes up: exported by the metrics
@@ -241,6 +242,9 @@ class Daemon:
         """Stop for a restart or an upgrade: checks, speaker and API stop, XDP stays attached with its state (the
         next run takes over from it), no drain. Routes are withdrawn as on a full stop, unless
         ``bgp.graceful_restart`` is set: then the peers keep them until the next run's End-of-RIB."""
+        if self.stop_trigger.is_set():  # the first stop asked for is the one done: a full stop stays one
+            log.info("event=restart_stop_ignored reason=already_stopping")
+            return
         log.info("event=stopping reason=restart xdp=kept_attached")
         self._restart = True
         self.stop_trigger.set()
@@ -538,8 +542,7 @@ class Daemon:
             + [key for key in fresh if key in self._path_ids and key not in vias]
         )
         leaving = [(key, *self._members[key][:2]) for key in gone if key in self._members]
-        for observer in self.observers:
-            observer.forget(leaving)
+        self._tell(lambda observer: observer.forget(leaving))
         for key in gone:
             self._members.pop(key, None)
             self._health.pop(key, None)
@@ -626,16 +629,28 @@ class Daemon:
             self._settled.set()
 
     def _observe_check(self, run: healthchecks.CheckRun) -> None:
-        for observer in self.observers:
-            observer.observe_schedule_lag(run.lag)
+        self._tell(lambda observer: observer.observe_schedule_lag(run.lag))
         member = self._members.get(run.key)
         if member is not None:
             self._durations[run.key] = run.result.duration
             if run.check < len(member[2]):
-                for observer in self.observers:
-                    observer.observe_check(
-                        run.key, member[0], member[1], member[2][run.check], run.result.duration, run.result.ok
+                check_type = member[2][run.check]
+                self._tell(
+                    lambda observer: observer.observe_check(
+                        run.key, member[0], member[1], check_type, run.result.duration, run.result.ok
                     )
+                )
+
+    def _tell(self, event: Callable[[status.Observer], None]) -> None:
+        """Give every observer an event. One that raises is logged (its first failure, then one in 1,000) and
+        skipped: a face never stops the core, nor keeps an event from the others."""
+        for observer in self.observers:
+            try:
+                event(observer)
+            except Exception:
+                failures = self._observer_failures[id(observer)] = self._observer_failures.get(id(observer), 0) + 1
+                if failures % 1000 == 1:
+                    log.exception("event=observer_failed observer=%s failures=%d", type(observer).__name__, failures)
 
     def _require_config(self) -> config.XdplbConfig:
         if self._config is None:
@@ -866,11 +881,11 @@ class Daemon:
                     self._unknown.add(change.key)
             else:
                 self._unknown.discard(change.key)
-                for observer in self.observers:
-                    observer.health_transition(member[0], member[1], change.new.value)
                 self._transitions[change.new.value] += 1
             self._set_settled()
             self._mark((member[0],))
+            if change.new is not healthchecks.HealthState.UNKNOWN:
+                self._tell(lambda observer: observer.health_transition(member[0], member[1], change.new.value))
 
     async def _probe_loop(self) -> None:
         """Probe backends whose MAC is unknown, so the kernel resolves them; the answers come as events.

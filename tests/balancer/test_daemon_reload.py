@@ -653,3 +653,39 @@ async def test_the_faces_serve_once_the_core_has_started_and_stop_before_it(tmp_
         await asyncio.wait_for(task, 20)
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", api_port), timeout=2):
         pass  # closed with the daemon
+
+
+class _BrokenObserver:
+    """A face that fails at every event it is told."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def _fail(self, *args: object) -> None:
+        self.calls += 1
+        raise RuntimeError("a broken face")
+
+    observe_check = observe_schedule_lag = health_transition = forget = _fail
+
+
+async def test_an_observer_that_fails_changes_nothing_else(tmp_path: Path, listener: int) -> None:
+    """The core goes on (verdicts reconciled, the route announced) and the next observer still hears everything."""
+    path = tmp_path / "lb.yaml"
+    path.write_text(document(port=listener))
+    d = fake_daemon(path, lambda settings: FakeDataPlane(settings=settings))
+    broken = _BrokenObserver()
+    d.observers.append(broken)
+    collected = faces.attach(d, serve_api=False)
+    task = asyncio.create_task(d.run(handle_signals=False))
+    try:
+        async with asyncio.timeout(20):
+            await d.ready_event.wait()
+            while not _announced(d):
+                await asyncio.sleep(0.05)
+        assert broken.calls > 0 and not task.done()
+        assert 'xdplb_backend_state_transitions_total{backend="127.0.0.1",service="web",state="up"} 1' in (
+            collected.render().decode()
+        ), "the metrics, after the broken observer, still heard the transition"
+    finally:
+        d.stop_trigger.set()
+        await asyncio.wait_for(task, 20)
