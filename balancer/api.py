@@ -32,6 +32,7 @@ the app with the house lifecycle ``setup()`` → ``start()`` → ``cleanup()``; 
 """
 
 import asyncio
+import concurrent.futures
 import functools
 import json
 import logging
@@ -111,6 +112,11 @@ _status = _snapshot_route("status", status.to_json)
 _summary = _snapshot_route("summary", status.summary)
 
 
+# Pages are sliced in a thread of their own: however many consoles ask, they never take the default executor's
+# threads from the reconciler's data-plane writes and Maglev builds.
+_PAGES = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="api-pages")
+
+
 def _page_request(request: web.Request) -> status_pages.PageRequest:
     query = request.query
     try:
@@ -125,25 +131,28 @@ def _page_request(request: web.Request) -> status_pages.PageRequest:
 
 
 async def _service_index(request: web.Request) -> tuple[snapshot_cache.Taken, status_pages.ServiceIndex]:
-    _authorize_read(request)
     taken = await request.app[_METRICS].snapshots.get()
     index = await taken.rendered("service_index", lambda: functools.partial(status_pages.ServiceIndex, taken.snapshot))
     return taken, index
 
 
 async def _services(request: web.Request) -> web.Response:
+    _authorize_read(request)
     page = _page_request(request)
     taken, index = await _service_index(request)
-    body = await asyncio.to_thread(index.services, page)
+    body = await asyncio.get_running_loop().run_in_executor(_PAGES, index.services, page)
     body["time"] = taken.at
     return web.json_response(body)
 
 
 async def _backends(request: web.Request) -> web.Response:
+    _authorize_read(request)
     page = _page_request(request)
-    service_id = request.query.get("service", "")
+    service_id = request.query.get("service")
+    if not service_id:
+        raise _error(web.HTTPBadRequest, "which service: ?service=VIP:PORT/PROTOCOL (a row's id)")
     taken, index = await _service_index(request)
-    body = await asyncio.to_thread(index.backends, service_id, page)
+    body = await asyncio.get_running_loop().run_in_executor(_PAGES, index.backends, service_id, page)
     if body is None:
         raise _error(web.HTTPNotFound, f"no service {service_id!r}")
     body["time"] = taken.at

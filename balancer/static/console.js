@@ -53,6 +53,14 @@ function ago(epoch, now) {
 
 // --- history: counters sampled per poll, rates between samples -------------------------------------------------
 
+const FORGET_AFTER_S = 600;  // a series not sampled for ten minutes (a service no longer shown) is dropped
+
+function forgetOld(now) {
+  for (const [key, points] of series) {
+    if (!points.length || now - points[points.length - 1].t > FORGET_AFTER_S) series.delete(key);
+  }
+}
+
 function record(key, time, counters) {
   let points = series.get(key);
   if (!points) series.set(key, points = []);
@@ -154,10 +162,15 @@ function askToken() {
   return true;
 }
 
+const FETCH_TIMEOUT_MS = 10000;  // a black-holed API shows as an error, and the next poll still comes
+
 async function getJson(url) {
-  const get = () => fetch(url, {cache: "no-store", headers: authHeaders()});
+  const get = () => fetch(url, {cache: "no-store", headers: authHeaders(),
+                                signal: AbortSignal.timeout(FETCH_TIMEOUT_MS)});
+  const sent = sessionStorage.getItem("xdplb-token");
   let response = await get();
-  if (response.status === 401 && askToken()) response = await get();
+  // the polls go out together: one prompt for all, the others retry with what it stored
+  if (response.status === 401 && (sessionStorage.getItem("xdplb-token") !== sent || askToken())) response = await get();
   if (!response.ok) {
     const body = await response.json().catch(() => ({}));
     throw new Error((body.error || "HTTP " + response.status) + " (" + url.split("?")[0] + ")");
@@ -214,10 +227,11 @@ function render(summary, page, opened) {
                                         flows: summary.totals.flow_inserts || 0,
                                         up: summary.health_transitions.up || 0,
                                         down: summary.health_transitions.down || 0});
+  forgetOld(now);
   renderOverview(summary, totals);
   renderCharts(totals);
   renderWithdrawn(summary);
-  renderServices(page, opened, now);
+  renderServices(page, opened);
   renderPeers(summary, now);
   renderDataplane(summary, totals);
 }
@@ -230,18 +244,20 @@ function card(title, value, detail, bad) {
 function renderOverview(summary, totals) {
   const b = summary.backends, s = summary.services, v = summary.vips, p = summary.peers;
   const down = b.health.down || 0, unknown = b.health.unknown || 0;
+  const drained = b.admin.drained || 0, disabled = b.admin.disabled || 0;
+  const problems = Math.max(0, summary.not_serving_total - drained - disabled);  // not what an operator asked for
   const pps = last(rates(totals, "packets"));
+  const flows = summary.flow_table_entries;
   document.getElementById("overview").replaceChildren(
     card("services up", s.up + " of " + s.total, s.total - s.up ? (s.total - s.up) + " down" : "all up", s.up < s.total),
     card("backends taking new flows", (b.dataplane.active || 0) + " of " + b.total,
-      down + " down · " + unknown + " unknown · " + summary.not_serving_total + " not serving",
-      summary.not_serving_total > 0),
+      down + " down · " + unknown + " unknown · " + drained + " drained · " + disabled + " disabled", problems > 0),
     card("VIPs announced", v.announced + " of " + v.total, v.total - v.announced ? "see withdrawn below" : "all announced",
       v.announced < v.total),
     card("BGP sessions", p.established + " of " + p.total + " established", p.total ? "" : "none configured",
       p.established < p.total),
-    card("traffic", si(pps, "pkt/s"), "flow table " + si(summary.flow_table_entries.ipv4 + summary.flow_table_entries.ipv6, "") +
-      " of " + si(summary.flow_table_size, "") + " per family", false),
+    card("traffic", si(pps, "pkt/s"), "flows in use: IPv4 " + si(flows.ipv4, "") + " · IPv6 " + si(flows.ipv6, "") +
+      " of " + si(summary.flow_table_size, "") + " each", false),
     card("errors", summary.dataplane_errors + " data plane · " + summary.checker_restarts + " checker restarts",
       summary.last_reload_error ? "last reload refused: " + summary.last_reload_error : "last reload ok",
       Boolean(summary.last_reload_error) || summary.dataplane_errors > 0));
@@ -256,38 +272,60 @@ function renderCharts(totals) {
   draw(document.getElementById("changes-chart"), [{values: up, color: color("--ok")}, {values: down, color: color("--bad")}],
        {bars: true});
   const sum = values => values.reduce((a, b) => a + b, 0);
-  document.getElementById("changes-now").textContent = "last " + Math.round((totals.length - 1) * POLL_MS / 1000) +
-    " s: " + sum(up) + " up, " + sum(down) + " down";
+  const span = totals.length > 1 ? totals[totals.length - 1].t - totals[0].t : 0;
+  document.getElementById("changes-now").textContent = "last " + Math.round(span) + " s: " + sum(up) + " up, " +
+    sum(down) + " down";
 }
 
 function renderWithdrawn(summary) {
   const list = summary.vips_withdrawn;
+  const more = summary.vips.total - summary.vips.announced - list.length;
   document.getElementById("withdrawn-section").hidden = !list.length;
   document.getElementById("withdrawn").replaceChildren(...list.map(v => el("div", {class: "card bad"},
     el("div", {}, el("span", {class: "vip"}, v.prefix), " ", badge("withdrawn")),
-    el("div", {class: "muted"}, v.reason), el("div", {class: "muted"}, v.services.join(", ")))));
+    el("div", {class: "muted"}, v.reason), el("div", {class: "muted"}, v.services.join(", ")))),
+    ...(more > 0 ? [el("div", {class: "card bad"}, "and " + more + " more (“only problems” below lists them)")] : []));
 }
 
 const ACTIONS = ["drain", "enable", "disable", "reset"];
 
-function renderServices(page, opened, now) {
+// While the pointer is over the services table it is not redrawn under it: rows move with the state (problems
+// first), and a button would be somewhere else by the time it is clicked. A click of the operator's redraws it once.
+let pointing = false;
+let redrawOnce = false;
+
+function serviceRow(s, now, pinned) {
+  const points = record("service|" + s.id, now, {packets: s.packets, flows: s.new_flows});
+  const isOpen = view.open.includes(s.id);
+  const serving = s.problems ? " bad" : s.not_serving ? " warn" : "";
+  return el("tr", {class: "service" + (isOpen ? " open" : "") + (pinned ? " pinned" : ""), "data-service": s.id},
+    el("td", {}, el("button", {type: "button", class: "toggle", "data-toggle": s.id, "aria-expanded": String(isOpen),
+                               title: (isOpen ? "hide" : "show") + " the backends of " + s.id}, isOpen ? "▾" : "▸")),
+    el("td", {class: "name"}, s.name, pinned ? el("span", {class: "override", title: "opened, not on this page"}, " opened") : null),
+    el("td", {class: "mono"}, s.id),
+    el("td", {}, badge(s.up ? "up" : "down")),
+    el("td", {class: "num"}, s.healthy + " of " + s.backends + " (need " + s.need + ")"),
+    el("td", {class: "num" + serving, title: s.problems + " with a problem, " + (s.not_serving - s.problems) + " drained or disabled"},
+      s.not_serving),
+    el("td", {class: "num"}, si(last(rates(points, "packets")), "")),
+    el("td", {class: "num"}, si(last(rates(points, "flows")), "")),
+    el("td", {}, sparkline("service|" + s.id)));
+}
+
+function renderServices(page, opened) {
+  const now = page.time;
   const rows = [];
-  for (const s of page.services) {
-    const points = record("service|" + s.id, now, {packets: s.packets, flows: s.new_flows});
+  const shown = new Set(page.services.map(s => s.id));
+  // an opened service that left this page (it recovered, or went down and moved up) stays in view, on top
+  const pinned = view.open.filter(id => !shown.has(id) && opened.get(id) && opened.get(id).service)
+    .map(id => opened.get(id).service);
+  for (const s of [...pinned, ...page.services]) {
+    rows.push(serviceRow(s, now, !shown.has(s.id)));
     const isOpen = view.open.includes(s.id);
-    rows.push(el("tr", {class: "service" + (isOpen ? " open" : ""), "data-service": s.id},
-      el("td", {}, el("button", {type: "button", class: "toggle", "data-toggle": s.id, "aria-expanded": String(isOpen),
-                                 title: (isOpen ? "hide" : "show") + " the backends of " + s.id}, isOpen ? "▾" : "▸")),
-      el("td", {class: "name"}, s.name),
-      el("td", {class: "mono"}, s.id),
-      el("td", {}, badge(s.up ? "up" : "down")),
-      el("td", {class: "num"}, s.healthy + " of " + s.backends + " (need " + s.need + ")"),
-      el("td", {class: "num" + (s.not_serving ? " bad" : "")}, s.not_serving),
-      el("td", {class: "num"}, si(last(rates(points, "packets")), "")),
-      el("td", {class: "num"}, si(last(rates(points, "flows")), "")),
-      el("td", {}, sparkline("service|" + s.id))));
-    if (isOpen) rows.push(el("tr", {class: "detail"}, el("td", {colSpan: 9}, detail(s, opened.get(s.id), now))));
+    if (isOpen) rows.push(el("tr", {class: "detail"}, el("td", {colSpan: 9}, detail(s, opened.get(s.id)))));
   }
+  if (pointing && !redrawOnce) return;  // recorded, not redrawn
+  redrawOnce = false;
   if (!rows.length) {
     rows.push(el("tr", {}, el("td", {colSpan: 9, class: "muted"},
       page.total ? "no service on this page" : "no service matches" + (view.q ? " “" + view.q + "”" : ""))));
@@ -299,9 +337,10 @@ function renderServices(page, opened, now) {
   document.getElementById("next").disabled = end >= page.total;
 }
 
-function detail(service, answer, now) {
+function detail(service, answer) {
   if (!answer) return el("div", {class: "muted"}, "loading…");
   if (answer.error) return el("div", {class: "bad"}, answer.error);
+  const now = answer.time;
   const points = series.get("service|" + service.id) || [];
   const chart = el("canvas", {class: "service-chart", width: 560, height: 90});
   requestAnimationFrame(() => draw(chart, [{values: rates(points, "packets"), color: color("--pps")},
@@ -396,11 +435,17 @@ function writeHash() {
 function changeView(change) {
   change();
   writeHash();
+  redrawOnce = true;
   poll();
 }
 
+const CONFIRM = {
+  drain: key => "Drain " + key + "? It takes no new flows; its open connections stay.",
+  disable: key => "Disable " + key + "? It leaves the table and its flows move to other backends.",
+};
+
 async function admin(key, action) {
-  if (action === "disable" && !confirm("Disable " + key + "? Its flows move to other backends.")) return;
+  if (CONFIRM[action] && !confirm(CONFIRM[action](key))) return;
   const url = "/api/v1/backends/" + encodeURIComponent(key) + "/" + action;
   for (let attempt = 0; attempt < 2; attempt++) {
     const response = await fetch(url, {method: "POST", headers: authHeaders()});
@@ -414,6 +459,7 @@ async function admin(key, action) {
       showError(action + " " + key + ": " + body.error);
       return;
     }
+    redrawOnce = true;
     poll();  // show the change now, not at the next tick
     return;
   }
@@ -427,12 +473,13 @@ document.addEventListener("click", event => {
   } else if (target.dataset.backends) {
     const id = target.dataset.backends;
     backendOffsets.set(id, Math.max(0, (backendOffsets.get(id) || 0) + Number(target.dataset.move) * BACKEND_PAGE));
+    redrawOnce = true;
     poll();
   } else if (target.id === "prev" || target.id === "next") {
     changeView(() => { view.offset = Math.max(0, view.offset + (target.id === "next" ? PAGE : -PAGE)); });
   } else {
     const id = target.dataset.toggle || target.dataset.service;
-    if (!id) return;
+    if (!id || (!target.dataset.toggle && String(window.getSelection()))) return;  // selecting text is not a click
     changeView(() => {
       view.open = view.open.includes(id) ? view.open.filter(other => other !== id) : [...view.open, id].slice(-MAX_OPEN);
     });
@@ -447,7 +494,10 @@ document.getElementById("search").addEventListener("input", event => {
 document.getElementById("problems").addEventListener("change", event => {
   changeView(() => { view.problems = event.target.checked; view.offset = 0; });
 });
-window.addEventListener("hashchange", () => { readHash(); poll(); });
+window.addEventListener("hashchange", () => { readHash(); redrawOnce = true; poll(); });
+const servicesTable = document.getElementById("services");
+servicesTable.addEventListener("mouseenter", () => { pointing = true; });
+servicesTable.addEventListener("mouseleave", () => { pointing = false; });
 
 readHash();
 poll();

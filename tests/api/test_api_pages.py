@@ -27,7 +27,8 @@ async def test_services_come_one_row_each_problems_first(base_url: str, http: ai
         "[2001:db8::53]:53/udp",
     ], "web's two VIPs first: each has 2 not serving"
     web = rows[0]
-    assert (web["name"], web["up"], web["backends"], web["not_serving"], web["healthy"]) == ("web", True, 3, 2, 1)
+    assert (web["name"], web["up"], web["backends"], web["healthy"]) == ("web", True, 3, 1)
+    assert (web["not_serving"], web["problems"]) == (2, 1), "one down (a problem), one drained (not one)"
     assert web["health"] == {"up": 2, "down": 1, "unknown": 0}
     assert web["packets"] > 0 and "time" in body
 
@@ -53,7 +54,7 @@ async def test_a_services_backends_come_not_serving_first(base_url: str, http: a
     ]
     assert body["backends"][0]["key"] == "web/198.18.0.12", "the key the admin calls take"
     _, problems = await _get(http, f"{base_url}/api/v1/backends", service="192.0.2.100:80/tcp", problems="1")
-    assert [b["address"] for b in problems["backends"]] == ["198.18.0.12", "198.18.0.13"]
+    assert [b["address"] for b in problems["backends"]] == ["198.18.0.12"], "a drained backend is no problem"
     _, searched = await _get(http, f"{base_url}/api/v1/backends", service="192.0.2.100:80/tcp", q="refused")
     assert [b["address"] for b in searched["backends"]] == ["198.18.0.12"]
 
@@ -66,9 +67,20 @@ async def test_a_bad_page_is_refused(base_url: str, http: aiohttp.ClientSession,
     assert code == 400
 
 
-async def test_an_unknown_service_is_404(base_url: str, http: aiohttp.ClientSession) -> None:
+async def test_an_unknown_service_is_404_and_none_is_400(base_url: str, http: aiohttp.ClientSession) -> None:
     code, body = await _get(http, f"{base_url}/api/v1/backends", service="192.0.2.1:80/tcp")
     assert code == 404 and "192.0.2.1:80/tcp" in body["error"]
+    code, body = await _get(http, f"{base_url}/api/v1/backends")
+    assert code == 400 and "?service=" in body["error"]
+
+
+async def test_an_address_matches_whole(base_url: str, http: aiohttp.ClientSession) -> None:
+    _, whole = await _get(http, f"{base_url}/api/v1/services", q="198.18.0.1")
+    assert whole["total"] == 0, "198.18.0.1 is none of 198.18.0.11, .12, .13"
+    _, found = await _get(http, f"{base_url}/api/v1/services", q="198.18.0.12")
+    assert {row["name"] for row in found["services"]} == {"web"}
+    _, vip = await _get(http, f"{base_url}/api/v1/services", q="2001:DB8::53")
+    assert [row["id"] for row in vip["services"]] == ["[2001:db8::53]:53/udp"], "the VIP, in any spelling"
 
 
 @pytest.fixture

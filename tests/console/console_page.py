@@ -6,17 +6,24 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from playwright.async_api import Browser, Page
+from playwright.async_api import Browser, Dialog, Page
 
 
 class Console:
-    """A page showing the console at ``url``; ``errors`` collects console errors and uncaught exceptions."""
+    """A page showing the console at ``url``; ``errors`` collects console errors and uncaught exceptions, ``dialogs``
+    the questions it asked (each answered yes)."""
 
     def __init__(self, page: Page) -> None:
         self.page = page
         self.errors: list[str] = []
+        self.dialogs: list[str] = []  # what confirm() asked; every dialog is accepted
         page.on("console", lambda message: self.errors.append(message.text) if message.type == "error" else None)
         page.on("pageerror", lambda error: self.errors.append(str(error)))
+        page.on("dialog", self._accept)
+
+    async def _accept(self, dialog: Dialog) -> None:
+        self.dialogs.append(dialog.message)
+        await dialog.accept()
 
     async def value(self, expression: str) -> Any:
         """``expression`` evaluated in the page (through the debugger: the page's CSP forbids eval, rightly)."""

@@ -51,14 +51,24 @@ async def test_ten_backends_overview_services_and_an_admin_call(
         await console.page.click("tr.detail button[data-action=drain][data-key='web/198.18.0.11']")
         await console.until("document.querySelectorAll('tr.detail .badge.drained').length === 2")
         assert controller.admin_calls == [("web/198.18.0.11", "drained")]
+        assert console.dialogs == ["Drain web/198.18.0.11? It takes no new flows; its open connections stay."]
+
+        await console.page.mouse.move(5, 5)  # away from the table: it is redrawn again at each poll
+        controller.overrides.clear()  # as if someone else reset it meanwhile
+        await console.until("document.querySelectorAll('tr.detail .badge.drained').length === 1")
 
         await console.page.fill("#search", "dns")
-        await console.until("document.querySelectorAll('#services tbody tr.service').length === 1")
-        assert await console.texts("#services tbody tr.service td.name") == ["dns"]
+        await console.until("document.querySelectorAll('#services tbody tr.service:not(.pinned)').length === 1")
+        assert await console.texts("#services tbody tr.service:not(.pinned) td.name") == ["dns"]
+        assert await console.texts("#services tbody tr.pinned td.mono") == ["192.0.2.100:80/tcp"], (
+            "the opened service stays in view though the search left it out"
+        )
         await console.page.fill("#search", "")
         await console.page.check("#problems")
         await console.until("document.querySelectorAll('#services tbody tr.service').length === 2")
-        assert set(await console.texts("#services tbody tr.service td.name")) == {"web"}
+        assert set(await console.texts("#services tbody tr.service td.name")) == {"web"}, (
+            "web's two VIPs, each with its down backend"
+        )
         assert "problems=1" in console.page.url
 
         await console.polled(3)  # the counters grow each snapshot: the traffic chart has a line to draw
@@ -86,7 +96,8 @@ async def test_ten_thousand_backends_draw_one_page(browser: Browser, scaled_url:
         assert await console.elements() < 1500, "a page of rows, not 10,000 backends"
         not_serving = [int(text) for text in await console.texts("#services tbody tr.service td:nth-child(6)")]
         assert not_serving[0] >= 1, "problems first"
-        assert any("not serving" in card and "10000" in card for card in await console.texts("#overview .card"))
+        cards = await console.texts("#overview .card")
+        assert any("of 10000" in card and "272 down" in card for card in cards), cards
 
         await console.page.click("#services tbody tr.service >> nth=0")
         await console.until("document.querySelectorAll('tr.detail table.backends tbody tr').length === 10")
