@@ -183,3 +183,15 @@ async def test_a_refused_takeover_is_logged_and_the_daemon_runs_on(
     finally:
         d.stop_trigger.set()
         await asyncio.wait_for(task, 20)
+
+
+async def test_a_restart_stop_asked_during_a_full_stop_changes_nothing(tmp_path: Path, listener: int) -> None:
+    """The first stop asked for is the one done: a SIGUSR2 that arrives once a full stop is under way would
+    otherwise leave XDP attached after the routes were withdrawn and drained."""
+    path = tmp_path / "lb.yaml"
+    path.write_text(document(port=listener))
+    d, plane, task = await _run(path, {})
+    d.stop_trigger.set()
+    d.restart_stop()
+    await asyncio.wait_for(task, 20)
+    assert not d.restarting and plane.interface_log[-1] == ("detach", "lo")
