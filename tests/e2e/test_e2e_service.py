@@ -185,8 +185,13 @@ def test_all_backends_fail_route_goes_one_back_route_returns(up: World) -> None:
         demo.stop_backend(name)
     wait_for("no route in BIRD", lambda: not demo.announced_by(VIP), DOWN_WITHIN)
     wait_for("no route in the router's kernel", lambda: demo.kernel_route(VIP) == "", 2)
-    vip = next(v for v in up.status()["vips"] if v["vip"] == VIP)
-    assert not vip["announced"] and "0 of 1" in vip["reason"], vip
+
+    def withdrawn() -> dict[str, Any] | None:  # the API's snapshot is up to a second old (snapshot_cache)
+        vip: dict[str, Any] = next(v for v in up.status()["vips"] if v["vip"] == VIP)
+        return None if vip["announced"] else vip
+
+    vip = wait_for("the API to say withdrawn", withdrawn, 3)
+    assert "0 of 1" in vip["reason"], vip
     demo.start_backend("b2")
     wait_for("the route back in BIRD", lambda: demo.announced_by(VIP) == {demo_lab.NODE_IPS[0]}, UP_WITHIN)
     wait_for("the route back in the router's kernel", lambda: demo.nodes[0].ipv4 in demo.kernel_route(VIP), 2)
