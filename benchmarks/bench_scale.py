@@ -33,9 +33,12 @@ def main() -> int:
     parser.add_argument("--backends", type=int, default=10, help="per service")
     parser.add_argument("--window", type=float, default=60.0, help="seconds of steady state measured")
     parser.add_argument("--ready-timeout", type=float, default=300.0, help="seconds allowed to get every backend up")
+    parser.add_argument("--keepalive", action="store_true", help="HTTP checks reuse their connections")
     args = parser.parse_args()
     total = args.services * args.backends
-    with scale.ScaleLab(services=args.services, backends=args.backends, spare=max(1, total // 100)) as lab:
+    with scale.ScaleLab(
+        services=args.services, backends=args.backends, spare=max(1, total // 100), keepalive=args.keepalive
+    ) as lab:
         figures = scale.measure(
             lab,
             window=args.window,

@@ -159,3 +159,6 @@ class DnsChecker:
 
     async def close(self) -> None:
         """Nothing is kept between checks."""
+
+    def release(self) -> None:
+        """Nothing is kept between checks."""

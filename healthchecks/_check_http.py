@@ -1,7 +1,7 @@
-"""The lean HTTP(S) check: HTTP/1.1 on bare sockets (plain HTTP) or an asyncio protocol (HTTPS, keep-alive).
+"""The lean HTTP(S) check: HTTP/1.1 on bare sockets (plain HTTP) or an asyncio protocol (HTTPS).
 
 A new connection per check by default (what proves the service accepts connections); with ``keepalive`` the
-connection is reused while the server allows it. Connections are closed with a reset (no TIME_WAIT left behind,
+connection is reused while the server allows it, which spares both ends a TCP handshake and teardown per check. Connections are closed with a reset (no TIME_WAIT left behind,
 as HAProxy does for its checks), so thousands of checks a second do not exhaust local ports.
 """
 
@@ -65,6 +65,38 @@ class _ResponseProtocol(asyncio.Protocol):
             waiter.set_exception(exc or ConnectionResetError("connection closed"))
 
 
+class _BareRun:
+    """One check on bare sockets: its exchange, and one more on a new connection when a kept one had been closed.
+
+    An object rather than closures: a callback that restarts itself would be a reference cycle per check, left to
+    the garbage collector thousands of times a second."""
+
+    __slots__ = ("checker", "done", "poller", "exchange")
+
+    def __init__(
+        self, checker: "LeanHttpChecker", done: Callable[[_failure.Verdict], None], kept: socket.socket | None
+    ):
+        self.checker = checker
+        self.done = done
+        self.poller = _socket_poller.poller()
+        self.exchange = checker._exchange_on(self.poller, checker._spec.timeout, self.ended, kept)
+
+    def ended(self, exchange: _socket_poller.Exchange, error: BaseException | None) -> None:
+        checker = self.checker
+        if error is not None and exchange.reused and not isinstance(error, TimeoutError):
+            left = exchange.deadline - asyncio.get_running_loop().time()
+            if left > 0:
+                # The server closed the idle connection meanwhile; that proves nothing, so ask again.
+                self.exchange = checker._exchange_on(self.poller, left, self.ended, None)
+                return
+        if exchange.keep:
+            checker._kept = exchange.sock
+        self.done(checker._verdict(exchange, error))
+
+    def abandon(self) -> None:
+        self.poller.cancel(self.exchange)
+
+
 class LeanHttpChecker:
     """Runs one HTTP(S) check against one backend; ``run()`` never raises and never outlives the timeout."""
 
@@ -78,10 +110,11 @@ class LeanHttpChecker:
         self._head_only = check.method == "HEAD"
         self._max_body = check.max_body_bytes
         self._idle: _ResponseProtocol | None = None
-        # Plain HTTP on a new connection per check, the common case, takes the cheap path of bare sockets.
+        self._kept: socket.socket | None = None  # plain HTTP's kept-alive connection, between checks
+        # Plain HTTP, the common case, takes the cheap path of bare sockets.
         self._family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
         self._sockaddr = (str(address), port)
-        self.start: _failure.Start | None = self._start if not self._spec.tls and not check.keepalive else None
+        self.start: _failure.Start | None = None if self._spec.tls else self._start
 
     async def run(self) -> _failure.Verdict:
         if self.start is not None:
@@ -124,14 +157,16 @@ class LeanHttpChecker:
         return spec.judge(reader.status, bytes(reader.body), truncated=reader.truncated)
 
     def _start(self, done: Callable[[_failure.Verdict], None]) -> Callable[[], None]:
-        def ended(exchange: _socket_poller.Exchange, error: BaseException | None) -> None:
-            done(self._verdict(exchange, error))
+        kept, self._kept = self._kept, None
+        return _BareRun(self, done, kept).abandon
 
-        poller = _socket_poller.poller()
-        exchange = poller.start(
-            self._family, self._sockaddr, self._request, self._reader(), self._spec.timeout, ended, mark=self._mark
-        )
-        return lambda: poller.cancel(exchange)
+    def _exchange_on(
+        self, poller: _socket_poller.SocketPoller, timeout: float, done: _socket_poller.Done, kept: socket.socket | None
+    ) -> _socket_poller.Exchange:
+        return poller.start(
+            self._family, self._sockaddr, self._request, self._reader(), timeout, done,
+            mark=self._mark, kept=kept, keep=self._keepalive,
+        )  # fmt: skip
 
     async def _run_bare(self) -> _failure.Verdict:
         future: asyncio.Future[_failure.Verdict] = asyncio.get_running_loop().create_future()
@@ -160,7 +195,14 @@ class LeanHttpChecker:
 
     async def close(self) -> None:
         """Drop a kept-alive connection, if any."""
+        self.release()
+
+    def release(self) -> None:
+        """Drop a kept-alive connection, if any, now."""
         self._drop(self._take_idle())
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            kept.close()
 
     def _take_idle(self) -> _ResponseProtocol | None:
         protocol, self._idle = self._idle, None

@@ -91,6 +91,9 @@ class AiohttpChecker:
             session, self._session = self._session, None
             await session.close()
 
+    def release(self) -> None:
+        """Kept connections stay with the session until ``close()``: closing it needs the loop."""
+
 
 async def _connected(session: aiohttp.ClientSession, context: types.SimpleNamespace, params: object) -> None:
     progress = context.trace_request_ctx

@@ -103,3 +103,6 @@ class TcpChecker:
 
     async def close(self) -> None:
         """Nothing is kept between checks."""
+
+    def release(self) -> None:
+        """Nothing is kept between checks."""

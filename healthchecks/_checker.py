@@ -25,6 +25,9 @@ class Checker(Protocol):
     async def close(self) -> None:
         """Release what the checker keeps between runs (a kept-alive connection, a client session)."""
 
+    def release(self) -> None:
+        """Drop at once a connection kept between runs, if any; the checker can still run again."""
+
 
 def make_checker(
     check: config.Check,
@@ -91,6 +94,9 @@ class _ThroughDataPlane:
 
     async def close(self) -> None:
         await self._checker.close()
+
+    def release(self) -> None:
+        self._checker.release()
 
 
 def verify_check(check: config.Check, address: config.IpAddress, service_port: int) -> None:

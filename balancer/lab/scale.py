@@ -42,6 +42,7 @@ NODE_BACKEND_SIDE = "198.19.255.254"  # the node's address on the backends' subn
 PORTS = (80, 81, 82, 83)  # four services per VIP
 _NUD_PERMANENT = 0x80
 _RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"
+_KEPT_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n"
 
 
 def backend_address(index: int) -> str:
@@ -56,8 +57,12 @@ class _Answer(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        self.transport.write(_RESPONSE)
-        self.transport.close()
+        # One request per read is all a check sends; a request that does not ask to close keeps the connection.
+        if b"connection: close" in data.lower():
+            self.transport.write(_RESPONSE)
+            self.transport.close()
+        else:
+            self.transport.write(_KEPT_RESPONSE)
 
 
 async def _serve(ports: Sequence[int]) -> None:
@@ -91,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 class ScaleLab:
     """``services`` services (``services / 4`` VIPs, ports 80-83) of ``backends`` backends each, checked over HTTP.
 
-    ``spare`` more backend addresses exist on the backend host (for reloads that add backends).
+    ``spare`` more backend addresses exist on the backend host (for reloads that add backends). ``keepalive``:
+    the checks reuse their connections (the server keeps a connection open unless a request asks to close it).
     """
 
     def __init__(
@@ -104,6 +110,7 @@ class ScaleLab:
         rise: int = 2,
         fall: int = 3,
         spare: int = 0,
+        keepalive: bool = False,
     ) -> None:
         if services % len(PORTS) or not 0 < services // len(PORTS) <= 250:
             raise ValueError(f"services must be a multiple of {len(PORTS)} up to {250 * len(PORTS)}")
@@ -111,6 +118,7 @@ class ScaleLab:
         self.backends = backends
         self.spare = spare
         self.timing = {"interval": interval, "timeout": timeout, "rise": rise, "fall": fall}
+        self.keepalive = keepalive
         self._dir = Path(tempfile.mkdtemp(prefix="xdplb-scale-"))
         self.template = self._template()
         template_path = self._dir / "template.yaml"
@@ -118,13 +126,17 @@ class ScaleLab:
         self.demo = demo_lab.DemoLab(nodes=1, backends=1, template=template_path)
         self._server: subprocess.Popen[Any] | None = None
 
+    def check(self, path: str) -> dict[str, Any]:
+        """The lab's HTTP check of ``path``, as config."""
+        return {"type": "http", "path": path, "timing": self.timing} | ({"keepalive": True} if self.keepalive else {})
+
     @property
     def vips(self) -> list[str]:
         return [f"192.0.2.{i + 1}" for i in range(self.services // len(PORTS))]
 
     def _template(self) -> dict[str, Any]:
         data: dict[str, Any] = copy.deepcopy(yaml.safe_load(demo_lab.DEMO_CONFIG.read_text()))
-        data["policies"] = {"web": {"checks": [{"type": "http", "path": "/", "timing": self.timing}]}}
+        data["policies"] = {"web": {"checks": [self.check("/")]}}
         services = []
         for i in range(self.services):
             vip, port = self.vips[i // len(PORTS)], PORTS[i % len(PORTS)]
@@ -336,7 +348,7 @@ def measure(
 
     def recheck(data: dict[str, Any]) -> None:
         data["services"][-1].pop("policy", None)
-        data["services"][-1]["checks"] = [{"type": "http", "path": "/other", "timing": lab.timing}]
+        data["services"][-1]["checks"] = [lab.check("/other")]
 
     figures["reload_checks_s"], _ = lab.reload(recheck)
     time.sleep(flap_window)

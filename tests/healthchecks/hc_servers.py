@@ -200,6 +200,21 @@ def http_status(status_of: Callable[[], int]) -> Callable[[asyncio.StreamReader,
     return behaviour
 
 
+def http_kept(requests: int) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], object]:
+    """An HTTP/1.1 responder that keeps the connection open for ``requests`` answers (none says it will close),
+    then closes it: as a server whose idle timeout ended a kept connection between two checks."""
+
+    async def behaviour(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(requests):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+        await asyncio.sleep(0.05)  # idle, then the server's idle timeout ends the connection
+        writer.close()
+
+    return behaviour
+
+
 async def banner(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     writer.write(b"+OK ready\r\n")
     await writer.drain()

@@ -1,5 +1,6 @@
 """HTTP and HTTPS checks against real loopback servers; every case runs on both engines (lean and aiohttp)."""
 
+import asyncio
 import pathlib
 import re
 from typing import Any
@@ -140,6 +141,38 @@ async def test_keepalive_survives_the_server_closing_idle_connections(
         await checker.close()
     assert results == [(True, "status 200")] * 3
     assert server.connections == 3
+
+
+async def test_keepalive_asks_again_on_a_new_connection_when_the_kept_one_was_closed_meanwhile(
+    raw_server: Any, engine: healthchecks.HttpEngine
+) -> None:
+    from healthchecks import _checker
+
+    server = await raw_server(hc_servers.http_kept(requests=1))  # keeps each connection for one answer, silently
+    checker = _checker.make_checker(http(path="/", keepalive=True), LOOPBACK, server.port, http_engine=engine)
+    try:
+        results = []
+        for _ in range(3):
+            results.append(await checker.run())
+            await asyncio.sleep(0.1)  # the server closes the idle connection meanwhile
+    finally:
+        await checker.close()
+    assert results == [(True, "status 200")] * 3
+    assert server.connections == 3
+
+
+async def test_keepalive_reuses_one_connection_while_the_server_keeps_it(raw_server: Any) -> None:
+    from healthchecks import _checker
+
+    server = await raw_server(hc_servers.http_kept(requests=3))
+    checker = _checker.make_checker(http(path="/", keepalive=True), LOOPBACK, server.port)
+    try:
+        assert [await checker.run() for _ in range(3)] == [(True, "status 200")] * 3
+        assert (server.connections, server.open) == (1, 1)
+    finally:
+        checker.release()
+    await asyncio.sleep(0.05)
+    assert server.open == 0, "release() closed the kept connection"
 
 
 # --- TLS ---------------------------------------------------------------------------------------------------------
