@@ -134,6 +134,7 @@ class Backend:
                 abandon, lane.abandon = lane.abandon, None
                 abandon()
                 self._admission.release()
+            lane.checker.release()
             if lane.task is not None:
                 lane.task.cancel()
                 ending.append(lane.task)
@@ -238,7 +239,8 @@ class Backend:
             started, begun = self._clock.monotonic(), time.perf_counter()
 
             def ended(verdict: _failure.Verdict) -> None:
-                if lane.abandon is not abandon:
+                # The epoch, not the identity of ``abandon``: holding that here would make a reference cycle per run.
+                if lane.epoch != epoch or lane.abandon is None:
                     return  # stopped meanwhile
                 lane.abandon = None
                 lane.failing = False
@@ -247,7 +249,7 @@ class Backend:
 
             assert lane.checker.start is not None
             try:
-                abandon = lane.abandon = lane.checker.start(ended)
+                lane.abandon = lane.checker.start(ended)
             except Exception as error:  # a bug in a checker must not stop the checks
                 verdict = self._checker_failed(lane, error)
                 self._drive(index, lane, self._ran(index, lane, *verdict, due, started, begun))

@@ -29,9 +29,10 @@ class ResponseReader:
         self._want_body = want_body
         self._keepalive = keepalive
         self._max_body = max_body
-        self._parser = httptools.HttpResponseParser(self)
+        parser = httptools.HttpResponseParser(self)
         # Bare LF line ends are read, as curl and browsers read them: the check is about the service, not its CRs.
-        self._parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
+        parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
+        self._parser: httptools.HttpResponseParser | None = parser
         self._in_body = False
         self._framed = False  # the body has a Content-Length or chunked framing, so EOF is not its end
         self._close = False  # the server will close the connection after this response
@@ -71,13 +72,20 @@ class ResponseReader:
 
     def _parse(self, data: bytes) -> bool:
         """Feed httptools; True when that made the reader done."""
+        parser = self._parser
+        if parser is None:
+            return True
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             pass  # a 101: on_headers_complete has ended the read, and the rest is another protocol
         except httptools.HttpParserError as error:
             if not self.done:
+                self._parser = None
                 raise self._bad(error, data) from None
+        if self.done:
+            # The parser refers back to this reader: dropped now, not left as a cycle for the garbage collector.
+            self._parser = None
         return self.done
 
     def _bad(self, error: httptools.HttpParserError, data: bytes) -> BadResponse:
@@ -89,6 +97,10 @@ class ResponseReader:
             return BadResponse(f"bad response: not HTTP: {first!r}")
         where = "body" if self._in_body else "head"
         return BadResponse(f"bad response: {str(error) or type(error).__name__} (in the {where})")
+
+    def close(self) -> None:
+        """Drop the parser, which refers back to this reader, when the read ends before the response did."""
+        self._parser = None
 
     def feed_eof(self) -> None:
         """The peer closed its side: finish a read-until-close body or say what was missing."""
@@ -117,7 +129,9 @@ class ResponseReader:
             self._framed = True
 
     def on_headers_complete(self) -> None:
-        status = self._parser.get_status_code()
+        parser = self._parser
+        assert parser is not None  # called back from within its feed_data
+        status = parser.get_status_code()
         if not 100 <= status <= 599:
             raise BadResponse(f"bad response: status {status} out of range")
         if status < 200 and status != 101:
@@ -125,7 +139,7 @@ class ResponseReader:
             return  # an interim response (100 Continue); the real one follows
         self.status = status
         self._in_body = True
-        self._close = not self._parser.should_keep_alive()
+        self._close = not parser.should_keep_alive()
         if self._head_only or status in (204, 304) or status == 101:
             self._finish(reusable=not self._close and status != 101)
         elif not self._want_body and not self._keepalive:

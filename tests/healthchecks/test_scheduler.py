@@ -1,6 +1,8 @@
 """The scheduler: rise/fall/fastinter timing on a manual clock, ANDed checks, admin states, run-time changes."""
 
 import asyncio
+import dataclasses
+import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -312,6 +314,9 @@ class _SwallowsCancellation:
     async def close(self) -> None:
         pass
 
+    def release(self) -> None:
+        pass
+
 
 async def test_stop_ends_a_checker_that_swallows_its_cancellation(monkeypatch: pytest.MonkeyPatch) -> None:
     checker = _SwallowsCancellation()
@@ -347,6 +352,9 @@ class _Buggy:
         return True, "ok"
 
     async def close(self) -> None:
+        pass
+
+    def release(self) -> None:
         pass
 
 
@@ -402,3 +410,64 @@ async def test_a_subscriber_that_removes_the_target_on_its_change_stops_its_chec
                 await asyncio.sleep(0.01)
         await asyncio.sleep(0.3)
     assert len(runs) == 1, "no check ran after the target was removed"
+
+
+async def test_a_removed_or_changed_target_closes_its_kept_alive_connection(raw_server: Any) -> None:
+    server = await raw_server(hc_servers.http_kept(requests=100))
+    check = config.HttpCheck.model_validate(
+        {"path": "/", "keepalive": True, "timing": {**TIMING, "interval": 0.05, "fast_interval": 0.05, "timeout": 0.05}}
+    )
+    target = healthchecks.Target(key="a", address=LOOPBACK, port=server.port, checks=(check,))
+    runs: list[healthchecks.CheckRun] = []
+    scheduler = healthchecks.Scheduler(on_check=runs.append)
+    scheduler.update([target])
+    async with scheduler:
+        async with asyncio.timeout(5):
+            while len(runs) < 3:
+                await asyncio.sleep(0.01)
+        assert all(run.result.ok for run in runs), runs
+        assert (server.connections, server.open) == (1, 1)
+        scheduler.update([dataclasses.replace(target, checks=(check.model_copy(update={"path": "/b"}),))])
+        async with asyncio.timeout(5):
+            while server.connections < 2:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert server.open == 1, "the changed check closed the old connection and kept its new one"
+        scheduler.update([])
+        await asyncio.sleep(0.05)
+        assert server.open == 0, "the removed target's connection is closed, not left to the server"
+
+
+@pytest.mark.parametrize("keepalive", [False, True])
+async def test_check_runs_leave_no_reference_cycles(raw_server: Any, keepalive: bool) -> None:
+    """Thousands of checks a second: a cycle per run would be garbage for the collector to find, at a cost that
+    grows with everything else the checker holds."""
+    behaviour = hc_servers.http_kept(requests=1000) if keepalive else hc_servers.http_status(lambda: 200)
+    server = await raw_server(behaviour)
+    timing = {**TIMING, "interval": 0.05, "fast_interval": 0.05, "timeout": 0.05}
+    check = config.HttpCheck.model_validate({"path": "/", "keepalive": keepalive, "timing": timing})
+    targets = [healthchecks.Target(key=f"t{i}", address=LOOPBACK, port=server.port, checks=(check,)) for i in range(4)]
+    runs: list[healthchecks.CheckRun] = []
+    scheduler = healthchecks.Scheduler(on_check=runs.append)
+    scheduler.update(targets)
+    async with scheduler:
+        await asyncio.sleep(0.2)
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            first = len(runs)
+            await asyncio.sleep(0.5)
+            gc.collect()
+            ours = [o for o in gc.garbage if _from_healthchecks(o)]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+    assert len(runs) - first >= 20, "the checks ran"
+    assert all(run.result.ok for run in runs), runs[-1]
+    assert ours == [], sorted({f"{type(o).__qualname__} {getattr(o, '__qualname__', '')}" for o in ours})
+
+
+def _from_healthchecks(thing: object) -> bool:
+    """Whether ``thing`` is one of the checker's objects or functions (the test's own servers make garbage too)."""
+    module = thing.__module__ if callable(thing) and hasattr(thing, "__module__") else type(thing).__module__
+    return isinstance(module, str) and module.startswith("healthchecks")
