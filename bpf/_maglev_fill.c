@@ -5,6 +5,11 @@
  *   (maglev.py computes them, and checks them: 1 <= turns, 0 <= slot < size, 1 <= skip < size, index < 65536).
  *   Returns size native uint16 entries, each the index of the backend holding that slot.
  *
+ * place(table, slots) -> (bytes, list)
+ *   table: native uint16 entries as fill returns them; slots: native uint32, the data-plane slot of each index.
+ *   Returns the table as the kernel's array map shows it through mmap (each entry its slot, as a native uint64:
+ *   values sit 8 bytes apart) and how many entries each index holds. maglev.place does the same in Python.
+ *
  * The GIL is released while filling, so tables built in a thread leave the event loop alone.
  */
 #define PY_SSIZE_T_CLEAN
@@ -90,8 +95,68 @@ static PyObject *fill(PyObject *self, PyObject *args)
     return out;
 }
 
+static PyObject *place(PyObject *self, PyObject *args)
+{
+    Py_buffer table, slots;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*", &table, &slots))
+        return NULL;
+    Py_ssize_t size = table.len / (Py_ssize_t)sizeof(uint16_t), count = slots.len / (Py_ssize_t)sizeof(uint32_t);
+    const uint16_t *entry = table.buf;
+    const uint32_t *slot = slots.buf;
+    PyObject *out = NULL, *counts = NULL;
+    Py_ssize_t *held = NULL;
+    if (table.itemsize != sizeof(uint16_t) || slots.itemsize != sizeof(uint32_t)) {
+        PyErr_SetString(PyExc_ValueError, "place: table must be uint16 and slots uint32");
+        goto done;
+    }
+    held = PyMem_Calloc((size_t)count + 1, sizeof(Py_ssize_t));
+    out = PyBytes_FromStringAndSize(NULL, size * (Py_ssize_t)sizeof(uint64_t));
+    if (held == NULL || out == NULL) {
+        Py_CLEAR(out);
+        if (held == NULL)
+            PyErr_NoMemory();
+        goto done;
+    }
+    uint64_t *placed = (uint64_t *)PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < size; i++) {
+        if (entry[i] >= count) {
+            Py_CLEAR(out);
+            PyErr_SetString(PyExc_ValueError, "place: an entry has no slot");
+            goto done;
+        }
+        placed[i] = slot[entry[i]];
+        held[entry[i]]++;
+    }
+    counts = PyList_New(count);
+    if (counts == NULL) {
+        Py_CLEAR(out);
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *number = PyLong_FromSsize_t(held[i]);
+        if (number == NULL) {
+            Py_CLEAR(out);
+            Py_CLEAR(counts);
+            goto done;
+        }
+        PyList_SET_ITEM(counts, i, number);
+    }
+done:
+    PyMem_Free(held);
+    PyBuffer_Release(&table);
+    PyBuffer_Release(&slots);
+    if (out == NULL)
+        return NULL;
+    PyObject *result = PyTuple_Pack(2, out, counts);
+    Py_DECREF(out);
+    Py_DECREF(counts);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"fill", fill, METH_VARARGS, "fill(walkers, size) -> bytes: the Maglev table's entries, native uint16."},
+    {"place", place, METH_VARARGS, "place(table, slots) -> (bytes, list): entries as slots (uint64), and counts."},
     {NULL, NULL, 0, NULL},
 };
 

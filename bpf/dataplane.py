@@ -7,7 +7,6 @@ that pointed at them select again; freed slots are reused oldest first. An updat
 service as it was: the previous table keeps serving, with the slots it points at.
 """
 
-import array
 import ctypes
 import fcntl
 import ipaddress
@@ -20,7 +19,7 @@ import struct
 import threading
 import time
 import typing
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -31,7 +30,7 @@ from bpf._counters import Counters, GlobalCounters, read_counters, read_totals
 from bpf._kernel_source import ensure_kernel_source
 from bpf._tables import KernelMaps, MapOps, TableStore
 from bpf.errors import DataPlaneError
-from bpf.maglev import MaglevCache, TableKey
+from bpf.maglev import MaglevCache, TableKey, place
 from bpf.service import PROTO_NUMBERS, Backend, BackendState, BackendStatus, Service, ServiceKey, ServiceStatus, Tunnel
 
 __all__ = ["DEFAULT_GUE_PORT", "AttachMode", "DataPlane", "DataPlaneSettings", "EarlierProgram"]
@@ -784,8 +783,9 @@ class DataPlane:
     ) -> None:
         """Write the table for ``candidates`` and point the service entry at it (the atomic switch for readers)."""
         service = programmed.spec
-        indexes = self.maglev.table(candidates, service.table_size) if candidates else []
-        table = array.array("I", map(candidate_slots.__getitem__, indexes))
+        table, counts = (
+            place(self.maglev.table(candidates, service.table_size), candidate_slots) if candidates else ([], [])
+        )
         table_id = self._table_store().write(table) if table else None
         flags = _abi.SERVICE_STICKY if service.sticky else 0
         services = self.table(_family_map("services", service.key.vip))
@@ -799,7 +799,7 @@ class DataPlane:
         if programmed.table_id is not None:
             self._table_store().retire(programmed.table_id)
         programmed.table_id, programmed.inputs = table_id, inputs
-        programmed.entries = dict(Counter(table))
+        programmed.entries = {slot: count for slot, count in zip(candidate_slots, counts, strict=True) if count}
         log.info(
             "event=service_programmed service=%s backends=%d table_size=%d", service.key, len(candidates), len(table)
         )

@@ -27,7 +27,7 @@ try:
 except ImportError:  # not built (no compiler at install): the same tables, from the Python loop
     _maglev_fill = None
 
-__all__ = ["DEFAULT_TABLE_SIZE", "MaglevCache", "TableKey", "build", "maglev_table", "permutation_seed"]
+__all__ = ["DEFAULT_TABLE_SIZE", "MaglevCache", "TableKey", "build", "maglev_table", "permutation_seed", "place"]
 
 DEFAULT_TABLE_SIZE = 16381
 """Prime; 64 KiB per table version. Larger tables spread many backends more evenly (M >> 100 N keeps it within 1%)."""
@@ -71,6 +71,26 @@ def _table(backends: Sequence[tuple[str, int]], size: int) -> array[int]:
         table.frombytes(_maglev_fill.fill(array("q", [value for walker in walkers for value in walker]), size))
         return table
     return array("H", _fill(walkers, size))
+
+
+def place(table: array[int], slots: Sequence[int]) -> tuple[array[int], list[int]]:
+    """``table`` (indexes into a service's candidates) as the data plane stores it: each entry the slot of its
+    candidate, ``slots[index]``, 8 bytes apart (``array("Q")``, as the kernel's array map shows it through mmap),
+    and how many entries each candidate holds.
+
+    >>> placed, counts = place(array("H", [1, 0, 1]), [7, 9])
+    >>> list(placed), counts
+    ([9, 7, 9], [1, 2])
+    """
+    if _maglev_fill is not None and table.typecode == "H":
+        data, counts = _maglev_fill.place(table, array("I", slots))
+        placed = array("Q")
+        placed.frombytes(data)
+        return placed, counts
+    counts = [0] * len(slots)
+    for index in table:
+        counts[index] += 1
+    return array("Q", map(slots.__getitem__, table)), counts
 
 
 def _fill(walkers: list[list[int]], size: int) -> list[int]:

@@ -132,3 +132,23 @@ def test_tables_are_pinned_across_versions(fill: str) -> None:
     assert maglev_table(small, 13) == [1, 0, 2, 1, 0, 1, 2, 0, 1, 1, 0, 2, 1]
     big = maglev_table([(f"198.18.0.{i}", 1 + i % 3) for i in range(10)], 16381)
     assert hashlib.sha256(bytes(big)).hexdigest() == "ffa4cbc10b3d4d58a0ba71bca4eb812ef4b5dae45440ca002b8a39e7a5f422db"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(weights=st.lists(st.integers(1, 6), min_size=1, max_size=8), size=st.sampled_from(PRIMES[:40]))
+def test_a_placed_table_holds_each_backends_slot_and_counts_its_entries(
+    fill: str, weights: list[int], size: int
+) -> None:
+    table = maglev._table(list(zip(names(len(weights)), weights)), size)
+    slots = [1000 + 7 * index for index in range(len(weights))]  # any u32s
+    placed, counts = maglev.place(table, slots)
+    assert placed.typecode == "Q" and placed.itemsize == 8, "the kernel's layout: values 8 bytes apart"
+    assert list(placed) == [slots[index] for index in table]
+    assert counts == [list(table).count(index) for index in range(len(weights))]
+
+
+def test_placing_refuses_an_entry_without_a_slot() -> None:
+    if maglev._maglev_fill is None:
+        pytest.fail("bpf._maglev_fill is not built") if os.environ.get("CI") == "true" else pytest.skip("not built")
+    with pytest.raises(ValueError, match="no slot"):
+        maglev._maglev_fill.place(array("H", [0, 2]), array("I", [5, 6]))
