@@ -254,13 +254,17 @@ class Daemon:
         self.stop_trigger.set()
 
     async def setup(self) -> None:
-        """Load and validate the config, load the XDP program (seconds: clang runs) and attach it."""
+        """Load and validate the config, load the XDP program (seconds: clang runs) and attach it. Health checks
+        start first, unless one goes through the data plane (its path needs the program)."""
         self._config = self._initial_config or self._loader.load(str(self.config_path))
         preflight.verify(self._config, source=str(self.config_path))  # what `xdplb check` refuses, refused here
         self._last_reload_success = time.time()
         if self.state_file is not None:
             keys = (service.backend_key(backend) for service, backend in self._config.backends())
             self._overrides = overrides.load(self.state_file, keys)
+        if not _wants_check_paths(self._config):
+            # No check goes through the data plane: the first verdicts come in while clang compiles the program.
+            self._start_checks(self._config)
         plane = self._plane_factory(_plane_settings(self._config))
         self._plane = plane
         self._reconciler = reconciler.Reconciler(plane, None)
@@ -302,13 +306,10 @@ class Daemon:
         await self._converge()  # services without checks in the maps (the rest join on verdicts), nothing announced
 
     async def start(self) -> None:
-        """Start health checks, the BGP speaker (announcing nothing yet) and the API."""
+        """Start health checks (unless ``setup()`` did), the BGP speaker (announcing nothing yet) and the API."""
         cfg = self._require_config()
-        workers = self.check_workers or check_workers(cfg)
-        self._scheduler = healthchecks.ProcessScheduler(workers=workers, on_check=self._observe_check)
-        self._update_targets(cfg)
-        self._events = self._scheduler.events()  # before the first check: every verdict arrives as an event
-        self._scheduler.start()
+        if self._scheduler is None:
+            self._start_checks(cfg)
         await self._start_speaker(cfg.bgp)
         for make in self.face_factories:
             face = make(self)
@@ -322,6 +323,13 @@ class Daemon:
         gc.freeze()
         self._started_at = time.time()
         log.info("event=started config=%s services=%d", self.config_path, len(cfg.services))
+
+    def _start_checks(self, cfg: config.XdplbConfig) -> None:
+        workers = self.check_workers or check_workers(cfg)
+        self._scheduler = healthchecks.ProcessScheduler(workers=workers, on_check=self._observe_check)
+        self._update_targets(cfg)
+        self._events = self._scheduler.events()  # before the first check: every verdict arrives as an event
+        self._scheduler.start()
 
     async def serve(self) -> None:
         """Run the root tasks until the stop trigger fires or one of them fails."""
