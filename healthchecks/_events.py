@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 
 from healthchecks import _health
@@ -15,13 +16,18 @@ class EventStream:
     """An async iterator of changes since it was created; it ends after the scheduler stops and it is drained.
 
     Its queue is unbounded on purpose: a change is never dropped, so a consumer that stops reading should
-    ``close()`` the stream.
+    ``close()`` the stream. A consumer reading a backlog (thousands of first verdicts at once) gets through it in
+    slices of ``SLICE`` seconds with the loop's other work between them: a queue with items never suspends by
+    itself, and would hold the loop until the backlog was read.
     """
+
+    SLICE = 0.01
 
     def __init__(self, hub: "EventHub") -> None:
         self._hub = hub
         self._queue: asyncio.Queue[_health.HealthChange | None] = asyncio.Queue()
         self._ended = False
+        self._slice_ends = 0.0
 
     def __aiter__(self) -> AsyncIterator[_health.HealthChange]:
         return self
@@ -29,6 +35,11 @@ class EventStream:
     async def __anext__(self) -> _health.HealthChange:
         if self._ended:
             raise StopAsyncIteration
+        # time.monotonic, not loop.time(): uvloop's clock stands still within one turn of the loop.
+        if time.monotonic() > self._slice_ends:
+            if not self._queue.empty():
+                await asyncio.sleep(0)  # a backlog: the loop's turn between slices
+            self._slice_ends = time.monotonic() + self.SLICE
         change = await self._queue.get()
         if change is None:
             self._ended = True

@@ -471,3 +471,31 @@ def _from_healthchecks(thing: object) -> bool:
     """Whether ``thing`` is one of the checker's objects or functions (the test's own servers make garbage too)."""
     module = thing.__module__ if callable(thing) and hasattr(thing, "__module__") else type(thing).__module__
     return isinstance(module, str) and module.startswith("healthchecks")
+
+
+async def test_a_stream_with_a_backlog_lets_the_loop_run_between_slices() -> None:
+    """The first verdicts of 10,000 backends arrive at once; reading them must not hold the loop until the last."""
+    from healthchecks import _events
+
+    hub = _events.EventHub()
+    stream = hub.stream()
+    backlog = 50_000
+    for index in range(backlog):
+        hub.publish(
+            healthchecks.HealthChange(f"b{index}", UNKNOWN, UP, "status 200", 0.0, healthchecks.AdminState.ENABLED)
+        )
+    hub.close()
+    read = 0
+    seen: list[int] = []  # how many the reader had read, at each turn the loop gave another task
+
+    async def other_work() -> None:
+        while True:
+            seen.append(read)
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_work())
+    async for _ in stream:
+        read += 1
+    other.cancel()
+    assert read == backlog
+    assert any(0 < count < backlog for count in seen), "the loop ran other work while the backlog was read"
