@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import config
-from bpf import _abi, _flow_carry, _xdp_programs, check_path
+from bpf import _abi, _compiler_pages, _flow_carry, _xdp_programs, check_path
 from bpf._counters import Counters, GlobalCounters, read_counters, read_totals
 from bpf._kernel_source import ensure_kernel_source
 from bpf._tables import KernelMaps, MapOps, TableStore
@@ -557,6 +557,7 @@ class DataPlane:
         if self._check_paths is not None:
             return
         paths = check_path.load()
+        _return_free_heap()
         try:
             for ifname in self._attached:
                 paths.attach(ifname)
@@ -935,8 +936,9 @@ def _family_map(prefix: str, vip: config.IpAddress) -> str:
 
 
 def _return_free_heap() -> None:
-    """Give the heap clang freed back to the OS: about 80 MB of the daemon's RSS, which malloc keeps otherwise."""
+    """Give the heap clang freed back to the OS (which malloc keeps otherwise), and the compiler's code pages."""
     try:
         ctypes.CDLL(None).malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
+    _compiler_pages.release()

@@ -384,3 +384,38 @@ def test_a_vlan_push_without_headroom_drops_the_frame_and_counts_it(plane: bpf.D
         assert (after.drop_vlan_push - before.drop_vlan_push, after.forwarded - before.forwarded) == (1, 0)
     finally:
         wrapper.cleanup()
+
+
+def _compiler_resident_bytes() -> int:
+    """Resident bytes of this process's mappings of the compiler's libraries (from /proc/self/smaps)."""
+    from bpf import _compiler_pages
+
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        fields = line.split()
+        if fields and "-" in fields[0] and not fields[0].endswith(":"):
+            inside = len(fields) == 6 and any(name in fields[5] for name in _compiler_pages.COMPILER_LIBRARIES)
+        elif inside and fields[0] == "Rss:":
+            total += int(fields[1]) * 1024
+    return total
+
+
+def test_the_compilers_pages_go_back_after_a_compile_and_a_later_compile_still_works(
+    loaded_plane: bpf.DataPlane,
+) -> None:
+    from bpf import _compiler_pages, check_path
+
+    check_path.load().cleanup()  # a compile of its own, which gives nothing back by itself
+    compiled = _compiler_resident_bytes()
+    assert compiled > 20 << 20, f"LLVM and clang resident after a compile: {compiled >> 20} MiB"
+    assert _compiler_pages.release() > compiled
+    released = _compiler_resident_bytes()
+    assert released < compiled // 4, f"{released >> 20} MiB of {compiled >> 20} MiB still resident"
+    check_path.load().cleanup()  # compiles again, from the pages read back in
+    assert _compiler_resident_bytes() > compiled // 2
+    plane = bpf.DataPlane(world.SETTINGS)
+    try:
+        plane.setup()  # the daemon's compile gives the pages back itself
+    finally:
+        plane.cleanup()
+    assert _compiler_resident_bytes() < compiled // 4
