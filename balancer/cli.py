@@ -315,8 +315,10 @@ def _run_daemon(args: argparse.Namespace, early: list[int]) -> int:
 
     config.configure_logging(args.log_level, args.log_format)
     api_guard.raise_open_file_limit()  # before any socket: the API's connection limit is computed from it
+    loader = config.IncrementalLoader()  # the daemon's: it reads the file once, and a reload only what changed
     try:
-        preflight.load(args.config)
+        loaded = loader.load(args.config)
+        preflight.verify(loaded, source=args.config)
     except config.ConfigError as error:
         print(error, file=sys.stderr)
         return 1
@@ -331,6 +333,8 @@ def _run_daemon(args: argparse.Namespace, early: list[int]) -> int:
         drain_seconds=args.drain_seconds,
         state_file=state_file,
         check_workers=args.check_workers,
+        initial_config=loaded,
+        loader=loader,
     )
     faces.attach(runner)
 

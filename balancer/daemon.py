@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Mapping, Set
 from pathlib import Path
@@ -101,6 +102,14 @@ def _targets(
     ]
 
 
+def _interface_indexes(cfg: config.XdplbConfig) -> dict[str, int] | None:
+    """The ifindex of each of ``cfg``'s interfaces now; None if one is missing (the attach will say so)."""
+    try:
+        return {interface.name: socket.if_nametoindex(interface.name) for interface in cfg.interfaces}
+    except OSError:
+        return None
+
+
 def _through_data_path(checks: Iterable[config.Check]) -> bool:
     return any(check.via == "dataplane" for check in checks)
 
@@ -149,9 +158,11 @@ class Daemon:
         neighbour_factory: Callable[..., neighbours.NeighbourWatcher] = neighbours.NeighbourWatcher,
         link_factory: Callable[[Callable[[], None]], link_watcher.LinkWatcher] | None = link_watcher.LinkWatcher,
         initial_config: config.XdplbConfig | None = None,
+        loader: config.IncrementalLoader | None = None,
     ) -> None:
         self.config_path = config_path
-        self._initial_config = initial_config  # built in memory (`xdplb balance`): setup() reads no file
+        # Built in memory (`xdplb balance`), or read already by ``loader`` (`xdplb run`): setup() reads no file.
+        self._initial_config = initial_config
         self.stop_trigger = stop or asyncio.Event()
         self.start_grace = start_grace
         self.drain_seconds = drain_seconds
@@ -168,7 +179,8 @@ class Daemon:
         self.loop_probe = loop_probe.LoopProbe()  # how late the event loop wakes up: exported by the metrics
         self._members: dict[str, tuple[str, str, tuple[str, ...]]] = {}  # backend key -> service, address, check types
         self._config: config.XdplbConfig | None = None
-        self._loader = config.IncrementalLoader()  # remembers the file's pieces: a reload reads what changed
+        # Remembers the file's pieces: a reload reads what changed.
+        self._loader = loader or config.IncrementalLoader()
         self._plane: bpf.DataPlane | None = None
         self._neighbours: neighbours.NeighbourWatcher | None = None
         self._links: link_watcher.LinkWatcher | None = None
@@ -273,7 +285,19 @@ class Daemon:
             self._reconciler.prebuild(self._config, self._overrides), name="maglev prebuild"
         )
         self._prebuild.add_done_callback(_log_prebuild_failure)
-        await asyncio.to_thread(plane.setup)
+        # The neighbour table is read while clang compiles too (seconds, with thousands of backends on the link).
+        reading: asyncio.Task[None] | None = None
+        ifindexes = _interface_indexes(self._config)
+        if ifindexes is not None:
+            self._neighbours = self._neighbour_factory(self._macs_changed, interfaces=ifindexes)
+            reading = asyncio.create_task(self._neighbours.start(), name="neighbour table")
+        try:
+            await asyncio.to_thread(plane.setup)
+        finally:
+            if reading is not None:
+                await asyncio.gather(reading, return_exceptions=True)
+        if reading is not None:
+            reading.result()  # a watcher that failed to start fails the setup, as it did after the compile
         plane.set_tunnel(*_tunnel_settings(self._config))
         earlier = await asyncio.to_thread(_earlier_programs, plane, self._config)
         for interface in self._config.interfaces:
@@ -294,8 +318,9 @@ class Daemon:
                 asyncio.to_thread(_warn_about_check_routes, self._config, set(plane.attached_ifindexes.values())),
                 "check route warnings",
             )
-        self._neighbours = self._neighbour_factory(self._macs_changed, interfaces=plane.attached_ifindexes)
-        await self._neighbours.start()
+        if self._neighbours is None:
+            self._neighbours = self._neighbour_factory(self._macs_changed, interfaces=plane.attached_ifindexes)
+            await self._neighbours.start()
         _warn_about_neighbour_limits(self._config)
         _warn_about_forwarding(self._config)
         if self._link_factory is not None:

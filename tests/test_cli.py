@@ -108,13 +108,12 @@ def test_a_stop_asked_for_while_starting_is_kept_until_the_daemon_can_act_on_it(
         async def run(self) -> None:
             await asyncio.wait_for(self.stop_trigger.wait(), 10)
 
-    def load_while_a_signal_arrives(path: str) -> object:
+    def verify_while_a_signal_arrives(cfg: object, *, source: str) -> None:
         os.kill(os.getpid(), signum)
-        return None
 
     monkeypatch.setattr(daemon, "Daemon", _Daemon)
     monkeypatch.setattr(faces, "attach", lambda node, **options: None)
-    monkeypatch.setattr(preflight, "load", load_while_a_signal_arrives)
+    monkeypatch.setattr(preflight, "verify", verify_while_a_signal_arrives)
     before = signal.getsignal(signum)
     path = tmp_path / "lb.yaml"
     path.write_text("interfaces: [lo]\n")

@@ -163,10 +163,15 @@ neighbour_factory = cast(Callable[..., neighbours.NeighbourWatcher], ResolvedNei
 
 
 def fake_daemon(
-    path: Path, plane_factory: Callable[[Any], Any], *, start_grace: float = 5.0, drain_seconds: float = 0.0
+    path: Path,
+    plane_factory: Callable[[Any], Any],
+    *,
+    start_grace: float = 5.0,
+    drain_seconds: float = 0.0,
+    neighbours: Callable[..., Any] | None = None,
 ) -> daemon.Daemon:
     """The real daemon around the fakes: ``plane_factory``'s data plane, a fresh ``FakeSpeaker``, neighbours all
-    resolved, one checker process, no link watcher."""
+    resolved (or ``neighbours``' watcher), one checker process, no link watcher."""
     FakeSpeaker.instances, FakeSpeaker.fail_with = [], None
     return daemon.Daemon(
         path,
@@ -174,7 +179,7 @@ def fake_daemon(
         drain_seconds=drain_seconds,
         speaker_factory=speaker_factory,
         plane_factory=plane_factory,
-        neighbour_factory=neighbour_factory,
+        neighbour_factory=neighbours or neighbour_factory,
         check_workers=1,
         link_factory=None,
     )

@@ -16,7 +16,20 @@ import pytest
 
 import bpf
 from tests.balancer.fake_plane import FakeDataPlane
-from tests.balancer.test_daemon_reload import document, fake_daemon
+from tests.balancer.test_daemon_reload import ResolvedNeighbours, document, fake_daemon
+
+
+class _Neighbours(ResolvedNeighbours):
+    """The faked neighbour table, recording when it was read and closed."""
+
+    read = threading.Event()
+    closed = threading.Event()
+
+    async def start(self) -> None:
+        _Neighbours.read.set()
+
+    def close(self) -> None:
+        _Neighbours.closed.set()
 
 
 class _Backend:
@@ -55,14 +68,24 @@ class _SlowPlane(FakeDataPlane):
         super().__init__(settings=settings)
         self._backend, self._wait, self._fail = backend, wait, fail
         self.checked_while_loading = False
+        self.neighbours_read_while_loading = False
 
     def setup(self) -> None:  # runs in a thread, as the real one does
         self.checked_while_loading = self._backend.accepted.wait(self._wait)
+        self.neighbours_read_while_loading = _Neighbours.read.wait(self._wait)
         if self._fail:
             raise bpf.DataPlaneError("compiling the XDP program failed (as clang can)")
 
 
-async def test_checks_run_while_the_data_plane_loads(tmp_path: Path, backend: _Backend) -> None:
+@pytest.fixture(autouse=True)
+def neighbour_events() -> None:
+    _Neighbours.read.clear()
+    _Neighbours.closed.clear()
+
+
+async def test_checks_run_and_the_neighbour_table_is_read_while_the_data_plane_loads(
+    tmp_path: Path, backend: _Backend
+) -> None:
     path = tmp_path / "lb.yaml"
     path.write_text(document(port=backend.port))
     planes: list[_SlowPlane] = []
@@ -71,7 +94,7 @@ async def test_checks_run_while_the_data_plane_loads(tmp_path: Path, backend: _B
         planes.append(_SlowPlane(settings, backend, wait=10.0))
         return planes[-1]
 
-    d = fake_daemon(path, plane_factory)
+    d = fake_daemon(path, plane_factory, neighbours=_Neighbours)
     task = asyncio.create_task(d.run(handle_signals=False))
     try:
         async with asyncio.timeout(20):
@@ -80,16 +103,19 @@ async def test_checks_run_while_the_data_plane_loads(tmp_path: Path, backend: _B
         d.stop_trigger.set()
         await task
     assert planes[0].checked_while_loading, "a check reached the backend before the data plane had loaded"
+    assert planes[0].neighbours_read_while_loading, "the neighbour table was read before the data plane had loaded"
 
 
-async def test_a_data_plane_that_fails_to_load_leaves_no_checker_running(tmp_path: Path, backend: _Backend) -> None:
+async def test_a_data_plane_that_fails_to_load_leaves_no_checker_or_watcher_running(
+    tmp_path: Path, backend: _Backend
+) -> None:
     path = tmp_path / "lb.yaml"
     path.write_text(document(port=backend.port))
 
     def plane_factory(settings: Any) -> Any:
         return _SlowPlane(settings, backend, wait=10.0, fail=True)
 
-    d = fake_daemon(path, plane_factory)
+    d = fake_daemon(path, plane_factory, neighbours=_Neighbours)
     task = asyncio.create_task(d.run(handle_signals=False))
     async with asyncio.timeout(20):
         while not backend.accepted.is_set():
@@ -100,6 +126,7 @@ async def test_a_data_plane_that_fails_to_load_leaves_no_checker_running(tmp_pat
         with pytest.raises(bpf.DataPlaneError, match="compiling"):
             await task
     assert seen, "checker processes ran while the data plane loaded"
+    assert _Neighbours.read.is_set() and _Neighbours.closed.is_set(), "the watcher started early was closed"
     for pid in seen:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
