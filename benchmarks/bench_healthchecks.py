@@ -1,7 +1,8 @@
 """Health-check throughput: N HTTP backends through the real scheduler, lean checker vs aiohttp checker.
 
-``lean`` runs plain HTTP checks on bare sockets from the scheduler's timers; ``lean-protocol`` is the same checker
-on its asyncio-protocol path in a task per check (what HTTPS and keep-alive checks take), for comparison.
+``lean`` runs plain HTTP checks on bare sockets from the scheduler's timers, a new connection per check;
+``lean-keepalive`` the same with ``keepalive: true`` (one connection per backend, reused); ``lean-protocol`` is the
+lean checker on its asyncio-protocol path in a task per check (what HTTPS checks take), for comparison.
 
 Loopback HTTP servers run in a separate process; each variant (HTTP engine x event loop) runs in a fresh checking
 process that offers the same load (N backends, one check each every ``interval`` seconds) for a bounded time and
@@ -31,15 +32,23 @@ from typing import Any
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+KEPT_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 SERVER_LIFETIME = 900.0  # seconds: the server process ends by itself even if nobody tells it to
-VARIANTS = ["lean/uvloop", "lean-protocol/uvloop", "aiohttp/uvloop", "lean/asyncio", "aiohttp/asyncio"]
+VARIANTS = [
+    "lean/uvloop",
+    "lean-keepalive/uvloop",
+    "lean-protocol/uvloop",
+    "aiohttp/uvloop",
+    "lean/asyncio",
+    "aiohttp/asyncio",
+]
 
 
 # --- the server process ------------------------------------------------------------------------------------------
 
 
 class _HttpServer(asyncio.Protocol):
-    """Answers one request per connection with a fixed 200 and closes."""
+    """Answers each request with a fixed 200; closes after one that asks to close."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -51,8 +60,12 @@ class _HttpServer(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buf += data
         if b"\r\n\r\n" in self.buf and self.transport is not None:
-            self.transport.write(RESPONSE)
-            self.transport.close()
+            request, _, self.buf = self.buf.partition(b"\r\n\r\n")
+            if b"connection: close" in request.lower():
+                self.transport.write(RESPONSE)
+                self.transport.close()
+            else:
+                self.transport.write(KEPT_RESPONSE)
 
 
 async def _serve(ports: int) -> None:
@@ -96,9 +109,12 @@ async def _check(engine: str, ports: list[int], args: argparse.Namespace) -> dic
 
         _checker.make_checker = protocol_path
         engine = "lean"
+    keepalive = engine == "lean-keepalive"
+    if keepalive:
+        engine = "lean"
 
     timing = {"interval": args.interval, "timeout": min(args.timeout, args.interval), "rise": 2, "fall": 3}
-    check = config.HttpCheck.model_validate({"path": "/health", "timing": timing})
+    check = config.HttpCheck.model_validate({"path": "/health", "timing": timing, "keepalive": keepalive})
     address = ipaddress.IPv4Address("127.0.0.1")
     targets = [
         healthchecks.Target(key=f"b{i}", address=address, port=ports[i % len(ports)], checks=(check,))

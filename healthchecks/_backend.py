@@ -23,7 +23,13 @@ _NO_CHECKS = "no checks configured"
 
 
 class _Lane:
-    """One check of a backend: its checker, its state machine and its last result."""
+    """One check of a backend: its checker, its state machine and its last result.
+
+    A checker with ``start`` runs from the clock's timers instead of a task: ``drive(due)`` arms the next run,
+    which waits for admission, starts, and on its verdict arms the one after. The run's state lives here and its
+    callbacks are bound once, so a run allocates no closure for the garbage collector to follow (thousands a second,
+    each alive for an interval). ``release_run_state()`` breaks the lane's references to itself and its backend.
+    """
 
     __slots__ = (
         "check",
@@ -37,9 +43,26 @@ class _Lane:
         "driven",
         "abandon",
         "epoch",
+        "backend",
+        "index",
+        "due",
+        "started",
+        "begun",
+        "run_epoch",
+        "_begin",
+        "_admitted",
+        "_ended",
     )
 
-    def __init__(self, check: config.Check, label: str, checker: _checker.Checker, state: _health.HealthState) -> None:
+    def __init__(
+        self,
+        check: config.Check,
+        label: str,
+        checker: _checker.Checker,
+        state: _health.HealthState,
+        backend: "Backend",
+        index: int,
+    ) -> None:
         self.check = check
         self.label = label
         self.checker = checker
@@ -47,12 +70,62 @@ class _Lane:
         self.last_result: _health.CheckResult | None = None
         self.task: asyncio.Task[None] | None = None
         self.failing = False  # the checker raised on its last run: its traceback is logged once, not every run
-        # A checker with ``start`` runs from the clock's timers instead of a task; stopping it cancels ``driven``
-        # (the next run's timer) and calls ``abandon`` (the run in flight).
+        # Stopping a timer-driven lane cancels ``driven`` (the next run's timer) and calls ``abandon`` (the run in
+        # flight).
         self.driving = False
         self.driven: _clock.Timer | None = None
         self.abandon: Callable[[], None] | None = None
         self.epoch = 0  # moved by stop(): a run still waiting for admission from before then starts nothing
+        self.backend: Backend | None = backend
+        self.index = index
+        self.due = self.started = self.begun = 0.0
+        self.run_epoch = 0
+        self._begin: Callable[[], None] | None = self.begin
+        self._admitted: Callable[[], bool] | None = self.admitted
+        self._ended: Callable[[_failure.Verdict], None] | None = self.ended
+
+    def drive(self, due: float) -> None:
+        """Run the next check at ``due`` (once admitted) from the clock's timers, and the one after from its
+        verdict."""
+        backend = self.backend
+        if not self.driving or backend is None or self._begin is None:
+            return  # stopped, perhaps by a subscriber to the change the last run made
+        self.due, self.run_epoch = due, self.epoch
+        self.driven = backend._clock.call_at(due, self._begin)
+
+    def begin(self) -> None:
+        backend = self.backend
+        self.driven = None
+        if backend is not None and self._admitted is not None:
+            backend._admission.admit(self._admitted)
+
+    def admitted(self) -> bool:
+        backend = self.backend
+        if self.epoch != self.run_epoch or backend is None or self._ended is None:
+            return False  # stopped while it waited for room
+        self.started, self.begun = backend._clock.monotonic(), time.perf_counter()
+        assert self.checker.start is not None
+        try:
+            self.abandon = self.checker.start(self._ended)
+        except Exception as error:  # a bug in a checker must not stop the checks
+            verdict = backend._checker_failed(self, error)
+            self.drive(backend._ran(self, *verdict, self.due, self.started, self.begun))
+            return False
+        return True
+
+    def ended(self, verdict: _failure.Verdict) -> None:
+        backend = self.backend
+        if self.epoch != self.run_epoch or self.abandon is None or backend is None:
+            return  # stopped meanwhile
+        self.abandon = None
+        self.failing = False
+        backend._admission.release()
+        self.drive(backend._ran(self, *verdict, self.due, self.started, self.begun))
+
+    def release_run_state(self) -> None:
+        """Drop the callbacks bound to this lane and its backend: nothing runs from it any more."""
+        self._begin = self._admitted = self._ended = None
+        self.backend = None
 
 
 class Backend:
@@ -92,6 +165,8 @@ class Backend:
 
     def _build_lanes(self, state: _health.HealthState) -> None:
         target = self.target
+        for lane in self._lanes:
+            lane.release_run_state()
         self._lanes = [
             _Lane(
                 check,
@@ -100,8 +175,10 @@ class Backend:
                     check, target.address, target.port, http_engine=self._http_engine, via=target.via
                 ),
                 state,
+                self,
+                index,
             )
-            for check in target.checks
+            for index, check in enumerate(target.checks)
         ]
 
     # lifecycle
@@ -110,14 +187,14 @@ class Backend:
         """Start every check (a task each, or the clock's timers), unless the target is disabled."""
         if self.target.admin is _health.AdminState.DISABLED:
             return
-        for index, lane in enumerate(self._lanes):
+        for lane in self._lanes:
             if lane.checker.start is not None:
                 if not lane.driving:
                     lane.driving = True
-                    self._drive(index, lane, self._first_due(lane))
+                    lane.drive(self._first_due(lane))
             elif lane.task is None:
                 lane.task = asyncio.get_running_loop().create_task(
-                    self._run(index, lane), name=f"healthcheck {self.target.key} {lane.label}"
+                    self._run(lane), name=f"healthcheck {self.target.key} {lane.label}"
                 )
                 lane.task.add_done_callback(self._task_ended)
 
@@ -145,6 +222,13 @@ class Backend:
             self._close_checkers(list(self._lanes), ending), name=f"healthcheck close {self.target.key}"
         )
         return [closing]
+
+    def discard(self) -> list[asyncio.Task[None]]:
+        """``stop()`` for good: the target is gone, and its lanes let go of this backend."""
+        ending = self.stop()
+        for lane in self._lanes:
+            lane.release_run_state()
+        return ending
 
     async def _close_checkers(self, lanes: list[_Lane], ending: list[asyncio.Task[None]]) -> None:
         await asyncio.gather(*ending, return_exceptions=True)
@@ -200,7 +284,7 @@ class Backend:
         timing = lane.check.timing
         return self._clock.monotonic() + self._rng.uniform(0.0, timing.jitter * lane.machine.next_interval())
 
-    async def _run(self, index: int, lane: _Lane) -> None:
+    async def _run(self, lane: _Lane) -> None:
         clock = self._clock
         due = self._first_due(lane)
         limit = lane.check.timing.timeout + _GRACE
@@ -223,44 +307,7 @@ class Backend:
                 # stop() cancelled this task, but a library turned the cancellation into a result (aiohttp's
                 # timeout does, often, when the two race): end here rather than check on, unstoppable.
                 return
-            due = self._ran(index, lane, ok, reason, due, started, begun)
-
-    def _drive(self, index: int, lane: _Lane, due: float) -> None:
-        """Run ``lane``'s next check at ``due`` (once admitted) from the clock's timers, and the one after from its
-        verdict."""
-        if not lane.driving:
-            return  # stopped, perhaps by a subscriber to the change the last run made
-        epoch = lane.epoch
-        admission = self._admission
-
-        def admitted() -> bool:
-            if lane.epoch != epoch:
-                return False  # stopped while it waited for room
-            started, begun = self._clock.monotonic(), time.perf_counter()
-
-            def ended(verdict: _failure.Verdict) -> None:
-                # The epoch, not the identity of ``abandon``: holding that here would make a reference cycle per run.
-                if lane.epoch != epoch or lane.abandon is None:
-                    return  # stopped meanwhile
-                lane.abandon = None
-                lane.failing = False
-                admission.release()
-                self._drive(index, lane, self._ran(index, lane, *verdict, due, started, begun))
-
-            assert lane.checker.start is not None
-            try:
-                lane.abandon = lane.checker.start(ended)
-            except Exception as error:  # a bug in a checker must not stop the checks
-                verdict = self._checker_failed(lane, error)
-                self._drive(index, lane, self._ran(index, lane, *verdict, due, started, begun))
-                return False
-            return True
-
-        def begin() -> None:
-            lane.driven = None
-            admission.admit(admitted)
-
-        lane.driven = self._clock.call_at(due, begin)
+            due = self._ran(lane, ok, reason, due, started, begun)
 
     def _checker_failed(self, lane: _Lane, error: Exception) -> _failure.Verdict:
         if not lane.failing:
@@ -268,14 +315,14 @@ class Backend:
             lane.failing = True
         return False, f"internal error: {type(error).__name__}: {error}"
 
-    def _ran(self, index: int, lane: _Lane, ok: bool, reason: str, due: float, started: float, begun: float) -> float:
+    def _ran(self, lane: _Lane, ok: bool, reason: str, due: float, started: float, begun: float) -> float:
         """Record a finished run; returns when the next one is due."""
         clock = self._clock
         result = _health.CheckResult(ok, reason, time.perf_counter() - begun, clock.wall())
         self._record(lane, result)
         if self._on_check is not None:
             try:
-                self._on_check(_health.CheckRun(self.target.key, index, result, started - due))
+                self._on_check(_health.CheckRun(self.target.key, lane.index, result, started - due))
             except Exception:
                 log.exception("event=on_check_failed backend=%s", self.target.key)
         return max(started + lane.machine.next_interval(), clock.monotonic())

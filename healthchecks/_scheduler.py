@@ -81,7 +81,7 @@ class Scheduler:
             return
         self._stopped = True
         for backend in self._backends.values():
-            self._ending.update(backend.stop())
+            self._ending.update(backend.discard())
         if self._ending:
             _, hung = await asyncio.wait(self._ending, timeout=_STOP_GRACE)
             for task in hung:
@@ -116,7 +116,7 @@ class Scheduler:
         verify_targets(wanted.values(), self._running_target, self._http_engine)  # fail before changing anything
         for key in [key for key in self._backends if key not in wanted]:
             backend = self._backends.pop(key)
-            self._keep(backend.stop())
+            self._keep(backend.discard())
             self._hub.publish(
                 _health.HealthChange(key, backend.state, _health.HealthState.UNKNOWN, "removed", self._clock.wall(),
                                      backend.target.admin)
