@@ -104,7 +104,7 @@ async def _check(engine: str, ports: list[int], args: argparse.Namespace) -> dic
 
         def protocol_path(*args: Any, **kwargs: Any) -> _checker.Checker:
             checker = make(*args, **kwargs)
-            checker.start = None
+            checker.bare = False  # type: ignore[attr-defined]
             return checker
 
         _checker.make_checker = protocol_path

@@ -114,10 +114,10 @@ class LeanHttpChecker:
         # Plain HTTP, the common case, takes the cheap path of bare sockets.
         self._family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
         self._sockaddr = (str(address), port)
-        self.start: _failure.Start | None = None if self._spec.tls else self._start
+        self.bare = not self._spec.tls  # plain HTTP runs on bare sockets, from the scheduler's timers
 
     async def run(self) -> _failure.Verdict:
-        if self.start is not None:
+        if self.bare:
             return await self._run_bare()
         spec = self._spec
         phase = "connecting"
@@ -155,6 +155,10 @@ class LeanHttpChecker:
         else:
             self._drop(protocol)
         return spec.judge(reader.status, bytes(reader.body), truncated=reader.truncated)
+
+    @property
+    def start(self) -> _failure.Start | None:
+        return self._start if self.bare else None
 
     def _start(self, done: Callable[[_failure.Verdict], None]) -> Callable[[], None]:
         kept, self._kept = self._kept, None

@@ -14,10 +14,12 @@ HttpEngine = Literal["lean", "aiohttp"]
 class Checker(Protocol):
     """Runs one check against one backend, again and again."""
 
-    start: _failure.Start | None
-    """Set when the checker can also run without a task: ``start(done)`` begins one check, calls ``done`` with
-    its verdict within the timeout (never from within ``start``), and returns a function that abandons it. The
-    scheduler drives such checkers from its timers: no task, future or asyncio timeout per check."""
+    @property
+    def start(self) -> _failure.Start | None:
+        """Set when the checker can also run without a task: ``start(done)`` begins one check, calls ``done`` with
+        its verdict within the timeout (never from within ``start``), and returns a function that abandons it. The
+        scheduler drives such checkers from its timers: no task, future or asyncio timeout per check. (Not kept
+        as a bound method on the checker: that would be a reference cycle per checker.)"""
 
     async def run(self) -> _failure.Verdict:
         """One check: (passed, reason). Never raises for anything the backend does, and ends within the timeout."""
@@ -75,10 +77,13 @@ class _ThroughDataPlane:
         self._checker = checker
         self._where = f"VIP {f'[{vip}]' if vip.version == 6 else vip}:{port} through the data path"
         self._datagram = datagram
-        inner = checker.start
-        self.start: _failure.Start | None = None
-        if inner is not None:
-            self.start = lambda done: inner(lambda verdict: done(self._explain(verdict)))
+
+    @property
+    def start(self) -> _failure.Start | None:
+        inner = self._checker.start
+        if inner is None:
+            return None
+        return lambda done: inner(lambda verdict: done(self._explain(verdict)))
 
     def _explain(self, verdict: _failure.Verdict) -> _failure.Verdict:
         ok, reason = verdict

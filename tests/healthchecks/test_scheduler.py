@@ -459,12 +459,18 @@ async def test_check_runs_leave_no_reference_cycles(raw_server: Any, keepalive: 
             await asyncio.sleep(0.5)
             gc.collect()
             ours = [o for o in gc.garbage if _from_healthchecks(o)]
+            gc.garbage.clear()
+            scheduler.update([])  # and the removed targets leave nothing for the collector either
+            await asyncio.sleep(0.1)
+            gc.collect()
+            removed = [o for o in gc.garbage if _from_healthchecks(o)]
         finally:
             gc.set_debug(0)
             gc.garbage.clear()
     assert len(runs) - first >= 20, "the checks ran"
     assert all(run.result.ok for run in runs), runs[-1]
     assert ours == [], sorted({f"{type(o).__qualname__} {getattr(o, '__qualname__', '')}" for o in ours})
+    assert removed == [], sorted({f"{type(o).__qualname__} {getattr(o, '__qualname__', '')}" for o in removed})
 
 
 def _from_healthchecks(thing: object) -> bool:
