@@ -181,6 +181,7 @@ class Daemon:
         self._config: config.XdplbConfig | None = None
         # Remembers the file's pieces: a reload reads what changed.
         self._loader = loader or config.IncrementalLoader()
+        self._frozen_after_ready = False
         self._plane: bpf.DataPlane | None = None
         self._neighbours: neighbours.NeighbourWatcher | None = None
         self._links: link_watcher.LinkWatcher | None = None
@@ -728,6 +729,11 @@ class Daemon:
         )
         if self._ready and self._speaker is not None:
             self._speaker.end_of_rib()  # the routes are complete: with graceful restart, the peers hear it
+        if self._ready and changed is None and not settling and not self._frozen_after_ready:
+            # What the first complete pass made (every backend's health and status in the data plane) lives as
+            # long as the config: out of the collector's reach, as the modules are since start().
+            gc.freeze()
+            self._frozen_after_ready = True
         loop = asyncio.get_running_loop()
         if failed:  # data-plane errors: counted and logged by the reconciler; try those services again
             loop.call_later(RETRY_INTERVAL, self._mark, failed)
