@@ -9,12 +9,16 @@
  * from any other source is dropped and counted: it could carry any inner source past the path's filters.
  */
 #include <uapi/linux/bpf.h>
-#include <linux/if_ether.h>
-#include <linux/if_vlan.h>
-#include <linux/in.h>
-#include <linux/ip.h>
-#include <linux/ipv6.h>
-#include <linux/udp.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/ipv6.h>
+#include <uapi/linux/udp.h>
+
+struct vlan_hdr {  /* 802.1Q, as the kernel's <linux/if_vlan.h> has it (not part of its uapi) */
+    __be16 h_vlan_TCI;
+    __be16 h_vlan_encapsulated_proto;
+};
 
 #define DECAP_ADDRS 8              /* tunnel addresses per family: scanned, cheaper than a hash lookup */
 

@@ -7,15 +7,19 @@
  * for fragments, IP options and floods.
  */
 #include <uapi/linux/bpf.h>
-#include <linux/icmp.h>
-#include <linux/icmpv6.h>
-#include <linux/in.h>
-#include <linux/if_ether.h>
-#include <linux/if_vlan.h>
-#include <linux/ip.h>
-#include <linux/ipv6.h>
-#include <linux/tcp.h>
-#include <linux/udp.h>
+#include <uapi/linux/icmp.h>
+#include <uapi/linux/icmpv6.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/ipv6.h>
+#include <uapi/linux/tcp.h>
+#include <uapi/linux/udp.h>
+
+struct vlan_hdr {  /* 802.1Q, as the kernel's <linux/if_vlan.h> has it (not part of its uapi) */
+    __be16 h_vlan_TCI;
+    __be16 h_vlan_encapsulated_proto;
+};
 
 #include "xdplb.h"
 #include "csum.h"
