@@ -328,6 +328,7 @@ def measure(
     figures["status_s"] = time.monotonic() - status_started
     figures["rss_mb"] = rss_bytes(node.pid) / (1 << 20)
     figures["rss_daemon_mb"] = rss_bytes(node.pid, children=False) / (1 << 20)
+    figures["pss_mb"] = pss_bytes(node.pid) / (1 << 20)  # shared pages counted once, not once per process
     progress(f"steady {elapsed:.0f} s: {figures['false_downs']} false downs, {figures['cpu_cores']:.2f} cores")
     figures["backends_up"] = int(sample_sum(after, "xdplb_backend_active"))
     if figures["ready_s"] is None:
@@ -407,6 +408,19 @@ def rss_bytes(pid: int, *, children: bool = True) -> int:
         try:
             status = Path(f"/proc/{current}/status").read_text()
             total += int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE).group(1)) * 1024  # type: ignore[union-attr]
+        except (OSError, AttributeError):
+            continue
+    return total
+
+
+def pss_bytes(pid: int) -> int:
+    """Proportional memory of ``pid`` and its descendants: each shared page divided among its sharers, so the sum
+    counts the libraries the daemon and its children share (Python, libc) once."""
+    total = 0
+    for current in _tree(pid):
+        try:
+            rollup = Path(f"/proc/{current}/smaps_rollup").read_text()
+            total += int(re.search(r"^Pss:\s+(\d+) kB", rollup, re.MULTILINE).group(1)) * 1024  # type: ignore[union-attr]
         except (OSError, AttributeError):
             continue
     return total

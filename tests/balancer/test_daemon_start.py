@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 
 import bpf
+import config
+from balancer import daemon
 from tests.balancer.fake_plane import FakeDataPlane
 from tests.balancer.test_daemon_reload import ResolvedNeighbours, document, fake_daemon
 
@@ -130,3 +132,17 @@ async def test_a_data_plane_that_fails_to_load_leaves_no_checker_or_watcher_runn
     for pid in seen:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+@pytest.mark.parametrize(("check", "workers"), [("{type: http}", 2), ("{type: http, keepalive: true}", 1)])
+def test_checker_processes_are_sized_by_what_the_checks_cost(check: str, workers: int) -> None:
+    """4,000 checks a second: two processes with a new connection each, one when the connections are kept (a
+    kept-alive check costs 0.4 of one: ``make bench-healthchecks``)."""
+    services = "".join(
+        f"  - {{name: s{i}, vip: 192.0.2.{i + 1}, port: 80, protocol: tcp,"
+        f" checks: [{check[:-1]}, timing: {{interval: 0.25, timeout: 0.2}}}}],"
+        f" backends: [{', '.join(f'{{address: 198.18.{i}.{j + 1}}}' for j in range(10))}]}}\n"
+        for i in range(100)
+    )
+    cfg = config.parse_config(f"interfaces: [lo]\nservices:\n{services}", source="sized.yaml")
+    assert daemon.check_workers(cfg, cpus=8) == workers
