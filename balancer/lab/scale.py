@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -403,24 +403,22 @@ def _tree(pid: int) -> list[int]:
 
 def rss_bytes(pid: int, *, children: bool = True) -> int:
     """Resident memory of ``pid``, and of all its descendants with ``children``."""
-    total = 0
-    for current in _tree(pid) if children else [pid]:
-        try:
-            status = Path(f"/proc/{current}/status").read_text()
-            total += int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE).group(1)) * 1024  # type: ignore[union-attr]
-        except (OSError, AttributeError):
-            continue
-    return total
+    return _memory_bytes(_tree(pid) if children else [pid], "status", "VmRSS")
 
 
 def pss_bytes(pid: int) -> int:
     """Proportional memory of ``pid`` and its descendants: each shared page divided among its sharers, so the sum
     counts the libraries the daemon and its children share (Python, libc) once."""
+    return _memory_bytes(_tree(pid), "smaps_rollup", "Pss")
+
+
+def _memory_bytes(pids: Iterable[int], proc_file: str, field: str) -> int:
+    """The sum of ``field`` (in kB) of ``/proc/<pid>/<proc_file>`` over ``pids``; a process gone meanwhile adds 0."""
     total = 0
-    for current in _tree(pid):
+    for pid in pids:
         try:
-            rollup = Path(f"/proc/{current}/smaps_rollup").read_text()
-            total += int(re.search(r"^Pss:\s+(\d+) kB", rollup, re.MULTILINE).group(1)) * 1024  # type: ignore[union-attr]
+            text = Path(f"/proc/{pid}/{proc_file}").read_text()
+            total += int(re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE).group(1)) * 1024  # type: ignore[union-attr]
         except (OSError, AttributeError):
             continue
     return total
