@@ -1,8 +1,9 @@
 """The lean HTTP(S) check: HTTP/1.1 on bare sockets (plain HTTP) or an asyncio protocol (HTTPS).
 
 A new connection per check by default (what proves the service accepts connections); with ``keepalive`` the
-connection is reused while the server allows it, which spares both ends a TCP handshake and teardown per check. Connections are closed with a reset (no TIME_WAIT left behind,
-as HAProxy does for its checks), so thousands of checks a second do not exhaust local ports.
+connection is reused while the server allows it, which spares both ends a TCP handshake and teardown per check.
+Connections are closed with a reset (no TIME_WAIT left behind, as HAProxy does for its checks), so thousands of
+checks a second do not exhaust local ports.
 """
 
 import asyncio
@@ -75,7 +76,7 @@ class _BareRun:
 
     def __init__(
         self, checker: "LeanHttpChecker", done: Callable[[_failure.Verdict], None], kept: socket.socket | None
-    ):
+    ) -> None:
         self.checker = checker
         self.done = done
         self.poller = _socket_poller.poller()
