@@ -104,9 +104,10 @@ class _Lane:
         if self.epoch != self.run_epoch or backend is None or self._ended is None:
             return False  # stopped while it waited for room
         self.started, self.begun = backend._clock.monotonic(), time.perf_counter()
-        assert self.checker.start is not None
+        start = self.checker.start  # a property: read once per run
+        assert start is not None
         try:
-            self.abandon = self.checker.start(self._ended)
+            self.abandon = start(self._ended)
         except Exception as error:  # a bug in a checker must not stop the checks
             verdict = backend._checker_failed(self, error)
             self.drive(backend._ran(self, *verdict, self.due, self.started, self.begun))
